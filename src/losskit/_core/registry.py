@@ -1,0 +1,369 @@
+"""The registry: one declaration per objective carries everything the rest of losskit reads.
+
+An objective is a plain function decorated with :func:`objective`. The decorator
+
+1. wraps it so that the shared conventions apply on every call (the ``reduction`` value is checked,
+   NaN/+inf inputs raise :class:`LossInputError` naming the argument, an empty batch raises,
+   float16/bfloat16 tensors are promoted to float32: see :mod:`losskit._core.conventions`),
+2. builds its ``nn.Module`` form (``fn.Module``), whose constructor takes the function's keyword-only
+   options and whose ``forward`` takes its positional inputs,
+3. records an :class:`Objective` entry (family, paper, input kind, claimed properties, example-input
+   generator, formula) that the conformance suite, ``losskit list/info/check`` and the arena read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .conventions import check_reduction, promote
+from .errors import fail
+from .validate import check_finite
+
+__all__ = [
+    "Paper",
+    "STANDARD",
+    "Example",
+    "BadInput",
+    "InputKind",
+    "Objective",
+    "PROPERTIES",
+    "register_property",
+    "objective",
+    "make_module",
+    "list_objectives",
+    "objectives",
+    "get",
+    "unregister",
+]
+
+
+# --------------------------------------------------------------------------------------- metadata
+@dataclass(frozen=True)
+class Paper:
+    """Where an objective comes from. ``Paper("standard")`` for textbook objectives."""
+
+    title: str
+    year: int | None = None
+    arxiv: str | None = None
+    authors: str | None = None
+
+    @property
+    def is_standard(self) -> bool:
+        return self.title == "standard"
+
+    def cite(self) -> str:
+        if self.is_standard:
+            return "standard"
+        parts = [self.title]
+        if self.authors:
+            parts.append(self.authors)
+        if self.year:
+            parts.append(str(self.year))
+        if self.arxiv:
+            parts.append(f"arXiv:{self.arxiv}")
+        return ", ".join(parts)
+
+
+STANDARD = Paper("standard")
+
+#: Property names an objective may claim, with what the claim means. ``losskit check`` tests them.
+PROPERTIES: dict[str, str] = {
+    "nonnegative": "L >= 0 for every input",
+    "convex": "convex in its (logit / score) input",
+    "calibrated": "classification-calibrated: minimising the conditional risk picks argmax p",
+    "proper": "strictly proper: the conditional risk is minimised by predicting p itself",
+    "symmetric": "sum_k L(z, k) is constant in z (tolerant to symmetric label noise)",
+    "bounded": "bounded above over all inputs",
+    "shift_invariant": "L(z + c) = L(z) for a constant shift c of the logits",
+    "scale_invariant": "L(a z) = L(z) for a > 0",
+    "divergence": "D(p, q) >= 0 with equality iff p = q",
+    "symmetric_divergence": "D(p, q) = D(q, p)",
+    "permutation_equivariant": "permuting classes (logits and labels together) leaves L unchanged",
+}
+
+
+def register_property(name: str, meaning: str) -> None:
+    """Add a property name that objectives may claim (families with their own vocabulary)."""
+    PROPERTIES.setdefault(name, meaning)
+
+
+@dataclass
+class Example:
+    """Example inputs for one call: ``fn(**inputs, **options)`` or ``Module(**options)(*inputs)``.
+
+    ``grad`` names the differentiable inputs; ``batched`` the inputs that split along dim 0 for the
+    batch-split check (``None``: every tensor input).
+    """
+
+    inputs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    grad: tuple[str, ...] = ()
+    batched: tuple[str, ...] | None = None
+
+    def call(self, fn: Callable, **overrides):
+        return fn(**self.inputs, **{**self.options, **overrides})
+
+    def batched_names(self) -> tuple[str, ...]:
+        if self.batched is not None:
+            return self.batched
+        return tuple(k for k, v in self.inputs.items() if isinstance(v, torch.Tensor))
+
+    def batch_size(self) -> int:
+        return self.inputs[self.batched_names()[0]].shape[0]
+
+    def map_floats(self, f: Callable[[torch.Tensor], torch.Tensor]) -> Example:
+        """A copy with ``f`` applied to every floating-point tensor input (and tensor option)."""
+
+        def g(v):
+            return f(v) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
+        return dataclasses.replace(
+            self,
+            inputs={k: g(v) for k, v in self.inputs.items()},
+            options={k: g(v) for k, v in self.options.items()},
+        )
+
+    def replace(self, inputs: dict | None = None, options: dict | None = None) -> Example:
+        return dataclasses.replace(
+            self, inputs={**self.inputs, **(inputs or {})}, options={**self.options, **(options or {})}
+        )
+
+    def select(self, index: torch.Tensor | slice) -> Example:
+        """The sub-batch ``index`` of the batched inputs."""
+        names = self.batched_names()
+        return dataclasses.replace(
+            self, inputs={k: (v[index] if k in names else v) for k, v in self.inputs.items()}
+        )
+
+
+@dataclass
+class BadInput:
+    """A call that must raise :class:`LossInputError` whose message names ``argument``."""
+
+    label: str
+    example: Example
+    argument: str
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """What an objective consumes, and how to break and stress such inputs.
+
+    ``bad_inputs(example)`` lists calls that must raise; ``extreme(example)`` returns inputs at the edge
+    of the float32 range (e.g. logits of +-1e4) where the loss and gradient must stay finite.
+    """
+
+    name: str
+    description: str
+    bad_inputs: Callable[[Example], list[BadInput]] | None = None
+    extreme: Callable[[Example], Example] | None = None
+
+
+@dataclass
+class Objective:
+    """A registry entry. Everything losskit knows about one objective."""
+
+    name: str
+    family: str
+    fn: Callable
+    module: type[nn.Module]
+    paper: Paper
+    input_kind: InputKind
+    properties: frozenset[str]
+    example: Callable[..., Example] | None
+    formula: str = ""
+    per_sample: bool = True
+    sample_weight: bool = True
+    half: bool = True
+    gradcheck: bool = True
+    extreme: bool = True
+    compile: bool = True
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.fn) or ""
+        return doc.split("\n\n")[0].replace("\n", " ").strip()
+
+    @property
+    def signature(self) -> str:
+        return f"{self.fn.__name__}{inspect.signature(self.fn)}"
+
+    def make_example(self, dtype: torch.dtype = torch.float64, seed: int = 0) -> Example:
+        if self.example is None:
+            raise LookupError(f"objective {self.name!r} has no example-input generator")
+        gen = torch.Generator().manual_seed(seed)
+        return self.example(gen, dtype)
+
+    def bad_inputs(self, ex: Example) -> list[BadInput]:
+        return self.input_kind.bad_inputs(ex) if self.input_kind.bad_inputs else []
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name!r}, family={self.family!r}, paper={self.paper.cite()!r})"
+
+
+_REGISTRY: dict[str, Objective] = {}
+
+
+# ------------------------------------------------------------------------------------ the wrapper
+def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ...]) -> Callable:
+    sig = inspect.signature(fn)
+    params = sig.parameters
+    has_reduction = "reduction" in params
+    first_input = next(iter(params), None)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{fn.__name__}(): {e}") from None
+        arguments = bound.arguments
+        if has_reduction and "reduction" in arguments:
+            check_reduction(arguments["reduction"])
+        first = arguments.get(first_input)
+        if isinstance(first, torch.Tensor) and first.numel() == 0:
+            raise fail(first_input, "a non-empty batch", f"shape {tuple(first.shape)} with no elements")
+        for name, value in arguments.items():
+            if isinstance(value, torch.Tensor):
+                if value.is_floating_point() and name not in unchecked:
+                    check_finite(name, value, allow_neg_inf=name in allow_neg_inf)
+                arguments[name] = promote(value)
+        return fn(*bound.args, **bound.kwargs)
+
+    wrapper.__signature__ = sig
+    return wrapper
+
+
+def make_module(fn: Callable, class_name: str, doc: str | None = None) -> type[nn.Module]:
+    """The ``nn.Module`` form of a functional objective.
+
+    The constructor takes the keyword-only options of ``fn`` (tensor options become buffers, so
+    ``.to(device)`` moves them); ``forward`` takes the positional inputs and may override options.
+    """
+    sig = inspect.signature(fn)
+    option_names = [p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    input_names = [p.name for p in sig.parameters.values()
+                   if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+
+    def __init__(self, **options):
+        nn.Module.__init__(self)
+        unknown = set(options) - set(option_names)
+        if unknown:
+            raise TypeError(f"{class_name}() got unexpected options {sorted(unknown)}; "
+                            f"it takes {option_names}")
+        self._option_names = []
+        self._tensor_options = []
+        for k, v in options.items():
+            if isinstance(v, torch.Tensor):
+                self.register_buffer(k, v)
+                self._tensor_options.append(k)
+            else:
+                setattr(self, k, v)
+                self._option_names.append(k)
+
+    def forward(self, *args, **kwargs):
+        opts = {k: getattr(self, k) for k in self._option_names + self._tensor_options}
+        opts.update(kwargs)
+        return fn(*args, **opts)
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._option_names)
+
+    cls = type(class_name, (nn.Module,), {
+        "__init__": __init__, "forward": forward, "extra_repr": extra_repr,
+        "__doc__": doc or f"Module form of :func:`losskit.{fn.__name__}`; options as its keyword "
+                          f"arguments ({', '.join(option_names)}), inputs ({', '.join(input_names)}).",
+        "functional": staticmethod(fn),
+        "__module__": fn.__module__,
+    })
+    return cls
+
+
+# ---------------------------------------------------------------------------------- registration
+def objective(
+    name: str,
+    *,
+    family: str,
+    input_kind: InputKind,
+    example: Callable[..., Example] | None,
+    paper: Paper = STANDARD,
+    properties: Iterable[str] = (),
+    formula: str = "",
+    module_name: str | None = None,
+    allow_neg_inf: Iterable[str] = ("logits", "input", "log_probs", "student_logits", "teacher_logits"),
+    unchecked: Iterable[str] = (),
+    per_sample: bool = True,
+    sample_weight: bool = True,
+    half: bool = True,
+    gradcheck: bool = True,
+    extreme: bool = True,
+    compile: bool = True,
+    **tags: Any,
+) -> Callable[[Callable], Callable]:
+    """Register a functional objective (decorator). See the module docstring for what it adds.
+
+    ``unchecked`` names inputs that may legitimately hold NaN/inf (e.g. logits at masked positions
+    that the objective never reads).
+    """
+    props = frozenset(properties)
+    unknown = props - set(PROPERTIES)
+    if unknown:
+        raise ValueError(f"{name}: unknown properties {sorted(unknown)}; known: {sorted(PROPERTIES)}")
+
+    def deco(fn: Callable) -> Callable:
+        if name in _REGISTRY and _REGISTRY[name].fn.__wrapped__ is not fn:  # type: ignore[attr-defined]
+            raise ValueError(f"objective {name!r} is already registered")
+        wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked))
+        cls_name = module_name or "".join(p.capitalize() for p in name.split("_"))
+        wrapped.Module = make_module(wrapped, cls_name)
+        _REGISTRY[name] = Objective(
+            name=name, family=family, fn=wrapped, module=wrapped.Module, paper=paper,
+            input_kind=input_kind, properties=props, example=example, formula=formula,
+            per_sample=per_sample, sample_weight=sample_weight, half=half, gradcheck=gradcheck,
+            extreme=extreme, compile=compile, tags=tags,
+        )
+        wrapped.objective_name = name
+        return wrapped
+
+    return deco
+
+
+def unregister(name: str) -> None:
+    """Remove an entry (for tests that register throw-away objectives)."""
+    _REGISTRY.pop(name, None)
+
+
+def objectives(family: str | None = None) -> builtins.list[Objective]:
+    """Registry entries, sorted by family then name; only ``family`` if given."""
+    items = [o for o in _REGISTRY.values() if family is None or o.family == family]
+    return sorted(items, key=lambda o: (o.family, o.name))
+
+
+def list_objectives(family: str | None = None) -> builtins.list[str]:
+    """Names of the registered objectives (``losskit.list``)."""
+    return [o.name for o in objectives(family)]
+
+
+def families() -> builtins.list[str]:
+    return sorted({o.family for o in _REGISTRY.values()})
+
+
+def get(name: str) -> Objective:
+    """The registry entry called ``name`` (``losskit.get``)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"no objective named {name!r}{hint}") from None

@@ -1,0 +1,105 @@
+"""Targets for class-probability losses: class indices or distributions, in one representation.
+
+Every classification loss accepts ``target`` as class indices ``(N, *)`` (with ``ignore_index``) or as
+a distribution ``(N, K, *)`` over the class dimension 1, and ``label_smoothing`` on top. The losses are
+written as an expected score ``sum_k t_k w_k s_k`` (``w`` the class weights, ``s_k`` the per-class
+score, e.g. ``-log p_k`` for cross-entropy); :func:`expected_score` evaluates it and
+:func:`reduce_classwise` applies ``torch.nn.functional.cross_entropy``'s weighting rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._core import fail, reduce
+from .._core.validate import (
+    check_class_weight,
+    check_floating,
+    check_labels,
+    check_probabilities,
+    check_sample_weight,
+)
+
+
+@dataclass
+class Targets:
+    """Resolved targets. Exactly one of ``index`` / ``dist`` is set; ``mask`` marks counted samples."""
+
+    index: torch.Tensor | None  # (N, *) long, ignored entries replaced by 0
+    dist: torch.Tensor | None   # (N, *, K) probabilities
+    mask: torch.Tensor | None   # (N, *) bool, None if nothing is ignored
+    num_classes: int
+    smoothing: float
+
+
+def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
+    """(N, K, *) -> (N, *, K), checking there is a class dimension."""
+    check_floating(name, logits)
+    if logits.dim() < 2:
+        raise fail(name, "shape (N, K) or (N, K, d1, ...) with the classes on dim 1",
+                   f"shape {tuple(logits.shape)}")
+    return logits.movedim(1, -1) if logits.dim() > 2 else logits
+
+
+def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_index: int = -100,
+                    label_smoothing: float = 0.0, name: str = "target") -> Targets:
+    """Validate ``target`` against class-last logits ``(N, *, K)`` and resolve it."""
+    k = logits_last.shape[-1]
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise fail("label_smoothing", "a value in [0, 1]", repr(label_smoothing))
+    if not isinstance(target, torch.Tensor):
+        raise fail(name, "a tensor of class indices or class probabilities", type(target).__name__)
+    if target.is_floating_point():
+        dist = target.movedim(1, -1) if target.dim() > 2 else target
+        if dist.shape != logits_last.shape:
+            raise fail(name, f"class indices of shape {tuple(logits_last.shape[:-1])} or probabilities of "
+                             f"the logits' shape", f"a {target.dtype} tensor of shape {tuple(target.shape)}")
+        check_probabilities(name, dist, dim=-1)
+        return Targets(None, dist, None, k, label_smoothing)
+    if tuple(target.shape) != tuple(logits_last.shape[:-1]):
+        raise fail(name, f"class indices of shape {tuple(logits_last.shape[:-1])}",
+                   f"shape {tuple(target.shape)}")
+    check_labels(name, target, k, ignore_index)
+    mask = target != ignore_index
+    index = torch.where(mask, target, torch.zeros_like(target))
+    return Targets(index, None, mask, k, label_smoothing)
+
+
+def expected_score(score: torch.Tensor, t: Targets, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_k t_k w_k s_k`` per sample, with label smoothing ``t <- (1-eps) t + eps/K``.
+
+    ``score`` is ``(N, *, K)``. For index targets without smoothing only the target column is read.
+    """
+    ws = score if class_weight is None else score * class_weight
+    eps = t.smoothing
+    if t.dist is not None:
+        dist = t.dist if eps == 0 else (1 - eps) * t.dist + eps / t.num_classes
+        # 0 * inf must be 0 here: a zero target probability ignores that class's score.
+        return torch.where(dist > 0, dist * ws, ws.new_zeros(())).sum(-1)
+    picked = ws.gather(-1, t.index.unsqueeze(-1)).squeeze(-1)
+    if eps == 0:
+        return picked
+    return (1 - eps) * picked + (eps / t.num_classes) * ws.sum(-1)
+
+
+def reduce_classwise(loss: torch.Tensor, t: Targets, reduction: str, class_weight: torch.Tensor | None,
+                     sample_weight: torch.Tensor | None) -> torch.Tensor:
+    """Reduce with torch's rule: index targets divide the mean by ``sum_i w[y_i]``, soft targets by N.
+
+    ``loss`` already carries the class weights inside the expected score.
+    """
+    sw = check_sample_weight(sample_weight, loss.shape)
+    if class_weight is None or t.index is None:
+        return reduce(loss, reduction, weight=sw, mask=t.mask)
+    denom = class_weight[t.index] if sw is None else class_weight[t.index] * sw
+    if reduction == "mean":
+        total = reduce(loss, "sum", weight=sw, mask=t.mask)
+        d = reduce(denom, "sum", mask=t.mask)
+        return total / torch.where(d == 0, torch.ones_like(d), d)
+    return reduce(loss, reduction, weight=sw, mask=t.mask)
+
+
+def check_class_weights(weight, k):
+    return check_class_weight(weight, k, "weight")

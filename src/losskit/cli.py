@@ -1,0 +1,105 @@
+"""The ``losskit`` command: thin, it parses, calls the library and prints.
+
+``losskit list [--family F]``, ``losskit info NAME``, ``losskit check NAME``, ``losskit arena ...``.
+rich is imported only here, when the command runs, so ``import losskit`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def cmd_list(args) -> int:
+    from rich.table import Table
+
+    import losskit
+
+    entries = losskit.objectives(args.family)
+    if not entries:
+        fams = ", ".join(losskit.families())
+        _console().print(f"[red]no objectives in family {args.family!r}[/]; families: {fams}")
+        return 1
+    table = Table(title=f"losskit objectives ({len(entries)})", show_lines=False)
+    for col in ("name", "family", "paper", "input", "properties"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        paper = "standard" if e.paper.is_standard else f"{e.paper.title} ({e.paper.year})"
+        table.add_row(f"[bold]{e.name}[/]", e.family, paper, e.input_kind.name, ", ".join(sorted(e.properties)))
+    _console().print(table)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from rich.panel import Panel
+
+    import losskit
+
+    try:
+        e = losskit.get(args.name)
+    except KeyError as err:
+        _console().print(f"[red]{err.args[0]}[/]")
+        return 1
+    doc = inspect.getdoc(e.fn) or ""
+    lines = [
+        f"[bold]{e.name}[/]  ({e.family})   module: losskit.{e.module.__name__}",
+        f"[bold]formula[/]     {e.formula}",
+        f"[bold]paper[/]       {e.paper.cite()}",
+        f"[bold]signature[/]   losskit.{e.signature}",
+        f"[bold]input[/]       {e.input_kind.name}: {e.input_kind.description}",
+        "[bold]properties[/]  " + ("none claimed" if not e.properties else ""),
+    ]
+    for p in sorted(e.properties):
+        lines.append(f"  - {p}: {losskit.PROPERTIES[p]}")
+    flags = [k for k, v in (("batch-coupled", not e.per_sample),) if v] + [f"{k}={v}" for k, v in e.tags.items()]
+    if flags:
+        lines.append("[bold]notes[/]       " + ", ".join(flags))
+    _console().print(Panel("\n".join(lines), title=e.name, expand=False))
+    _console().print(doc, markup=False, highlight=False)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .check import main as check_main
+
+    return check_main(args)
+
+
+def cmd_arena(args) -> int:
+    from .arena import main as arena_main
+
+    return arena_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="losskit", description="Training objectives for PyTorch.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="list the registered objectives")
+    p.add_argument("--family", default=None, help="only this family")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("info", help="formula, paper, signature and properties of one objective")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("check", help="check an objective's properties numerically")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("arena", help="run objectives head-to-head on embedded tasks")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_arena)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""distillation (to be built)."""
+
+__all__: list[str] = []

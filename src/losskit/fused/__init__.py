@@ -1,0 +1,3 @@
+"""fused (to be built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""optim (to be built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""preference (to be built)."""
+
+__all__: list[str] = []

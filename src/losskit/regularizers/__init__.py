@@ -1,0 +1,3 @@
+"""regularizers (to be built)."""
+
+__all__: list[str] = []

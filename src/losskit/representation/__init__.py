@@ -1,0 +1,3 @@
+"""representation (to be built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,285 @@
+"""The conformance checks run over the whole registry (and usable on a user's own objective).
+
+Each check takes an :class:`~losskit.Objective` and raises ``AssertionError`` with a message saying
+what broke, or :class:`Skip` when the objective declares the check does not apply (and why).
+``tests/test_conformance.py`` parametrises every check over every registered objective, so a new
+objective is covered by registering it.
+
+Tolerances (stated once, here):
+
+* gradcheck in float64 with ``eps=1e-6, atol=1e-5, rtol=1e-3``;
+* reductions and batch-split agreement: ``rtol=1e-10, atol=1e-12`` in float64;
+* half precision: the float16/bfloat16 result must equal the float32 result computed on the same
+  (rounded) inputs to ``rtol=1e-4`` (losskit computes half inputs in float32), and the float32 result
+  on the unrounded inputs to ``rtol=atol=5e-2`` (bfloat16) / ``1e-2`` (float16);
+* Module vs functional and ``torch.compile`` vs eager: ``rtol=1e-6`` in float64.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import torch
+
+from .._core import LossInputError
+from .._core.registry import BadInput, Example, Objective
+
+__all__ = ["Skip", "CHECKS", "check_conformance"]
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+
+
+class Skip(Exception):
+    """The objective declares that this check does not apply (the message says why)."""
+
+
+def _call(entry: Objective, ex: Example, **overrides):
+    return ex.call(entry.fn, **overrides)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, what: str, **tol) -> None:
+    a, b = torch.as_tensor(a).detach(), torch.as_tensor(b).detach()
+    if a.shape != b.shape:
+        raise AssertionError(f"{what}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if not torch.allclose(a.double(), b.double(), equal_nan=False, **tol):
+        diff = (a.double() - b.double()).abs().max().item()
+        raise AssertionError(f"{what}: values differ (max abs diff {diff:.3g}; {tol})\n{a}\nvs\n{b}")
+
+
+def _takes(entry: Objective, name: str) -> bool:
+    return name in inspect.signature(entry.fn).parameters
+
+
+def _require_grad(ex: Example) -> Example:
+    return ex.replace({k: ex.inputs[k].detach().clone().requires_grad_(True) for k in ex.grad})
+
+
+# ------------------------------------------------------------------------------------------ checks
+def check_example(entry: Objective) -> None:
+    """The entry has an example-input generator whose example runs and names real inputs."""
+    if entry.example is None:
+        raise AssertionError(f"{entry.name}: registered without an example-input generator")
+    ex = entry.make_example(torch.float64)
+    params = inspect.signature(entry.fn).parameters
+    for k in list(ex.inputs) + list(ex.options):
+        if k not in params:
+            raise AssertionError(f"{entry.name}: example names {k!r}, not a parameter of {entry.signature}")
+    for k in ex.grad:
+        if k not in ex.inputs or not ex.inputs[k].is_floating_point():
+            raise AssertionError(f"{entry.name}: grad input {k!r} is not a floating example input")
+    if not _takes(entry, "reduction"):
+        raise AssertionError(f"{entry.name}: takes no 'reduction' argument (a losskit convention)")
+
+
+def check_documented(entry: Objective) -> None:
+    """The docstring gives a formula and cites the paper (title or arXiv id) unless standard."""
+    doc = inspect.getdoc(entry.fn) or ""
+    if len(doc) < 40:
+        raise AssertionError(f"{entry.name}: docstring missing or too short")
+    if not entry.formula:
+        raise AssertionError(f"{entry.name}: no formula in the registry entry")
+    p = entry.paper
+    if not p.is_standard and not ((p.arxiv and p.arxiv in doc) or p.title.lower()[:30] in doc.lower()):
+        raise AssertionError(f"{entry.name}: docstring does not cite {p.cite()!r}")
+
+
+def check_gradcheck(entry: Objective) -> None:
+    """float64 ``torch.autograd.gradcheck`` of the 'none' (or default) output w.r.t. every grad input."""
+    if not entry.gradcheck:
+        raise Skip("entry declares gradcheck=False")
+    ex = entry.make_example(torch.float64)
+    if not ex.grad:
+        raise Skip("no differentiable inputs")
+    names = ex.grad
+    red = "none" if entry.per_sample else "mean"
+
+    def f(*xs):
+        return _call(entry, ex.replace(dict(zip(names, xs))), reduction=red)
+
+    xs = tuple(ex.inputs[k].detach().clone().requires_grad_(True) for k in names)
+    try:
+        ok = torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True)
+    except Exception as e:  # GradcheckError and friends
+        raise AssertionError(f"{entry.name}: gradcheck failed: {str(e)[:800]}") from None
+    if not ok:
+        raise AssertionError(f"{entry.name}: gradcheck failed")
+
+
+def check_reductions(entry: Objective) -> None:
+    """'sum' = none.sum(); 'mean' = none.mean(); with sample weights the weighted versions."""
+    ex = entry.make_example(torch.float64)
+    none = _call(entry, ex, reduction="none")
+    total = _call(entry, ex, reduction="sum")
+    mean = _call(entry, ex, reduction="mean")
+    if total.dim() != 0 or mean.dim() != 0:
+        raise AssertionError(f"{entry.name}: 'sum'/'mean' must return scalars, got {tuple(total.shape)}")
+    _close(total, none.sum(), f"{entry.name}: sum vs none.sum()", **F64)
+    _close(mean, none.mean(), f"{entry.name}: mean vs none.mean()", **F64)
+    if not entry.sample_weight:
+        return
+    if not _takes(entry, "sample_weight"):
+        raise AssertionError(f"{entry.name}: per-sample objective without a 'sample_weight' argument")
+    gen = torch.Generator().manual_seed(1)
+    w = torch.rand(none.shape[0], generator=gen, dtype=torch.float64) + 0.1
+    wb = w.reshape((-1,) + (1,) * (none.dim() - 1)).expand_as(none)
+    none_w = _call(entry, ex, reduction="none", sample_weight=w)
+    _close(none_w, none * wb, f"{entry.name}: 'none' with sample_weight vs w * none", **F64)
+    _close(_call(entry, ex, reduction="sum", sample_weight=w), (none * wb).sum(),
+           f"{entry.name}: weighted 'sum'", **F64)
+    _close(_call(entry, ex, reduction="mean", sample_weight=w), (none * wb).sum() / wb.sum(),
+           f"{entry.name}: weighted 'mean' is not sum(w l) / sum(w)", **F64)
+
+
+def check_batch_split(entry: Objective) -> None:
+    """Per-sample losses do not depend on the rest of the batch (halves, and a permutation)."""
+    if not entry.per_sample:
+        raise Skip("batch-coupled objective (per_sample=False)")
+    ex = entry.make_example(torch.float64)
+    n = ex.batch_size()
+    if n < 2:
+        raise AssertionError(f"{entry.name}: example batch of {n} is too small to split")
+    whole = _call(entry, ex, reduction="none")
+    parts = [_call(entry, ex.select(slice(0, n // 2)), reduction="none"),
+             _call(entry, ex.select(slice(n // 2, n)), reduction="none")]
+    _close(torch.cat(parts), whole, f"{entry.name}: batch split changes per-sample losses", **F64)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(2))
+    _close(_call(entry, ex.select(perm), reduction="none"), whole[perm],
+           f"{entry.name}: permuting the batch does not permute the losses", **F64)
+
+
+def check_extreme(entry: Objective) -> None:
+    """Finite loss and gradients at the input kind's extreme inputs (e.g. float32 logits of +-1e4)."""
+    if not entry.extreme or entry.input_kind.extreme is None:
+        raise Skip("no extreme-input builder for this objective / input kind")
+    ex = entry.input_kind.extreme(entry.make_example(torch.float32))
+    ex = _require_grad(ex)
+    loss = _call(entry, ex)
+    if not bool(torch.isfinite(loss).all()):
+        raise AssertionError(f"{entry.name}: non-finite loss {loss} at extreme inputs")
+    loss.sum().backward()
+    for k in ex.grad:
+        g = ex.inputs[k].grad
+        if g is None or not bool(torch.isfinite(g).all()):
+            raise AssertionError(f"{entry.name}: non-finite or missing gradient for {k!r} at extreme inputs")
+
+
+def _half(entry: Objective, dtype: torch.dtype, loose: float) -> None:
+    if not entry.half:
+        raise Skip("entry declares half=False")
+    ex32 = entry.make_example(torch.float32)
+    exh = _require_grad(ex32.map_floats(lambda t: t.to(dtype)))
+    out = _call(entry, exh)
+    if out.dtype != torch.float32:
+        raise AssertionError(f"{entry.name}: {dtype} input gave a {out.dtype} loss; the dtype policy says float32")
+    rounded = _call(entry, exh.map_floats(lambda t: t.detach().float()))
+    _close(out, rounded, f"{entry.name}: {dtype} result vs float32 on the same rounded inputs", rtol=1e-4, atol=1e-6)
+    _close(out, _call(entry, ex32), f"{entry.name}: {dtype} result vs float32", rtol=loose, atol=loose)
+    out.sum().backward()
+    for k in exh.grad:
+        g = exh.inputs[k].grad
+        if g is None or g.dtype != dtype or not bool(torch.isfinite(g).all()):
+            raise AssertionError(f"{entry.name}: gradient for {k!r} missing, not {dtype}, or not finite")
+
+
+def check_float16(entry: Objective) -> None:
+    """float16 inputs: computed in float32, close to the float32 result, finite gradients."""
+    _half(entry, torch.float16, 1e-2)
+
+
+def check_bfloat16(entry: Objective) -> None:
+    """bfloat16 inputs: computed in float32, close to the float32 result, finite gradients."""
+    _half(entry, torch.bfloat16, 5e-2)
+
+
+def generic_bad_inputs(entry: Objective, ex: Example) -> list[BadInput]:
+    """Bad inputs every objective must reject, whatever its input kind."""
+    bad = [BadInput("unknown reduction", ex.replace(options={"reduction": "avg"}), "reduction")]
+    first = next(iter(ex.inputs))
+    bad.append(BadInput("empty batch", ex.replace({first: ex.inputs[first][:0]}), first))
+    for k in ex.grad:
+        x = ex.inputs[k].clone()
+        x.view(-1)[0] = float("nan")
+        bad.append(BadInput(f"NaN in {k}", ex.replace({k: x}), k))
+    if entry.sample_weight and _takes(entry, "sample_weight"):
+        n = ex.batch_size()
+        bad.append(BadInput("sample_weight of the wrong length",
+                            ex.replace(options={"sample_weight": torch.ones(n + 3, dtype=torch.float64)}),
+                            "sample_weight"))
+        bad.append(BadInput("negative sample_weight",
+                            ex.replace(options={"sample_weight": -torch.ones(n, dtype=torch.float64)}),
+                            "sample_weight"))
+    return bad
+
+
+def check_bad_inputs(entry: Objective) -> None:
+    """Every class of bad input raises LossInputError, and its message starts with the argument's name."""
+    ex = entry.make_example(torch.float64)
+    cases = generic_bad_inputs(entry, ex) + entry.bad_inputs(ex)
+    for case in cases:
+        try:
+            _call(entry, case.example)
+        except LossInputError as e:
+            if not str(e).startswith(f"{case.argument}:"):
+                raise AssertionError(f"{entry.name}: {case.label}: message should name {case.argument!r} "
+                                     f"first, got: {e}") from None
+            continue
+        except Exception as e:  # noqa: BLE001 - any other exception is a failure of the convention
+            raise AssertionError(f"{entry.name}: {case.label}: raised {type(e).__name__} ({e}), "
+                                 f"expected LossInputError naming {case.argument!r}") from None
+        raise AssertionError(f"{entry.name}: {case.label}: no error raised (expected LossInputError "
+                             f"naming {case.argument!r})")
+
+
+def check_module(entry: Objective) -> None:
+    """``Module(**options)(*inputs)`` equals ``fn(*inputs, **options)``, for every reduction."""
+    ex = entry.make_example(torch.float64)
+    if not (isinstance(entry.module, type) and issubclass(entry.module, torch.nn.Module)):
+        raise AssertionError(f"{entry.name}: module is not an nn.Module class")
+    for red in ("mean", "sum", "none"):
+        m = entry.module(**{**ex.options, "reduction": red})
+        _close(m(*ex.inputs.values()), _call(entry, ex, reduction=red),
+               f"{entry.name}: Module vs functional (reduction={red})", rtol=1e-12, atol=1e-12)
+
+
+def check_compile(entry: Objective) -> None:
+    """``torch.compile`` gives the eager value (backend from LOSSKIT_COMPILE_BACKEND, default aot_eager)."""
+    if not entry.compile:
+        raise Skip("entry declares compile=False")
+    import torch._dynamo
+
+    backend = os.environ.get("LOSSKIT_COMPILE_BACKEND", "aot_eager")
+    ex = entry.make_example(torch.float64)
+    torch._dynamo.reset()
+    compiled = torch.compile(entry.fn, backend=backend)
+    _close(compiled(**ex.inputs, **ex.options), _call(entry, ex),
+           f"{entry.name}: torch.compile({backend}) vs eager", rtol=1e-6, atol=1e-8)
+
+
+CHECKS = {
+    "example": check_example,
+    "documented": check_documented,
+    "gradcheck": check_gradcheck,
+    "reductions": check_reductions,
+    "batch_split": check_batch_split,
+    "extreme": check_extreme,
+    "float16": check_float16,
+    "bfloat16": check_bfloat16,
+    "bad_inputs": check_bad_inputs,
+    "module": check_module,
+    "compile": check_compile,
+}
+
+
+def check_conformance(entry: Objective, checks=None) -> dict[str, str]:
+    """Run the checks on ``entry``; return ``{check: 'ok' | 'skip: why' | 'FAIL: why'}``."""
+    out = {}
+    for name in checks or CHECKS:
+        try:
+            CHECKS[name](entry)
+            out[name] = "ok"
+        except Skip as s:
+            out[name] = f"skip: {s}"
+        except AssertionError as e:
+            out[name] = f"FAIL: {e}"
+    return out

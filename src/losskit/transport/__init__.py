@@ -1,0 +1,3 @@
+"""transport (to be built)."""
+
+__all__: list[str] = []
