@@ -1,3 +1,8 @@
-"""regularizers (to be built)."""
+"""Family F (regularisers): named terms to add to any loss."""
 
-__all__: list[str] = []
+from .logit_terms import *  # noqa: F401,F403
+from .logit_terms import __all__ as _a
+from .parameter_terms import *  # noqa: F401,F403
+from .parameter_terms import __all__ as _b
+
+__all__ = list(_a) + list(_b)
