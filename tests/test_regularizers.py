@@ -163,3 +163,28 @@ def test_bad_inputs_raise():
         hessian_gradient_alignment([torch.tensor(1.0)], [])
     with pytest.raises(losskit.LossInputError, match="^index"):
         SAF(4, 3)(torch.randn(2, 3))
+
+
+def test_mixup_objective_is_the_mixture_of_the_two_losses():
+    from losskit.regularizers import mix_hidden, mixup
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,), generator=g)
+    batch = mixup(x, y, alpha=0.4, num_classes=3, generator=g)
+    assert 0 <= batch.lam <= 1
+    torch.testing.assert_close(batch.inputs, batch.lam * x + (1 - batch.lam) * x[batch.perm])
+    w = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    z = batch.inputs @ w
+    mixed = losskit.cross_entropy(z, batch.target)
+    ref = batch.lam * torch.nn.functional.cross_entropy(z, y) + (1 - batch.lam) * torch.nn.functional.cross_entropy(
+        z, y[batch.perm])
+    torch.testing.assert_close(mixed, ref)
+    h = torch.randn(8, 5, dtype=torch.float64)
+    torch.testing.assert_close(mix_hidden(h, batch), batch.lam * h + (1 - batch.lam) * h[batch.perm])
+    # reproducible with a generator
+    b2 = mixup(x, y, alpha=0.4, num_classes=3, generator=torch.Generator().manual_seed(3))
+    b3 = mixup(x, y, alpha=0.4, num_classes=3, generator=torch.Generator().manual_seed(3))
+    assert b2.lam == b3.lam and torch.equal(b2.perm, b3.perm)
+    with pytest.raises(losskit.LossInputError, match="^num_classes"):
+        mixup(x, y)

@@ -4,5 +4,7 @@ from .logit_terms import *  # noqa: F401,F403
 from .logit_terms import __all__ as _a
 from .parameter_terms import *  # noqa: F401,F403
 from .parameter_terms import __all__ as _b
+from .mixup import *  # noqa: F401,F403
+from .mixup import __all__ as _c
 
-__all__ = list(_a) + list(_b)
+__all__ = list(_a) + list(_b) + list(_c)
