@@ -2,9 +2,9 @@
 
 from .logit_terms import *  # noqa: F401,F403
 from .logit_terms import __all__ as _a
-from .parameter_terms import *  # noqa: F401,F403
-from .parameter_terms import __all__ as _b
 from .mixup import *  # noqa: F401,F403
 from .mixup import __all__ as _c
+from .parameter_terms import *  # noqa: F401,F403
+from .parameter_terms import __all__ as _b
 
 __all__ = list(_a) + list(_b) + list(_c)
