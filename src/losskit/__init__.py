@@ -49,8 +49,8 @@ __version__ = "0.1.0"
 def check(fn, *args, **kwargs):
     """Run the property checks on a registered objective (by name) or on a user's callable.
 
-    See :mod:`losskit.check`.
+    See :mod:`losskit.checks`.
     """
-    from .check import check as _check
+    from .checks import check as _check
 
     return _check(fn, *args, **kwargs)

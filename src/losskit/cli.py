@@ -66,16 +66,9 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_check(args) -> int:
-    from .check import main as check_main
-
-    return check_main(args)
-
-
-def cmd_arena(args) -> int:
-    from .arena import main as arena_main
-
-    return arena_main(args)
+#: Sub-commands that own their argument parsing: ``losskit arena ...`` and ``losskit check ...`` hand the
+#: rest of the command line to ``losskit.arena.main(argv)`` / ``losskit.checks.main(argv)``.
+DELEGATED = {"arena": "losskit.arena", "check": "losskit.checks"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,16 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="formula, paper, signature and properties of one objective")
     p.add_argument("name")
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("check", help="check an objective's properties numerically")
-    p.add_argument("name")
-    p.set_defaults(func=cmd_check)
-    p = sub.add_parser("arena", help="run objectives head-to-head on embedded tasks")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_arena)
+    for name, help_ in (("check", "check a loss's claimed properties numerically (losskit check -h)"),
+                        ("arena", "run objectives head-to-head on embedded tasks (losskit arena -h)")):
+        sub.add_parser(name, help=help_, add_help=False)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return int(importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

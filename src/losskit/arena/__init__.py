@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__: list[str] = []
 
 
-def main(args) -> int:
+def main(argv: list[str]) -> int:
     import time
 
     import torch

@@ -9,5 +9,5 @@ def check(fn, *args, **kwargs):
     raise NotImplementedError("losskit.check is not built yet")
 
 
-def main(args) -> int:
+def main(argv: list[str]) -> int:
     raise SystemExit("losskit check is not built yet")
