@@ -103,3 +103,31 @@ def reduce_classwise(loss: torch.Tensor, t: Targets, reduction: str, class_weigh
 
 def check_class_weights(weight, k):
     return check_class_weight(weight, k, "weight")
+
+
+def classwise_loss(logits: torch.Tensor, target: torch.Tensor, score_fn, *, weight=None, ignore_index: int = -100,
+                   label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean") -> torch.Tensor:
+    """The shared body of every per-class-score loss: ``sum_k t_k w_k s_k(z)``, reduced with torch's rules.
+
+    ``score_fn`` maps class-last logits ``(N, *, K)`` to the loss each class would incur as the label,
+    ``(N, *, K)``. Targets are class indices (with ``ignore_index``) or distributions; ``label_smoothing``
+    and class ``weight`` are applied here, once, for every loss built on it.
+    """
+    z = class_last(logits)
+    t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    w = check_class_weights(weight, t.num_classes)
+    return reduce_classwise(expected_score(score_fn(z), t, w), t, reduction, w, sample_weight)
+
+
+def target_distribution(t: Targets, dtype: torch.dtype) -> torch.Tensor:
+    """The resolved target as a distribution ``(N, *, K)`` (one-hot for indices), label smoothing applied.
+
+    For losses that are not linear in the target (Fenchel-Young losses), which need ``t`` itself.
+    """
+    if t.dist is not None:
+        dist = t.dist.to(dtype)
+    else:
+        dist = torch.nn.functional.one_hot(t.index, t.num_classes).to(dtype)
+    if t.smoothing:
+        dist = (1 - t.smoothing) * dist + t.smoothing / t.num_classes
+    return dist
