@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .._core import Paper, fail, objective
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
 from ._targets import class_last, classwise_loss, reduce_classwise, resolve_targets, target_distribution
 from .links import _Entmax, log_stablemax, tsallis_omega, z_normalize
-from .margins import guarded
+from .margins import guarded, softplus
 
 __all__ = ["spherical_z_loss", "SphericalZLoss", "stablemax_cross_entropy", "StableMaxCrossEntropyLoss",
            "sparsemax_loss", "SparsemaxLoss", "entmax_loss", "EntmaxLoss"]
@@ -50,7 +49,7 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
 
     def score(z):
         zt = z_normalize(z)
-        return guarded(-zt, lambda v: F.softplus(a * (b + v)) / a)
+        return guarded(-zt, lambda v: softplus(a * (b + v)) / a)
 
     return classwise_loss(logits, target, score, weight=weight, ignore_index=ignore_index,
                           label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
@@ -73,17 +72,24 @@ def stablemax_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weigh
     ``s`` grows linearly, so confident predictions do not collapse to ``p = 1`` in floating point
     ("softmax collapse"): at float32 logits ``[100, 0, 0]`` softmax CE has loss and gradient exactly 0,
     StableMax CE does not. Not shift-invariant: StableMax is a different link, not a
-    reparameterisation. † The paper casts to float64; losskit computes ``log s(x) = sign(x) log1p(|x|)``
-    and a log-sum-exp, which is accurate in the input's own precision (tested against a float64
-    reference), so no float64 cast (unavailable on some accelerators) is needed. Proper: the link is a
+    reparameterisation. As in the paper, float32 (and promoted half) inputs are computed in float64 and
+    the loss is returned in float32 (except on MPS, which has no float64): near-zero losses, the
+    grokking regime, keep their relative accuracy. ``log s(x) = sign(x) log1p(|x|)`` and a log-sum-exp
+    are used, never ``log`` of a ratio. Proper: the link is a
     bijection onto the open simplex (up to scale), so the conditional risk is minimised at
     ``stablemax(z) = p``.
 
     Paper: Prieto, Barsbey, Mediano, Birdal, "Grokking at the Edge of Numerical Stability", 2025,
     arXiv:2501.04697.
     """
-    return classwise_loss(logits, target, lambda z: -log_stablemax(z), weight=weight, ignore_index=ignore_index,
-                          label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
+    def score(z):
+        if z.dtype == torch.float32 and z.device.type != "mps":
+            return -log_stablemax(z.double())  # the paper's float64; returned in float32 below
+        return -log_stablemax(z)
+
+    out = classwise_loss(logits, target, score, weight=weight, ignore_index=ignore_index,
+                         label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
+    return out.to(logits.dtype) if logits.dtype == torch.float32 else out
 
 
 # ----------------------------------------------------------------------------------- Fenchel-Young

@@ -11,8 +11,9 @@ is the one number the comp-sum family (Mao, Mohri, Zhong 2023) and the LDR famil
 
 * comp-sum ``Phi_tau(u) = ((1+u)^(1-tau) - 1)/(1-tau) = expm1((1-tau) s)/(1-tau)`` (tau=0 sum-exp,
   tau=1 cross-entropy ``s``, tau in (1,2) GCE, tau=2 MAE ``1 - p_y``),
-* LDR-KL ``lam log((1/K) sum_k e^{d_k/lam}) = lam s + c + lam log1p(-p_y (1 - e^{-c/lam})) - lam log K``
-  with ``s, p_y`` at temperature ``lam``.
+* LDR-KL ``lam log((1/K) sum_k e^{d_k/lam}) = lam softplus(c/lam + log u) - lam log K`` with ``u`` at
+  temperature ``lam`` (:func:`log_rival_mass` forms ``log u`` directly, so the hinge limit
+  ``lam -> 0`` stays exact where ``p_y`` rounds to 1).
 
 So the identities (comp-sum tau=1 = CE, LDR(lam=1, c=0) = CE - log K, GCE(q) = comp-sum(1+q),
 MAE = comp-sum(2)) hold by construction. ``s`` is computed for every candidate label at once (shape
@@ -35,9 +36,16 @@ __all__ = [
     "margin_logsumexp",
     "comp_sum_transform",
     "ldr_transform",
+    "log_rival_mass",
     "guarded",
     "masked_logsumexp",
+    "softplus",
 ]
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^x)`` exactly (``F.softplus`` switches to ``x`` above 20, an error of ~2e-9 in float64)."""
+    return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def margin_vector(logits: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -81,25 +89,33 @@ def comp_sum_transform(s: torch.Tensor, tau: float) -> torch.Tensor:
     return guarded(s, lambda v: torch.expm1((1.0 - tau) * v) / (1.0 - tau))
 
 
-def ldr_transform(s: torch.Tensor, lam, margin: float, num_classes: int) -> torch.Tensor:
-    """LDR-KL from ``s`` at temperature ``lam``: ``lam s + c + lam log1p(-p_y (1 - e^{-c/lam})) - lam log K``.
+def log_rival_mass(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``log u_y = log sum_{k != y} exp((z_k - z_y)/T)`` for every candidate label ``y``, accurate everywhere.
 
-    ``lam`` is a float or a tensor broadcasting against ``s`` (per-sample temperatures).
+    ``log u = log(expm1(s))`` loses everything when ``p_y`` rounds to 1 (``s = 0``); here the exclusive
+    log-sum-exp is formed directly: for the arg-max class from a log-sum-exp without it, for the others
+    as ``log(1 - p_y) - log p_y`` (``p_y <= 1/2`` there, so no cancellation). ``O(K)``.
+    """
+    w = logits if temperature == 1.0 else logits / temperature
+    lp = torch.log_softmax(w, dim=-1)
+    is_max = torch.zeros_like(w, dtype=torch.bool).scatter(-1, w.argmax(-1, keepdim=True), True)
+    lse_wo = masked_logsumexp(w, ~is_max, dim=-1, keepdim=True)
+    lp_safe = torch.where(is_max, torch.full_like(lp, -1.0), lp)
+    others = torch.log(-torch.expm1(lp_safe)) - lp_safe
+    w_safe = torch.where(torch.isfinite(w), w, torch.zeros_like(w))
+    return torch.where(is_max, lse_wo - w_safe, others)
+
+
+def ldr_transform(log_u: torch.Tensor, lam, margin: float, num_classes: int) -> torch.Tensor:
+    """LDR-KL from the rival mass at temperature ``lam``: ``lam softplus(c/lam + log u) - lam log K``.
+
+    ``= lam log((1/K) sum_k e^{d_k/lam})`` since ``sum_k e^{d_k/lam} = 1 + e^{c/lam} u``. ``lam`` is a
+    float or a tensor broadcasting against ``log_u`` (per-sample temperatures).
     """
     import math
 
     log_k = math.log(num_classes)
-    if isinstance(lam, torch.Tensor):
-        shrink = -torch.expm1(-margin / lam)
-    else:
-        shrink = -math.expm1(-margin / lam)
-
-    def fn(v):
-        return lam * v + margin + lam * torch.log1p(-torch.exp(-v) * shrink) - lam * log_k
-
-    if margin == 0:
-        return lam * s - lam * log_k
-    return guarded(s, fn)
+    return guarded(log_u, lambda v: lam * softplus(margin / lam + v) - lam * log_k)
 
 
 def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:

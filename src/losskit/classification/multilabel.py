@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from .._core import Paper, fail, objective, reduce
 from .._core.validate import check_floating, check_labels, check_sample_weight, validation_enabled
 from ._inputs import MULTILABEL, multilabel_example
-from .margins import masked_logsumexp
+from .margins import masked_logsumexp, softplus
 
 __all__ = ["decoupled_softmax_loss", "DecoupledSoftmaxLoss"]
 
@@ -66,8 +66,10 @@ def decoupled_softmax_loss(logits: torch.Tensor, target: torch.Tensor, *, temper
     pos = _positives(logits, target)
     s = logits / temperature
     neg_lse = masked_logsumexp(s, ~pos, dim=-1, keepdim=True)
-    per_pos = F.softplus(neg_lse - s)
-    per_pos = torch.where(pos, per_pos, torch.zeros_like(per_pos))
+    x = neg_lse - s
+    ok = pos & torch.isfinite(x)
+    per_pos = torch.where(ok, softplus(torch.where(ok, x, torch.zeros_like(x))), torch.zeros_like(x))
+    per_pos = torch.where(pos & ~ok & (x > 0), torch.full_like(x, float("inf")), per_pos)  # a masked positive
     count = pos.sum(-1)
     has = count > 0
     per = per_pos.sum(-1) / count.clamp(min=1).to(s.dtype)

@@ -14,7 +14,7 @@ import torch
 from .._core import Paper, fail, objective
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
 from ._targets import class_last, classwise_loss, reduce_classwise, resolve_targets
-from .margins import comp_sum_transform, ldr_transform, margin_logsumexp, margin_vector
+from .margins import comp_sum_transform, ldr_transform, log_rival_mass, margin_logsumexp, margin_vector
 
 __all__ = ["comp_sum", "CompSumLoss", "gce", "GCELoss", "mae", "MAELoss", "sce", "SCELoss", "poly_loss",
            "PolyLoss", "ldr_kl", "LDRKLLoss", "aldr_kl", "ALDRKLLoss", "normalize_logits"]
@@ -219,8 +219,8 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: 
     ``lam -> 0``: Crammer-Singer hinge ``max(0, max_{k != y} z_k - z_y + c)``; ``lam -> inf``: the mean
     margin ``(1/K) sum_{k != y} (z_k - z_y + c)`` (Weston-Watkins-like); ``lam = 1, c = 0``:
     ``CE - log K`` (so it can be negative: not claimed non-negative). Defaults ``lam=10, c=0.1``.
-    Computed from the temperature-``lam`` cross-entropy ``s`` as
-    ``lam s + c + lam log1p(-p_y (1 - e^{-c/lam})) - lam log K``. ``normalize=True`` first maps the
+    Computed as ``lam softplus(c/lam + log u) - lam log K`` with the rival mass
+    ``u = sum_{k != y} e^{(z_k - z_y)/lam}`` formed in log space (accurate also as ``lam -> 0``). ``normalize=True`` first maps the
     logits to ``softplus(z) / mean softplus(z)`` as the authors' code does (then the loss is neither
     shift-invariant nor convex).
 
@@ -233,7 +233,7 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: 
     def score(z):
         if normalize:
             z = normalize_logits(z)
-        return ldr_transform(margin_logsumexp(z, lam), lam, c, z.shape[-1])
+        return ldr_transform(log_rival_mass(z, lam), lam, c, z.shape[-1])
 
     return _classwise(score, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction)
 

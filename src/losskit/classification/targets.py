@@ -37,30 +37,33 @@ def one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.f
     return torch.nn.functional.one_hot(target, num_classes).to(dtype)
 
 
-def _as_dist(target: torch.Tensor, num_classes: int | None, dtype=torch.float32) -> torch.Tensor:
+def _as_dist(target: torch.Tensor, num_classes: int | None, dtype=None) -> torch.Tensor:
     if target.is_floating_point():
-        return target
+        return target if dtype is None else target.to(dtype)
+    dtype = dtype or torch.get_default_dtype()
     if num_classes is None:
         raise fail("num_classes", "the number of classes when target holds class indices", "None")
     return one_hot(target, num_classes, dtype)
 
 
-def smooth_labels(target: torch.Tensor, epsilon: float = 0.1, num_classes: int | None = None) -> torch.Tensor:
+def smooth_labels(target: torch.Tensor, epsilon: float = 0.1, num_classes: int | None = None,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
     """Label smoothing ``(1 - eps) t + eps / K`` of indices (give ``num_classes``) or distributions ``(..., K)``.
 
     ``cross_entropy(z, smooth_labels(y, eps, K))`` equals ``cross_entropy(z, y, label_smoothing=eps)``.
     """
     if not 0.0 <= epsilon <= 1.0:
         raise fail("epsilon", "a value in [0, 1]", repr(epsilon))
-    t = _as_dist(target, num_classes)
+    t = _as_dist(target, num_classes, dtype)
     return (1 - epsilon) * t + epsilon / t.shape[-1]
 
 
-def mix_targets(target: torch.Tensor, lam: float, perm: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+def mix_targets(target: torch.Tensor, lam: float, perm: torch.Tensor, num_classes: int | None = None,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
     """MixUp targets ``lam t + (1 - lam) t[perm]`` (Zhang et al. 2018, arXiv:1710.09412)."""
     if not 0.0 <= lam <= 1.0:
         raise fail("lam", "a value in [0, 1]", repr(lam))
-    t = _as_dist(target, num_classes)
+    t = _as_dist(target, num_classes, dtype)
     if perm.shape[:1] != t.shape[:1]:
         raise fail("perm", f"a permutation of the batch of {t.shape[0]}", f"shape {tuple(perm.shape)}")
     return lam * t + (1 - lam) * t[perm]
