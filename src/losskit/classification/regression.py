@@ -9,7 +9,7 @@ from .._core.validate import check_floating, check_sample_weight, check_unit_int
 from ._inputs import LEVEL_PAIRS, REGRESSION_LOGITS, level_pairs_example, regression_example
 from ._targets import class_last, classwise_loss
 from .margins import margin_logsumexp
-from .targets import _values, hl_gauss_targets, two_hot_targets
+from .targets import _values, hl_gauss_targets, ndtr, two_hot_targets
 
 __all__ = ["hl_gauss_loss", "HLGaussLoss", "two_hot_loss", "TwoHotLoss", "thurstone_fidelity_loss",
            "ThurstoneFidelityLoss"]
@@ -131,7 +131,7 @@ def thurstone_fidelity_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, targ
     mu_a, var_a = _moments(logits_a, levels)
     mu_b, var_b = _moments(logits_b, levels)
     # thurstone_probability with the variances directly (no sqrt of a variance that may be 0)
-    p_hat = torch.special.ndtr((mu_a - mu_b) / torch.sqrt(var_a.clamp(min=0) + var_b.clamp(min=0) + eps))
+    p_hat = ndtr((mu_a - mu_b) / torch.sqrt(var_a.clamp(min=0) + var_b.clamp(min=0) + eps))
     p = target.to(p_hat.dtype)
     per = 1 - torch.sqrt(p_hat * p + eps) - torch.sqrt((1 - p_hat) * (1 - p) + eps)
     return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))

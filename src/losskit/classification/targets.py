@@ -89,11 +89,19 @@ def bin_centers(v_min: float, v_max: float, num_bins: int, dtype=torch.float64, 
     return (e[1:] + e[:-1]) / 2
 
 
+def ndtr(x: torch.Tensor) -> torch.Tensor:
+    """The standard normal CDF ``Phi(x) = erfc(-x / sqrt 2) / 2``, accurate in the lower tail.
+
+    ``torch.special.ndtr`` loses relative accuracy there (2% at x = -8 and 0 below -8.3 in float64, as
+    of torch 2.13), which would zero HL-Gauss bins and DeQA masses that SciPy resolves.
+    """
+    return 0.5 * torch.special.erfc(-x * 0.7071067811865476)
+
+
 def _normal_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``Phi(b) - Phi(a)`` for ``a <= b`` without cancellation in either tail."""
     upper = a > 0
-    return torch.where(upper, torch.special.ndtr(-a) - torch.special.ndtr(-b),
-                       torch.special.ndtr(b) - torch.special.ndtr(a))
+    return torch.where(upper, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
 
 
 def _values(y: torch.Tensor, name: str = "target") -> torch.Tensor:
@@ -207,5 +215,5 @@ def score_distribution(mean: torch.Tensor, std: torch.Tensor, *, num_levels: int
 def thurstone_probability(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor, sigma_b: torch.Tensor,
                           eps: float = 1e-8) -> torch.Tensor:
     """Thurstone case V: ``P(A > B) = Phi((mu_A - mu_B) / sqrt(sigma_A^2 + sigma_B^2 + eps))``."""
-    return torch.special.ndtr((mu_a - mu_b) / torch.sqrt(sigma_a ** 2 + sigma_b ** 2 + eps))
+    return ndtr((mu_a - mu_b) / torch.sqrt(sigma_a ** 2 + sigma_b ** 2 + eps))
 
