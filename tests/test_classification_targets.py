@@ -259,3 +259,10 @@ def test_claimed_calibration_minimiser_picks_argmax(name):
     for _ in range(3):
         opt.step(closure)
     assert int(z.argmax()) == 0
+
+
+def test_two_hot_float32_at_the_top_centre_is_a_distribution():
+    y = torch.tensor([0.9, 1.0, -1.0, 0.8999999])
+    t = losskit.two_hot_targets(y, v_min=-1.0, v_max=1.0, num_bins=10)
+    assert torch.all(t >= 0) and torch.allclose(t.sum(-1), torch.ones(4))
+    losskit.two_hot_loss(torch.randn(4, 10), y, v_min=-1.0, v_max=1.0)

@@ -144,7 +144,7 @@ def two_hot_targets(y: torch.Tensor, *, v_min: float, v_max: float, num_bins: in
     width = c[1] - c[0]
     pos = (y - c[0]) / width
     lo = pos.floor().clamp(0, num_bins - 2)
-    frac = pos - lo
+    frac = (pos - lo).clamp(0, 1)  # rounding can put pos a hair past the last centre
     lo = lo.long().unsqueeze(-1)
     t = torch.zeros(*y.shape, num_bins, dtype=y.dtype, device=y.device)
     t.scatter_(-1, lo, (1 - frac).unsqueeze(-1))
