@@ -340,3 +340,11 @@ def test_decoupled_softmax_rows_without_positives_or_negatives():
     assert torch.isfinite(z.grad).all()
     ref = F.cross_entropy(z.detach()[2:], torch.tensor([0]))
     torch.testing.assert_close(loss, ref / 2)  # mean over the two rows with positives; the all-positive row is 0
+
+
+def test_stablemax_gradient_at_zero_logits_and_masks():
+    z = torch.tensor([[0.0, 0.0, -1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: losskit.stablemax_cross_entropy(v, torch.tensor([0])), (z,))
+    zm = torch.tensor([[0.0, -float("inf"), 1.0]], requires_grad=True)
+    losskit.stablemax_cross_entropy(zm, torch.tensor([2])).backward()
+    assert torch.isfinite(zm.grad).all() and zm.grad[0, 1] == 0

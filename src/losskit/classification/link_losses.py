@@ -23,7 +23,8 @@ FY_PAPER = Paper("Learning with Fenchel-Young Losses", 2020, "1901.02324", "Blon
 @objective(
     "spherical_z_loss", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=ZLOSS_PAPER,
-    properties={"nonnegative", "calibrated", "shift_invariant", "scale_invariant", "permutation_equivariant"},
+    properties={"nonnegative", "bounded", "calibrated", "shift_invariant", "scale_invariant",
+                "permutation_equivariant"},
     formula="L(z, y) = (1/a) softplus(a (b - z~_y)),  z~ = (z - mean z) / std z",
     module_name="SphericalZLoss",
 )
@@ -36,7 +37,9 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
               \\tilde z = \\frac{z - \\mu(z)}{\\sigma(z)}
 
     with the population standard deviation over the classes. Invariant to shifting and to positive
-    rescaling of the logits. Named apart from the PaLM logit regulariser (``losskit.logit_z_loss``).
+    rescaling of the logits, and bounded (``|z~_k| <= sqrt(K - 1)``). Its gradient vanishes when the
+    target is the single lowest logit and all others tie (``z~_y`` is then at its minimum): confidently
+    wrong predictions of that shape are not corrected. Named apart from the PaLM logit regulariser (``losskit.logit_z_loss``).
     † The paper tunes ``a`` (sharpness) and ``b`` (location) per task and gives no universal default;
     losskit defaults to ``a = b = 1``. ``-inf`` logits are masked classes: they are left out of the mean
     and the std. When every logit is equal the normalised scores are 0.
@@ -47,11 +50,8 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
     if not a > 0:
         raise fail("a", "a positive sharpness", repr(a))
 
-    def score(z):
-        zt = z_normalize(z)
-        return guarded(-zt, lambda v: softplus(a * (b + v)) / a)
-
-    return classwise_loss(logits, target, score, weight=weight, ignore_index=ignore_index,
+    return classwise_loss(logits, target, lambda z: -z_normalize(z),
+                          lambda v: guarded(v, lambda u: softplus(a * (b + u)) / a), weight=weight, ignore_index=ignore_index,
                           label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
 
 

@@ -17,10 +17,24 @@ __all__ = ["log_stablemax", "stablemax", "sparsemax", "entmax_bisect", "tsallis_
 
 
 # ----------------------------------------------------------------------------------------- StableMax
+class _LogS(torch.autograd.Function):
+    """``log s(x) = sign(x) log1p(|x|)`` with its derivative ``1 / (1 + |x|)`` (1 at x = 0, 0 at -inf)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        a = x.abs()
+        ctx.save_for_backward(a)
+        return torch.copysign(torch.log1p(a), x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g / (1 + a)
+
+
 def _log_s(x: torch.Tensor) -> torch.Tensor:
     """``log s(x)`` with ``s(x) = x + 1`` (x >= 0), ``1 / (1 - x)`` (x < 0): ``sign(x) log1p(|x|)``."""
-    pos = x >= 0
-    return torch.where(pos, torch.log1p(x.clamp(min=0)), -torch.log1p(-x.clamp(max=0)))
+    return _LogS.apply(x)
 
 
 def log_stablemax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -77,13 +77,10 @@ def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
     if gamma < 0:
         raise fail("gamma", "a non-negative focusing parameter", repr(gamma))
 
-    def score(z):
-        s = margin_logsumexp(z)  # -log p_k for every class k
-        if gamma == 0:
-            return s
-        return guarded(s, lambda v: v * (-torch.expm1(-v)).pow(gamma), at_zero=True)
+    def modulate(s):  # s = -log p_k
+        return s if gamma == 0 else guarded(s, lambda v: v * (-torch.expm1(-v)).pow(gamma), at_zero=True)
 
-    return classwise_loss(logits, target, score, weight=weight, ignore_index=ignore_index,
+    return classwise_loss(logits, target, margin_logsumexp, modulate, weight=weight, ignore_index=ignore_index,
                           label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
 
 

@@ -43,8 +43,9 @@ def _example_with(**options):
     return make
 
 
-def _classwise(score, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction):
-    return classwise_loss(logits, target, score, weight=weight, ignore_index=ignore_index,
+def _classwise(transform, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction,
+               base=margin_logsumexp):
+    return classwise_loss(logits, target, base, transform, weight=weight, ignore_index=ignore_index,
                           label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
 
 
@@ -75,7 +76,7 @@ def comp_sum(logits: torch.Tensor, target: torch.Tensor, *, tau: float = 1.0, we
     """
     if not tau >= 0:
         raise fail("tau", "a non-negative number", repr(tau))
-    return _classwise(lambda z: comp_sum_transform(margin_logsumexp(z), tau), logits, target, weight,
+    return _classwise(lambda s: comp_sum_transform(s, tau), logits, target, weight,
                       ignore_index, label_smoothing, sample_weight, reduction)
 
 
@@ -100,7 +101,7 @@ def gce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, weight: t
     """
     if not 0 < q <= 1:
         raise fail("q", "a value in (0, 1]", repr(q))
-    return _classwise(lambda z: comp_sum_transform(margin_logsumexp(z), 1.0 + q), logits, target, weight,
+    return _classwise(lambda s: comp_sum_transform(s, 1.0 + q), logits, target, weight,
                       ignore_index, label_smoothing, sample_weight, reduction)
 
 
@@ -124,7 +125,7 @@ def mae(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.Tensor | No
     Paper: Ghosh, Kumar, Sastry, "Robust Loss Functions under Label Noise for Deep Neural Networks",
     2017, arXiv:1712.09482.
     """
-    return _classwise(lambda z: comp_sum_transform(margin_logsumexp(z), 2.0), logits, target, weight,
+    return _classwise(lambda s: comp_sum_transform(s, 2.0), logits, target, weight,
                       ignore_index, label_smoothing, sample_weight, reduction)
 
 
@@ -152,8 +153,7 @@ def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta:
     if A >= 0:
         raise fail("A", "a negative number (the clipped value of log 0)", repr(A))
 
-    def score(z):
-        s = margin_logsumexp(z)
+    def score(s):
         return alpha * s + beta * (-A) * (-torch.expm1(-s))
 
     return _classwise(score, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction)
@@ -181,8 +181,7 @@ def poly_loss(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1.
     if epsilon < -1:
         raise fail("epsilon", "a value >= -1 (the loss is negative otherwise)", repr(epsilon))
 
-    def score(z):
-        s = margin_logsumexp(z)
+    def score(s):
         return s + epsilon * (-torch.expm1(-s))
 
     return _classwise(score, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction)
@@ -230,12 +229,12 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: 
     if not lam > 0:
         raise fail("lam", "a positive temperature", repr(lam))
 
-    def score(z):
-        if normalize:
-            z = normalize_logits(z)
-        return ldr_transform(log_rival_mass(z, lam), lam, c, z.shape[-1])
+    def rival(z):
+        return log_rival_mass(normalize_logits(z) if normalize else z, lam)
 
-    return _classwise(score, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction)
+    k = class_last(logits).shape[-1]
+    return _classwise(lambda v: ldr_transform(v, lam, c, k), logits, target, weight, ignore_index, label_smoothing,
+                      sample_weight, reduction, base=rival)
 
 
 def _kl_to_uniform(q_logits: torch.Tensor) -> torch.Tensor:
