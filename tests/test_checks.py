@@ -304,3 +304,40 @@ def test_links():
     torch.testing.assert_close(sparsemax(z), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64))
     z = torch.tensor([[0.5, 0.2, 0.1]], dtype=torch.float64)  # tau = (0.8 - 1)/3
     torch.testing.assert_close(sparsemax(z), z - (0.8 - 1) / 3)
+
+
+def test_entmax_link_matches_sparsemax_and_entmax_package():
+    from losskit.checks._links import entmax
+
+    z = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+    torch.testing.assert_close(entmax(2.0)(z), sparsemax(z), atol=1e-12, rtol=0)
+    ent = pytest.importorskip("entmax")
+    torch.testing.assert_close(entmax(1.5)(z), ent.entmax15(z, dim=-1), atol=1e-9, rtol=0)
+
+
+def sum_exp(logits, target):
+    """Comp-sum tau = 0: sum_{k != y} exp(z_k - z_y). Calibrated, convex, gradient unbounded."""
+    d = logits - logits.gather(1, target[:, None])
+    return d.exp().sum(-1) - 1
+
+
+def test_gradient_behaviour_at_extreme_margins():
+    r = check(ce, ["gradient_on_errors", "lipschitz"])
+    assert r["gradient_on_errors"].holds and r["lipschitz"].holds
+    assert r["gradient_on_errors"].numbers["wrong"][300.0] == pytest.approx((1 + 1 / 3) ** 0.5, rel=1e-9)
+    m = check(mae, ["gradient_on_errors", "lipschitz"])
+    assert m["gradient_on_errors"].fails and m["lipschitz"].holds  # MAE: no gradient on confident mistakes
+    assert check(gce, ["gradient_on_errors"])["gradient_on_errors"].fails
+    s = check(sum_exp, ["gradient_on_errors", "lipschitz", "calibrated", "convex"])
+    assert s["gradient_on_errors"].holds and s["lipschitz"].fails
+    assert s["calibrated"].holds and s["convex"].holds
+
+
+def test_stochastic_loss_is_seeded_and_global_rng_untouched():
+    def noisy(logits, target):
+        return ce(logits, target) * (1 + 0.01 * torch.rand(len(target), dtype=logits.dtype))
+
+    state = torch.get_rng_state()
+    a, b = check(noisy, ["calibrated", "nonnegative"]), check(noisy, ["calibrated", "nonnegative"])
+    assert [v.evidence for v in a] == [v.evidence for v in b]
+    assert torch.equal(state, torch.get_rng_state())

@@ -23,6 +23,8 @@ shift/scale    ``L(z + c) = L(z)`` / ``L(a z) = L(z)``
 permutation_equivariant  relabelling classes (logits and labels together) leaves L unchanged
 divergence     for two distributions: ``D(p, q) > 0`` for p != q and ``D(p, p) = 0``
 symmetric_divergence  ``D(p, q) = D(q, p)``
+gradient_on_errors  |grad L| does not vanish when the true class is behind by a large margin
+lipschitz      |grad L| stays bounded as the inputs grow to magnitude 1e4
 finite_extreme finite loss and gradient at magnitude 1e4 and with -inf masks; reports |grad| at margins
 finite_half    finite loss and gradient in float16 and bfloat16
 
@@ -54,6 +56,9 @@ __all__ = ["check", "main", "Report", "Verdict", "CHECKS", "KINDS", "LINKS", "IN
 
 register_property("finite_extreme", "finite loss and gradient at logits of magnitude 1e4 and with -inf masks")
 register_property("finite_half", "finite loss and gradient for float16 and bfloat16 inputs")
+register_property("gradient_on_errors", "the gradient does not vanish on confidently wrong predictions "
+                                        "(the true class behind by margins up to 300)")
+register_property("lipschitz", "the gradient stays bounded as the inputs grow (Lipschitz in the scores)")
 
 #: registry input-kind names -> the checker's kinds
 INPUT_KINDS = {"logits+labels": "multiclass", "binary logits+targets": "binary",
@@ -167,7 +172,9 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny float64 tensors: threads only add synchronisation
     try:
-        with torch.enable_grad():
+        # a stochastic loss draws from the global generator: seed it, and leave the caller's state alone
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(seed)
             for name in wanted:
                 verdicts.append(_run_one(name, kind, probe, gen, seed))
                 verdicts[-1].claimed = name in claimed

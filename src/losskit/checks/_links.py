@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["LINKS", "resolve_link", "stablemax", "sparsemax"]
+__all__ = ["LINKS", "resolve_link", "stablemax", "sparsemax", "entmax"]
 
 
 def stablemax(z: torch.Tensor) -> torch.Tensor:
@@ -25,11 +25,32 @@ def sparsemax(z: torch.Tensor) -> torch.Tensor:
     return torch.clamp(z - tau, min=0)
 
 
+def entmax(alpha: float = 1.5, iters: int = 80) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The alpha-entmax map (Peters, Niculae, Martins 2019): p = [(alpha-1) z - tau]_+^(1/(alpha-1)),
+    tau found by bisection so that p sums to one (float64 precision after 80 halvings)."""
+    if not alpha > 1:
+        raise ValueError(f"entmax needs alpha > 1, got {alpha!r}")
+
+    def link(z: torch.Tensor) -> torch.Tensor:
+        x = (alpha - 1) * z
+        hi = x.max(-1, keepdim=True).values
+        lo = hi - 1.0  # at tau = max - 1 the top entry alone gives 1
+        for _ in range(iters):
+            tau = 0.5 * (lo + hi)
+            total = torch.clamp(x - tau, min=0).pow(1 / (alpha - 1)).sum(-1, keepdim=True)
+            lo, hi = torch.where(total >= 1, tau, lo), torch.where(total >= 1, hi, tau)
+        p = torch.clamp(x - 0.5 * (lo + hi), min=0).pow(1 / (alpha - 1))
+        return p / p.sum(-1, keepdim=True)
+
+    return link
+
+
 LINKS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda z: torch.softmax(z, -1),
     "sigmoid": torch.sigmoid,
     "stablemax": stablemax,
     "sparsemax": sparsemax,
+    "entmax15": entmax(1.5),
 }
 
 

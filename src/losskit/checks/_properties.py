@@ -285,20 +285,56 @@ def _finite_cases(probe, gen, s):
     return cases
 
 
+def _grad_norms(probe, x, aux) -> Tensor:
+    """Per-sample |dL/dx| (float64)."""
+    x = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(probe.loss(x, aux).sum(), x)
+    return g.reshape(x.shape[0], -1).norm(dim=1)
+
+
+MARGINS = (3.0, 30.0, 300.0)
+
+
+def _margin_table(probe) -> dict[float, tuple[float, float]] | None:
+    """margin m -> (max |grad| with the right class ahead by m, min |grad| with it behind by m)."""
+    if probe.margin_points(1.0) is None:
+        return None
+    out = {}
+    for m in MARGINS:
+        x, y = probe.margin_points(m)
+        out[m] = (_grad_norms(probe, x, y).max().item(), _grad_norms(probe, -x, y).min().item())
+    return out
+
+
 def _margin_gradients(probe) -> str:
-    parts = []
-    for m in (3.0, 30.0, 300.0):
-        pts = probe.margin_points(m)
-        if pts is None:
-            return ""
-        x, y = pts
-        gs = []
-        for sign in (1.0, -1.0):
-            xs = (sign * x).requires_grad_(True)
-            (g,) = torch.autograd.grad(probe.loss(xs, y).sum(), xs)
-            gs.append(g.reshape(len(y), -1).norm(dim=1).max().item())
-        parts.append(f"m={m:g}: {gs[0]:.2g} right / {gs[1]:.2g} wrong")
-    return "; |grad| at margin " + ", ".join(parts)
+    table = _margin_table(probe)
+    if table is None:
+        return ""
+    return "; |grad| at margin " + ", ".join(f"m={m:g}: {r:.2g} right / {w:.2g} wrong"
+                                              for m, (r, w) in table.items())
+
+
+def check_gradient_on_errors(probe, gen) -> Verdict:
+    table = _margin_table(probe)
+    wrong = [w for _, w in table.values()]
+    ok = all(math.isfinite(w) for w in wrong) and wrong[-1] >= 0.1 * wrong[0] and wrong[-1] > 0
+    trend = ", ".join(f"{m:g}: {w:.3g}" for m, w in zip(MARGINS, wrong))
+    return _v("gradient_on_errors", ok, f"|grad| with the true class behind by m (m: |grad|) {trend}"
+                                        + ("" if ok else "; vanishes: confident mistakes stop being corrected"),
+              wrong=dict(zip(MARGINS, wrong)))
+
+
+def check_lipschitz(probe, gen) -> Verdict:
+    sup = []
+    for s in (1e2, 1e3, 1e4):
+        x, aux = probe.worst(gen, 16, s)
+        x2, aux2 = probe.random(gen, 16, s)
+        g = torch.cat([_grad_norms(probe, x, aux), _grad_norms(probe, x2, aux2)])
+        sup.append(g.max().item() if torch.isfinite(g).all() else math.inf)
+    ok = math.isfinite(sup[-1]) and sup[-1] <= 2 * sup[-2] + 1e-12
+    trend = ", ".join(f"{s:g}: {v:.3g}" for s, v in zip((1e2, 1e3, 1e4), sup))
+    return _v("lipschitz", ok, f"sup |grad| over inputs of magnitude s (s: sup) {trend}"
+                               + ("; bounded" if ok else "; grows"), sup=dict(zip((1e2, 1e3, 1e4), sup)))
 
 
 def check_finite_extreme(probe, gen) -> Verdict:
@@ -363,6 +399,8 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
     Check("permutation_equivariant", ALL, check_permutation),
     Check("divergence", ("distributions",), check_divergence, "only for two distributions"),
     Check("symmetric_divergence", ("distributions",), check_symmetric_divergence, "only for two distributions"),
+    Check("gradient_on_errors", ("multiclass", "binary"), check_gradient_on_errors, "needs a label"),
+    Check("lipschitz", ALL, check_lipschitz),
     Check("finite_extreme", ALL, check_finite_extreme),
     Check("finite_half", ALL, check_finite_half),
 )}
