@@ -15,7 +15,7 @@ import torch
 from ._probes import Probe
 from ._report import FAIL, PASS, SKIP, Verdict
 
-__all__ = ["CHECKS", "Check", "conditional_risk_minimiser"]
+__all__ = ["CHECKS", "Check", "conditional_risk_minimiser", "minimise_rows"]
 
 Tensor = torch.Tensor
 ALL = ("multiclass", "binary", "distributions", "logits")
@@ -71,39 +71,112 @@ def _test_distributions(probe, gen: torch.Generator) -> Tensor:
     return torch.stack(rows)
 
 
-def conditional_risk_minimiser(probe, P: Tensor, gen: torch.Generator, starts: int = 2,
-                               max_iter: int = 100) -> tuple[Tensor, Tensor]:
-    """Minimise ``R(x; p) = sum_j p_j L(x, outcome_j)`` for each row p of ``P`` (L-BFGS, float64).
+def _value_and_grad(f, x: Tensor) -> tuple[Tensor, Tensor]:
+    x = x.detach().requires_grad_(True)
+    r = f(x)
+    finite = torch.isfinite(r)
+    if not finite.any():
+        return r.detach(), torch.zeros_like(x)
+    (g,) = torch.autograd.grad(torch.where(finite, r, torch.zeros_like(r)).sum(), x)
+    return r.detach(), torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
 
-    Several starts (zero, random); the lowest finite risk seen anywhere (line searches included) is kept
-    per row, so a risk unbounded below still yields the direction it escapes to.
+
+def minimise_rows(f: Callable[[Tensor], Tensor], x0: Tensor, max_iter: int = 100, history: int = 10,
+                  gtol: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """Minimise ``f(x) -> (M,)`` row by row: a batched L-BFGS with a per-row backtracking (Armijo) search.
+
+    Every row is its own problem with its own step and history, so a slowly converging row does not
+    hold the others back (and no optimiser object, hence no torch.optim import, is needed). A row only
+    moves to a point of lower, finite value, so the result is the best point seen.
+    """
+    shape = x0.shape
+    m = shape[0]
+    x = x0.detach().reshape(m, -1).clone()
+
+    def fr(v):
+        return f(v.reshape(shape))
+
+    r, g = _value_and_grad(fr, x)
+    S: list[Tensor] = []
+    Y: list[Tensor] = []
+    active = torch.isfinite(r)
+    for _ in range(max_iter):
+        active = active & (g.abs().amax(1) > gtol)
+        if not active.any():
+            break
+        # two-loop recursion, batched over rows (pairs with no curvature carry rho = 0)
+        q, alphas = g.clone(), []
+        for s_, y_ in zip(reversed(S), reversed(Y)):
+            sy = (s_ * y_).sum(1)
+            rho = torch.where(sy > 1e-20, 1 / sy.clamp_min(1e-300), torch.zeros_like(sy))
+            a = rho * (s_ * q).sum(1)
+            q = q - a[:, None] * y_
+            alphas.append((a, rho))
+        if S:
+            sy, yy = (S[-1] * Y[-1]).sum(1), (Y[-1] * Y[-1]).sum(1)
+            gamma = torch.where((sy > 1e-20) & (yy > 0), sy / yy.clamp_min(1e-300), torch.ones_like(sy))
+        else:
+            gamma = 1 / g.norm(dim=1).clamp_min(1.0)
+        d = gamma[:, None] * q
+        for (s_, y_), (a, rho) in zip(zip(S, Y), reversed(alphas)):
+            b = rho * (y_ * d).sum(1)
+            d = d + s_ * (a - b)[:, None]
+        d = -d
+        slope = (g * d).sum(1)
+        bad = ~(slope < 0) | ~torch.isfinite(slope)
+        d = torch.where(bad[:, None], -g, d)
+        slope = torch.where(bad, -(g * g).sum(1), slope)
+        # backtracking, every row with its own step
+        t = torch.ones(m, dtype=x.dtype)
+        todo = active.clone()
+        x_new, r_new = x.clone(), r.clone()
+        for _ in range(30):
+            cand = x + t[:, None] * d
+            rc = fr(cand).detach()
+            ok = todo & torch.isfinite(rc) & (rc <= r + 1e-4 * t * slope)
+            x_new[ok], r_new[ok] = cand[ok], rc[ok]
+            todo = todo & ~ok
+            if not todo.any():
+                break
+            t = torch.where(todo, 0.5 * t, t)
+        moved = active & ~todo
+        # a row stops when its step no longer changes the value (or the search failed)
+        progress = (r - r_new) > 1e-15 * (1 + r.abs())
+        if not moved.any():
+            break
+        _, g_new = _value_and_grad(fr, x_new)
+        s_, y_ = x_new - x, g_new - g
+        s_[~moved], y_[~moved] = 0, 0
+        S.append(s_)
+        Y.append(y_)
+        if len(S) > history:
+            S.pop(0)
+            Y.pop(0)
+        active = active & moved & progress
+        x, r, g = x_new, r_new, torch.where(moved[:, None], g_new, g)
+    return x.reshape(shape), r
+
+
+def conditional_risk_minimiser(probe, P: Tensor, gen: torch.Generator, starts: int = 2,
+                               max_iter: int = 60) -> tuple[Tensor, Tensor]:
+    """Minimise ``R(x; p) = sum_j p_j L(x, outcome_j)`` for each row p of ``P`` (float64).
+
+    Several starts (zero, random), each row minimised by :func:`minimise_rows`; per row the start with
+    the lowest finite risk wins. A risk unbounded below still yields the direction it escapes to.
     """
     m = P.shape[0]
-    x0, _ = probe.random(gen, m, 1.0)
+
+    def risk(x):
+        return (P * probe.risk_table(x)).sum(1)
+
     best_r = torch.full((m,), math.inf, dtype=torch.float64)
-    best_x = torch.zeros_like(x0)
+    best_x = None
     for s in range(starts):
-        x = (torch.zeros_like(x0) if s == 0 else s * probe.random(gen, m, 1.0)[0]).requires_grad_(True)
-        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, history_size=20,
-                                tolerance_grad=1e-10, tolerance_change=1e-13, line_search_fn="strong_wolfe")
-
-        def closure(x=x, opt=opt):
-            opt.zero_grad()
-            r = (P * probe.risk_table(x)).sum(1)
-            with torch.no_grad():
-                better = torch.isfinite(r) & (r < best_r) & torch.isfinite(x.reshape(m, -1)).all(1)
-                best_r[better] = r[better]
-                best_x[better] = x[better]
-            total = r.sum()
-            if not torch.isfinite(total):
-                return torch.tensor(math.inf, dtype=torch.float64)
-            total.backward()
-            return total.detach()
-
-        try:
-            opt.step(closure)
-        except (RuntimeError, ValueError):  # a line search that wandered into NaN
-            pass
+        x0 = probe.random(gen, m, float(s))[0]
+        x, r = minimise_rows(risk, x0, max_iter)
+        better = torch.isfinite(r) & (r < best_r)
+        best_x = x if best_x is None else torch.where(better.reshape(-1, *([1] * (x.dim() - 1))), x, best_x)
+        best_r = torch.where(better, r, best_r)
     return best_x, best_r
 
 
