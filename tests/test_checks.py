@@ -341,3 +341,12 @@ def test_stochastic_loss_is_seeded_and_global_rng_untouched():
     a, b = check(noisy, ["calibrated", "nonnegative"]), check(noisy, ["calibrated", "nonnegative"])
     assert [v.evidence for v in a] == [v.evidence for v in b]
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_cli_all_summarises_the_registry(capsys):
+    rc = main(["--all", "--family", "classification"])
+    out = capsys.readouterr().out
+    assert "cross_entropy" in out and "claims hold" in out and "objectives" in out
+    assert rc == (1 if "FALSE" in out else 0)
+    assert main(["--all", "--family", "nosuchfamily"]) == 2
+    assert main([]) == 2
