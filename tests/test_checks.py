@@ -350,3 +350,21 @@ def test_cli_all_summarises_the_registry(capsys):
     assert rc == (1 if "FALSE" in out else 0)
     assert main(["--all", "--family", "nosuchfamily"]) == 2
     assert main([]) == 2
+
+
+def crammer_singer(logits, target):
+    """max_k [1(k != y) + z_k - z_y]_+ : not calibrated when no class has p > 1/2 (Tewari & Bartlett 2007)."""
+    d = logits - logits.gather(1, target[:, None]) + 1 - torch.nn.functional.one_hot(target, logits.shape[1])
+    return d.clamp_min(0).amax(1)
+
+
+def test_crammer_singer_hinge_is_convex_but_not_calibrated():
+    r = check(crammer_singer, ["calibrated", "convex", "nonnegative"])
+    assert r["convex"].holds and r["nonnegative"].holds and r["calibrated"].fails, str(r)
+
+
+def test_softmax_collapse():
+    assert check(ce, ["no_softmax_collapse"])["no_softmax_collapse"].fails  # float32 CE at [100, 0, 0, 0]: 0
+    r = check(stablemax_ce, ["no_softmax_collapse"])
+    assert r["no_softmax_collapse"].holds and r["no_softmax_collapse"].numbers["min_loss"] == pytest.approx(
+        -torch.log(torch.tensor(101 / 104)).item(), rel=1e-5)

@@ -25,6 +25,7 @@ divergence     for two distributions: ``D(p, q) > 0`` for p != q and ``D(p, p) =
 symmetric_divergence  ``D(p, q) = D(q, p)``
 gradient_on_errors  |grad L| does not vanish when the true class is behind by a large margin
 lipschitz      |grad L| stays bounded as the inputs grow to magnitude 1e4
+no_softmax_collapse  float32 loss and gradient stay nonzero at margin 100 (CE collapses; StableMax not)
 finite_extreme finite loss and gradient at magnitude 1e4 and with -inf masks; reports |grad| at margins
 finite_half    finite loss and gradient in float16 and bfloat16
 
@@ -58,6 +59,8 @@ register_property("finite_extreme", "finite loss and gradient at logits of magni
 register_property("finite_half", "finite loss and gradient for float16 and bfloat16 inputs")
 register_property("gradient_on_errors", "the gradient does not vanish on confidently wrong predictions "
                                         "(the true class behind by margins up to 300)")
+register_property("no_softmax_collapse", "in float32 a confidently right prediction (margin 100) still gets a "
+                                         "nonzero loss and gradient (softmax collapse, arXiv:2501.04697)")
 register_property("lipschitz", "the gradient stays bounded as the inputs grow (Lipschitz in the scores)")
 
 #: registry input-kind names -> the checker's kinds

@@ -397,6 +397,19 @@ def check_gradient_on_errors(probe, gen) -> Verdict:
               wrong=dict(zip(MARGINS, wrong)))
 
 
+def check_no_softmax_collapse(probe, gen) -> Verdict:
+    x, y = probe.margin_points(100.0)
+    x = x.float().requires_grad_(True)
+    loss = probe.loss(x, probe.cast(y, torch.float32))
+    (g,) = torch.autograd.grad(loss.sum(), x)
+    gn = g.reshape(len(loss), -1).norm(dim=1)
+    ok = bool((loss > 0).all() and (gn > 0).all())
+    return _v("no_softmax_collapse", ok, f"float32, right class ahead by 100: min L = {loss.min().item():.3g}, "
+                                         f"min |grad| = {gn.min().item():.3g}"
+              + ("" if ok else " (collapsed: confident samples give exactly zero loss and gradient)"),
+              min_loss=loss.min().item(), min_grad=gn.min().item())
+
+
 def check_lipschitz(probe, gen) -> Verdict:
     sup = []
     for s in (1e2, 1e3, 1e4):
@@ -474,6 +487,7 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
     Check("symmetric_divergence", ("distributions",), check_symmetric_divergence, "only for two distributions"),
     Check("gradient_on_errors", ("multiclass", "binary"), check_gradient_on_errors, "needs a label"),
     Check("lipschitz", ALL, check_lipschitz),
+    Check("no_softmax_collapse", ("multiclass", "binary"), check_no_softmax_collapse, "needs a label"),
     Check("finite_extreme", ALL, check_finite_extreme),
     Check("finite_half", ALL, check_finite_half),
 )}
