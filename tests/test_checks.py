@@ -368,3 +368,9 @@ def test_softmax_collapse():
     r = check(stablemax_ce, ["no_softmax_collapse"])
     assert r["no_softmax_collapse"].holds and r["no_softmax_collapse"].numbers["min_loss"] == pytest.approx(
         -torch.log(torch.tensor(101 / 104)).item(), rel=1e-5)
+
+
+def test_losskit_module_instance_uses_its_options():
+    r = check(losskit.FocalLoss(gamma=0.0, reduction="sum"), ["proper", "convex"])
+    assert r.loss == "focal" and r["proper"].holds and r["convex"].holds  # gamma = 0: cross-entropy
+    assert check(losskit.FocalLoss(gamma=2.0), ["proper"])["proper"].fails

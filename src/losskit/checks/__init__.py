@@ -105,6 +105,9 @@ def _resolve(fn_or_name) -> tuple[str, Callable, Objective | None]:
             return (name, fn, get(name)) if name else (fn_or_name, fn, None)
         entry = get(fn_or_name)
         return entry.name, entry.fn, entry
+    functional = getattr(type(fn_or_name), "functional", None)
+    if isinstance(fn_or_name, torch.nn.Module) and hasattr(functional, "objective_name"):
+        return functional.objective_name, functional, get(functional.objective_name)
     if not callable(fn_or_name):
         raise TypeError(f"check() takes a registered name, 'module:function' or a callable, "
                         f"not {type(fn_or_name).__name__}")
@@ -120,7 +123,8 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
     """Check a loss's properties numerically; one :class:`Verdict` (with evidence) per property.
 
     Args:
-        fn_or_name: a registered objective's name, ``'module:function'`` / ``'file.py:function'``, or a
+        fn_or_name: a registered objective's name, function or Module instance (its options are used),
+            ``'module:function'`` / ``'file.py:function'``, or a
             callable ``fn(x, aux, **options)``: ``(logits, target)`` for ``multiclass``/``binary``,
             ``(p_logits, q_logits)`` for ``distributions``, ``(logits)`` for ``logits``. It should
             return per-sample losses or accept ``reduction='none'``.
@@ -139,6 +143,9 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
     """
     label, fn, entry = _resolve(fn_or_name)
     opts = dict(options or {})
+    if isinstance(fn_or_name, torch.nn.Module) and entry is not None:  # a losskit Module: its options
+        own = getattr(fn_or_name, "_option_names", []) + getattr(fn_or_name, "_tensor_options", [])
+        opts = {**{k: getattr(fn_or_name, k) for k in own if k != "reduction"}, **opts}
     if entry is not None:
         opts = {**entry.tags.get("check_options", {}), **opts}
         claimed = set(entry.properties) | set(claims or ())
