@@ -374,3 +374,20 @@ def test_losskit_module_instance_uses_its_options():
     r = check(losskit.FocalLoss(gamma=0.0, reduction="sum"), ["proper", "convex"])
     assert r.loss == "focal" and r["proper"].holds and r["convex"].holds  # gamma = 0: cross-entropy
     assert check(losskit.FocalLoss(gamma=2.0), ["proper"])["proper"].fails
+
+
+def test_batch_coupled_objective_gets_whole_batch_checks():
+    from losskit._core.inputs import BINARY_LOGITS, binary_example
+
+    @losskit.objective("_test_soft_error_rate", family="test", input_kind=BINARY_LOGITS, example=binary_example,
+                       properties={"nonnegative", "bounded"}, per_sample=False)
+    def soft_error_rate(logits, target, *, reduction="mean"):
+        a = torch.sigmoid(logits)
+        return 1 - (target * a + (1 - target) * (1 - a)).mean()
+
+    try:
+        r = check("_test_soft_error_rate")
+        assert r.ok and r["bounded"].holds and r["nonnegative"].holds and r["convex"].fails
+        assert r["calibrated"].status == "skipped" and "batch-coupled" in r["calibrated"].evidence
+    finally:
+        losskit._core.unregister("_test_soft_error_rate")

@@ -26,8 +26,6 @@ def test_claimed_properties_hold(entry):
     kind = INPUT_KINDS.get(entry.input_kind.name)
     if kind is None:
         pytest.skip(f"losskit check does not support the input kind {entry.input_kind.name!r}")
-    if not entry.per_sample:
-        pytest.skip("batch-coupled objective: per-sample property checks do not apply")
     report = check(entry.name, sorted(entry.properties))
     checked = [v for v in report if v.status != "skipped"]
     if not checked:

@@ -48,7 +48,7 @@ import torch
 
 from .._core.registry import PROPERTIES, Objective, get, register_property
 from ._links import LINKS, resolve_link
-from ._probes import KINDS, Probe, per_sample
+from ._probes import KINDS, Probe, per_sample, whole_batch
 from ._properties import CHECKS, conditional_risk_minimiser, skipped
 from ._report import FAIL, PASS, SKIP, Report, Verdict
 
@@ -167,8 +167,6 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
     if kind not in KINDS:
         why = (f"losskit check does not support {kind_desc} (supported: "
                f"{', '.join(sorted(INPUT_KINDS))})")
-    elif entry is not None and not entry.per_sample:
-        why = "batch-coupled objective: the per-sample properties losskit check tests do not apply"
     if why is not None:
         names = wanted if wanted is not None else sorted(claimed)
         verdicts = [Verdict(n, SKIP, why, claimed=n in claimed) for n in names]
@@ -176,7 +174,10 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
     if wanted is None:
         wanted = [n for n, c in CHECKS.items() if kind in c.kinds] + sorted(claimed - set(CHECKS))
         wanted += [n for n in sorted(claimed) if n in CHECKS and n not in wanted]
-    probe = KINDS[kind](per_sample(fn, opts, takes_aux=kind != "logits"), k=num_classes, link=resolve_link(link))
+    coupled = entry is not None and not entry.per_sample
+    evaluate = (whole_batch if coupled else per_sample)(fn, opts, takes_aux=kind != "logits")
+    probe = KINDS[kind](evaluate, k=num_classes, link=resolve_link(link))
+    probe.batch_coupled = coupled
     gen = torch.Generator().manual_seed(seed)
     verdicts = []
     threads = torch.get_num_threads()
@@ -191,7 +192,7 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
     finally:
         torch.set_num_threads(threads)
     setting = ("" if kind == "binary" else f"K={num_classes}, ") + f"float64, seed {seed}"
-    setting += (f", options {opts}" if opts else "") + (f", link {link}" if isinstance(link, str) else "")
+    setting += (", whole-batch values (batch-coupled)" if coupled else "") + (f", options {opts}" if opts else "") + (f", link {link}" if isinstance(link, str) else "")
     return Report(label, f"{kind}: {probe.description}", verdicts, time.perf_counter() - start, setting)
 
 
@@ -202,6 +203,8 @@ def _run_one(name: str, kind: str, probe: Probe, gen: torch.Generator, seed: int
     if kind not in c.kinds:
         return skipped(name, f"does not apply to {kind} inputs ({c.why_not})" if c.why_not
                        else f"does not apply to {kind} inputs")
+    if probe.batch_coupled and not c.whole_batch:
+        return skipped(name, "needs per-sample losses; this objective is batch-coupled")
     gen.manual_seed(seed + zlib.crc32(name.encode()) % 1000)  # each check its own stream, stable
     try:
         return c.run(probe, gen)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 __all__ = ["Probe", "MulticlassProbe", "BinaryProbe", "DistributionsProbe", "LogitsProbe", "KINDS",
-           "per_sample"]
+           "per_sample", "whole_batch"]
 
 Tensor = torch.Tensor
 
@@ -53,8 +53,24 @@ def per_sample(fn: Callable, options: dict, takes_aux: bool) -> Callable[[Tensor
     return evaluate
 
 
+def whole_batch(fn: Callable, options: dict, takes_aux: bool) -> Callable[[Tensor, Tensor | None], Tensor]:
+    """``(x, aux) -> (1,)``: a batch-coupled objective's value for the whole batch."""
+
+    def evaluate(x: Tensor, aux: Tensor | None) -> Tensor:
+        out = fn(x, aux, **options) if takes_aux else fn(x, **options)
+        return torch.as_tensor(out).reshape(-1).sum().reshape(1)
+
+    return evaluate
+
+
 class Probe:
-    """Base class. ``x`` has the sample dimension first; ``aux`` is ``None`` or has it first too."""
+    """Base class. ``x`` has the sample dimension first; ``aux`` is ``None`` or has it first too.
+
+    ``batch_coupled``: ``loss`` returns one value for the whole batch (checks that need per-sample
+    losses, such as the conditional risk, do not apply).
+    """
+
+    batch_coupled = False
 
     kind = "?"
     description = ""

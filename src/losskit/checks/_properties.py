@@ -19,6 +19,7 @@ __all__ = ["CHECKS", "Check", "conditional_risk_minimiser", "minimise_rows"]
 
 Tensor = torch.Tensor
 ALL = ("multiclass", "binary", "distributions", "logits")
+LABELLED = ("multiclass", "binary")
 SCALES = (0.1, 1.0, 3.0, 10.0)
 GRID = (1.0, 10.0, 100.0, 1e3, 1e4)
 
@@ -29,6 +30,7 @@ class Check:
     kinds: tuple[str, ...]
     run: Callable[[Probe, torch.Generator], Verdict]
     why_not: str = ""  # why the check does not apply to the other kinds
+    whole_batch: bool = True  # also meaningful for a batch-coupled loss (one value per batch)
 
 
 def _v(name, ok, evidence, **numbers) -> Verdict:
@@ -315,22 +317,23 @@ def _hessian_min_eig(probe, x, aux, n=12) -> float | None:
 
 
 def check_convex(probe, gen) -> Verdict:
-    worst, where = math.inf, ""
+    worst, where, lines = math.inf, "", 0
     for x, aux in _inputs(probe, gen, 24, (1.0, 3.0)):
         d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
         d = d / d.reshape(x.shape[0], -1).norm(dim=1).reshape(-1, *([1] * (x.dim() - 1)))
         f0 = probe.loss(x, aux)
+        lines += 3 * len(f0)
         for h in (0.3, 1.0, 3.0):
             gap = (0.5 * (probe.loss(x + h * d, aux) + probe.loss(x - h * d, aux)) - f0) / (1 + f0.abs())
             g = gap.min().item()
             if g < worst:
                 worst, where = g, f"h={h:g}"
     x, aux = probe.random(gen, 12, 2.0)
-    eig = _hessian_min_eig(probe, x, aux)
+    eig = None if probe.batch_coupled else _hessian_min_eig(probe, x, aux)
     ok = worst >= -1e-9 and (eig is None or eig >= -1e-7)
     ev = "n/a" if eig is None else f"{eig:.3g}"
     return _v("convex", ok, f"min midpoint gap (L(z+hd)+L(z-hd))/2 - L(z) = {worst:.3g} relative "
-                            f"({where}, 144 random lines); min Hessian eigenvalue {ev} relative",
+                            f"({where}, {lines} random lines); min Hessian eigenvalue {ev} relative",
               min_midpoint_gap=worst, min_hessian_eig=eig)
 
 
@@ -380,7 +383,7 @@ def _margin_table(probe) -> dict[float, tuple[float, float]] | None:
 
 
 def _margin_gradients(probe) -> str:
-    table = _margin_table(probe)
+    table = None if probe.batch_coupled else _margin_table(probe)
     if table is None:
         return ""
     return "; |grad| at margin " + ", ".join(f"m={m:g}: {r:.2g} right / {w:.2g} wrong"
@@ -473,9 +476,9 @@ def check_symmetric_divergence(probe, gen) -> Verdict:
 
 
 CHECKS: dict[str, Check] = {c.name: c for c in (
-    Check("calibrated", ("multiclass", "binary"), check_calibrated, "needs a label to take a risk over"),
-    Check("proper", ("multiclass", "binary"), check_proper, "needs a label to take a risk over"),
-    Check("symmetric", ("multiclass", "binary"), check_symmetric, "needs a label to sum over"),
+    Check("calibrated", LABELLED, check_calibrated, "needs a label to take a risk over", whole_batch=False),
+    Check("proper", LABELLED, check_proper, "needs a label to take a risk over", whole_batch=False),
+    Check("symmetric", LABELLED, check_symmetric, "needs a label to sum over", whole_batch=False),
     Check("bounded", ALL, check_bounded),
     Check("nonnegative", ALL, check_nonnegative),
     Check("convex", ALL, check_convex),
@@ -485,9 +488,9 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
     Check("permutation_equivariant", ALL, check_permutation),
     Check("divergence", ("distributions",), check_divergence, "only for two distributions"),
     Check("symmetric_divergence", ("distributions",), check_symmetric_divergence, "only for two distributions"),
-    Check("gradient_on_errors", ("multiclass", "binary"), check_gradient_on_errors, "needs a label"),
+    Check("gradient_on_errors", LABELLED, check_gradient_on_errors, "needs a label", whole_batch=False),
     Check("lipschitz", ALL, check_lipschitz),
-    Check("no_softmax_collapse", ("multiclass", "binary"), check_no_softmax_collapse, "needs a label"),
+    Check("no_softmax_collapse", LABELLED, check_no_softmax_collapse, "needs a label", whole_batch=False),
     Check("finite_extreme", ALL, check_finite_extreme),
     Check("finite_half", ALL, check_finite_half),
 )}
