@@ -2,5 +2,7 @@
 
 from .categorical import *  # noqa: F401,F403
 from .categorical import __all__ as _categorical_all
+from .generators import FGenerator, alpha_generator, get_generator, skew_js_generator, skew_kl_generator
 
-__all__ = list(_categorical_all)
+__all__ = list(_categorical_all) + ["FGenerator", "alpha_generator", "get_generator", "skew_js_generator",
+                                    "skew_kl_generator"]
