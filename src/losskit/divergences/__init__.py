@@ -3,6 +3,8 @@
 from .categorical import *  # noqa: F401,F403
 from .categorical import __all__ as _categorical_all
 from .generators import FGenerator, alpha_generator, get_generator, skew_js_generator, skew_kl_generator
+from .samples import *  # noqa: F401,F403
+from .samples import __all__ as _samples_all
 
-__all__ = list(_categorical_all) + ["FGenerator", "alpha_generator", "get_generator", "skew_js_generator",
-                                    "skew_kl_generator"]
+__all__ = list(_categorical_all) + list(_samples_all) + [
+    "FGenerator", "alpha_generator", "get_generator", "skew_js_generator", "skew_kl_generator"]
