@@ -52,6 +52,15 @@ class FGenerator:
     slope_inf: float = INF
     body: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     symmetric: bool = False
+    conjugate_activation: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+
+    def conjugate_of_activation(self, v: torch.Tensor) -> torch.Tensor:
+        """``f*(activation(v))``, in a closed form where one avoids cancellation at the domain's edge."""
+        if self.conjugate_activation is not None:
+            return self.conjugate_activation(v)
+        if self.conjugate is None or self.activation is None:
+            raise fail("generator", "an FGenerator with a conjugate and an activation", self.name)
+        return self.conjugate(self.activation(v))
 
     def value_at_zero(self) -> float:
         if self.f0 is not None:
@@ -103,14 +112,16 @@ KL = FGenerator(
 REVERSE_KL = FGenerator(
     "reverse_kl", f=lambda t: -torch.log(t), f_prime=lambda t: -1 / t,
     conjugate=lambda u: -1 - torch.log(-u), activation=lambda v: -torch.exp(-v), f0=INF, slope_inf=0.0,
-    body=lambda lp, lq: _xlogy_ratio(lq, lp))
+    body=lambda lp, lq: _xlogy_ratio(lq, lp), conjugate_activation=lambda v: v - 1)
 
 
 def skew_js_generator(pi: float = 0.5) -> FGenerator:
     """Generalised (skew) Jensen–Shannon: ``π KL(p‖m) + (1-π) KL(q‖m)``, ``m = π p + (1-π) q``.
 
     ``f(t) = π t log t - (π t + 1 - π) log(π t + 1 - π)``; ``π = 1/2`` is JS. Conjugate
-    ``f*(u) = -(1-π) log((1 - π e^{u/π}) / (1-π))`` on ``u < -π log π``.
+    ``f*(u) = -(1-π) log((1 - π e^{u/π}) / (1-π))`` on ``u < -π log π``; activation
+    ``u = -π log π - π softplus(-v)``, for which ``f*(u) = (1-π)(softplus(v) + log(1-π))`` (the GAN
+    discriminator's logistic loss).
     """
     if not 0.0 < pi < 1.0:
         raise fail("pi", "a mixture weight in (0, 1)", repr(pi))
@@ -128,7 +139,8 @@ def skew_js_generator(pi: float = 0.5) -> FGenerator:
         "js" if pi == 0.5 else f"skew_js({pi:g})", f=f,
         f_prime=lambda t: pi * (torch.log(t) - torch.log(pi * t + 1 - pi)),
         conjugate=lambda u: -(1 - pi) * (torch.log1p(-pi * torch.exp(u / pi)) - lq_),
-        activation=lambda v: -pi * lp_ - F.softplus(-v),
+        activation=lambda v: -pi * lp_ - pi * F.softplus(-v),
+        conjugate_activation=lambda v: (1 - pi) * (F.softplus(v) + lq_),
         f0=-(1 - pi) * lq_, slope_inf=-pi * lp_, body=body, symmetric=pi == 0.5)
 
 
