@@ -6,7 +6,7 @@ created (``resource.getrusage`` ``ru_maxrss``), and the wall time. "dense" is th
 ``block_size >= n``: the whole n x n kernel matrices at once (what a direct implementation does).
 Blocked memory should grow linearly in n, dense quadratically.
 
-    python benchmarks/bench_divergences_memory.py                    # n = 2k, 5k, 10k (about a minute)
+    python benchmarks/bench_divergences_memory.py                    # n = 1k, 2k, 4k (about a minute)
     python benchmarks/bench_divergences_memory.py --sizes 10000 40000 --dense-max 10000
 
 Dense runs above ``--dense-max`` are skipped and their memory is extrapolated (n^2) from the largest
@@ -54,7 +54,7 @@ def run(n: int, block: int, d: int, threads: int) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000, 10000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000])
     ap.add_argument("--block", type=int, default=1024)
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--dense-max", type=int, default=10000, help="largest n run densely")
