@@ -277,3 +277,35 @@ def test_lambertw_matches_scipy():
     a = np.array([-30.0, -2.0, 0.0, 0.5, 1.0, 3.0, 50.0, 700.0])
     ref = np.real(scipy.special.lambertw(np.exp(a)))
     np.testing.assert_allclose(G.lambertw_exp(torch.tensor(a)).numpy(), ref, rtol=1e-12)
+
+
+def test_probability_inputs_with_zeros_have_finite_gradients():
+    p = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([[0.5, 0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    for name in _ALL:
+        p.grad = q.grad = None
+        d = getattr(losskit, name)(p, q, input_space="probs")
+        if torch.isfinite(d):
+            d.backward()
+            assert torch.isfinite(p.grad).all() and torch.isfinite(q.grad).all(), name
+    assert losskit.kl_divergence(p, q, input_space="probs").item() == pytest.approx(math.log(2))
+
+
+# ------------------------------------------------------------------------------ DEPICT clustering
+def test_kl_clustering_loss_by_hand():
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(9, 4)) * 2
+    p = scipy.special.softmax(z, axis=1)
+    q = p / np.sqrt(p.sum(0, keepdims=True))
+    q = q / q.sum(1, keepdims=True)
+    ref = scipy.special.rel_entr(q, p).sum(1)
+    zt = torch.tensor(z, requires_grad=True)
+    got = losskit.kl_clustering_loss(zt, reduction="none")
+    np.testing.assert_allclose(got.detach().numpy(), ref, rtol=1e-10)
+    # the default (fixed target) gradient is that of -1/N sum_i sum_k q_ik log p_ik
+    got.mean().backward()
+    z2 = torch.tensor(z, requires_grad=True)
+    (-(torch.tensor(q) * torch.log_softmax(z2, 1)).sum(1).mean()).backward()
+    torch.testing.assert_close(zt.grad, z2.grad)
+    # the target is balanced: its cluster masses are closer to uniform than p's
+    assert np.std(q.sum(0)) < np.std(p.sum(0))

@@ -4,7 +4,8 @@ Each takes two distributions ``p`` and ``q`` over ``dim`` given as ``input_space
 normalised with ``log_softmax``), ``'log_probs'`` or ``'probs'``, and returns one value per
 distribution (the input shape without ``dim``), reduced by ``reduction``. Zero probabilities (``-inf``
 logits) are exact: ``0 log 0 = 0``; a divergence that is infinite (``p > 0`` where ``q = 0`` for KL)
-returns ``inf``, never NaN.
+returns ``inf``, never NaN. Gradients are finite wherever the value is; with respect to an entry that
+is exactly zero (a masked logit, a zero probability) the gradient is 0.
 
 Every f-divergence goes through one function, :func:`categorical_divergence`, with an
 :class:`~losskit.divergences.generators.FGenerator`; the named objectives are that call with a fixed
@@ -60,7 +61,9 @@ def log_probs(x: torch.Tensor, input_space: str, dim: int, name: str) -> torch.T
         return x
     if input_space == "probs":
         check_probabilities(name, x, dim=dim)
-        return torch.log(x)
+        # log 0 = -inf (the boundary terms handle it); its gradient is taken as 0, not 0 * inf = NaN
+        pos = x > 0
+        return torch.where(pos, torch.log(torch.where(pos, x, torch.ones_like(x))), torch.full_like(x, -math.inf))
     raise fail("input_space", f"one of {INPUT_SPACES}", repr(input_space))
 
 
