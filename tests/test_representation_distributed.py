@@ -43,6 +43,13 @@ def _cases():
          ("views",)),
         ("mv_infonce", lambda t, **kw: losskit.mv_infonce(t["views"], **kw), ("views",)),
         ("mv_dhel", lambda t, **kw: losskit.mv_dhel(t["views"], block_size=2, **kw), ("views",)),
+        ("barlow_twins", lambda t, **kw: losskit.barlow_twins(t["z1"], t["z2"], lambd=0.1, **kw), ("z1", "z2")),
+        ("vicreg", lambda t, **kw: losskit.vicreg(t["z1"], t["z2"], **kw), ("z1", "z2")),
+        ("triplet_margin", lambda t, **kw: losskit.triplet_margin(t["z1"], t["labels"], margin=1.0, **kw), ("z1",)),
+        ("triplet_hard", lambda t, **kw: losskit.triplet_margin(t["z1"], t["labels"], mining="batch_hard", **kw),
+         ("z1",)),
+        ("contrastive_margin", lambda t, **kw: losskit.contrastive_margin(t["z1"], t["labels"], **kw), ("z1",)),
+        ("tcm", lambda t, **kw: losskit.tcm(t["z1"], t["labels"], margin_minus=0.0, **kw), ("z1",)),
         ("info_nce_blocked", lambda t, **kw: losskit.info_nce(t["z1"], t["z2"], block_size=2, **kw), ("z1", "z2")),
     ]
 
@@ -93,9 +100,9 @@ def test_gathered_losses_equal_single_process(world_size, tmp_path):
         for key, (loss, grads) in whole.items():
             name, red = key
             rl, rg = got[key]
-            ref = loss[lo:hi] if red == "none" else loss
+            ref = loss[lo:hi] if red == "none" and loss.dim() else loss
             torch.testing.assert_close(rl, ref, rtol=1e-6, atol=1e-6, msg=f"{key} loss, rank {rank}")
-            if red == "none":
+            if red == "none" and loss.dim():
                 continue  # 'none' losses are local; their gradient is not the whole batch's
             for k, g in grads.items():
                 torch.testing.assert_close(rg[k], g[lo:hi], rtol=1e-6, atol=1e-6,

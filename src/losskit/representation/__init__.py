@@ -26,8 +26,29 @@ from .contrastive import (
     nt_xent,
     supcon,
 )
+from .metric import (
+    ContrastiveMarginLoss,
+    ProtoTripletLoss,
+    TCMLoss,
+    TripletMarginLoss,
+    contrastive_margin,
+    proto_triplet,
+    tcm,
+    triplet_margin,
+)
+from .redundancy import (
+    BarlowTwinsLoss,
+    MixedBarlowTwinsLoss,
+    VICRegLoss,
+    barlow_twins,
+    mixed_barlow_twins,
+    vicreg,
+)
 
 __all__ = [
     "info_nce", "InfoNCELoss", "nt_xent", "NTXentLoss", "supcon", "SupConLoss", "clip_loss", "CLIPLoss",
     "cwcl", "CWCLLoss", "dcl", "DCLLoss", "mv_infonce", "MVInfoNCELoss", "mv_dhel", "MVDHELLoss",
+    "barlow_twins", "BarlowTwinsLoss", "vicreg", "VICRegLoss", "mixed_barlow_twins", "MixedBarlowTwinsLoss",
+    "triplet_margin", "TripletMarginLoss", "contrastive_margin", "ContrastiveMarginLoss", "tcm", "TCMLoss",
+    "proto_triplet", "ProtoTripletLoss",
 ]

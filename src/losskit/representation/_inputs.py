@@ -75,12 +75,13 @@ def features_labels_example(gen, dtype, n: int = 8, d: int = 4, k: int = 3) -> E
 
 
 def _features_labels_bad(ex: Example) -> list[BadInput]:
-    x, y = ex.inputs["features"], ex.inputs["labels"]
+    name = next(iter(ex.inputs))  # 'features' or 'embeddings'
+    x, y = ex.inputs[name], ex.inputs["labels"]
     return [
         BadInput("labels of the wrong length", ex.replace({"labels": y[:-1]}), "labels"),
         BadInput("float labels", ex.replace({"labels": y.to(torch.float64)}), "labels"),
-        BadInput("no feature dimension", ex.replace({"features": x[:, 0]}), "features"),
-        BadInput("integer features", ex.replace({"features": x.round().long()}), "features"),
+        BadInput("no feature dimension", ex.replace({name: x[:, 0]}), name),
+        BadInput("integer features", ex.replace({name: x.round().long()}), name),
     ]
 
 
