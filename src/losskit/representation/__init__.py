@@ -44,6 +44,16 @@ from .redundancy import (
     mixed_barlow_twins,
     vicreg,
 )
+from .temperature import (
+    ISogCLRLoss,
+    ISogCLRState,
+    TempNet,
+    TempNetDROLoss,
+    TempNetLMLoss,
+    isogclr,
+    tempnet_dro,
+    tempnet_lm,
+)
 
 __all__ = [
     "info_nce", "InfoNCELoss", "nt_xent", "NTXentLoss", "supcon", "SupConLoss", "clip_loss", "CLIPLoss",
@@ -51,4 +61,6 @@ __all__ = [
     "barlow_twins", "BarlowTwinsLoss", "vicreg", "VICRegLoss", "mixed_barlow_twins", "MixedBarlowTwinsLoss",
     "triplet_margin", "TripletMarginLoss", "contrastive_margin", "ContrastiveMarginLoss", "tcm", "TCMLoss",
     "proto_triplet", "ProtoTripletLoss",
+    "isogclr", "ISogCLRLoss", "ISogCLRState", "TempNet", "tempnet_dro", "TempNetDROLoss", "tempnet_lm",
+    "TempNetLMLoss",
 ]
