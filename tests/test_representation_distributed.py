@@ -49,6 +49,7 @@ def _cases():
         ("triplet_hard", lambda t, **kw: losskit.triplet_margin(t["z1"], t["labels"], mining="batch_hard", **kw),
          ("z1",)),
         ("contrastive_margin", lambda t, **kw: losskit.contrastive_margin(t["z1"], t["labels"], **kw), ("z1",)),
+        ("multi_similarity", lambda t, **kw: losskit.multi_similarity(t["z1"], t["labels"], beta=5.0, **kw), ("z1",)),
         ("tcm", lambda t, **kw: losskit.tcm(t["z1"], t["labels"], margin_minus=0.0, **kw), ("z1",)),
         ("info_nce_blocked", lambda t, **kw: losskit.info_nce(t["z1"], t["z2"], block_size=2, **kw), ("z1", "z2")),
     ]

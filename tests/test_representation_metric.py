@@ -241,3 +241,27 @@ def test_metric_bad_arguments():
         losskit.triplet_margin(x, torch.tensor([0, 0, 1, 1]), distance="manhattan")
     with pytest.raises(LossInputError, match="^query_labels:"):
         losskit.proto_triplet(x, torch.tensor([0, 0, 1, 3]), x, torch.tensor([0, 0, 1, 1]))
+
+
+# ------------------------------------------------------------------------------ multi-similarity
+def ref_multi_similarity(x, labels, alpha, beta, base):
+    n = len(x)
+    out = []
+    for a in range(n):
+        sp = [1 - COS(x[a], x[p]) for p in range(n) if p != a and labels[p] == labels[a]]
+        sn = [1 - COS(x[a], x[k]) for k in range(n) if labels[k] != labels[a]]
+        out.append(math.log1p(sum(math.exp(-alpha * (s - base)) for s in sp)) / alpha
+                   + math.log1p(sum(math.exp(beta * (s - base)) for s in sn)) / beta)
+    return np.array(out)
+
+
+def test_multi_similarity_matches_loops_and_pml():
+    x = _rand(10, 4, seed=17)
+    lab = torch.tensor([0, 1, 0, 2, 1, 0, 3, 2, 1, 1])
+    got = losskit.multi_similarity(x, lab, reduction="none")
+    np.testing.assert_allclose(got.numpy(), ref_multi_similarity(x.numpy(), lab.numpy(), 2.0, 50.0, 0.5),
+                               rtol=1e-12, atol=1e-12)
+    # mapping: PML MultiSimilarityLoss(alpha, beta, base), cosine similarity, mean over all anchors
+    ref = pml.MultiSimilarityLoss(alpha=3.0, beta=20.0, base=0.2)(x, lab)
+    got = losskit.multi_similarity(x, lab, alpha=3.0, beta=20.0, base=0.2)
+    assert got.item() == pytest.approx(ref.item(), abs=1e-10)

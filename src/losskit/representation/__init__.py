@@ -28,10 +28,12 @@ from .contrastive import (
 )
 from .metric import (
     ContrastiveMarginLoss,
+    MultiSimilarityLoss,
     ProtoTripletLoss,
     TCMLoss,
     TripletMarginLoss,
     contrastive_margin,
+    multi_similarity,
     proto_triplet,
     tcm,
     triplet_margin,
@@ -59,7 +61,8 @@ __all__ = [
     "info_nce", "InfoNCELoss", "nt_xent", "NTXentLoss", "supcon", "SupConLoss", "clip_loss", "CLIPLoss",
     "cwcl", "CWCLLoss", "dcl", "DCLLoss", "mv_infonce", "MVInfoNCELoss", "mv_dhel", "MVDHELLoss",
     "barlow_twins", "BarlowTwinsLoss", "vicreg", "VICRegLoss", "mixed_barlow_twins", "MixedBarlowTwinsLoss",
-    "triplet_margin", "TripletMarginLoss", "contrastive_margin", "ContrastiveMarginLoss", "tcm", "TCMLoss",
+    "triplet_margin", "TripletMarginLoss", "contrastive_margin", "ContrastiveMarginLoss",
+    "multi_similarity", "MultiSimilarityLoss", "tcm", "TCMLoss",
     "proto_triplet", "ProtoTripletLoss",
     "isogclr", "ISogCLRLoss", "ISogCLRState", "TempNet", "tempnet_dro", "TempNetDROLoss", "tempnet_lm",
     "TempNetLMLoss",

@@ -16,15 +16,17 @@ from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, check_labels
 from . import distributed as D
 from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
-from .core import distance_matrix, embed, finish
+from .core import distance_matrix, embed, finish, masked_logsumexp
 
-__all__ = ["pairs", "Pairs", "triplet_margin", "contrastive_margin", "tcm", "proto_triplet",
-           "TripletMarginLoss", "ContrastiveMarginLoss", "TCMLoss", "ProtoTripletLoss"]
+__all__ = ["pairs", "Pairs", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+           "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
 
 FAMILY = "representation"
 FACENET = Paper("FaceNet: A Unified Embedding for Face Recognition and Clustering", 2015, "1503.03832",
                 "Schroff, Kalenichenko, Philbin")
 HADSELL = Paper("Dimensionality Reduction by Learning an Invariant Mapping", 2006, None, "Hadsell, Chopra, LeCun")
+MS = Paper("Multi-Similarity Loss with General Pair Weighting for Deep Metric Learning", 2019, "1904.06627",
+           "Wang, Han, Huang, Dong, Scott")
 TCM = Paper("Threshold-Consistent Margin Loss for Open-World Deep Metric Learning", 2024, "2307.04047",
             "Zhang et al.")
 SUSANA = Paper("SuSana Distancia is all you need: Enforcing class separability in metric learning via two "
@@ -140,6 +142,36 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
     pr = pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group)
     pos, _ = _masked_mean(torch.relu(pr.dist - pos_margin).pow(power), pr.pos)
     neg, _ = _masked_mean(torch.relu(neg_margin - pr.dist).pow(power), pr.neg)
+    return finish(pos + neg, reduction, sample_weight, gathered=gather, group=group)
+
+
+@objective(
+    "multi_similarity", family=FAMILY, input_kind=FEATURES_LABELS,
+    example=lambda g, d: _rename(features_labels_example(g, d)), paper=MS, per_sample=False,
+    properties={"nonnegative"}, module_name="MultiSimilarityLoss",
+    formula="l_a = 1/alpha log(1 + sum_p e^{-alpha (S_ap - base)}) + 1/beta log(1 + sum_n e^{beta (S_an - base)})",
+)
+def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: float = 2.0, beta: float = 50.0,
+                     base: float = 0.5, gather: bool = False, group=None,
+                     sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Multi-similarity loss: soft weighting of all positive and negative pairs by their cosine similarity.
+
+    .. math:: \\ell_a = \\frac1\\alpha \\log\\Big(1 + \\sum_{p \\in P(a)} e^{-\\alpha (S_{ap} - \\lambda)}\\Big)
+              + \\frac1\\beta \\log\\Big(1 + \\sum_{n \\in N(a)} e^{\\beta (S_{an} - \\lambda)}\\Big)
+
+    S: cosine similarities; ``base`` is lambda. Computed as ``softplus(logsumexp(...))`` (exact, no
+    overflow at beta = 50). The paper's pair mining step is not part of the loss (mine beforehand
+    if wanted); like pytorch-metric-learning's ``MultiSimilarityLoss`` (same defaults alpha = 2,
+    beta = 50, base = 0.5) the mean is over all anchors. ``'none'`` returns (N,).
+
+    Paper: Wang, Han, Huang, Dong, Scott, "Multi-Similarity Loss with General Pair Weighting for Deep
+    Metric Learning", 2019, arXiv:1904.06627.
+    """
+    check_reduction(reduction)
+    pr = pairs(embeddings, labels, distance="cosine", gather=gather, group=group)
+    s = 1 - pr.dist
+    pos = torch.nn.functional.softplus(masked_logsumexp(-alpha * (s - base), pr.pos)) / alpha
+    neg = torch.nn.functional.softplus(masked_logsumexp(beta * (s - base), pr.neg)) / beta
     return finish(pos + neg, reduction, sample_weight, gathered=gather, group=group)
 
 
@@ -267,5 +299,6 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
 
 TripletMarginLoss = triplet_margin.Module
 ContrastiveMarginLoss = contrastive_margin.Module
+MultiSimilarityLoss = multi_similarity.Module
 TCMLoss = tcm.Module
 ProtoTripletLoss = proto_triplet.Module
