@@ -67,6 +67,21 @@ def _run(inputs, gather):
     return out
 
 
+def _model():
+    torch.manual_seed(7)
+    return torch.nn.Linear(4, 3).double()
+
+
+def _ddp_step(local):
+    """The documented DDP recipe: gathered loss, backward of loss * ddp_scale(); DDP averages."""
+    from losskit.representation.distributed import ddp_scale
+
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    loss = losskit.supcon(torch.stack([model(local["z1"]), model(local["z2"])], 1), local["labels"], gather=True)
+    (loss * ddp_scale()).backward()
+    return loss.detach(), model.module.weight.grad.clone(), model.module.bias.grad.clone()
+
+
 def _worker(rank, world_size, port, path):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
@@ -78,7 +93,9 @@ def _worker(rank, world_size, port, path):
         data = _data(sum(sizes))
         lo = sum(sizes[:rank])
         local = {k: v[lo:lo + sizes[rank]] for k, v in data.items()}
-        torch.save(_run(local, gather=True), os.path.join(path, f"rank{rank}.pt"))
+        out = _run(local, gather=True)
+        out["ddp"] = _ddp_step(local)
+        torch.save(out, os.path.join(path, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -94,9 +111,17 @@ def _free_port():
 def test_gathered_losses_equal_single_process(world_size, tmp_path):
     mp.spawn(_worker, args=(world_size, _free_port(), str(tmp_path)), nprocs=world_size, join=True)
     sizes = SIZES[world_size]
-    whole = _run(_data(sum(sizes)), gather=False)
+    data = _data(sum(sizes))
+    whole = _run(data, gather=False)
+    model = _model()
+    ref_loss = losskit.supcon(torch.stack([model(data["z1"]), model(data["z2"])], 1), data["labels"])
+    ref_loss.backward()
     for rank in range(world_size):
         got = torch.load(tmp_path / f"rank{rank}.pt")
+        ddp_loss, gw, gb = got.pop("ddp")
+        torch.testing.assert_close(ddp_loss, ref_loss.detach(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(gw, model.weight.grad, rtol=1e-6, atol=1e-6, msg=f"DDP weight grad, rank {rank}")
+        torch.testing.assert_close(gb, model.bias.grad, rtol=1e-6, atol=1e-6, msg=f"DDP bias grad, rank {rank}")
         lo, hi = sum(sizes[:rank]), sum(sizes[:rank + 1])
         for key, (loss, grads) in whole.items():
             name, red = key
