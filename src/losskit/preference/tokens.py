@@ -98,20 +98,28 @@ class _SelectedLogProbs(torch.autograd.Function):
         g_ent = torch.where(valid, g_ent.to(dt), zero) if g_ent is not None else None
         g_kl = torch.where(valid, g_kl.to(dt), zero) if g_kl is not None else None
         grad = torch.empty_like(logits)
+        in_place = dt == logits.dtype  # work directly in the gradient's rows (no chunk buffer, no copy)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            logq = _chunk(logits, valid, s, e, dt, temperature).sub_(lse[s:e, None])  # log p
-            p = logq.exp()
-            # d logp_y = onehot - p;  d H = -p (log p + H);  d KL(a || p) = p - a
+            if in_place:
+                logq = torch.where(valid[s:e, None], logits[s:e], logits.new_zeros(()), out=grad[s:e])
+                if temperature != 1.0:
+                    logq.div_(temperature)
+            else:
+                logq = _chunk(logits, valid, s, e, dt, temperature)
+            logq.sub_(lse[s:e, None])  # log p
+            # d logp_y = onehot - p;  d H = -p (log p + H);  d KL(a || p) = p - a. Masked rows hold zeros, their
+            # coefficients are 0, so their gradient is exactly 0.
             coef = torch.zeros(e - s, 1, dtype=dt, device=logits.device)
             if g_logp is not None:
                 coef = coef - g_logp[s:e, None]
             if g_kl is not None:
                 coef = coef + g_kl[s:e, None]
             if g_ent is not None:
-                gz = p * (coef - g_ent[s:e, None] * (logq + ent[s:e, None]))
+                gz = logq.exp() * (coef - g_ent[s:e, None] * (logq + ent[s:e, None]))
+                gz = logq.copy_(gz) if in_place else gz
             else:
-                gz = p.mul_(coef)
+                gz = logq.exp_().mul_(coef)
             if g_kl is not None:
                 a = torch.softmax(_chunk(anchor, valid, s, e, dt, temperature), -1)
                 gz.sub_(a * g_kl[s:e, None])
@@ -119,8 +127,8 @@ class _SelectedLogProbs(torch.autograd.Function):
                 gz.scatter_add_(1, labels[s:e, None], g_logp[s:e, None])
             if temperature != 1.0:
                 gz.div_(temperature)
-            gz.mul_(valid[s:e, None])
-            grad[s:e] = gz
+            if not in_place:
+                grad[s:e] = gz
         return grad, None, None, None, None, None, None
 
 
