@@ -394,3 +394,12 @@ def test_nash_mirror_prox_converges_to_regularised_equilibrium_of_rps():
         half = prox(pi, pi)
         pi = prox(pi, half)
     torch.testing.assert_close(pi, ref, rtol=0, atol=1e-6)
+
+
+def test_common_signature_and_reference_free_heads_refuse_references():
+    pc, pr, rc, rr = _pair(19, lo=0.05, hi=1.5)
+    for name in ("simpo", "alphapo", "orpo", "cpo", "cpl"):
+        fn = getattr(losskit, name)
+        torch.testing.assert_close(fn(pc, pr, None, None), fn(pc, pr))
+        with pytest.raises(LossInputError, match="^ref_chosen_logps:"):
+            fn(pc, pr, rc, rr)

@@ -97,6 +97,14 @@ def pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=No
                                                                                ref_rejected_logps, n)
 
 
+def _reference_free(ref_chosen_logps, ref_rejected_logps):
+    """Reference-free heads take the reference slots of the common signature only to refuse them."""
+    for name, x in (("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
+        if x is not None:
+            raise fail(name, "None (a reference-free head; subtract reference scores yourself if intended)",
+                       describe(x))
+
+
 def _finish(loss, reduction, sample_weight, return_metrics, chosen_rewards, rejected_rewards):
     out = reduce(loss, reduction, weight=check_sample_weight(sample_weight, loss.shape))
     if not return_metrics:
@@ -114,7 +122,8 @@ def _pairwise(pc, pr, rc, rr, *, beta, link, reduction, sample_weight, return_me
 
 
 def _register(name, paper, formula, *, ref=True, mean=False, extras=None, options=None, **kw):
-    return objective(name, family=FAMILY, input_kind=PAIR_MEAN_SCORES if mean else PAIR_SCORES, paper=paper, formula=formula,
+    kind = PAIR_MEAN_SCORES if mean else PAIR_SCORES
+    return objective(name, family=FAMILY, input_kind=kind, paper=paper, formula=formula,
                      example=pair_example(ref=ref, mean=mean, extras=extras, options=options), **kw)
 
 
@@ -438,7 +447,8 @@ def _log_odds(name, lp):
 
 @_register("orpo", ORPO_PAPER, "L = -lbar_w - beta log sigma(log odds(lbar_w) - log odds(lbar_l)),  "
            "odds(p) = p / (1 - p)", ref=False, mean=True)
-def orpo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 0.1, chosen_nll=None,
+def orpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
+         ref_rejected_logps=None, *, beta: float = 0.1, chosen_nll=None,
          nll_weight: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """ORPO: supervised NLL plus an odds-ratio preference term, no reference model.
 
@@ -451,6 +461,7 @@ def orpo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 0.1, chose
     ``log(-expm1(log P))``. Rewards in the metrics are ``beta lbar``. Paper: Hong, Lee, Thorne, "ORPO:
     Monolithic Preference Optimization without Reference Model", 2024, arXiv:2403.07691.
     """
+    _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
     ratio = _log_odds("policy_chosen_logps", pc) - _log_odds("policy_rejected_logps", pr)
     nll = -pc if chosen_nll is None else _scores("chosen_nll", chosen_nll, pc.shape[0])
@@ -463,7 +474,8 @@ CPO_PAPER = Paper("Contrastive Preference Optimization: Pushing the Boundaries o
 
 
 @_register("cpo", CPO_PAPER, "L = -log sigma(beta (l_w - l_l)) + alpha NLL_w", ref=False)
-def cpo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 0.1, alpha: float = 1.0, chosen_nll=None,
+def cpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
+        ref_rejected_logps=None, *, beta: float = 0.1, alpha: float = 1.0, chosen_nll=None,
         label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """CPO: reference-free DPO plus a behaviour-cloning NLL on the chosen completion.
 
@@ -473,6 +485,7 @@ def cpo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 0.1, alpha:
     batch's chosen tokens: pass it). Paper: Xu et al., "Contrastive Preference Optimization: Pushing the
     Boundaries of LLM Performance in Machine Translation", 2024, arXiv:2401.08417.
     """
+    _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
     nll = -pc if chosen_nll is None else _scores("chosen_nll", chosen_nll, pc.shape[0])
     loss = margin_loss(beta * (pc - pr), "logistic", label_smoothing=label_smoothing) + alpha * nll
@@ -484,7 +497,8 @@ SIMPO_PAPER = Paper("SimPO: Simple Preference Optimization with a Reference-Free
 
 
 @_register("simpo", SIMPO_PAPER, "L = -log sigma(beta (lbar_w - lbar_l) - gamma)", ref=False, mean=True)
-def simpo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 2.0, gamma: float = 1.0,
+def simpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
+          ref_rejected_logps=None, *, beta: float = 2.0, gamma: float = 1.0,
           label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """SimPO: the length-normalised log-likelihood as reward, with a target margin gamma.
 
@@ -495,6 +509,7 @@ def simpo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 2.0, gamm
     Paper: Meng, Xia, Chen, "SimPO: Simple Preference Optimization with a Reference-Free Reward", 2024,
     arXiv:2405.14734.
     """
+    _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
     loss = margin_loss(beta * (pc - pr) - gamma, "logistic", label_smoothing=label_smoothing)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
@@ -505,7 +520,8 @@ ALPHAPO_PAPER = Paper("AlphaPO: Reward Shape Matters for LLM Alignment", 2025, "
 
 @_register("alphapo", ALPHAPO_PAPER, "L = -log sigma(beta (phi(lbar_w) - phi(lbar_l)) - gamma),  "
            "phi(s) = (1 - e^{-alpha s}) / alpha", ref=False, mean=True)
-def alphapo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 2.0, gamma: float = 1.0,
+def alphapo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
+            ref_rejected_logps=None, *, beta: float = 2.0, gamma: float = 1.0,
             alpha: float = 0.25, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """AlphaPO: SimPO with the reward reshaped, ``r = (beta/alpha)(1 - pi(y)^{-alpha/|y|})``.
 
@@ -515,6 +531,7 @@ def alphapo(policy_chosen_logps, policy_rejected_logps, *, beta: float = 2.0, ga
     ``alpha -> 0`` is :func:`simpo`. Paper: "AlphaPO: Reward Shape Matters for LLM Alignment", 2025,
     arXiv:2501.03884.
     """
+    _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
     r_w, r_l = transform_score(pc, "alpha", alpha=alpha), transform_score(pr, "alpha", alpha=alpha)
     loss = margin_loss(beta * (r_w - r_l) - gamma)

@@ -15,7 +15,7 @@ from .._core import BadInput, Example, InputKind, Paper, objective, reduce
 from .._core.errors import fail
 from .._core.validate import check_floating, check_sample_weight, describe
 from ._inputs import GROUP_SCORES, PAIR_SCORES, group_example, pair_example, scale_logps
-from .heads import _finish, _scores, margin_loss, pair_rewards
+from .heads import _finish, _reference_free, _scores, margin_loss, pair_rewards
 from .scores import geometric_anchor
 
 __all__ = ["ddo", "d2o", "cpl", "sparsepo", "egpo", "extragradient_step", "nash_mp", "mnpo", "apo", "mapl",
@@ -96,7 +96,8 @@ CPL_PAPER = Paper("Contrastive Preference Learning: Learning from Human Feedback
 
 @_reg("cpl", CPL_PAPER, "L = -log sigma(beta s+ - lam beta s-) + bc_weight (-s+),  s = sum_t gamma^t log pi",
       ref=False)
-def cpl(policy_chosen_logps, policy_rejected_logps, *, beta: float = 0.1, lam: float = 1.0,
+def cpl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
+        ref_rejected_logps=None, *, beta: float = 0.1, lam: float = 1.0,
         bc_weight: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """Contrastive Preference Learning: regret-based preferences scored by discounted log-likelihoods.
 
@@ -108,6 +109,7 @@ def cpl(policy_chosen_logps, policy_rejected_logps, *, beta: float = 0.1, lam: f
     DPO. ``bc_weight`` adds the optional behaviour-cloning term on the positive segment. Paper: Hejna et al.,
     "Contrastive Preference Learning: Learning from Human Feedback without RL", 2024, arXiv:2310.13639.
     """
+    _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
     if lam < 0:
         raise fail("lam", "a non-negative bias", repr(lam))
@@ -339,7 +341,8 @@ def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
         j = opponent_chosen_logps.shape[1]
         if opponent_rejected_logps.shape[1] != j:
             raise fail("opponent_rejected_logps", f"{j} opponents", describe(opponent_rejected_logps))
-        lam = torch.full((j,), 1.0 / j, dtype=pc.dtype) if weights is None else torch.as_tensor(weights, dtype=pc.dtype)
+        lam = (torch.full((j,), 1.0 / j, dtype=pc.dtype) if weights is None
+               else torch.as_tensor(weights, dtype=pc.dtype))
         for k in range(j):
             logps.append(opponent_chosen_logps[:, k])
             logps_r.append(opponent_rejected_logps[:, k])

@@ -24,7 +24,7 @@ from .._core.validate import check_floating, check_tensor, describe
 __all__ = ["TokenLogProbs", "token_logprobs", "naive_token_logprobs", "default_chunk_rows"]
 
 #: Bytes of compute-dtype workspace one chunk may use (per temporary).
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 16 * 2**20
 
 
 class TokenLogProbs(NamedTuple):
@@ -184,7 +184,7 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
         return_entropy: also return the per-token entropy ``H_t = -sum_v p log p``.
         anchor_logits: logits of an anchor model (the reference) of the logits' shape; returns the per-token
             full-vocabulary ``KL_t(pi_anchor || pi)`` (SparsePO). The anchor gets no gradient.
-        chunk_rows: rows (positions) per chunk; default from a 32 MiB workspace budget.
+        chunk_rows: rows (positions) per chunk; default from a 16 MiB workspace budget.
 
     Returns:
         :class:`TokenLogProbs` ``(logps, mask, entropy, kl)``, float32 for half inputs; every output is exactly
