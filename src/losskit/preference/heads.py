@@ -420,7 +420,7 @@ def aot(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
     reference's); ``paired=False`` (unpaired data): a = ``u_w``, b = ``u_l`` (chosen rewards dominate
     rejected rewards, quantile by quantile). Batch-coupled: the i-th loss belongs to the i-th quantile, not
     to pair i (``reduction='none'`` returns losses in sorted order), so it has no sample weights.
-    TRL's ``loss_type='aot'`` / ``'aot_pair'``. Paper: Melnyk et al., "Distributional Preference Alignment
+    ``paired=True`` is TRL's ``loss_type='aot'``, ``paired=False`` its ``'aot_pair'``. Paper: Melnyk et al., "Distributional Preference Alignment
     of LLMs via Optimal Transport", 2024, arXiv:2406.05882.
     """
     u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
