@@ -403,3 +403,27 @@ def test_common_signature_and_reference_free_heads_refuse_references():
         torch.testing.assert_close(fn(pc, pr, None, None), fn(pc, pr))
         with pytest.raises(LossInputError, match="^ref_chosen_logps:"):
             fn(pc, pr, rc, rr)
+
+
+@pytest.mark.parametrize("entry", losskit.objectives("preference"), ids=lambda e: e.name)
+def test_half_precision_no_nan_where_float32_is_finite(entry):
+    """At the input kind's extreme inputs, float16/bfloat16 give no NaN/inf where float32 is finite.
+
+    (A gradient entry whose float32 value exceeds the half type's range, e.g. AlphaPO's e^{alpha |lbar|}
+    at lbar = -150, cannot be represented in that type; it is excluded.)
+    """
+    ex = entry.input_kind.extreme(entry.make_example(torch.float32))
+    ex = ex.replace({k: ex.inputs[k].detach().requires_grad_(True) for k in ex.grad})
+    red = "none" if entry.per_sample else "mean"
+    out32 = ex.call(entry.fn, reduction=red)
+    assert bool(torch.isfinite(out32).all())
+    out32.sum().backward()
+    for dt in (torch.float16, torch.bfloat16):
+        exh = ex.map_floats(lambda t, dt=dt: t.detach().to(dt))
+        exh = exh.replace({k: exh.inputs[k].requires_grad_(True) for k in exh.grad})
+        out = exh.call(entry.fn, reduction=red)
+        assert bool(torch.isfinite(out).all()), (entry.name, dt)
+        out.sum().backward()
+        for k in exh.grad:
+            representable = ex.inputs[k].grad.abs() < torch.finfo(dt).max / 2
+            assert bool(torch.isfinite(exh.inputs[k].grad)[representable].all()), (entry.name, dt, k)
