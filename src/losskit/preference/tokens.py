@@ -59,9 +59,12 @@ class _SelectedLogProbs(torch.autograd.Function):
         lse = logits.new_zeros(n, dtype=dt)
         ent = logits.new_zeros(n, dtype=dt) if want_entropy else None
         kl = logits.new_zeros(n, dtype=dt) if anchor is not None else None
+        # Without entropy/KL/temperature/promotion the rows are read in place: masked rows may give NaN here,
+        # which the final torch.where replaces (the backward never reads them).
+        direct = dt == logits.dtype and temperature == 1.0 and not want_entropy and anchor is None
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            z = _chunk(logits, valid, s, e, dt, temperature)
+            z = logits[s:e] if direct else _chunk(logits, valid, s, e, dt, temperature)
             lz = torch.logsumexp(z, -1)
             lse[s:e] = lz
             logp[s:e] = z.gather(1, labels[s:e, None]).squeeze(1) - lz
