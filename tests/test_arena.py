@@ -192,7 +192,7 @@ def test_concurrent_writers_do_not_corrupt(tmp_path):
 TINY = ["--set", "epochs=2", "--set", "hidden=16", "--set", "eval_every=1"]
 
 
-def test_killed_run_resumes_without_repeating(tmp_path):
+def test_killed_run_resumes_without_repeating(tmp_path, monkeypatch, capsys):
     args = ["noisy_labels", "--objectives", "cross_entropy", "--seeds", "12", "--backend", "serial",
             "--no-progress", *TINY]
     proc = subprocess.Popen([PY, "-m", "losskit.cli", "arena", *args], cwd=tmp_path, env=_env(),
@@ -216,9 +216,11 @@ def test_killed_run_resumes_without_repeating(tmp_path):
     con = sqlite3.connect(db)
     before = dict(con.execute("SELECT seed, created FROM results"))
     assert Store(db).integrity() == "ok"
-    out = _cli(*args, cwd=tmp_path)
-    reused = int(re.search(r"\((\d+) reused", out.stdout).group(1))
-    ran = int(re.search(r"ran (\d+) trials", out.stdout).group(1))
+    monkeypatch.chdir(tmp_path)
+    rc, out = _main(capsys, *args)
+    assert rc == 0, out
+    reused = int(re.search(r"\((\d+) reused", out).group(1))
+    ran = int(re.search(r"ran (\d+) trials", out).group(1))
     assert reused == len(before) and ran + reused == 12
     after = dict(sqlite3.connect(db).execute("SELECT seed, created FROM results"))
     assert sorted(after) == list(range(12))
@@ -382,20 +384,30 @@ def test_builtin_candidates_name_the_contract():
 
 
 # --------------------------------------------------------------------------------- CLI + report
-def test_cli_run_show_list_report(tmp_path):
-    out = _cli("noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc", "--seeds", "2",
-               "--noise", "0.0,0.4", "--workers", "2", *TINY, cwd=tmp_path)
-    assert "skipped noisy_labels/not_registered_abc: not registered" in out.stdout
-    assert "noise=0.4" in out.stdout and "noise=0.0" in out.stdout and "(base)" in out.stdout
-    assert "ran 8 trials" in out.stdout  # 2 candidates x 2 seeds x 2 noise rates, process pool
-    assert "backend process" in out.stdout
-    assert "0 trials to run, 8 already" in _cli("noisy_labels", "--objectives", "cross_entropy,focal",
-                                                 "--seeds", "2", "--noise", "0.0,0.4", *TINY, cwd=tmp_path).stdout
-    assert "focal" in _cli("show", cwd=tmp_path).stdout
-    assert "noisy_labels" in _cli("list", cwd=tmp_path).stdout
-    bad = _cli("noisy_labels", "--set", "nosuch=1", cwd=tmp_path, check=False)
-    assert bad.returncode == 2 and "nosuch" in bad.stdout
-    _cli("report", "--out", "rep", cwd=tmp_path)
+def _main(capsys, *args) -> tuple[int, str]:
+    from losskit.arena import main
+
+    rc = main(list(args))
+    return rc, capsys.readouterr().out
+
+
+def test_cli_run_show_list_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc", "--seeds",
+                    "2", "--noise", "0.0,0.4", "--workers", "2", *TINY)
+    assert rc == 0, out
+    assert "skipped noisy_labels/not_registered_abc: not registered" in out
+    assert "noise=0.4" in out and "noise=0.0" in out and "(base)" in out
+    assert "ran 8 trials" in out  # 2 candidates x 2 seeds x 2 noise rates, on the process pool
+    assert "backend process" in out
+    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal", "--seeds", "2", "--noise",
+                    "0.0,0.4", *TINY)
+    assert "0 trials to run, 8 already" in out
+    assert "focal" in _main(capsys, "show")[1]
+    assert "noisy_labels" in _main(capsys, "list")[1]
+    rc, out = _main(capsys, "noisy_labels", "--set", "nosuch=1")
+    assert rc == 2 and "nosuch" in out
+    assert _main(capsys, "report", "--out", "rep")[0] == 0
     html = (tmp_path / "rep" / "index.html").read_text()
     srcs = re.findall(r"<img src='([^']+)'", html)
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
@@ -404,6 +416,12 @@ def test_cli_run_show_list_report(tmp_path):
     for s in srcs:
         assert (tmp_path / "rep" / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "not_registered_abc" in html and "Paper claims" in html
+
+
+def test_cli_entry_point_runs_the_arena(tmp_path):
+    """`losskit arena ...` through the real command (cli.py delegates the argv)."""
+    out = _cli("transport", "--seeds", "1", "--set", "n=16", "--no-progress", cwd=tmp_path)
+    assert "losskit arena" in out.stdout and "transport" in out.stdout and "ran " in out.stdout
 
 
 def test_claims_are_stated_honestly(tmp_path):

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
     ap.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results store (default ./{DEFAULT_STORE})")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers your own tasks); repeatable")
     return ap
 
 
@@ -94,6 +96,10 @@ def cmd_run(args) -> int:
     from .task import get_task
 
     con = _console()
+    import importlib
+
+    for mod in args.plugin:
+        importlib.import_module(mod)
     quick = args.quick or not args.tasks
     names = args.tasks or list(builtin.DEFAULT_SUITE)
     try:

@@ -159,6 +159,12 @@ def _run_ray(trials, record, workers, address):
     started = False
     if not ray.is_initialized():
         kw: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
+        if not address:  # a local instance: its workers import the same losskit as this process
+            import losskit
+
+            root = os.path.dirname(os.path.dirname(os.path.abspath(losskit.__file__)))
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}}
         ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kw)
         started = True
     try:
