@@ -59,7 +59,7 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
     "stablemax_cross_entropy", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=STABLEMAX_PAPER, properties={"nonnegative", "calibrated", "proper", "permutation_equivariant"},
     formula="L(z, y) = -log(s(z_y) / sum_j s(z_j)),  s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0)",
-    module_name="StableMaxCrossEntropyLoss", link=lambda z: torch.exp(log_stablemax(z)),
+    module_name="StableMaxCrossEntropyLoss", link="stablemax",
 )
 def stablemax_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.Tensor | None = None,
                             ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -125,7 +125,7 @@ def _fy(logits, target, alpha, n_iter, ignore_index, label_smoothing, sample_wei
     paper=FY_PAPER,
     properties={"nonnegative", "convex", "calibrated", "proper", "shift_invariant", "permutation_equivariant"},
     formula="L(z, t) = <z, p - t> + (||t||^2 - ||p||^2) / 2,  p = sparsemax(z);  grad = p - t",
-    module_name="SparsemaxLoss", link=lambda z: _Entmax.apply(z, 2.0, 0),
+    module_name="SparsemaxLoss", link="sparsemax",
 )
 def sparsemax_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = -100,
                    label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
@@ -154,7 +154,7 @@ def sparsemax_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: 
     properties={"nonnegative", "convex", "calibrated", "proper", "shift_invariant", "permutation_equivariant"},
     formula="L(z, t) = <z, p - t> + Omega_a(t) - Omega_a(p),  Omega_a(p) = (sum p^a - 1)/(a(a-1)), "
             "p = entmax_a(z);  grad = p - t",
-    module_name="EntmaxLoss", link=lambda z: _Entmax.apply(z, 1.5, 50),
+    module_name="EntmaxLoss", link="entmax15",
 )
 def entmax_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.5, n_iter: int = 50,
                 ignore_index: int = -100, label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
