@@ -44,8 +44,13 @@ __all__ = [
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^x)`` exactly (``F.softplus`` switches to ``x`` above 20, an error of ~2e-9 in float64)."""
-    return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+    """``log(1 + e^x)`` exactly, with finite gradients at ``+-inf`` (``F.softplus`` switches to ``x`` above
+    20, an error of ~2e-9 in float64; ``logaddexp`` has a NaN gradient at ``+inf``)."""
+    pos = x > 0
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    xp = torch.where(pos, x, zero)
+    xn = torch.where(pos, zero, x)
+    return torch.where(pos, xp + torch.log1p(torch.exp(-xp)), torch.log1p(torch.exp(xn)))
 
 
 def margin_vector(logits: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
