@@ -282,3 +282,32 @@ def test_teacher_and_progressive_targets():
                                F.cross_entropy(zs, y))  # PS-KD with alpha = 0 is CE
     p = losskit.progressive_targets(y, prev, 0.3, 5)
     torch.testing.assert_close(p, 0.7 * F.one_hot(y, 5).double() + 0.3 * prev)
+
+
+def _other_entries():
+    return [o for o in losskit.objectives("classification")
+            if o.input_kind.name not in ("logits+labels", "binary logits+targets")]
+
+
+@pytest.mark.parametrize("entry", _other_entries(), ids=lambda e: e.name)
+def test_claimed_properties_of_other_input_kinds(entry):
+    ex = entry.make_example(torch.float64, seed=4)
+    first = ex.grad[0]
+    base = ex.call(entry.fn, reduction="none")
+    if "nonnegative" in entry.properties:
+        assert torch.all(base >= 0)
+    if "shift_invariant" in entry.properties:
+        shifted = ex.replace({first: ex.inputs[first] + 1.7})
+        torch.testing.assert_close(shifted.call(entry.fn, reduction="none"), base, rtol=1e-10, atol=1e-12)
+    if "scale_invariant" in entry.properties:
+        scaled = ex.replace({first: ex.inputs[first] * 3.3})
+        torch.testing.assert_close(scaled.call(entry.fn, reduction="none"), base, rtol=1e-10, atol=1e-12)
+    if "convex" in entry.properties:
+        row = ex.select(slice(0, 1))
+        x0 = row.inputs[first].detach()
+
+        def f(v):
+            return row.replace({first: v}).call(entry.fn, reduction="sum")
+
+        h = torch.autograd.functional.hessian(f, x0).reshape(x0.numel(), x0.numel())
+        assert torch.linalg.eigvalsh(h).min() > -1e-8
