@@ -348,3 +348,33 @@ def test_stablemax_gradient_at_zero_logits_and_masks():
     zm = torch.tensor([[0.0, -float("inf"), 1.0]], requires_grad=True)
     losskit.stablemax_cross_entropy(zm, torch.tensor([2])).backward()
     assert torch.isfinite(zm.grad).all() and zm.grad[0, 1] == 0
+
+
+def test_binary_focal_neg_inf_logit_with_negative_target_is_exactly_zero():
+    x = torch.tensor([-float("inf"), 1.5, -3.0], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    loss = losskit.binary_focal(x, t, reduction="none")
+    assert loss[0].item() == 0.0
+    loss.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[0] == 0
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(x.detach()[1:], t[1:], reduction="none")
+    p = torch.sigmoid(x.detach()[1:])
+    pt = p * t[1:] + (1 - p) * (1 - t[1:])
+    at = 0.25 * t[1:] + 0.75 * (1 - t[1:])
+    torch.testing.assert_close(loss[1:], at * (1 - pt) ** 2 * ref)
+
+
+def test_normalized_softmax_hand_formula_and_feature_scale_invariance():
+    g = torch.Generator().manual_seed(20)
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1, 2, 0])
+    xn, wn = x.numpy() / np.linalg.norm(x.numpy(), axis=1, keepdims=True), \
+        w.numpy() / np.linalg.norm(w.numpy(), axis=1, keepdims=True)
+    cos = 10.0 * xn @ wn.T
+    ref = [scipy.special.logsumexp(cos[i]) - cos[i, y[i]] for i in range(5)]
+    got = losskit.normalized_softmax_loss(x, w, y, scale=10.0, reduction="none")
+    torch.testing.assert_close(got, torch.tensor(ref), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(losskit.normalized_softmax_loss(7.0 * x, w, y, scale=10.0, reduction="none"), got)
+    with pytest.raises(LossInputError, match="^features:"):
+        losskit.normalized_softmax_loss(torch.zeros(1, 3, dtype=torch.float64), w, y[:1])

@@ -126,3 +126,20 @@ def test_stablemax_link_and_log_stablemax():
     z = torch.tensor([[2.0, 0.5, -1.0, 0.3, -float("inf")]], dtype=torch.float64)
     s = torch.tensor([3.0, 1.5, 0.5, 1.3, 0.0], dtype=torch.float64)
     torch.testing.assert_close(losskit.stablemax(z)[0], s / s.sum())
+
+
+def test_masked_logits_where_the_entmax_package_returns_nan():
+    # entmax 1.3: sparsemax_loss / entmax15_loss / entmax_bisect_loss give NaN losses with a -inf logit
+    # (its issues 9, 30); losskit gives the loss of the problem with that class removed.
+    z, y = _rand(n=4, k=6, seed=8)
+    y = torch.tensor([0, 1, 3, 4])
+    zm = z.clone()
+    zm[:, 2] = -float("inf")
+    keep = [0, 1, 3, 4, 5]
+    y_kept = torch.tensor([0, 1, 2, 3])
+    for ours, theirs in [(lambda v, t: losskit.sparsemax_loss(v, t, reduction="none"), entmax.sparsemax_loss),
+                         (lambda v, t: losskit.entmax_loss(v, t, reduction="none"), entmax.entmax15_loss)]:
+        got = ours(zm, y)
+        torch.testing.assert_close(got, theirs(z[:, keep], y_kept), rtol=1e-9, atol=1e-11)
+        peer = theirs(zm, y)
+        assert torch.isfinite(got).all() and (torch.isnan(peer).any() or torch.allclose(peer, got))

@@ -266,3 +266,48 @@ def test_two_hot_float32_at_the_top_centre_is_a_distribution():
     t = losskit.two_hot_targets(y, v_min=-1.0, v_max=1.0, num_bins=10)
     assert torch.all(t >= 0) and torch.allclose(t.sum(-1), torch.ones(4))
     losskit.two_hot_loss(torch.randn(4, 10), y, v_min=-1.0, v_max=1.0)
+
+
+def test_teacher_and_progressive_targets():
+    g = torch.Generator().manual_seed(9)
+    zs = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    zt = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 4, 2, 1])
+    t = losskit.teacher_targets(zt, temperature=2.0)
+    ref = -(np.exp(zt.numpy() / 2) / np.exp(zt.numpy() / 2).sum(1, keepdims=True)
+            * (zs.numpy() - np.log(np.exp(zs.numpy()).sum(1, keepdims=True)))).sum(1)
+    torch.testing.assert_close(losskit.cross_entropy(zs, t, reduction="none"), torch.tensor(ref))
+    prev = torch.softmax(zt, -1)
+    torch.testing.assert_close(losskit.cross_entropy(zs, losskit.progressive_targets(y, prev, 0.0, 5)),
+                               F.cross_entropy(zs, y))  # PS-KD with alpha = 0 is CE
+    p = losskit.progressive_targets(y, prev, 0.3, 5)
+    torch.testing.assert_close(p, 0.7 * F.one_hot(y, 5).double() + 0.3 * prev)
+
+
+def _other_entries():
+    return [o for o in losskit.objectives("classification")
+            if o.input_kind.name not in ("logits+labels", "binary logits+targets")]
+
+
+@pytest.mark.parametrize("entry", _other_entries(), ids=lambda e: e.name)
+def test_claimed_properties_of_other_input_kinds(entry):
+    ex = entry.make_example(torch.float64, seed=4)
+    first = ex.grad[0]
+    base = ex.call(entry.fn, reduction="none")
+    if "nonnegative" in entry.properties:
+        assert torch.all(base >= 0)
+    if "shift_invariant" in entry.properties:
+        shifted = ex.replace({first: ex.inputs[first] + 1.7})
+        torch.testing.assert_close(shifted.call(entry.fn, reduction="none"), base, rtol=1e-10, atol=1e-12)
+    if "scale_invariant" in entry.properties:
+        scaled = ex.replace({first: ex.inputs[first] * 3.3})
+        torch.testing.assert_close(scaled.call(entry.fn, reduction="none"), base, rtol=1e-10, atol=1e-12)
+    if "convex" in entry.properties:
+        row = ex.select(slice(0, 1))
+        x0 = row.inputs[first].detach()
+
+        def f(v):
+            return row.replace({first: v}).call(entry.fn, reduction="sum")
+
+        h = torch.autograd.functional.hessian(f, x0).reshape(x0.numel(), x0.numel())
+        assert torch.linalg.eigvalsh(h).min() > -1e-8

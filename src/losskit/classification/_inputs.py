@@ -128,3 +128,34 @@ def _bags_extreme(ex: Example) -> Example:
 
 BAGS = InputKind("bags", "instance predictions (B, k) with an optional mask (B, k) and bag responses (B,)",
                  bad_inputs=_bags_bad, extreme=_bags_extreme)
+
+
+# ----------------------------------------------------------------------------- features + prototypes
+def features_example(gen: torch.Generator, dtype: torch.dtype, n: int = 6, k: int = 5, d: int = 4) -> Example:
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    w = torch.randn(k, d, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=gen)
+    return Example({"features": x.to(dtype), "prototypes": w.to(dtype), "target": y},
+                   grad=("features", "prototypes"), batched=("features", "target"))
+
+
+def _features_bad(ex: Example) -> list[BadInput]:
+    x, w, y = ex.inputs["features"], ex.inputs["prototypes"], ex.inputs["target"]
+    return [
+        BadInput("prototypes of another dimension", ex.replace({"prototypes": w[:, :-1]}), "prototypes"),
+        BadInput("label out of range", ex.replace({"target": torch.full_like(y, w.shape[0] + 1)}), "target"),
+        BadInput("target of another batch size", ex.replace({"target": y[:-1]}), "target"),
+        BadInput("a zero feature vector", ex.replace({"features": torch.cat([x[:1] * 0, x[1:]])}), "features"),
+        BadInput("+inf feature", ex.replace({"features": _plus_inf(x)}), "features"),
+    ]
+
+
+def _features_extreme(ex: Example) -> Example:
+    ex = scale_input("features", 1e4)(ex)
+    return ex.replace({"prototypes": ex.inputs["prototypes"] * 1e-3})
+
+
+FEATURES_PROTOTYPES = InputKind("features+prototypes",
+                                "features (N, d), class prototypes (K, d) and class indices (N,)",
+                                bad_inputs=_features_bad, extreme=_features_extreme)
+__all__ += ["FEATURES_PROTOTYPES", "features_example"]

@@ -6,12 +6,15 @@ import torch
 
 from .._core import Paper, fail, objective
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
+from .._core.validate import check_floating
+from ._inputs import FEATURES_PROTOTYPES, features_example
 from ._targets import class_last, classwise_loss, reduce_classwise, resolve_targets, target_distribution
 from .links import _Entmax, log_stablemax, tsallis_omega, z_normalize
-from .margins import guarded, softplus
+from .margins import guarded, margin_logsumexp, softplus
 
 __all__ = ["spherical_z_loss", "SphericalZLoss", "stablemax_cross_entropy", "StableMaxCrossEntropyLoss",
-           "sparsemax_loss", "SparsemaxLoss", "entmax_loss", "EntmaxLoss"]
+           "sparsemax_loss", "SparsemaxLoss", "entmax_loss", "EntmaxLoss", "normalized_softmax_loss",
+           "NormalizedSoftmaxLoss", "cosine_logits"]
 
 ZLOSS_PAPER = Paper("The Z-loss: a shift and scale invariant classification loss belonging to the Spherical Family",
                     2016, "1604.08859", "de Brébisson, Vincent")
@@ -59,7 +62,7 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
     "stablemax_cross_entropy", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=STABLEMAX_PAPER, properties={"nonnegative", "calibrated", "proper", "permutation_equivariant"},
     formula="L(z, y) = -log(s(z_y) / sum_j s(z_j)),  s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0)",
-    module_name="StableMaxCrossEntropyLoss", link=lambda z: torch.exp(log_stablemax(z)),
+    module_name="StableMaxCrossEntropyLoss", link="stablemax",
 )
 def stablemax_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.Tensor | None = None,
                             ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -125,7 +128,7 @@ def _fy(logits, target, alpha, n_iter, ignore_index, label_smoothing, sample_wei
     paper=FY_PAPER,
     properties={"nonnegative", "convex", "calibrated", "proper", "shift_invariant", "permutation_equivariant"},
     formula="L(z, t) = <z, p - t> + (||t||^2 - ||p||^2) / 2,  p = sparsemax(z);  grad = p - t",
-    module_name="SparsemaxLoss", link=lambda z: _Entmax.apply(z, 2.0, 0),
+    module_name="SparsemaxLoss", link="sparsemax",
 )
 def sparsemax_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = -100,
                    label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
@@ -154,7 +157,7 @@ def sparsemax_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: 
     properties={"nonnegative", "convex", "calibrated", "proper", "shift_invariant", "permutation_equivariant"},
     formula="L(z, t) = <z, p - t> + Omega_a(t) - Omega_a(p),  Omega_a(p) = (sum p^a - 1)/(a(a-1)), "
             "p = entmax_a(z);  grad = p - t",
-    module_name="EntmaxLoss", link=lambda z: _Entmax.apply(z, 1.5, 50),
+    module_name="EntmaxLoss", link="entmax15",
 )
 def entmax_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.5, n_iter: int = 50,
                 ignore_index: int = -100, label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
@@ -183,3 +186,66 @@ SphericalZLoss = spherical_z_loss.Module
 StableMaxCrossEntropyLoss = stablemax_cross_entropy.Module
 SparsemaxLoss = sparsemax_loss.Module
 EntmaxLoss = entmax_loss.Module
+
+
+# ------------------------------------------------------------------------- hyperspherical softmax
+NORMFACE_PAPER = Paper("NormFace: L2 Hypersphere Embedding for Face Verification", 2017, "1704.06369",
+                       "Wang, Xiang, Cheng, Yuille")
+
+
+def cosine_logits(features: torch.Tensor, prototypes: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
+    """``s cos(x_i, w_k)``: the hyperspherical link's logits ``(N, K)`` (features and prototypes normalised)."""
+    xn = features / torch.linalg.vector_norm(features, dim=-1, keepdim=True)
+    wn = prototypes / torch.linalg.vector_norm(prototypes, dim=-1, keepdim=True)
+    return scale * xn @ wn.T
+
+
+def _check_nonzero_rows(name: str, x: torch.Tensor) -> None:
+    from .._core.validate import validation_enabled
+
+    if validation_enabled() and bool((torch.linalg.vector_norm(x, dim=-1) == 0).any()):
+        row = int((torch.linalg.vector_norm(x, dim=-1) == 0).nonzero()[0])
+        raise fail(name, "non-zero vectors (a direction on the sphere)", f"a zero vector at row {row}")
+
+
+@objective(
+    "normalized_softmax_loss", family="classification", input_kind=FEATURES_PROTOTYPES, example=features_example,
+    paper=NORMFACE_PAPER, properties={"nonnegative", "scale_invariant"},
+    formula="L(x, W, y) = -log softmax(s cos(x, W))_y,  cos(x, w_k) = <x, w_k> / (||x|| ||w_k||)",
+    module_name="NormalizedSoftmaxLoss",
+)
+def normalized_softmax_loss(features: torch.Tensor, prototypes: torch.Tensor, target: torch.Tensor, *,
+                            scale: float = 16.0, weight: torch.Tensor | None = None, ignore_index: int = -100,
+                            label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
+                            reduction: str = "mean") -> torch.Tensor:
+    """Hyperspherical (normalised) softmax: cross-entropy on scaled cosines between features and prototypes.
+
+    .. math:: \\ell(x, W, y) = -\\log \\frac{e^{s \\cos\\theta_y}}{\\sum_k e^{s \\cos\\theta_k}},\\qquad
+              \\cos\\theta_k = \\frac{\\langle x, w_k\\rangle}{\\|x\\|\\,\\|w_k\\|}
+
+    Both features ``(N, d)`` and class prototypes ``(K, d)`` (the last layer's weights, a learnable
+    parameter passed positionally so that a Module does not freeze it) are projected on the unit
+    sphere; ``scale`` ``s`` sets the temperature (the paper learns or fixes it; losskit defaults to 16,
+    within the range the paper finds necessary for the loss to reach low values). Invariant to the
+    scale of ``features``. A zero vector has no direction and is rejected (no silent epsilon).
+    Targets, ``weight``, ``ignore_index`` and ``label_smoothing`` as in :func:`cross_entropy`.
+
+    Paper: Wang, Xiang, Cheng, Yuille, "NormFace: L2 Hypersphere Embedding for Face Verification", 2017,
+    arXiv:1704.06369.
+    """
+    check_floating("features", features)
+    check_floating("prototypes", prototypes)
+    if features.dim() != 2:
+        raise fail("features", "shape (N, d)", f"shape {tuple(features.shape)}")
+    if prototypes.dim() != 2 or prototypes.shape[1] != features.shape[1]:
+        raise fail("prototypes", f"shape (K, {features.shape[1]})", f"shape {tuple(prototypes.shape)}")
+    if not scale > 0:
+        raise fail("scale", "a positive number", repr(scale))
+    _check_nonzero_rows("features", features)
+    _check_nonzero_rows("prototypes", prototypes)
+    return classwise_loss(cosine_logits(features, prototypes, scale), target, margin_logsumexp, weight=weight,
+                          ignore_index=ignore_index, label_smoothing=label_smoothing, sample_weight=sample_weight,
+                          reduction=reduction)
+
+
+NormalizedSoftmaxLoss = normalized_softmax_loss.Module

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .._core import Paper, objective, reduce
 from .._core.inputs import BINARY_LOGITS, LOGITS_LABELS, binary_example, logits_labels_example
 from .._core.validate import check_floating, check_same_shape, check_sample_weight, check_unit_interval, fail
 from ._targets import classwise_loss
-from .margins import guarded, margin_logsumexp
+from .margins import guarded, margin_logsumexp, softplus
 
 __all__ = ["cross_entropy", "CrossEntropyLoss", "focal", "FocalLoss", "binary_focal", "BinaryFocalLoss"]
 
@@ -119,7 +118,11 @@ def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | N
     if alpha is not None and not 0 <= alpha <= 1:
         raise fail("alpha", "a value in [0, 1] or None", repr(alpha))
     target = target.to(logits.dtype)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    # BCE = y softplus(-x) + (1 - y) softplus(x), each term only where its weight is non-zero, so a -inf
+    # logit with target 0 gives 0 (torch's binary_cross_entropy_with_logits gives NaN there).
+    zero = logits.new_zeros(())
+    ce = torch.where(target > 0, target * softplus(-logits), zero) + \
+        torch.where(target < 1, (1 - target) * softplus(logits), zero)
     # 1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x), exact for both tails.
     one_minus_pt = target * torch.sigmoid(-logits) + (1 - target) * torch.sigmoid(logits)
     if gamma == 0:

@@ -3,8 +3,7 @@
 For logits ``z`` and a label ``y`` the *margin vector* is ``d_k = z_k - z_y + c [k != y]`` (``d_y = 0``).
 Its temperature-``T`` log-sum-exp
 
-.. math:: s_y(z) = T^{-1}\\text{-scaled}\\ \\log \\sum_k e^{d_k / T} = -\\log \\mathrm{softmax}(z / T)_y
-          \\quad (c = 0)
+.. math:: s_y(z) = \\log \\sum_k e^{d_k / T} = -\\log \\mathrm{softmax}(z / T)_y \\quad (c = 0)
 
 is the one number the comp-sum family (Mao, Mohri, Zhong 2023) and the LDR family (Zhu, Ying, Yang
 2023) read: with ``u = sum_{k != y} e^{d_k} = e^s - 1``,
@@ -17,8 +16,8 @@ is the one number the comp-sum family (Mao, Mohri, Zhong 2023) and the LDR famil
 
 So the identities (comp-sum tau=1 = CE, LDR(lam=1, c=0) = CE - log K, GCE(q) = comp-sum(1+q),
 MAE = comp-sum(2)) hold by construction. ``s`` is computed for every candidate label at once (shape
-``(..., K)``), so index targets, soft targets and label smoothing all go through
-:func:`losskit.classification._targets.expected_score`.
+``(..., K)``) by one ``log_softmax``; :func:`losskit.classification._targets.classwise_loss` then
+transforms only the target column for class indices, or every column for soft targets / smoothing.
 
 Numerics: ``s`` is a ``log_softmax`` (never ``log(softmax)``); transforms are evaluated through
 :func:`guarded`, which keeps ``-inf`` logits (``s = +inf``, probability 0) and exactly-certain
@@ -44,8 +43,13 @@ __all__ = [
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^x)`` exactly (``F.softplus`` switches to ``x`` above 20, an error of ~2e-9 in float64)."""
-    return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+    """``log(1 + e^x)`` exactly, with finite gradients at ``+-inf`` (``F.softplus`` switches to ``x`` above
+    20, an error of ~2e-9 in float64; ``logaddexp`` has a NaN gradient at ``+inf``)."""
+    pos = x > 0
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    xp = torch.where(pos, x, zero)
+    xn = torch.where(pos, zero, x)
+    return torch.where(pos, xp + torch.log1p(torch.exp(-xp)), torch.log1p(torch.exp(xn)))
 
 
 def margin_vector(logits: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:

@@ -246,7 +246,7 @@ def _kl_to_uniform(q_logits: torch.Tensor) -> torch.Tensor:
 
 @objective(
     "aldr_kl", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
-    paper=LDR_PAPER, properties=_MARGIN_PROPS,
+    paper=LDR_PAPER, properties={"convex"} | _MARGIN_PROPS,
     formula="L(z, y) = max_{lam in [lam0(1-1/alpha), lam0]} lam log((1/K) sum_k e^{d_k/lam}) "
             "- (alpha log K / (2 lam0)) (lam - lam0)^2",
     module_name="ALDRKLLoss",
@@ -266,7 +266,8 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 10.0, c
     ``[lam0 (1 - 1/alpha), lam0]``, where it changes sign; ``alpha > 1``), so the loss is stateless and
     its gradient, with ``lam_i`` held fixed, is exact (envelope theorem). ``q`` uses the margins ``d``
     including ``c`` (the DRO formulation). Class-index targets only (``lam_i`` is defined per label).
-    Defaults ``lam0=10, c=0.1, alpha=2``; ``normalize`` as in :func:`ldr_kl`.
+    Defaults ``lam0=10, c=0.1, alpha=2``; ``normalize`` as in :func:`ldr_kl`. Convex in the logits
+    (without ``normalize``): a pointwise maximum over ``lam`` of functions convex in ``z``.
 
     Paper: Zhu, Ying, Yang, "Label Distributionally Robust Losses for Multi-class Classification:
     Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869.
