@@ -391,3 +391,42 @@ def test_batch_coupled_objective_gets_whole_batch_checks():
         assert r["calibrated"].status == "skipped" and "batch-coupled" in r["calibrated"].evidence
     finally:
         losskit._core.unregister("_test_soft_error_rate")
+
+
+def test_other_input_kinds_use_the_registry_example():
+    from losskit._core import Example, InputKind, fail
+
+    kind = InputKind("test multi-hot", "logits (N, K) and multi-hot targets (N, K)")
+
+    def example(gen, dtype):
+        z = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+        t = (torch.rand(5, 4, generator=gen) < 0.5).double()
+        return Example({"logits": z.to(dtype), "target": t.to(dtype)}, {"pos_weight": 1.0}, grad=("logits",))
+
+    @losskit.objective("_test_multilabel_bce", family="test", input_kind=kind, example=example,
+                       properties={"nonnegative", "convex", "permutation_equivariant"})
+    def multilabel_bce(logits, target, *, pos_weight, reduction="mean"):
+        per = (pos_weight * target * torch.nn.functional.softplus(-logits)
+               + (1 - target) * torch.nn.functional.softplus(logits)).sum(-1)
+        return per if reduction == "none" else per.mean()
+
+    prob_kind = InputKind("test probabilities", "probabilities (N, K)")
+
+    @losskit.objective("_test_prob_entropy", family="test", input_kind=prob_kind,
+                       example=lambda gen, dtype: Example({"p": torch.full((3, 4), 0.25, dtype=dtype)}, grad=("p",)))
+    def prob_entropy(p, *, reduction="mean"):
+        if (p < 0).any():
+            raise fail("p", "probabilities", "negative values")
+        return -(p * p.log()).sum(-1)
+
+    try:
+        r = check("_test_multilabel_bce")
+        assert r.kind.startswith("example") and r.ok, str(r)
+        assert r["convex"].holds and r["nonnegative"].holds and r["permutation_equivariant"].holds
+        assert r["shift_invariant"].fails and r["bounded"].fails
+        assert "calibrated" not in r  # needs class labels
+        s = check("_test_prob_entropy", ["nonnegative"])
+        assert s["nonnegative"].status == "skipped" and "rejects random inputs" in s["nonnegative"].evidence
+    finally:
+        losskit._core.unregister("_test_multilabel_bce")
+        losskit._core.unregister("_test_prob_entropy")
