@@ -417,7 +417,7 @@ def check_no_softmax_collapse(probe, gen) -> Verdict:
     (g,) = torch.autograd.grad(loss.sum(), x)
     gn = g.reshape(len(loss), -1).norm(dim=1)
     ok = bool((loss > 0).all() and (gn > 0).all())
-    return _v("no_softmax_collapse", ok, f"float32, right class ahead by 100: min L = {loss.min().item():.3g}, "
+    return _v("no_softmax_collapse", ok, f"float32, right class ahead by 100: min L = {loss.min().item() + 0.0:.3g}, "
                                          f"min |grad| = {gn.min().item():.3g}"
               + ("" if ok else " (collapsed: confident samples give exactly zero loss and gradient)"),
               min_loss=loss.min().item(), min_grad=gn.min().item())
