@@ -1,46 +1,55 @@
-"""The arena (placeholder until the full arena lands): a quick demo on scikit-learn's digits."""
+"""The arena: objectives head-to-head on small real tasks, with evidence (``losskit arena``).
+
+A :class:`Task` is a plug-in (data, model, metrics, candidate objectives, baseline); the arena plans
+trials over candidates x seeds, runs them on a process pool (or Ray), stores every result in a SQLite
+file (resumable, safe for concurrent writers), and prints leaderboards with a paired t-test against the
+baseline. ``losskit arena report`` writes an HTML page with plots. See ``docs/arena.md``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .claims import Claim
+from .cli import main as _cli_main
+from .leaderboard import Board, Entry, boards
+from .runner import Summary, Trial, execute, plan, run_trials
+from .store import DEFAULT_STORE, Store
+from .task import (
+    Candidate,
+    Task,
+    TrialResult,
+    Unavailable,
+    bind_call,
+    get_task,
+    parse_candidate,
+    register_task,
+    tasks,
+)
+
+__all__ = [
+    "Board", "Candidate", "Claim", "DEFAULT_STORE", "Entry", "Store", "Summary", "Task", "Trial", "TrialResult",
+    "Unavailable", "bind_call", "boards", "execute", "get_task", "main", "parse_candidate", "plan",
+    "register_task", "run", "run_trials", "tasks",
+]
+
+
+def run(task: str | Task, objectives=None, *, seeds: int = 3, config: dict | None = None, quick: bool = False,
+        store: str | Store = DEFAULT_STORE, backend: str = "serial", workers: int | None = None,
+        address: str | None = None) -> list[Board]:
+    """Run one task from Python and return its leaderboard(s) (one per configuration; here one).
+
+    ``objectives``: candidate names / specs as on the command line (``None``: the task's list).
+    """
+    from .task import canonical
+
+    t = get_task(task) if isinstance(task, str) else task
+    st = store if isinstance(store, Store) else Store(store)
+    cfg = t.config(config, quick=quick)
+    summary = Summary()
+    trials = plan(t, cfg, t.select(objectives, quick=quick), range(seeds), st, summary)
+    run_trials(trials, st, summary, backend=backend, workers=workers, address=address)
+    return [b for b in boards(st.rows(t.name)) if canonical(b.config) == canonical(cfg)]
 
 
 def main(argv: list[str]) -> int:
-    import time
-
-    import torch
-    from rich.console import Console
-    from rich.table import Table
-    from sklearn.datasets import load_digits
-
-    import losskit
-
-    console = Console()
-    console.print(f"losskit {losskit.__version__}: {len(losskit.list())} objectives registered")
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x / 16.0, dtype=torch.float32)
-    y = torch.tensor(y)
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(y), generator=g)
-    tr, te = perm[:1200], perm[1200:]
-    noisy = y.clone()
-    flip = torch.rand(len(y), generator=g) < 0.4
-    noisy[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=g)
-    table = Table(title="digits, 40% symmetric label noise, linear model, clean test accuracy")
-    table.add_column("objective")
-    table.add_column("accuracy", justify="right")
-    table.add_column("seconds", justify="right")
-    for name in ("cross_entropy", "focal"):
-        fn = losskit.get(name).fn
-        torch.manual_seed(0)
-        model = torch.nn.Linear(64, 10)
-        opt = torch.optim.Adam(model.parameters(), lr=0.05)
-        t0 = time.perf_counter()
-        for _ in range(300):
-            opt.zero_grad()
-            fn(model(x[tr]), noisy[tr]).backward()
-            opt.step()
-        acc = (model(x[te]).argmax(-1) == y[te]).float().mean().item()
-        table.add_row(name, f"{acc:.3f}", f"{time.perf_counter() - t0:.2f}")
-    console.print(table)
-    return 0
+    """``losskit arena ...`` (the CLI hands over the arguments after ``arena``)."""
+    return _cli_main(argv)

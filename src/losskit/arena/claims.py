@@ -1,0 +1,60 @@
+"""The seed papers' qualitative claims, as checks the arena states honestly on its own results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Claim", "better_than_baseline"]
+
+
+@dataclass
+class Claim:
+    """A claim and what this run says about it.
+
+    ``verdict``: ``reproduced`` (every contender beats the reference on the mean, and the paired t-test
+    agrees for at least one), ``partly`` (some do), ``not reproduced`` (none does), ``not run`` (the
+    setting or the objectives were not in the store).
+    """
+
+    statement: str
+    source: str
+    verdict: str
+    evidence: str
+
+
+def better_than_baseline(boards, *, statement: str, source: str, task: str, where: dict,
+                         contenders: tuple[str, ...], reference: str, metric: str | None = None) -> Claim:
+    """Do the ``contenders`` (registry names; every grid point counts) beat ``reference`` on ``metric``
+    in the leaderboard(s) of ``task`` whose configuration matches ``where``?"""
+    relevant = [b for b in boards if b.task == task and all(b.config.get(k) == v for k, v in where.items())]
+    if not relevant:
+        return Claim(statement, source, "not run", f"no results for {task} with {where}")
+    wins, losses, sig, lines = 0, 0, 0, []
+    for b in relevant:
+        m = metric or b.metrics[0]
+        ref = next((e for e in b.entries if e.objective == reference and not e.options), None)
+        if ref is None:
+            continue
+        sign = 1 if b.higher_is_better(m) else -1
+        for e in b.entries:
+            if e.objective not in contenders:
+                continue
+            diff = e.mean(m) - ref.mean(m)
+            p = b.p_value(e, ref, m)
+            better = sign * diff > 0
+            wins += better
+            losses += not better
+            sig += better and p is not None and p < 0.05
+            ptxt = "n/a" if p is None else f"{p:.3g}"
+            lines.append(f"{e.label}: {m} {e.mean(m):.3f} vs {reference} {ref.mean(m):.3f} "
+                         f"({diff:+.3f}, paired t-test p={ptxt}, n={e.n})")
+    if wins + losses == 0:
+        return Claim(statement, source, "not run",
+                     f"none of {', '.join(contenders)} (or the reference {reference}) ran in {task} with {where}")
+    if losses == 0 and sig > 0:
+        verdict = "reproduced"
+    elif wins == 0:
+        verdict = "not reproduced"
+    else:
+        verdict = "partly"
+    return Claim(statement, source, verdict, "; ".join(lines))

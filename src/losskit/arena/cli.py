@@ -1,0 +1,272 @@
+"""``losskit arena``: the command line of the arena (``losskit arena -h``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .store import DEFAULT_STORE
+
+USAGE = """\
+losskit arena                      quick default suite: every task, its quick candidates, 3 seeds
+losskit arena TASK [TASK ...] [options]
+losskit arena list                 tasks, their settings and candidates (registered or not)
+losskit arena show [TASK]          leaderboards of what the store holds
+losskit arena report [--out DIR]   HTML report with plots (PNG files beside it)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="losskit arena", usage=USAGE,
+                                 description="Objectives head-to-head on embedded tasks.")
+    ap.add_argument("tasks", nargs="*", help="task names (default: the quick suite of every task)")
+    ap.add_argument("--objectives", "-o", default=None,
+                    help="comma-separated candidates: a candidate name, a registry name (all its grid "
+                         "points) or NAME(k=v,...) for new hyperparameters; the baseline is always added")
+    ap.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
+    ap.add_argument("--noise", default=None, help="label-noise rate(s), e.g. 0.4 or 0,0.2,0.4 (a sweep)")
+    ap.add_argument("--noise-type", default=None, choices=("symmetric", "asymmetric"))
+    ap.add_argument("--dataset", default=None, help="digits | breast_cancer | wine (noisy_labels)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a task setting (repeatable; comma-separated values make a sweep)")
+    ap.add_argument("--quick", action="store_true", help="the quick settings and candidates of each task")
+    ap.add_argument("--backend", default="process", choices=("process", "serial", "ray"))
+    ap.add_argument("--workers", type=int, default=None, help="parallel trials (default: min(2, CPUs))")
+    ap.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    ap.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results store (default ./{DEFAULT_STORE})")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers your own tasks); repeatable")
+    return ap
+
+
+def _sweep(overrides: dict[str, list[str]]) -> list[dict[str, Any]]:
+    combos: list[dict[str, Any]] = [{}]
+    for k, values in overrides.items():
+        combos = [{**c, k: v} for c in combos for v in values]
+    return combos
+
+
+def main(argv: list[str]) -> int:
+    argv = list(argv)
+    if argv and argv[0] == "list":
+        return cmd_list()
+    if argv and argv[0] in ("report", "show"):
+        ap = argparse.ArgumentParser(prog=f"losskit arena {argv[0]}")
+        ap.add_argument("tasks", nargs="*")
+        ap.add_argument("--store", default=DEFAULT_STORE)
+        ap.add_argument("--out", default="arena-report", help="report folder (index.html + PNGs)")
+        args = ap.parse_args(argv[1:])
+        return cmd_report(args) if argv[0] == "report" else cmd_show(args)
+    return cmd_run(_parser().parse_args(argv))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def cmd_list() -> int:
+    from rich.table import Table
+
+    from .task import tasks
+
+    con = _console()
+    for t in tasks():
+        table = Table(title=f"[bold]{t.name}[/]: {t.description}", title_justify="left", show_header=True)
+        table.add_column("candidate")
+        table.add_column("status")
+        table.add_column("quick")
+        for c in t.candidates():
+            miss = c.missing()
+            table.add_row(c.name + (" (baseline)" if c.name == t.baseline else ""),
+                          "[green]registered[/]" if not miss else f"[yellow]not registered: {', '.join(miss)}[/]",
+                          "yes" if t.quick is None or c.name in t.quick else "")
+        con.print(table)
+        con.print("  settings: " + ", ".join(f"{k}={v}" for k, v in t.defaults.items()) + "\n")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import suite as builtin
+    from .runner import Summary, plan, run_trials
+    from .store import Store
+    from .task import get_task
+
+    con = _console()
+    import importlib
+
+    for mod in args.plugin:
+        importlib.import_module(mod)
+    quick = args.quick or not args.tasks
+    names = args.tasks or list(builtin.DEFAULT_SUITE)
+    try:
+        selected = [get_task(n) for n in names]
+    except KeyError as err:
+        con.print(f"[red]{err.args[0]}[/]")
+        return 2
+    overrides: dict[str, list[str]] = {}
+    if args.noise is not None:
+        overrides["noise"] = args.noise.split(",")
+    if args.noise_type:
+        overrides["noise_type"] = [args.noise_type]
+    if args.dataset:
+        overrides["dataset"] = args.dataset.split(",")
+    for kv in args.set:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            con.print(f"[red]--set: expected KEY=VALUE, got {kv!r}[/]")
+            return 2
+        overrides[k.strip()] = v.split(",")
+    unknown = [k for k in overrides if not any(k in t.defaults for t in selected)]
+    if unknown:
+        con.print(f"[red]no selected task has the setting(s) {', '.join(unknown)}[/]")
+        return 2
+    objectives = [s.strip() for s in _split_specs(args.objectives)] if args.objectives else None
+
+    store = Store(args.store)
+    summary = Summary()
+    trials, runs = [], []
+    try:
+        for t in selected:
+            own = {k: v for k, v in overrides.items() if k in t.defaults}
+            if quick:
+                own = {**{k: [str(x) for x in v] for k, v in t.quick_sweep.items()}, **own}
+            cands = t.select(objectives, quick=quick and objectives is None)
+            for combo in _sweep(own):
+                cfg = t.config(combo, quick=quick)
+                runs.append((t.name, cfg))
+                trials += plan(t, cfg, cands, range(args.seeds), store, summary)
+    except ValueError as err:
+        con.print(f"[red]{err}[/]")
+        return 2
+
+    con.print(f"[bold]losskit arena[/]: {len(trials)} trials to run, {summary.reused} already in "
+              f"{os.path.abspath(args.store)}; backend {args.backend}")
+    for key, msg in sorted(summary.skipped.items()):
+        con.print(f"  [yellow]skipped[/] {key}: {msg}")
+    _run_with_progress(trials, store, summary, args, run_trials, con)
+    for key, msg in sorted(summary.failed.items()):
+        con.print(f"  [red]failed[/] {key}: {msg}")
+    print_boards(con, store, runs, notes=False)
+    con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s ({summary.reused} reused from the store); "
+              f"HTML report: losskit arena report --store {args.store}")
+    return 0
+
+
+def _split_specs(text: str) -> list[str]:
+    """Split ``a,b(k=1,j=2),c`` on the commas outside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        depth += (ch == "(") - (ch == ")")
+        cur += ch
+    out.append(cur)
+    return [s for s in out if s.strip()]
+
+
+def _run_with_progress(trials, store, summary, args, run_trials, con):
+    if args.no_progress or not trials:
+        run_trials(trials, store, summary, backend=args.backend, workers=args.workers, address=args.address)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con, transient=False) as prog:
+        bar = prog.add_task("trials", total=len(trials))
+
+        def done(trial, status):
+            prog.update(bar, advance=1, description=f"{trial.task.name}/{trial.candidate.name} s{trial.seed}")
+
+        run_trials(trials, store, summary, backend=args.backend, workers=args.workers, address=args.address,
+                   on_done=done)
+        prog.update(bar, description="trials")
+
+
+def print_boards(con, store, runs=None, notes: bool = True) -> None:
+    """Rich tables of the leaderboards (only the (task, config) pairs in ``runs`` if given)."""
+    from rich.table import Table
+
+    from .leaderboard import boards
+    from .task import canonical, get_task
+
+    wanted = None if runs is None else {(t, canonical(c)) for t, c in runs}
+    bs = [b for b in boards(store.rows()) if wanted is None or (b.task, canonical(b.config)) in wanted]
+    for b in bs:
+        table = Table(title=f"[bold]{b.task}[/]  {_cfg_text(b)}", title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("objective")
+        for m in b.metrics:
+            table.add_column(m + (" ↓" if not b.higher_is_better(m) else " ↑"), justify="right")
+        table.add_column("seeds", justify="right")
+        for i, e in enumerate(b.ranked(), 1):
+            cells = []
+            for m in b.metrics:
+                mk = b.marker(e, m)
+                mk = {"▲": "[green]▲[/]", "▼": "[red]▼[/]", "base": "[dim](base)[/]"}.get(mk, mk)
+                cells.append(f"{e.mean(m):.3f} ± {e.std(m):.3f} {mk}")
+            table.add_row(str(i), e.label, *cells, str(e.n))
+        con.print(table)
+    if bs:
+        con.print("[dim]mean ± std over seeds; ▲/▼ significantly better/worse than the task's baseline "
+                  "(paired t-test over seeds, p < 0.05), · not significant, ? too few seeds[/]")
+    for t, cfg, label, kind, msg in store.notes() if notes else ():
+        if wanted is None or (t, cfg) in wanted:
+            con.print(f"  [yellow]{kind}[/] {t}/{label}: {msg}")
+    claims = _claims(bs, get_task)
+    if claims:
+        con.print("[bold]paper claims at this scale[/]")
+        for c in claims:
+            colour = {"reproduced": "green", "partly": "yellow", "not reproduced": "red"}.get(c.verdict, "dim")
+            con.print(f"  [{colour}]{c.verdict}[/]: {c.statement}\n    [dim]{c.evidence}[/]")
+
+
+def _claims(bs, get_task):
+    out = []
+    for name in dict.fromkeys(b.task for b in bs):
+        try:
+            t = get_task(name)
+        except KeyError:
+            continue
+        out += [fn(bs) for fn in t.claims]
+    return [c for c in out if c.verdict != "not run"]
+
+
+def _cfg_text(b) -> str:
+    from .task import get_task
+
+    try:
+        defaults = get_task(b.task).defaults
+    except KeyError:
+        defaults = {}
+    keys = [k for k in b.config if not k.startswith("eval")]
+    return ", ".join(f"{k}={b.config[k]}" + ("" if defaults.get(k, b.config[k]) == b.config[k] else "*")
+                     for k in keys)
+
+
+def cmd_show(args) -> int:
+    from .store import Store
+
+    if not os.path.exists(args.store):
+        _console().print(f"[red]no results store at {args.store}[/]; run `losskit arena` first")
+        return 1
+    store = Store(args.store)
+    print_boards(_console(), store, None)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .store import Store
+
+    if not os.path.exists(args.store):
+        _console().print(f"[red]no results store at {args.store}[/]; run `losskit arena` first")
+        return 1
+    path = write_report(Store(args.store), args.out)
+    _console().print(f"report written: {path}")
+    return 0

@@ -1,0 +1,118 @@
+"""Leaderboards from the store: mean ± std over seeds, paired t-test against the task's baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .store import Row
+
+__all__ = ["Entry", "Board", "boards", "marker"]
+
+
+@dataclass
+class Entry:
+    label: str
+    objective: str
+    hparams: str
+    values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
+
+    @property
+    def options(self) -> dict:
+        return json.loads(self.hparams)
+
+    @property
+    def n(self) -> int:
+        return max((len(v) for v in self.values.values()), default=0)
+
+    def mean(self, metric: str) -> float:
+        v = list(self.values.get(metric, {}).values())
+        return sum(v) / len(v) if v else float("nan")
+
+    def std(self, metric: str) -> float:
+        v = list(self.values.get(metric, {}).values())
+        if len(v) < 2:
+            return 0.0
+        m = sum(v) / len(v)
+        return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+@dataclass
+class Board:
+    """The leaderboard of one task under one configuration."""
+
+    task: str
+    config: dict
+    metrics: tuple[str, ...]
+    lower_is_better: frozenset[str]
+    baseline: str
+    entries: list[Entry]
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in self.lower_is_better
+
+    @property
+    def baseline_entry(self) -> Entry | None:
+        return next((e for e in self.entries if e.label == self.baseline), None)
+
+    def p_value(self, e: Entry, ref: Entry, metric: str) -> float | None:
+        """Two-sided paired t-test over the seeds both ran (None with fewer than 2 shared seeds)."""
+        from scipy.stats import ttest_rel
+
+        a, b = e.values.get(metric, {}), ref.values.get(metric, {})
+        seeds = sorted(set(a) & set(b))
+        if len(seeds) < 2 or e is ref:
+            return None
+        x, y = [a[s] for s in seeds], [b[s] for s in seeds]
+        if all(abs(u - v) < 1e-12 for u, v in zip(x, y)):
+            return 1.0
+        p = float(ttest_rel(x, y).pvalue)
+        return None if math.isnan(p) else p
+
+    def ranked(self) -> list[Entry]:
+        m = self.metrics[0]
+        sign = -1 if self.higher_is_better(m) else 1
+        return sorted(self.entries, key=lambda e: (math.isnan(e.mean(m)), sign * e.mean(m)))
+
+    def marker(self, e: Entry, metric: str) -> str:
+        ref = self.baseline_entry
+        if ref is None or e is ref:
+            return "base" if e is ref else ""
+        return marker(self.p_value(e, ref, metric), e.mean(metric) - ref.mean(metric),
+                      self.higher_is_better(metric))
+
+
+def marker(p: float | None, diff: float, higher_is_better: bool) -> str:
+    """``▲``/``▼`` significantly better/worse than the baseline (p < 0.05), ``·`` not significant."""
+    if p is None:
+        return "?"
+    if p >= 0.05:
+        return "·"
+    better = diff > 0 if higher_is_better else diff < 0
+    return "▲" if better else "▼"
+
+
+def boards(rows: list[Row]) -> list[Board]:
+    """One board per (task, config) in ``rows``; task metadata from the task registry when known."""
+    from .task import get_task
+
+    grouped: dict[tuple[str, str], dict[tuple[str, str], Entry]] = defaultdict(dict)
+    metric_order: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in rows:
+        g = grouped[(r.task, r.config)]
+        e = g.setdefault((r.objective, r.hparams), Entry(r.label, r.objective, r.hparams))
+        e.values.setdefault(r.metric, {})[r.seed] = r.value
+        if r.metric not in metric_order[(r.task, r.config)]:
+            metric_order[(r.task, r.config)].append(r.metric)
+    out = []
+    for (task, cfg), entries in grouped.items():
+        try:
+            t = get_task(task)
+            metrics = tuple(m for m in t.metrics if m in metric_order[(task, cfg)])
+            lower, baseline = t.lower_is_better, t.baseline
+        except KeyError:
+            metrics, lower, baseline = tuple(metric_order[(task, cfg)]), frozenset(), ""
+        out.append(Board(task, json.loads(cfg), metrics, frozenset(lower), baseline, list(entries.values())))
+    return sorted(out, key=lambda b: (b.task, json.dumps(b.config, sort_keys=True)))

@@ -1,0 +1,179 @@
+"""Plan trials, skip the ones already in the store, run the rest on a backend, store each as it ends.
+
+Backends: ``serial`` (this process), ``process`` (a local process pool, the default) and ``ray`` (Ray
+tasks on a local or remote cluster, ``pip install losskit[ray]``). Each trial is a pure function of
+(task, config, candidate, seed): :func:`execute`, run wherever the backend puts it; only this process
+writes to the store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .store import Store
+from .task import Candidate, Task, Unavailable, canonical
+
+__all__ = ["Trial", "Summary", "plan", "execute", "run_trials", "BACKENDS"]
+
+BACKENDS = ("process", "serial", "ray")
+
+
+@dataclass
+class Trial:
+    task: Task
+    config: dict[str, Any]
+    candidate: Candidate
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.candidate.objective, self.candidate.hparams, self.seed)
+
+
+@dataclass
+class Summary:
+    ran: int = 0
+    reused: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def plan(task: Task, config: dict[str, Any], candidates: Sequence[Candidate], seeds: Iterable[int],
+         store: Store, summary: Summary) -> list[Trial]:
+    """The trials still to run; candidates whose objectives are not registered are noted and skipped."""
+    cfg = canonical(config)
+    done = store.done(task.name, cfg)
+    todo = []
+    for c in candidates:
+        missing = c.missing()
+        if missing:
+            msg = f"not registered: {', '.join(missing)}"
+            summary.skipped[f"{task.name}/{c.name}"] = msg
+            store.note(task.name, cfg, c.objective, c.hparams, c.name, "skipped", msg)
+            continue
+        store.clear_note(task.name, cfg, c.objective, c.hparams)
+        for s in seeds:
+            t = Trial(task, config, c, int(s))
+            if t.key in done:
+                summary.reused += 1
+            else:
+                todo.append(t)
+    return todo
+
+
+def _init_worker(threads: int = 1) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int):
+    """Run one trial; returns ``("ok", TrialResult, seconds)``, ``("skip", msg, 0)`` or ``("fail", msg, 0)``.
+
+    Never raises for a candidate's own trouble: an objective that cannot be fed or that errors is a
+    result the leaderboard reports, not a crash of the arena.
+    """
+    import torch
+
+    from . import suite as _builtin  # noqa: F401  (workers need the built-in tasks registered)
+
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    try:
+        res = task.run(candidate, seed, dict(config))
+    except Unavailable as err:
+        return ("skip", str(err), 0.0)
+    except Exception as err:  # noqa: BLE001  (reported, with its type, in the notes)
+        msg = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        return ("fail", msg, 0.0)
+    return ("ok", res, time.perf_counter() - t0)
+
+
+def _ray_execute(task, config, candidate, seed):  # pragma: no cover - runs inside Ray workers
+    _init_worker(1)
+    return execute(task, config, candidate, seed)
+
+
+def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backend: str = "process",
+               workers: int | None = None, address: str | None = None,
+               on_done: Callable[[Trial, str], None] | None = None) -> Summary:
+    """Run ``trials`` on ``backend``, storing each as soon as it finishes."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    workers = workers or min(2, os.cpu_count() or 1)
+    t0 = time.perf_counter()
+
+    def record(trial: Trial, out) -> None:
+        status, payload, secs = out
+        cfg = canonical(trial.config)
+        c = trial.candidate
+        key = f"{trial.task.name}/{c.name}"
+        if status == "ok":
+            store.write_trial(trial.task.name, cfg, c.objective, c.hparams, c.name, trial.seed, payload.metrics,
+                              payload.curve, payload.curve_metric, backend=backend, wall_s=secs)
+            summary.ran += 1
+        else:
+            (summary.skipped if status == "skip" else summary.failed)[key] = payload
+            store.note(trial.task.name, cfg, c.objective, c.hparams, c.name,
+                       "skipped" if status == "skip" else "failed", payload)
+        if on_done:
+            on_done(trial, status)
+
+    if not trials:
+        return summary
+    if backend == "serial" or (backend == "process" and workers == 1):
+        import torch
+
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for t in trials:
+                record(t, execute(t.task, t.config, t.candidate, t.seed))
+        finally:
+            torch.set_num_threads(prev)
+    elif backend == "process":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            futs = {pool.submit(execute, t.task, t.config, t.candidate, t.seed): t for t in trials}
+            for f in as_completed(futs):
+                record(futs[f], f.result())
+    else:
+        _run_ray(trials, record, workers, address)
+    summary.wall_s += time.perf_counter() - t0
+    return summary
+
+
+def _run_ray(trials, record, workers, address):
+    try:
+        import ray
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise RuntimeError("the ray backend needs Ray: pip install 'losskit[ray]'") from err
+    started = False
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
+        if not address:  # a local instance: its workers import the same losskit as this process
+            import losskit
+
+            root = os.path.dirname(os.path.dirname(os.path.abspath(losskit.__file__)))
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}}
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kw)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_execute)
+        pending = {remote.remote(t.task, t.config, t.candidate, t.seed): t for t in trials}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                record(pending.pop(ref), ray.get(ref))
+    finally:
+        if started:
+            ray.shutdown()
