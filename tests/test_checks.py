@@ -430,3 +430,26 @@ def test_other_input_kinds_use_the_registry_example():
     finally:
         losskit._core.unregister("_test_multilabel_bce")
         losskit._core.unregister("_test_prob_entropy")
+
+
+def test_known_kind_with_extra_inputs_falls_back_to_the_example():
+    from losskit._core import Example
+    from losskit._core.inputs import LOGITS_LABELS
+
+    def example(gen, dtype):
+        z = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+        return Example({"logits": z.to(dtype), "target": torch.randint(0, 4, (5,), generator=gen),
+                        "tau": torch.rand(5, generator=gen, dtype=torch.float64) + 0.5}, grad=("logits",))
+
+    @losskit.objective("_test_tempered_ce", family="test", input_kind=LOGITS_LABELS, example=example,
+                       properties={"convex", "shift_invariant", "permutation_equivariant"})
+    def tempered_ce(logits, target, tau, *, reduction="mean"):
+        per = -torch.log_softmax(logits / tau[:, None], -1).gather(1, target[:, None])[:, 0]
+        return per if reduction == "none" else per.mean()
+
+    try:
+        r = check("_test_tempered_ce")
+        assert r.kind.startswith("example") and r.ok, str(r)
+        assert r["permutation_equivariant"].holds  # the class indices are relabelled with the logits
+    finally:
+        losskit._core.unregister("_test_tempered_ce")

@@ -13,10 +13,9 @@ import losskit
 from losskit.checks import INPUT_KINDS, check
 
 #: (objective, property) -> why the claim is false (found by this test; reported to the family's owner)
-KNOWN_FALSE = {
-    ("binary_focal", "calibrated"):
-        "with the default alpha=0.25 the conditional-risk minimiser's sign flips at eta ~ 0.75, not 1/2 "
-        "(eta = 0.55 gives x* < 0); alpha = 0.5 or None is calibrated (tests/test_checks.py)",
+KNOWN_FALSE: dict[tuple[str, str], str] = {
+    # e.g. ("binary_focal", "calibrated"): "alpha=0.25 moves the decision threshold to eta = 0.75" (found by
+    # this test; the claim has since been dropped, see tests/test_checks.py::test_binary_focal_alpha_...)
 }
 
 ENTRIES = [o for o in losskit.objectives() if o.properties]

@@ -64,6 +64,9 @@ register_property("no_softmax_collapse", "in float32 a confidently right predict
                                          "nonzero loss and gradient (softmax collapse, arXiv:2501.04697)")
 register_property("lipschitz", "the gradient stays bounded as the inputs grow (Lipschitz in the scores)")
 
+_INPUTS = {"multiclass": {"logits", "target"}, "binary": {"logits", "target"}, "distributions": {"p", "q"},
+           "logits": {"logits"}}
+
 #: registry input-kind names -> the checker's kinds
 INPUT_KINDS = {"logits+labels": "multiclass", "binary logits+targets": "binary",
                "two distributions": "distributions", "logits": "logits"}
@@ -152,6 +155,8 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
         claimed = set(entry.properties) | set(claims or ())
         if kind is None:
             kind = INPUT_KINDS.get(entry.input_kind.name)
+            if kind is not None and entry.example is not None and set(entry.make_example().inputs) - _INPUTS[kind]:
+                kind = None  # inputs beyond the kind's (e.g. a per-sample temperature): use the example
         link = link or entry.tags.get("link")
     else:
         claimed = set(claims or ())
@@ -176,7 +181,8 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
         wanted += [n for n in sorted(claimed) if n in CHECKS and n not in wanted]
     coupled = entry is not None and not entry.per_sample
     if kind == "example":
-        probe = ExampleProbe(None, entry, seed)
+        labels = INPUT_KINDS.get(entry.input_kind.name) == "multiclass"
+        probe = ExampleProbe(None, entry, seed, relabel="target" if labels else None)
         probe.evaluate = example_evaluate(fn, {**probe.options, **opts}, probe.name)
     else:
         evaluate = (whole_batch if coupled else per_sample)(fn, opts, takes_aux=kind != "logits")

@@ -280,8 +280,9 @@ class ExampleProbe(Probe):
     description = "the registry's example inputs"
     row_hessian = False
 
-    def __init__(self, evaluate: Callable, entry, seed: int = 0, **_):
+    def __init__(self, evaluate: Callable, entry, seed: int = 0, relabel: str | None = None, **_):
         super().__init__(evaluate, k=0)
+        self.relabel = relabel  # an input of class indices into x's last dimension (permuted with it)
         ex = entry.make_example(torch.float64, seed)
         floats = [k for k, v in ex.inputs.items() if isinstance(v, Tensor) and v.is_floating_point()]
         self.name = ex.grad[0] if ex.grad else floats[0]
@@ -305,6 +306,8 @@ class ExampleProbe(Probe):
         perm = torch.randperm(k, generator=gen)
         other = {n: v[..., perm] if isinstance(v, Tensor) and v.dim() == x.dim() and v.shape[-1] == k else v
                  for n, v in aux.items()}
+        if self.relabel is not None:
+            other[self.relabel] = torch.argsort(perm)[aux[self.relabel]]
         return x[..., perm], other
 
     def masked(self, x, aux):

@@ -339,9 +339,9 @@ def check_convex(probe, gen) -> Verdict:
     x, aux = probe.random(gen, 12, 2.0)
     eig = None if probe.batch_coupled or not probe.row_hessian else _hessian_min_eig(probe, x, aux)
     ok = worst >= -1e-9 and (eig is None or eig >= -1e-7)
-    ev = "n/a" if eig is None else f"{eig:.3g}"
+    ev = "Hessian not checked (batch-level inputs)" if eig is None else f"min Hessian eigenvalue {eig:.3g} relative"
     return _v("convex", ok, f"min midpoint gap (L(z+hd)+L(z-hd))/2 - L(z) = {worst:.3g} relative "
-                            f"({where}, {lines} random lines); min Hessian eigenvalue {ev} relative",
+                            f"({where}, {lines} random lines); {ev}",
               min_midpoint_gap=worst, min_hessian_eig=eig)
 
 
