@@ -453,3 +453,10 @@ def test_known_kind_with_extra_inputs_falls_back_to_the_example():
         assert r["permutation_equivariant"].holds  # the class indices are relabelled with the logits
     finally:
         losskit._core.unregister("_test_tempered_ce")
+
+
+@pytest.mark.parametrize("k", [2, 12])
+def test_other_numbers_of_classes(k):
+    r = check(ce, ["calibrated", "proper", "symmetric"], num_classes=k)
+    assert r["calibrated"].holds and r["proper"].holds and r["symmetric"].fails, str(r)
+    assert check(mae, ["symmetric", "proper"], num_classes=k)["symmetric"].numbers["max"] == pytest.approx(k - 1)

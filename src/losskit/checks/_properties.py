@@ -59,12 +59,18 @@ def _test_distributions(probe, gen: torch.Generator) -> Tensor:
         return torch.stack([1 - eta, eta], -1)
     k = probe.k
     rows = []
-    while len(rows) < 12:
-        p = -torch.log(torch.rand(k, generator=gen, dtype=torch.float64))  # Dirichlet(1, ..., 1)
+    for _ in range(100000):
+        if k <= 8:  # Dirichlet(1, ..., 1): uniform on the simplex
+            p = -torch.log(torch.rand(k, generator=gen, dtype=torch.float64))
+        else:  # many classes: Dirichlet(1) puts some p_k near 0; softmax of normals stays interior
+            p = torch.exp(torch.randn(k, generator=gen, dtype=torch.float64))
         p = p / p.sum()
         top = p.topk(2).values
-        if top[0] - top[1] > 0.05 and p.min() > 0.02:  # interior points: minimisers at finite logits
+        # a clear leader, and interior points (minimisers at finite logits); for K = 4: lead > 0.05, p > 0.02
+        if top[0] - top[1] > 0.2 / k and p.min() > 0.08 / k:
             rows.append(p)
+            if len(rows) == 12:
+                break
     near = torch.linspace(1.0, 0.6, k, dtype=torch.float64)  # near ties: leads of 0.05-0.1
     for lead in (0.05, 0.1):
         p = near.clone()
