@@ -460,3 +460,15 @@ def test_other_numbers_of_classes(k):
     r = check(ce, ["calibrated", "proper", "symmetric"], num_classes=k)
     assert r["calibrated"].holds and r["proper"].holds and r["symmetric"].fails, str(r)
     assert check(mae, ["symmetric", "proper"], num_classes=k)["symmetric"].numbers["max"] == pytest.approx(k - 1)
+
+
+def test_cli_binary_kind_and_bad_specs(tmp_path, capsys):
+    f = tmp_path / "binary_losses.py"
+    f.write_text("import torch\n\ndef hinge(x, y):\n    return torch.clamp(1 - (2 * y - 1) * x, min=0)\n")
+    assert main([f"{f}:hinge", "--kind", "binary", "--claims", "calibrated,convex", "-p", "calibrated,convex"]) == 0
+    assert "sign(x*)" in capsys.readouterr().out
+    assert main([f"{f}:nosuchfn"]) == 2
+    assert main([f"{tmp_path / 'missing.py'}:hinge"]) == 2
+    assert main(["cross_entropy", "-o", "nokeyvalue"]) == 2
+    err = capsys.readouterr().err
+    assert "has no attribute" in err and "no file" in err and "key=value" in err
