@@ -253,7 +253,7 @@ def check_bounded(probe, gen) -> Verdict:
     # bounded: the largest scale does not raise the sup above what smaller scales reached (up to 1e-3
     # relative, for sups approached slowly); growth even as slow as log s fails this
     a, b = max(sup[:-1]), sup[-1]
-    ok = math.isfinite(b) and b <= a * (1 + 1e-3) + 1e-6 * (1 + abs(a))
+    ok = math.isfinite(b) and b <= a + 1e-3 * abs(a) + 1e-6
     trend = ", ".join(f"{s:g}: {v:.5g}" for s, v in zip(GRID, sup))
     return _v("bounded", ok, f"sup L over inputs of magnitude s (s: sup) {trend}"
                              + ("; levels off" if ok else "; still growing"), sup=dict(zip(GRID, sup)))
