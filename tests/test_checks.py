@@ -391,3 +391,84 @@ def test_batch_coupled_objective_gets_whole_batch_checks():
         assert r["calibrated"].status == "skipped" and "batch-coupled" in r["calibrated"].evidence
     finally:
         losskit._core.unregister("_test_soft_error_rate")
+
+
+def test_other_input_kinds_use_the_registry_example():
+    from losskit._core import Example, InputKind, fail
+
+    kind = InputKind("test multi-hot", "logits (N, K) and multi-hot targets (N, K)")
+
+    def example(gen, dtype):
+        z = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+        t = (torch.rand(5, 4, generator=gen) < 0.5).double()
+        return Example({"logits": z.to(dtype), "target": t.to(dtype)}, {"pos_weight": 1.0}, grad=("logits",))
+
+    @losskit.objective("_test_multilabel_bce", family="test", input_kind=kind, example=example,
+                       properties={"nonnegative", "convex", "permutation_equivariant"})
+    def multilabel_bce(logits, target, *, pos_weight, reduction="mean"):
+        per = (pos_weight * target * torch.nn.functional.softplus(-logits)
+               + (1 - target) * torch.nn.functional.softplus(logits)).sum(-1)
+        return per if reduction == "none" else per.mean()
+
+    prob_kind = InputKind("test probabilities", "probabilities (N, K)")
+
+    @losskit.objective("_test_prob_entropy", family="test", input_kind=prob_kind,
+                       example=lambda gen, dtype: Example({"p": torch.full((3, 4), 0.25, dtype=dtype)}, grad=("p",)))
+    def prob_entropy(p, *, reduction="mean"):
+        if (p < 0).any():
+            raise fail("p", "probabilities", "negative values")
+        return -(p * p.log()).sum(-1)
+
+    try:
+        r = check("_test_multilabel_bce")
+        assert r.kind.startswith("example") and r.ok, str(r)
+        assert r["convex"].holds and r["nonnegative"].holds and r["permutation_equivariant"].holds
+        assert r["shift_invariant"].fails and r["bounded"].fails
+        assert "calibrated" not in r  # needs class labels
+        s = check("_test_prob_entropy", ["nonnegative"])
+        assert s["nonnegative"].status == "skipped" and "rejects random inputs" in s["nonnegative"].evidence
+    finally:
+        losskit._core.unregister("_test_multilabel_bce")
+        losskit._core.unregister("_test_prob_entropy")
+
+
+def test_known_kind_with_extra_inputs_falls_back_to_the_example():
+    from losskit._core import Example
+    from losskit._core.inputs import LOGITS_LABELS
+
+    def example(gen, dtype):
+        z = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+        return Example({"logits": z.to(dtype), "target": torch.randint(0, 4, (5,), generator=gen),
+                        "tau": torch.rand(5, generator=gen, dtype=torch.float64) + 0.5}, grad=("logits",))
+
+    @losskit.objective("_test_tempered_ce", family="test", input_kind=LOGITS_LABELS, example=example,
+                       properties={"convex", "shift_invariant", "permutation_equivariant"})
+    def tempered_ce(logits, target, tau, *, reduction="mean"):
+        per = -torch.log_softmax(logits / tau[:, None], -1).gather(1, target[:, None])[:, 0]
+        return per if reduction == "none" else per.mean()
+
+    try:
+        r = check("_test_tempered_ce")
+        assert r.kind.startswith("example") and r.ok, str(r)
+        assert r["permutation_equivariant"].holds  # the class indices are relabelled with the logits
+    finally:
+        losskit._core.unregister("_test_tempered_ce")
+
+
+@pytest.mark.parametrize("k", [2, 12])
+def test_other_numbers_of_classes(k):
+    r = check(ce, ["calibrated", "proper", "symmetric"], num_classes=k)
+    assert r["calibrated"].holds and r["proper"].holds and r["symmetric"].fails, str(r)
+    assert check(mae, ["symmetric", "proper"], num_classes=k)["symmetric"].numbers["max"] == pytest.approx(k - 1)
+
+
+def test_cli_binary_kind_and_bad_specs(tmp_path, capsys):
+    f = tmp_path / "binary_losses.py"
+    f.write_text("import torch\n\ndef hinge(x, y):\n    return torch.clamp(1 - (2 * y - 1) * x, min=0)\n")
+    assert main([f"{f}:hinge", "--kind", "binary", "--claims", "calibrated,convex", "-p", "calibrated,convex"]) == 0
+    assert "sign(x*)" in capsys.readouterr().out
+    assert main([f"{f}:nosuchfn"]) == 2
+    assert main([f"{tmp_path / 'missing.py'}:hinge"]) == 2
+    assert main(["cross_entropy", "-o", "nokeyvalue"]) == 2
+    err = capsys.readouterr().err
+    assert "has no attribute" in err and "no file" in err and "key=value" in err

@@ -46,9 +46,10 @@ from typing import Any
 
 import torch
 
+from .._core.errors import LossInputError
 from .._core.registry import PROPERTIES, Objective, get, register_property
 from ._links import LINKS, resolve_link
-from ._probes import KINDS, Probe, per_sample, whole_batch
+from ._probes import KINDS, ExampleProbe, Probe, example_evaluate, per_sample, whole_batch
 from ._properties import CHECKS, conditional_risk_minimiser, skipped
 from ._report import FAIL, PASS, SKIP, Report, Verdict
 
@@ -62,6 +63,9 @@ register_property("gradient_on_errors", "the gradient does not vanish on confide
 register_property("no_softmax_collapse", "in float32 a confidently right prediction (margin 100) still gets a "
                                          "nonzero loss and gradient (softmax collapse, arXiv:2501.04697)")
 register_property("lipschitz", "the gradient stays bounded as the inputs grow (Lipschitz in the scores)")
+
+_INPUTS = {"multiclass": {"logits", "target"}, "binary": {"logits", "target"}, "distributions": {"p", "q"},
+           "logits": {"logits"}}
 
 #: registry input-kind names -> the checker's kinds
 INPUT_KINDS = {"logits+labels": "multiclass", "binary logits+targets": "binary",
@@ -151,6 +155,8 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
         claimed = set(entry.properties) | set(claims or ())
         if kind is None:
             kind = INPUT_KINDS.get(entry.input_kind.name)
+            if kind is not None and entry.example is not None and set(entry.make_example().inputs) - _INPUTS[kind]:
+                kind = None  # inputs beyond the kind's (e.g. a per-sample temperature): use the example
         link = link or entry.tags.get("link")
     else:
         claimed = set(claims or ())
@@ -160,23 +166,27 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
         if p not in CHECKS and p not in PROPERTIES:
             raise ValueError(f"unknown property {p!r}; known: {sorted(set(CHECKS) | set(PROPERTIES))}")
     start = time.perf_counter()
-    kind_desc = kind if kind is not None else f"input kind {entry.input_kind.name!r}"
     if entry is None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; one of {sorted(KINDS)}")
-    why = None
-    if kind not in KINDS:
-        why = (f"losskit check does not support {kind_desc} (supported: "
-               f"{', '.join(sorted(INPUT_KINDS))})")
-    if why is not None:
-        names = wanted if wanted is not None else sorted(claimed)
-        verdicts = [Verdict(n, SKIP, why, claimed=n in claimed) for n in names]
-        return Report(label, kind_desc, verdicts, time.perf_counter() - start, f"not checked: {why}")
+    if entry is not None and kind is None:
+        if entry.example is None:
+            why = (f"losskit check does not support input kind {entry.input_kind.name!r} without an example "
+                   f"generator (supported: {', '.join(sorted(INPUT_KINDS))})")
+            names = wanted if wanted is not None else sorted(claimed)
+            verdicts = [Verdict(n, SKIP, why, claimed=n in claimed) for n in names]
+            return Report(label, entry.input_kind.name, verdicts, time.perf_counter() - start, f"not checked: {why}")
+        kind = "example"
     if wanted is None:
         wanted = [n for n, c in CHECKS.items() if kind in c.kinds] + sorted(claimed - set(CHECKS))
         wanted += [n for n in sorted(claimed) if n in CHECKS and n not in wanted]
     coupled = entry is not None and not entry.per_sample
-    evaluate = (whole_batch if coupled else per_sample)(fn, opts, takes_aux=kind != "logits")
-    probe = KINDS[kind](evaluate, k=num_classes, link=resolve_link(link))
+    if kind == "example":
+        labels = INPUT_KINDS.get(entry.input_kind.name) == "multiclass"
+        probe = ExampleProbe(None, entry, seed, relabel="target" if labels else None)
+        probe.evaluate = example_evaluate(fn, {**probe.options, **opts}, probe.name)
+    else:
+        evaluate = (whole_batch if coupled else per_sample)(fn, opts, takes_aux=kind != "logits")
+        probe = KINDS[kind](evaluate, k=num_classes, link=resolve_link(link))
     probe.batch_coupled = coupled
     gen = torch.Generator().manual_seed(seed)
     verdicts = []
@@ -191,8 +201,9 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
                 verdicts[-1].claimed = name in claimed
     finally:
         torch.set_num_threads(threads)
-    setting = ("" if kind == "binary" else f"K={num_classes}, ") + f"float64, seed {seed}"
-    setting += (", whole-batch values (batch-coupled)" if coupled else "") + (f", options {opts}" if opts else "") + (f", link {link}" if isinstance(link, str) else "")
+    setting = ("" if kind in ("binary", "example") else f"K={num_classes}, ") + f"float64, seed {seed}"
+    setting += ", whole-batch values (batch-coupled)" if coupled else ""
+    setting += (f", options {opts}" if opts else "") + (f", link {link}" if isinstance(link, str) else "")
     return Report(label, f"{kind}: {probe.description}", verdicts, time.perf_counter() - start, setting)
 
 
@@ -208,6 +219,10 @@ def _run_one(name: str, kind: str, probe: Probe, gen: torch.Generator, seed: int
     gen.manual_seed(seed + zlib.crc32(name.encode()) % 1000)  # each check its own stream, stable
     try:
         return c.run(probe, gen)
+    except LossInputError as e:
+        if probe.kind == "example":  # random values of the example's shape need not be valid inputs
+            return skipped(name, f"the loss rejects random inputs of its example's shape: {e}")
+        return Verdict(name, FAIL, f"the loss rejected valid inputs: {e}")
     except Exception as e:  # noqa: BLE001 (a loss that raises on valid inputs fails the check)
         return Verdict(name, FAIL, f"the loss raised {type(e).__name__} on valid inputs: {e}")
 

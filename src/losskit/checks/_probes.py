@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 __all__ = ["Probe", "MulticlassProbe", "BinaryProbe", "DistributionsProbe", "LogitsProbe", "KINDS",
-           "per_sample", "whole_batch"]
+           "ExampleProbe", "per_sample", "whole_batch", "example_evaluate"]
 
 Tensor = torch.Tensor
 
@@ -71,6 +71,7 @@ class Probe:
     """
 
     batch_coupled = False
+    row_hessian = True  # the Hessian check may evaluate the loss on single samples
 
     kind = "?"
     description = ""
@@ -265,6 +266,71 @@ class LogitsProbe(Probe):
     def worst(self, gen, n, s):
         x = torch.randn(n, self.k, generator=gen, dtype=torch.float64)
         return s * x / x.norm(dim=1, keepdim=True), None
+
+
+class ExampleProbe(Probe):
+    """Any other input kind, through the registry's example generator: ``x`` is the example's first
+    differentiable input (random values of its shape), ``aux`` the example's other inputs, unchanged.
+
+    Only the kind-free checks apply (values, invariances along the last dimension, convexity along
+    random lines, gradients, finiteness).
+    """
+
+    kind = "example"
+    description = "the registry's example inputs"
+    row_hessian = False
+
+    def __init__(self, evaluate: Callable, entry, seed: int = 0, relabel: str | None = None, **_):
+        super().__init__(evaluate, k=0)
+        self.relabel = relabel  # an input of class indices into x's last dimension (permuted with it)
+        ex = entry.make_example(torch.float64, seed)
+        floats = [k for k, v in ex.inputs.items() if isinstance(v, Tensor) and v.is_floating_point()]
+        self.name = ex.grad[0] if ex.grad else floats[0]
+        self.example = ex
+        self.options = dict(ex.options)  # the example's options (required arguments, e.g. bin edges)
+        self.description = f"{entry.input_kind.name}, varying {self.name!r} of the example inputs"
+
+    def random(self, gen, n, scale=2.0):
+        x0 = self.example.inputs[self.name]
+        rest = {k: v for k, v in self.example.inputs.items() if k != self.name}
+        return scale * torch.randn(x0.shape, generator=gen, dtype=torch.float64), rest
+
+    def worst(self, gen, n, s):
+        return self.random(gen, n, s)
+
+    def cast(self, aux, dtype):
+        return {k: v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in aux.items()}
+
+    def permuted(self, x, aux, gen):
+        k = x.shape[-1]
+        perm = torch.randperm(k, generator=gen)
+        other = {n: v[..., perm] if isinstance(v, Tensor) and v.dim() == x.dim() and v.shape[-1] == k else v
+                 for n, v in aux.items()}
+        if self.relabel is not None:
+            other[self.relabel] = torch.argsort(perm)[aux[self.relabel]]
+        return x[..., perm], other
+
+    def masked(self, x, aux):
+        return None
+
+
+def example_evaluate(fn: Callable, options: dict, name: str) -> Callable:
+    """``(x, aux)`` -> per-sample losses (or the batch's one value) for :class:`ExampleProbe`.
+
+    ``options``: the example's options updated with the caller's."""
+    try:
+        has_reduction = "reduction" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        has_reduction = False
+    opts = {**({"reduction": "none"} if has_reduction else {}), **options}
+
+    def evaluate(x: Tensor, aux: dict) -> Tensor:
+        out = torch.as_tensor(fn(**{**aux, name: x}, **opts))
+        if out.dim() >= 1 and out.shape[0] == x.shape[0]:
+            return out.reshape(x.shape[0], -1).sum(1)
+        return out.reshape(-1).sum().reshape(1)
+
+    return evaluate
 
 
 KINDS: dict[str, type[Probe]] = {c.kind: c for c in (MulticlassProbe, BinaryProbe, DistributionsProbe, LogitsProbe)}
