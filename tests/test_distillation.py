@@ -37,6 +37,15 @@ def test_kd_matches_torch_kl_div_batchmean(T, alpha):
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
 
+def test_kd_soft_term_gradient_is_T_times_probability_gap():
+    # d/dz_s [T^2 KL(p_t || p_s)] = T (p_s - p_t), p = softmax(z / T): Hinton's eq. (2), summed per sample
+    s, t, _ = _logits(seed=12)
+    T = 3.0
+    s1 = s.clone().requires_grad_(True)
+    losskit.kd_loss(s1, t, temperature=T, beta=1.0, reduction="sum").backward()
+    torch.testing.assert_close(s1.grad, T * ((s / T).softmax(1) - (t / T).softmax(1)), rtol=1e-10, atol=1e-12)
+
+
 def test_kd_directions_against_scipy():
     s, t, _ = _logits(seed=1)
     T = 2.0

@@ -223,6 +223,13 @@ def test_axioms_property_based(xs, ys):
     for name in _SYMMETRIC:
         fn = getattr(losskit, name)
         assert fn(p, q).item() == pytest.approx(fn(q, p).item(), rel=1e-9, abs=1e-12), name
+    # skew JS: swapping the arguments swaps the weights; Renyi 1/2 and alpha 1/2 are symmetric
+    assert losskit.generalized_js_divergence(p, q, pi=0.3).item() == pytest.approx(
+        losskit.generalized_js_divergence(q, p, pi=0.7).item(), rel=1e-9, abs=1e-12)
+    for name in ("renyi_divergence", "alpha_divergence"):
+        fn = getattr(losskit, name)
+        assert fn(p, q, alpha=0.5).item() == pytest.approx(fn(q, p, alpha=0.5).item(), rel=1e-9, abs=1e-12)
+    assert losskit.generalized_js_divergence(p, q, pi=0.3).item() <= -(0.3 * math.log(0.3) + 0.7 * math.log(0.7)) + 1e-12
     assert losskit.js_divergence(p, q).item() <= math.log(2) + 1e-12
     assert losskit.total_variation(p, q).item() <= 1 + 1e-12
     assert losskit.squared_hellinger(p, q).item() <= 2 + 1e-12

@@ -94,29 +94,41 @@ def _sigmas(bandwidth, kernel, x, y) -> tuple[float, ...]:
 
 
 # ------------------------------------------------------------------------------------ blocked sums
-def _block(xb, y, offset, kernel, sigmas, exclude_diagonal, log):
+def _block(xb, y, offset, kernel, sigmas, exclude_diagonal, log, tail):
+    """One row block. ``tail``: ``y`` is ``x[i:]`` of the same sample, the block's rows are its first rows;
+    the leading square block counts once and every later column twice (the mirrored lower triangle)."""
     d2 = _sqdist(xb, y)
     vals = _log_kernel(d2, kernel, sigmas[0]) if log else _kernel(d2, kernel, sigmas)
+    rows = torch.arange(xb.shape[0], device=xb.device)[:, None] + offset
+    cols = torch.arange(y.shape[0], device=y.device)[None, :]
     if exclude_diagonal:
-        rows = torch.arange(xb.shape[0], device=xb.device) + offset
-        diag = rows[:, None] == torch.arange(y.shape[0], device=y.device)[None, :]
-        vals = torch.where(diag, torch.full_like(vals, -math.inf if log else 0.0), vals)
+        vals = torch.where(rows == cols, torch.full_like(vals, -math.inf if log else 0.0), vals)
+    if tail:
+        mirrored = cols >= xb.shape[0]
+        vals = torch.where(mirrored, vals + math.log(2.0) if log else 2 * vals, vals)
     return torch.logsumexp(vals.reshape(-1), 0) if log else vals.sum()
 
 
-def kernel_sum(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "gaussian", sigmas: tuple[float, ...] = (1.0,),
-               exclude_diagonal: bool = False, block_size: int = 1024, log: bool = False) -> torch.Tensor:
+def kernel_sum(x: torch.Tensor, y: torch.Tensor | None = None, *, kernel: str = "gaussian",
+               sigmas: tuple[float, ...] = (1.0,), exclude_diagonal: bool = False, block_size: int = 1024,
+               log: bool = False) -> torch.Tensor:
     """``Σ_ij k(x_i, y_j)`` (or its log, ``log=True``, single bandwidth) over row blocks of ``x``.
 
-    ``exclude_diagonal`` drops the ``i = j`` terms (``x`` and ``y`` the same sample). Memory is
+    ``y=None`` means ``y = x`` and uses the symmetry of the kernel (each block against the columns from
+    its own first row on: half the work); ``exclude_diagonal`` then drops the ``i = j`` terms. Memory is
     O(block_size · len(y)) in the forward pass and, through checkpointing, in the backward pass.
     """
     if block_size < 1:
         raise fail("block_size", "a positive number of rows", repr(block_size))
-    ckpt = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad) and x.shape[0] > block_size
+    tail = y is None
+    if exclude_diagonal and not tail:
+        raise fail("y", "None (the same sample) when the diagonal is excluded", "a second sample")
+    other = x if tail else y
+    ckpt = torch.is_grad_enabled() and (x.requires_grad or other.requires_grad) and x.shape[0] > block_size
     parts = []
     for i in range(0, x.shape[0], block_size):
-        args = (x[i:i + block_size], y, i, kernel, sigmas, exclude_diagonal, log)
+        args = ((x[i:i + block_size], x[i:], 0, kernel, sigmas, exclude_diagonal, log, True) if tail else
+                (x[i:i + block_size], y, i, kernel, sigmas, False, log, False))
         parts.append(checkpoint(_block, *args, use_reentrant=False) if ckpt else _block(*args))
     stacked = torch.stack(parts)
     return torch.logsumexp(stacked, 0) if log else stacked.sum()
@@ -199,11 +211,11 @@ def _mmd2(x, y, kernel, sigmas, estimator, block_size):
     if estimator == "unbiased":
         if m < 2 or n < 2:
             raise fail("x" if m < 2 else "y", "at least 2 samples for the unbiased estimator", f"{min(m, n)}")
-        kxx = kernel_sum(x, x, kernel=kernel, sigmas=sigmas, exclude_diagonal=True, block_size=block_size)
-        kyy = kernel_sum(y, y, kernel=kernel, sigmas=sigmas, exclude_diagonal=True, block_size=block_size)
+        kxx = kernel_sum(x, kernel=kernel, sigmas=sigmas, exclude_diagonal=True, block_size=block_size)
+        kyy = kernel_sum(y, kernel=kernel, sigmas=sigmas, exclude_diagonal=True, block_size=block_size)
         return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2 * kxy / (m * n)
-    kxx = kernel_sum(x, x, kernel=kernel, sigmas=sigmas, block_size=block_size)
-    kyy = kernel_sum(y, y, kernel=kernel, sigmas=sigmas, block_size=block_size)
+    kxx = kernel_sum(x, kernel=kernel, sigmas=sigmas, block_size=block_size)
+    kyy = kernel_sum(y, kernel=kernel, sigmas=sigmas, block_size=block_size)
     return kxx / (m * m) + kyy / (n * n) - 2 * kxy / (m * n)
 
 
@@ -301,10 +313,10 @@ def kernel_cauchy_schwarz_divergence(x: torch.Tensor, y: torch.Tensor, *, kernel
     m, n = x.shape[0], y.shape[0]
     x, y = _center(x, y)
 
-    def lse(a, b):
+    def lse(a, b=None):
         return kernel_sum(a, b, kernel=kernel, sigmas=sigmas, block_size=block_size, log=True)
 
-    d = (-2 * (lse(x, y) - math.log(m * n)) + (lse(x, x) - 2 * math.log(m)) + (lse(y, y) - 2 * math.log(n)))
+    d = (-2 * (lse(x, y) - math.log(m * n)) + (lse(x) - 2 * math.log(m)) + (lse(y) - 2 * math.log(n)))
     return reduce(d, reduction)
 
 
