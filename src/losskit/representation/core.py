@@ -40,7 +40,7 @@ from .._core import fail, reduce
 from .._core.validate import check_floating, check_sample_weight
 from . import distributed as D
 
-__all__ = ["MODES", "contrast", "masked_logsumexp", "embed", "check_temperature", "temperature_rows",
+__all__ = ["MODES", "contrast", "check_int_labels", "masked_logsumexp", "embed", "check_temperature", "temperature_rows",
            "finish", "distance_matrix", "DISTANCES"]
 
 MODES = ("all", "decoupled", "negatives")
@@ -62,6 +62,16 @@ def embed(name: str, x: torch.Tensor, normalize: bool, dim: int = -1) -> torch.T
     if x.dim() < 2:
         raise fail(name, "embeddings with a batch and a feature dimension", f"shape {tuple(x.shape)}")
     return F.normalize(x, dim=dim) if normalize else x
+
+
+def check_int_labels(name: str, labels) -> torch.Tensor:
+    """Integer labels (any values: only equality matters)."""
+    from .._core.validate import check_tensor
+
+    check_tensor(name, labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise fail(name, "integer labels", f"a {labels.dtype} tensor of shape {tuple(labels.shape)}")
+    return labels
 
 
 def check_temperature(tau, n: int | None = None, name: str = "temperature"):

@@ -13,10 +13,10 @@ import torch
 
 from .._core import Paper, check_reduction, fail, objective
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_batch, check_floating, check_labels
+from .._core.validate import check_batch, check_floating
 from . import distributed as D
 from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
-from .core import distance_matrix, embed, finish, masked_logsumexp
+from .core import check_int_labels, distance_matrix, embed, finish, masked_logsumexp
 
 __all__ = ["pairs", "Pairs", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
@@ -44,7 +44,7 @@ class Pairs:
 
 
 def _labels(labels, n):
-    check_labels("labels", labels, 2**62)
+    check_int_labels("labels", labels)
     check_batch("labels", labels, n, "the batch of embeddings")
     if labels.dim() != 1:
         raise fail("labels", f"integer labels of shape ({n},)", f"shape {tuple(labels.shape)}")
@@ -276,9 +276,9 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
             raise fail(name, "embeddings of shape (N, D)", f"shape {tuple(x.shape)}")
     if support.shape[1] != query.shape[1]:
         raise fail("support", f"embeddings of width {query.shape[1]} like query", f"shape {tuple(support.shape)}")
-    check_labels("support_labels", support_labels, 2**62)
+    check_int_labels("support_labels", support_labels)
     check_batch("support_labels", support_labels, support.shape[0], "the support")
-    check_labels("query_labels", query_labels, 2**62)
+    check_int_labels("query_labels", query_labels)
     check_batch("query_labels", query_labels, query.shape[0], "the query")
     classes, s_idx = torch.unique(support_labels, return_inverse=True)
     k = classes.shape[0]
