@@ -206,6 +206,18 @@ def test_mv_infonce_and_mv_dhel_match_loops():
     torch.testing.assert_close(losskit.mv_infonce(as_list), losskit.mv_infonce(v))
 
 
+def test_dcl_anchors_without_negatives_are_left_out_not_minus_inf():
+    z1, z2 = _rand(4, 3, seed=43).requires_grad_(), _rand(4, 3, seed=44)
+    lab = torch.tensor([0, 0, 0, 0])  # one class: no negatives anywhere
+    loss = losskit.dcl(z1, z2, lab)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(z1.grad, torch.zeros_like(z1))
+    lab = torch.tensor([0, 0, 0, 1])
+    none = losskit.dcl(z1, z2, lab, reduction="none")
+    assert torch.isfinite(none).all()
+
+
 def test_dcl_matches_loops():
     z1, z2 = _rand(5, 4, seed=14), _rand(5, 4, seed=15)
     x = np.concatenate([z1.numpy(), z2.numpy()])

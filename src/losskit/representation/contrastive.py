@@ -375,6 +375,8 @@ def _cwcl_example(gen, dtype):
 def _multiview(views, tau, mode, *, gather, group, block_size, normalize):
     x = embed("views", _views(views), normalize)
     n, v, _ = x.shape
+    if mode == "dhel" and n < 2 and not gather:
+        raise fail("views", "at least 2 instances (uniformity is against the other instances)", f"shape {tuple(x.shape)}")
     a, c, row0, inst_c, view_c, _ = _instance_views(x, None, gather=gather, group=group)
     dev = a.device
     cidx = torch.arange(c.shape[0], device=dev)
