@@ -14,6 +14,7 @@ from .._core import Paper, fail, objective
 from .._core.inputs import LOGITS_LABELS
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, check_labels
+from . import distributed as D
 from ._inputs import pair_example, scale_all
 from .contrastive import _pair, _supcon_rows
 from .core import embed, finish
@@ -28,13 +29,15 @@ TEMPNET = Paper("To Cool or not to Cool? Temperature Network Meets Large Foundat
                 "2404.04575", "Qiu, Guo, Yang et al.")
 
 
-def _log_mean_exp_h(z1, z2, tau_rows, normalize):
+def _log_mean_exp_h(z1, z2, tau_rows, normalize, gather=False, group=None):
     """Per (sample, view) anchor: log mean_{z in S^-} exp((s(x, z) - s(x, x+)) / tau), shape (N, 2)."""
     x = embed("z1", torch.stack([z1, z2], 1), normalize)
     n = x.shape[0]
+    if gather and D.is_distributed(group):
+        n = int(D.global_sum(torch.tensor(float(n), device=x.device), group).item())
     if n < 2:
         raise fail("z1", "a batch of at least 2 samples (the negatives are the other samples)", f"shape {tuple(z1.shape)}")
-    lse, _ = _supcon_rows(x, None, tau_rows, "negatives", gather=False, group=None, block_size=None)
+    lse, _ = _supcon_rows(x, None, tau_rows, "negatives", gather=gather, group=group, block_size=None)
     return lse - math.log(2 * n - 2)
 
 
@@ -197,8 +200,8 @@ TEMP_KIND = InputKind("embedding pair + temperatures", "z1, z2 (N, D) and one te
     formula="l_i = tau_i log mean_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + rho tau_i",
 )
 def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: float = 0.1,
-                normalize: bool = True, sample_weight: torch.Tensor | None = None,
-                reduction: str = "mean") -> torch.Tensor:
+                normalize: bool = True, gather: bool = False, group=None,
+                sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """The DRO contrastive loss that trains a temperature network (TempNet) jointly with the model.
 
     .. math:: \\ell_i = \\tau_i \\log \\frac{1}{|S_i^-|} \\sum_{z \\in S_i^-}
@@ -208,7 +211,8 @@ def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: f
     into the network. Anchors are both views, negatives the 2N - 2 views of other samples (as in
     :func:`isogclr`, whose moving-average estimator this loss replaces by the minibatch mean).
     ``rho`` is the KL-constraint radius's dual term (a hyper-parameter; 0.1 is our default, †).
-    ``'none'`` returns (N, 2).
+    ``'none'`` returns (N, 2). ``gather=True``: negatives from every rank (each rank passes the
+    temperatures of its own samples), exact whole-batch value and gradients.
 
     Paper: Qiu, Guo, Yang et al., "To Cool or not to Cool? Temperature Network Meets Large Foundation
     Models via DRO", 2024, arXiv:2404.04575.
@@ -221,9 +225,9 @@ def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: f
     if not bool((tau > 0).all()) and not torch.compiler.is_compiling():
         raise fail("tau", "positive temperatures", f"min {tau.min().item():.6g}")
     t = tau.to(z1.dtype)
-    lg = _log_mean_exp_h(z1, z2, t.repeat_interleave(2), normalize)
+    lg = _log_mean_exp_h(z1, z2, t.repeat_interleave(2), normalize, gather, group)
     loss = t.unsqueeze(1) * (lg + rho)
-    return finish(loss, reduction, sample_weight)
+    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
 
 
 def _lm_example(gen, dtype, n: int = 6, k: int = 5) -> Example:
