@@ -45,11 +45,12 @@ class ISogCLRState(nn.Module):
     """Per-sample state of :func:`isogclr`: temperatures ``tau`` (a parameter, one per dataset sample)
     and the moving averages ``log_u`` (buffer, one per sample and view). Save it with ``state_dict``.
 
-    Train ``tau`` with any optimiser (the paper uses an Adam-style step with lr eta = 0.01) and call
-    :meth:`project_` after each step to keep it in ``[tau_min, tau_max]`` (the paper's projection).
+    Train ``tau`` with any optimiser (the official code: momentum 0.9 on the clipped gradient, a
+    small step) and call :meth:`project_` after each step to keep it in ``[tau_min, tau_max]`` (the
+    paper's projection). ``tau_init`` = 0.07 as in the official code.
     """
 
-    def __init__(self, num_samples: int, *, tau_init: float = 0.7, tau_min: float = 0.05, tau_max: float = 0.7,
+    def __init__(self, num_samples: int, *, tau_init: float = 0.07, tau_min: float = 0.05, tau_max: float = 0.7,
                  gamma: float = 0.9, dtype=torch.float32):
         super().__init__()
         if not 0 < tau_min <= tau_init <= tau_max:
@@ -101,8 +102,8 @@ ISOG_KIND = InputKind("embedding pair + dataset index", "z1, z2 (N, D) and the s
 @objective(
     "isogclr", family=FAMILY, input_kind=ISOG_KIND, example=_isog_example, paper=ISOG, per_sample=False,
     module_name="ISogCLRLoss",
-    formula="F_i = tau_i log E_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + tau_i rho, "
-            "E estimated by a per-sample moving average u_i; value tau_i (g_i/u_i - 1 + log u_i + rho)",
+    formula="F_i = tau_i log E_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + tau_i rho; g_i = E exp(s/tau_i) "
+            "estimated by a per-sample moving average u_i; value tau_i (g_i/u_i - 1 + log u_i + rho) - s(x_i, x_i^+)",
 )
 def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: ISogCLRState | None = None,
             rho: float = 0.3, update: bool = True, normalize: bool = True,
@@ -111,18 +112,22 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
 
     .. math:: F_i(w, \\tau_i) = \\tau_i \\log \\mathbb E_{z \\in S_i^-}
               \\exp\\!\\Big(\\frac{s(x_i, z) - s(x_i, x_i^+)}{\\tau_i}\\Big) + \\tau_i \\rho
+              = \\tau_i \\log g_i - s(x_i, x_i^+) + \\tau_i \\rho,\\quad
+              g_i = \\mathbb E_{z \\in S_i^-} e^{s(x_i, z)/\\tau_i}
 
-    The inner mean ``g_i`` is estimated by a moving average ``u_i <- (1 - gamma) u_i + gamma g_i``
-    kept in ``state`` (:class:`ISogCLRState`, indexed by the samples' dataset ``index``; first visit:
-    ``u_i = g_i``; ``update=False`` freezes it). The value returned per anchor is
-    ``tau_i (g_i / u_i - 1 + log u_i + rho)``: the first-order expansion of ``F_i`` around ``u_i``.
-    Its gradient in the embeddings is exactly the paper's estimator ``tau_i grad g_i / u_i``; its
-    gradient in ``tau_i`` is the paper's plus ``g_i/u_i - 1`` (zero once ``u_i`` has caught up with
-    ``g_i``). Temperatures are ``state.tau[index]`` (learnable; call ``state.project_()`` after the
-    optimiser step). Anchors are both views of each sample, negatives the 2N - 2 views of the other
-    samples; one temperature per sample is shared by its two views (†: our reading of the unimodal
-    algorithm). Defaults rho = 0.3, gamma = 0.9, tau in [0.05, 0.7]. ``'none'`` returns (N, 2).
-    Not gathered across ranks.
+    As in the official code, ``g_i`` is estimated by a moving average ``u_i <- (1 - gamma) u_i +
+    gamma g_i`` kept in ``state`` (:class:`ISogCLRState`, indexed by the samples' dataset ``index``;
+    first visit: ``u_i = g_i``; ``update=False`` freezes it). The value returned per anchor is
+    ``tau_i (g_i / u_i - 1 + log u_i + rho) - s(x_i, x_i^+)``, the first-order expansion of ``F_i``
+    around ``u_i``: its gradient in the embeddings is exactly the algorithm's estimator
+    ``(1/u_i) E[e^{s/tau_i} grad s] - grad s(x_i, x_i^+)``; its gradient in ``tau_i`` is the
+    algorithm's ``log u_i + rho - E[e^{s/tau_i} s/tau_i] / u_i`` plus ``g_i/u_i - 1`` (zero once
+    ``u_i`` has caught up with ``g_i``). Temperatures are ``state.tau[index]``, shared by a sample's
+    two views as in the official code (learnable: any optimiser, then ``state.project_()``; the
+    official code uses momentum SGD with gradient clipping). Anchors are both views of each sample,
+    negatives the 2N - 2 views of the other samples. One moving average per (sample, view) (the
+    official code stores their mean). Defaults rho = 0.3, gamma = 0.9, tau in [0.05, 0.7].
+    ``'none'`` returns (N, 2). Not gathered across ranks.
 
     Paper: Qiu, Hu, Yuan, Zhou, Wang, Yang, "Not All Semantics are Created Equal: Contrastive
     Self-supervised Learning with Automatic Temperature Individualization", 2023, arXiv:2305.11965.
@@ -134,7 +139,11 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
     check_labels("index", index, state.num_samples)
     check_batch("index", index, n, "the batch of z1")
     tau = state.tau[index].to(z1.dtype)
-    lg = _log_mean_exp_h(z1, z2, tau.repeat_interleave(2), normalize)  # (N, 2): log g_i per view
+    t = tau.unsqueeze(1)
+    a, b = (torch.nn.functional.normalize(x, dim=-1) if normalize else x for x in (z1, z2))
+    s_pos = (a * b).sum(-1, keepdim=True)  # s(x_i, x_i^+), the same for both views
+    # log g_i = log E exp((s - s+)/tau) + s+/tau, from the core's 'negatives' mode
+    lg = _log_mean_exp_h(z1, z2, tau.repeat_interleave(2), normalize) + s_pos / t  # (N, 2)
     log_u = state.log_u[index].to(lg.dtype)
     fresh = ~state.seen[index]
     if update:
@@ -147,8 +156,7 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
             state.seen[index] = True
     else:
         log_u = torch.where(fresh.unsqueeze(1), lg.detach(), log_u)
-    t = tau.unsqueeze(1)
-    loss = t * (torch.exp(lg - log_u) - 1 + log_u + rho)
+    loss = t * (torch.exp(lg - log_u) - 1 + log_u + rho) - s_pos
     return finish(loss, reduction, sample_weight)
 
 
