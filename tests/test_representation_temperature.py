@@ -145,10 +145,18 @@ def test_tempnet_lm_matches_loops():
 
 def test_tempnet_output_range_and_training_step():
     torch.manual_seed(0)
-    net = TempNet(4, 16, tau_min=0.05, tau_max=0.5)
+    net = TempNet(4, 16, tau_min=0.05, tau_max=0.5).eval()
     z1, z2 = torch.randn(8, 4), torch.randn(8, 4)
     tau = net(z1)
     assert tau.shape == (8,) and (tau > 0.05).all() and (tau < 0.5).all()
+    # hand computation of the architecture on one input (eval mode: no dropout)
+    x = torch.nn.functional.normalize(z1[0], dim=0)
+    h = net.proj[3](torch.sigmoid(net.proj[0](x)))
+    a = torch.softmax(h / net.log_scale.exp(), 0)
+    v = (net.out.weight[0] * (a - 1 / 16) * h).sum() + net.out.bias[0]
+    assert tau[0].item() == pytest.approx(0.05 + 0.45 * torch.sigmoid(v).item(), rel=1e-6)
+    net.train()
+    tau = net(z1)
     loss = losskit.tempnet_dro(z1, z2, tau)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

@@ -445,7 +445,8 @@ def mv_dhel(views, *, temperature=0.2, normalize: bool = True, gather: bool = Fa
               + \\sum_l \\log \\sum_{j \\ne i} e^{z_i^l \\cdot z_j^l/\\tau}
 
     Alignment pools all view pairs of instance i; uniformity is computed within each view, against
-    the other instances only. With V = 2 it is DHEL with the uniformity term of both views.
+    the other instances only. With V = 2 it is DHEL with the uniformity term of both views (the
+    authors' two-view loss). Checked against the authors' published definitions of both losses.
     ``views``: (N, V, D) or a list of V (N, D) tensors. ``'none'`` returns (N,).
 
     Paper: Koromilas et al., "A Principled Framework for Multi-View Contrastive Learning", 2025,

@@ -162,23 +162,35 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
 
 # ------------------------------------------------------------------------------------- TempNet
 class TempNet(nn.Module):
-    """A small temperature network: ``tau(x) = tau_min + (tau_max - tau_min) sigmoid(MLP(x))``.
+    """The temperature network: a small head predicting one temperature per input.
 
-    Input: a feature vector per sample (e.g. the frozen or trained embedding). The paper's TempNet
-    adds a projection onto learned prototypes before the output head; this is the plain two-layer
-    head with the paper's bounded output (†: architecture simplified; the objective is what matters
-    for :func:`tempnet_dro`).
+    ``x`` is L2-normalised, projected to ``hidden`` features ``h`` (linear, sigmoid, dropout,
+    linear), ``h`` is pooled against its own softmax (with a learned scale ``s``):
+    ``v = w . ((softmax(h / e^s) - 1/hidden) * h) + b`` (``w`` initialised to ones, ``b`` to 0), and
+    ``tau = tau_min + (tau_max - tau_min) sigmoid(v)``. This is the architecture of the authors'
+    published LLM TempNet (tau in [0.01, 1.2] there); its input is a feature vector per sample, e.g.
+    the logits of a token or the embedding of an image or text.
     """
 
-    def __init__(self, in_features: int, hidden: int = 256, *, tau_min: float = 0.01, tau_max: float = 1.0):
+    def __init__(self, in_features: int, hidden: int = 256, *, tau_min: float = 0.01, tau_max: float = 1.2,
+                 dropout: float = 0.5):
         super().__init__()
         if not 0 < tau_min < tau_max:
             raise fail("tau_min", f"0 < tau_min < tau_max = {tau_max}", repr(tau_min))
-        self.tau_min, self.tau_max = tau_min, tau_max
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.tau_min, self.tau_max, self.hidden = tau_min, tau_max, hidden
+        self.proj = nn.Sequential(nn.Linear(in_features, hidden), nn.Sigmoid(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, hidden))
+        self.log_scale = nn.Parameter(torch.zeros(1))
+        self.out = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            self.out.weight.fill_(1.0)
+            self.out.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(self.net(x).squeeze(-1))
+        h = self.proj(torch.nn.functional.normalize(x, dim=-1))
+        attn = torch.softmax(h / self.log_scale.exp(), dim=-1)
+        v = self.out((attn - 1.0 / self.hidden) * h).squeeze(-1)
+        return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(v)
 
 
 def _tempnet_example(gen, dtype) -> Example:
@@ -218,7 +230,7 @@ def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: f
     ``tau`` (N,): one temperature per sample, typically ``TempNet(...)(features)`` -- gradients flow
     into the network. Anchors are both views, negatives the 2N - 2 views of other samples (as in
     :func:`isogclr`, whose moving-average estimator this loss replaces by the minibatch mean).
-    ``rho`` is the KL-constraint radius's dual term (a hyper-parameter; 0.1 is our default, †).
+    ``rho`` is the KL-constraint radius (a hyper-parameter; 0.1 is our default, †: tune it).
     ``'none'`` returns (N, 2). ``gather=True``: negatives from every rank (each rank passes the
     temperatures of its own samples), exact whole-batch value and gradients.
 
@@ -257,8 +269,9 @@ def tempnet_lm(logits: torch.Tensor, target: torch.Tensor, tau: torch.Tensor, *,
     .. math:: \\ell_i = \\tau_i\\, \\mathrm{CE}(z_i / \\tau_i, y_i) + (\\rho - \\log K)\\, \\tau_i
 
     ``logits`` (N, K) (tokens flattened), ``target`` (N,), ``tau`` (N,) per-token temperatures from a
-    temperature network. ``rho`` is the KL-constraint radius (our default 8.0 is a placeholder; †:
-    choose it per vocabulary, the constant matters only through the tau-gradient). ``'none'``: (N,).
+    temperature network (as the authors' code: ``tau * CE(logits / tau) + (rho - log K) * tau``).
+    ``rho`` is the KL-constraint radius (our default 8.0 is a placeholder; †: choose it per
+    vocabulary, it acts only through the tau-gradient). ``'none'``: (N,).
 
     Paper: Qiu, Guo, Yang et al., "To Cool or not to Cool? Temperature Network Meets Large Foundation
     Models via DRO", 2024, arXiv:2404.04575.
