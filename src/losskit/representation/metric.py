@@ -250,20 +250,21 @@ EPISODE = InputKind("few-shot episode", "query (Q, D) + labels (Q,), support (S,
 @objective(
     "proto_triplet", family=FAMILY, input_kind=EPISODE, example=_episode_example, paper=SUSANA,
     properties={"nonnegative"}, module_name="ProtoTripletLoss",
-    formula="l_q = [d(q, c_y) - min_{k != y} d(q, c_k) + m]_+,  c_k = mean of the support of class k",
+    formula="l_q = [d(q, c_y) - min_{k != y} d(q, c_k) + m]_+,  c_k = mean of the support of class k (m = 0.5)",
 )
 def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torch.Tensor,
-                  support_labels: torch.Tensor, *, margin: float = 1.0, distance="euclidean",
+                  support_labels: torch.Tensor, *, margin: float = 0.5, distance="euclidean",
                   sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Proto-triplet loss for few-shot episodes: a query's own prototype must beat the nearest wrong one.
 
     .. math:: \\ell_q = [d(q, c_{y_q}) - d(q, c_{k^*}) + m]_+,\\qquad
               k^* = \\arg\\min_{k \\ne y_q} d(q, c_k),\\quad c_k = \\operatorname{mean}\\{s : y_s = k\\}
 
-    Prototypes are the class means of the support embeddings (ProtoNets); the positive is the query's
-    class prototype, the negative the nearest other prototype. ``distance`` is pluggable (names as in
-    :func:`triplet_margin`); the margin default m = 1 and the Euclidean distance are our choice (†:
-    the paper's values depend on the embedding scale). Per-query losses: ``'none'`` returns (Q,).
+    Prototypes are the class means of the support embeddings (ProtoNets; pass precomputed prototypes
+    as a support of one row per class); the positive is the query's class prototype, the negative
+    the nearest other prototype. Defaults as the authors' code: Euclidean distance, m = 0.5 (their
+    distance adds 1e-6 under the square root; ours is exact). ``distance`` is pluggable (names as in
+    :func:`triplet_margin`). Per-query losses: ``'none'`` returns (Q,); 'mean' is their mean.
 
     Paper: Mendez-Ruiz, Gonzalez-Zapata et al., "SuSana Distancia is all you need: Enforcing class separability in
     metric learning via two novel distance-based loss functions for few-shot image classification",
