@@ -117,6 +117,21 @@ def test_info_nce_matches_float64_loops(tau):
         ref_info_nce(z1.numpy(), z2.numpy(), tau).mean(), abs=1e-12)
 
 
+def test_info_nce_with_a_queue_of_negatives_matches_loops():
+    z1, z2, queue = _rand(5, 4, seed=40), _rand(5, 4, seed=41), _rand(7, 4, seed=42)
+    a, b, q = _unit(z1.numpy()), _unit(z2.numpy()), _unit(queue.numpy())
+    ref = []
+    for i in range(5):
+        s = [a[i] @ b[j] / 0.2 for j in range(5)] + [a[i] @ k / 0.2 for k in q]
+        ref.append(-(s[i] - _lse(s)))
+    got = losskit.info_nce(z1, z2, temperature=0.2, negatives=queue, reduction="none")
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
+    blocked = losskit.info_nce(z1, z2, temperature=0.2, negatives=queue, block_size=2, reduction="none")
+    torch.testing.assert_close(blocked, got, rtol=1e-12, atol=1e-12)
+    with pytest.raises(LossInputError, match="^negatives:"):
+        losskit.info_nce(z1, z2, negatives=queue[:, :3])
+
+
 def test_info_nce_equals_cross_entropy_of_cosine_logits():
     z1, z2 = _rand(6, 4, seed=3), _rand(6, 4, seed=4)
     logits = torch.nn.functional.normalize(z1, dim=1) @ torch.nn.functional.normalize(z2, dim=1).T / 0.2
@@ -189,6 +204,18 @@ def test_mv_infonce_and_mv_dhel_match_loops():
     # a list of views is the same as the stacked tensor
     as_list = [v[:, i] for i in range(4)]
     torch.testing.assert_close(losskit.mv_infonce(as_list), losskit.mv_infonce(v))
+
+
+def test_dcl_anchors_without_negatives_are_left_out_not_minus_inf():
+    z1, z2 = _rand(4, 3, seed=43).requires_grad_(), _rand(4, 3, seed=44)
+    lab = torch.tensor([0, 0, 0, 0])  # one class: no negatives anywhere
+    loss = losskit.dcl(z1, z2, lab)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(z1.grad, torch.zeros_like(z1))
+    lab = torch.tensor([0, 0, 0, 1])
+    none = losskit.dcl(z1, z2, lab, reduction="none")
+    assert torch.isfinite(none).all()
 
 
 def test_dcl_matches_loops():

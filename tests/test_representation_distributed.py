@@ -25,6 +25,7 @@ def _data(total):
         # labels that repeat across ranks (positives on other ranks) and a singleton class
         "labels": torch.tensor([0, 1, 2, 0, 1, 2, 3, 9][:total]) if total <= 8 else torch.arange(total) % 3,
         "w": torch.rand(total, generator=g, dtype=torch.float64) + 0.5,
+        "tau": torch.rand(total, generator=g, dtype=torch.float64) * 0.5 + 0.1,
     }
 
 
@@ -51,6 +52,7 @@ def _cases():
         ("contrastive_margin", lambda t, **kw: losskit.contrastive_margin(t["z1"], t["labels"], **kw), ("z1",)),
         ("multi_similarity", lambda t, **kw: losskit.multi_similarity(t["z1"], t["labels"], beta=5.0, **kw), ("z1",)),
         ("tcm", lambda t, **kw: losskit.tcm(t["z1"], t["labels"], margin_minus=0.0, **kw), ("z1",)),
+        ("tempnet_dro", lambda t, **kw: losskit.tempnet_dro(t["z1"], t["z2"], t["tau"], **kw), ("z1", "z2", "tau")),
         ("info_nce_blocked", lambda t, **kw: losskit.info_nce(t["z1"], t["z2"], block_size=2, **kw), ("z1", "z2")),
     ]
 

@@ -17,16 +17,16 @@ def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
-def _std(z, eps):
+def _std(z, eps, unbiased=False):
     z = np.asarray(z, dtype=np.float64)
     mu = z.mean(0)
-    var = ((z - mu) ** 2).mean(0)
+    var = z.var(0, ddof=1 if unbiased else 0)
     return (z - mu) / np.sqrt(var + eps)
 
 
 # ------------------------------------------------------------------------------- Barlow Twins
-def ref_barlow(z1, z2, lambd, eps=1e-5):
-    a, b = _std(z1, eps), _std(z2, eps)
+def ref_barlow(z1, z2, lambd, eps=1e-5, unbiased=False):
+    a, b = _std(z1, eps, unbiased), _std(z2, eps, unbiased)
     n, d = a.shape
     total = 0.0
     for i in range(d):
@@ -55,6 +55,10 @@ def test_barlow_twins_lightly_convention_mapping():
     c_lightly = a.T @ b / n
     ours = losskit.representation.redundancy.cross_correlation(z1, z2, eps=0.0).numpy()
     np.testing.assert_allclose(c_lightly, ours * (n - 1) / n, rtol=1e-12)
+    # ... and barlow_twins(unbiased=True, eps=0) is lightly's loss on that C
+    lam = 5e-3
+    lightly = ((1 - np.diag(c_lightly)) ** 2).sum() + lam * ((c_lightly ** 2).sum() - (np.diag(c_lightly) ** 2).sum())
+    assert losskit.barlow_twins(z1, z2, unbiased=True, eps=0.0).item() == pytest.approx(lightly, abs=1e-12)
 
 
 def test_barlow_twins_perfect_twins_is_off_diagonal_only():
@@ -94,7 +98,8 @@ def test_mixed_barlow_twins_matches_loops_and_vanishes_for_linear_features():
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     alpha, lambd, s = 0.3, 1 / 128, 4.0
     zm = _rand(n, d, seed=9)
-    a, b, m = (_std(x.numpy(), 1e-5) for x in (z1, z2, zm))
+    # the official code's standardisation: unbiased std, no eps
+    a, b, m = (_std(x.numpy(), 0.0, unbiased=True) for x in (z1, z2, zm))
     bp = b[perm.numpy()]
 
     def cc(x, y):
@@ -102,11 +107,11 @@ def test_mixed_barlow_twins_matches_loops_and_vanishes_for_linear_features():
 
     reg = ((cc(m, a) - alpha * cc(a, a) - (1 - alpha) * cc(bp, a)) ** 2).sum() \
         + ((cc(m, b) - alpha * cc(a, b) - (1 - alpha) * cc(bp, b)) ** 2).sum()
-    ref = ref_barlow(z1.numpy(), z2.numpy(), lambd) + s * lambd * reg
+    ref = ref_barlow(z1.numpy(), z2.numpy(), lambd, 0.0, unbiased=True) + s * lambd * reg
     got = losskit.mixed_barlow_twins(z1, z2, zm, perm, alpha=alpha)
     assert got.item() == pytest.approx(ref, abs=1e-12)
     # alpha = 1 and z_mix = z1: the mixed features are exactly the linear mix, the regulariser is 0
-    torch.testing.assert_close(losskit.mixed_barlow_twins(z1, z2, z1, perm, alpha=1.0),
+    torch.testing.assert_close(losskit.mixed_barlow_twins(z1, z2, z1, perm, alpha=1.0, eps=1e-5, unbiased=False),
                                losskit.barlow_twins(z1, z2, lambd=lambd), rtol=1e-12, atol=1e-12)
 
 

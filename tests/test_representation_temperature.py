@@ -34,6 +34,12 @@ def ref_log_g(z1, z2, tau):
     return out
 
 
+def ref_log_gs(z1, z2, tau):
+    """log mean_{z in S^-} exp(s(x, z) / tau_i) (the quantity iSogCLR's moving average tracks)."""
+    a, b = _unit(z1), _unit(z2)
+    return ref_log_g(z1, z2, tau) + (a * b).sum(1, keepdims=True) / np.asarray(tau)[:, None]
+
+
 def test_tempnet_dro_matches_loops():
     z1, z2 = _rand(6, 4, seed=1), _rand(6, 4, seed=2)
     tau = torch.tensor([0.1, 0.2, 0.5, 0.05, 0.7, 0.3], dtype=torch.float64)
@@ -49,16 +55,17 @@ def test_isogclr_first_visit_equals_dro_loss_and_state_moves():
     first = losskit.isogclr(z1, z2, index, state=state, rho=0.3, reduction="none")
     ref = losskit.tempnet_dro(z1, z2, torch.full((5,), 0.4, dtype=torch.float64), rho=0.3, reduction="none")
     torch.testing.assert_close(first, ref, rtol=1e-12, atol=1e-12)
-    lg1 = ref_log_g(z1.numpy(), z2.numpy(), np.full(5, 0.4))
+    lg1 = ref_log_gs(z1.numpy(), z2.numpy(), np.full(5, 0.4))
     np.testing.assert_allclose(state.log_u[index].numpy(), lg1, rtol=1e-12)
     assert not state.seen[1] and state.seen[index].all()
     # second visit with new embeddings: u <- (1 - gamma) u + gamma g
     y1, y2 = _rand(5, 3, seed=5), _rand(5, 3, seed=6)
     second = losskit.isogclr(y1, y2, index, state=state, rho=0.3, reduction="none")
-    lg2 = ref_log_g(y1.numpy(), y2.numpy(), np.full(5, 0.4))
+    lg2 = ref_log_gs(y1.numpy(), y2.numpy(), np.full(5, 0.4))
     u = 0.1 * np.exp(lg1) + 0.9 * np.exp(lg2)
     np.testing.assert_allclose(state.log_u[index].numpy(), np.log(u), rtol=1e-12)
-    ref2 = 0.4 * (np.exp(lg2) / u - 1 + np.log(u) + 0.3)
+    s_pos = (_unit(y1.numpy()) * _unit(y2.numpy())).sum(1, keepdims=True)
+    ref2 = 0.4 * (np.exp(lg2) / u - 1 + np.log(u) + 0.3) - s_pos
     np.testing.assert_allclose(second.detach().numpy(), ref2, rtol=1e-12, atol=1e-12)
 
 
@@ -72,7 +79,8 @@ def test_isogclr_gradient_is_the_papers_estimator():
     idx = torch.arange(4)
     loss = losskit.isogclr(z1, z2, idx, state=state, update=False, reduction="sum")
     g1, g2, gt = torch.autograd.grad(loss, (z1, z2, state.tau))
-    # independent estimator: sum_i tau_i / u_i * grad g_i, with g_i = mean exp(h / tau_i) (plain torch)
+    # independent estimator (the official code's): sum_i (1/u_i) E[exp(s/tau_i) grad s] - grad s+,
+    # i.e. the gradient of sum_i tau_i g_i / u_i - s+ with g_i = mean exp(s / tau_i) (plain torch)
     a1, a2 = z1.detach().clone().requires_grad_(), z2.detach().clone().requires_grad_()
     tau = state.tau.detach()
     n1, n2 = torch.nn.functional.normalize(a1, dim=1), torch.nn.functional.normalize(a2, dim=1)
@@ -80,8 +88,8 @@ def test_isogclr_gradient_is_the_papers_estimator():
     for i in range(4):
         for v, (x, xp) in enumerate(((n1[i], n2[i]), (n2[i], n1[i]))):
             negs = torch.cat([n1[torch.arange(4) != i], n2[torch.arange(4) != i]])
-            g = torch.exp((negs @ x - x @ xp) / tau[i]).mean()
-            total = total + tau[i] * g / state.log_u[i, v].exp()
+            g = torch.exp((negs @ x) / tau[i]).mean()
+            total = total + tau[i] * g / state.log_u[i, v].exp() - x @ xp
     r1, r2 = torch.autograd.grad(total, (a1, a2))
     torch.testing.assert_close(g1, r1, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g2, r2, rtol=1e-10, atol=1e-12)
@@ -137,10 +145,18 @@ def test_tempnet_lm_matches_loops():
 
 def test_tempnet_output_range_and_training_step():
     torch.manual_seed(0)
-    net = TempNet(4, 16, tau_min=0.05, tau_max=0.5)
+    net = TempNet(4, 16, tau_min=0.05, tau_max=0.5).eval()
     z1, z2 = torch.randn(8, 4), torch.randn(8, 4)
     tau = net(z1)
     assert tau.shape == (8,) and (tau > 0.05).all() and (tau < 0.5).all()
+    # hand computation of the architecture on one input (eval mode: no dropout)
+    x = torch.nn.functional.normalize(z1[0], dim=0)
+    h = net.proj[3](torch.sigmoid(net.proj[0](x)))
+    a = torch.softmax(h / net.log_scale.exp(), 0)
+    v = (net.out.weight[0] * (a - 1 / 16) * h).sum() + net.out.bias[0]
+    assert tau[0].item() == pytest.approx(0.05 + 0.45 * torch.sigmoid(v).item(), rel=1e-6)
+    net.train()
+    tau = net(z1)
     loss = losskit.tempnet_dro(z1, z2, tau)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

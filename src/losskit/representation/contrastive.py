@@ -15,10 +15,10 @@ import torch
 from .._core import Paper, fail, objective
 from .._core.conventions import promote
 from .._core.registry import Example
-from .._core.validate import check_batch, check_finite, check_floating, check_labels
+from .._core.validate import check_batch, check_finite, check_floating
 from . import distributed as D
 from ._inputs import FEATURES_LABELS, PAIR, VIEWS, features_labels_example, pair_example, views_example
-from .core import check_temperature, contrast, embed, finish
+from .core import check_int_labels, check_temperature, contrast, embed, finish
 
 __all__ = ["info_nce", "nt_xent", "supcon", "clip_loss", "cwcl", "dcl", "mv_infonce", "mv_dhel",
            "InfoNCELoss", "NTXentLoss", "SupConLoss", "CLIPLoss", "CWCLLoss", "DCLLoss", "MVInfoNCELoss",
@@ -79,10 +79,12 @@ def _everything(m: int, device):
     return den
 
 
-def _directional(anchors, candidates, tau, *, gather, group, block_size, weights=None):
-    """Per-anchor InfoNCE of local ``anchors`` against (gathered) ``candidates``; row i's positive is
-    candidate i of this rank (or the soft weights row ``weights(r0, r1)``)."""
+def _directional(anchors, candidates, tau, *, gather, group, block_size, weights=None, extra=None):
+    """Per-anchor InfoNCE of local ``anchors`` against (gathered) ``candidates`` (plus ``extra``
+    negatives); row i's positive is candidate i of this rank (or the soft weights row ``weights(r0, r1)``)."""
     cands, offset = D.all_gather(candidates, group) if gather else (candidates, 0)
+    if extra is not None:
+        cands = torch.cat([cands, extra])
     m = cands.shape[0]
     ids = torch.arange(m, device=cands.device)
     pos = weights(offset) if weights is not None else _index_positive(offset, ids)
@@ -129,7 +131,7 @@ def _supcon_rows(x, labels, tau, mode, *, gather, group, block_size, same_view_n
 def _labels(labels, n):
     if labels is None:
         return None
-    check_labels("labels", labels, 2**62)
+    check_int_labels("labels", labels)
     check_batch("labels", labels, n, "the batch of features")
     if labels.dim() != 1:
         raise fail("labels", f"integer labels of shape ({n},)", f"shape {tuple(labels.shape)}")
@@ -142,15 +144,17 @@ def _labels(labels, n):
     properties={"nonnegative"}, module_name="InfoNCELoss",
     formula="l_i = -log softmax_j(<z1_i, z2_j> / tau)_i  (cosine similarities with normalize=True)",
 )
-def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, normalize: bool = True,
-             gather: bool = False, group=None, block_size: int | None = None,
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, negatives: torch.Tensor | None = None,
+             normalize: bool = True, gather: bool = False, group=None, block_size: int | None = None,
              sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """InfoNCE: each ``z1_i`` must pick its positive ``z2_i`` among all ``z2_j`` (one direction).
 
     .. math:: \\ell_i = -\\log \\frac{\\exp(\\langle z^1_i, z^2_i\\rangle/\\tau)}
               {\\sum_j \\exp(\\langle z^1_i, z^2_j\\rangle/\\tau)}
 
-    The negatives of ``z1_i`` are the other rows of ``z2`` (of every rank with ``gather=True``).
+    The negatives of ``z1_i`` are the other rows of ``z2`` (of every rank with ``gather=True``) and
+    the rows of ``negatives`` (K, D), extra negatives shared by all anchors such as a MoCo queue
+    (never gathered: a queue is usually identical on every rank).
     ``normalize=True`` makes the similarities cosines. ``temperature`` tau: a float or a (learnable)
     0-dim tensor. ``block_size`` computes the N x N similarities in row blocks with checkpointing.
     ``'none'`` returns the (N,) per-anchor losses (batch-coupled: each depends on the whole batch).
@@ -161,7 +165,14 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, normalize: 
     _pair(z1, z2)
     tau = check_temperature(temperature)
     a, c = embed("z1", z1, normalize), embed("z2", z2, normalize)
-    loss = _directional(a, c, tau, gather=gather, group=group, block_size=block_size)
+    extra = None
+    if negatives is not None:
+        check_floating("negatives", negatives)
+        if negatives.dim() != 2 or negatives.shape[1] != z1.shape[1]:
+            raise fail("negatives", f"extra negatives of shape (K, {z1.shape[1]})", f"shape {tuple(negatives.shape)}")
+        check_finite("negatives", negatives)
+        extra = embed("negatives", promote(negatives), normalize).to(a.dtype)
+    loss = _directional(a, c, tau, gather=gather, group=group, block_size=block_size, extra=extra)
     return finish(loss, reduction, sample_weight, gathered=gather, group=group)
 
 
@@ -364,6 +375,8 @@ def _cwcl_example(gen, dtype):
 def _multiview(views, tau, mode, *, gather, group, block_size, normalize):
     x = embed("views", _views(views), normalize)
     n, v, _ = x.shape
+    if mode == "dhel" and n < 2 and not gather:
+        raise fail("views", "at least 2 instances (uniformity is against the other instances)", f"shape {tuple(x.shape)}")
     a, c, row0, inst_c, view_c, _ = _instance_views(x, None, gather=gather, group=group)
     dev = a.device
     cidx = torch.arange(c.shape[0], device=dev)
@@ -432,7 +445,8 @@ def mv_dhel(views, *, temperature=0.2, normalize: bool = True, gather: bool = Fa
               + \\sum_l \\log \\sum_{j \\ne i} e^{z_i^l \\cdot z_j^l/\\tau}
 
     Alignment pools all view pairs of instance i; uniformity is computed within each view, against
-    the other instances only. With V = 2 it is DHEL with the uniformity term of both views.
+    the other instances only. With V = 2 it is DHEL with the uniformity term of both views (the
+    authors' two-view loss). Checked against the authors' published definitions of both losses.
     ``views``: (N, V, D) or a list of V (N, D) tensors. ``'none'`` returns (N,).
 
     Paper: Koromilas et al., "A Principled Framework for Multi-View Contrastive Learning", 2025,

@@ -14,7 +14,8 @@ Contrastive core
       ``sum_j w~_ij [-l_ij + log(exp(l_ij) + sum_{k in N_i} exp(l_ik))]``; with one positive per row
       this is exactly ``'all'``;
     * ``'negatives'`` (Yeh et al.'s DCL: the positive leaves the denominator too):
-      ``-sum_j w~_ij l_ij + log sum_{k in N_i} exp(l_ik)``;
+      ``-sum_j w~_ij l_ij + log sum_{k in N_i} exp(l_ik)`` (rows without a negative are flagged like
+      rows without a positive);
     * ``'pooled'`` returns the per-row pieces ``(log sum_j W_ij exp(l_ij), log sum_{j in D_i} exp(l_ij))``
       for objectives that pool rows (MV-InfoNCE, MV-DHEL pool the rows of one instance's views).
 
@@ -40,7 +41,7 @@ from .._core import fail, reduce
 from .._core.validate import check_floating, check_sample_weight
 from . import distributed as D
 
-__all__ = ["MODES", "contrast", "masked_logsumexp", "embed", "check_temperature", "temperature_rows",
+__all__ = ["MODES", "contrast", "check_int_labels", "masked_logsumexp", "embed", "check_temperature", "temperature_rows",
            "finish", "distance_matrix", "DISTANCES"]
 
 MODES = ("all", "decoupled", "negatives")
@@ -62,6 +63,16 @@ def embed(name: str, x: torch.Tensor, normalize: bool, dim: int = -1) -> torch.T
     if x.dim() < 2:
         raise fail(name, "embeddings with a batch and a feature dimension", f"shape {tuple(x.shape)}")
     return F.normalize(x, dim=dim) if normalize else x
+
+
+def check_int_labels(name: str, labels) -> torch.Tensor:
+    """Integer labels (any values: only equality matters)."""
+    from .._core.validate import check_tensor
+
+    check_tensor(name, labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise fail(name, "integer labels", f"a {labels.dtype} tensor of shape {tuple(labels.shape)}")
+    return labels
 
 
 def check_temperature(tau, n: int | None = None, name: str = "temperature"):
@@ -102,9 +113,13 @@ def _rows(a, c, tau_col, r0, r1, positives, den_mask, mode):
     pos = (wn * logits).sum(1)
     if mode == "all":
         return masked_logsumexp(logits, den | (W > 0)) - pos, has_pos
-    neg_lse = masked_logsumexp(logits, den & (W == 0))
+    neg = den & (W == 0)
+    neg_lse = masked_logsumexp(logits, neg)
     if mode == "negatives":
-        return neg_lse - pos, has_pos
+        # an anchor without negatives has no defined loss (log 0): flagged and left out like one
+        # without positives, with an exact 0 (never -inf) in its place
+        ok = has_pos & neg.any(1)
+        return torch.where(ok, neg_lse - pos, pos.new_zeros(())), ok
     # decoupled: log(e^l + e^neg_lse) - l = softplus(neg_lse - l), exact and finite for every entry
     sp = F.softplus(torch.where(W > 0, neg_lse.unsqueeze(1) - logits, logits.new_zeros(())))
     return (wn * sp).sum(1), has_pos

@@ -13,10 +13,10 @@ import torch
 
 from .._core import Paper, check_reduction, fail, objective
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_batch, check_floating, check_labels
+from .._core.validate import check_batch, check_floating
 from . import distributed as D
 from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
-from .core import distance_matrix, embed, finish, masked_logsumexp
+from .core import check_int_labels, distance_matrix, embed, finish, masked_logsumexp
 
 __all__ = ["pairs", "Pairs", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
@@ -44,7 +44,7 @@ class Pairs:
 
 
 def _labels(labels, n):
-    check_labels("labels", labels, 2**62)
+    check_int_labels("labels", labels)
     check_batch("labels", labels, n, "the batch of embeddings")
     if labels.dim() != 1:
         raise fail("labels", f"integer labels of shape ({n},)", f"shape {tuple(labels.shape)}")
@@ -250,20 +250,21 @@ EPISODE = InputKind("few-shot episode", "query (Q, D) + labels (Q,), support (S,
 @objective(
     "proto_triplet", family=FAMILY, input_kind=EPISODE, example=_episode_example, paper=SUSANA,
     properties={"nonnegative"}, module_name="ProtoTripletLoss",
-    formula="l_q = [d(q, c_y) - min_{k != y} d(q, c_k) + m]_+,  c_k = mean of the support of class k",
+    formula="l_q = [d(q, c_y) - min_{k != y} d(q, c_k) + m]_+,  c_k = mean of the support of class k (m = 0.5)",
 )
 def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torch.Tensor,
-                  support_labels: torch.Tensor, *, margin: float = 1.0, distance="euclidean",
+                  support_labels: torch.Tensor, *, margin: float = 0.5, distance="euclidean",
                   sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Proto-triplet loss for few-shot episodes: a query's own prototype must beat the nearest wrong one.
 
     .. math:: \\ell_q = [d(q, c_{y_q}) - d(q, c_{k^*}) + m]_+,\\qquad
               k^* = \\arg\\min_{k \\ne y_q} d(q, c_k),\\quad c_k = \\operatorname{mean}\\{s : y_s = k\\}
 
-    Prototypes are the class means of the support embeddings (ProtoNets); the positive is the query's
-    class prototype, the negative the nearest other prototype. ``distance`` is pluggable (names as in
-    :func:`triplet_margin`); the margin default m = 1 and the Euclidean distance are our choice (†:
-    the paper's values depend on the embedding scale). Per-query losses: ``'none'`` returns (Q,).
+    Prototypes are the class means of the support embeddings (ProtoNets; pass precomputed prototypes
+    as a support of one row per class); the positive is the query's class prototype, the negative
+    the nearest other prototype. Defaults as the authors' code: Euclidean distance, m = 0.5 (their
+    distance adds 1e-6 under the square root; ours is exact). ``distance`` is pluggable (names as in
+    :func:`triplet_margin`). Per-query losses: ``'none'`` returns (Q,); 'mean' is their mean.
 
     Paper: Mendez-Ruiz, Gonzalez-Zapata et al., "SuSana Distancia is all you need: Enforcing class separability in
     metric learning via two novel distance-based loss functions for few-shot image classification",
@@ -276,9 +277,9 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
             raise fail(name, "embeddings of shape (N, D)", f"shape {tuple(x.shape)}")
     if support.shape[1] != query.shape[1]:
         raise fail("support", f"embeddings of width {query.shape[1]} like query", f"shape {tuple(support.shape)}")
-    check_labels("support_labels", support_labels, 2**62)
+    check_int_labels("support_labels", support_labels)
     check_batch("support_labels", support_labels, support.shape[0], "the support")
-    check_labels("query_labels", query_labels, 2**62)
+    check_int_labels("query_labels", query_labels)
     check_batch("query_labels", query_labels, query.shape[0], "the query")
     classes, s_idx = torch.unique(support_labels, return_inverse=True)
     k = classes.shape[0]

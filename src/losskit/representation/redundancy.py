@@ -74,15 +74,17 @@ def _batch_level(loss, gather, group):
     return D.global_value(loss / ws, group)
 
 
-def standardize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-feature standardisation over the batch with the biased variance (BatchNorm without affine)."""
+def standardize(z: torch.Tensor, eps: float, unbiased: bool = False) -> torch.Tensor:
+    """Per-feature standardisation over the batch: ``(z - mean) / sqrt(var + eps)``, with the biased
+    variance (BatchNorm without affine, Barlow Twins' official code) or the unbiased one (``z.std``)."""
     zc = z - z.mean(0)
-    return zc / torch.sqrt(zc.pow(2).mean(0) + eps)
+    var = zc.pow(2).sum(0) / (z.shape[0] - 1) if unbiased else zc.pow(2).mean(0)
+    return zc / torch.sqrt(var + eps)
 
 
-def cross_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def cross_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5, unbiased: bool = False) -> torch.Tensor:
     """C_ij = (1/N) sum_n a~_ni b~_nj with a~, b~ standardised per feature (Barlow Twins' C)."""
-    return standardize(a, eps).T @ standardize(b, eps) / a.shape[0]
+    return standardize(a, eps, unbiased).T @ standardize(b, eps, unbiased) / a.shape[0]
 
 
 def _bt_terms(c: torch.Tensor, lambd: float) -> torch.Tensor:
@@ -97,7 +99,7 @@ def _bt_terms(c: torch.Tensor, lambd: float) -> torch.Tensor:
     formula="L = sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2,  C = z1~^T z2~ / N (standardised)",
 )
 def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lambd: float = 5e-3, eps: float = 1e-5,
-                 gather: bool = False, group=None, reduction: str = "mean") -> torch.Tensor:
+                 unbiased: bool = False, gather: bool = False, group=None, reduction: str = "mean") -> torch.Tensor:
     """Barlow Twins: the cross-correlation of the two branches is pushed to the identity.
 
     .. math:: \\mathcal L = \\sum_i (1 - C_{ii})^2 + \\lambda \\sum_{i \\ne j} C_{ij}^2,\\qquad
@@ -105,8 +107,8 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lambd: float = 5e-3, eps
 
     ``z~`` standardises each feature over the batch with the biased variance plus ``eps`` (the
     official code's ``BatchNorm1d(affine=False)``). ``lambd`` = 5e-3 (the paper's value; lightly's
-    default too, but lightly standardises with the unbiased std and no eps). A batch-level loss: every
-    reduction returns the one value.
+    default too). lightly's ``BarlowTwinsLoss`` standardises with the unbiased std and no eps: that
+    is ``unbiased=True, eps=0``. A batch-level loss: every reduction returns the one value.
 
     Paper: Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via Redundancy
     Reduction", 2021, arXiv:2103.03230.
@@ -114,7 +116,7 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lambd: float = 5e-3, eps
     check_reduction(reduction)
     _branches(("z1", z1), ("z2", z2), gather=gather)
     a, b = _gathered((z1, z2), gather, group)
-    return _batch_level(_bt_terms(cross_correlation(a, b, eps), lambd), gather, group)
+    return _batch_level(_bt_terms(cross_correlation(a, b, eps, unbiased), lambd), gather, group)
 
 
 def _vicreg_var(z, gamma, eps):
@@ -189,8 +191,8 @@ MIXED = InputKind("two branches + mixed", "z1, z2 (N, D), embeddings z_mix of al
             "+ ||C(Zm, Z2) - [a C(Z1, Z2) + (1-a) C(Z2[perm], Z2)]||^2)",
 )
 def mixed_barlow_twins(z1: torch.Tensor, z2: torch.Tensor, z_mix: torch.Tensor, perm: torch.Tensor, *,
-                       alpha: float, lambd: float = 1 / 128, scale: float = 4.0, eps: float = 1e-5,
-                       reduction: str = "mean") -> torch.Tensor:
+                       alpha: float, lambd: float = 1 / 128, scale: float = 4.0, eps: float = 0.0,
+                       unbiased: bool = True, reduction: str = "mean") -> torch.Tensor:
     """Mixed Barlow Twins: Barlow Twins plus a regulariser asking mixed samples' features to mix linearly.
 
     .. math:: \\mathcal L = \\mathcal L_{BT} + s\\lambda\\left(\\lVert C(Z_M, Z_1) - [\\alpha C(Z_1, Z_1)
@@ -199,9 +201,10 @@ def mixed_barlow_twins(z1: torch.Tensor, z2: torch.Tensor, z_mix: torch.Tensor, 
 
     ``z_mix`` are the embeddings of the mixed inputs ``alpha x1 + (1 - alpha) x2[perm]`` (x1, x2 the two
     augmented batches), ``perm`` the permutation used to mix. C is Barlow Twins' standardised
-    cross-correlation. Defaults lambda = 1/128 (also the Barlow Twins off-diagonal weight here, as in
-    the paper's CIFAR setting) and s = 4. The target correlations are not detached (†: the paper's
-    formula; check its code if you need the exact gradient path). A batch-level loss.
+    cross-correlation, standardised as in the official code (unbiased std, ``eps = 0``; pass
+    ``eps > 0`` to guard constant features). Defaults lambda = 1/128 (also the Barlow Twins
+    off-diagonal weight here, as in the paper's CIFAR setting) and s = 4. As in the official code the
+    target correlations are not detached. A batch-level loss.
 
     Paper: Bandara, De Melo, Patel, "Guarding Barlow Twins Against Overfitting with Mixed Samples", 2023,
     arXiv:2312.02151.
@@ -215,7 +218,7 @@ def mixed_barlow_twins(z1: torch.Tensor, z2: torch.Tensor, z_mix: torch.Tensor, 
                    f"{'' if perm.dim() != 1 else ' that is not a permutation'}")
     if not 0 <= alpha <= 1:
         raise fail("alpha", "a mixing weight in [0, 1]", repr(alpha))
-    a, b, m = standardize(z1, eps), standardize(z2, eps), standardize(z_mix, eps)
+    a, b, m = (standardize(x, eps, unbiased) for x in (z1, z2, z_mix))
     bp = b[perm]
 
     def cc(x, y):
