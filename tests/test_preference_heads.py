@@ -437,3 +437,10 @@ def test_logistic_heads_swap_identity():
         fn = getattr(losskit, name)
         diff = fn(pc, pr, rc, rr, beta=0.7, reduction="none") - fn(pr, pc, rr, rc, beta=0.7, reduction="none")
         torch.testing.assert_close(diff, -0.7 * m, rtol=1e-12, atol=1e-12)
+
+
+def test_module_forms():
+    pc, pr, rc, rr = _pair(21)
+    torch.testing.assert_close(losskit.DPOLoss(beta=0.3)(pc, pr, rc, rr), losskit.dpo(pc, pr, rc, rr, beta=0.3))
+    torch.testing.assert_close(losskit.IPOLoss(beta=0.3)(pc, pr, rc, rr), losskit.ipo(pc, pr, rc, rr, beta=0.3))
+    assert isinstance(losskit.GRPOLoss(aggregation="grpo"), torch.nn.Module)
