@@ -427,3 +427,20 @@ def test_half_precision_no_nan_where_float32_is_finite(entry):
         for k in exh.grad:
             representable = ex.inputs[k].grad.abs() < torch.finfo(dt).max / 2
             assert bool(torch.isfinite(exh.inputs[k].grad)[representable].all()), (entry.name, dt, k)
+
+
+def test_logistic_heads_swap_identity():
+    """-log sigma(z) + log sigma(-z) = -z: swapping chosen and rejected changes DPO by exactly beta m."""
+    pc, pr, rc, rr = _pair(20)
+    m = (pc - rc) - (pr - rr)
+    for name in ("dpo", "mapl"):
+        fn = getattr(losskit, name)
+        diff = fn(pc, pr, rc, rr, beta=0.7, reduction="none") - fn(pr, pc, rr, rc, beta=0.7, reduction="none")
+        torch.testing.assert_close(diff, -0.7 * m, rtol=1e-12, atol=1e-12)
+
+
+def test_module_forms():
+    pc, pr, rc, rr = _pair(21)
+    torch.testing.assert_close(losskit.DPOLoss(beta=0.3)(pc, pr, rc, rr), losskit.dpo(pc, pr, rc, rr, beta=0.3))
+    torch.testing.assert_close(losskit.IPOLoss(beta=0.3)(pc, pr, rc, rr), losskit.ipo(pc, pr, rc, rr, beta=0.3))
+    assert isinstance(losskit.GRPOLoss(aggregation="grpo"), torch.nn.Module)

@@ -220,3 +220,16 @@ def test_end_to_end_dpo_from_logits_matches_dense():
     ref_loss.backward()
     torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_extreme_logits_in_half_precision_stay_finite():
+    logits, labels, mask = _data(b=2, t=4, v=30, seed=16, dtype=torch.float32)
+    big = (logits.sign() * 1e4 + logits)
+    ref = token_logprobs(big, labels, mask, return_entropy=True)
+    assert bool(torch.isfinite(ref.logps).all()) and bool(torch.isfinite(ref.entropy).all())
+    for dt in (torch.bfloat16, torch.float16):
+        x = big.to(dt).requires_grad_(True)
+        out = token_logprobs(x, labels, mask, return_entropy=True)
+        assert bool(torch.isfinite(out.logps).all()) and bool(torch.isfinite(out.entropy).all())
+        (out.logps.sum() + out.entropy.sum()).backward()
+        assert bool(torch.isfinite(x.grad).all())

@@ -28,7 +28,8 @@ from .scores import transform_score
 
 __all__ = ["margin_loss", "LINKS", "pair_rewards", "dpo", "cdpo", "robust_dpo", "hinge_dpo", "ipo", "exo",
            "nca", "bco", "sppo_hard", "aot", "apo_zero", "apo_down", "discopop", "f_dpo", "kto", "orpo", "cpo",
-           "simpo", "alphapo", "kto_reference_point"]
+           "simpo", "alphapo", "kto_reference_point", "DPOLoss", "IPOLoss", "SimPOLoss", "ORPOLoss", "CPOLoss",
+           "KTOLoss"]
 
 FAMILY = "preference"
 DPO_PAPER = Paper("Direct Preference Optimization: Your Language Model is Secretly a Reward Model", 2023,
@@ -210,7 +211,7 @@ IPO_PAPER = Paper("A General Theoretical Paradigm to Understand Learning from Hu
                   "2310.12036", "Azar, Rowland, Piot, Guo, Calandriello, Valko, Munos")
 
 
-@_register("ipo", IPO_PAPER, "L = (m - 1/(2 beta))^2", mean=True)
+@_register("ipo", IPO_PAPER, "L = (m - 1/(2 beta))^2", mean=True, module_name="IPOLoss")
 def ipo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
         beta: float = 0.1, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """Identity Preference Optimisation: regress the log-ratio margin onto ``1/(2 beta)``.
@@ -446,7 +447,7 @@ def _log_odds(name, lp):
 
 
 @_register("orpo", ORPO_PAPER, "L = -lbar_w - beta log sigma(log odds(lbar_w) - log odds(lbar_l)),  "
-           "odds(p) = p / (1 - p)", ref=False, mean=True)
+           "odds(p) = p / (1 - p)", ref=False, mean=True, module_name="ORPOLoss")
 def orpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
          ref_rejected_logps=None, *, beta: float = 0.1, chosen_nll=None,
          nll_weight: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -473,7 +474,8 @@ CPO_PAPER = Paper("Contrastive Preference Optimization: Pushing the Boundaries o
                   "Translation", 2024, "2401.08417", "Xu, Sharaf, Chen, Tan, Shen, Van Durme, Murray, Kim")
 
 
-@_register("cpo", CPO_PAPER, "L = -log sigma(beta (l_w - l_l)) + alpha NLL_w", ref=False)
+@_register("cpo", CPO_PAPER, "L = -log sigma(beta (l_w - l_l)) + alpha NLL_w", ref=False,
+           module_name="CPOLoss")
 def cpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
         ref_rejected_logps=None, *, beta: float = 0.1, alpha: float = 1.0, chosen_nll=None,
         label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -496,7 +498,8 @@ SIMPO_PAPER = Paper("SimPO: Simple Preference Optimization with a Reference-Free
                     "Meng, Xia, Chen")
 
 
-@_register("simpo", SIMPO_PAPER, "L = -log sigma(beta (lbar_w - lbar_l) - gamma)", ref=False, mean=True)
+@_register("simpo", SIMPO_PAPER, "L = -log sigma(beta (lbar_w - lbar_l) - gamma)", ref=False, mean=True,
+           module_name="SimPOLoss")
 def simpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
           ref_rejected_logps=None, *, beta: float = 2.0, gamma: float = 1.0,
           label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -572,7 +575,8 @@ def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tenso
 
 
 @objective("kto", family=FAMILY, input_kind=KTO_INPUTS, example=_kto_example, paper=KTO_PAPER,
-           formula="L = w_d (1 - sigma(beta (u - z0))) if desirable else w_u (1 - sigma(beta (z0 - u)))")
+           formula="L = w_d (1 - sigma(beta (u - z0))) if desirable else w_u (1 - sigma(beta (z0 - u)))",
+           module_name="KTOLoss")
 def kto(policy_logps, ref_logps, desirable, *, beta: float = 0.1, reference_point: float | torch.Tensor = 0.0,
         desirable_weight: float = 1.0, undesirable_weight: float = 1.0, sample_weight=None,
         reduction: str = "mean", return_metrics: bool = False):
@@ -602,3 +606,8 @@ def kto(policy_logps, ref_logps, desirable, *, beta: float = 0.1, reference_poin
 
 
 DPOLoss = dpo.Module
+IPOLoss = ipo.Module
+SimPOLoss = simpo.Module
+ORPOLoss = orpo.Module
+CPOLoss = cpo.Module
+KTOLoss = kto.Module

@@ -30,7 +30,7 @@ from .._core.errors import fail
 from .._core.validate import check_floating, describe
 from ._inputs import POLICY_TOKENS, policy_example
 
-__all__ = ["grpo", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "AGGREGATIONS",
+__all__ = ["grpo", "GRPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "AGGREGATIONS",
            "KL_ESTIMATORS"]
 
 FAMILY = "preference"
@@ -115,7 +115,7 @@ def _aggregate(tok, mask, aggregation, max_completion_length, num_items_in_batch
 
 
 @objective("grpo", family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=GRPO_PAPER,
-           per_sample=False, sample_weight=False,
+           per_sample=False, sample_weight=False, module_name="GRPOLoss",
            formula="l_t = -min(r_t A, clip(r_t, 1-eps, 1+eps_high) A) + beta k(log pi_ref - log pi),  "
                    "r_t = pi/pi_old; aggregated by grpo | bnpo | dapo | dr_grpo")
 def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.0, epsilon: float = 0.2,
@@ -295,3 +295,6 @@ def fdpg(policy_logps, proposal_logps, target_logps, *, divergence: str = "rever
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" else loss.mean()
+
+
+GRPOLoss = grpo.Module
