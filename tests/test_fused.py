@@ -253,10 +253,11 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_chunk_rule():
-    assert chunk_rows(10**6, 32000) == 2048
+    assert chunk_rows(10**6, 32000) == 512
     assert chunk_rows(10**6, 128000) == 512
+    assert chunk_rows(10**6, 8000) == 2048
+    assert chunk_rows(10**6, 1000) == 4096
     assert chunk_rows(100, 32000) == 100
-    assert chunk_rows(10**6, 10**7) == 256
 
 
 def test_module_form():
