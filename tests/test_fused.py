@@ -253,10 +253,11 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_chunk_rule():
-    assert chunk_rows(10**6, 32000) == 2048
+    assert chunk_rows(10**6, 32000) == 512
     assert chunk_rows(10**6, 128000) == 512
+    assert chunk_rows(10**6, 8000) == 2048
+    assert chunk_rows(10**6, 1000) == 4096
     assert chunk_rows(100, 32000) == 100
-    assert chunk_rows(10**6, 10**7) == 256
 
 
 def test_module_form():
@@ -445,3 +446,33 @@ def test_cuda_matches_naive(dtype):
     assert abs(loss.item() - ref.item()) <= tol * abs(ref.item())
     for a, r in zip(g, gr):
         assert (a.double() - r).abs().max() <= tol * r.abs().max()
+
+
+def test_frozen_output_weight_and_no_grad_eval():
+    x, W, b, y = _data()
+    Wf = W.detach()
+    loss = losskit.fused_linear_cross_entropy(x, Wf, y, linear_bias=b)
+    gx, gb = torch.autograd.grad(loss, (x, b))
+    ref = naive_ce(x, Wf, b, y)
+    for a, r in zip((gx, gb), torch.autograd.grad(ref, (x, b))):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-14)
+    with torch.no_grad():
+        ev = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b)
+    assert not ev.requires_grad
+    torch.testing.assert_close(ev, ref.detach())
+
+
+def test_distillation_bad_inputs():
+    xs, Ws, _, _ = _data(n=5, h=4, v=7)
+    xt, Wt = torch.randn(5, 3, dtype=D), torch.randn(7, 3, dtype=D)
+    cases = [
+        (dict(divergence="kl"), "divergence"),
+        (dict(divergence="js", beta=1.0), "beta"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(teacher_weight=Wt[:-1]), "teacher_weight"),
+        (dict(teacher_hidden=xt[:-1]), "teacher_hidden"),
+    ]
+    for override, arg in cases:
+        kw = {**dict(student_hidden=xs, student_weight=Ws, teacher_hidden=xt, teacher_weight=Wt), **override}
+        with pytest.raises(LossInputError, match=f"^{arg}:"):
+            losskit.fused_linear_distillation(**kw)
