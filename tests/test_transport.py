@@ -337,3 +337,31 @@ def test_bad_inputs_named():
         losskit.sinkhorn(x, y, scaling=1.5)
     with pytest.raises(LossInputError, match="^p:"):
         losskit.wasserstein_1d(x[:, 0], y[:, 0], p=0.5)
+
+
+# ------------------------------------------------------------------------------ seed objectives
+def test_monge_gap_zero_for_convex_gradient_positive_for_rotation():
+    x = _rand(30, 2, seed=55)
+    A = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=D)                 # SPD: x -> Ax + c = grad of convex
+    eps = 0.05
+    g_opt = losskit.monge_gap(x, x @ A.T + 1.0, eps=eps, tol=1e-5, max_iter=3000).item()
+    assert -eps * math.log(30) - 1e-6 <= g_opt <= 1e-3
+    R = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=D)                # rotation by 90 degrees: not optimal
+    g_rot = losskit.monge_gap(x, x @ R.T, eps=eps, tol=1e-5, max_iter=3000).item()
+    # independent check: the exact gap with an LP
+    exact = (((x - x @ R.T) ** 2).sum(1).mean() - losskit.exact_ot(x, x @ R.T)).item()
+    assert g_rot > 0.5 and abs(g_rot - exact) < eps * math.log(30) + 1e-3
+
+
+def test_sinkhorn_kd_is_ot_between_prediction_clouds():
+    s, t = _rand(8, 5, seed=56), _rand(8, 5, seed=57)
+    tau = 2.0
+    ref = losskit.sinkhorn(torch.softmax(s / tau, -1), torch.softmax(t / tau, -1), eps=0.05, tol=1e-10)
+    val = losskit.sinkhorn_kd(s, t, temperature=tau, eps=0.05, tol=1e-10)
+    torch.testing.assert_close(val, ref, rtol=1e-12, atol=1e-12)
+    assert losskit.sinkhorn_kd(s, t, reduction="none").shape == (8,)
+    y = torch.randint(0, 5, (8,), generator=torch.Generator().manual_seed(0))
+    mixed = losskit.sinkhorn_kd(s, t, y, temperature=tau, alpha=0.3, eps=0.05, tol=1e-10)
+    ce = torch.nn.functional.cross_entropy(s, y)
+    torch.testing.assert_close(mixed, 0.3 * ref + 0.7 * ce, rtol=1e-10, atol=1e-12)
+    assert losskit.get("sinkhorn_kd").family == "distillation"

@@ -9,7 +9,7 @@ few lines on top of it. See ``docs/transport.md``.
 from ._inputs import TWO_SAMPLES, TWO_SAMPLES_1D
 from .costs import Cost, pairwise_cost
 from .exact import exact_ot, exact_plan, sliced_wasserstein, wasserstein_1d
-from .losses import self_transport, sinkhorn, sinkhorn_divergence
+from .losses import monge_gap, self_transport, sinkhorn, sinkhorn_divergence, sinkhorn_kd
 from .sinkhorn import OTResult, solve, solve_matrix
 
 Sinkhorn = sinkhorn.Module
@@ -17,10 +17,13 @@ SinkhornDivergence = sinkhorn_divergence.Module
 Wasserstein1d = wasserstein_1d.Module
 SlicedWasserstein = sliced_wasserstein.Module
 ExactOt = exact_ot.Module
+MongeGap = monge_gap.Module
+SinkhornKd = sinkhorn_kd.Module
 
 # Star-exported into ``losskit``: the registered objectives and their modules. The solver API
 # (solve, solve_matrix, OTResult, Cost, exact_plan, self_transport, input kinds) lives in losskit.transport.
 __all__ = [
     "sinkhorn", "Sinkhorn", "sinkhorn_divergence", "SinkhornDivergence", "wasserstein_1d", "Wasserstein1d",
-    "sliced_wasserstein", "SlicedWasserstein", "exact_ot", "ExactOt",
+    "sliced_wasserstein", "SlicedWasserstein", "exact_ot", "ExactOt", "monge_gap", "MongeGap",
+    "sinkhorn_kd", "SinkhornKd",
 ]
