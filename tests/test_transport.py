@@ -365,3 +365,25 @@ def test_sinkhorn_kd_is_ot_between_prediction_clouds():
     ce = torch.nn.functional.cross_entropy(s, y)
     torch.testing.assert_close(mixed, 0.3 * ref + 0.7 * ce, rtol=1e-10, atol=1e-12)
     assert losskit.get("sinkhorn_kd").family == "distillation"
+
+
+def test_quadratic_ot_matches_pot_smooth_and_primal():
+    ot = pytest.importorskip("ot")
+    x, y = _rand(12, 2, seed=58), _rand(10, 2, seed=59, shift=0.5)
+    a, b = _simplex(12, seed=60), _simplex(10, seed=61)
+    M = torch.cdist(x, y) ** 2
+    gamma = 0.5
+    P = torch.as_tensor(ot.smooth.smooth_ot_dual(a.numpy(), b.numpy(), M.numpy(), gamma, reg_type="l2",
+                                                 stopThr=1e-12, numItermax=10000), dtype=D)
+    primal = (P * M).sum() + 0.5 * gamma * (P * P).sum()
+    val = losskit.quadratic_ot(x, y, a=a, b=b, gamma=gamma)
+    assert abs(val.item() - primal.item()) < 1e-6
+    assert (P == 0).any()                                              # the plan is sparse
+    xr = x.clone().requires_grad_()
+    g = torch.autograd.grad(losskit.quadratic_ot(xr, y, a=a, b=b, gamma=gamma), xr)[0]
+    h = 1e-5
+    e = torch.zeros_like(x)
+    e[3, 1] = h
+    fd = (losskit.quadratic_ot(x + e, y, a=a, b=b, gamma=gamma) - losskit.quadratic_ot(x - e, y, a=a, b=b,
+                                                                                        gamma=gamma)) / (2 * h)
+    assert abs(fd.item() - g[3, 1].item()) < 1e-5
