@@ -10,7 +10,7 @@ from ._inputs import TWO_SAMPLES, TWO_SAMPLES_1D
 from .costs import Cost, pairwise_cost
 from .exact import exact_ot, exact_plan, sliced_wasserstein, wasserstein_1d
 from .losses import monge_gap, self_transport, sinkhorn, sinkhorn_divergence, sinkhorn_kd
-from .quadratic import quadratic_ot, solve_quadratic
+from .quadratic import quadratic_ot, solve_quadratic, solve_sparse, sparse_ot
 from .sinkhorn import OTResult, solve, solve_matrix
 
 Sinkhorn = sinkhorn.Module
