@@ -143,6 +143,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | No
     return reduce(w, reduction, weight=check_sample_weight(sample_weight, w.shape))
 
 
+@torch.compiler.disable
 def exact_plan(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> torch.Tensor:
     """An optimal plan of the unregularised problem ``min <P, C>, P 1 = a, P^T 1 = b`` (no gradient).
 

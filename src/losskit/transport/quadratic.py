@@ -17,6 +17,7 @@ __all__ = ["quadratic_ot", "solve_quadratic", "sparse_ot", "solve_sparse"]
 QUAD_PAPER = Paper("Smooth and Sparse Optimal Transport", 2018, "1710.06276", "Blondel, Seguy, Rolet")
 
 
+@torch.compiler.disable
 def solve_quadratic(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gamma: float, tol: float = 1e-12,
                     max_iter: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual potentials of ``min <P, C> + gamma/2 ||P||^2`` s.t. marginals, for ``C (n, m)`` (no grad).
@@ -100,6 +101,7 @@ def _topk_simplex(V: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+@torch.compiler.disable
 def solve_sparse(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gamma: float, k: int,
                  tol: float = 1e-12, max_iter: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
     """Semi-dual of k-sparse-column, squared-l2-regularised OT for ``C (n, m)``: returns (f, plan).
