@@ -108,6 +108,7 @@ def _entropic_gaussian(m1, A, m2, B, eps):
             + d * s2 * (1 - math.log(2 * s2)) + s2 * torch.logdet(Ds + s2 * I)).item()
 
 
+@pytest.mark.slow
 def test_entropic_ot_between_gaussians_closed_form():
     # Quantile grids of N(m1, s1^2) and N(m2, s2^2) (deterministic, n = 1500 points each) approximate
     # the continuous problem to O(1/n); the closed form is the continuous value.
@@ -170,6 +171,7 @@ def test_matches_pot_sinkhorn_and_emd():
     assert abs(losskit.exact_ot(x2, y[:20, :2]).item() - float(ot.emd2(u, u, M2))) < 1e-10
 
 
+@pytest.mark.slow
 def test_matches_geomloss_samplesloss():
     geomloss = pytest.importorskip("geomloss")
     x, y = _rand(40, 2, seed=23), _rand(30, 2, seed=24, shift=0.5)
@@ -274,6 +276,7 @@ def test_envelope_and_unrolled_agree_and_sq_grad_formula():
 
 
 # -------------------------------------------------------------------------- divergence, unbalanced
+@pytest.mark.slow
 def test_sinkhorn_divergence_zero_nonneg_symmetric():
     x = _rand(3, 20, 2, seed=44)
     y = _rand(3, 25, 2, seed=45, shift=0.2, scale=1.2)
@@ -340,6 +343,7 @@ def test_bad_inputs_named():
 
 
 # ------------------------------------------------------------------------------ seed objectives
+@pytest.mark.slow
 def test_monge_gap_zero_for_convex_gradient_positive_for_rotation():
     x = _rand(30, 2, seed=55)
     A = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=D)                 # SPD: x -> Ax + c = grad of convex
