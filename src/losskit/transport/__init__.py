@@ -1,3 +1,31 @@
-"""transport (to be built)."""
+"""Optimal transport: log-domain Sinkhorn (batched, online memory, envelope gradients), Sinkhorn
+divergence, unbalanced OT, exact 1-D / sliced / small exact OT, and the seed papers' OT objectives.
 
-__all__: list[str] = []
+The one abstraction is :func:`solve` (points) / :func:`solve_matrix` (a cost matrix), returning an
+:class:`OTResult` (value, potentials, marginal error, iterations, lazy plan); every objective here is a
+few lines on top of it. See ``docs/transport.md``.
+"""
+
+from ._inputs import TWO_SAMPLES, TWO_SAMPLES_1D
+from .costs import Cost, pairwise_cost
+from .exact import exact_ot, exact_plan, sliced_wasserstein, wasserstein_1d
+from .losses import monge_gap, self_transport, sinkhorn, sinkhorn_divergence, sinkhorn_kd
+from .quadratic import quadratic_ot, solve_quadratic, solve_sparse, sparse_ot
+from .sinkhorn import OTResult, solve, solve_matrix
+
+Sinkhorn = sinkhorn.Module
+SinkhornDivergence = sinkhorn_divergence.Module
+Wasserstein1d = wasserstein_1d.Module
+SlicedWasserstein = sliced_wasserstein.Module
+ExactOt = exact_ot.Module
+MongeGap = monge_gap.Module
+SinkhornKd = sinkhorn_kd.Module
+QuadraticOt = quadratic_ot.Module
+
+# Star-exported into ``losskit``: the registered objectives and their modules. The solver API
+# (solve, solve_matrix, OTResult, Cost, exact_plan, self_transport, input kinds) lives in losskit.transport.
+__all__ = [
+    "sinkhorn", "Sinkhorn", "sinkhorn_divergence", "SinkhornDivergence", "wasserstein_1d", "Wasserstein1d",
+    "sliced_wasserstein", "SlicedWasserstein", "exact_ot", "ExactOt", "monge_gap", "MongeGap",
+    "sinkhorn_kd", "SinkhornKd", "quadratic_ot", "QuadraticOt",
+]

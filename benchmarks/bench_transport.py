@@ -1,0 +1,212 @@
+"""Entropic OT on the CPU: losskit vs POT (sinkhorn_log on torch tensors) vs GeomLoss, one run, ratios.
+
+Every method solves the same problem (uniform weights, squared Euclidean cost ||x - y||^2, Gaussian
+clouds, eps = frac * median cost) to the same target accuracy, and the *achieved* L1 marginal error
+(row + column) of its plan is measured here by one independent pass. Each method runs in its own
+subprocess so that its peak memory (ru_maxrss above the data's) is its own.
+
+    python benchmarks/bench_transport.py                        # n = 1000, d = 2, eps in {0.05, 0.01}
+    python benchmarks/bench_transport.py --sizes 1000,5000 --dims 2,64 --backward
+    python benchmarks/bench_transport.py --big                  # n = m = 100,000 in 3-D, online path
+
+The exp-throughput bound: one Sinkhorn iteration needs about 2 n m exponentials; the machine's torch
+float32 exp rate is measured here and ``per-iteration time / (2 n m / rate)`` is printed.
+Note: on a shared machine the timings include whatever else runs; ratios are measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
+
+
+def _data(n, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = torch.randn(n, d, generator=g) * 0.8 + 0.5
+    k = min(n, 1000)
+    med = float((torch.cdist(x[:k], y[:k]) ** 2).median())
+    return x, y, med
+
+
+def _marginal_error(x, y, F, G, eps):
+    """L1 row + column error of P = a b exp((F + G - C)/eps), C = ||x - y||^2, uniform a, b (blocks)."""
+    n, m = x.shape[0], y.shape[0]
+    rows = torch.empty(n, dtype=torch.float64)
+    cols = torch.zeros(m, dtype=torch.float64)
+    x, y, F, G = x.double(), y.double(), F.double(), G.double()
+    for i0 in range(0, n, 256):
+        C = torch.cdist(x[i0:i0 + 256], y) ** 2
+        P = torch.exp((F[i0:i0 + 256, None] + G[None] - C) / eps) / (n * m)
+        rows[i0:i0 + 256] = P.sum(1)
+        cols += P.sum(0)
+    return float((rows - 1 / n).abs().sum() + (cols - 1 / m).abs().sum())
+
+
+def worker(method, n, d, frac, tol, backward, max_iter):
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    x, y, med = _data(n, d)
+    eps = frac * med
+    if backward:
+        x.requires_grad_(True)
+    # warm-up of the code path on a tiny problem (imports, allocator), then the baseline memory
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    iters = None
+    if method == "losskit":
+        sys.path.insert(0, SRC)
+        from losskit.transport import solve
+
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        r = solve(x, y, eps=eps, tol=tol, max_iter=max_iter)
+        if backward:
+            r.value.sum().backward()
+        dt = time.perf_counter() - t0
+        F, G = r.f[0], r.g[0]
+        iters = int(r.n_iter[0])
+        # solve() centres the points; potentials are for the centred cloud, which has the same costs
+        F, G = F.detach(), G.detach()
+    elif method == "pot":
+        import ot
+
+        a = torch.full((n,), 1 / n)
+        b = torch.full((n,), 1 / n)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        M = torch.cdist(x, y) ** 2
+        # POT checks the column error's L2 norm every 10 iterations; tol / sqrt(n) bounds the L1 error
+        P, log = ot.bregman.sinkhorn_log(a, b, M, eps, stopThr=tol / math.sqrt(n), numItermax=max_iter, log=True)
+        val = (P * M).sum()
+        if backward:
+            val.backward()
+        dt = time.perf_counter() - t0
+        F, G = eps * log["log_u"].detach(), eps * log["log_v"].detach()
+        iters = int(log.get("niter", 0))
+        F, G = F + eps * math.log(n), G + eps * math.log(n)   # P = diag(u) K diag(v) -> a b exp(...)
+    else:
+        import geomloss
+
+        scaling = float(method.split(":")[1])
+        blur = math.sqrt(eps / 2)   # GeomLoss cost |x - y|^2 / 2, eps_g = blur^2 = eps / 2
+        L = geomloss.SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, debias=False,
+                                 potentials=True, backend="tensorized")
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        Fg, Gg = L(x, y)
+        if backward:
+            L2 = geomloss.SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, debias=False,
+                                      backend="tensorized")
+            L2(x, y).backward()
+        dt = time.perf_counter() - t0
+        F, G = 2 * Fg.detach().reshape(-1), 2 * Gg.detach().reshape(-1)   # our cost and eps are 2x
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    with torch.no_grad():
+        xd = x.detach() - 0.5 * (x.detach().mean(0) + y.mean(0)) if method == "losskit" else x.detach()
+        yd = y - 0.5 * (x.detach().mean(0) + y.mean(0)) if method == "losskit" else y
+        err = _marginal_error(xd, yd, F, G, eps)
+    print(json.dumps({"s": dt, "mb": peak, "err": err, "iters": iters}))
+
+
+def run(method, n, d, frac, tol, backward, max_iter, timeout):
+    cmd = [sys.executable, __file__, "--worker", method, str(n), str(d), str(frac), str(tol),
+           str(int(backward)), str(max_iter)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except Exception as e:  # noqa: BLE001 - a failed peer run is reported, not fatal
+        return {"error": str(e)[:80]}
+
+
+def exp_rate() -> float:
+    buf = torch.randn(1 << 22).clamp_(-80, 0)
+    best = math.inf
+    for _ in range(5):
+        b = buf.clone()
+        t = time.perf_counter()
+        b.exp_()
+        best = min(best, time.perf_counter() - t)
+    return buf.numel() / best
+
+
+def big(n, d, frac, max_iter, tol):
+    sys.path.insert(0, SRC)
+    from losskit.transport import solve
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    x, y, med = _data(n, d)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    r = solve(x, y, eps=frac * med, tol=tol, max_iter=max_iter)
+    dt = time.perf_counter() - t
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    it = int(r.n_iter[0])
+    rate = exp_rate()
+    print(f"big: n = m = {n}, d = {d}, eps = {frac} x median, online = True (auto), threads = "
+          f"{torch.get_num_threads()}")
+    print(f"  {it} iterations in {dt:.1f} s ({dt / it:.1f} s / iteration), marginal error {float(r.marginal_error[0]):.2e}"
+          f" (converged: {bool(r.converged[0])}), peak memory above the data {peak:.0f} MB "
+          f"(a dense float32 n x m matrix would be {n * n * 4 / 2**30:.0f} GB)")
+    print(f"  exp bound {2 * n * n / rate:.1f} s / iteration -> ratio {dt / it / (2 * n * n / rate):.2f}")
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        m, n, d, frac, tol, bw, mi = sys.argv[2:9]
+        worker(m, int(n), int(d), float(frac), float(tol), bool(int(bw)), int(mi))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1000")
+    ap.add_argument("--dims", default="2")
+    ap.add_argument("--eps", default="0.05,0.01", help="fractions of the median cost")
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--max-iter", type=int, default=5000)
+    ap.add_argument("--backward", action="store_true")
+    ap.add_argument("--methods", default="losskit,pot,geomloss:0.5,geomloss:0.9")
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--big", action="store_true", help="the n = m = 100,000, d = 3 online demo only")
+    ap.add_argument("--big-n", type=int, default=100_000)
+    ap.add_argument("--big-iter", type=int, default=2000)
+    ap.add_argument("--big-eps", type=float, default=0.05)
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    if args.big:
+        big(args.big_n, 3, args.big_eps, args.big_iter, args.tol)
+        return
+    rate = exp_rate()
+    print(f"torch float32 exp rate: {rate / 1e9:.2f} G/s (threads: {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    methods = args.methods.split(",")
+    hdr = f"{'n':>6} {'d':>3} {'eps':>5} {'method':>14} {'time s':>8} {'iters':>6} {'L1 err':>8} {'MB':>7} " \
+          f"{'vs losskit':>10} {'exp-bound':>9}"
+    print(hdr)
+    for n in map(int, args.sizes.split(",")):
+        for d in map(int, args.dims.split(",")):
+            for frac in map(float, args.eps.split(",")):
+                res = {m: run(m, n, d, frac, args.tol, args.backward, args.max_iter, args.timeout) for m in methods}
+                base = res.get("losskit", {}).get("s")
+                for m, r in res.items():
+                    if "error" in r:
+                        print(f"{n:>6} {d:>3} {frac:>5} {m:>14} failed: {r['error']}")
+                        continue
+                    ratio = f"{r['s'] / base:.2f}x" if base else ""
+                    bound = ""
+                    if r.get("iters"):
+                        bound = f"{r['s'] / r['iters'] / (2 * n * n / rate):.2f}"
+                    print(f"{n:>6} {d:>3} {frac:>5} {m:>14} {r['s']:>8.3f} {str(r.get('iters') or ''):>6} "
+                          f"{r['err']:>8.1e} {r['mb']:>7.0f} {ratio:>10} {bound:>9}")
+
+
+if __name__ == "__main__":
+    main()

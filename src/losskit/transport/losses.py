@@ -1,0 +1,248 @@
+"""Entropic OT losses on point clouds: each is a few lines on top of :func:`.sinkhorn.solve`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+
+from .._core import Paper, objective, reduce
+from .._core.errors import fail
+from .._core.registry import BadInput, Example, InputKind
+from .._core.validate import check_sample_weight
+from . import _validate as V
+from ._inputs import TWO_SAMPLES, two_samples_example
+from .costs import Cost
+from .sinkhorn import BLOCK_ELEMS, _options_check, _point_cost, _solve, solve
+
+__all__ = ["sinkhorn", "sinkhorn_divergence", "self_transport", "monge_gap", "sinkhorn_kd"]
+
+
+@objective(
+    "sinkhorn", family="transport", input_kind=TWO_SAMPLES, example=two_samples_example,
+    properties={"nonnegative"},
+    formula="OT_eps(a, b) = min_{P1=a, P^T1=b} <P, C> + eps KL(P | a (x) b),  C_ij = ||x_i - y_j||^p",
+)
+def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
+             eps: float = 0.05, p: float = 2.0, cost: Callable | None = None, rho: float | None = None,
+             tol: float = 1e-3, max_iter: int = 2000, scaling: float | None = 0.5, online: bool | None = None,
+             differentiate: str = "envelope", sample_weight: torch.Tensor | None = None,
+             reduction: str = "mean") -> torch.Tensor:
+    """Entropic optimal transport cost between point clouds (log-domain Sinkhorn, epsilon-scaling).
+
+    .. math:: \\mathrm{OT}_\\varepsilon(\\alpha, \\beta) = \\min_{P\\mathbf 1 = a,\\ P^\\top\\mathbf 1 = b}
+              \\langle P, C\\rangle + \\varepsilon\\,\\mathrm{KL}(P \\,\\|\\, a \\otimes b)
+
+    computed as the dual value ``<a, f> + <b, g>`` at the converged potentials (with ``rho``: the
+    unbalanced problem whose marginal constraints are replaced by ``rho KL(P1 | a) + rho KL(P^T 1 | b)``).
+    One problem per batch entry; ``reduction='none'`` returns the ``(B,)`` costs. For the potentials,
+    the plan, the achieved marginal error and the iteration count use
+    :func:`losskit.transport.solve`. Note ``OT_eps(alpha, alpha) > 0``: for a loss that vanishes at
+    ``alpha = beta`` use :func:`sinkhorn_divergence`.
+
+    Args:
+        x, y: point clouds ``(B, n, d)``, ``(B, m, d)`` or unbatched ``(n, d)``, ``(m, d)``.
+        a, b: non-negative point weights ``(B, n)``, ``(B, m)`` (uniform by default; zeros pad ragged
+            problems). Balanced OT needs equal totals.
+        sample_weight, reduction: per-problem weights ``(B,)`` and losskit's reduction.
+
+    Solver options (shared by every entropic objective):
+        eps: entropic regularisation, in cost units (a float, or one per problem ``(B,)``).
+        p: the cost ``||x - y||^p`` (``p = 2``: squared Euclidean; note GeomLoss's ``p = 2`` is half of it).
+        cost: a user cost ``cost(x_block (B, r, d), y (B, m, d)) -> (B, r, m)`` replacing ``p``.
+        rho: KL marginal relaxation strength (unbalanced OT); ``None`` = balanced.
+        tol: stop when the L1 marginal error (balanced) / fixed-point residual is below ``tol``.
+        max_iter: iteration cap (an iteration = one update of each potential).
+        scaling: epsilon-scaling factor (eps goes from the cost's diameter down to ``eps`` by this factor
+            per iteration, then iterates at ``eps``); ``None`` disables annealing.
+        online: ``None`` chooses (the n x m matrix is never held above 512 MB); True/False forces.
+        differentiate: ``'envelope'`` (default: gradients from the converged plan, no unrolling) or
+            ``'unroll'`` (autograd through every iteration; dense, memory grows with iterations).
+
+    Paper: standard (Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", 2013,
+    arXiv:1306.0895; log-domain stabilisation and epsilon-scaling: Schmitzer 2019, arXiv:1610.06519).
+    """
+    unbatched = x.dim() == 2
+    res = solve(x, y, a, b, eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling,
+                online=online, differentiate=differentiate)
+    v = res.value[0] if unbatched else res.value
+    return reduce(v, reduction, weight=check_sample_weight(sample_weight, v.shape))
+
+
+def self_transport(x: torch.Tensor, a: torch.Tensor | None = None, *, eps=0.05, p: float = 2.0,
+                   cost: Callable | None = None, rho: float | None = None, tol: float = 1e-3,
+                   max_iter: int = 2000, scaling: float | None = 0.5, online: bool | None = None):
+    """``OT_eps(alpha, alpha)`` by the symmetric iteration ``f <- (f + T(f)) / 2`` (one potential).
+
+    Returns the :class:`~.sinkhorn.OTResult` (``f == g``). Used for the debiasing terms of
+    :func:`sinkhorn_divergence`.
+    """
+    x, _, a, _ = V.samples(x, x, a, a, balanced=False)
+    xc, _, c = _point_cost(x, x, p, cost, eps)
+    c = Cost(xc, xc, p=c.p, fn=c.fn, expand=c.expand)
+    return _solve(c, a, a, eps=eps, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online,
+                  differentiate="envelope", block_elems=BLOCK_ELEMS, dense_bytes=512 * 2**20,
+                  inputs=(xc, xc, None), symmetric=True)
+
+
+@objective(
+    "sinkhorn_divergence", family="transport", input_kind=TWO_SAMPLES, example=two_samples_example,
+    properties={"nonnegative"},
+    formula="S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2 (+ eps/2 (|a| - |b|)^2 unbalanced)",
+)
+def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
+                        b: torch.Tensor | None = None, eps: float = 0.05, p: float = 2.0,
+                        cost: Callable | None = None, rho: float | None = None, tol: float = 1e-3,
+                        max_iter: int = 2000, scaling: float | None = 0.5, online: bool | None = None,
+                        sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Debiased Sinkhorn divergence: 0 for identical inputs, >= 0, symmetric, metrises weak convergence.
+
+    .. math:: S_\\varepsilon(\\alpha, \\beta) = \\mathrm{OT}_\\varepsilon(\\alpha, \\beta)
+              - \\tfrac12 \\mathrm{OT}_\\varepsilon(\\alpha, \\alpha) - \\tfrac12 \\mathrm{OT}_\\varepsilon(\\beta, \\beta)
+
+    (unbalanced, ``rho`` given: plus ``eps/2 (|a| - |b|)^2``, the mass term of Séjourné et al. 2019).
+    The self terms use the symmetric averaged iteration. Interpolates between ``W_c`` (eps -> 0) and
+    ``MMD^2/2`` with kernel ``-C`` (eps -> infinity). Arguments as :func:`sinkhorn`.
+
+    Paper: Feydy, Séjourné, Vialard, Amari, Trouvé, Peyré, "Interpolating between Optimal Transport and
+    MMD using Sinkhorn Divergences", 2019, arXiv:1810.08278 (Genevay, Peyré, Cuturi 2018).
+    """
+    _options_check(eps, rho, tol, max_iter, scaling, "envelope")
+    unbatched = x.dim() == 2
+    xb, yb, ab, bb = V.samples(x, y, a, b, balanced=rho is None)
+    kw = dict(eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online)
+    xy = solve(xb, yb, ab, bb, **kw).value
+    xx = self_transport(xb, ab, **kw).value
+    yy = self_transport(yb, bb, **kw).value
+    s = xy - 0.5 * (xx + yy)
+    if rho is not None:
+        s = s + 0.5 * torch.as_tensor(eps, dtype=s.dtype) * (ab.sum(1) - bb.sum(1)) ** 2
+    v = s[0] if unbatched else s
+    return reduce(v, reduction, weight=check_sample_weight(sample_weight, v.shape))
+
+
+MONGE_GAP_PAPER = Paper("The Monge Gap: A Regularizer to Learn All Transport Maps", 2023, "2302.04953",
+                        "Uscidda, Cuturi")
+
+
+@objective(
+    "monge_gap", family="transport", input_kind=TWO_SAMPLES, example=functools.partial(two_samples_example, m=4),
+    paper=MONGE_GAP_PAPER,
+    formula="M(T) = sum_i a_i c(x_i, T(x_i)) - OT_eps(sum_i a_i delta_{x_i}, sum_i a_i delta_{T(x_i)})",
+)
+def monge_gap(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None, eps: float = 0.05,
+              p: float = 2.0, cost: Callable | None = None, tol: float = 1e-3, max_iter: int = 2000,
+              scaling: float | None = 0.5, online: bool | None = None,
+              sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Monge gap of a map T on reference points x, given ``y = T(x)`` (same number of points).
+
+    .. math:: \\mathcal M^\\varepsilon_\\mu(T) = \\sum_i a_i\\, c(x_i, T(x_i))
+              - \\mathrm{OT}_\\varepsilon(\\mu, T_\\#\\mu),\\qquad \\mu = \\sum_i a_i \\delta_{x_i}
+
+    It is 0 (up to the entropic bias, ``>= -eps H(a)``, ``H(a) = log n`` for uniform a) exactly when T
+    moves the points c-optimally (e.g. T = gradient of a convex function for the squared Euclidean
+    cost), and positive otherwise; used as a regulariser when fitting a transport map. Gradients flow to
+    both x and y (envelope theorem for the OT term). Solver options as :func:`sinkhorn`.
+
+    Paper: Uscidda, Cuturi, "The Monge Gap: A Regularizer to Learn All Transport Maps", 2023,
+    arXiv:2302.04953.
+    """
+    unbatched = x.dim() == 2
+    xb, yb, ab, _ = V.samples(x, y, a, a if a is not None else None, balanced=False)
+    if xb.shape[1] != yb.shape[1]:
+        raise fail("y", f"T(x): one image per point of x ({xb.shape[1]})", f"shape {tuple(y.shape)}")
+    diag = ((xb - yb) ** 2).sum(-1) if cost is None and p == 2 else (
+        cost(xb, yb).diagonal(dim1=1, dim2=2) if cost is not None else pairwise_cost_diag(xb, yb, p))
+    transport = (ab * diag).sum(1)
+    ot = solve(xb, yb, ab, ab, eps=eps, p=p, cost=cost, tol=tol, max_iter=max_iter, scaling=scaling,
+               online=online).value
+    gap = transport - ot
+    v = gap[0] if unbatched else gap
+    return reduce(v, reduction, weight=check_sample_weight(sample_weight, v.shape))
+
+
+def pairwise_cost_diag(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
+    """``||x_i - y_i||^p`` (row-wise), with a zero gradient at coincident points."""
+    sq = ((x - y) ** 2).sum(-1)
+    pos = sq > 0
+    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)) ** (p / 2), torch.zeros_like(sq))
+
+
+SINKD_PAPER = Paper("Sinkhorn Distance Minimization for Knowledge Distillation", 2024, "2402.17110",
+                    "Cui, Qin, Gao, Zhang, Xu, Li, Li, Sun")
+
+
+def _kd_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
+    s = 2 * torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    t = 2 * torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    return Example({"student_logits": s.to(dtype), "teacher_logits": t.to(dtype)},
+                   options={"eps": 0.5, "tol": tol}, grad=("student_logits",))
+
+
+def _kd_bad(ex: Example) -> list[BadInput]:
+    s, t = ex.inputs["student_logits"], ex.inputs["teacher_logits"]
+    return [
+        BadInput("class counts differ", ex.replace({"teacher_logits": t[:, :-1]}), "teacher_logits"),
+        BadInput("batch sizes differ", ex.replace({"teacher_logits": t[:-1]}), "teacher_logits"),
+        BadInput("logits without a class dimension", ex.replace({"student_logits": s[:, 0]}), "student_logits"),
+        BadInput("non-positive temperature", ex.replace(options={"temperature": 0.0}), "temperature"),
+    ]
+
+
+KD_LOGITS = InputKind("student/teacher logits", "student_logits (N, K), teacher_logits (N, K)",
+                      bad_inputs=_kd_bad,
+                      extreme=lambda ex: ex.map_floats(lambda t: (t.sign() * 1e4 + t).float()))
+
+
+@objective(
+    "sinkhorn_kd", family="distillation", input_kind=KD_LOGITS, example=_kd_example, paper=SINKD_PAPER,
+    properties={"nonnegative"}, per_sample=False, sample_weight=False,
+    formula="L = OT_eps({s_i}, {t_j}) over the batch, s = softmax(z_s / tau), t = softmax(z_t / tau), "
+            "C_ij = ||s_i - t_j||^2 (batch-wise form)",
+)
+def sinkhorn_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None,
+                *, temperature: float = 1.0, eps: float = 0.1, alpha: float = 1.0, tol: float = 1e-3,
+                max_iter: int = 2000, reduction: str = "mean") -> torch.Tensor:
+    """Sinkhorn knowledge distillation, batch-wise form: entropic OT between the batch of student and
+    the batch of teacher output distributions.
+
+    .. math:: L = \\mathrm{OT}_\\varepsilon\\Big(\\tfrac1N\\sum_i \\delta_{s_i},\\ \\tfrac1N\\sum_j \\delta_{t_j}\\Big),
+              \\quad C_{ij} = \\|s_i - t_j\\|_2^2,\\quad s = \\mathrm{softmax}(z_s/\\tau),\\ t = \\mathrm{softmax}(z_t/\\tau)
+
+    † Our reading of the paper's batch-wise reformulation (the N x N cost between the student's and the
+    teacher's predictions in a batch, Sinkhorn distance over it); the squared Euclidean cost between
+    probability vectors and the dual (entropic) value are our choices, stated here. With ``target``
+    (class indices) the loss is ``alpha * L + (1 - alpha) * cross_entropy(z_s, target)``.
+    ``reduction='none'`` gives per-sample shares ``f_i + g_i`` of the dual value (their mean is L); the
+    loss couples the batch, so it is not per-sample. The teacher is not detached (detach it yourself).
+
+    Paper: Cui et al., "Sinkhorn Distance Minimization for Knowledge Distillation", 2024, arXiv:2402.17110.
+    """
+    from .._core.validate import check_floating
+
+    check_floating("student_logits", student_logits)
+    check_floating("teacher_logits", teacher_logits)
+    if student_logits.dim() != 2:
+        raise fail("student_logits", "logits of shape (N, K)", f"shape {tuple(student_logits.shape)}")
+    if teacher_logits.shape != student_logits.shape:
+        raise fail("teacher_logits", f"the shape of student_logits {tuple(student_logits.shape)}",
+                   f"shape {tuple(teacher_logits.shape)}")
+    if not temperature > 0:
+        raise fail("temperature", "a positive temperature", repr(temperature))
+    s = torch.softmax(student_logits / temperature, -1)
+    t = torch.softmax(teacher_logits.to(s.dtype) / temperature, -1)
+    res = solve(s, t, eps=eps, tol=tol, max_iter=max_iter)
+    # the dual value <a, f> + <b, g> split into per-sample shares f_i + g_i (uniform weights)
+    loss = _attach(res.f[0] + res.g[0], res.value[0])
+    if target is not None:
+        ce = torch.nn.functional.cross_entropy(student_logits, target, reduction="none")
+        loss = alpha * loss + (1 - alpha) * ce
+    return reduce(loss, reduction)
+
+
+def _attach(per: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Per-sample shares whose mean is ``value`` and that carry its gradient (shares are detached)."""
+    per = per.detach()
+    return per - per.mean() + value
