@@ -151,7 +151,8 @@ def cmd_run(args) -> int:
     for key, msg in sorted(summary.failed.items()):
         con.print(f"  [red]failed[/] {key}: {msg}")
     print_boards(con, store, runs, notes=False)
-    con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s ({summary.reused} reused from the store); "
+    con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s wall, {summary.cpu_s:.1f} CPU-s in trials "
+              f"({summary.reused} reused from the store); "
               f"HTML report: losskit arena report --store {args.store}")
     return 0
 
@@ -222,7 +223,8 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     if claims:
         con.print("[bold]paper claims at this scale[/]")
         for c in claims:
-            colour = {"reproduced": "green", "partly": "yellow", "not reproduced": "red"}.get(c.verdict, "dim")
+            colour = {"reproduced": "green", "partly": "yellow", "inconclusive": "yellow",
+                      "not reproduced": "red"}.get(c.verdict, "dim")
             con.print(f"  [{colour}]{c.verdict}[/]: {c.statement}\n    [dim]{c.evidence}[/]")
 
 

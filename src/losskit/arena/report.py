@@ -183,4 +183,4 @@ _HEAD = """<!doctype html><html><head><meta charset="utf-8"><title>losskit arena
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
 th{background:#eee}.cfg{color:#666;font-size:12px}img{display:block;margin:0.5em 0;max-width:100%}
 .v-reproduced{color:#070;font-weight:bold}.v-partly{color:#a60;font-weight:bold}
-.v-not-reproduced{color:#b00;font-weight:bold}</style></head><body>"""
+.v-not-reproduced{color:#b00;font-weight:bold}.v-inconclusive{color:#a60}</style></head><body>"""
