@@ -197,7 +197,7 @@ def test_killed_run_resumes_without_repeating(tmp_path, monkeypatch, capsys):
             "--no-progress", *TINY]
     proc = subprocess.Popen([PY, "-m", "losskit.cli", "arena", *args], cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "losskit-arena.db"
+    db = tmp_path / "losskit_results.sqlite"
     deadline = time.time() + 120
     n = 0
     while time.time() < deadline and proc.poll() is None:
@@ -234,7 +234,7 @@ def test_two_concurrent_cli_runs_share_a_store(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    st = Store(tmp_path / "losskit-arena.db")
+    st = Store(tmp_path / "losskit_results.sqlite")
     assert st.integrity() == "ok"
     con = sqlite3.connect(st.path)
     # 3 seeds x 3 metrics, no duplicates

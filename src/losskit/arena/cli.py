@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         ap = argparse.ArgumentParser(prog=f"losskit arena {argv[0]}")
         ap.add_argument("tasks", nargs="*")
         ap.add_argument("--store", default=DEFAULT_STORE)
-        ap.add_argument("--out", default="arena-report", help="report folder (index.html + PNGs)")
+        ap.add_argument("--out", default="arena_report", help="report folder (index.html + PNGs)")
         args = ap.parse_args(argv[1:])
         return cmd_report(args) if argv[0] == "report" else cmd_show(args)
     return cmd_run(_parser().parse_args(argv))

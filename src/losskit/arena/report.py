@@ -22,7 +22,7 @@ def _config_key(b: Board) -> str:
     return ", ".join(f"{k}={v}" for k, v in b.config.items())
 
 
-def write_report(store: Store, out: str | os.PathLike = "arena-report") -> str:
+def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
     """Write ``out/index.html`` and its PNGs; returns the path of the HTML file."""
     import matplotlib
 
@@ -114,7 +114,11 @@ def _bar_plot(plt, b: Board, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(es) + 1.2))
     ax.barh([e.label for e in es][::-1], [e.mean(m) for e in es][::-1], xerr=[e.std(m) for e in es][::-1],
             color=["#c44" if e.label == b.baseline else "#48a" for e in es][::-1])
-    ax.set_xlabel(f"{m} (mean ± std over seeds; red: baseline)")
+    lo = min(e.mean(m) - e.std(m) for e in es)
+    hi = max(e.mean(m) + e.std(m) for e in es)
+    pad = 0.15 * (hi - lo) + 1e-9
+    ax.set_xlim(lo - pad if lo - pad > 0 or lo < 0 else 0, hi + pad)  # zoomed: differences are small
+    ax.set_xlabel(f"{m} (mean ± std over seeds; red: baseline; axis zoomed)")
     ax.set_title(f"{b.task}: {m}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 __all__ = ["Store", "Row", "DEFAULT_STORE"]
 
-DEFAULT_STORE = "losskit-arena.db"
+DEFAULT_STORE = "losskit_results.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
