@@ -404,6 +404,7 @@ class Preference(Task):
     defaults = {"truth": "bt", "vocab": 16, "pairs": 2048, "epochs": 30, "lr": 0.05, "batch_size": 256,
                 "beta": 0.5, "eval_every": 3}
     quick_config = {"epochs": 20, "eval_every": 2}
+    quick_sweep = {"truth": ["bt", "cyclic"]}
     quick = ("dpo", "ipo", "simpo", "kto", "orpo", "cpl", "egpo", "nash_mp")
 
     def candidates(self):
