@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,arena,bench
+EXTRAS ?= dev,arena,bench,ray
 
 .PHONY: setup demo arena test lint bench clean
 

@@ -216,7 +216,8 @@ _REGISTRY: dict[str, Objective] = {}
 
 
 # ------------------------------------------------------------------------------------ the wrapper
-def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ...]) -> Callable:
+def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ...],
+          promote_half: bool = True) -> Callable:
     sig = inspect.signature(fn)
     params = sig.parameters
     has_reduction = "reduction" in params
@@ -238,7 +239,8 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
             if isinstance(value, torch.Tensor):
                 if value.is_floating_point() and name not in unchecked:
                     check_finite(name, value, allow_neg_inf=name in allow_neg_inf)
-                arguments[name] = promote(value)
+                if promote_half:
+                    arguments[name] = promote(value)
         return fn(*bound.args, **bound.kwargs)
 
     wrapper.__signature__ = sig
@@ -309,12 +311,14 @@ def objective(
     gradcheck: bool = True,
     extreme: bool = True,
     compile: bool = True,
+    promote_half: bool = True,
     **tags: Any,
 ) -> Callable[[Callable], Callable]:
     """Register a functional objective (decorator). See the module docstring for what it adds.
 
     ``unchecked`` names inputs that may legitimately hold NaN/inf (e.g. logits at masked positions
-    that the objective never reads).
+    that the objective never reads). ``promote_half=False`` leaves float16/bfloat16 inputs as they
+    are: the objective applies the dtype policy itself (e.g. bfloat16 GEMMs with float32 accumulation).
     """
     props = frozenset(properties)
     unknown = props - set(PROPERTIES)
@@ -324,7 +328,7 @@ def objective(
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn.__wrapped__ is not fn:  # type: ignore[attr-defined]
             raise ValueError(f"objective {name!r} is already registered")
-        wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked))
+        wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked), promote_half)
         cls_name = module_name or "".join(p.capitalize() for p in name.split("_"))
         wrapped.Module = make_module(wrapped, cls_name)
         _REGISTRY[name] = Objective(

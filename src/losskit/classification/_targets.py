@@ -103,3 +103,44 @@ def reduce_classwise(loss: torch.Tensor, t: Targets, reduction: str, class_weigh
 
 def check_class_weights(weight, k):
     return check_class_weight(weight, k, "weight")
+
+
+def classwise_loss(logits: torch.Tensor, target: torch.Tensor, base_fn, transform=None, *, weight=None,
+                   ignore_index: int = -100, label_smoothing: float = 0.0, sample_weight=None,
+                   reduction: str = "mean") -> torch.Tensor:
+    """The shared body of every per-class-score loss: ``sum_k t_k w_k s_k(z)``, reduced with torch's rules.
+
+    ``s_k = transform(base_fn(z))_k`` is the loss class ``k`` would incur as the label: ``base_fn`` maps
+    class-last logits ``(N, *, K)`` to a per-class quantity (``-log p_k``, the rival mass, ...) and
+    ``transform`` (elementwise, optional) to the score. For class-index targets without smoothing only
+    the target column is transformed (``O(N)`` transcendental work, not ``O(NK)``). Targets are indices
+    (with ``ignore_index``) or distributions; ``label_smoothing`` and class ``weight`` are applied here,
+    once, for every loss built on it.
+    """
+    z = class_last(logits)
+    t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    w = check_class_weights(weight, t.num_classes)
+    base = base_fn(z)
+    if t.index is not None and t.smoothing == 0:
+        per = base.gather(-1, t.index.unsqueeze(-1)).squeeze(-1)
+        if transform is not None:
+            per = transform(per)
+        if w is not None:
+            per = per * w[t.index]
+    else:
+        per = expected_score(base if transform is None else transform(base), t, w)
+    return reduce_classwise(per, t, reduction, w, sample_weight)
+
+
+def target_distribution(t: Targets, dtype: torch.dtype) -> torch.Tensor:
+    """The resolved target as a distribution ``(N, *, K)`` (one-hot for indices), label smoothing applied.
+
+    For losses that are not linear in the target (Fenchel-Young losses), which need ``t`` itself.
+    """
+    if t.dist is not None:
+        dist = t.dist.to(dtype)
+    else:
+        dist = torch.nn.functional.one_hot(t.index, t.num_classes).to(dtype)
+    if t.smoothing:
+        dist = (1 - t.smoothing) * dist + t.smoothing / t.num_classes
+    return dist

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .._core import Paper, objective, reduce
 from .._core.inputs import BINARY_LOGITS, LOGITS_LABELS, binary_example, logits_labels_example
 from .._core.validate import check_floating, check_same_shape, check_sample_weight, check_unit_interval, fail
-from ._targets import check_class_weights as _class_weights
-from ._targets import class_last, expected_score, reduce_classwise, resolve_targets
+from ._targets import classwise_loss
+from .margins import guarded, margin_logsumexp, softplus
 
 __all__ = ["cross_entropy", "CrossEntropyLoss", "focal", "FocalLoss", "binary_focal", "BinaryFocalLoss"]
 
@@ -47,11 +46,8 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.T
 
     Paper: standard.
     """
-    z = class_last(logits)
-    t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    w = _class_weights(weight, t.num_classes)
-    nll = -torch.log_softmax(z, dim=-1)
-    return reduce_classwise(expected_score(nll, t, w), t, reduction, w, sample_weight)
+    return classwise_loss(logits, target, margin_logsumexp, weight=weight, ignore_index=ignore_index,
+                          label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
 
 
 @objective(
@@ -69,25 +65,27 @@ def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
 
     With class-index targets this is the paper's ``-alpha_y (1 - p_y)^gamma log p_y``; ``weight`` is the
     per-class alpha (the multi-class form of the paper's alpha-balancing); ``gamma=0`` is
-    :func:`cross_entropy`. ``1 - p_k`` is computed as ``-expm1(log p_k)``, exact for confident
-    predictions, and reductions follow :func:`cross_entropy`.
+    :func:`cross_entropy`. ``1 - p_k`` is computed as ``-expm1(log p_k)`` from the log-probabilities,
+    exact for confident predictions; a ``-inf`` logit (masked class) and an exactly certain prediction
+    give finite, NaN-free gradients (for any ``gamma >= 0``). Reductions follow :func:`cross_entropy`.
+    Claims: classification-calibrated (Charoenphakdee et al. 2021, arXiv:2011.09172), not proper.
 
     Paper: Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection", 2017,
     arXiv:1708.02002.
     """
     if gamma < 0:
         raise fail("gamma", "a non-negative focusing parameter", repr(gamma))
-    z = class_last(logits)
-    t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    w = _class_weights(weight, t.num_classes)
-    logp = torch.log_softmax(z, dim=-1)
-    score = -logp if gamma == 0 else -logp * (-torch.expm1(logp)).pow(gamma)
-    return reduce_classwise(expected_score(score, t, w), t, reduction, w, sample_weight)
+
+    def modulate(s):  # s = -log p_k
+        return s if gamma == 0 else guarded(s, lambda v: v * (-torch.expm1(-v)).pow(gamma), at_zero=True)
+
+    return classwise_loss(logits, target, margin_logsumexp, modulate, weight=weight, ignore_index=ignore_index,
+                          label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
 
 
 @objective(
     "binary_focal", family="classification", input_kind=BINARY_LOGITS, example=binary_example,
-    paper=FOCAL_PAPER, properties={"nonnegative", "calibrated"},
+    paper=FOCAL_PAPER, properties={"nonnegative"},
     formula="L(x, y) = -alpha_t (1 - p_t)^gamma log p_t,  p = sigmoid(x), p_t = p y + (1-p)(1-y)",
     module_name="BinaryFocalLoss",
 )
@@ -104,6 +102,10 @@ def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | N
     the default reduction is ``'mean'`` like every losskit objective. The cross-entropy term is the
     stable ``softplus`` form; ``1 - p_t`` is formed from ``sigmoid(+-x)``, never as ``1 - sigmoid``.
 
+    Not claimed calibrated with the default ``alpha=0.25``: the class weighting moves the Bayes
+    threshold from ``P(y=1|x) = 1/2`` to ``1 - alpha = 0.75``, so the sign of the minimiser is not the
+    Bayes classifier's. With ``alpha=None`` (or 0.5) the loss is symmetric in the label and calibrated.
+
     Paper: Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection", 2017,
     arXiv:1708.02002.
     """
@@ -116,10 +118,18 @@ def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | N
     if alpha is not None and not 0 <= alpha <= 1:
         raise fail("alpha", "a value in [0, 1] or None", repr(alpha))
     target = target.to(logits.dtype)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    # BCE = y softplus(-x) + (1 - y) softplus(x), each term only where its weight is non-zero, so a -inf
+    # logit with target 0 gives 0 (torch's binary_cross_entropy_with_logits gives NaN there).
+    zero = logits.new_zeros(())
+    ce = torch.where(target > 0, target * softplus(-logits), zero) + \
+        torch.where(target < 1, (1 - target) * softplus(logits), zero)
     # 1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x), exact for both tails.
     one_minus_pt = target * torch.sigmoid(-logits) + (1 - target) * torch.sigmoid(logits)
-    loss = ce if gamma == 0 else ce * one_minus_pt.pow(gamma)
+    if gamma == 0:
+        loss = ce
+    else:  # (1 - p_t)^gamma with a zero-gradient guard where 1 - p_t underflows to 0 (gamma < 1)
+        pos = one_minus_pt > 0
+        loss = ce * torch.where(pos, torch.where(pos, one_minus_pt, 1.0).pow(gamma), 0.0)
     if alpha is not None:
         loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
     return reduce(loss, reduction, weight=check_sample_weight(sample_weight, loss.shape))

@@ -1,9 +1,15 @@
 """Divergences between categorical distributions, computed in log space.
 
 Each takes two distributions ``p`` and ``q`` over ``dim`` given as ``input_space='logits'`` (default;
-normalised with ``log_softmax``), ``'log_probs'`` or ``'probs'``. Zero probabilities (``-inf``
+normalised with ``log_softmax``), ``'log_probs'`` or ``'probs'``, and returns one value per
+distribution (the input shape without ``dim``), reduced by ``reduction``. Zero probabilities (``-inf``
 logits) are exact: ``0 log 0 = 0``; a divergence that is infinite (``p > 0`` where ``q = 0`` for KL)
-returns ``inf``, never NaN.
+returns ``inf``, never NaN. Gradients are finite wherever the value is; with respect to an entry that
+is exactly zero (a masked logit, a zero probability) the gradient is 0.
+
+Every f-divergence goes through one function, :func:`categorical_divergence`, with an
+:class:`~losskit.divergences.generators.FGenerator`; the named objectives are that call with a fixed
+generator. Rényi and Cauchy–Schwarz (not f-divergences) are log-sum-exp closed forms.
 """
 
 from __future__ import annotations
@@ -12,12 +18,33 @@ import math
 
 import torch
 
-from .._core import fail, objective, reduce
+from .._core import Paper, fail, objective, reduce
 from .._core.inputs import TWO_DISTRIBUTIONS, distributions_example
 from .._core.validate import check_floating, check_probabilities, check_sample_weight
+from .generators import (
+    HELLINGER,
+    JEFFREYS,
+    JS,
+    KL,
+    NEYMAN,
+    PEARSON,
+    REVERSE_KL,
+    TV,
+    FGenerator,
+    alpha_generator,
+    get_generator,
+    perspective_terms,
+    skew_js_generator,
+    skew_kl_generator,
+)
 
-__all__ = ["log_probs", "kl_divergence", "reverse_kl_divergence", "js_divergence",
-           "KLDivergence", "ReverseKLDivergence", "JSDivergence"]
+__all__ = ["log_probs", "kl_divergence", "reverse_kl_divergence", "js_divergence", "generalized_js_divergence",
+           "skew_kl_divergence", "total_variation", "squared_hellinger", "pearson_chi2", "neyman_chi2",
+           "jeffreys_divergence", "alpha_divergence", "renyi_divergence", "cauchy_schwarz_divergence",
+           "f_divergence", "categorical_divergence", "KLDivergence", "ReverseKLDivergence", "JSDivergence",
+           "GeneralizedJSDivergence", "SkewKLDivergence", "TotalVariation", "SquaredHellinger", "PearsonChi2",
+           "NeymanChi2", "JeffreysDivergence", "AlphaDivergence", "RenyiDivergence", "CauchySchwarzDivergence",
+           "FDivergence"]
 
 INPUT_SPACES = ("logits", "log_probs", "probs")
 
@@ -34,7 +61,9 @@ def log_probs(x: torch.Tensor, input_space: str, dim: int, name: str) -> torch.T
         return x
     if input_space == "probs":
         check_probabilities(name, x, dim=dim)
-        return torch.log(x)
+        # log 0 = -inf (the boundary terms handle it); its gradient is taken as 0, not 0 * inf = NaN
+        pos = x > 0
+        return torch.where(pos, torch.log(torch.where(pos, x, torch.ones_like(x))), torch.full_like(x, -math.inf))
     raise fail("input_space", f"one of {INPUT_SPACES}", repr(input_space))
 
 
@@ -67,8 +96,38 @@ _DIV = dict(family="divergence", input_kind=TWO_DISTRIBUTIONS, example=distribut
             allow_neg_inf=("p", "q"))
 
 
+def categorical_divergence(p: torch.Tensor, q: torch.Tensor, generator: str | FGenerator = "kl", *,
+                           input_space: str = "logits", dim: int = -1) -> torch.Tensor:
+    """``D_f(p ‖ q) = Σ_k q_k f(p_k/q_k)`` per distribution (unreduced), the one f-divergence routine.
+
+    Used by every named f-divergence here and by the distillation losses (``divergence=``).
+    """
+    gen = get_generator(generator)
+    logp, logq = _pair(p, q, input_space, dim)
+    return perspective_terms(gen, logp, logq).sum(dim)
+
+
+def _fdiv(p, q, gen, input_space, dim, reduction, sample_weight):
+    per = categorical_divergence(p, q, gen, input_space=input_space, dim=dim)
+    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+
+
+_DIV = dict(family="divergence", input_kind=TWO_DISTRIBUTIONS, example=distributions_example,
+            allow_neg_inf=("p", "q"))
+_ARGS = """
+    Args: ``p``, ``q`` of the same shape; ``input_space`` ``'logits'`` (default), ``'log_probs'`` or
+    ``'probs'``; ``dim`` the class axis; ``sample_weight`` one weight per distribution (or per leading
+    sample); ``reduction`` ``'mean' | 'sum' | 'none'``."""
+
+
+def _doc(fn):
+    fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n" + _ARGS
+    return fn
+
+
 @objective("kl_divergence", properties={"nonnegative", "divergence"},
            formula="KL(p || q) = sum_k p_k (log p_k - log q_k)", module_name="KLDivergence", **_DIV)
+@_doc
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                   sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Forward Kullback–Leibler divergence KL(p ‖ q), one value per distribution.
@@ -78,31 +137,32 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logit
     The direction is the name: the first argument is the distribution the expectation is taken
     under. (``torch.nn.functional.kl_div(input, target)`` computes KL(target ‖ input) and its
     ``'mean'`` averages over elements, not distributions; here ``'mean'`` averages over
-    distributions, torch's ``'batchmean'``.)
+    distributions, torch's ``'batchmean'``.) Infinite where ``p > 0 = q``.
 
-    Paper: standard.
+    Paper: standard (Kullback & Leibler, 1951).
     """
-    logp, logq = _pair(p, q, input_space, dim)
-    return _finish(_kl_terms(logp, logq), dim, reduction, sample_weight)
+    return _fdiv(p, q, KL, input_space, dim, reduction, sample_weight)
 
 
 @objective("reverse_kl_divergence", properties={"nonnegative", "divergence"},
            formula="KL(q || p) = sum_k q_k (log q_k - log p_k)", module_name="ReverseKLDivergence", **_DIV)
+@_doc
 def reverse_kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                           sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Reverse Kullback–Leibler divergence KL(q ‖ p): :func:`kl_divergence` with the arguments swapped.
 
-    With ``p`` the model and ``q`` the data (or teacher), this is the mode-seeking direction.
+    With ``p`` the data (or teacher) and ``q`` the model, this is the mode-seeking direction. It is
+    the f-divergence with ``f(t) = -log t``. Infinite where ``q > 0 = p``.
 
     Paper: standard.
     """
-    logp, logq = _pair(p, q, input_space, dim)
-    return _finish(_kl_terms(logq, logp), dim, reduction, sample_weight)
+    return _fdiv(p, q, REVERSE_KL, input_space, dim, reduction, sample_weight)
 
 
 @objective("js_divergence", properties={"nonnegative", "divergence", "symmetric_divergence", "bounded"},
            formula="JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m),  m = (p + q)/2", module_name="JSDivergence",
            **_DIV)
+@_doc
 def js_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                   sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Jensen–Shannon divergence (natural log, so 0 <= JS <= log 2).
@@ -115,12 +175,248 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logit
 
     Paper: standard (Lin, "Divergence measures based on the Shannon entropy", 1991).
     """
+    return _fdiv(p, q, JS, input_space, dim, reduction, sample_weight)
+
+
+@objective("generalized_js_divergence", properties={"nonnegative", "divergence", "bounded"},
+           formula="JS_pi(p, q) = pi KL(p || m) + (1 - pi) KL(q || m),  m = pi p + (1 - pi) q",
+           module_name="GeneralizedJSDivergence", **_DIV)
+@_doc
+def generalized_js_divergence(p: torch.Tensor, q: torch.Tensor, *, pi: float = 0.5, input_space: str = "logits",
+                              dim: int = -1, sample_weight: torch.Tensor | None = None,
+                              reduction: str = "mean") -> torch.Tensor:
+    """Generalised (skew) Jensen–Shannon divergence with mixture weight ``pi`` ∈ (0, 1).
+
+    .. math:: \\mathrm{JS}_\\pi(p, q) = \\pi\\,\\mathrm{KL}(p\\,\\|\\,m) + (1-\\pi)\\,\\mathrm{KL}(q\\,\\|\\,m),
+              \\quad m = \\pi p + (1-\\pi) q
+
+    ``pi = 0.5`` is :func:`js_divergence`; bounded by the entropy of (π, 1-π), reached on disjoint
+    supports. (GKD, Agarwal et al. 2024, uses ``JSD(β)`` with ``β = 1 - pi`` in this notation.)
+
+    Paper: standard (Lin, 1991; generalised JSD).
+    """
+    return _fdiv(p, q, skew_js_generator(pi), input_space, dim, reduction, sample_weight)
+
+
+@objective("skew_kl_divergence", properties={"nonnegative", "divergence", "bounded"},
+           formula="SKL_a(p || q) = KL(p || a p + (1 - a) q)", module_name="SkewKLDivergence",
+           paper=Paper("DistiLLM: Towards Streamlined Distillation for Large Language Models", 2024,
+                       "2402.03898"), **_DIV)
+@_doc
+def skew_kl_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.1, input_space: str = "logits",
+                       dim: int = -1, sample_weight: torch.Tensor | None = None,
+                       reduction: str = "mean") -> torch.Tensor:
+    """Skew KL divergence ``KL(p ‖ α p + (1-α) q)``, ``α ∈ [0, 1)``; finite (≤ log(1/α)) for α > 0.
+
+    .. math:: \\mathrm{SKL}_\\alpha(p\\,\\|\\,q) = \\sum_k p_k \\log \\frac{p_k}{\\alpha p_k + (1-\\alpha) q_k}
+
+    ``alpha = 0`` is :func:`kl_divergence`. The mixture is formed with ``logaddexp``.
+
+    Paper: DistiLLM: Towards Streamlined Distillation for Large Language Models (Ko et al., 2024,
+    arXiv:2402.03898).
+    """
+    return _fdiv(p, q, skew_kl_generator(alpha), input_space, dim, reduction, sample_weight)
+
+
+@objective("total_variation", properties={"nonnegative", "divergence", "symmetric_divergence", "bounded"},
+           formula="TV(p, q) = 1/2 sum_k |p_k - q_k|", module_name="TotalVariation", **_DIV)
+@_doc
+def total_variation(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
+                    sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Total variation distance, ``½ Σ |p - q|`` ∈ [0, 1] (f-divergence with ``f(t) = ½|t - 1|``).
+
+    The gradient at ``p_k = q_k`` is the subgradient 0.
+
+    Paper: standard.
+    """
+    return _fdiv(p, q, TV, input_space, dim, reduction, sample_weight)
+
+
+@objective("squared_hellinger", properties={"nonnegative", "divergence", "symmetric_divergence", "bounded"},
+           formula="H^2(p, q) = sum_k (sqrt p_k - sqrt q_k)^2", module_name="SquaredHellinger", **_DIV)
+@_doc
+def squared_hellinger(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
+                      sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Squared Hellinger divergence ``Σ (√p - √q)² = 2 - 2 Σ √(pq)`` ∈ [0, 2] (``f(t) = (√t - 1)²``).
+
+    Convention: no factor ½ (some texts define H² as half this value, in [0, 1]). Square roots are
+    ``exp(log p / 2)``, so zero probabilities have finite gradients.
+
+    Paper: standard (Hellinger, 1909).
+    """
+    return _fdiv(p, q, HELLINGER, input_space, dim, reduction, sample_weight)
+
+
+_NO_EXTREME = ("at logits of +-1e4 the value exceeds the float range (e.g. p^2/q ~ e^20000): inf is the "
+               "honest result, so the finite-at-extremes check does not apply")
+
+
+@objective("pearson_chi2", properties={"nonnegative", "divergence"},
+           formula="chi2(p || q) = sum_k (p_k - q_k)^2 / q_k", module_name="PearsonChi2", extreme=False,
+           skip_reasons={"extreme": _NO_EXTREME}, **_DIV)
+@_doc
+def pearson_chi2(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
+                 sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Pearson χ² divergence ``Σ (p - q)²/q = Σ p²/q - 1`` (``f(t) = (t - 1)²``); infinite where p > 0 = q.
+
+    Each term is computed as ``exp(2 log p - log q) - 2p + q`` (exactly 0 when p = q).
+
+    Paper: standard (Pearson, 1900).
+    """
+    return _fdiv(p, q, PEARSON, input_space, dim, reduction, sample_weight)
+
+
+@objective("neyman_chi2", properties={"nonnegative", "divergence"},
+           formula="chi2_N(p || q) = sum_k (p_k - q_k)^2 / p_k", module_name="NeymanChi2", extreme=False,
+           skip_reasons={"extreme": _NO_EXTREME}, **_DIV)
+@_doc
+def neyman_chi2(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
+                sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Neyman χ² divergence ``Σ (p - q)²/p`` (``f(t) = (1 - t)²/t``): Pearson with the arguments swapped.
+
+    Infinite where q > 0 = p.
+
+    Paper: standard (Neyman, 1949).
+    """
+    return _fdiv(p, q, NEYMAN, input_space, dim, reduction, sample_weight)
+
+
+@objective("jeffreys_divergence", properties={"nonnegative", "divergence", "symmetric_divergence"},
+           formula="J(p, q) = KL(p || q) + KL(q || p) = sum_k (p_k - q_k)(log p_k - log q_k)",
+           module_name="JeffreysDivergence", **_DIV)
+@_doc
+def jeffreys_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
+                        sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Jeffreys divergence, the symmetrised KL ``KL(p‖q) + KL(q‖p)`` (``f(t) = (t - 1) log t``).
+
+    Infinite unless p and q have the same support.
+
+    Paper: standard (Jeffreys, 1946).
+    """
+    return _fdiv(p, q, JEFFREYS, input_space, dim, reduction, sample_weight)
+
+
+@objective("alpha_divergence", properties={"nonnegative", "divergence"},
+           formula="D_a(p || q) = (sum_k p_k^a q_k^(1-a) - 1) / (a (a - 1))", module_name="AlphaDivergence",
+           **_DIV)
+@_doc
+def alpha_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, input_space: str = "logits",
+                     dim: int = -1, sample_weight: torch.Tensor | None = None,
+                     reduction: str = "mean") -> torch.Tensor:
+    """α-divergence (Amari–Cichocki parametrisation), ``f(t) = (t^α - αt - (1-α))/(α(α-1))``.
+
+    .. math:: D_\\alpha(p\\,\\|\\,q) = \\frac{\\sum_k p_k^\\alpha q_k^{1-\\alpha} - 1}{\\alpha(\\alpha - 1)}
+
+    ``alpha = 1`` is KL(p‖q), ``alpha = 0`` is KL(q‖p) (the limits), ``alpha = 0.5`` is twice the
+    squared Hellinger divergence, ``alpha = 2`` is half Pearson χ². Terms are
+    ``exp(α log p + (1-α) log q)``. (Amari's α ∈ [-1, 1] convention maps by α_A = 2α - 1.)
+
+    Paper: standard (Amari, 1985; Cichocki & Amari, "Families of Alpha- Beta- and Gamma-
+    Divergences", 2010).
+    """
+    return _fdiv(p, q, alpha_generator(alpha), input_space, dim, reduction, sample_weight)
+
+
+@objective("f_divergence", properties={"nonnegative", "divergence"},
+           formula="D_f(p || q) = sum_k q_k f(p_k / q_k)", module_name="FDivergence", **_DIV)
+@_doc
+def f_divergence(p: torch.Tensor, q: torch.Tensor, *, generator: str | FGenerator = "kl",
+                 input_space: str = "logits", dim: int = -1, sample_weight: torch.Tensor | None = None,
+                 reduction: str = "mean") -> torch.Tensor:
+    """The f-divergence of a generator ``f`` (convex, ``f(1) = 0``): ``Σ_k q_k f(p_k / q_k)``.
+
+    ``generator`` is a name (``'kl', 'reverse_kl', 'js', 'tv', 'hellinger', 'pearson', 'neyman',
+    'jeffreys'``) or an :class:`~losskit.divergences.FGenerator` (e.g. ``alpha_generator(0.3)`` or
+    one built from your own ``f``). Boundary terms use the generator's limits ``f(0+)`` and
+    ``lim f(t)/t``; infinite limits give ``inf``.
+
+    Paper: standard (Csiszár, 1963; Ali & Silvey, 1966); used as a training objective in "Aligning
+    Language Models with Preferences through f-divergence Minimization" (Go et al., 2023,
+    arXiv:2302.08215).
+    """
+    return _fdiv(p, q, generator, input_space, dim, reduction, sample_weight)
+
+
+# ------------------------------------------------------------------------------- not f-divergences
+def _masked_exponent(logp, logq, alpha):
+    """``α log p + (1-α) log q`` with ``p^α q^(1-α) = 0`` where p = 0, and where q = 0 < p: 0 if
+    α < 1, +inf if α > 1 (limits), computed without ``inf - inf``."""
+    zp, zq = logp == -math.inf, logq == -math.inf
+    bnd = zp | zq
+    e = alpha * torch.where(bnd, torch.zeros_like(logp), logp) + (1 - alpha) * torch.where(
+        bnd, torch.zeros_like(logq), logq)
+    at_q0 = torch.full_like(e, math.inf if alpha > 1 else -math.inf)
+    return torch.where(zp, torch.full_like(e, -math.inf), torch.where(zq, at_q0, e))
+
+
+@objective("renyi_divergence", properties={"nonnegative", "divergence"},
+           formula="D_a(p || q) = 1/(a - 1) log sum_k p_k^a q_k^(1-a)", module_name="RenyiDivergence", **_DIV)
+@_doc
+def renyi_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, input_space: str = "logits",
+                     dim: int = -1, sample_weight: torch.Tensor | None = None,
+                     reduction: str = "mean") -> torch.Tensor:
+    """Rényi divergence of order ``alpha`` ≥ 0 (``alpha = inf`` allowed), in log-sum-exp form.
+
+    .. math:: D_\\alpha(p\\,\\|\\,q) = \\frac{1}{\\alpha - 1} \\log \\sum_k p_k^\\alpha q_k^{1-\\alpha}
+
+    ``alpha = 1`` is KL(p‖q) (the limit); ``alpha = 0.5`` is ``-2 log Σ √(pq)`` (symmetric);
+    ``alpha = inf`` is ``log max_k p_k / q_k``; ``alpha = 0`` is ``-log Σ_{p>0} q``. Infinite for
+    α ≥ 1 when p > 0 = q somewhere, and for α < 1 when the supports are disjoint.
+
+    Paper: standard (Rényi, "On measures of entropy and information", 1961).
+    """
+    a = float(alpha)
+    if not a >= 0:
+        raise fail("alpha", "an order alpha >= 0 (or inf)", repr(alpha))
+    if a == 1.0:
+        return _fdiv(p, q, KL, input_space, dim, reduction, sample_weight)
     logp, logq = _pair(p, q, input_space, dim)
-    logm = torch.logaddexp(logp, logq) - math.log(2.0)
-    terms = 0.5 * (_kl_terms(logp, logm) + _kl_terms(logq, logm))
-    return _finish(terms, dim, reduction, sample_weight)
+    if math.isinf(a):
+        zp = logp == -math.inf
+        ratio = torch.where(zp, torch.full_like(logp, -math.inf),
+                            torch.where(zp, torch.zeros_like(logp), logp) - logq)
+        per = ratio.amax(dim)
+    else:
+        per = torch.logsumexp(_masked_exponent(logp, logq, a), dim) / (a - 1)
+    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+
+
+@objective("cauchy_schwarz_divergence", properties={"nonnegative", "divergence", "symmetric_divergence"},
+           formula="D_CS(p, q) = -2 log sum_k p_k q_k + log sum_k p_k^2 + log sum_k q_k^2",
+           module_name="CauchySchwarzDivergence",
+           paper=Paper("Cauchy-Schwarz Divergence Information Bottleneck for Regression", 2024, "2404.17951"),
+           **_DIV)
+@_doc
+def cauchy_schwarz_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
+                              sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Cauchy–Schwarz divergence between categorical distributions, three log-sum-exps.
+
+    .. math:: D_{CS}(p, q) = -2\\log\\sum_k p_k q_k + \\log\\sum_k p_k^2 + \\log\\sum_k q_k^2
+
+    Symmetric, ≥ 0 by the Cauchy–Schwarz inequality, scale invariant (``D(p, c q) = D(p, q)``),
+    infinite for disjoint supports. The sample (kernel) estimate is
+    :func:`kernel_cauchy_schwarz_divergence`.
+
+    Paper: Cauchy-Schwarz Divergence Information Bottleneck for Regression (Yu et al., 2024,
+    arXiv:2404.17951); the divergence is Principe's (2000).
+    """
+    logp, logq = _pair(p, q, input_space, dim)
+    per = (-2 * torch.logsumexp(logp + logq, dim) + torch.logsumexp(2 * logp, dim)
+           + torch.logsumexp(2 * logq, dim))
+    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
 
 
 KLDivergence = kl_divergence.Module
 ReverseKLDivergence = reverse_kl_divergence.Module
 JSDivergence = js_divergence.Module
+GeneralizedJSDivergence = generalized_js_divergence.Module
+SkewKLDivergence = skew_kl_divergence.Module
+TotalVariation = total_variation.Module
+SquaredHellinger = squared_hellinger.Module
+PearsonChi2 = pearson_chi2.Module
+NeymanChi2 = neyman_chi2.Module
+JeffreysDivergence = jeffreys_divergence.Module
+AlphaDivergence = alpha_divergence.Module
+RenyiDivergence = renyi_divergence.Module
+CauchySchwarzDivergence = cauchy_schwarz_divergence.Module
+FDivergence = f_divergence.Module

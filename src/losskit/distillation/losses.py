@@ -1,0 +1,418 @@
+"""Knowledge distillation: a divergence between temperature-scaled distributions, weighted per sample.
+
+Every objective here is built from two pieces: the cross-entropy with the labels and
+:func:`~losskit.divergences.categorical.categorical_divergence` between the teacher's and the
+student's temperature-scaled distributions (any f-divergence; ``divergence='forward'`` is
+KL(teacher ‖ student)). BD-KD is a per-sample weighting of two directions; the dual-head methods
+route terms to heads.
+
+Shapes: logits ``(N, K)`` or ``(N, K, *)`` (class axis 1, as ``cross_entropy``); labels ``(N,)`` /
+``(N, *)`` class indices, ``ignore_index`` positions contribute 0 and leave the mean.
+
+Gradients flow into ``teacher_logits`` unless the caller detaches them (online distillation trains
+both); pass ``teacher_logits.detach()`` for a frozen teacher. ``ps_kd`` detaches its (past-prediction)
+targets itself, as its paper prescribes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._core import Paper, fail, objective, reduce
+from .._core.validate import check_floating, check_in_range, check_labels, check_positive, check_sample_weight
+from ..divergences.categorical import categorical_divergence
+from ..divergences.generators import JS, KL, REVERSE_KL, FGenerator, get_generator
+from ._inputs import REGRESSION_SD, STUDENT_TEACHER, kd_example, regression_sd_example
+
+__all__ = ["kd_loss", "bd_kd", "dual_head_kd", "dho_loss", "dho_predict", "ps_kd", "ProgressiveSelfKD",
+           "gt_self_distillation", "binary_kl", "KDLoss", "BDKD", "DualHeadKD", "DHOLoss", "PSKD",
+           "GTSelfDistillation"]
+
+
+# ------------------------------------------------------------------------------------------ pieces
+def _check_pair(student_logits, teacher_logits, target, ignore_index):
+    check_floating("student_logits", student_logits)
+    check_floating("teacher_logits", teacher_logits)
+    if student_logits.dim() < 2:
+        raise fail("student_logits", "logits (N, K, *) with a class dimension",
+                   f"shape {tuple(student_logits.shape)}")
+    if teacher_logits.shape != student_logits.shape:
+        raise fail("teacher_logits", f"the shape of student_logits {tuple(student_logits.shape)}",
+                   f"shape {tuple(teacher_logits.shape)}")
+    per_shape = (student_logits.shape[0],) + tuple(student_logits.shape[2:])
+    if target is not None:
+        if tuple(target.shape) != per_shape:
+            raise fail("target", f"class indices of shape {per_shape}", f"shape {tuple(target.shape)}")
+        check_labels("target", target, student_logits.shape[1], ignore_index)
+    return per_shape
+
+
+def _cross_entropy(logits, target, ignore_index):
+    """Per-sample CE and the validity mask (ignored positions give an exact 0)."""
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    nll = -torch.log_softmax(logits, 1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    return torch.where(valid, nll, torch.zeros_like(nll)), valid
+
+
+_DIRECTIONS = {"forward": KL, "reverse": REVERSE_KL, "js": JS}
+
+
+def resolve_divergence(divergence: str | FGenerator) -> FGenerator:
+    """``'forward'`` KL(teacher‖student), ``'reverse'`` KL(student‖teacher), ``'js'``, any generator name
+    of :func:`~losskit.divergences.get_generator`, or an :class:`FGenerator` (D_f(teacher ‖ student))."""
+    if isinstance(divergence, str) and divergence in _DIRECTIONS:
+        return _DIRECTIONS[divergence]
+    return get_generator(divergence, "divergence")
+
+
+def soft_divergence(student_logits, teacher_logits, temperature, gen) -> torch.Tensor:
+    """``D_f(softmax(z_t/T) ‖ softmax(z_s/T))`` per sample (class axis 1), the KD term before T²."""
+    return categorical_divergence(teacher_logits / temperature, student_logits / temperature, gen, dim=1)
+
+
+def _scaled(w, x):
+    """``w * x``, and an exact 0 when ``w == 0`` (a zero-weighted infinite divergence is not NaN)."""
+    return w * x if w else torch.zeros_like(x)
+
+
+def _finish(per, valid, reduction, sample_weight):
+    w = check_sample_weight(sample_weight, per.shape)
+    return reduce(per, reduction, weight=w, mask=valid)
+
+
+_KD = dict(family="distillation", input_kind=STUDENT_TEACHER, allow_neg_inf=("student_logits", "teacher_logits"))
+
+
+# --------------------------------------------------------------------------------------------- KD
+@objective("kd_loss", paper=Paper("Distilling the Knowledge in a Neural Network", 2015, "1503.02531",
+                                  "Hinton, Vinyals, Dean"),
+           example=kd_example, properties=set(), module_name="KDLoss",
+           formula="alpha CE(z_s, y) + beta T^2 D(softmax(z_t/T) || softmax(z_s/T)),  beta = 1 - alpha by default",
+           **_KD)
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None, *,
+            temperature: float = 4.0, alpha: float = 0.5, beta: float | None = None,
+            divergence: str | FGenerator = "forward", ignore_index: int = -100,
+            sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Knowledge distillation with temperature: cross-entropy plus a divergence between softened outputs.
+
+    .. math:: \\ell = \\alpha\\,\\mathrm{CE}(z_s, y) + \\beta\\,T^2\\,D\\big(\\pi(z_t/T)\\,\\|\\,\\pi(z_s/T)\\big)
+
+    ``divergence``: ``'forward'`` = KL(teacher ‖ student) (Hinton; the default), ``'reverse'`` =
+    KL(student ‖ teacher) (mode seeking), ``'js'``, any generator name (``'tv'``, ``'hellinger'``,
+    ``'pearson'``, ...) or an :class:`~losskit.divergences.FGenerator` such as
+    ``skew_kl_generator(0.1)`` or ``alpha_generator(0.5)``; the teacher is always the first argument
+    of D. ``beta`` defaults to ``1 - alpha``, so ``alpha = 1`` is exactly cross-entropy. The T² factor
+    keeps the gradient scale of the soft term independent of T. With ``target=None`` only the soft
+    term is used. Positions whose label is ``ignore_index`` contribute 0 (both terms) and leave the
+    mean.
+
+    Paper: Distilling the Knowledge in a Neural Network (Hinton, Vinyals & Dean, 2015, arXiv:1503.02531).
+    """
+    _check_pair(student_logits, teacher_logits, target, ignore_index)
+    check_positive("temperature", temperature)
+    b = 1.0 - alpha if beta is None else beta
+    gen = resolve_divergence(divergence)
+    per = _scaled(b * temperature ** 2, soft_divergence(student_logits, teacher_logits, temperature, gen))
+    valid = None
+    if target is not None:
+        ce, valid = _cross_entropy(student_logits, target, ignore_index)
+        per = torch.where(valid, _scaled(alpha, ce) + per, torch.zeros_like(per))
+    return _finish(per, valid, reduction, sample_weight)
+
+
+# ------------------------------------------------------------------------------------------ BD-KD
+def _entropy(logits):
+    logp = torch.log_softmax(logits, 1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(1)
+
+
+@objective("bd_kd", paper=Paper("BD-KD: Balancing the Divergences for Online Knowledge Distillation", 2022,
+                                "2212.12965", "Amara, Sepahvand, Meyer, Gross, Clark"),
+           example=kd_example, properties=set(), module_name="BDKD",
+           formula="CE(z_s, y) + T^2 [w_f KL(p_t || p_s) + w_r KL(p_s || p_t)], per-sample weights from "
+                   "sign(H(p_s) - H(p_t)) when delta is set", **_KD)
+def bd_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None, *,
+          temperature: float = 4.0, weights: tuple[float, float] = (1.0, 1.0), delta: float | None = None,
+          alpha: float = 1.0, ignore_index: int = -100, sample_weight: torch.Tensor | None = None,
+          reduction: str = "mean") -> torch.Tensor:
+    """BD-KD: cross-entropy plus a per-sample balance of forward and reverse KL.
+
+    .. math:: \\ell = \\alpha\\,\\mathrm{CE}(z_s, y) + T^2\\big[w_f\\,\\mathrm{KL}(p_t\\|p_s)
+              + w_r\\,\\mathrm{KL}(p_s\\|p_t)\\big],\\quad p = \\pi(z/T)
+
+    ``weights = (w_f, w_r)``; ``(1, 0)`` is :func:`kd_loss` with ``alpha = beta = 1``. With ``delta``
+    set, the weights become per-sample: where the student is *less* confident than the teacher
+    (``H(p_s) > H(p_t)``) the reverse (mode-seeking, sharpening) term is multiplied by ``delta``,
+    otherwise the forward (mass-covering, smoothing) term is. † The paper weights the two directions
+    per sample from the entropy gap; this exact rule (which side gets ``delta``) is our reading, not
+    verified against its code. The weights are computed without gradient.
+
+    Paper: BD-KD: Balancing the Divergences for Online Knowledge Distillation (Amara et al., 2022,
+    arXiv:2212.12965).
+    """
+    _check_pair(student_logits, teacher_logits, target, ignore_index)
+    check_positive("temperature", temperature)
+    if len(weights) != 2:
+        raise fail("weights", "a pair (w_forward, w_reverse)", repr(weights))
+    wf, wr = float(weights[0]), float(weights[1])
+    fwd = soft_divergence(student_logits, teacher_logits, temperature, KL)
+    rev = soft_divergence(student_logits, teacher_logits, temperature, REVERSE_KL)
+    if delta is not None:
+        with torch.no_grad():
+            gap = _entropy(student_logits / temperature) - _entropy(teacher_logits / temperature)
+            less_confident = gap > 0
+        wf_s = torch.where(less_confident, torch.full_like(gap, wf), torch.full_like(gap, wf * delta))
+        wr_s = torch.where(less_confident, torch.full_like(gap, wr * delta), torch.full_like(gap, wr))
+        soft = wf_s * fwd + wr_s * rev
+    else:
+        soft = _scaled(wf, fwd) + _scaled(wr, rev)
+    per = temperature ** 2 * soft
+    valid = None
+    if target is not None:
+        ce, valid = _cross_entropy(student_logits, target, ignore_index)
+        per = torch.where(valid, _scaled(alpha, ce) + per, torch.zeros_like(per))
+    return _finish(per, valid, reduction, sample_weight)
+
+
+# ----------------------------------------------------------------------------------- dual-head KD
+def binary_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``KL(Bern σ(z_t) ‖ Bern σ(z_s))``: the two-point softmax of ``(z, 0)`` is (σ(z), 1-σ(z))."""
+    zeros = torch.zeros_like(teacher_logits)
+    return categorical_divergence(torch.stack([teacher_logits, zeros], -1),
+                                  torch.stack([student_logits, zeros], -1), KL, dim=-1)
+
+
+@objective("dual_head_kd", paper=Paper("Dual-Head Knowledge Distillation: Enhancing Logits Utilization with an "
+                                       "Auxiliary Head", 2024, "2411.08937", "Yang, Zong, Huang, Feng, An"),
+           example=lambda g, d: kd_example(g, d, extra=("student_aux_logits",)), properties=set(),
+           module_name="DualHeadKD",
+           formula="alpha CE(h1, y) + beta T^2 KL(p_t || p_s(h1)) + gamma sum_k KL(Bern s(z_t,k) || Bern s(h2_k))",
+           **_KD)
+def dual_head_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None,
+                 student_aux_logits: torch.Tensor | None = None, *, temperature: float = 4.0, alpha: float = 1.0,
+                 beta: float = 1.0, gamma: float = 1.0, binary_temperature: float = 1.0,
+                 ignore_index: int = -100, sample_weight: torch.Tensor | None = None,
+                 reduction: str = "mean") -> torch.Tensor:
+    """Dual-head KD: the main head gets CE + KD, an auxiliary head gets the logit-level binary KL.
+
+    .. math:: \\ell = \\alpha\\,\\mathrm{CE}(h_1, y) + \\beta T^2 \\mathrm{KL}(\\pi(z_t/T)\\|\\pi(h_1/T))
+              + \\gamma \\sum_k \\mathrm{KL}\\big(\\mathrm{Bern}\\,\\sigma(z_{t,k}/\\tau)\\,\\|\\,
+              \\mathrm{Bern}\\,\\sigma(h_{2,k}/\\tau)\\big)
+
+    ``student_logits`` is the main (linear) head ``h1``, ``student_aux_logits`` the auxiliary head
+    ``h2`` on the same backbone (defaults to ``h1``: the single-head "CE + BinaryKL" setting the paper
+    shows to collapse the classifier; use two heads). ``binary_temperature`` τ scales the logits of
+    the binary term. † The paper's stabilised "BinaryKL-Norm" variant (a normalisation of the logits
+    before the binary term) is not reproduced; the plain BinaryKL sum over classes is.
+
+    Paper: Dual-Head Knowledge Distillation: Enhancing Logits Utilization with an Auxiliary Head (Yang
+    et al., 2024, arXiv:2411.08937).
+    """
+    _check_pair(student_logits, teacher_logits, target, ignore_index)
+    check_positive("temperature", temperature)
+    check_positive("binary_temperature", binary_temperature)
+    aux = student_logits if student_aux_logits is None else student_aux_logits
+    if aux.shape != student_logits.shape:
+        raise fail("student_aux_logits", f"the shape of student_logits {tuple(student_logits.shape)}",
+                   f"shape {tuple(aux.shape)}")
+    soft = _scaled(beta * temperature ** 2, soft_divergence(student_logits, teacher_logits, temperature, KL))
+    per = soft + _scaled(gamma, binary_kl(teacher_logits / binary_temperature, aux / binary_temperature).sum(1))
+    valid = None
+    if target is not None:
+        ce, valid = _cross_entropy(student_logits, target, ignore_index)
+        per = torch.where(valid, _scaled(alpha, ce) + per, torch.zeros_like(per))
+    return _finish(per, valid, reduction, sample_weight)
+
+
+# ---------------------------------------------------------------------------------------------- DHO
+@objective("dho_loss", paper=Paper("Simple Semi-supervised Knowledge Distillation from Vision-Language Models "
+                                   "via Dual-Head Optimization", 2025, "2505.07675"),
+           example=lambda g, d: kd_example(g, d, extra=("student_kd_logits",)), properties=set(),
+           module_name="DHOLoss",
+           formula="lam CE(h_CE, y) [labelled] + (1 - lam) T^2 KL(softmax(z_t/T) || softmax(h_KD/T))", **_KD)
+def dho_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None,
+             student_kd_logits: torch.Tensor | None = None, *, lam: float = 0.5, temperature: float = 1.0,
+             ignore_index: int = -100, sample_weight: torch.Tensor | None = None,
+             reduction: str = "mean") -> torch.Tensor:
+    """Dual-head optimisation (DHO): CE on one head, KD on the other, from a shared backbone.
+
+    .. math:: \\ell = \\lambda\\,\\mathrm{CE}(h_{CE}, y)\\,[y\\ \\text{labelled}]
+              + (1-\\lambda)\\,T^2\\,\\mathrm{KL}\\big(\\pi(z_t/T)\\,\\|\\,\\pi(h_{KD}/T)\\big)
+
+    ``student_logits`` is the CE head, ``student_kd_logits`` the KD head (defaults to the CE head,
+    which makes this plain KD). Unlabelled samples (``target`` equal to ``ignore_index``) contribute
+    the KD term only and still count in the mean: the semi-supervised setting of the paper. († the
+    paper's split of labelled/unlabelled batches into separate means is not reproduced; weight
+    samples with ``sample_weight`` for that.) At inference mix the heads with :func:`dho_predict`.
+
+    Paper: Simple Semi-supervised Knowledge Distillation from Vision-Language Models via Dual-Head
+    Optimization (Kang et al., 2025, arXiv:2505.07675).
+    """
+    _check_pair(student_logits, teacher_logits, target, ignore_index)
+    check_positive("temperature", temperature)
+    check_in_range("lam", lam, 0.0, 1.0)
+    kd_head = student_logits if student_kd_logits is None else student_kd_logits
+    if kd_head.shape != student_logits.shape:
+        raise fail("student_kd_logits", f"the shape of student_logits {tuple(student_logits.shape)}",
+                   f"shape {tuple(kd_head.shape)}")
+    per = _scaled((1 - lam) * temperature ** 2, soft_divergence(kd_head, teacher_logits, temperature, KL))
+    if target is not None:
+        ce, _ = _cross_entropy(student_logits, target, ignore_index)
+        per = per + _scaled(lam, ce)
+    return _finish(per, None, reduction, sample_weight)
+
+
+def dho_predict(ce_logits: torch.Tensor, kd_logits: torch.Tensor, *, alpha: float = 0.5, beta: float = 1.0,
+                dim: int = 1) -> torch.Tensor:
+    """DHO inference mixing: ``α softmax(h_CE) + (1-α) softmax(h_KD / β)`` (probabilities).
+
+    ``beta`` is the KD head's temperature at inference. Returns class probabilities along ``dim``.
+    """
+    check_in_range("alpha", alpha, 0.0, 1.0)
+    check_positive("beta", beta)
+    if ce_logits.shape != kd_logits.shape:
+        raise fail("kd_logits", f"the shape of ce_logits {tuple(ce_logits.shape)}", f"shape {tuple(kd_logits.shape)}")
+    return alpha * torch.softmax(ce_logits, dim) + (1 - alpha) * torch.softmax(kd_logits / beta, dim)
+
+
+# -------------------------------------------------------------------------------------------- PS-KD
+@objective("ps_kd", paper=Paper("Self-Knowledge Distillation with Progressive Refinement of Targets", 2021,
+                                "2006.12000", "Kim, Ji, Yoon, Hwang"),
+           example=lambda g, d: kd_example(g, d, grad_teacher=False), properties=set(), module_name="PSKD",
+           formula="CE with soft target (1 - alpha_t) onehot(y) + alpha_t softmax(z_prev),  alpha_t = alpha_T t / T",
+           **_KD)
+def ps_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, *,
+          alpha: float = 0.8, ignore_index: int = -100, sample_weight: torch.Tensor | None = None,
+          reduction: str = "mean") -> torch.Tensor:
+    """Progressive self-knowledge distillation (PS-KD): CE against a mix of the label and past predictions.
+
+    .. math:: \\ell = -\\sum_k \\big[(1-\\alpha_t)\\,\\mathbb 1_{k=y} + \\alpha_t\\,\\pi_k(z^{(t-1)})\\big]
+              \\log \\pi_k(z_s)
+
+    ``teacher_logits`` are the model's own predictions for the same samples from the previous epoch
+    (no gradient flows into them); ``alpha`` is ``α_t`` for this epoch (the paper's schedule is
+    ``α_t = α_T · t / T_total`` with ``α_T = 0.8``; :class:`ProgressiveSelfKD` keeps the predictions and
+    the schedule, indexed by sample ``index``). ``alpha = 0`` is exactly cross-entropy.
+
+    Paper: Self-Knowledge Distillation with Progressive Refinement of Targets (Kim et al., 2021,
+    arXiv:2006.12000).
+    """
+    if target is None:
+        raise fail("target", "class indices (PS-KD mixes them into its targets)", "None")
+    _check_pair(student_logits, teacher_logits, target, ignore_index)
+    check_in_range("alpha", alpha, 0.0, 1.0)
+    logq = torch.log_softmax(student_logits, 1)
+    past = torch.softmax(teacher_logits.detach(), 1)
+    ce, valid = _cross_entropy(student_logits, target, ignore_index)
+    soft_ce = -torch.where(past > 0, past * logq, torch.zeros_like(logq)).sum(1)
+    per = torch.where(valid, _scaled(1 - alpha, ce) + _scaled(alpha, soft_ce), torch.zeros_like(ce))
+    return _finish(per, valid, reduction, sample_weight)
+
+
+class ProgressiveSelfKD(nn.Module):
+    """Stateful PS-KD: stores every sample's last prediction and applies the α_t schedule.
+
+    ``ProgressiveSelfKD(num_samples, num_classes, total_epochs, alpha_T=0.8)``; call
+    ``loss = m(student_logits, target, index=idx)`` with the samples' dataset indices, and
+    ``m.set_epoch(t)`` at the start of epoch ``t`` (0-based; ``α_t = α_T · t / total_epochs``). Each
+    call reads the stored predictions of ``index`` from the previous epoch (epoch 0: none, plain CE),
+    then stores the current (detached) predictions. The memory is a buffer, so it moves with
+    ``.to(device)`` and round-trips through ``state_dict``. Memory: ``num_samples × num_classes``
+    floats (use probabilities in float16 via ``dtype`` for large label spaces).
+    """
+
+    def __init__(self, num_samples: int, num_classes: int, total_epochs: int, alpha_T: float = 0.8,
+                 ignore_index: int = -100, reduction: str = "mean", dtype: torch.dtype = torch.float32):
+        super().__init__()
+        check_positive("num_samples", num_samples)
+        check_positive("num_classes", num_classes)
+        check_positive("total_epochs", total_epochs)
+        check_in_range("alpha_T", alpha_T, 0.0, 1.0)
+        self.total_epochs, self.alpha_T = int(total_epochs), float(alpha_T)
+        self.ignore_index, self.reduction = ignore_index, reduction
+        self.register_buffer("predictions", torch.zeros(num_samples, num_classes, dtype=dtype))
+        self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.fill_(int(epoch))
+
+    @property
+    def alpha_t(self) -> float:
+        return self.alpha_T * min(int(self.epoch), self.total_epochs) / self.total_epochs
+
+    def forward(self, student_logits: torch.Tensor, target: torch.Tensor, *, index: torch.Tensor,
+                sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+        if index.dtype not in (torch.int32, torch.int64) or index.shape != student_logits.shape[:1]:
+            raise fail("index", f"integer sample indices of shape {tuple(student_logits.shape[:1])}",
+                       f"{index.dtype} of shape {tuple(index.shape)}")
+        if student_logits.dim() != 2 or student_logits.shape[1] != self.predictions.shape[1]:
+            raise fail("student_logits", f"logits (N, {self.predictions.shape[1]})",
+                       f"shape {tuple(student_logits.shape)}")
+        if bool(((index < 0) | (index >= self.predictions.shape[0])).any()):
+            raise fail("index", f"indices in [0, {self.predictions.shape[0]})", f"{index.tolist()}")
+        past = self.predictions[index].to(student_logits.dtype)
+        seen = self.seen[index]
+        # a sample never seen has no past prediction: uniform logits, weighted by 0 below
+        past_logits = torch.where(seen[:, None], past.log(), torch.zeros_like(past))
+        alpha = self.alpha_t
+        loss_seen = ps_kd(student_logits, past_logits, target, alpha=alpha, ignore_index=self.ignore_index,
+                          reduction="none")
+        loss_new = ps_kd(student_logits, past_logits, target, alpha=0.0, ignore_index=self.ignore_index,
+                         reduction="none")
+        per = torch.where(seen, loss_seen, loss_new)
+        with torch.no_grad():
+            self.predictions[index] = torch.softmax(student_logits.detach(), 1).to(self.predictions.dtype)
+            self.seen[index] = True
+        valid = target != self.ignore_index
+        return _finish(per, valid, self.reduction, sample_weight)
+
+
+# ----------------------------------------------------------------- self-distillation with GT weights
+@objective("gt_self_distillation", family="distillation", input_kind=REGRESSION_SD, example=regression_sd_example,
+           paper=Paper("Even your Teacher Needs Guidance: Ground-Truth Targets Dampen Regularization Imposed by "
+                       "Self-Distillation", 2021, "2102.13088", "Borup, Andersen"),
+           properties={"nonnegative"}, module_name="GTSelfDistillation",
+           formula="xi ||y - f||^2 + (1 - xi) ||f_prev - f||^2")
+def gt_self_distillation(student_outputs: torch.Tensor, teacher_outputs: torch.Tensor, target: torch.Tensor, *,
+                         xi: float = 0.5, sample_weight: torch.Tensor | None = None,
+                         reduction: str = "mean") -> torch.Tensor:
+    """Self-distillation with ground-truth weighting: a weighted squared error to labels and past outputs.
+
+    .. math:: \\ell = \\xi\\,\\lVert y - f(x)\\rVert^2 + (1-\\xi)\\,\\lVert f^{(t-1)}(x) - f(x)\\rVert^2
+
+    ``teacher_outputs`` are the previous generation's outputs ``f^{(t-1)}`` (no gradient flows into
+    them); ``target`` the ground truth (same shape; for classification pass one-hot targets and logits
+    or probabilities as the paper's ResNet experiments do). The squared norm sums over every axis but
+    the first. ``xi = 1`` is plain squared error, ``xi = 0`` pure self-distillation. The ℓ2 weight
+    penalty of the paper is the optimiser's weight decay. † The paper's closed-form optimal ``ξ_t`` is
+    for kernel ridge regression and is not computed here.
+
+    Paper: Even your Teacher Needs Guidance: Ground-Truth Targets Dampen Regularization Imposed by
+    Self-Distillation (Borup & Andersen, 2021, arXiv:2102.13088).
+    """
+    check_floating("student_outputs", student_outputs)
+    check_floating("teacher_outputs", teacher_outputs)
+    check_floating("target", target)
+    for name, x in (("teacher_outputs", teacher_outputs), ("target", target)):
+        if x.shape != student_outputs.shape:
+            raise fail(name, f"the shape of student_outputs {tuple(student_outputs.shape)}", f"shape {tuple(x.shape)}")
+    check_in_range("xi", xi, 0.0, 1.0)
+    dims = tuple(range(1, student_outputs.dim()))
+    gt = (target - student_outputs).pow(2)
+    sd = (teacher_outputs.detach() - student_outputs).pow(2)
+    per = xi * gt + (1 - xi) * sd
+    per = per.sum(dims) if dims else per
+    return _finish(per, None, reduction, sample_weight)
+
+
+KDLoss = kd_loss.Module
+BDKD = bd_kd.Module
+DualHeadKD = dual_head_kd.Module
+DHOLoss = dho_loss.Module
+PSKD = ps_kd.Module
+GTSelfDistillation = gt_self_distillation.Module
+

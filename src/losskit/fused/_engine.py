@@ -1,0 +1,182 @@
+"""The one abstraction of the fused family: a chunked pass over tokens that never holds N x V logits.
+
+For every chunk of ``c`` (non-ignored) tokens the pass forms the logits ``z = h_c W^T (+ b)`` in one
+reused ``(c, V)`` buffer in the compute dtype (float32 for half inputs, else the input dtype), hands the
+buffer to a *head* that computes per-token statistics (loss, log-sum-exp, ...) and, when asked, overwrites
+the buffer in place with ``dL/dz`` for per-token coefficients; the pass then forms ``grad_h_c = G W`` and
+accumulates ``grad_W += G^T h_c`` and ``grad_b += sum G`` in the compute dtype.
+
+:class:`FusedLinearFunction` wraps the pass in ``torch.autograd.Function`` with two modes:
+
+* gradient in the forward (the default for a scalar loss): the gradients for the scalar are formed in the
+  forward pass (6 N H V flops in all) and the backward only scales them by the upstream gradient;
+* recompute (``reduction='none'``, gradients through the per-token outputs, or ``recompute=True``): the
+  forward keeps O(N) statistics only, the backward runs the pass again with the per-token upstream
+  gradients as coefficients (8 N H V flops).
+
+Heads implement ``__call__(z, idx, coef) -> dict[str, Tensor(c,)]``; ``coef`` is ``None`` (no gradient)
+or a dict ``{stat: Tensor(c,) or None}`` and the head then writes ``d(sum_i sum_s coef_s[i] stat_s[i]) / dz``
+into ``z``. ``idx`` holds the global token positions of the chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["chunk_rows", "FusedOptions", "run_pass", "FusedLinearFunction", "all_reduce"]
+
+_HALF = (torch.float16, torch.bfloat16)
+DEFAULT_BUDGET = 64 * 2**20
+
+
+def chunk_rows(n: int, v: int, budget_bytes: int = DEFAULT_BUDGET, itemsize: int = 4,
+               lo: int = 512, hi: int = 4096) -> int:
+    """Tokens per chunk: the largest power of two whose ``(c, V)`` buffer fits ``budget_bytes`` (64 MiB).
+
+    Clamped to ``[lo, hi]`` (below ~512 tokens the rank-c GEMMs run well under the machine's GEMM rate
+    on a CPU) and to ``n``. V = 32000 gives 512 tokens (a 62.5 MiB buffer), V = 128000 gives 512 (250 MiB).
+    """
+    c = lo
+    while c * 2 <= hi and c * 2 * v * itemsize <= budget_bytes:
+        c *= 2
+    return max(1, min(c, n))
+
+
+def all_reduce(x: torch.Tensor, group, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce over ``group`` (no-op without a process group)."""
+    if group is None:
+        return x
+    import torch.distributed as dist
+
+    dist.all_reduce(x, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
+    return x
+
+
+@dataclass
+class FusedOptions:
+    """How a pass runs. ``chunk_size=None``: from ``budget_bytes``. ``bf16_matmul``: run the three GEMMs
+    with half-precision operands (faster, logits rounded to the input dtype as the naive path does);
+    otherwise half inputs are multiplied in float32. ``group``: the process group over which the
+    vocabulary is sharded (``grad_h`` is all-reduced over it)."""
+
+    chunk_size: int | None = None
+    budget_bytes: int = DEFAULT_BUDGET
+    recompute: bool = False
+    bf16_matmul: bool = False
+    group: object = None
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def run_pass(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, head, rows: torch.Tensor,
+             opts: FusedOptions, coef: dict | None = None, need=(False, False, False)):
+    """One chunked pass over the tokens ``rows`` of ``h`` (N, H) against ``W`` (V, H).
+
+    Returns ``(stats, (grad_h, grad_W, grad_b))``: ``stats`` maps each head statistic to an (N,) tensor
+    (0 at rows not visited); the gradients are ``None`` unless requested in ``need`` (and ``coef`` given).
+    """
+    n, v = h.shape[0], W.shape[0]
+    cd = _compute_dtype(h.dtype)
+    mm = h.dtype if (opts.bf16_matmul and h.dtype in _HALF) else cd
+    grads = coef is not None and any(need)
+    Wm = W if W.dtype == mm else W.to(mm)
+    bc = None if b is None else b.to(cd)
+    c = opts.chunk_size or chunk_rows(max(len(rows), 1), v, opts.budget_bytes, torch.finfo(cd).bits // 8)
+    c = max(1, min(c, max(len(rows), 1)))
+    buf = torch.empty(c, v, dtype=cd, device=h.device)
+    stats: dict[str, torch.Tensor] = {}
+    gh = torch.zeros_like(h) if grads and need[0] else None
+    gW = torch.zeros(W.shape, dtype=cd, device=W.device) if grads and need[1] else None
+    gb = torch.zeros(v, dtype=cd, device=W.device) if grads and need[2] and b is not None else None
+    for s in range(0, len(rows), c):
+        idx = rows[s:s + c]
+        z = buf[:len(idx)]
+        hc = h.index_select(0, idx)
+        if hc.dtype != mm:
+            hc = hc.to(mm)
+        if mm == cd:
+            torch.mm(hc, Wm.t(), out=z)
+        else:
+            z.copy_(hc @ Wm.t())
+        if bc is not None:
+            z.add_(bc)
+        cc = None if not grads else {k: (None if t is None else t.index_select(0, idx)) for k, t in coef.items()}
+        out = head(z, idx, cc)
+        for k, t in out.items():
+            if k not in stats:
+                stats[k] = torch.zeros(n, dtype=t.dtype, device=h.device)
+            stats[k].index_copy_(0, idx, t)
+        if not grads:
+            continue
+        G = z if mm == cd else z.to(mm)
+        if gh is not None:
+            gh.index_copy_(0, idx, (G @ Wm).to(h.dtype))
+        if gW is not None:
+            if mm == cd:
+                gW.addmm_(G.t(), hc)
+            else:
+                gW.add_(G.t() @ hc)
+        if gb is not None:
+            gb.add_(z.sum(0))
+    if gh is not None and opts.group is not None:
+        gh = all_reduce(gh.to(cd), opts.group).to(h.dtype)
+    return stats, (gh, None if gW is None else gW.to(W.dtype), None if gb is None else gb.to(b.dtype))
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a.add_(b)
+
+
+class FusedLinearFunction(torch.autograd.Function):
+    """``(reduced, stat_1, ..., stat_k) = f(h, W, b)`` with ``reduced = sum_i coef_i loss_i``.
+
+    ``head.stats`` names the per-token statistics returned after ``reduced`` (``loss`` first).
+    ``coef`` (N,) or ``None`` (then ``reduced`` is 0 and only the per-token outputs are used).
+    """
+
+    @staticmethod
+    def forward(ctx, h, W, b, head, rows, coef, opts: FusedOptions):
+        ctx.set_materialize_grads(False)
+        need = tuple(ctx.needs_input_grad[:3])
+        in_forward = coef is not None and any(need) and not opts.recompute
+        with torch.no_grad():
+            stats, grads = run_pass(h, W, b, head, rows, opts,
+                                    coef={"loss": coef} if in_forward else None, need=need)
+        n = h.shape[0]
+        cd = _compute_dtype(h.dtype)
+        outs = [stats.get(k, torch.zeros(n, dtype=cd, device=h.device)) for k in head.stats]
+        reduced = (coef * outs[0]).sum() if coef is not None else outs[0].new_zeros(())
+        ctx.head, ctx.rows, ctx.coef, ctx.opts, ctx.need = head, rows, coef, opts, need
+        ctx.grads = grads if in_forward else None
+        ctx.in_forward = in_forward
+        ctx.save_for_backward(h, W, b)
+        return (reduced, *outs)
+
+    @staticmethod
+    def backward(ctx, g_red, *g_stats):
+        h, W, b = ctx.saved_tensors
+        result = [None, None, None]
+        if ctx.in_forward and g_red is not None:
+            if ctx.grads is None:
+                raise RuntimeError("losskit fused loss: a second backward through a loss whose gradients were "
+                                   "formed in the forward pass; pass recompute=True to allow it")
+            one = bool((g_red == 1).all())
+            for i, g in enumerate(ctx.grads):
+                if g is not None:
+                    result[i] = g if one else g.mul_(g_red.to(g.dtype))
+            ctx.grads = None
+        coef = {k: g for k, g in zip(ctx.head.stats, g_stats)}
+        if not ctx.in_forward and g_red is not None and ctx.coef is not None:
+            coef["loss"] = _add(g_red * ctx.coef, None if coef.get("loss") is None else coef["loss"].clone())
+        if any(c is not None for c in coef.values()):
+            _, grads = run_pass(h, W, b, ctx.head, ctx.rows, ctx.opts, coef=coef, need=ctx.need)
+            result = [_add(r, g) for r, g in zip(result, grads)]
+        return (*result, None, None, None, None)

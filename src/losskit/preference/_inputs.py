@@ -1,0 +1,147 @@
+"""Input kinds of the preference family: sequence scores of pairs, groups, and policy-gradient batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .._core.registry import BadInput, Example, InputKind
+
+__all__ = ["PAIR_SCORES", "PAIR_MEAN_SCORES", "GROUP_SCORES", "POLICY_TOKENS", "pair_example", "scale_logps"]
+
+N = 6
+
+
+def _logps(gen, n, lo=0.5, hi=6.0):
+    return -(lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64))
+
+
+def pair_example(*, ref: bool = True, mean: bool = False, extras: dict[str, Callable] | None = None,
+                 options: dict | None = None, n: int = N, chosen_shape: tuple = ()) -> Callable:
+    """An example builder for heads on (B,) sequence scores.
+
+    ``mean``: length-normalised log-probs (in [-1.5, -0.05]); ``extras``: ``name -> f(gen, n)`` more inputs;
+    ``chosen_shape``: trailing shape of the chosen scores (D2O's K self-samples).
+    """
+
+    def build(gen: torch.Generator, dtype: torch.dtype) -> Example:
+        lo, hi = (0.05, 1.5) if mean else (0.5, 6.0)
+        inputs = {"policy_chosen_logps": _logps(gen, n * int(torch.tensor(chosen_shape).prod()), lo, hi)
+                  .reshape((n,) + chosen_shape),
+                  "policy_rejected_logps": _logps(gen, n, lo, hi)}
+        if ref:
+            inputs["ref_chosen_logps"] = _logps(gen, inputs["policy_chosen_logps"].numel(), lo, hi).reshape(
+                inputs["policy_chosen_logps"].shape)
+            inputs["ref_rejected_logps"] = _logps(gen, n, lo, hi)
+        for k, f in (extras or {}).items():
+            inputs[k] = f(gen, n)
+        inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+        grad = tuple(k for k in inputs if k.endswith("logps"))
+        return Example(inputs, dict(options or {}), grad=grad)
+
+    return build
+
+
+def scale_logps(factor: float = 2e3) -> Callable[[Example], Example]:
+    """Extreme inputs: every ``*logps`` input times ``factor`` (log-probs of -1e4, margins of thousands)."""
+
+    def extreme(ex: Example) -> Example:
+        ex = ex.map_floats(lambda t: t.float())
+        return ex.replace({k: v * factor for k, v in ex.inputs.items() if k.endswith("logps")})
+
+    return extreme
+
+
+def _pair_bad(ex: Example) -> list[BadInput]:
+    pc, pr = ex.inputs["policy_chosen_logps"], ex.inputs["policy_rejected_logps"]
+    bad = [BadInput("rejected scores of another batch size", ex.replace({"policy_rejected_logps": pr[:-1]}),
+                    "policy_rejected_logps"),
+           BadInput("per-token log-probs instead of sequence scores",
+                    ex.replace({"policy_rejected_logps": pr[:, None].expand(-1, 3).clone()}),
+                    "policy_rejected_logps")]
+    if pc.dim() == 1:
+        bad.append(BadInput("integer scores", ex.replace({"policy_chosen_logps": pc.round().long()}),
+                            "policy_chosen_logps"))
+    if ex.inputs.get("ref_rejected_logps") is not None:
+        bad.append(BadInput("reference chosen without reference rejected",
+                            ex.replace({"ref_rejected_logps": None}), "ref_rejected_logps"))
+    return bad
+
+
+PAIR_MEAN_SCORES = InputKind(
+    "pair mean scores",
+    "(B,) length-normalised log-probs of chosen and rejected completions (extremes: -150 per token)",
+    bad_inputs=_pair_bad,
+    extreme=scale_logps(100.0),
+)
+
+PAIR_SCORES = InputKind(
+    "pair scores",
+    "(B,) sequence scores (log-probs) of chosen and rejected completions, optionally of a reference model",
+    bad_inputs=_pair_bad,
+    extreme=scale_logps(),
+)
+
+
+# ------------------------------------------------------------------------------------------- groups
+def group_example(gen: torch.Generator, dtype: torch.dtype, g: int = 4, n: int = 5) -> Example:
+    scores = -(0.05 + 1.5 * torch.rand(g, n, generator=gen, dtype=torch.float64))
+    labels = torch.rand(g, n, generator=gen) < 0.5
+    labels[:, 0], labels[:, 1] = True, False  # every question has a correct and a wrong answer
+    kl = 1e-4 * torch.rand(g, generator=gen, dtype=torch.float64) * 3
+    # kl is not a grad input: its constraint term is a surrogate (gradient beta [KL - delta]_+ grad KL), tested
+    # on its own.
+    return Example({"logps": scores.to(dtype), "labels": labels, "kl": kl.to(dtype)}, grad=("logps",))
+
+
+def _group_bad(ex: Example) -> list[BadInput]:
+    s, y = ex.inputs["logps"], ex.inputs["labels"]
+    return [BadInput("labels of another shape", ex.replace({"labels": y[:, :-1]}), "labels"),
+            BadInput("float labels", ex.replace({"labels": y.to(s.dtype) * 3}), "labels"),
+            BadInput("flat scores", ex.replace({"logps": s.reshape(-1)}), "logps")]
+
+
+GROUP_SCORES = InputKind(
+    "group scores",
+    "(G, n) scores of n sampled answers to each of G questions, (G, n) boolean correctness labels",
+    bad_inputs=_group_bad,
+    extreme=scale_logps(2e3),
+)
+
+
+# ------------------------------------------------------------------------------------ policy tokens
+def policy_example(gen: torch.Generator, dtype: torch.dtype, b: int = 6, t: int = 5) -> Example:
+    logps = -(0.05 + 2 * torch.rand(b, t, generator=gen, dtype=torch.float64))
+    old = logps + 0.3 * torch.randn(b, t, generator=gen, dtype=torch.float64)
+    ref = logps + 0.3 * torch.randn(b, t, generator=gen, dtype=torch.float64)
+    adv = torch.randn(b, generator=gen, dtype=torch.float64)
+    lengths = torch.tensor([5, 3, 1, 4, 5, 2])[:b]
+    mask = torch.arange(t)[None, :] < lengths[:, None]
+    return Example({"logps": logps.to(dtype), "old_logps": old.to(dtype), "advantages": adv.to(dtype),
+                    "mask": mask, "ref_logps": ref.to(dtype)}, {"beta": 0.04}, grad=("logps",))
+
+
+def _policy_extreme(ex: Example) -> Example:
+    ex = ex.map_floats(lambda t: t.float())
+    lp = ex.inputs["logps"] * 5e3
+    return ex.replace({"logps": lp, "old_logps": lp + 0.01 * torch.sin(lp), "ref_logps": lp - 0.5,
+                       "advantages": ex.inputs["advantages"] * 1e4})
+
+
+def _policy_bad(ex: Example) -> list[BadInput]:
+    lp, m = ex.inputs["logps"], ex.inputs["mask"]
+    return [BadInput("old log-probs of another shape", ex.replace({"old_logps": lp[:, :-1]}), "old_logps"),
+            BadInput("mask of another shape", ex.replace({"mask": m[:-1]}), "mask"),
+            BadInput("advantages of another batch size", ex.replace({"advantages": ex.inputs["advantages"][:-1]}),
+                     "advantages"),
+            BadInput("unknown aggregation", ex.replace(options={"aggregation": "token_mean"}), "aggregation"),
+            BadInput("unknown KL estimator", ex.replace(options={"kl_estimator": "k4"}), "kl_estimator")]
+
+
+POLICY_TOKENS = InputKind(
+    "policy tokens",
+    "(B, T) per-token log-probs under the policy, the sampler (old) and the reference, (B,) advantages, mask",
+    bad_inputs=_policy_bad,
+    extreme=_policy_extreme,
+)

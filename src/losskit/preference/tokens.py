@@ -1,0 +1,231 @@
+"""Layer 1, tokens: per-token log-probabilities of the selected tokens, chunked over the vocabulary rows.
+
+``log_softmax(logits).gather(...)`` materialises a second ``(B, T, V)`` tensor in the forward, keeps it for
+the backward, and the backward builds two more (the scattered gather gradient and the softmax gradient).
+:func:`token_logprobs` instead walks over chunks of rows: each chunk is copied to the compute dtype, its
+log-sum-exp and selected logit are taken, and only ``(B, T)`` numbers are kept. The backward recomputes
+each chunk's softmax and writes its slice of the one ``(B, T, V)`` gradient that must exist anyway.
+
+Masked positions never leak: their rows are replaced by zeros before anything is computed, so NaN or
++-1e4 logits there change neither the outputs nor the gradient (which is exactly 0 there), and their
+outputs are exactly 0.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .._core.conventions import compute_dtype, validation_enabled
+from .._core.errors import fail
+from .._core.validate import check_floating, check_tensor, describe
+
+__all__ = ["TokenLogProbs", "token_logprobs", "naive_token_logprobs", "default_chunk_rows"]
+
+#: Bytes of compute-dtype workspace one chunk may use (per temporary).
+CHUNK_BYTES = 16 * 2**20
+
+
+class TokenLogProbs(NamedTuple):
+    """Per-token outputs of :func:`token_logprobs`, each of the labels' shape (exactly 0 where masked)."""
+
+    logps: torch.Tensor
+    mask: torch.Tensor
+    entropy: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+
+
+def default_chunk_rows(vocab: int, dtype: torch.dtype = torch.float32) -> int:
+    """Rows per chunk: the largest count whose compute-dtype ``(rows, V)`` buffer fits ``CHUNK_BYTES``."""
+    size = torch.finfo(compute_dtype(dtype)).bits // 8
+    return max(1, CHUNK_BYTES // (vocab * size))
+
+
+def _chunk(logits: torch.Tensor, valid: torch.Tensor, s: int, e: int, dt, temperature: float) -> torch.Tensor:
+    """Rows s:e in the compute dtype, masked rows replaced by zeros (a fresh tensor, never a view)."""
+    z = torch.where(valid[s:e, None], logits[s:e], logits.new_zeros(())).to(dt)
+    if temperature != 1.0:
+        z.div_(temperature)
+    return z
+
+
+class _SelectedLogProbs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, labels, valid, anchor, chunk, temperature, want_entropy):
+        n, v = logits.shape
+        dt = compute_dtype(logits.dtype)
+        logp = logits.new_zeros(n, dtype=dt)
+        lse = logits.new_zeros(n, dtype=dt)
+        ent = logits.new_zeros(n, dtype=dt) if want_entropy else None
+        kl = logits.new_zeros(n, dtype=dt) if anchor is not None else None
+        # Without entropy/KL/temperature/promotion the rows are read in place: masked rows may give NaN here,
+        # which the final torch.where replaces (the backward never reads them).
+        direct = dt == logits.dtype and temperature == 1.0 and not want_entropy and anchor is None
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            z = logits[s:e] if direct else _chunk(logits, valid, s, e, dt, temperature)
+            lz = torch.logsumexp(z, -1)
+            lse[s:e] = lz
+            logp[s:e] = z.gather(1, labels[s:e, None]).squeeze(1) - lz
+            if want_entropy or anchor is not None:
+                z.sub_(lz[:, None])  # log p
+                p = z.exp()
+                if want_entropy:
+                    ent[s:e] = -(p * z).sum(-1)
+                if anchor is not None:
+                    a = torch.log_softmax(_chunk(anchor, valid, s, e, dt, temperature), -1)
+                    kl[s:e] = (a.exp() * (a - z)).sum(-1)
+        zero = logp.new_zeros(())
+        logp = torch.where(valid, logp, zero)
+        lse = torch.where(valid, lse, zero)
+        if ent is not None:
+            ent = torch.where(valid, ent, zero)
+        if kl is not None:
+            kl = torch.where(valid, kl, zero)
+        ctx.save_for_backward(logits, labels, valid, lse, ent if ent is not None else lse, anchor)
+        ctx.chunk, ctx.temperature = chunk, temperature
+        ctx.mark_non_differentiable(lse)
+        return logp, lse, ent, kl
+
+    @staticmethod
+    def backward(ctx, g_logp, _g_lse, g_ent, g_kl):
+        logits, labels, valid, lse, ent, anchor = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 7
+        n, v = logits.shape
+        dt = compute_dtype(logits.dtype)
+        chunk, temperature = ctx.chunk, ctx.temperature
+        zero = lse.new_zeros(())
+        g_logp = torch.where(valid, g_logp.to(dt), zero) if g_logp is not None else None
+        g_ent = torch.where(valid, g_ent.to(dt), zero) if g_ent is not None else None
+        g_kl = torch.where(valid, g_kl.to(dt), zero) if g_kl is not None else None
+        grad = torch.empty_like(logits)
+        in_place = dt == logits.dtype  # work directly in the gradient's rows (no chunk buffer, no copy)
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            if in_place:
+                logq = torch.where(valid[s:e, None], logits[s:e], logits.new_zeros(()), out=grad[s:e])
+                if temperature != 1.0:
+                    logq.div_(temperature)
+            else:
+                logq = _chunk(logits, valid, s, e, dt, temperature)
+            logq.sub_(lse[s:e, None])  # log p
+            # d logp_y = onehot - p;  d H = -p (log p + H);  d KL(a || p) = p - a. Masked rows hold zeros, their
+            # coefficients are 0, so their gradient is exactly 0.
+            coef = torch.zeros(e - s, 1, dtype=dt, device=logits.device)
+            if g_logp is not None:
+                coef = coef - g_logp[s:e, None]
+            if g_kl is not None:
+                coef = coef + g_kl[s:e, None]
+            if g_ent is not None:
+                gz = logq.exp() * (coef - g_ent[s:e, None] * (logq + ent[s:e, None]))
+                gz = logq.copy_(gz) if in_place else gz
+            else:
+                gz = logq.exp_().mul_(coef)
+            if g_kl is not None:
+                a = torch.softmax(_chunk(anchor, valid, s, e, dt, temperature), -1)
+                gz.sub_(a * g_kl[s:e, None])
+            if g_logp is not None:
+                gz.scatter_add_(1, labels[s:e, None], g_logp[s:e, None])
+            if temperature != 1.0:
+                gz.div_(temperature)
+            if not in_place:
+                grad[s:e] = gz
+        return grad, None, None, None, None, None, None
+
+
+def _check_inputs(logits, labels, mask, ignore_index, anchor_logits):
+    check_floating("logits", logits)
+    check_tensor("labels", labels)
+    if logits.dim() < 2:
+        raise fail("logits", "a tensor (..., V) with a vocabulary dimension", describe(logits))
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise fail("labels", f"shape {tuple(logits.shape[:-1])} (the logits without the vocabulary dim)",
+                   f"shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise fail("labels", "integer token ids", describe(labels))
+    if mask is None:
+        mask = labels != ignore_index
+    else:
+        check_tensor("mask", mask)
+        if tuple(mask.shape) != tuple(labels.shape):
+            raise fail("mask", f"shape {tuple(labels.shape)} (the labels' shape)", f"shape {tuple(mask.shape)}")
+        mask = mask.bool() & (labels != ignore_index)
+    if anchor_logits is not None:
+        check_floating("anchor_logits", anchor_logits)
+        if anchor_logits.shape != logits.shape:
+            raise fail("anchor_logits", f"the logits' shape {tuple(logits.shape)}",
+                       f"shape {tuple(anchor_logits.shape)}")
+    if validation_enabled():
+        v = logits.shape[-1]
+        bad = mask & ((labels < 0) | (labels >= v))
+        if bool(bad.any()):
+            pos = tuple(bad.nonzero()[0].tolist())
+            raise fail("labels", f"token ids in [0, {v}) at unmasked positions",
+                       f"{labels[pos].item()} at position {pos}")
+    return mask
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None, *,
+                   ignore_index: int = -100, temperature: float = 1.0, return_entropy: bool = False,
+                   anchor_logits: torch.Tensor | None = None, chunk_rows: int | None = None) -> TokenLogProbs:
+    """Log-probabilities of the selected tokens, ``log softmax(logits / T)[..., labels]``, chunked.
+
+    .. math:: \\log \\pi(y_t) = z_{t, y_t}/T - \\log\\sum_v e^{z_{t,v}/T}
+
+    ``logits[..., t, :]`` scores ``labels[..., t]`` (shift before calling, as for a causal LM:
+    ``logits[:, :-1], labels[:, 1:]``). A position counts when ``mask`` is true (default: every position)
+    and its label is not ``ignore_index``.
+
+    Args:
+        logits: ``(..., V)`` floating logits; float16/bfloat16 are computed in float32 chunk by chunk.
+        labels: ``(...)`` integer token ids.
+        mask: ``(...)`` boolean completion mask (prompt and padding false).
+        ignore_index: label value treated as masked.
+        temperature: T, the sampling temperature (GRPO uses the rollout temperature).
+        return_entropy: also return the per-token entropy ``H_t = -sum_v p log p``.
+        anchor_logits: logits of an anchor model (the reference) of the logits' shape; returns the per-token
+            full-vocabulary ``KL_t(pi_anchor || pi)`` (SparsePO). The anchor gets no gradient.
+        chunk_rows: rows (positions) per chunk; default from a 16 MiB workspace budget.
+
+    Returns:
+        :class:`TokenLogProbs` ``(logps, mask, entropy, kl)``, float32 for half inputs; every output is exactly
+        0 at masked positions, whatever the logits hold there (NaN, +-inf, +-1e4), and the logits' gradient
+        there is exactly 0. A row of all-masked positions (an empty completion) gives zeros; see
+        :func:`~losskit.preference.sequence_scores` for how an empty completion aggregates.
+
+    Raises LossInputError for NaN/+inf logits or out-of-range labels at unmasked positions.
+    """
+    mask = _check_inputs(logits, labels, mask, ignore_index, anchor_logits)
+    if temperature <= 0:
+        raise fail("temperature", "a positive temperature", repr(temperature))
+    shape = labels.shape
+    v = logits.shape[-1]
+    flat = logits.reshape(-1, v)
+    valid = mask.reshape(-1)
+    lab = torch.where(valid, labels.reshape(-1), torch.zeros((), dtype=labels.dtype, device=labels.device))
+    anchor = anchor_logits.reshape(-1, v).detach() if anchor_logits is not None else None
+    rows = chunk_rows or default_chunk_rows(v, logits.dtype)
+    logp, lse, ent, kl = _SelectedLogProbs.apply(flat, lab.long(), valid, anchor, int(rows), float(temperature),
+                                                 bool(return_entropy))
+    if validation_enabled() and bool((valid & ~torch.isfinite(lse)).any()):
+        pos = (valid & ~torch.isfinite(lse)).nonzero()[0].item()
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(pos), shape))
+        raise fail("logits", "finite logits (or -inf for excluded tokens) at unmasked positions",
+                   f"a row with log-sum-exp {lse[pos].item()} at position {where}")
+    return TokenLogProbs(logp.reshape(shape), mask, ent.reshape(shape) if ent is not None else None,
+                         kl.reshape(shape) if kl is not None else None)
+
+
+def naive_token_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None, *,
+                         ignore_index: int = -100) -> torch.Tensor:
+    """The reference ``log_softmax(logits).gather(labels)`` (unchunked; masked positions not protected).
+
+    Kept as the baseline of the benchmark and the tests; use :func:`token_logprobs`.
+    """
+    if mask is None:
+        mask = labels != ignore_index
+    lab = torch.where(mask, labels, torch.zeros_like(labels))
+    out = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, -1)
+    return out.gather(-1, lab.unsqueeze(-1)).squeeze(-1) * mask

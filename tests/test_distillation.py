@@ -1,0 +1,219 @@
+"""Distillation objectives against torch / NumPy float64 formulas and the identities of the catalogue."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.spatial.distance
+import scipy.special
+import scipy.stats
+import torch
+import torch.nn.functional as F
+
+import losskit
+from losskit import LossInputError
+
+
+def _logits(n=8, k=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = 2 * torch.randn(n, k, generator=g, dtype=torch.float64)
+    t = 2 * torch.randn(n, k, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=g)
+    return s, t, y
+
+
+def _np_softmax(z, T=1.0):
+    return scipy.special.softmax(np.asarray(z) / T, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------- KD
+@pytest.mark.parametrize("T", [1.0, 4.0])
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_kd_matches_torch_kl_div_batchmean(T, alpha):
+    s, t, y = _logits()
+    ours = losskit.kd_loss(s, t, y, temperature=T, alpha=alpha)
+    ref = alpha * F.cross_entropy(s, y) + (1 - alpha) * T * T * F.kl_div(
+        F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), log_target=True, reduction="batchmean")
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_kd_soft_term_gradient_is_T_times_probability_gap():
+    # d/dz_s [T^2 KL(p_t || p_s)] = T (p_s - p_t), p = softmax(z / T): Hinton's eq. (2), summed per sample
+    s, t, _ = _logits(seed=12)
+    T = 3.0
+    s1 = s.clone().requires_grad_(True)
+    losskit.kd_loss(s1, t, temperature=T, beta=1.0, reduction="sum").backward()
+    torch.testing.assert_close(s1.grad, T * ((s / T).softmax(1) - (t / T).softmax(1)), rtol=1e-10, atol=1e-12)
+
+
+def test_kd_directions_against_scipy():
+    s, t, _ = _logits(seed=1)
+    T = 2.0
+    ps, pt = _np_softmax(s, T), _np_softmax(t, T)
+    fwd = scipy.special.rel_entr(pt, ps).sum(1)
+    rev = scipy.special.rel_entr(ps, pt).sum(1)
+    js = scipy.spatial.distance.jensenshannon(pt, ps, axis=1) ** 2
+    for div, ref in (("forward", fwd), ("reverse", rev), ("js", js)):
+        got = losskit.kd_loss(s, t, temperature=T, beta=1.0, divergence=div, reduction="none")
+        np.testing.assert_allclose(got.numpy(), T * T * ref, rtol=1e-10, err_msg=div)
+    tv = 0.5 * np.abs(pt - ps).sum(1)
+    got = losskit.kd_loss(s, t, temperature=T, beta=1.0, divergence="tv", reduction="none")
+    np.testing.assert_allclose(got.numpy(), T * T * tv, rtol=1e-10)
+    skl = scipy.special.rel_entr(pt, 0.1 * pt + 0.9 * ps).sum(1)
+    got = losskit.kd_loss(s, t, temperature=T, beta=1.0, divergence=losskit.skew_kl_generator(0.1),
+                          reduction="none")
+    np.testing.assert_allclose(got.numpy(), T * T * skl, rtol=1e-10)
+
+
+def test_kd_alpha_one_is_cross_entropy_even_with_masked_student():
+    s, t, y = _logits(seed=2)
+    s = s.clone()
+    s[0, (y[0] + 1) % 5] = -math.inf  # teacher has mass there: forward KL is inf, weighted by 0
+    s.requires_grad_(True)
+    loss = losskit.kd_loss(s, t, y, alpha=1.0)
+    ref = F.cross_entropy(s.detach(), y)
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-12, atol=1e-12)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_kd_ignore_index_and_spatial_dims():
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    t = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (2, 3), generator=g)
+    y[0, 1] = -100
+    got = losskit.kd_loss(s, t, y, temperature=2.0, alpha=0.4, reduction="none")
+    flat = losskit.kd_loss(s.permute(0, 2, 1).reshape(6, 5), t.permute(0, 2, 1).reshape(6, 5),
+                           y.reshape(6), temperature=2.0, alpha=0.4, reduction="none").reshape(2, 3)
+    torch.testing.assert_close(got, flat)
+    assert got[0, 1] == 0
+    mean = losskit.kd_loss(s, t, y, temperature=2.0, alpha=0.4)
+    torch.testing.assert_close(mean, got.sum() / 5)
+
+
+def test_kd_bad_divergence_and_temperature():
+    s, t, y = _logits()
+    with pytest.raises(LossInputError, match="^divergence:"):
+        losskit.kd_loss(s, t, y, divergence="forwards")
+    with pytest.raises(LossInputError, match="^temperature:"):
+        losskit.kd_loss(s, t, y, temperature=0.0)
+
+
+# ------------------------------------------------------------------------------------------- BD-KD
+def test_bd_kd_w10_is_kd_and_w01_is_reverse():
+    s, t, y = _logits(seed=4)
+    torch.testing.assert_close(losskit.bd_kd(s, t, y, weights=(1.0, 0.0)),
+                               losskit.kd_loss(s, t, y, alpha=1.0, beta=1.0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(losskit.bd_kd(s, t, y, weights=(0.0, 1.0)),
+                               losskit.kd_loss(s, t, y, alpha=1.0, beta=1.0, divergence="reverse"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_bd_kd_entropy_gap_weighting_by_hand():
+    s, t, y = _logits(seed=5)
+    T, delta = 3.0, 2.5
+    ps, pt = _np_softmax(s, T), _np_softmax(t, T)
+    hs, ht = scipy.stats.entropy(ps, axis=1), scipy.stats.entropy(pt, axis=1)
+    fwd, rev = scipy.special.rel_entr(pt, ps).sum(1), scipy.special.rel_entr(ps, pt).sum(1)
+    less = hs > ht
+    assert less.any() and (~less).any()
+    wf = np.where(less, 1.0, delta)
+    wr = np.where(less, delta, 1.0)
+    ce = -np.log(_np_softmax(s))[np.arange(8), y.numpy()]
+    ref = ce + T * T * (wf * fwd + wr * rev)
+    got = losskit.bd_kd(s, t, y, temperature=T, delta=delta, reduction="none")
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------ dual-head KD
+def test_binary_kl_and_dual_head_by_hand():
+    s, t, y = _logits(seed=6)
+    aux = torch.randn_like(s)
+    sig = scipy.special.expit
+    a, b = sig(t.numpy()), sig(aux.numpy())
+    bkl = (scipy.special.rel_entr(a, b) + scipy.special.rel_entr(1 - a, 1 - b)).sum(1)
+    np.testing.assert_allclose(losskit.binary_kl(t, aux).sum(1).numpy(), bkl, rtol=1e-10)
+    T = 4.0
+    kd = losskit.kd_loss(s, t, y, temperature=T, alpha=1.0, beta=1.0, reduction="none").numpy()
+    got = losskit.dual_head_kd(s, t, y, aux, temperature=T, gamma=0.7, reduction="none").numpy()
+    np.testing.assert_allclose(got, kd + 0.7 * bkl, rtol=1e-10)
+    # the auxiliary head gets only the binary term's gradient; the main head none of it
+    s1, a1 = s.clone().requires_grad_(True), aux.clone().requires_grad_(True)
+    losskit.dual_head_kd(s1, t, y, a1, alpha=0.0, beta=0.0).backward()
+    assert (s1.grad is None or s1.grad.abs().max() == 0) and a1.grad.abs().max() > 0
+
+
+# -------------------------------------------------------------------------------------------- DHO
+def test_dho_single_head_is_kd_and_unlabelled_samples():
+    s, t, y = _logits(seed=7)
+    torch.testing.assert_close(losskit.dho_loss(s, t, y, lam=0.3, temperature=2.0),
+                               losskit.kd_loss(s, t, y, alpha=0.3, beta=0.7, temperature=2.0))
+    h_kd = torch.randn_like(s)
+    y2 = y.clone()
+    y2[:3] = -100
+    got = losskit.dho_loss(s, t, y2, h_kd, lam=0.4, reduction="none")
+    ce = F.cross_entropy(s, y2, reduction="none")
+    kd = F.kl_div(F.log_softmax(h_kd, 1), F.log_softmax(t, 1), log_target=True, reduction="none").sum(1)
+    torch.testing.assert_close(got, 0.4 * ce + 0.6 * kd)
+    assert (got[:3] > 0).all()  # unlabelled samples still distil
+
+
+def test_dho_predict_mixing():
+    g = torch.Generator().manual_seed(8)
+    a, b = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    p = losskit.dho_predict(a, b, alpha=0.3, beta=2.0)
+    torch.testing.assert_close(p, 0.3 * a.softmax(1) + 0.7 * (b / 2).softmax(1))
+    torch.testing.assert_close(p.sum(1), torch.ones(4))
+    torch.testing.assert_close(losskit.dho_predict(a, b, alpha=1.0), a.softmax(1))
+
+
+# ------------------------------------------------------------------------------------------- PS-KD
+def test_ps_kd_alpha_zero_is_ce_and_soft_target_ce():
+    s, t, y = _logits(seed=9)
+    torch.testing.assert_close(losskit.ps_kd(s, t, y, alpha=0.0), F.cross_entropy(s, y), rtol=1e-12, atol=1e-12)
+    a = 0.35
+    soft = (1 - a) * F.one_hot(y, 5).double() + a * t.softmax(1)
+    torch.testing.assert_close(losskit.ps_kd(s, t, y, alpha=a), F.cross_entropy(s, soft), rtol=1e-12, atol=1e-12)
+    t1 = t.clone().requires_grad_(True)
+    s1 = s.clone().requires_grad_(True)
+    losskit.ps_kd(s1, t1, y, alpha=a).backward()
+    assert t1.grad is None or t1.grad.abs().max() == 0
+
+
+def test_progressive_self_kd_state():
+    n, k = 10, 4
+    m = losskit.ProgressiveSelfKD(n, k, total_epochs=5, alpha_T=0.8, dtype=torch.float64)
+    g = torch.Generator().manual_seed(10)
+    z0 = torch.randn(n, k, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=g)
+    idx = torch.arange(n)
+    torch.testing.assert_close(m(z0[:6], y[:6], index=idx[:6]), F.cross_entropy(z0[:6], y[:6]))  # epoch 0
+    m(z0[6:], y[6:], index=idx[6:])
+    m.set_epoch(2)
+    assert m.alpha_t == pytest.approx(0.8 * 2 / 5)
+    z1 = torch.randn(n, k, generator=g, dtype=torch.float64)
+    perm = torch.randperm(n, generator=g)
+    saved = {k_: v.clone() for k_, v in m.state_dict().items()}
+    got = m(z1[perm], y[perm], index=perm)
+    ref = losskit.ps_kd(z1[perm], z0[perm], y[perm], alpha=0.32)
+    torch.testing.assert_close(got, ref)
+    # state_dict round trip: a fresh module loaded with the saved state gives the same update
+    m2 = losskit.ProgressiveSelfKD(n, k, total_epochs=5, alpha_T=0.8, dtype=torch.float64)
+    m2.load_state_dict(saved)
+    torch.testing.assert_close(m2(z1[perm], y[perm], index=perm), got)
+    torch.testing.assert_close(m2.predictions, m.predictions)
+    torch.testing.assert_close(m.predictions, z1.softmax(1))
+    with pytest.raises(LossInputError, match="^index:"):
+        m(z1[:2], y[:2], index=torch.tensor([0, 99]))
+
+
+# -------------------------------------------------------------------------- GT-weighted self-KD
+def test_gt_self_distillation_by_hand():
+    g = torch.Generator().manual_seed(11)
+    f, prev, y = (torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    got = losskit.gt_self_distillation(f, prev, y, xi=0.3, reduction="none")
+    ref = 0.3 * ((y - f) ** 2).sum(1) + 0.7 * ((prev - f) ** 2).sum(1)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(losskit.gt_self_distillation(f, prev, y, xi=1.0),
+                               F.mse_loss(f, y, reduction="sum") / 5)

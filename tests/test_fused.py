@@ -1,0 +1,478 @@
+"""Fused losses against their naive counterparts computed from the materialised logits.
+
+References are independent: ``torch.nn.functional.cross_entropy`` on ``h @ W.T + b`` (plus the z-loss and
+soft-cap written out), full-vocabulary log-softmax for distillation and preference log-probabilities, and
+DPO / IPO formulas written here. Tolerances: 1e-6 in float64 (observed ~1e-14); float32 and bfloat16 as
+stated at each test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import losskit
+from losskit import LossInputError
+from losskit.fused import chunk_rows
+
+D = torch.float64
+
+
+def _data(n=37, h=8, v=23, dtype=D, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x = (scale * torch.randn(n, h, generator=g, dtype=D)).to(dtype).requires_grad_(True)
+    W = torch.randn(v, h, generator=g, dtype=D).to(dtype).requires_grad_(True)
+    b = (0.5 * torch.randn(v, generator=g, dtype=D)).to(dtype).requires_grad_(True)
+    y = torch.randint(0, v, (n,), generator=g)
+    return x, W, b, y
+
+
+def naive_ce(x, W, b, y, *, weight=None, label_smoothing=0.0, z_loss=0.0, softcap=None, sample_weight=None,
+             reduction="mean", ignore_index=-100):
+    z = x @ W.T
+    if b is not None:
+        z = z + b
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    ce = F.cross_entropy(z, y, weight=weight, label_smoothing=label_smoothing, ignore_index=ignore_index,
+                         reduction="none")
+    valid = y != ignore_index
+    tok = ce + z_loss * torch.where(valid, torch.logsumexp(z, 1) ** 2, 0)
+    s = torch.ones_like(tok) if sample_weight is None else sample_weight
+    if reduction == "none":
+        return tok * s
+    if reduction == "sum":
+        return (tok * s).sum()
+    wy = 1.0 if weight is None else weight[y.clamp(min=0)]
+    denom = (s * wy * valid).sum()
+    return (tok * s).sum() / torch.where(denom == 0, 1.0, denom)
+
+
+def _grads(loss, upstream, tensors):
+    return torch.autograd.grad((loss * upstream).sum(), tensors, allow_unused=True)
+
+
+def test_naive_reference_is_torch_mean():
+    x, W, b, y = _data()
+    y[3] = -100
+    w = torch.rand(23, dtype=D) + 0.5
+    torch.testing.assert_close(naive_ce(x, W, b, y, weight=w, label_smoothing=0.1),
+                               F.cross_entropy(x @ W.T + b, y, weight=w, label_smoothing=0.1), rtol=1e-14, atol=0)
+
+
+OPTIONS = list(itertools.product(
+    ["mean", "sum", "none"],      # reduction
+    [False, True],                # bias
+    [0.0, 0.15],                  # label smoothing
+    [False, True],                # class weights
+    [0.0, 1e-2],                  # z-loss
+    [None, 3.0],                  # soft-cap
+))
+
+
+@pytest.mark.parametrize(("reduction", "bias", "eps", "cw", "zl", "cap"), OPTIONS)
+def test_cross_entropy_matches_naive_float64(reduction, bias, eps, cw, zl, cap):
+    x, W, b, y = _data(seed=len(reduction))
+    y[[0, 5, 6, 30]] = -100
+    b = b if bias else None
+    w = torch.rand(23, dtype=D) + 0.5 if cw else None
+    sw = torch.rand(37, dtype=D) + 0.2 if reduction != "sum" or cw else None
+    kw = dict(weight=w, label_smoothing=eps, z_loss=zl, softcap=cap, sample_weight=sw, reduction=reduction)
+    got = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, chunk_size=5, **kw)
+    ref = naive_ce(x, W, b, y, **kw)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-9)
+    up = torch.randn_like(ref) if reduction == "none" else torch.tensor(1.7, dtype=D)  # upstream != 1
+    ts = (x, W) + ((b,) if bias else ())
+    for g1, g2 in zip(_grads(got, up, ts), _grads(ref, up, ts)):
+        torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_outputs_lse_and_token_losses_with_gradients(recompute):
+    x, W, b, y = _data()
+    y[2] = -100
+    out = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, return_outputs=True, chunk_size=4,
+                                             recompute=recompute, label_smoothing=0.1)
+    z = x @ W.T + b
+    lse = torch.where(y != -100, torch.logsumexp(z, 1), 0)
+    tok = F.cross_entropy(z, y, reduction="none", label_smoothing=0.1)
+    torch.testing.assert_close(out.lse, lse, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.token_losses, tok, rtol=1e-12, atol=1e-12)
+    # a user-side z-loss on the returned lse plus the loss: gradients through all three outputs
+    u = torch.randn(37, dtype=D)
+    got = out.loss + 1e-2 * (out.lse ** 2).sum() + (u * out.token_losses).sum()
+    ref = F.cross_entropy(z, y, label_smoothing=0.1) + 1e-2 * (lse ** 2).sum() + (u * tok).sum()
+    for g1, g2 in zip(torch.autograd.grad(got, (x, W, b)), torch.autograd.grad(ref, (x, W, b))):
+        torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_all_ignored_batch(reduction):
+    x, W, b, y = _data()
+    y[:] = -100
+    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, reduction=reduction, label_smoothing=0.1,
+                                              z_loss=1e-3)
+    assert torch.equal(loss, torch.zeros_like(loss))
+    gx, gW, gb = torch.autograd.grad(loss.sum(), (x, W, b))
+    for g in (gx, gW, gb):
+        assert torch.equal(g, torch.zeros_like(g))
+
+
+def test_chunk_size_invariance_and_odd_shapes():
+    x, W, b, y = _data(n=53, v=31)
+    y[[4, 40]] = -100
+    ref = None
+    for c in (1, 7, 16, 53, 1000):
+        loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, chunk_size=c)
+        grads = torch.autograd.grad(loss, (x, W, b))
+        if ref is None:
+            ref = (loss, grads)
+            continue
+        torch.testing.assert_close(loss, ref[0], rtol=1e-13, atol=0)
+        for g1, g2 in zip(grads, ref[1]):
+            torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-15)
+
+
+def test_gradient_accumulation_two_micro_batches():
+    x, W, b, y = _data(n=40)
+    y[:20] = -100  # the first micro-batch is all padding
+    whole = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, reduction="sum")
+    gw = torch.autograd.grad(whole, (W, b))
+    parts = [losskit.fused_linear_cross_entropy(x[s], W, y[s], linear_bias=b, reduction="sum")
+             for s in (slice(0, 20), slice(20, 40))]
+    ga = torch.autograd.grad(parts[0] + parts[1], (W, b))
+    for g1, g2 in zip(ga, gw):
+        torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-14)
+
+
+def test_second_backward_raises_unless_recompute():
+    x, W, b, y = _data()
+    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
+    x.grad = None
+    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, recompute=True)
+    loss.backward(retain_graph=True)
+    g1 = x.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(x.grad, 2 * g1)
+
+
+def test_leading_dimensions():
+    x, W, b, y = _data(n=24)
+    xs, ys = x.reshape(4, 6, 8), y.reshape(4, 6)
+    got = losskit.fused_linear_cross_entropy(xs, W, ys, linear_bias=b, reduction="none")
+    assert got.shape == (4, 6)
+    torch.testing.assert_close(got.reshape(-1), naive_ce(x, W, b, y, reduction="none"), rtol=1e-12, atol=0)
+
+
+def test_float32_tolerance_against_float64():
+    """float32: loss within 1e-5 relative, gradients within 1e-5 of their max magnitude, of the float64 truth."""
+    x, W, b, y = _data(n=300, h=64, v=1000, dtype=torch.float32, seed=3)
+    y[::7] = -100
+    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, label_smoothing=0.05, chunk_size=64)
+    g = torch.autograd.grad(loss, (x, W, b))
+    x64, W64, b64 = (t.detach().double().requires_grad_(True) for t in (x, W, b))
+    ref = naive_ce(x64, W64, b64, y, label_smoothing=0.05)
+    gr = torch.autograd.grad(ref, (x64, W64, b64))
+    assert abs(loss.item() - ref.item()) <= 1e-5 * abs(ref.item())
+    for a, r in zip(g, gr):
+        assert (a.double() - r).abs().max() <= 1e-5 * r.abs().max()
+
+
+@pytest.mark.parametrize("bf16_matmul", [False, True])
+def test_bfloat16_inputs(bf16_matmul):
+    """bf16 inputs give a float32 loss and bf16 gradients. Truth: float64 on the same bf16-rounded inputs.
+
+    Default (float32 GEMMs on upcast operands): loss within 1e-5 relative, gradients within 1e-2 of
+    their max magnitude (the final rounding of each gradient to bf16). ``bf16_matmul=True`` rounds the
+    logits to bf16 like the naive bf16 path (``F.cross_entropy((x @ W.T + b).float())``): its loss and
+    gradient errors must be within 2x the naive bf16 path's errors + 1e-3 relative.
+    """
+    x, W, b, y = _data(n=200, h=64, v=700, dtype=torch.bfloat16, seed=4)
+    y[::9] = -100
+    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, bf16_matmul=bf16_matmul, chunk_size=48)
+    assert loss.dtype == torch.float32
+    g = torch.autograd.grad(loss, (x, W, b))
+    assert [t.dtype for t in g] == [torch.bfloat16] * 3
+    x64, W64, b64 = (t.detach().double().requires_grad_(True) for t in (x, W, b))
+    ref = naive_ce(x64, W64, b64, y)
+    gr = torch.autograd.grad(ref, (x64, W64, b64))
+    err = abs(loss.item() - ref.item()) / ref.item()
+    gerr = [((a.double() - r).abs().max() / r.abs().max()).item() for a, r in zip(g, gr)]
+    if not bf16_matmul:
+        assert err <= 1e-5
+        assert max(gerr) <= 1e-2
+    else:
+        naive = F.cross_entropy((x @ W.T + b).float(), y)
+        assert err <= 2 * abs(naive.item() - ref.item()) / ref.item() + 1e-3
+        gn = torch.autograd.grad(naive, (x, W, b))
+        nerr = [((a.double() - r).abs().max() / r.abs().max()).item() for a, r in zip(gn, gr)]
+        for e, ne in zip(gerr, nerr):
+            assert e <= 2 * ne + 1e-3, (gerr, nerr)
+
+
+def test_extreme_logits_float32():
+    """Logits of magnitude ~1e4 in float32: finite and within 1e-5 relative of float64."""
+    x, W, b, y = _data(n=20, h=8, v=50, dtype=torch.float32, scale=3000.0)
+    z = (x @ W.T).detach()
+    assert z.abs().max() > 1e4
+    for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-4}, {"softcap": 30.0}):
+        loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, **kw)
+        g = torch.autograd.grad(loss, (x, W))
+        assert all(torch.isfinite(t).all() for t in g)
+        x64, W64, b64 = (t.detach().double() for t in (x, W, b))
+        ref = naive_ce(x64, W64, b64, y, **kw)
+        assert abs(loss.item() - ref.item()) <= 1e-5 * abs(ref.item())
+
+
+def test_bad_inputs_name_the_argument():
+    x, W, b, y = _data()
+    cases = [
+        (dict(hidden=x[0]), "hidden"),
+        (dict(linear_weight=W[:, :3]), "linear_weight"),
+        (dict(linear_weight=W.float()), "linear_weight"),
+        (dict(target=y[:-1]), "target"),
+        (dict(target=torch.full_like(y, 99)), "target"),
+        (dict(linear_bias=b[:-1]), "linear_bias"),
+        (dict(weight=torch.ones(5, dtype=D)), "weight"),
+        (dict(label_smoothing=1.5), "label_smoothing"),
+        (dict(softcap=-1.0), "softcap"),
+    ]
+    for override, arg in cases:
+        kw = {**dict(hidden=x, linear_weight=W, target=y), **override}
+        with pytest.raises(LossInputError, match=f"^{arg}:"):
+            losskit.fused_linear_cross_entropy(**kw)
+
+
+def test_chunk_rule():
+    assert chunk_rows(10**6, 32000) == 512
+    assert chunk_rows(10**6, 128000) == 512
+    assert chunk_rows(10**6, 8000) == 2048
+    assert chunk_rows(10**6, 1000) == 4096
+    assert chunk_rows(100, 32000) == 100
+
+
+def test_module_form():
+    x, W, b, y = _data()
+    m = losskit.FusedLinearCrossEntropy(label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(m(x, W, y, linear_bias=b), naive_ce(x, W, b, y, label_smoothing=0.1, reduction="sum"))
+
+
+# ------------------------------------------------------------------------------------ distillation
+def naive_distill(xs, Ws, bs, xt, Wt, bt, divergence, beta, T):
+    zs = (xs @ Ws.T + (0 if bs is None else bs)) / T
+    zt = (xt @ Wt.T + (0 if bt is None else bt)) / T
+    ps, pt = torch.softmax(zs, 1), torch.softmax(zt, 1)
+    if divergence == "forward":
+        d = (pt * (pt.log() - ps.log())).sum(1)
+    elif divergence == "reverse":
+        d = (ps * (ps.log() - pt.log())).sum(1)
+    else:
+        m = beta * pt + (1 - beta) * ps
+        d = beta * (pt * (pt / m).log()).sum(1) + (1 - beta) * (ps * (ps / m).log()).sum(1)
+    return T * T * d
+
+
+@pytest.mark.parametrize(("divergence", "beta", "T", "reduction"), [
+    ("forward", 0.5, 1.0, "mean"), ("forward", 0.5, 2.0, "none"), ("reverse", 0.5, 1.0, "sum"),
+    ("reverse", 0.5, 0.7, "mean"), ("js", 0.5, 1.0, "mean"), ("js", 0.1, 2.0, "none"), ("js", 0.9, 1.5, "sum"),
+])
+def test_distillation_matches_naive_float64(divergence, beta, T, reduction):
+    xs, Ws, bs, y = _data(n=29, h=6, v=19, seed=5)
+    g = torch.Generator().manual_seed(6)
+    xt = torch.randn(29, 10, generator=g, dtype=D)
+    Wt = torch.randn(19, 10, generator=g, dtype=D)
+    bt = torch.randn(19, generator=g, dtype=D)
+    y[[1, 2, 17]] = -100
+    got = losskit.fused_linear_distillation(xs, Ws, xt, Wt, y, student_bias=bs, teacher_bias=bt,
+                                            divergence=divergence, beta=beta, temperature=T, reduction=reduction,
+                                            chunk_size=4)
+    tok = torch.where(y != -100, naive_distill(xs, Ws, bs, xt, Wt, bt, divergence, beta, T), 0)
+    ref = {"none": tok, "sum": tok.sum(), "mean": tok.sum() / (y != -100).sum()}[reduction]
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-10)
+    up = torch.randn_like(ref) if reduction == "none" else torch.tensor(0.6, dtype=D)
+    for a, r in zip(_grads(got, up, (xs, Ws, bs)), _grads(ref, up, (xs, Ws, bs))):
+        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-10)
+
+
+def test_distillation_identical_models_is_zero_and_bf16_is_float32_accurate():
+    xs, Ws, bs, y = _data(n=64, h=16, v=300, dtype=torch.bfloat16, seed=7)
+    for div in ("forward", "reverse", "js"):
+        same = losskit.fused_linear_distillation(xs, Ws, xs.detach(), Ws.detach(), divergence=div)
+        assert same.dtype == torch.float32 and abs(same.item()) < 1e-6  # no bf16 cancellation
+    xt = torch.randn(64, 16).bfloat16()
+    got = losskit.fused_linear_distillation(xs, Ws, xt, Ws.detach(), divergence="js", temperature=2.0)
+    ref = naive_distill(xs.double(), Ws.double(), None, xt.double(), Ws.double(), None, "js", 0.5, 2.0).mean()
+    assert abs(got.item() - ref.item()) <= 1e-5 * ref.item()
+
+
+# --------------------------------------------------------------------------------------- preference
+def naive_logps(x, W, b, y, average=False):
+    z = x @ W.T + (0 if b is None else b)
+    lp = torch.log_softmax(z, -1)
+    valid = y != -100
+    tok = torch.where(valid, lp.gather(-1, y.clamp(min=0)[..., None]).squeeze(-1), 0)
+    s = tok.sum(-1)
+    return s / valid.sum(-1).clamp(min=1) if average else s
+
+
+def dpo(pc, pr, rc=None, rr=None, *, beta=0.1, reduction="mean"):
+    out = -F.logsigmoid(beta * ((pc - rc) - (pr - rr)))
+    return out if reduction == "none" else out.mean()
+
+
+def ipo(pc, pr, rc=None, rr=None, *, beta=0.1, reduction="mean"):
+    out = ((pc - rc) - (pr - rr) - 1 / (2 * beta)) ** 2
+    return out if reduction == "none" else out.mean()
+
+
+def centred(pc, pr, rc=None, rr=None, *, beta=0.1, reduction="mean"):
+    """A batch-coupled head: margins centred on the batch mean (couples every pair)."""
+    m = beta * ((pc - rc) - (pr - rr))
+    out = -F.logsigmoid(m - m.mean()) + 0.1 * m.std()
+    return out if reduction == "none" else out.mean()
+
+
+def _pref_data(bsz=3, t=6, h=5, v=13, seed=8):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(bsz, 2, t, h, generator=g, dtype=D, requires_grad=True)
+    W = torch.randn(v, h, generator=g, dtype=D, requires_grad=True)
+    b = torch.randn(v, generator=g, dtype=D, requires_grad=True)
+    xr = torch.randn(bsz, 2, t, h, generator=g, dtype=D)
+    Wr = torch.randn(v, h, generator=g, dtype=D)
+    y = torch.randint(0, v, (bsz, 2, t), generator=g)
+    y[:, :, :2] = -100
+    y[0, 1, -1] = -100
+    return x, W, b, xr, Wr, y
+
+
+@pytest.mark.parametrize(("head", "nll", "avg"), [(dpo, 0.0, False), (ipo, 0.0, False), (centred, 0.3, False),
+                                                  (dpo, 0.5, True)])
+def test_preference_matches_naive(head, nll, avg):
+    x, W, b, xr, Wr, y = _pref_data()
+    got = losskit.fused_linear_preference(x, W, y, xr, Wr, head=head, linear_bias=b, beta=0.3, nll_weight=nll,
+                                          average_log_prob=avg, chunk_size=5)
+    lp = naive_logps(x, W, b, y, avg)
+    with torch.no_grad():
+        rlp = naive_logps(xr, Wr, None, y, avg)
+    per = head(lp[:, 0], lp[:, 1], rlp[:, 0], rlp[:, 1], beta=0.3, reduction="none")
+    if nll:
+        per = per - nll * naive_logps(x, W, b, y, True)[:, 0]
+    ref = per.mean()
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-10)
+    for a, r in zip(torch.autograd.grad(got, (x, W, b)), torch.autograd.grad(ref, (x, W, b))):
+        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-10)
+
+
+def test_preference_head_by_registered_name_and_logps():
+    from losskit._core.registry import objective, unregister
+    from losskit.fused._inputs import FUSED
+
+    name = "tmp_fused_test_dpo"
+    objective(name, family="test", input_kind=FUSED, example=None)(dpo)
+    try:
+        x, W, b, xr, Wr, y = _pref_data()
+        out = losskit.fused_linear_preference(x, W, y, xr, Wr, head=name, beta=0.2, return_logps=True)
+        lp, rlp = naive_logps(x, W, None, y), naive_logps(xr, Wr, None, y)
+        torch.testing.assert_close(out.policy_chosen_logps, lp[:, 0])
+        torch.testing.assert_close(out.ref_rejected_logps, rlp[:, 1])
+        torch.testing.assert_close(out.loss, dpo(lp[:, 0], lp[:, 1], rlp[:, 0], rlp[:, 1], beta=0.2))
+    finally:
+        unregister(name)
+    with pytest.raises(LossInputError, match="^ref_linear_weight:"):
+        losskit.fused_linear_preference(x, W, y, xr, head=dpo)
+    with pytest.raises(LossInputError, match="^hidden:"):
+        losskit.fused_linear_preference(x[:, 0], W, y[:, 0], head=dpo)
+
+
+# ------------------------------------------------------------------------------------------ compile
+@pytest.mark.compile
+def test_compile_with_ignored_tokens_equals_eager():
+    x, W, b, y = _data()
+    y[[0, 3]] = -100
+    f = torch.compile(losskit.fused_linear_cross_entropy, backend="aot_eager")
+    torch.testing.assert_close(f(x, W, y, linear_bias=b, label_smoothing=0.1),
+                               losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, label_smoothing=0.1))
+
+
+# ------------------------------------------------------------------------------------------- memory
+_MEM_SCRIPT = r"""
+import resource, sys, torch, losskit
+torch.set_num_threads(1)
+n, h, v = 2048, 32, 131072
+x = torch.randn(n, h, requires_grad=True); W = (0.1 * torch.randn(v, h)).requires_grad_(True)
+y = torch.randint(0, v, (n,))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with losskit.validation(False):
+    loss = losskit.fused_linear_cross_entropy(x, W, y, chunk_size=256)
+loss.backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_no_full_logits_are_allocated():
+    """N x V float32 logits would be 1 GiB; the fused pass must stay under 200 MB of peak growth."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
+    out = subprocess.run([sys.executable, "-c", _MEM_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[-1]) < 200
+
+
+# -------------------------------------------------------------------------------------------- cuda
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_matches_naive(dtype):
+    x, W, b, y = _data(n=300, h=64, v=1000, seed=9)
+    x, W, b = (t.detach().cuda().to(dtype).requires_grad_(True) for t in (x, W, b))
+    y = y.cuda()
+    y[::5] = -100
+    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, label_smoothing=0.1, z_loss=1e-4,
+                                              chunk_size=128)
+    g = torch.autograd.grad(loss, (x, W, b))
+    x64, W64, b64 = (t.detach().double().requires_grad_(True) for t in (x, W, b))
+    ref = naive_ce(x64, W64, b64, y, label_smoothing=0.1, z_loss=1e-4)
+    gr = torch.autograd.grad(ref, (x64, W64, b64))
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # TF32 off by default for matmul in float32
+    assert abs(loss.item() - ref.item()) <= tol * abs(ref.item())
+    for a, r in zip(g, gr):
+        assert (a.double() - r).abs().max() <= tol * r.abs().max()
+
+
+def test_frozen_output_weight_and_no_grad_eval():
+    x, W, b, y = _data()
+    Wf = W.detach()
+    loss = losskit.fused_linear_cross_entropy(x, Wf, y, linear_bias=b)
+    gx, gb = torch.autograd.grad(loss, (x, b))
+    ref = naive_ce(x, Wf, b, y)
+    for a, r in zip((gx, gb), torch.autograd.grad(ref, (x, b))):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-14)
+    with torch.no_grad():
+        ev = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b)
+    assert not ev.requires_grad
+    torch.testing.assert_close(ev, ref.detach())
+
+
+def test_distillation_bad_inputs():
+    xs, Ws, _, _ = _data(n=5, h=4, v=7)
+    xt, Wt = torch.randn(5, 3, dtype=D), torch.randn(7, 3, dtype=D)
+    cases = [
+        (dict(divergence="kl"), "divergence"),
+        (dict(divergence="js", beta=1.0), "beta"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(teacher_weight=Wt[:-1]), "teacher_weight"),
+        (dict(teacher_hidden=xt[:-1]), "teacher_hidden"),
+    ]
+    for override, arg in cases:
+        kw = {**dict(student_hidden=xs, student_weight=Ws, teacher_hidden=xt, teacher_weight=Wt), **override}
+        with pytest.raises(LossInputError, match=f"^{arg}:"):
+            losskit.fused_linear_distillation(**kw)
