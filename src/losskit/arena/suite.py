@@ -468,6 +468,11 @@ class Preference(Task):
         gen = torch.Generator().manual_seed(80_000 + seed)
         steps_per_epoch = -(-len(chosen) // config["batch_size"])
         prev = {"lp": ref_lp.clone()}  # Nash-MP's previous iterate, refreshed every epoch
+        # reference-free heads (SimPO, ORPO, CPL, ...) take no reference scores: their own example says so
+        try:
+            uses_ref = "ref_chosen_logps" in entry.make_example().inputs
+        except Exception:  # noqa: BLE001  (no example generator: assume the conventional signature)
+            uses_ref = True
 
         def loss(idx, step):
             lp = torch.log_softmax(model.theta, 0)
@@ -475,7 +480,7 @@ class Preference(Task):
             ones = torch.ones(len(idx))
             pi_now = lp.detach().exp()
             inputs = {"policy_chosen_logps": lp[c], "policy_rejected_logps": lp[rj],
-                      "ref_chosen_logps": ref_lp[c], "ref_rejected_logps": ref_lp[rj],
+                      **({"ref_chosen_logps": ref_lp[c], "ref_rejected_logps": ref_lp[rj]} if uses_ref else {}),
                       "chosen_lengths": ones, "rejected_lengths": ones, "lengths": ones,
                       # EGPO: P(y > y'') against the current policy as opponent (exact expectation)
                       "chosen_preference": (Pf @ pi_now)[c], "rejected_preference": (Pf @ pi_now)[rj]}
