@@ -466,3 +466,16 @@ def test_chromium_renders_the_report(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert math.isfinite(float(re.search(r"images loaded: (\d+)", out.stdout).group(1)))
+
+
+def test_quick_suite_names_exist_and_include_the_baselines():
+    from losskit.arena.suite import DEFAULT_SUITE
+
+    for name in DEFAULT_SUITE:
+        t = get_task(name)
+        names = {c.name for c in t.candidates()}
+        assert set(t.quick) <= names, (name, set(t.quick) - names)
+        assert t.baseline in t.quick
+        for k, values in t.quick_sweep.items():
+            for v in values:
+                t.config({k: v}, quick=True)  # every swept value is a valid setting

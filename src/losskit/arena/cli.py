@@ -201,7 +201,7 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     for b in bs:
         table = Table(title=f"[bold]{b.task}[/]  {_cfg_text(b)}", title_justify="left")
         table.add_column("#", justify="right")
-        table.add_column("objective")
+        table.add_column("objective", overflow="fold", min_width=14)
         for m in b.metrics:
             table.add_column(m + (" ↓" if not b.higher_is_better(m) else " ↑"), justify="right")
         table.add_column("seeds", justify="right")
