@@ -22,6 +22,14 @@ def _config_key(b: Board) -> str:
     return ", ".join(f"{k}={v}" for k, v in b.config.items())
 
 
+_TITLE_KEYS = ("dataset", "noise", "noise_type", "ratio", "truth", "n", "dim")
+
+
+def _short(b: Board) -> str:
+    keys = [f"{k}={b.config[k]}" for k in _TITLE_KEYS if k in b.config]
+    return f"{b.task} ({', '.join(keys)})" if keys else b.task
+
+
 def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
     """Write ``out/index.html`` and its PNGs; returns the path of the HTML file."""
     import matplotlib
@@ -54,7 +62,12 @@ def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
 
     for i, b in enumerate(bs):
         key = f"{i:02d}-{_slug(b.task)}"
-        parts.append(f"<h2>{html.escape(b.task)}</h2><p class='cfg'>{html.escape(_config_key(b))}</p>")
+        try:
+            desc = get_task(b.task).description
+        except KeyError:
+            desc = ""
+        parts.append(f"<h2>{html.escape(_short(b))}</h2><p>{html.escape(desc)}</p>"
+                     f"<p class='cfg'>{html.escape(_config_key(b))}</p>")
         parts.append(_table(b))
         png = f"{key}-scores.png"
         _bar_plot(plt, b, os.path.join(out, png))
@@ -119,7 +132,7 @@ def _bar_plot(plt, b: Board, path: str) -> None:
     pad = 0.15 * (hi - lo) + 1e-9
     ax.set_xlim(lo - pad if lo - pad > 0 or lo < 0 else 0, hi + pad)  # zoomed: differences are small
     ax.set_xlabel(f"{m} (mean ± std over seeds; red: baseline; axis zoomed)")
-    ax.set_title(f"{b.task}: {m}", fontsize=10)
+    ax.set_title(f"{_short(b)}: {m}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -143,7 +156,7 @@ def _curve_plot(plt, b: Board, cs, path: str) -> None:
         ax.plot(x, arr.mean(0), label=labels.get(k, k[0]), lw=2.2 if labels.get(k) == b.baseline else 1.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title(f"{b.task}: learning curves (mean over seeds)", fontsize=10)
+    ax.set_title(f"{_short(b)}: learning curves (mean over seeds)", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
