@@ -367,3 +367,21 @@ def test_modules_exported():
     m = losskit.SupConLoss(temperature=0.2)
     x, y = _rand(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
     torch.testing.assert_close(m(x, y), losskit.supcon(x, y, temperature=0.2))
+
+
+# ------------------------------------------------------- batch-coupled: permutation equivariance
+BATCH_COUPLED = [e for e in losskit.objectives("representation")
+                 if not e.per_sample and e.name != "mixed_barlow_twins"]  # its perm input indexes the batch
+
+
+@pytest.mark.parametrize("entry", BATCH_COUPLED, ids=lambda e: e.name)
+def test_batch_coupled_losses_are_permutation_equivariant(entry):
+    # the conformance batch-split check does not apply to batch-coupled objectives; permuting the
+    # batch must still permute the per-anchor losses (and leave batch-level values unchanged)
+    ex = entry.make_example(torch.float64)
+    n = ex.batch_size()
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    whole = ex.call(entry.fn, reduction="none")
+    permuted = ex.select(perm).call(entry.fn, reduction="none")
+    expected = whole[perm] if whole.dim() else whole
+    torch.testing.assert_close(permuted, expected, rtol=1e-10, atol=1e-12)

@@ -26,6 +26,7 @@ def _data(total):
         "labels": torch.tensor([0, 1, 2, 0, 1, 2, 3, 9][:total]) if total <= 8 else torch.arange(total) % 3,
         "w": torch.rand(total, generator=g, dtype=torch.float64) + 0.5,
         "tau": torch.rand(total, generator=g, dtype=torch.float64) * 0.5 + 0.1,
+        "index": torch.randperm(20, generator=g)[:total],
     }
 
 
@@ -84,6 +85,20 @@ def _ddp_step(local):
     return loss.detach(), model.module.weight.grad.clone(), model.module.bias.grad.clone()
 
 
+def _isog_step(data, gather):
+    """One iSogCLR step from a fresh state; returns loss, input grads, tau grad, moving averages."""
+    from losskit.representation import ISogCLRState
+
+    state = ISogCLRState(20, tau_init=0.2, dtype=torch.float64)
+    with torch.no_grad():
+        state.tau.copy_(torch.linspace(0.1, 0.6, 20, dtype=torch.float64))
+    z1, z2 = data["z1"].clone().requires_grad_(), data["z2"].clone().requires_grad_()
+    loss = losskit.isogclr(z1, z2, data["index"], state=state, gather=gather)
+    loss.backward()
+    state.sync_grad_()
+    return loss.detach(), z1.grad, z2.grad, state.tau.grad.clone(), state.log_u.clone()
+
+
 def _worker(rank, world_size, port, path):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
@@ -97,6 +112,7 @@ def _worker(rank, world_size, port, path):
         local = {k: v[lo:lo + sizes[rank]] for k, v in data.items()}
         out = _run(local, gather=True)
         out["ddp"] = _ddp_step(local)
+        out["isog"] = _isog_step(local, gather=True)
         torch.save(out, os.path.join(path, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -118,6 +134,7 @@ def test_gathered_losses_equal_single_process(world_size, tmp_path):
     model = _model()
     ref_loss = losskit.supcon(torch.stack([model(data["z1"]), model(data["z2"])], 1), data["labels"])
     ref_loss.backward()
+    isog = _isog_step(data, gather=False)
     for rank in range(world_size):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         ddp_loss, gw, gb = got.pop("ddp")
@@ -125,6 +142,12 @@ def test_gathered_losses_equal_single_process(world_size, tmp_path):
         torch.testing.assert_close(gw, model.weight.grad, rtol=1e-6, atol=1e-6, msg=f"DDP weight grad, rank {rank}")
         torch.testing.assert_close(gb, model.bias.grad, rtol=1e-6, atol=1e-6, msg=f"DDP bias grad, rank {rank}")
         lo, hi = sum(sizes[:rank]), sum(sizes[:rank + 1])
+        i_loss, i_g1, i_g2, i_gt, i_u = got.pop("isog")
+        torch.testing.assert_close(i_loss, isog[0], rtol=1e-6, atol=1e-6, msg=f"isogclr loss, rank {rank}")
+        torch.testing.assert_close(i_g1, isog[1][lo:hi], rtol=1e-6, atol=1e-6, msg=f"isogclr z1 grad, rank {rank}")
+        torch.testing.assert_close(i_g2, isog[2][lo:hi], rtol=1e-6, atol=1e-6, msg=f"isogclr z2 grad, rank {rank}")
+        torch.testing.assert_close(i_gt, isog[3], rtol=1e-6, atol=1e-6, msg=f"isogclr tau grad, rank {rank}")
+        torch.testing.assert_close(i_u, isog[4], rtol=1e-6, atol=1e-6, msg=f"isogclr state, rank {rank}")
         for key, (loss, grads) in whole.items():
             name, red = key
             rl, rg = got[key]

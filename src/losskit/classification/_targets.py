@@ -120,14 +120,15 @@ def classwise_loss(logits: torch.Tensor, target: torch.Tensor, base_fn, transfor
     z = class_last(logits)
     t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
     w = check_class_weights(weight, t.num_classes)
-    base = base_fn(z)
     if t.index is not None and t.smoothing == 0:
-        per = base.gather(-1, t.index.unsqueeze(-1)).squeeze(-1)
+        at = getattr(base_fn, "at", None)  # a base that can evaluate at the labels only
+        per = at(z, t.index) if at is not None else base_fn(z).gather(-1, t.index.unsqueeze(-1)).squeeze(-1)
         if transform is not None:
             per = transform(per)
         if w is not None:
             per = per * w[t.index]
     else:
+        base = base_fn(z)
         per = expected_score(base if transform is None else transform(base), t, w)
     return reduce_classwise(per, t, reduction, w, sample_weight)
 

@@ -71,6 +71,14 @@ def margin_logsumexp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Te
     return -torch.log_softmax(z, dim=-1)
 
 
+def _margin_logsumexp_at(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``s_y`` at the given labels only: the negation after the gather (one ``O(N)`` op, not ``O(NK)``)."""
+    return -torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+
+margin_logsumexp.at = _margin_logsumexp_at  # type: ignore[attr-defined]  # read by classwise_loss
+
+
 def guarded(s: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], *, at_zero: bool = False) -> torch.Tensor:
     """``fn(s)`` with NaN-free gradients at ``s = +inf`` (a ``-inf`` logit) and, if ``at_zero``, ``s = 0``.
 

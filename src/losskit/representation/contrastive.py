@@ -108,7 +108,7 @@ def _instance_views(x, labels, *, gather, group):
     return x.reshape(n * v, d), xg.reshape(big_n * v, d), offset * v, inst_c, view_c, lab_c
 
 
-def _supcon_rows(x, labels, tau, mode, *, gather, group, block_size, same_view_negatives=False):
+def _supcon_rows(x, labels, tau, mode, *, gather, group, block_size):
     """SupCon rows over (n, V, D) features: positives share a label (an instance without labels),
     the anchor itself is never a candidate. Returns ((n, V) loss, (n, V) has-positive)."""
     n, v, _ = x.shape

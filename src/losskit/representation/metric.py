@@ -74,6 +74,23 @@ def _masked_mean(v, mask):
     return s / torch.where(cnt > 0, cnt, cnt.new_ones(())).to(v.dtype), cnt > 0
 
 
+def _all_triplets_mean(d, pos, neg, margin):
+    """mean_{p in P(a), n in N(a)} [d_ap - d_an + m]_+ per anchor in O(N M log M) time and O(N M)
+    memory (never the N x M x M triplet tensor): with the anchor's negative distances sorted, a
+    positive p beats the c_p negatives below t_p = d_ap + m, and its hinge sum is
+    c_p t_p - (sum of those c_p distances), read from a cumulative sum."""
+    inf = d.new_full((), float("inf"))
+    sorted_neg = torch.sort(torch.where(neg, d, inf), dim=1).values  # negatives first, +inf after
+    finite = torch.where(torch.isfinite(sorted_neg), sorted_neg, d.new_zeros(()))
+    csum = torch.cat([d.new_zeros(d.shape[0], 1), torch.cumsum(finite, dim=1)], dim=1)
+    thr = d + margin
+    count = torch.searchsorted(sorted_neg.detach().contiguous(), thr.detach().contiguous())  # #{n: d_an < t}
+    hinge = count.to(d.dtype) * thr - torch.gather(csum, 1, count)
+    total = torch.where(pos, hinge, d.new_zeros(())).sum(1)
+    n_trip = (pos.sum(1) * neg.sum(1)).to(d.dtype)
+    return total / torch.where(n_trip > 0, n_trip, n_trip.new_ones(()))
+
+
 @objective(
     "triplet_margin", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=FACENET, per_sample=False,
@@ -105,10 +122,7 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     d = pr.dist
     has = pr.pos.any(1) & pr.neg.any(1)
     if mining == "all":
-        h = torch.relu(d.unsqueeze(2) - d.unsqueeze(1) + margin)  # (n, p, n')
-        mask = pr.pos.unsqueeze(2) & pr.neg.unsqueeze(1)
-        cnt = mask.sum((1, 2))
-        loss = torch.where(mask, h, h.new_zeros(())).sum((1, 2)) / torch.where(cnt > 0, cnt, 1).to(h.dtype)
+        loss = _all_triplets_mean(d, pr.pos, pr.neg, margin)
     else:
         far = torch.where(pr.pos, d, d.new_full((), float("-inf"))).amax(1)
         near = torch.where(pr.neg, d, d.new_full((), float("inf"))).amin(1)

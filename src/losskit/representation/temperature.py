@@ -67,6 +67,13 @@ class ISogCLRState(nn.Module):
     def project_(self) -> None:
         self.tau.clamp_(self.tau_min, self.tau_max)
 
+    @torch.no_grad()
+    def sync_grad_(self, group=None) -> None:
+        """With ``isogclr(gather=True)``: sum ``tau.grad`` over ranks (each rank holds the gradient of
+        its own samples' temperatures), so that every replica takes the same optimiser step."""
+        if self.tau.grad is not None and D.is_distributed(group):
+            torch.distributed.all_reduce(self.tau.grad, group=group)
+
     @property
     def num_samples(self) -> int:
         return self.tau.shape[0]
@@ -106,7 +113,7 @@ ISOG_KIND = InputKind("embedding pair + dataset index", "z1, z2 (N, D) and the s
             "estimated by a per-sample moving average u_i; value tau_i (g_i/u_i - 1 + log u_i + rho) - s(x_i, x_i^+)",
 )
 def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: ISogCLRState | None = None,
-            rho: float = 0.3, update: bool = True, normalize: bool = True,
+            rho: float = 0.3, update: bool = True, normalize: bool = True, gather: bool = False, group=None,
             sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """iSogCLR: robust (DRO) contrastive loss with one learned temperature per dataset sample.
 
@@ -127,7 +134,10 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
     official code uses momentum SGD with gradient clipping). Anchors are both views of each sample,
     negatives the 2N - 2 views of the other samples. One moving average per (sample, view) (the
     official code stores their mean). Defaults rho = 0.3, gamma = 0.9, tau in [0.05, 0.7].
-    ``'none'`` returns (N, 2). Not gathered across ranks.
+    ``'none'`` returns (N, 2). ``gather=True``: negatives from every rank, whole-batch value and
+    gradients; the updated moving averages of every rank are written into every rank's ``state``
+    (replicas stay identical), and ``state.sync_grad_()`` before the optimiser step sums the
+    temperatures' gradients over ranks.
 
     Paper: Qiu, Hu, Yuan, Zhou, Wang, Yang, "Not All Semantics are Created Equal: Contrastive
     Self-supervised Learning with Automatic Temperature Individualization", 2023, arXiv:2305.11965.
@@ -143,7 +153,7 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
     a, b = (torch.nn.functional.normalize(x, dim=-1) if normalize else x for x in (z1, z2))
     s_pos = (a * b).sum(-1, keepdim=True)  # s(x_i, x_i^+), the same for both views
     # log g_i = log E exp((s - s+)/tau) + s+/tau, from the core's 'negatives' mode
-    lg = _log_mean_exp_h(z1, z2, tau.repeat_interleave(2), normalize) + s_pos / t  # (N, 2)
+    lg = _log_mean_exp_h(z1, z2, tau.repeat_interleave(2), normalize, gather, group) + s_pos / t  # (N, 2)
     log_u = state.log_u[index].to(lg.dtype)
     fresh = ~state.seen[index]
     if update:
@@ -152,12 +162,16 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
             mixed = torch.logaddexp(math.log1p(-state.gamma) + log_u if state.gamma < 1 else
                                     torch.full_like(log_u, float("-inf")), math.log(state.gamma) + g)
             log_u = torch.where(fresh.unsqueeze(1), g, mixed)
-            state.log_u[index] = log_u.to(state.log_u.dtype)
-            state.seen[index] = True
+            new_index, new_log_u = index, log_u.to(state.log_u.dtype)
+            if gather:  # every rank records every rank's samples
+                new_index = D.all_gather_nograd(index, group)
+                new_log_u = D.all_gather_nograd(new_log_u, group)
+            state.log_u[new_index] = new_log_u
+            state.seen[new_index] = True
     else:
         log_u = torch.where(fresh.unsqueeze(1), lg.detach(), log_u)
     loss = t * (torch.exp(lg - log_u) - 1 + log_u + rho) - s_pos
-    return finish(loss, reduction, sample_weight)
+    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
 
 
 # ------------------------------------------------------------------------------------- TempNet
