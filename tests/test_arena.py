@@ -295,6 +295,23 @@ def test_nash_of_rock_paper_scissors_is_uniform():
     np.testing.assert_allclose(_nash(Q), [1.0, 0.0], atol=1e-8)
 
 
+def test_regularised_nash_solves_its_fixed_point_equation():
+    from scipy.optimize import root
+    from scipy.special import softmax
+
+    from losskit.arena.suite import _regularised_nash
+
+    P = np.array([[0.5, 1.0, 0.0], [0.0, 0.5, 1.0], [1.0, 0.0, 0.5]])
+    np.testing.assert_allclose(_regularised_nash(P, np.ones(3) / 3, 0.1), [1 / 3] * 3, atol=1e-9)
+    ref, beta = np.array([0.6, 0.3, 0.1]), 0.2
+    ours = _regularised_nash(P, ref, beta)
+    # independent: Powell's hybrid root finder on pi - softmax(log ref + P pi / beta) from a uniform start
+    f = lambda pi: pi - softmax(np.log(ref) + P @ pi / beta)  # noqa: E731
+    sol = root(f, np.ones(3) / 3, tol=1e-12)
+    assert np.abs(f(sol.x)).max() < 1e-12
+    np.testing.assert_allclose(ours, sol.x, atol=1e-8)
+
+
 @pytest.fixture
 def throwaway():
     """Register objectives for one test (the families that own these names land elsewhere)."""
@@ -324,6 +341,7 @@ def test_preference_task_with_a_dpo_reference(tmp_path, throwaway):
         res = t.run(Candidate("arena_test_dpo"), 0, t.config({"truth": truth, "epochs": 15}))
         m = res.metrics
         assert m["win_rate"] > 0.5 and m["kl_to_ref"] > 0 and 0 <= m["dist_to_opt"] <= 1
+        assert 0 <= m["dist_to_nash"] <= 1
         assert res.curve[-1][1] == pytest.approx(m["win_rate"])
     # at beta large relative to the data, DPO sits near pi_ref exp(r/beta): closer to it than the reference
     ref_logits, r, *_ = t.world(0, t.config())

@@ -386,6 +386,27 @@ def _nash(P: np.ndarray) -> np.ndarray:
     return pi / pi.sum()
 
 
+def _regularised_nash(P: np.ndarray, ref: np.ndarray, beta: float, iters: int = 20_000,
+                      tol: float = 1e-12) -> np.ndarray:
+    """The symmetric equilibrium of the KL-regularised preference game
+    ``max_pi min_pi' pi^T P pi' - beta KL(pi || ref) + beta KL(pi' || ref)``: the fixed point
+    ``pi = ref exp(P pi / beta) / Z``, found by damped multiplicative (mirror-descent) iteration.
+    Online IPO / EGPO / Nash-MP target it (Munos et al. 2023, arXiv:2312.00886)."""
+    log_ref = np.log(ref)
+    pi = ref.copy()
+    eta = min(1.0, beta)  # damping: the map is (1/beta)-Lipschitz in the log domain
+    for _ in range(iters):
+        logits = log_ref + (P @ pi) / beta
+        target = np.exp(logits - logits.max())
+        target /= target.sum()
+        new = np.exp((1 - eta) * np.log(pi) + eta * np.log(target))
+        new /= new.sum()
+        if np.abs(new - pi).sum() < tol:
+            return new
+        pi = new
+    return pi
+
+
 class Preference(Task):
     """A K-armed bandit policy trained on pairwise preferences with a known ground truth."""
 
@@ -394,12 +415,14 @@ class Preference(Task):
                    "the reference and labelled by a known Bradley-Terry model (`truth=bt`) or a non-transitive "
                    "cyclic preference (`truth=cyclic`); metrics: win rate vs the reference, KL(policy||ref), "
                    "total-variation distance to the known optimum (BT: pi_ref exp(r/beta) normalised; "
-                   "cyclic: the game's Nash equilibrium). Every head gets the task's beta. KTO sees chosen as "
+                   "cyclic: the game's Nash equilibrium), and to the beta-regularised Nash equilibrium "
+                   "of the preference game (pi = pi_ref exp(P pi / beta) / Z, what online IPO, EGPO and "
+                   "Nash-MP target). Every head gets the task's beta. KTO sees chosen as "
                    "desirable and rejected as undesirable; EGPO's opponent is the current policy (exact "
                    "expectations, plain gradient steps); Nash-MP samples from the policy, previous iterate "
                    "refreshed every epoch")
-    metrics = ("win_rate", "kl_to_ref", "dist_to_opt")
-    lower_is_better = frozenset({"kl_to_ref", "dist_to_opt"})
+    metrics = ("win_rate", "kl_to_ref", "dist_to_opt", "dist_to_nash")
+    lower_is_better = frozenset({"kl_to_ref", "dist_to_opt", "dist_to_nash"})
     baseline = "dpo"
     defaults = {"truth": "bt", "vocab": 16, "pairs": 2048, "epochs": 30, "lr": 0.05, "batch_size": 256,
                 "beta": 0.5, "eval_every": 3}
@@ -450,13 +473,15 @@ class Preference(Task):
         else:
             opt_pi = torch.tensor(_nash(P.numpy()))
         ref_pi = torch.softmax(ref_logits, 0)
+        reg_nash = torch.tensor(_regularised_nash(P.numpy(), ref_pi.numpy(), beta))
 
         def measures():
             pi = torch.softmax(theta.detach().double(), 0)
             win = float(pi @ P @ ref_pi)
             kl = float((pi * (pi.log() - ref_pi.log())).sum())
             tv = float(0.5 * (pi - opt_pi).abs().sum())
-            return {"win_rate": win, "kl_to_ref": kl, "dist_to_opt": tv}
+            tv_nash = float(0.5 * (pi - reg_nash).abs().sum())
+            return {"win_rate": win, "kl_to_ref": kl, "dist_to_opt": tv, "dist_to_nash": tv_nash}
 
         class _Policy(torch.nn.Module):
             def __init__(self):
