@@ -48,7 +48,10 @@ def better_than_baseline(boards, *, statement: str, source: str, task: str, wher
             losses += not better
             sig += better and p is not None and p < 0.05
             ptxt = "n/a" if p is None else f"{p:.3g}"
-            lines.append(f"{e.label}: {m} {e.mean(m):.3f} vs {reference} {ref.mean(m):.3f} "
+            where_txt = ",".join(f"{k}={b.config[k]}" for k in ("dataset", "noise", "noise_type", "truth", "ratio")
+                                 if k in b.config and len(relevant) > 1)
+            lines.append(f"{f'[{where_txt}] ' if where_txt else ''}{e.label}: {m} {e.mean(m):.3f} vs {reference} "
+                         f"{ref.mean(m):.3f} "
                          f"({diff:+.3f}, paired t-test p={ptxt}, n={e.n})")
     if wins + losses == 0:
         return Claim(statement, source, "not run",

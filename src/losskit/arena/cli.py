@@ -65,7 +65,9 @@ def main(argv: list[str]) -> int:
 def _console():
     from rich.console import Console
 
-    return Console()
+    con = Console()
+    # piped / logged output (CI, `| tee`): rich would fall back to 80 columns and wrap every score cell
+    return con if con.is_terminal else Console(width=140)
 
 
 def cmd_list() -> int:
@@ -90,6 +92,8 @@ def cmd_list() -> int:
 
 
 def cmd_run(args) -> int:
+    from rich.markup import escape
+
     from . import suite as builtin
     from .runner import Summary, plan, run_trials
     from .store import Store
@@ -146,10 +150,10 @@ def cmd_run(args) -> int:
     con.print(f"[bold]losskit arena[/]: {len(trials)} trials to run, {summary.reused} already in "
               f"{os.path.abspath(args.store)}; backend {args.backend}")
     for key, msg in sorted(summary.skipped.items()):
-        con.print(f"  [yellow]skipped[/] {key}: {msg}")
+        con.print(f"  [yellow]skipped[/] {escape(key)}: {escape(msg)}")
     _run_with_progress(trials, store, summary, args, run_trials, con)
     for key, msg in sorted(summary.failed.items()):
-        con.print(f"  [red]failed[/] {key}: {msg}")
+        con.print(f"  [red]failed[/] {escape(key)}: {escape(msg)}")
     print_boards(con, store, runs, notes=False)
     con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s wall, {summary.cpu_s:.1f} CPU-s in trials "
               f"({summary.reused} reused from the store); "
@@ -191,6 +195,7 @@ def _run_with_progress(trials, store, summary, args, run_trials, con):
 
 def print_boards(con, store, runs=None, notes: bool = True) -> None:
     """Rich tables of the leaderboards (only the (task, config) pairs in ``runs`` if given)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .leaderboard import boards
@@ -211,21 +216,21 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
                 mk = b.marker(e, m)
                 mk = {"▲": "[green]▲[/]", "▼": "[red]▼[/]", "base": "[dim](base)[/]"}.get(mk, mk)
                 cells.append(f"{e.mean(m):.3f} ± {e.std(m):.3f} {mk}")
-            table.add_row(str(i), e.label, *cells, str(e.n))
+            table.add_row(str(i), escape(e.label), *cells, str(e.n))
         con.print(table)
     if bs:
         con.print("[dim]mean ± std over seeds; ▲/▼ significantly better/worse than the task's baseline "
                   "(paired t-test over seeds, p < 0.05), · not significant, ? too few seeds[/]")
     for t, cfg, label, kind, msg in store.notes() if notes else ():
         if wanted is None or (t, cfg) in wanted:
-            con.print(f"  [yellow]{kind}[/] {t}/{label}: {msg}")
+            con.print(f"  [yellow]{kind}[/] {t}/{escape(label)}: {escape(msg)}")
     claims = _claims(bs, get_task)
     if claims:
         con.print("[bold]paper claims at this scale[/]")
         for c in claims:
             colour = {"reproduced": "green", "partly": "yellow", "inconclusive": "yellow",
                       "not reproduced": "red"}.get(c.verdict, "dim")
-            con.print(f"  [{colour}]{c.verdict}[/]: {c.statement}\n    [dim]{c.evidence}[/]")
+            con.print(f"  [{colour}]{c.verdict}[/]: {escape(c.statement)}\n    [dim]{escape(c.evidence)}[/]")
 
 
 def _claims(bs, get_task):

@@ -407,6 +407,15 @@ def _regularised_nash(P: np.ndarray, ref: np.ndarray, beta: float, iters: int = 
     return pi
 
 
+def _nash_claim(boards):
+    return better_than_baseline(
+        boards, task="preference", where={}, contenders=("egpo", "nash_mp"), reference="dpo", metric="dist_to_nash",
+        statement="Nash-learning objectives (EGPO, Nash-MP) end closer to the beta-regularised Nash equilibrium "
+                  "of the preference game than DPO",
+        source="Zhou et al. 2025, EGPO (arXiv:2503.08942); Tiapkin et al. 2025, Nash-MP (arXiv:2505.19731); "
+               "Munos et al. 2023, Nash learning from human feedback (arXiv:2312.00886)")
+
+
 class Preference(Task):
     """A K-armed bandit policy trained on pairwise preferences with a known ground truth."""
 
@@ -424,6 +433,7 @@ class Preference(Task):
     metrics = ("win_rate", "kl_to_ref", "dist_to_opt", "dist_to_nash")
     lower_is_better = frozenset({"kl_to_ref", "dist_to_opt", "dist_to_nash"})
     baseline = "dpo"
+    claims = (_nash_claim,)
     defaults = {"truth": "bt", "vocab": 16, "pairs": 2048, "epochs": 30, "lr": 0.05, "batch_size": 256,
                 "beta": 0.5, "eval_every": 3}
     quick_config = {"epochs": 20, "eval_every": 2}
