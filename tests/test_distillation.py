@@ -9,6 +9,8 @@ import scipy.special
 import scipy.stats
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import losskit
 from losskit import LossInputError
@@ -217,3 +219,23 @@ def test_gt_self_distillation_by_hand():
     torch.testing.assert_close(got, ref)
     torch.testing.assert_close(losskit.gt_self_distillation(f, prev, y, xi=1.0),
                                F.mse_loss(f, y, reduction="sum") / 5)
+
+
+_rows = st.lists(st.floats(-6, 6), min_size=4, max_size=4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_rows, min_size=2, max_size=3), st.lists(_rows, min_size=2, max_size=3),
+       st.floats(0.5, 5.0), st.sampled_from(["forward", "reverse", "js", "tv", "hellinger"]))
+def test_kd_properties(s_rows, t_rows, T, div):
+    n = min(len(s_rows), len(t_rows))
+    s = torch.tensor(s_rows[:n], dtype=torch.float64)
+    t = torch.tensor(t_rows[:n], dtype=torch.float64)
+    soft = losskit.kd_loss(s, t, temperature=T, beta=1.0, divergence=div, reduction="none")
+    assert (soft >= -1e-12).all()
+    # invariant to a per-sample shift of either set of logits (distributions unchanged)
+    shifted = losskit.kd_loss(s + 3.0, t - torch.arange(n, dtype=torch.float64)[:, None], temperature=T,
+                              beta=1.0, divergence=div, reduction="none")
+    torch.testing.assert_close(shifted, soft, rtol=1e-9, atol=1e-10)
+    # a student equal to its teacher pays nothing
+    assert losskit.kd_loss(t, t, temperature=T, beta=1.0, divergence=div).abs().item() < 1e-10

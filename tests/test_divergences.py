@@ -316,3 +316,38 @@ def test_kl_clustering_loss_by_hand():
     torch.testing.assert_close(zt.grad, z2.grad)
     # the target is balanced: its cluster masses are closer to uniform than p's
     assert np.std(q.sum(0)) < np.std(p.sum(0))
+
+
+masked_rows = st.lists(st.one_of(st.floats(-6, 6), st.just(-math.inf)), min_size=3, max_size=5)
+# when is each divergence infinite, in terms of the supports S_p, S_q
+_INF_WHEN = {
+    "kl_divergence": lambda sp, sq: bool((sp & ~sq).any()),
+    "pearson_chi2": lambda sp, sq: bool((sp & ~sq).any()),
+    "reverse_kl_divergence": lambda sp, sq: bool((sq & ~sp).any()),
+    "neyman_chi2": lambda sp, sq: bool((sq & ~sp).any()),
+    "jeffreys_divergence": lambda sp, sq: bool((sp ^ sq).any()),
+    "cauchy_schwarz_divergence": lambda sp, sq: not bool((sp & sq).any()),
+    "renyi_divergence": lambda sp, sq: not bool((sp & sq).any()),  # alpha = 1/2
+    "js_divergence": lambda sp, sq: False, "total_variation": lambda sp, sq: False,
+    "squared_hellinger": lambda sp, sq: False, "generalized_js_divergence": lambda sp, sq: False,
+    "skew_kl_divergence": lambda sp, sq: False,
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(masked_rows, masked_rows)
+def test_masked_supports_give_inf_exactly_when_infinite(xs, ys):
+    k = min(len(xs), len(ys))
+    p, q = torch.tensor([xs[:k]], dtype=torch.float64), torch.tensor([ys[:k]], dtype=torch.float64)
+    if not (torch.isfinite(p).any() and torch.isfinite(q).any()):
+        return
+    sp, sq = torch.isfinite(p[0]), torch.isfinite(q[0])
+    for name, rule in _INF_WHEN.items():
+        pg = p.clone().requires_grad_(True)
+        d = getattr(losskit, name)(pg, q)
+        assert not torch.isnan(d), name
+        assert bool(torch.isinf(d)) == rule(sp, sq), (name, xs, ys)
+        if torch.isfinite(d):
+            assert d.item() >= -1e-12, name
+            (g,) = torch.autograd.grad(d, pg)
+            assert torch.isfinite(g).all(), name

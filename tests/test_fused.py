@@ -476,3 +476,23 @@ def test_distillation_bad_inputs():
         kw = {**dict(student_hidden=xs, student_weight=Ws, teacher_hidden=xt, teacher_weight=Wt), **override}
         with pytest.raises(LossInputError, match=f"^{arg}:"):
             losskit.fused_linear_distillation(**kw)
+
+
+@pytest.mark.parametrize("name", ["dpo", "ipo", "aot", "simpo", "orpo"])
+def test_preference_with_registered_heads(name):
+    """The preference family's heads by name (batch-coupled AOT included) on fused vs naive log-probs."""
+    if name not in losskit.list():
+        pytest.skip(f"preference head {name!r} not registered in this checkout")
+    x, W, b, xr, Wr, y = _pref_data(bsz=4)
+    with_ref = name not in ("simpo", "orpo")
+    avg = name == "simpo"
+    got = losskit.fused_linear_preference(x, W, y, xr if with_ref else None, Wr if with_ref else None, head=name,
+                                          linear_bias=b, beta=0.2, average_log_prob=avg, chunk_size=7)
+    lp = naive_logps(x, W, b, y, avg)
+    with torch.no_grad():
+        rlp = naive_logps(xr, Wr, None, y, avg)
+    args = (lp[:, 0], lp[:, 1]) + ((rlp[:, 0], rlp[:, 1]) if with_ref else ())
+    ref = losskit.get(name).fn(*args, beta=0.2)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-10)
+    for a, r in zip(torch.autograd.grad(got, (x, W, b)), torch.autograd.grad(ref, (x, W, b))):
+        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-10)

@@ -58,7 +58,8 @@ def all_reduce(x: torch.Tensor, group, op: str = "sum") -> torch.Tensor:
 class FusedOptions:
     """How a pass runs. ``chunk_size=None``: from ``budget_bytes``. ``bf16_matmul``: run the three GEMMs
     with half-precision operands (faster, logits rounded to the input dtype as the naive path does);
-    otherwise half inputs are multiplied in float32. ``group``: the process group over which the
+    otherwise half inputs are multiplied in float32 (half-precision GEMMs get 4x the budget).
+    ``group``: the process group over which the
     vocabulary is sharded (``grad_h`` is all-reduced over it)."""
 
     chunk_size: int | None = None
@@ -85,7 +86,10 @@ def run_pass(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, head, row
     grads = coef is not None and any(need)
     Wm = W if W.dtype == mm else W.to(mm)
     bc = None if b is None else b.to(cd)
-    c = opts.chunk_size or chunk_rows(max(len(rows), 1), v, opts.budget_bytes, torch.finfo(cd).bits // 8)
+    # half-precision GEMMs: 4x the budget, since every chunk adds a (V, H) partial grad W into the float32
+    # accumulator (a CPU bf16 GEMM cannot write float32), and those adds dominate below ~2048 tokens
+    budget = opts.budget_bytes * (4 if mm != cd else 1)
+    c = opts.chunk_size or chunk_rows(max(len(rows), 1), v, budget, torch.finfo(cd).bits // 8)
     c = max(1, min(c, max(len(rows), 1)))
     buf = torch.empty(c, v, dtype=cd, device=h.device)
     stats: dict[str, torch.Tensor] = {}
