@@ -242,6 +242,7 @@ class Distillation(Task):
             Candidate("dual_head_kd"),
             Candidate("dho_loss"),
             Candidate("ps_kd"),
+            Candidate("sinkhorn_kd"),
         ]
 
     def run(self, candidate, seed, config):
