@@ -411,10 +411,11 @@ def _main(capsys, *args) -> tuple[int, str]:
 
 def test_cli_run_show_list_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc", "--seeds",
-                    "2", "--noise", "0.0,0.4", "--workers", "2", *TINY)
+    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc,binary_focal",
+                    "--seeds", "2", "--noise", "0.0,0.4", "--workers", "2", *TINY)
     assert rc == 0, out
     assert "skipped noisy_labels/not_registered_abc: not registered" in out
+    assert "skipped noisy_labels/binary_focal: binary_focal is a binary objective" in out  # found while running
     assert "noise=0.4" in out and "noise=0.0" in out and "(base)" in out
     assert "ran 8 trials" in out  # 2 candidates x 2 seeds x 2 noise rates, on the process pool
     assert re.search(r"backend\s+process", out)

@@ -151,7 +151,11 @@ def cmd_run(args) -> int:
               f"{os.path.abspath(args.store)}; backend {args.backend}")
     for key, msg in sorted(summary.skipped.items()):
         con.print(f"  [yellow]skipped[/] {escape(key)}: {escape(msg)}")
+    planned_skips = set(summary.skipped)
     _run_with_progress(trials, store, summary, args, run_trials, con)
+    for key, msg in sorted(summary.skipped.items()):  # inputs the task could not feed, found while running
+        if key not in planned_skips:
+            con.print(f"  [yellow]skipped[/] {escape(key)}: {escape(msg)}")
     for key, msg in sorted(summary.failed.items()):
         con.print(f"  [red]failed[/] {escape(key)}: {escape(msg)}")
     print_boards(con, store, runs, notes=False)
