@@ -5,8 +5,8 @@ decodes (``naturalWidth > 0``), and a screenshot is taken.
 Usage::
 
     losskit arena                      # fill the store
-    losskit arena report --out arena-report
-    python scripts/check_arena_report.py arena-report/index.html [--screenshot shot.png]
+    losskit arena report --out arena_report
+    python scripts/check_arena_report.py arena_report/index.html [--screenshot shot.png]
 
 Chromium: ``apt-get install -y chromium`` (Debian/Ubuntu) or set ``CHROMIUM=/path/to/chrome``. The check
 writes a copy of the page with a small probe script appended (``_render_check.html`` beside the report,

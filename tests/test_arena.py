@@ -197,7 +197,7 @@ def test_killed_run_resumes_without_repeating(tmp_path, monkeypatch, capsys):
             "--no-progress", *TINY]
     proc = subprocess.Popen([PY, "-m", "losskit.cli", "arena", *args], cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "losskit-arena.db"
+    db = tmp_path / "losskit_results.sqlite"
     deadline = time.time() + 120
     n = 0
     while time.time() < deadline and proc.poll() is None:
@@ -234,7 +234,7 @@ def test_two_concurrent_cli_runs_share_a_store(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    st = Store(tmp_path / "losskit-arena.db")
+    st = Store(tmp_path / "losskit_results.sqlite")
     assert st.integrity() == "ok"
     con = sqlite3.connect(st.path)
     # 3 seeds x 3 metrics, no duplicates
@@ -295,6 +295,23 @@ def test_nash_of_rock_paper_scissors_is_uniform():
     np.testing.assert_allclose(_nash(Q), [1.0, 0.0], atol=1e-8)
 
 
+def test_regularised_nash_solves_its_fixed_point_equation():
+    from scipy.optimize import root
+    from scipy.special import softmax
+
+    from losskit.arena.suite import _regularised_nash
+
+    P = np.array([[0.5, 1.0, 0.0], [0.0, 0.5, 1.0], [1.0, 0.0, 0.5]])
+    np.testing.assert_allclose(_regularised_nash(P, np.ones(3) / 3, 0.1), [1 / 3] * 3, atol=1e-9)
+    ref, beta = np.array([0.6, 0.3, 0.1]), 0.2
+    ours = _regularised_nash(P, ref, beta)
+    # independent: Powell's hybrid root finder on pi - softmax(log ref + P pi / beta) from a uniform start
+    f = lambda pi: pi - softmax(np.log(ref) + P @ pi / beta)  # noqa: E731
+    sol = root(f, np.ones(3) / 3, tol=1e-12)
+    assert np.abs(f(sol.x)).max() < 1e-12
+    np.testing.assert_allclose(ours, sol.x, atol=1e-8)
+
+
 @pytest.fixture
 def throwaway():
     """Register objectives for one test (the families that own these names land elsewhere)."""
@@ -324,6 +341,7 @@ def test_preference_task_with_a_dpo_reference(tmp_path, throwaway):
         res = t.run(Candidate("arena_test_dpo"), 0, t.config({"truth": truth, "epochs": 15}))
         m = res.metrics
         assert m["win_rate"] > 0.5 and m["kl_to_ref"] > 0 and 0 <= m["dist_to_opt"] <= 1
+        assert 0 <= m["dist_to_nash"] <= 1
         assert res.curve[-1][1] == pytest.approx(m["win_rate"])
     # at beta large relative to the data, DPO sits near pi_ref exp(r/beta): closer to it than the reference
     ref_logits, r, *_ = t.world(0, t.config())
@@ -393,13 +411,14 @@ def _main(capsys, *args) -> tuple[int, str]:
 
 def test_cli_run_show_list_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc", "--seeds",
-                    "2", "--noise", "0.0,0.4", "--workers", "2", *TINY)
+    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc,binary_focal",
+                    "--seeds", "2", "--noise", "0.0,0.4", "--workers", "2", *TINY)
     assert rc == 0, out
     assert "skipped noisy_labels/not_registered_abc: not registered" in out
+    assert "skipped noisy_labels/binary_focal: binary_focal is a binary objective" in out  # found while running
     assert "noise=0.4" in out and "noise=0.0" in out and "(base)" in out
     assert "ran 8 trials" in out  # 2 candidates x 2 seeds x 2 noise rates, on the process pool
-    assert "backend process" in out
+    assert re.search(r"backend\s+process", out)
     rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal", "--seeds", "2", "--noise",
                     "0.0,0.4", *TINY)
     assert "0 trials to run, 8 already" in out
@@ -439,6 +458,16 @@ def test_claims_are_stated_honestly(tmp_path):
     claims = {c.statement.split()[0]: c for c in _claims(boards(st.rows()), get_task)}
     assert claims["Noise-robust"].verdict == "reproduced" and "gce(q=0.7)" in claims["Noise-robust"].evidence
     assert claims["AnyLoss"].verdict == "not reproduced"
+    # better on the mean but not significantly: inconclusive, not "reproduced"
+    for seed, a in enumerate([0.83, 0.79, 0.84]):
+        st.write_trial("imbalanced", cfg_i, "anyloss", '{"metric":"balanced_accuracy"}', "anyloss(ba)", seed,
+                       {"f1": a})
+    st2 = Store(tmp_path / "s2.db")
+    for r in st.rows("imbalanced"):
+        if r.label != "anyloss(metric=f1)":
+            st2.write_trial(r.task, r.config, r.objective, r.hparams, r.label, r.seed, {r.metric: r.value})
+    [c] = [c for c in _claims(boards(st2.rows()), get_task) if c.statement.startswith("AnyLoss")]
+    assert c.verdict == "inconclusive", c.evidence  # 0.82 vs 0.81 on the mean, p = 0.6
 
 
 def test_chromium_renders_the_report(tmp_path):
@@ -456,3 +485,16 @@ def test_chromium_renders_the_report(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert math.isfinite(float(re.search(r"images loaded: (\d+)", out.stdout).group(1)))
+
+
+def test_quick_suite_names_exist_and_include_the_baselines():
+    from losskit.arena.suite import DEFAULT_SUITE
+
+    for name in DEFAULT_SUITE:
+        t = get_task(name)
+        names = {c.name for c in t.candidates()}
+        assert set(t.quick) <= names, (name, set(t.quick) - names)
+        assert t.baseline in t.quick
+        for k, values in t.quick_sweep.items():
+            for v in values:
+                t.config({k: v}, quick=True)  # every swept value is a valid setting

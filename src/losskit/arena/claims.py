@@ -11,9 +11,11 @@ __all__ = ["Claim", "better_than_baseline"]
 class Claim:
     """A claim and what this run says about it.
 
-    ``verdict``: ``reproduced`` (every contender beats the reference on the mean, and the paired t-test
-    agrees for at least one), ``partly`` (some do), ``not reproduced`` (none does), ``not run`` (the
-    setting or the objectives were not in the store).
+    ``verdict``: ``reproduced`` (every contender beats the reference, each significantly by the paired
+    t-test over seeds, p < 0.05), ``partly`` (some do significantly, not all), ``inconclusive`` (every
+    contender is better on the mean, none significantly), ``not reproduced`` (otherwise: at least one is
+    not even better on the mean and none is significantly better), ``not run`` (the setting or the
+    objectives are not in the store).
     """
 
     statement: str
@@ -46,15 +48,21 @@ def better_than_baseline(boards, *, statement: str, source: str, task: str, wher
             losses += not better
             sig += better and p is not None and p < 0.05
             ptxt = "n/a" if p is None else f"{p:.3g}"
-            lines.append(f"{e.label}: {m} {e.mean(m):.3f} vs {reference} {ref.mean(m):.3f} "
+            where_txt = ",".join(f"{k}={b.config[k]}" for k in ("dataset", "noise", "noise_type", "truth", "ratio")
+                                 if k in b.config and len(relevant) > 1)
+            lines.append(f"{f'[{where_txt}] ' if where_txt else ''}{e.label}: {m} {e.mean(m):.3f} vs {reference} "
+                         f"{ref.mean(m):.3f} "
                          f"({diff:+.3f}, paired t-test p={ptxt}, n={e.n})")
     if wins + losses == 0:
         return Claim(statement, source, "not run",
                      f"none of {', '.join(contenders)} (or the reference {reference}) ran in {task} with {where}")
-    if losses == 0 and sig > 0:
+    total = wins + losses
+    if sig == total:
         verdict = "reproduced"
-    elif wins == 0:
-        verdict = "not reproduced"
-    else:
+    elif sig > 0:
         verdict = "partly"
+    elif wins == total:
+        verdict = "inconclusive"
+    else:
+        verdict = "not reproduced"
     return Claim(statement, source, verdict, "; ".join(lines))

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         ap = argparse.ArgumentParser(prog=f"losskit arena {argv[0]}")
         ap.add_argument("tasks", nargs="*")
         ap.add_argument("--store", default=DEFAULT_STORE)
-        ap.add_argument("--out", default="arena-report", help="report folder (index.html + PNGs)")
+        ap.add_argument("--out", default="arena_report", help="report folder (index.html + PNGs)")
         args = ap.parse_args(argv[1:])
         return cmd_report(args) if argv[0] == "report" else cmd_show(args)
     return cmd_run(_parser().parse_args(argv))
@@ -65,7 +65,9 @@ def main(argv: list[str]) -> int:
 def _console():
     from rich.console import Console
 
-    return Console()
+    con = Console()
+    # piped / logged output (CI, `| tee`): rich would fall back to 80 columns and wrap every score cell
+    return con if con.is_terminal else Console(width=140)
 
 
 def cmd_list() -> int:
@@ -90,6 +92,8 @@ def cmd_list() -> int:
 
 
 def cmd_run(args) -> int:
+    from rich.markup import escape
+
     from . import suite as builtin
     from .runner import Summary, plan, run_trials
     from .store import Store
@@ -146,12 +150,17 @@ def cmd_run(args) -> int:
     con.print(f"[bold]losskit arena[/]: {len(trials)} trials to run, {summary.reused} already in "
               f"{os.path.abspath(args.store)}; backend {args.backend}")
     for key, msg in sorted(summary.skipped.items()):
-        con.print(f"  [yellow]skipped[/] {key}: {msg}")
+        con.print(f"  [yellow]skipped[/] {escape(key)}: {escape(msg)}")
+    planned_skips = set(summary.skipped)
     _run_with_progress(trials, store, summary, args, run_trials, con)
+    for key, msg in sorted(summary.skipped.items()):  # inputs the task could not feed, found while running
+        if key not in planned_skips:
+            con.print(f"  [yellow]skipped[/] {escape(key)}: {escape(msg)}")
     for key, msg in sorted(summary.failed.items()):
-        con.print(f"  [red]failed[/] {key}: {msg}")
+        con.print(f"  [red]failed[/] {escape(key)}: {escape(msg)}")
     print_boards(con, store, runs, notes=False)
-    con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s ({summary.reused} reused from the store); "
+    con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s wall, {summary.cpu_s:.1f} CPU-s in trials "
+              f"({summary.reused} reused from the store); "
               f"HTML report: losskit arena report --store {args.store}")
     return 0
 
@@ -190,6 +199,7 @@ def _run_with_progress(trials, store, summary, args, run_trials, con):
 
 def print_boards(con, store, runs=None, notes: bool = True) -> None:
     """Rich tables of the leaderboards (only the (task, config) pairs in ``runs`` if given)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .leaderboard import boards
@@ -200,7 +210,7 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     for b in bs:
         table = Table(title=f"[bold]{b.task}[/]  {_cfg_text(b)}", title_justify="left")
         table.add_column("#", justify="right")
-        table.add_column("objective")
+        table.add_column("objective", overflow="fold", min_width=14)
         for m in b.metrics:
             table.add_column(m + (" ↓" if not b.higher_is_better(m) else " ↑"), justify="right")
         table.add_column("seeds", justify="right")
@@ -210,20 +220,21 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
                 mk = b.marker(e, m)
                 mk = {"▲": "[green]▲[/]", "▼": "[red]▼[/]", "base": "[dim](base)[/]"}.get(mk, mk)
                 cells.append(f"{e.mean(m):.3f} ± {e.std(m):.3f} {mk}")
-            table.add_row(str(i), e.label, *cells, str(e.n))
+            table.add_row(str(i), escape(e.label), *cells, str(e.n))
         con.print(table)
     if bs:
         con.print("[dim]mean ± std over seeds; ▲/▼ significantly better/worse than the task's baseline "
                   "(paired t-test over seeds, p < 0.05), · not significant, ? too few seeds[/]")
     for t, cfg, label, kind, msg in store.notes() if notes else ():
         if wanted is None or (t, cfg) in wanted:
-            con.print(f"  [yellow]{kind}[/] {t}/{label}: {msg}")
+            con.print(f"  [yellow]{kind}[/] {t}/{escape(label)}: {escape(msg)}")
     claims = _claims(bs, get_task)
     if claims:
         con.print("[bold]paper claims at this scale[/]")
         for c in claims:
-            colour = {"reproduced": "green", "partly": "yellow", "not reproduced": "red"}.get(c.verdict, "dim")
-            con.print(f"  [{colour}]{c.verdict}[/]: {c.statement}\n    [dim]{c.evidence}[/]")
+            colour = {"reproduced": "green", "partly": "yellow", "inconclusive": "yellow",
+                      "not reproduced": "red"}.get(c.verdict, "dim")
+            con.print(f"  [{colour}]{c.verdict}[/]: {escape(c.statement)}\n    [dim]{escape(c.evidence)}[/]")
 
 
 def _claims(bs, get_task):

@@ -22,7 +22,15 @@ def _config_key(b: Board) -> str:
     return ", ".join(f"{k}={v}" for k, v in b.config.items())
 
 
-def write_report(store: Store, out: str | os.PathLike = "arena-report") -> str:
+_TITLE_KEYS = ("dataset", "noise", "noise_type", "ratio", "truth", "n", "dim")
+
+
+def _short(b: Board) -> str:
+    keys = [f"{k}={b.config[k]}" for k in _TITLE_KEYS if k in b.config]
+    return f"{b.task} ({', '.join(keys)})" if keys else b.task
+
+
+def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
     """Write ``out/index.html`` and its PNGs; returns the path of the HTML file."""
     import matplotlib
 
@@ -54,7 +62,12 @@ def write_report(store: Store, out: str | os.PathLike = "arena-report") -> str:
 
     for i, b in enumerate(bs):
         key = f"{i:02d}-{_slug(b.task)}"
-        parts.append(f"<h2>{html.escape(b.task)}</h2><p class='cfg'>{html.escape(_config_key(b))}</p>")
+        try:
+            desc = get_task(b.task).description
+        except KeyError:
+            desc = ""
+        parts.append(f"<h2>{html.escape(_short(b))}</h2><p>{html.escape(desc)}</p>"
+                     f"<p class='cfg'>{html.escape(_config_key(b))}</p>")
         parts.append(_table(b))
         png = f"{key}-scores.png"
         _bar_plot(plt, b, os.path.join(out, png))
@@ -114,8 +127,12 @@ def _bar_plot(plt, b: Board, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(es) + 1.2))
     ax.barh([e.label for e in es][::-1], [e.mean(m) for e in es][::-1], xerr=[e.std(m) for e in es][::-1],
             color=["#c44" if e.label == b.baseline else "#48a" for e in es][::-1])
-    ax.set_xlabel(f"{m} (mean ± std over seeds; red: baseline)")
-    ax.set_title(f"{b.task}: {m}", fontsize=10)
+    lo = min(e.mean(m) - e.std(m) for e in es)
+    hi = max(e.mean(m) + e.std(m) for e in es)
+    pad = 0.15 * (hi - lo) + 1e-9
+    ax.set_xlim(lo - pad if lo - pad > 0 or lo < 0 else 0, hi + pad)  # zoomed: differences are small
+    ax.set_xlabel(f"{m} (mean ± std over seeds; red: baseline; axis zoomed)")
+    ax.set_title(f"{_short(b)}: {m}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -139,7 +156,7 @@ def _curve_plot(plt, b: Board, cs, path: str) -> None:
         ax.plot(x, arr.mean(0), label=labels.get(k, k[0]), lw=2.2 if labels.get(k) == b.baseline else 1.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title(f"{b.task}: learning curves (mean over seeds)", fontsize=10)
+    ax.set_title(f"{_short(b)}: learning curves (mean over seeds)", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -183,4 +200,4 @@ _HEAD = """<!doctype html><html><head><meta charset="utf-8"><title>losskit arena
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
 th{background:#eee}.cfg{color:#666;font-size:12px}img{display:block;margin:0.5em 0;max-width:100%}
 .v-reproduced{color:#070;font-weight:bold}.v-partly{color:#a60;font-weight:bold}
-.v-not-reproduced{color:#b00;font-weight:bold}</style></head><body>"""
+.v-not-reproduced{color:#b00;font-weight:bold}.v-inconclusive{color:#a60}</style></head><body>"""

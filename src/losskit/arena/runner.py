@@ -41,6 +41,7 @@ class Summary:
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
+    cpu_s: float = 0.0
 
 
 def plan(task: Task, config: dict[str, Any], candidates: Sequence[Candidate], seeds: Iterable[int],
@@ -83,7 +84,7 @@ def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int)
     from . import suite as _builtin  # noqa: F401  (workers need the built-in tasks registered)
 
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         res = task.run(candidate, seed, dict(config))
     except Unavailable as err:
@@ -91,6 +92,7 @@ def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int)
     except Exception as err:  # noqa: BLE001  (reported, with its type, in the notes)
         msg = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         return ("fail", msg, 0.0)
+    res.cpu_s = time.process_time() - c0
     return ("ok", res, time.perf_counter() - t0)
 
 
@@ -115,8 +117,10 @@ def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backe
         key = f"{trial.task.name}/{c.name}"
         if status == "ok":
             store.write_trial(trial.task.name, cfg, c.objective, c.hparams, c.name, trial.seed, payload.metrics,
-                              payload.curve, payload.curve_metric, backend=backend, wall_s=secs)
+                              payload.curve, payload.curve_metric, backend=backend, wall_s=secs,
+                              cpu_s=payload.cpu_s)
             summary.ran += 1
+            summary.cpu_s += payload.cpu_s
         else:
             (summary.skipped if status == "skip" else summary.failed)[key] = payload
             store.note(trial.task.name, cfg, c.objective, c.hparams, c.name,

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 __all__ = ["Store", "Row", "DEFAULT_STORE"]
 
-DEFAULT_STORE = "losskit-arena.db"
+DEFAULT_STORE = "losskit_results.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     task TEXT NOT NULL, config TEXT NOT NULL, objective TEXT NOT NULL, hparams TEXT NOT NULL,
     seed INTEGER NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
     label TEXT NOT NULL, losskit_version TEXT NOT NULL, torch_version TEXT NOT NULL,
-    backend TEXT, wall_s REAL, created REAL NOT NULL,
+    backend TEXT, wall_s REAL, cpu_s REAL, created REAL NOT NULL,
     PRIMARY KEY (task, config, objective, hparams, seed, metric));
 CREATE TABLE IF NOT EXISTS curves (
     task TEXT NOT NULL, config TEXT NOT NULL, objective TEXT NOT NULL, hparams TEXT NOT NULL,
@@ -101,11 +101,12 @@ class Store:
     # -------------------------------------------------------------------------------------- writes
     def write_trial(self, task: str, config: str, objective: str, hparams: str, label: str, seed: int,
                     metrics: dict[str, float], curve: Iterable[tuple[float, float]] = (),
-                    curve_metric: str = "", backend: str = "", wall_s: float | None = None) -> None:
+                    curve_metric: str = "", backend: str = "", wall_s: float | None = None,
+                    cpu_s: float | None = None) -> None:
         """All of one trial's rows in one transaction (all or nothing)."""
         lk, tv = _versions()
         now = time.time()
-        rows = [(task, config, objective, hparams, int(seed), m, float(v), label, lk, tv, backend, wall_s, now)
+        rows = [(task, config, objective, hparams, int(seed), m, float(v), label, lk, tv, backend, wall_s, cpu_s, now)
                 for m, v in metrics.items()]
         points = json.dumps([[float(a), float(b)] for a, b in curve])
 
@@ -113,7 +114,7 @@ class Store:
             with self._connect() as c:
                 c.execute("BEGIN IMMEDIATE")
                 try:
-                    c.executemany("INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    c.executemany("INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                     if curve:
                         c.execute("INSERT OR IGNORE INTO curves VALUES (?,?,?,?,?,?,?)",
                                   (task, config, objective, hparams, int(seed), curve_metric, points))

@@ -154,9 +154,11 @@ class Imbalanced(Task):
             out = forward(x)
             return (out > 0).long() if binary else out.argmax(-1)
 
+        gen = torch.Generator().manual_seed(70_000 + seed)  # stochastic objectives (EnsLoss) draw from it
+
         def loss(idx, step):
             tgt = ytr[idx].float() if binary else ytr[idx]
-            return bind_call(entry.fn, {"logits": forward(xtr[idx]), "target": tgt}, opts)
+            return bind_call(entry.fn, {"logits": forward(xtr[idx]), "target": tgt, "generator": gen}, opts)
 
         curve = T.train(model, loss, len(ytr), epochs=config["epochs"], lr=config["lr"],
                         batch_size=config["batch_size"], seed=seed, eval_every=config["eval_every"],
@@ -200,12 +202,29 @@ def _teacher(seed: int, hidden: int, epochs: int):
         return teacher(xtr).detach(), teacher(xte).detach()
 
 
+class _Student(torch.nn.Module):
+    """A small MLP with a second head on the same hidden layer (used by the dual-head objectives)."""
+
+    def __init__(self, d_in, hidden, k, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = torch.nn.Sequential(torch.nn.Linear(d_in, hidden), torch.nn.ReLU())
+        self.head = torch.nn.Linear(hidden, k)
+        self.aux = torch.nn.Linear(hidden, k)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.head(h), self.aux(h)
+
+
 class Distillation(Task):
     """A teacher MLP distilled into a much smaller student on digits."""
 
     name = "distillation"
     description = ("digits: teacher MLP (hidden `teacher_hidden`) trained with cross-entropy, distilled into a "
-                   "student MLP (hidden `student_hidden`) trained on `labeled` of the training split; "
+                   "student MLP (hidden `student_hidden`); dual_head_kd / dho_loss train a second student head "
+                   "(DHO predicts with dho_predict's mix of both heads); ps_kd is self-distillation from the "
+                   "student's own previous-epoch predictions (alpha_t = 0.8 t / T), no teacher; "
                    "metrics: student test accuracy, top-1 agreement with the teacher")
     metrics = ("accuracy", "agreement")
     baseline = "cross_entropy"
@@ -213,7 +232,7 @@ class Distillation(Task):
                 "lr": 3e-3, "batch_size": 64, "eval_every": 5, "temperature": 4.0}
     quick_config = {"teacher_epochs": 20, "epochs": 30, "batch_size": 128, "eval_every": 3}
     quick = ("cross_entropy", "kd_loss(divergence=forward)", "kd_loss(divergence=reverse)",
-             "kd_loss(divergence=js)", "bd_kd", "dho_loss")
+             "kd_loss(divergence=js)", "bd_kd", "dho_loss", "ps_kd")
 
     def candidates(self):
         return [
@@ -223,6 +242,7 @@ class Distillation(Task):
             Candidate("dual_head_kd"),
             Candidate("dho_loss"),
             Candidate("ps_kd"),
+            Candidate("sinkhorn_kd"),
         ]
 
     def run(self, candidate, seed, config):
@@ -230,23 +250,41 @@ class Distillation(Task):
         x, y = T.load("digits")
         xtr, ytr, xte, yte = T.split(x, y, seed)
         t_tr, t_te = _teacher(seed, config["teacher_hidden"], config["teacher_epochs"])
-        student = T.mlp(xtr.shape[1], config["student_hidden"], 10, seed)
+        student = _Student(xtr.shape[1], config["student_hidden"], 10, seed)
         opts = dict(candidate.options)
-        distil = entry.family == "distillation"
-        if distil and "temperature" in _kwonly(entry.fn) and "temperature" not in opts:
+        if entry.family == "distillation" and "temperature" in _kwonly(entry.fn) and "temperature" not in opts:
             opts["temperature"] = config["temperature"]
+        self_kd = entry.name == "ps_kd"
+        memory = torch.zeros(len(ytr), 10)  # PS-KD: each sample's prediction from the previous epoch
+        steps_per_epoch = -(-len(ytr) // config["batch_size"])
 
         def loss(idx, step):
-            logits = student(xtr[idx])
-            inputs = {"student_logits": logits, "logits": logits, "teacher_logits": t_tr[idx],
-                      "target": ytr[idx], "index": idx, "step": step}
+            logits, aux = student(xtr[idx])
+            teacher = t_tr[idx]
+            if self_kd:
+                epoch = step // steps_per_epoch
+                teacher = memory[idx]
+                opts["alpha"] = candidate.options.get("alpha", 0.8) * epoch / config["epochs"]
+                memory[idx] = logits.detach()
+            inputs = {"student_logits": logits, "logits": logits, "teacher_logits": teacher,
+                      "student_aux_logits": aux, "student_kd_logits": aux, "target": ytr[idx]}
             return bind_call(entry.fn, inputs, opts, aliases={"input": ["logits"]})
+
+        def predict(xs):
+            h1, h2 = student(xs)
+            if entry.name == "dho_loss":
+                import losskit
+
+                mix = getattr(losskit, "dho_predict", None)
+                if mix is not None:
+                    return mix(h1, h2)
+            return h1
 
         curve = T.train(student, loss, len(ytr), epochs=config["epochs"], lr=config["lr"],
                         batch_size=config["batch_size"], seed=seed, eval_every=config["eval_every"],
-                        evaluate=lambda: T.accuracy(student(xte), yte))
+                        evaluate=lambda: T.accuracy(predict(xte), yte))
         with torch.no_grad():
-            out = student(xte)
+            out = predict(xte)
         return TrialResult({"accuracy": T.accuracy(out, yte),
                             "agreement": T.accuracy(out, t_te.argmax(-1))}, curve, "student test accuracy")
 
@@ -279,11 +317,16 @@ class Representation(Task):
     baseline = "info_nce"
     defaults = {"dim": 32, "hidden": 128, "epochs": 40, "lr": 2e-3, "batch_size": 256, "eval_every": 10}
     quick_config = {"epochs": 20, "eval_every": 10}
-    quick = ("info_nce", "supcon", "dcl", "barlow_twins", "vicreg", "triplet_margin")
+    quick = ("info_nce", "nt_xent", "supcon", "dcl", "barlow_twins", "vicreg", "triplet_margin")
+    #: Candidates that see the labels (supervised); the others get only the two views.
+    supervised = frozenset({"supcon", "triplet_margin"})
 
     def candidates(self):
-        return [Candidate(n) for n in ("info_nce", "nt_xent", "supcon", "cwcl", "dcl", "mv_infonce",
-                                        "mv_dhel", "barlow_twins", "vicreg", "triplet_margin")]
+        return [*[Candidate(n) for n in ("info_nce", "nt_xent", "supcon", "cwcl", "dcl", "mv_infonce",
+                                          "mv_dhel", "barlow_twins", "vicreg")],
+                # batch-hard mining, cosine distance: "all" builds an (n, n, n) tensor (512^3 floats here) and the
+                # Euclidean distance an (n, n, D) one
+                Candidate("triplet_margin", {"mining": "batch_hard", "distance": "cosine"}, label="triplet_margin")]
 
     def run(self, candidate, seed, config):
         entry = _entry(candidate)
@@ -297,11 +340,10 @@ class Representation(Task):
             xb, yb = xtr[idx], ytr[idx]
             z1, z2 = enc(_augment(xb, g)), enc(_augment(xb, g))
             inputs = {"z1": z1, "z2": z2, "views": [z1, z2], "features": torch.stack([z1, z2], 1),
-                      "labels": yb, "embeddings": torch.cat([z1, z2]), "x": z1, "y": z2}
-            aliases = {"image_features": ["z1"], "text_features": ["z2"], "anchor": ["z1"], "positive": ["z2"],
-                       "target": ["labels"]}
-            if entry.name in ("triplet_margin",):
-                inputs["labels"] = torch.cat([yb, yb])
+                      "embeddings": torch.cat([z1, z2])}
+            if entry.name in self.supervised:
+                inputs["labels"] = torch.cat([yb, yb]) if entry.name == "triplet_margin" else yb
+            aliases = {"p": ["z1"], "q": ["z2"], "image_features": ["z1"], "text_features": ["z2"]}
             return bind_call(entry.fn, inputs, opts, aliases=aliases)
 
         def probe():
@@ -345,6 +387,36 @@ def _nash(P: np.ndarray) -> np.ndarray:
     return pi / pi.sum()
 
 
+def _regularised_nash(P: np.ndarray, ref: np.ndarray, beta: float, iters: int = 20_000,
+                      tol: float = 1e-12) -> np.ndarray:
+    """The symmetric equilibrium of the KL-regularised preference game
+    ``max_pi min_pi' pi^T P pi' - beta KL(pi || ref) + beta KL(pi' || ref)``: the fixed point
+    ``pi = ref exp(P pi / beta) / Z``, found by damped multiplicative (mirror-descent) iteration.
+    Online IPO / EGPO / Nash-MP target it (Munos et al. 2023, arXiv:2312.00886)."""
+    log_ref = np.log(ref)
+    pi = ref.copy()
+    eta = min(1.0, beta)  # damping: the map is (1/beta)-Lipschitz in the log domain
+    for _ in range(iters):
+        logits = log_ref + (P @ pi) / beta
+        target = np.exp(logits - logits.max())
+        target /= target.sum()
+        new = np.exp((1 - eta) * np.log(pi) + eta * np.log(target))
+        new /= new.sum()
+        if np.abs(new - pi).sum() < tol:
+            return new
+        pi = new
+    return pi
+
+
+def _nash_claim(boards):
+    return better_than_baseline(
+        boards, task="preference", where={}, contenders=("egpo", "nash_mp"), reference="dpo", metric="dist_to_nash",
+        statement="Nash-learning objectives (EGPO, Nash-MP) end closer to the beta-regularised Nash equilibrium "
+                  "of the preference game than DPO",
+        source="Zhou et al. 2025, EGPO (arXiv:2503.08942); Tiapkin et al. 2025, Nash-MP (arXiv:2505.19731); "
+               "Munos et al. 2023, Nash learning from human feedback (arXiv:2312.00886)")
+
+
 class Preference(Task):
     """A K-armed bandit policy trained on pairwise preferences with a known ground truth."""
 
@@ -353,18 +425,25 @@ class Preference(Task):
                    "the reference and labelled by a known Bradley-Terry model (`truth=bt`) or a non-transitive "
                    "cyclic preference (`truth=cyclic`); metrics: win rate vs the reference, KL(policy||ref), "
                    "total-variation distance to the known optimum (BT: pi_ref exp(r/beta) normalised; "
-                   "cyclic: the game's Nash equilibrium)")
-    metrics = ("win_rate", "kl_to_ref", "dist_to_opt")
-    lower_is_better = frozenset({"kl_to_ref", "dist_to_opt"})
+                   "cyclic: the game's Nash equilibrium), and to the beta-regularised Nash equilibrium "
+                   "of the preference game (pi = pi_ref exp(P pi / beta) / Z, what online IPO, EGPO and "
+                   "Nash-MP target). Every head gets the task's beta. KTO sees chosen as "
+                   "desirable and rejected as undesirable; EGPO's opponent is the current policy (exact "
+                   "expectations, plain gradient steps); Nash-MP samples from the policy, previous iterate "
+                   "refreshed every epoch")
+    metrics = ("win_rate", "kl_to_ref", "dist_to_opt", "dist_to_nash")
+    lower_is_better = frozenset({"kl_to_ref", "dist_to_opt", "dist_to_nash"})
     baseline = "dpo"
+    claims = (_nash_claim,)
     defaults = {"truth": "bt", "vocab": 16, "pairs": 2048, "epochs": 30, "lr": 0.05, "batch_size": 256,
                 "beta": 0.5, "eval_every": 3}
     quick_config = {"epochs": 20, "eval_every": 2}
-    quick = ("dpo", "ipo", "simpo", "kto", "orpo", "cpl")
+    quick_sweep = {"truth": ["bt", "cyclic"]}
+    quick = ("dpo", "ipo", "simpo", "kto", "orpo", "cpl", "egpo", "nash_mp")
 
     def candidates(self):
         return [Candidate(n) for n in ("dpo", "ipo", "simpo", "kto", "orpo", "d2o", "ddo", "cpl", "egpo",
-                                        "nash_md")]
+                                        "nash_mp")]
 
     def world(self, seed, config):
         k = config["vocab"]
@@ -405,13 +484,15 @@ class Preference(Task):
         else:
             opt_pi = torch.tensor(_nash(P.numpy()))
         ref_pi = torch.softmax(ref_logits, 0)
+        reg_nash = torch.tensor(_regularised_nash(P.numpy(), ref_pi.numpy(), beta))
 
         def measures():
             pi = torch.softmax(theta.detach().double(), 0)
             win = float(pi @ P @ ref_pi)
             kl = float((pi * (pi.log() - ref_pi.log())).sum())
             tv = float(0.5 * (pi - opt_pi).abs().sum())
-            return {"win_rate": win, "kl_to_ref": kl, "dist_to_opt": tv}
+            tv_nash = float(0.5 * (pi - reg_nash).abs().sum())
+            return {"win_rate": win, "kl_to_ref": kl, "dist_to_opt": tv, "dist_to_nash": tv_nash}
 
         class _Policy(torch.nn.Module):
             def __init__(self):
@@ -419,14 +500,36 @@ class Preference(Task):
                 self.theta = theta
 
         model = _Policy()
+        Pf = P.float()
+        gen = torch.Generator().manual_seed(80_000 + seed)
+        steps_per_epoch = -(-len(chosen) // config["batch_size"])
+        prev = {"lp": ref_lp.clone()}  # Nash-MP's previous iterate, refreshed every epoch
+        # reference-free heads (SimPO, ORPO, CPL, ...) take no reference scores: their own example says so
+        try:
+            uses_ref = "ref_chosen_logps" in entry.make_example().inputs
+        except Exception:  # noqa: BLE001  (no example generator: assume the conventional signature)
+            uses_ref = True
 
         def loss(idx, step):
             lp = torch.log_softmax(model.theta, 0)
             c, rj = chosen[idx], rejected[idx]
             ones = torch.ones(len(idx))
+            pi_now = lp.detach().exp()
             inputs = {"policy_chosen_logps": lp[c], "policy_rejected_logps": lp[rj],
-                      "reference_chosen_logps": ref_lp[c], "reference_rejected_logps": ref_lp[rj],
-                      "chosen_lengths": ones, "rejected_lengths": ones, "lengths": ones}
+                      **({"ref_chosen_logps": ref_lp[c], "ref_rejected_logps": ref_lp[rj]} if uses_ref else {}),
+                      "chosen_lengths": ones, "rejected_lengths": ones, "lengths": ones,
+                      # EGPO: P(y > y'') against the current policy as opponent (exact expectation)
+                      "chosen_preference": (Pf @ pi_now)[c], "rejected_preference": (Pf @ pi_now)[rj]}
+            if entry.input_kind.name == "unpaired scores":  # KTO: chosen are desirable, rejected not
+                inputs.update(policy_logps=torch.cat([lp[c], lp[rj]]), ref_logps=torch.cat([ref_lp[c], ref_lp[rj]]),
+                              desirable=torch.cat([torch.ones(len(idx), dtype=torch.bool),
+                                                   torch.zeros(len(idx), dtype=torch.bool)]))
+            elif entry.input_kind.name == "on-policy samples":  # Nash-MP: samples from the policy itself
+                if step % steps_per_epoch == 0:
+                    prev["lp"] = lp.detach().clone()
+                ys = torch.multinomial(pi_now, len(idx), replacement=True, generator=gen)
+                inputs.update(policy_logps=lp[ys], ref_logps=ref_lp[ys], prev_logps=prev["lp"][ys],
+                              preference=(Pf @ pi_now)[ys])
             return bind_call(entry.fn, inputs, opts, aliases=_PREF_ALIASES)
 
         curve = T.train(model, loss, len(chosen), epochs=config["epochs"], lr=config["lr"],
@@ -437,11 +540,7 @@ class Preference(Task):
 
 _PREF_ALIASES = {
     "chosen_logps": ["policy_chosen_logps"], "rejected_logps": ["policy_rejected_logps"],
-    "policy_chosen": ["policy_chosen_logps"], "policy_rejected": ["policy_rejected_logps"],
-    "ref_chosen_logps": ["reference_chosen_logps"], "ref_rejected_logps": ["reference_rejected_logps"],
-    "reference_chosen": ["reference_chosen_logps"], "reference_rejected": ["reference_rejected_logps"],
-    "pi_chosen": ["policy_chosen_logps"], "pi_rejected": ["policy_rejected_logps"],
-    "ref_chosen": ["reference_chosen_logps"], "ref_rejected": ["reference_rejected_logps"],
+    "reference_chosen_logps": ["ref_chosen_logps"], "reference_rejected_logps": ["ref_rejected_logps"],
 }
 
 
@@ -452,17 +551,19 @@ class Transport(Task):
     name = "transport"
     description = ("two point clouds of `n` points in `dim` dimensions, squared-Euclidean cost, uniform "
                    "weights; the exact OT cost is an assignment problem solved by scipy's "
-                   "linear_sum_assignment; metrics: relative error of the solver's cost, its median time")
+                   "linear_sum_assignment; metrics: relative error of the solver's cost against it (entropic "
+                   "costs carry their eps bias; the sliced distance is a different quantity, a lower bound), "
+                   "median time over `repeats` calls")
     metrics = ("rel_error", "time_ms")
     lower_is_better = frozenset({"rel_error", "time_ms"})
     baseline = "exact_ot"
     defaults = {"n": 128, "dim": 2, "repeats": 3}
     quick_config = {"n": 64}
-    quick = ("exact_ot", "sinkhorn", "sinkhorn_divergence", "sliced_wasserstein")
+    quick = ("exact_ot", "sinkhorn", "sinkhorn(eps=0.005)", "sinkhorn_divergence", "sliced_wasserstein")
 
     def candidates(self):
-        return [Candidate(n) for n in ("exact_ot", "sinkhorn", "sinkhorn_divergence", "sliced_wasserstein",
-                                        "wasserstein_1d")]
+        return [Candidate("exact_ot"), Candidate("sinkhorn"), Candidate("sinkhorn", {"eps": 0.005}),
+                Candidate("sinkhorn_divergence"), Candidate("sliced_wasserstein"), Candidate("wasserstein_1d")]
 
     def run(self, candidate, seed, config):
         from scipy.optimize import linear_sum_assignment
@@ -478,8 +579,9 @@ class Transport(Task):
         if entry.name == "wasserstein_1d" and d != 1:
             raise Unavailable("wasserstein_1d needs dim=1")
         w = torch.full((n,), 1.0 / n, dtype=torch.float64)
-        inputs = {"x": x, "y": y, "a": w, "b": w, "cost": cost, "C": cost, "u_values": x.squeeze(-1),
-                  "v_values": y.squeeze(-1)}
+        one_d = entry.name == "wasserstein_1d"
+        inputs = {"x": x.squeeze(-1) if one_d else x, "y": y.squeeze(-1) if one_d else y, "a": w, "b": w,
+                  "cost": cost, "C": cost, "u_values": x.squeeze(-1), "v_values": y.squeeze(-1)}
         aliases = {"source": ["x"], "target": ["y"], "X": ["x"], "Y": ["y"], "cost_matrix": ["cost"]}
         times, value = [], None
         for _ in range(config["repeats"]):

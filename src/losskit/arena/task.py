@@ -106,6 +106,8 @@ class TrialResult:
     metrics: dict[str, float]
     curve: list[tuple[float, float]] = field(default_factory=list)
     curve_metric: str = ""
+    #: CPU seconds the trial took (set by the runner; wall time depends on the machine's load).
+    cpu_s: float = 0.0
 
 
 class Unavailable(Exception):
@@ -274,4 +276,4 @@ def bind_call(fn: Callable, available: Mapping[str, Any], options: Mapping[str, 
 
 
 #: Keyword-only inputs the arena feeds when a task provides them (stateful objectives, lengths).
-_KEYWORD_INPUTS = {"index", "step", "epoch", "lengths", "chosen_lengths", "rejected_lengths"}
+_KEYWORD_INPUTS = {"index", "step", "epoch", "lengths", "chosen_lengths", "rejected_lengths", "generator"}
