@@ -3,7 +3,7 @@
 import pytest
 
 import losskit
-from losskit.testing.conformance import CHECKS, Skip
+from losskit.testing.conformance import CHECKS, Skip, explain_skip
 
 ENTRIES = losskit.objectives()
 SLOW = {"compile"}
@@ -21,7 +21,7 @@ def test_conformance(entry, check):
     try:
         CHECKS[check](entry)
     except Skip as s:
-        pytest.skip(str(s))
+        pytest.skip(explain_skip(entry, check, s))
 
 
 def test_registry_is_populated():

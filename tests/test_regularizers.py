@@ -188,3 +188,16 @@ def test_mixup_objective_is_the_mixture_of_the_two_losses():
     assert b2.lam == b3.lam and torch.equal(b2.perm, b3.perm)
     with pytest.raises(losskit.LossInputError, match="^num_classes"):
         mixup(x, y)
+
+
+def test_entropy_terms_have_finite_gradients_at_masked_logits():
+    # -inf marks a masked class: the entropy ignores it and its gradient must stay finite (was NaN)
+    logits = torch.tensor([[0.3, -float("inf"), 1.2], [2.0, 0.1, -float("inf")]], requires_grad=True)
+    for term in (losskit.confidence_penalty(logits, beta=0.1), losskit.eata_entropy(logits)):
+        (g,) = torch.autograd.grad(term, logits)
+        assert torch.isfinite(g).all() and (g[torch.isinf(logits)] == 0).all()
+    # and the value equals the entropy over the unmasked classes
+    p = torch.softmax(torch.tensor([0.3, 1.2]), -1)
+    h = -(p * p.log()).sum()
+    ref = -0.1 * (h + -(torch.softmax(torch.tensor([2.0, 0.1]), -1) * torch.log_softmax(torch.tensor([2.0, 0.1]), -1)).sum()) / 2
+    torch.testing.assert_close(losskit.confidence_penalty(logits.detach(), beta=0.1), ref)

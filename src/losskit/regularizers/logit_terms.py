@@ -46,7 +46,9 @@ def entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Shannon entropy (nats) of softmax(logits) along ``dim``; exact at -inf logits (0 log 0 = 0)."""
     logp = torch.log_softmax(logits, dim=dim)
     p = logp.exp()
-    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim)
+    # zero the log where p = 0 *before* the product: where(p > 0, p * logp, 0) would back-propagate
+    # 0 * (-inf) = NaN into masked (-inf) logits.
+    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(dim)
 
 
 def _finish(per, reduction, sample_weight):

@@ -271,6 +271,12 @@ CHECKS = {
 }
 
 
+def explain_skip(entry: Objective, check: str, skip: Skip) -> str:
+    """The generic reason for a skip, followed by the objective's own (registry tag ``skip_reasons``)."""
+    own = (entry.tags.get("skip_reasons") or {}).get(check)
+    return f"{skip} ({own})" if own else str(skip)
+
+
 def check_conformance(entry: Objective, checks=None) -> dict[str, str]:
     """Run the checks on ``entry``; return ``{check: 'ok' | 'skip: why' | 'FAIL: why'}``."""
     out = {}
@@ -279,7 +285,7 @@ def check_conformance(entry: Objective, checks=None) -> dict[str, str]:
             CHECKS[name](entry)
             out[name] = "ok"
         except Skip as s:
-            out[name] = f"skip: {s}"
+            out[name] = f"skip: {explain_skip(entry, name, s)}"
         except AssertionError as e:
             out[name] = f"FAIL: {e}"
     return out
