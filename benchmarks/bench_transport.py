@@ -8,6 +8,7 @@ subprocess so that its peak memory (ru_maxrss above the data's) is its own.
     python benchmarks/bench_transport.py                        # n = 1000, d = 2, eps in {0.05, 0.01}
     python benchmarks/bench_transport.py --sizes 1000,5000 --dims 2,64 --backward
     python benchmarks/bench_transport.py --big                  # n = m = 100,000 in 3-D, online path
+    python benchmarks/bench_transport.py --newton               # sparse Newton vs plain Sinkhorn, tol 1e-8
 
 The exp-throughput bound: one Sinkhorn iteration needs about 2 n m exponentials; the machine's torch
 float32 exp rate is measured here and ``per-iteration time / (2 n m / rate)`` is printed.
@@ -161,6 +162,29 @@ def big(n, d, frac, max_iter, tol):
     print(f"  exp bound {2 * n * n / rate:.1f} s / iteration -> ratio {dt / it / (2 * n * n / rate):.2f}")
 
 
+def newton_vs_sinkhorn(sizes, fracs, tol, max_iter):
+    """Iterations and time to reach ``tol`` (L1 marginal error, float64 cost matrix): plain log-domain
+    Sinkhorn vs Sinkhorn + sparse Newton steps (method='newton'), both with epsilon-scaling."""
+    sys.path.insert(0, SRC)
+    from losskit.transport import solve_matrix
+
+    print(f"sparse Newton vs Sinkhorn to L1 marginal error {tol:g} (float64, n x 0.75n, d = 2)")
+    print(f"{'n':>6} {'eps':>6} {'method':>9} {'iters':>7} {'time s':>8} {'L1 err':>8} {'speed-up':>8}")
+    for n in sizes:
+        x, y, _ = _data(n, 2)
+        C = torch.cdist(x.double(), y[: 3 * n // 4].double()) ** 2
+        med = float(C.median())
+        for frac in fracs:
+            out = {}
+            for method in ("sinkhorn", "newton"):
+                t = time.perf_counter()
+                r = solve_matrix(C, eps=frac * med, tol=tol, max_iter=max_iter, method=method)
+                out[method] = (int(r.n_iter), time.perf_counter() - t, float(r.marginal_errors()))
+            for method, (it, dt, err) in out.items():
+                sp = f"{out['sinkhorn'][1] / dt:.1f}x"
+                print(f"{n:>6} {frac:>6} {method:>9} {it:>7} {dt:>8.3f} {err:>8.1e} {sp:>8}")
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         m, n, d, frac, tol, bw, mi = sys.argv[2:9]
@@ -179,8 +203,13 @@ def main():
     ap.add_argument("--big-n", type=int, default=100_000)
     ap.add_argument("--big-iter", type=int, default=2000)
     ap.add_argument("--big-eps", type=float, default=0.05)
+    ap.add_argument("--newton", action="store_true", help="sparse Newton vs plain Sinkhorn only")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    if args.newton:
+        newton_vs_sinkhorn([int(s) for s in args.sizes.split(",")] if args.sizes != "1000" else [200, 1000],
+                           [float(f) for f in args.eps.split(",")] + [0.005], 1e-8, 100_000)
+        return
     if args.big:
         big(args.big_n, 3, args.big_eps, args.big_iter, args.tol)
         return

@@ -250,6 +250,26 @@ def _sinkhorn_symmetric(kernel: _Kernel, loga, eps, rho, tol, max_iter, scaling)
     return _Solution(f, f, s, eps_t, n_iter, err, done)
 
 
+def _sinkhorn_newton(kernel: _Kernel, loga, logb, eps_t, tol, max_iter, scaling, warm_tol: float = 1e-2,
+                     sparsity: float = 1e-6) -> _Solution:
+    """Sinkhorn down to ``warm_tol``, then sparse Newton steps per problem (see :mod:`.newton`)."""
+    from .newton import newton_refine
+
+    warm = _sinkhorn(kernel, loga, logb, eps_t, None, max(tol, warm_tol), max_iter, scaling)
+    f, g = warm.f.clone(), warm.g.clone()
+    n_iter, err = warm.n_iter.clone(), warm.error.clone()
+    for k in range(kernel.B):
+        if float(warm.error[k]) < tol:
+            continue
+        fk, gk, steps, e = newton_refine(kernel.C[k].double(), loga[k].double(), logb[k].double(),
+                                         float(eps_t[k]), f[k].double(), g[k].double(), tol,
+                                         max(1, max_iter - int(n_iter[k])), sparsity)
+        f[k], g[k] = fk.to(f.dtype), gk.to(g.dtype)
+        n_iter[k] += steps
+        err[k] = e
+    return _Solution(f, g, f.clone(), eps_t, n_iter, err, err < tol)
+
+
 class _Coupling(torch.autograd.Function):
     """``-eps (sum_ij a_i b_j exp((f_i + g_j - C_ij)/eps) - |a||b|)`` with f, g constant (envelope theorem).
 
@@ -439,13 +459,15 @@ def _unrolled(cost: Cost, a, b, eps_t, rho, tol, max_iter, scaling):
 
 @torch.compiler.disable
 def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differentiate, block_elems,
-           dense_bytes, inputs, symmetric=False) -> OTResult:
+           dense_bytes, inputs, symmetric=False, method="sinkhorn", newton=None) -> OTResult:
     B, n, m = cost.B, cost.n, cost.m
     ref = cost.matrix if cost.is_matrix else cost.x
     eps_t = _as_eps(eps, B, ref.dtype, ref.device)
     if differentiate == "unroll":
         value, f, g, n_it, err, conv = _unrolled(cost, a, b, eps_t, rho, tol, max_iter, scaling)
         return OTResult(value, f, g, eps_t, n_it, err, conv, cost, a.detach(), b.detach(), rho, block_elems)
+    if method == "newton":
+        online = False
     if online is None:
         # Keep the matrix when it fits, except for the squared Euclidean cost in low dimension, whose
         # blocks one GEMM recomputes faster than they can be read back (measured at d = 2).
@@ -456,6 +478,8 @@ def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differ
     ad, bd = a.detach(), b.detach()
     if symmetric:
         sol = _sinkhorn_symmetric(kernel, ad.log(), eps_t, rho, tol, max_iter, scaling)
+    elif method == "newton":
+        sol = _sinkhorn_newton(kernel, ad.log(), bd.log(), eps_t, tol, max_iter, scaling, **(newton or {}))
     else:
         sol = _sinkhorn(kernel, ad.log(), bd.log(), eps_t, rho, tol, max_iter, scaling)
     e1 = eps_t.view(B, 1)
@@ -480,8 +504,19 @@ def _uniform(B: int, n: int, ref: torch.Tensor) -> torch.Tensor:
     return torch.full((B, n), 1.0 / n, dtype=ref.dtype, device=ref.device)
 
 
-def _options_check(eps, rho, tol, max_iter, scaling, differentiate):
+def _options_check(eps, rho, tol, max_iter, scaling, differentiate, method="sinkhorn", online=None):
     from .._core.errors import fail
+
+    if method not in ("sinkhorn", "newton"):
+        raise fail("method", "'sinkhorn' or 'newton' (sparse Newton iterations)", repr(method))
+    if method == "newton":
+        if rho is not None:
+            raise fail("rho", "None with method='newton' (balanced problems only)", repr(rho))
+        if differentiate != "envelope":
+            raise fail("differentiate", "'envelope' with method='newton'", repr(differentiate))
+        if online:
+            raise fail("online", "False or None with method='newton' (it needs the dense cost matrix)",
+                       repr(online))
 
     e = torch.as_tensor(eps)
     if not bool((e > 0).all()) or not bool(torch.isfinite(e).all()):
@@ -518,21 +553,24 @@ def solve(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: to
           eps: float | torch.Tensor = 0.05, p: float = 2.0, cost: Callable | None = None,
           rho: float | None = None, tol: float = 1e-3, max_iter: int = 2000, scaling: float | None = 0.5,
           online: bool | None = None, differentiate: str = "envelope", block_elems: int = BLOCK_ELEMS,
-          dense_bytes: int = DENSE_BYTES) -> OTResult:
+          dense_bytes: int = DENSE_BYTES, method: str = "sinkhorn", newton: dict | None = None) -> OTResult:
     """Entropic OT between point clouds ``x (B, n, d)`` and ``y (B, m, d)`` (or unbatched ``(n, d)``).
 
     Cost ``C_ij = ||x_i - y_j||^p`` or ``cost(x_block, y)``; weights ``a (B, n)``, ``b (B, m)`` (uniform
     by default; zero weights are allowed, e.g. to pad ragged batches). Returns an :class:`OTResult`
     (unbatched inputs keep a batch dim of 1 in the result). See the module docstring for the algorithm.
+    ``method='newton'``: Sinkhorn to a loose error, then sparse Newton steps (:mod:`.newton`; balanced,
+    dense cost matrix, for small and medium problems and small eps / tight tol); ``newton`` passes its
+    options (``warm_tol``, ``sparsity``).
     """
     from . import _validate as V
 
     x, y, a, b = V.samples(x, y, a, b, balanced=rho is None)
-    _options_check(eps, rho, tol, max_iter, scaling, differentiate)
+    _options_check(eps, rho, tol, max_iter, scaling, differentiate, method, online)
     xc, yc, c = _point_cost(x, y, p, cost, eps)
     res = _solve(c, a, b, eps=eps, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online,
                  differentiate=differentiate, block_elems=block_elems, dense_bytes=dense_bytes,
-                 inputs=(xc, yc, None))
+                 inputs=(xc, yc, None), method=method, newton=newton)
     res.target = y.detach()
     return res
 
@@ -540,13 +578,14 @@ def solve(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: to
 def solve_matrix(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None, *,
                  eps: float | torch.Tensor = 0.05, rho: float | None = None, tol: float = 1e-3,
                  max_iter: int = 2000, scaling: float | None = 0.5, differentiate: str = "envelope",
-                 block_elems: int = BLOCK_ELEMS) -> OTResult:
-    """Entropic OT for a given cost matrix ``C (B, n, m)`` or ``(n, m)``; gradients flow to C, a, b."""
+                 block_elems: int = BLOCK_ELEMS, method: str = "sinkhorn", newton: dict | None = None) -> OTResult:
+    """Entropic OT for a given cost matrix ``C (B, n, m)`` or ``(n, m)``; gradients flow to C, a, b.
+    ``method='newton'``: sparse Newton iterations after a Sinkhorn warm start (see :func:`solve`)."""
     from . import _validate as V
 
     C, a, b = V.matrix(C, a, b, balanced=rho is None)
-    _options_check(eps, rho, tol, max_iter, scaling, differentiate)
+    _options_check(eps, rho, tol, max_iter, scaling, differentiate, method)
     c = Cost(matrix=C)
     return _solve(c, a, b, eps=eps, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=False,
                   differentiate=differentiate, block_elems=block_elems, dense_bytes=DENSE_BYTES,
-                  inputs=(None, None, C))
+                  inputs=(None, None, C), method=method, newton=newton)
