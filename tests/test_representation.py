@@ -6,19 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import randn64 as _rand
+from helpers import unit_rows as _unit
 
 import losskit
 from losskit import LossInputError
-
-
-def _rand(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
-
-
-def _unit(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def _lse(v):

@@ -7,14 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import randn64 as _rand
 
 import losskit
 from losskit import LossInputError
-
-
-def _rand(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
 def _std(z, eps, unbiased=False):

@@ -5,20 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import randn64 as _rand
+from helpers import unit_rows as _unit
 
 import losskit
 from losskit import LossInputError
 from losskit.representation import ISogCLRState, TempNet
-
-
-def _rand(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
-
-
-def _unit(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def ref_log_g(z1, z2, tau):

@@ -11,23 +11,14 @@ import pytest
 import scipy.linalg
 import scipy.stats
 import torch
+from helpers import randn64 as _rand
+from helpers import simplex64 as _simplex
 
 import losskit
 from losskit import LossInputError
 from losskit.transport import exact_plan, self_transport, solve, solve_matrix
 
 D = torch.float64
-
-
-def _rand(*shape, seed=0, scale=1.0, shift=0.0):
-    g = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(*shape, generator=g, dtype=D) + shift
-
-
-def _simplex(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(*shape, generator=g, dtype=D) + 0.1
-    return w / w.sum(-1, keepdim=True)
 
 
 def _primal(P, C, a, b, eps, rho=None):

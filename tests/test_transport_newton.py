@@ -3,23 +3,14 @@ log-domain Sinkhorn and POT, far fewer iterations at small eps, envelope gradien
 
 import pytest
 import torch
+from helpers import randn64 as _rand
+from helpers import simplex64 as _simplex
 
 import losskit
 from losskit import LossInputError
 from losskit.transport import solve, solve_matrix
 
 D = torch.float64
-
-
-def _rand(*shape, seed=0, scale=1.0, shift=0.0):
-    g = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(*shape, generator=g, dtype=D) + shift
-
-
-def _simplex(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(*shape, generator=g, dtype=D) + 0.1
-    return w / w.sum(-1, keepdim=True)
 
 
 def _normalised(r):
