@@ -215,6 +215,39 @@ def test_online_equals_dense_and_user_cost():
     np.testing.assert_allclose(r1.plan()[0].numpy(), P, atol=1e-10)
 
 
+@pytest.mark.parametrize("source", ["matrix", "points", "online", "user_cost"])
+@pytest.mark.parametrize("rho", [None, 0.5])
+def test_fused_sweep_equals_two_logsumexp_passes(source, rho, monkeypatch):
+    """One fused sweep (row soft-min, then column soft-min of the new f from the same exp block) against
+    two plain float64 torch.logsumexp passes; the last case puts one target point so far away that its
+    column sum underflows the row-relative scale, so the exact column pass must take over."""
+    from losskit.transport.costs import Cost
+    from losskit.transport.sinkhorn import _Kernel
+
+    exact_cols = []
+    plain = _Kernel.softmin_cols
+    monkeypatch.setattr(_Kernel, "softmin_cols", lambda self, *args: exact_cols.append(1) or plain(self, *args))
+    for far in (False, True):
+        x, y = _rand(2, 23, 3, seed=70), _rand(2, 17, 3, seed=71, shift=0.3)
+        if far:
+            y[:, 0] = 40.0
+        a, b = _simplex(2, 23, seed=72), _simplex(2, 17, seed=73)
+        g = _rand(2, 17, seed=74, scale=0.1)
+        eps = torch.tensor([0.5, 0.3], dtype=D)
+        C = ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
+        cost = {"matrix": Cost(matrix=C), "points": Cost(x, y), "online": Cost(x, y),
+                "user_cost": Cost(x, y, fn=lambda u, v: ((u[:, :, None] - v[:, None]) ** 2).sum(-1))}[source]
+        kern = _Kernel(cost, online=source != "matrix" and source != "points", block_elems=5 * 17)
+        e1, e3 = eps.view(2, 1), eps.view(2, 1, 1)
+        lam = 1.0 if rho is None else rho / (rho + e1)
+        s, t = kern.sweep(a.log(), b.log(), g, eps, lam)
+        s_ref = -e1 * torch.logsumexp(b.log()[:, None] + (g[:, None] - C) / e3, 2)
+        t_ref = -e1 * torch.logsumexp(a.log()[:, :, None] + ((lam * s_ref)[:, :, None] - C) / e3, 1)
+        torch.testing.assert_close(s, s_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(t, t_ref, rtol=1e-12, atol=1e-11)
+        assert len(exact_cols) == int(far)         # the exact column pass ran only when needed
+
+
 def test_barycentric_projection_and_plan():
     x, y = _rand(15, 2, seed=31), _rand(15, 2, seed=32, shift=1.0)
     r = solve(x, y, eps=0.05, tol=1e-10)

@@ -96,7 +96,10 @@ def newton_refine(C: torch.Tensor, loga: torch.Tensor, logb: torch.Tensor, eps: 
         t = 1.0
         while True:
             D_new, lp_new = _dual(C, loga, logb, eps, f + t * d[:n], g + t * d[n:])
-            if float(D_new) >= float(D) + 1e-4 * t * slope or t < 1e-10:
+            # Armijo, with the dual's rounding error as slack: near the optimum D is flat to machine
+            # precision and an exact-arithmetic ascent test would reject the step that fixes the marginals
+            slack = 16 * torch.finfo(C.dtype).eps * max(1.0, abs(float(D)))
+            if float(D_new) >= float(D) + 1e-4 * t * slope - slack or t < 1e-10:
                 break
             t *= 0.5
         if t < 1e-10:          # no ascent left at this precision: stalled at the rounding floor

@@ -10,12 +10,15 @@ Solver (no autograd). With ``lambda = rho / (rho + eps)`` (``lambda = 1`` balanc
     f_i = lambda * (-eps log sum_j b_j exp((g_j - C_ij) / eps))
     g_j = lambda * (-eps log sum_i a_i exp((f_i - C_ij) / eps))
 
-alternate (g first, f last, so the returned plan has exact row marginals in the balanced case). Row
-log-sum-exps are computed over row blocks in one reused buffer; the column log-sum-exp of a stored matrix
-streams the same row blocks with a running maximum, so neither ``C^T`` nor any fresh ``n x m`` temporary
-is ever made. Exponent arguments are clamped at -80 after subtracting the maximum (a term below
-exp(-80) = 2e-35 of the largest is irrelevant, and float32 ``exp`` is 15-30x slower below -87).
-For points with the squared Euclidean cost, ``(g_j - C_ij)/eps`` is one batched GEMM:
+alternate. One iteration is one fused pass over C (``_Kernel.sweep``): the row pass computes
+``E_ij = exp((g_j - C_ij)/eps + log b_j - max_j(...))`` block by block (the log-sum-exp gives f), and
+the same block, still in cache, gives the column sums for the next g as a matrix-vector product
+``E^T w`` (``w_i = a_i exp(f_i/eps + row max)``): n m exponentials and one read of C per iteration, not
+2 n m and two. A column whose sum underflows this row-relative scale falls back to an exact column
+log-sum-exp pass. The returned potentials are ``(f, g)`` with f updated last, so the plan has exact
+row marginals (balanced case). Exponent arguments are clamped at -80 after subtracting the maximum (a
+term below exp(-80) = 2e-35 of the largest is irrelevant, and float32 ``exp`` is 10-15x slower below
+-87). For points with the squared Euclidean cost, ``(g_j - C_ij)/eps`` is one batched GEMM:
 ``(2/eps) <x_i, y_j> + (g_j - |y_j|^2)/eps`` minus a row constant.
 
 Memory: the matrix is kept when ``B n m`` entries fit under ``dense_bytes`` (default 512 MB) (except
@@ -23,8 +26,8 @@ for the squared Euclidean cost with d <= 16, where one GEMM per block is faster 
 back); otherwise the "online" path recomputes cost blocks from the points every pass and holds
 O(B (n + m)) plus one block of ``block_elems`` entries. ``online=True/False`` forces a path.
 
-Stopping: each f-update gives, for free, the L1 row-marginal error ``sum_i a_i |1 - exp((f_i - f_i^new)/eps)|``
-of the current plan (whose columns are exact after the g-update). The loop stops per problem once that
+Stopping: each sweep gives, for free, the L1 column-marginal error ``sum_j b_j |1 - exp((g_j - g_j^new)/eps)|``
+of the plan ``(f, g)`` (whose rows are exact after the f-update). The loop stops per problem once that
 error is below ``tol`` at the target eps; a converged problem is frozen, so a problem's result does not
 depend on the rest of the batch. For unbalanced problems the same quantity is the fixed-point residual.
 
@@ -53,6 +56,7 @@ from .costs import Cost
 __all__ = ["OTResult", "solve", "solve_matrix"]
 
 CLAMP = -80.0
+_FUSED_FLOOR = math.exp(-30.0)
 BLOCK_ELEMS = 1 << 19
 DENSE_BYTES = 512 * 2**20
 
@@ -84,9 +88,6 @@ class _Kernel:
             self.C = cost.matrix.detach()
         elif not online:
             self.C = self._materialise()
-        if self.C is None and cost.sq_euclidean:
-            self.x2 = (cost.x * cost.x).sum(-1)
-            self.y2 = (cost.y * cost.y).sum(-1)
         self.tcost = cost.transpose() if self.C is None else None
 
     def _materialise(self) -> torch.Tensor:
@@ -99,53 +100,91 @@ class _Kernel:
     def _buf(self, rows: int, cols: int) -> torch.Tensor:
         return torch.empty(self.B, rows, cols, dtype=self.dtype, device=self.device)
 
-    # s_i = -eps log sum_j exp(h_j - C_ij / eps), for rows of `cost` (points path)
-    def _points_softmin(self, cost: Cost, h: torch.Tensor, eps: torch.Tensor, x2, y2) -> torch.Tensor:
+    def _row_blocks(self, cost: Cost, C: torch.Tensor | None, h: torch.Tensor, eps: torch.Tensor):
+        """Yield ``(i0, i1, block, r)`` with ``block[:, k, j] = h_j - C_{i0+k, j} / eps + r_k`` for row blocks of
+        ``cost`` (or of the stored matrix ``C``), written into one reused buffer. ``r`` is a known row
+        offset (``||x_i||^2 / eps`` on the squared Euclidean GEMM path, else None): the block is then one
+        batched GEMM ``(2/eps) <x_i, y_j> + (h_j - ||y_j||^2/eps)``."""
         B, n, m = cost.B, cost.n, cost.m
         r = _block_rows(B, m, n, self.block_elems)
         buf = self._buf(r, m)
-        out = torch.empty(B, n, dtype=self.dtype, device=self.device)
-        e3 = eps.view(B, 1, 1)
-        if cost.sq_euclidean:
-            hp = (h - y2 / eps.view(B, 1)).unsqueeze(1)
+        e1, e3 = eps.view(B, 1), eps.view(B, 1, 1)
+        if C is None and cost.sq_euclidean:
+            x2 = (cost.x * cost.x).sum(-1) / e1
+            hp = (h - (cost.y * cost.y).sum(-1) / e1).unsqueeze(1)
             xs = cost.x * (2.0 / e3)
             yt = cost.y.transpose(1, 2)
             for i0 in range(0, n, r):
                 i1 = min(n, i0 + r)
                 b = buf[:, : i1 - i0]
                 torch.baddbmm(hp, xs[:, i0:i1], yt, out=b)
-                out[:, i0:i1] = _lse_rows_(b)
-            return x2 - eps.view(B, 1) * out
-        for i0 in range(0, n, r):
-            i1 = min(n, i0 + r)
-            b = buf[:, : i1 - i0]
-            torch.addcdiv(h.unsqueeze(1), cost.rows(i0, i1, differentiable=False), e3, value=-1.0, out=b)
-            out[:, i0:i1] = _lse_rows_(b)
-        return -eps.view(B, 1) * out
-
-    def softmin_rows(self, logb: torch.Tensor, g: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """``-eps log sum_j b_j exp((g_j - C_ij)/eps)``, shape (B, n)."""
-        h = logb + g / eps.view(-1, 1)
-        if self.C is None:
-            return self._points_softmin(self.cost, h, eps, getattr(self, "x2", None), getattr(self, "y2", None))
-        B, n, m = self.B, self.n, self.m
-        r = _block_rows(B, m, n, self.block_elems)
-        buf = self._buf(r, m)
-        out = torch.empty(B, n, dtype=self.dtype, device=self.device)
-        e3 = eps.view(B, 1, 1)
+                yield i0, i1, b, x2[:, i0:i1]
+            return
         h = h.unsqueeze(1)
         for i0 in range(0, n, r):
             i1 = min(n, i0 + r)
             b = buf[:, : i1 - i0]
-            torch.addcdiv(h, self.C[:, i0:i1], e3, value=-1.0, out=b)
-            out[:, i0:i1] = _lse_rows_(b)
-        return -eps.view(B, 1) * out
+            blk = C[:, i0:i1] if C is not None else cost.rows(i0, i1, differentiable=False)
+            torch.addcdiv(h, blk, e3, value=-1.0, out=b)
+            yield i0, i1, b, None
+
+    def _softmin(self, cost: Cost, C: torch.Tensor | None, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``s_i = -eps log sum_j exp(h_j - C_ij / eps)`` over the rows of ``cost``, shape (B, n)."""
+        out = torch.empty(cost.B, cost.n, dtype=self.dtype, device=self.device)
+        for i0, i1, b, r in self._row_blocks(cost, C, h, eps):
+            out[:, i0:i1] = _lse_rows_(b) if r is None else _lse_rows_(b) - r
+        return -eps.view(-1, 1) * out
+
+    def softmin_rows(self, logb: torch.Tensor, g: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``-eps log sum_j b_j exp((g_j - C_ij)/eps)``, shape (B, n)."""
+        return self._softmin(self.cost, self.C, logb + g / eps.view(-1, 1), eps)
+
+    def sweep(self, loga: torch.Tensor, logb: torch.Tensor, g: torch.Tensor, eps: torch.Tensor,
+              lam) -> tuple[torch.Tensor, torch.Tensor]:
+        """One fused Sinkhorn iteration, one pass over C: the row soft-min ``s`` (``f = lam s``) from g,
+        then the column soft-min ``t = -eps log sum_i a_i exp((f_i - C_ij)/eps)`` from that new f.
+
+        The row pass leaves ``E_ij = exp(h_j - C_ij/eps + r_i - mx_i)`` (clamped at exp(-80)) in the
+        block buffer, ``h = log b + g/eps``, ``mx_i`` the row maximum. Since
+        ``a_i exp((f_i - C_ij)/eps) = w_i E_ij exp(-h_j)`` with ``log w_i = log a_i + f_i/eps - r_i + mx_i``,
+        the column sums are the matrix-vector product ``E^T w``: n m exponentials per iteration instead
+        of 2 n m, and C is read once. ``w`` is kept normalised by a running maximum. The row-relative
+        clamp floor contributes at most ``n exp(-80)`` to a (normalised) column sum; a column whose sum
+        falls below ``exp(-30)`` (a column far from every row's mass, early in a solve, or a zero
+        target weight) would lose accuracy, so the exact column pass is run instead for that iteration.
+        """
+        B = self.B
+        e1 = eps.view(B, 1)
+        h = logb + g / e1
+        s = torch.empty(B, self.n, dtype=self.dtype, device=self.device)
+        S = torch.zeros(B, 1, self.m, dtype=self.dtype, device=self.device)
+        M = torch.full((B, 1), -math.inf, dtype=self.dtype, device=self.device)
+        for i0, i1, b, r in self._row_blocks(self.cost, self.C, h, eps):
+            mx = b.amax(-1, keepdim=True)
+            mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+            b.sub_(mx).clamp_(min=CLAMP).exp_()
+            mx = mx.squeeze(-1)
+            lse = b.sum(-1).log_().add_(mx)
+            if r is not None:
+                lse = lse - r
+            si = -e1 * lse
+            s[:, i0:i1] = si
+            logw = loga[:, i0:i1] + (lam * si) / e1 + mx - (0.0 if r is None else r)
+            newM = torch.maximum(M, logw.amax(-1, keepdim=True))
+            newM = torch.where(torch.isfinite(newM), newM, torch.zeros_like(newM))
+            S.mul_(torch.exp(M - newM).unsqueeze(-1))
+            S.baddbmm_(torch.exp(logw - newM).unsqueeze(1), b)
+            M = newM
+        S = S.squeeze(1)
+        if bool((S < _FUSED_FLOOR).any()):
+            return s, self.softmin_cols(loga, lam * s, eps)
+        return s, e1 * (h - S.log() - M)
 
     def softmin_cols(self, loga: torch.Tensor, f: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """``-eps log sum_i a_i exp((f_i - C_ij)/eps)``, shape (B, m)."""
         h = loga + f / eps.view(-1, 1)
         if self.C is None:
-            return self._points_softmin(self.tcost, h, eps, getattr(self, "y2", None), getattr(self, "x2", None))
+            return self._softmin(self.tcost, None, h, eps)
         B, n, m = self.B, self.n, self.m
         r = _block_rows(B, m, n, self.block_elems)
         buf = self._buf(r, m)
@@ -187,7 +226,7 @@ def _sinkhorn(kernel: _Kernel, loga, logb, eps, rho, tol, max_iter, scaling) -> 
     B, n, m = kernel.B, kernel.n, kernel.m
     dtype, device = kernel.dtype, kernel.device
     eps_t = _as_eps(eps, B, dtype, device)
-    a = loga.exp()
+    b = logb.exp()
     if scaling is not None:
         eps0 = torch.maximum(kernel.cost.diameter().to(dtype), eps_t)
     f = torch.zeros(B, n, dtype=dtype, device=device)
@@ -201,18 +240,19 @@ def _sinkhorn(kernel: _Kernel, loga, logb, eps, rho, tol, max_iter, scaling) -> 
         eps_k = eps_t if scaling is None else torch.maximum(eps_t, eps0 * scaling ** k)
         at_target = eps_k <= eps_t
         lam = 1.0 if rho is None else rho / (rho + eps_k.view(B, 1))
-        g_new = lam * kernel.softmin_cols(loga, f, eps_k)
-        g = torch.where(done.view(B, 1), g, g_new)
-        s_new = kernel.softmin_rows(logb, g, eps_k)
-        f_new = lam * s_new
-        e = (a * (1 - torch.exp((f - f_new) / eps_k.view(B, 1))).abs()).sum(1)
+        s_new, t_new = kernel.sweep(loga, logb, g, eps_k, lam)
+        g_new = lam * t_new
+        e = (b * (1 - torch.exp((g - g_new) / eps_k.view(B, 1))).abs()).sum(1)
         active = ~done
-        f = torch.where(active.view(B, 1), f_new, f)
+        f = torch.where(active.view(B, 1), lam * s_new, f)
         s = torch.where(active.view(B, 1), s_new, s)
         err = torch.where(active, e, err)
         n_iter += active.long()
         k += 1
         done = done | (at_target & (err < tol))
+        # (f, g) with f just updated has exact row marginals; e is its column error. A problem that
+        # converges keeps that g (the returned plan's rows are exact), the others move on to g_new.
+        g = torch.where(done.view(B, 1), g, g_new)
         if bool(done.all()) or k >= max_iter:
             break
     return _Solution(f, g, s, eps_t, n_iter, err, done)
