@@ -68,8 +68,12 @@ def _features(name: str, x) -> torch.Tensor:
 
 
 def _fit(ref: torch.Tensor, eps: float, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled mean (B, 1, d) and lower Cholesky factor (B, d, d) of the (ridged) biased covariance."""
+    """Pooled mean (B, 1, d) and lower Cholesky factor (B, d, d) of the (ridged) biased covariance,
+    computed in float64 whatever the input dtype (d x d work; float32 statistics would lose the small
+    directions that whitening exists to restore)."""
     N, d = ref.shape[-2], ref.shape[-1]
+    u_in = torch.finfo(ref.dtype).eps
+    ref = ref.double()
     mu = ref.mean(-2, keepdim=True)
     xc = ref - mu
     cov = xc.mT @ xc / N
@@ -81,8 +85,10 @@ def _fit(ref: torch.Tensor, eps: float, name: str) -> tuple[torch.Tensor, torch.
             Ld, info = torch.linalg.cholesky_ex(cov.detach())
             piv = Ld.diagonal(dim1=-2, dim2=-1) ** 2
             scale = cov.detach().diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True)
-            u = torch.finfo(cov.dtype).eps
-            bad = (info > 0) | (piv <= 10 * d * u * scale).any(-1) | ~(scale.squeeze(-1) > 0)
+            # a pivot (the variance left in a direction after the previous ones) below float64 rounding
+            # of the covariance, or below the input precision's own rounding noise, is rank deficiency
+            rel = 10 * d * torch.finfo(torch.float64).eps + (10 * u_in) ** 2
+            bad = (info > 0) | (piv <= rel * scale).any(-1) | ~(scale.squeeze(-1) > 0)
         if bool(bad.any()):
             i = int(bad.reshape(-1).nonzero()[0])
             raise fail(name, f"points whose covariance has full rank d = {d} (N = {N} points; pass a ridge "
@@ -92,8 +98,8 @@ def _fit(ref: torch.Tensor, eps: float, name: str) -> tuple[torch.Tensor, torch.
 
 
 def _apply(x: torch.Tensor, mu: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-    # z = L^{-1} (x - mu) for row vectors: z L^T = x - mu
-    return torch.linalg.solve_triangular(L.mT, x - mu, upper=True, left=False)
+    # z = L^{-1} (x - mu) for row vectors: z L^T = x - mu (in float64, returned in x's dtype)
+    return torch.linalg.solve_triangular(L.mT, x.double() - mu, upper=True, left=False).to(x.dtype)
 
 
 def whiten(features: torch.Tensor, *, reference: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
@@ -107,10 +113,13 @@ def whiten(features: torch.Tensor, *, reference: torch.Tensor | None = None, eps
     and the same for every whitening matrix ``W`` with ``W^T W = Sigma^{-1}`` (Cholesky, ZCA, PCA).
 
     Rank deficiency (fewer than ``d + 1`` distinct reference points, constant or collinear features) is
-    never a silent NaN or blow-up: a Cholesky pivot below ``10 d u max_k Sigma_kk`` (``u`` the unit
-    roundoff) raises :class:`LossInputError`. ``eps > 0`` adds the ridge ``eps * (tr Sigma / d) I``
-    (relative to the mean variance, so scale-free), which whitens any non-constant reference; the
-    result is then only approximately white and affine invariance is approximate.
+    never a silent NaN or blow-up: a Cholesky pivot below ``(10 d u64 + (10 u)^2) max_k Sigma_kk``
+    (``u64``, ``u`` the unit roundoffs of float64 and of the input dtype: float64 rounding of
+    ``Sigma``, or the input's own rounding noise) raises :class:`LossInputError`. ``eps > 0`` adds the
+    ridge ``eps * (tr Sigma / d) I`` (relative to the mean variance, so scale-free), which whitens any
+    non-constant reference; the result is then only approximately white and affine invariance is
+    approximate. The statistics and the solve are computed in float64 (the result has the input's
+    dtype).
 
     Differentiable (in ``features`` and ``reference``). Paper: TAROT (Feng et al. 2024, arXiv:2412.00420)
     whitens pooled candidate and target features this way.
@@ -371,7 +380,7 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
               eps: float = 0.01, p: float = 1.0, normalize: bool = True, ridge: float = 0.0,
               debias: bool = False, max_rounds: int = 64, max_curve: int = 32, chunk: int = 8,
               tol: float = 1e-3, max_iter: int = 2000, scaling: float | None = 0.5,
-              online: bool | None = None, block_elems: int = 1 << 22) -> SelectionResult:
+              online: bool | None = None, block_elems: int = 1 << 20) -> SelectionResult:
     """TAROT-style selection of the candidates whose (uniform) set is closest in OT to the target set.
 
     Features are mapped by :func:`whitened_features` (pooled Cholesky whitening, unit norm). Candidates
@@ -382,7 +391,9 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
     ``budget``: an int ``k`` in ``[1, n]``, a fraction in ``(0, 1]`` of ``n``, or ``None``: the paper's
     automatic selection ratio †: the subset at the first evaluated round boundary (within the first
     ``max_rounds`` rounds) whose successor is farther from the target (the first local minimum of the
-    curve; the last boundary if the curve only decreases).
+    curve; the last boundary if the curve only decreases). Then chunks of 2, 4, ... ``chunk`` sizes are
+    solved in order and the evaluation stops at the chunk where the curve first goes up, so ``sizes``
+    and ``distances`` end there.
 
     Deterministic (stable sorts, no randomness). Memory: O(n * block) for the ranking (target points
     streamed in blocks of ``block_elems // n``) and the solver's (dense when it fits under 512 MB,
@@ -421,8 +432,10 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
     kw = dict(eps=eps, p=p, debias=debias, tol=tol, max_iter=max_iter, scaling=scaling, online=online)
     dists = []
     with torch.no_grad():
-        for c0 in range(0, len(sizes), chunk):
-            sz = sizes[c0:c0 + chunk]
+        c0, step = 0, (chunk if k is not None else min(chunk, 2))
+        while c0 < len(sizes):
+            sz = sizes[c0:c0 + step]
+            c0, step = c0 + len(sz), min(chunk, 2 * step)
             N = max(sz)
             pts = zx[order[:N]]
             Bc = len(sz)
@@ -432,7 +445,10 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
             b = torch.full((Bc, m), 1.0 / m, dtype=zx.dtype, device=zx.device)
             v, _ = _ot(pts.expand(Bc, N, -1), zy.expand(Bc, m, -1), a, b, **kw)
             dists.append(v)
+            if k is None and bool((torch.cat(dists).diff() > 0).any()):
+                break                       # the curve went up: later sizes are not needed
     curve = torch.cat(dists)
+    sizes = sizes[: len(curve)]
     if k is None:
         up = (curve[1:] > curve[:-1]).nonzero()
         i = int(up[0]) if len(up) else len(sizes) - 1
