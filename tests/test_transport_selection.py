@@ -248,6 +248,30 @@ def test_selection_ratio_from_the_distance_curve():
     assert set(res.order[: len(nn0)].tolist()) == nn0 and int((res.rounds == 0).sum()) == len(nn0)
 
 
+def test_selection_folds_and_debias():
+    """folds=2 (the paper's OTM with a k-fold target split): the union of the folds' first-local-minimum
+    prefixes, each fold ranked by its own target points; debias=True selects as well."""
+    cand, target = _pool(seed=3, d=4, n_in=60, n_off=40, m=40)
+    is_in = torch.zeros(len(cand), dtype=torch.bool)
+    is_in[:60] = True
+    res = ot_select(cand, target, folds=2, max_rounds=20)
+    assert len(res.fold_curves) == 2 and res.budget == len(res.indices) == len(set(res.indices.tolist()))
+    ks = []
+    for sizes, dists in res.fold_curves:
+        up = [j for j in range(len(dists) - 1) if dists[j + 1] > dists[j]]
+        ks.append(int(sizes[up[0] if up else len(sizes) - 1]))
+    assert max(ks) <= res.budget <= sum(ks)
+    # round 0 of fold 0 (target points 0, 2, 4, ...): their nearest candidates are all selected
+    zc, zt = (z / z.norm(dim=-1, keepdim=True) for z in _zca(cand, target))
+    nn0 = set(torch.cdist(zc, zt[0::2]).argmin(0).tolist())
+    assert nn0 <= set(res.indices.tolist())
+    assert is_in[res.indices].double().mean() > 0.6               # pool fraction 60 / 180 = 0.33
+    torch.testing.assert_close(_subset_distances(cand, target, [res.indices.tolist()])[0], res.distance,
+                               rtol=5e-3, atol=5e-3)
+    deb = ot_select(cand, target, budget=30, debias=True)
+    assert is_in[deb.indices].double().mean() > 0.6 and (deb.distances > -1e-3).all()
+
+
 def _zca(x, y):
     pool = torch.cat([x, y])
     S = torch.as_tensor(np.cov(pool.numpy(), rowvar=False, bias=True))
@@ -278,6 +302,9 @@ def test_selection_bad_inputs():
         (dict(p=0.0), "p"),
         (dict(max_rounds=0), "max_rounds"),
         (dict(ridge=-1.0), "ridge"),
+        (dict(folds=2), "folds"),                                       # folds need budget=None
+        (dict(folds=6, budget=None), "folds"),                          # > m // 2
+        (dict(folds=0, budget=None), "folds"),
     ]
     for over, arg in cases:
         kw = dict(candidates=cand, target=target, budget=5)

@@ -23,9 +23,14 @@ full text was not available to us, so every detail below that the abstract does 
    distance to the target that ranked them, nearest first). **Selection ratio:** the OT distance to the
    target is evaluated after each round, and without a budget the subset is the one at the first round
    whose successor is farther (the paper's "OT distance minimisation also estimates the selection
-   ratio"; the reference code does this per fold of a k-fold split of the target set, the fold's points
-   ranking candidates and the other folds measuring the distance, then takes the union over folds; we
-   use the whole target set for both, no folds).
+   ratio", its Algorithm 2, OTM). The reference code does this per fold of a k-fold split of the target
+   set (the fold's points rank candidates, the other folds measure the distance, the selection is the
+   union over folds): ``folds=k``; by default (``folds=1``) the whole target set does both.
+
+The paper's pseudocode is "Algorithm 1 Fixed-Size Selection" and "Algorithm 2 OT-Distance
+Minimization Selection (OTM)"; its OT cost is written ``c(z, z_t)`` (Eq. 13), which public reviews
+asked to pin down (cosine distance or WFD); we follow the reference code (Euclidean distance of the
+unit-norm whitened features, a function of the whitened cosine).
 
 Everything rests on :func:`.sinkhorn.solve`: the curve of prefix distances is one batched solve per
 chunk of prefix sizes (each prefix is the same ordered points with zero weights past its size), and the
@@ -316,6 +321,7 @@ class SelectionResult:
         order: every candidate ``(n,)`` in selection order; rounds: the round (0-based) at which each
             candidate enters: its best rank among the target points' nearest-candidate lists.
         budget: ``k``, the number selected.
+        fold_curves: with ``folds > 1``, each fold's ``(sizes, distances)`` curve (else None).
     """
 
     indices: torch.Tensor
@@ -326,6 +332,7 @@ class SelectionResult:
     order: torch.Tensor
     rounds: torch.Tensor
     budget: int
+    fold_curves: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 def _budget(budget, n: int) -> int | None:
@@ -378,7 +385,7 @@ def _subsample(sizes: list[int], keep: int) -> list[int]:
 
 def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | float | None = None,
               eps: float = 0.01, p: float = 1.0, normalize: bool = True, ridge: float = 0.0,
-              debias: bool = False, max_rounds: int = 64, max_curve: int = 32, chunk: int = 8,
+              debias: bool = False, max_rounds: int = 64, max_curve: int = 32, chunk: int = 8, folds: int = 1,
               tol: float = 1e-3, max_iter: int = 2000, scaling: float | None = 0.5,
               online: bool | None = None, block_elems: int = 1 << 20) -> SelectionResult:
     """TAROT-style selection of the candidates whose (uniform) set is closest in OT to the target set.
@@ -394,6 +401,14 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
     curve; the last boundary if the curve only decreases). Then chunks of 2, 4, ... ``chunk`` sizes are
     solved in order and the evaluation stops at the chunk where the curve first goes up, so ``sizes``
     and ``distances`` end there.
+
+    ``folds > 1`` (with ``budget=None``): the paper's OT-distance-minimisation selection with a k-fold
+    split of the target set: for each fold, that fold's target points order the candidates (rounds as
+    above) and the distance curve is measured against the other folds' points; each fold keeps its
+    prefix at the curve's first local minimum, and the selection is the union over folds (``indices``
+    in the full-target order; ``fold_curves`` holds each fold's curve; ``sizes`` / ``distances`` then
+    hold only the union's size and distance to the whole target). † Folds are interleaved
+    (target point j is in fold ``j mod folds``), not shuffled, so the result stays deterministic.
 
     Deterministic (stable sorts, no randomness). Memory: O(n * block) for the ranking (target points
     streamed in blocks of ``block_elems // n``) and the solver's (dense when it fits under 512 MB,
@@ -416,34 +431,82 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
     for name, v in (("max_rounds", max_rounds), ("max_curve", max_curve), ("chunk", chunk)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise fail(name, "a positive int", repr(v))
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise fail("folds", "a positive int (number of target folds)", repr(folds))
+    if folds > 1 and k is not None:
+        raise fail("folds", "1 with a fixed budget (folds only estimate the size, budget=None)", repr(folds))
+    if folds > y.shape[0] // 2:
+        raise fail("folds", f"at most {y.shape[0] // 2} (at least two target points per fold)", repr(folds))
     with torch.no_grad():
         zx, zy = whitened_features(x.detach(), y.detach(), normalize=normalize, ridge=ridge)
+    kw = dict(eps=eps, p=p, debias=debias, tol=tol, max_iter=max_iter, scaling=scaling, online=online)
+    order, rounds = _order(zx, zy, p, block_elems)
+    if folds == 1:
+        sizes, curve, k = _choose(zx, zy, order, rounds, k, max_rounds, max_curve, chunk, kw)
+        fold_curves = None
+    else:
+        # the paper's OTM with a k-fold split of the target: each fold's points rank the candidates, the
+        # other folds measure the distance; the selection is the union of the folds' selections
+        fold_of = torch.arange(zy.shape[0], device=zy.device) % folds     # † interleaved, deterministic
+        chosen, fold_curves = [], []
+        for f in range(folds):
+            rank_y, meas_y = zy[fold_of == f], zy[fold_of != f]
+            o_f, r_f = _order(zx, rank_y, p, block_elems)
+            sz_f, cv_f, k_f = _choose(zx, meas_y, o_f, r_f, None, max_rounds, max_curve, chunk, kw)
+            chosen.append(o_f[:k_f])
+            fold_curves.append((torch.tensor(sz_f, device=zx.device), cv_f))
+        union = torch.zeros(n, dtype=torch.bool, device=zx.device)
+        union[torch.cat(chosen)] = True
+        k = int(union.sum())
+    in_set = torch.zeros(n, dtype=torch.bool, device=zx.device)
+    if folds == 1:
+        in_set[order[:k]] = True
+    else:
+        in_set = union
+    selected = order[in_set[order]]                 # the chosen set, in the full-target order
+    with torch.no_grad():
+        value, _ = _ot(zx[selected].unsqueeze(0), zy.unsqueeze(0), None, None, **kw)
+        # scores: the selected subset's potential f at every candidate (zero-weight rows of one solve)
+        a = in_set.to(zx.dtype).unsqueeze(0) / k
+        res = solve(zx.unsqueeze(0), zy.unsqueeze(0), a, None, eps=eps, cost=_gemm_cost(p), tol=tol,
+                    max_iter=max_iter, scaling=scaling, online=online)
+    if folds > 1:
+        sizes, curve = [k], value
+    return SelectionResult(indices=selected, distance=value[0], sizes=torch.tensor(sizes, device=zx.device),
+                           distances=curve, scores=res.f[0], order=order, rounds=rounds, budget=k,
+                           fold_curves=fold_curves)
+
+
+def _order(zx: torch.Tensor, zy: torch.Tensor, p: float, block_elems: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates in selection order (round, then distance, then index) and their rounds."""
     rounds, dist = _rounds(zx, zy, p, block_elems)
     by_dist = torch.sort(dist, stable=True).indices
-    order = by_dist[torch.sort(rounds[by_dist], stable=True).indices]
+    return by_dist[torch.sort(rounds[by_dist], stable=True).indices], rounds
+
+
+def _choose(zx, zy, order, rounds, k, max_rounds, max_curve, chunk, kw):
+    """The distance curve of prefixes of ``order`` against ``zy`` at round boundaries (batched solves with
+    zero weights past each prefix) and the chosen size: ``k`` if given, else the first local minimum
+    (evaluation stops at the chunk where the curve first goes up)."""
     counts = torch.bincount(rounds, minlength=1)
-    bounds = [int(c) for c in torch.cumsum(counts, 0) if int(c) > 0]
-    bounds = sorted(set(bounds))
+    bounds = sorted({int(c) for c in torch.cumsum(counts, 0) if int(c) > 0})
     if k is not None:
         sizes = _subsample([s for s in bounds if s < k], max(1, max_curve - 1)) + [k]
     else:
         sizes = _subsample(bounds[:max_rounds], max_curve)
     m = zy.shape[0]
-    kw = dict(eps=eps, p=p, debias=debias, tol=tol, max_iter=max_iter, scaling=scaling, online=online)
     dists = []
     with torch.no_grad():
         c0, step = 0, (chunk if k is not None else min(chunk, 2))
         while c0 < len(sizes):
             sz = sizes[c0:c0 + step]
             c0, step = c0 + len(sz), min(chunk, 2 * step)
-            N = max(sz)
-            pts = zx[order[:N]]
-            Bc = len(sz)
+            N, Bc = max(sz), len(sz)
             a = torch.zeros(Bc, N, dtype=zx.dtype, device=zx.device)
             for i, s in enumerate(sz):
                 a[i, :s] = 1.0 / s
             b = torch.full((Bc, m), 1.0 / m, dtype=zx.dtype, device=zx.device)
-            v, _ = _ot(pts.expand(Bc, N, -1), zy.expand(Bc, m, -1), a, b, **kw)
+            v, _ = _ot(zx[order[:N]].expand(Bc, N, -1), zy.expand(Bc, m, -1), a, b, **kw)
             dists.append(v)
             if k is None and bool((torch.cat(dists).diff() > 0).any()):
                 break                       # the curve went up: later sizes are not needed
@@ -451,15 +514,5 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
     sizes = sizes[: len(curve)]
     if k is None:
         up = (curve[1:] > curve[:-1]).nonzero()
-        i = int(up[0]) if len(up) else len(sizes) - 1
-        k = sizes[i]
-    else:
-        i = len(sizes) - 1
-    selected = order[:k]
-    with torch.no_grad():
-        a = torch.zeros(1, n, dtype=zx.dtype, device=zx.device)
-        a[0, selected] = 1.0 / k
-        res = solve(zx.unsqueeze(0), zy.unsqueeze(0), a, None, eps=eps, cost=_gemm_cost(p), tol=tol,
-                    max_iter=max_iter, scaling=scaling, online=online)
-    return SelectionResult(indices=selected, distance=curve[i], sizes=torch.tensor(sizes, device=zx.device),
-                           distances=curve, scores=res.f[0], order=order, rounds=rounds, budget=k)
+        k = sizes[int(up[0]) if len(up) else len(sizes) - 1]
+    return sizes, curve, k
