@@ -281,6 +281,15 @@ def _zca(x, y):
     return (x - mu) @ W, (y - mu) @ W
 
 
+def test_selection_single_target_point_is_nearest_first():
+    """m = 1: every round adds the next nearest candidate, so the order is the whitened-distance order."""
+    cand, target = _rand(30, 3, seed=40), _rand(1, 3, seed=41)
+    res = ot_select(cand, target, budget=5)
+    zc, zt = (z / z.norm(dim=-1, keepdim=True) for z in _zca(cand, target))
+    assert res.order.tolist() == torch.cdist(zc, zt)[:, 0].argsort().tolist()
+    assert res.indices.tolist() == res.order[:5].tolist()
+
+
 def test_selection_bad_inputs():
     cand, target = _rand(20, 3, seed=30), _rand(10, 3, seed=31)
     nan = cand.clone()

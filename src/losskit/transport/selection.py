@@ -35,7 +35,7 @@ unit-norm whitened features, a function of the whitened cosine).
 Everything rests on :func:`.sinkhorn.solve`: the curve of prefix distances is one batched solve per
 chunk of prefix sizes (each prefix is the same ordered points with zero weights past its size), and the
 per-candidate scores are the potential ``f_i`` of the selected subset's problem evaluated at every
-candidate (zero-weight rows of the same solve).
+candidate (the zero-weight rows of one solve over all candidates).
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ WHITENED_SAMPLES = InputKind(
     "whitened_ot", family="transport", input_kind=WHITENED_SAMPLES, example=_example, paper=TAROT_PAPER,
     properties={"nonnegative"},
     formula="OT_eps(sum_i a_i delta_{u_i}, sum_j b_j delta_{v_j}), C_ij = ||u_i - v_j||^p, "
-            "u = z/|z|, z = L^{-1}(x - mu), L L^T = Cov([candidates; target])",
+            "u = z/|z|, z = L^{-1}(x - mu), L L^T = Cov(candidates and target pooled)",
 )
 def whitened_ot(candidates: torch.Tensor, target: torch.Tensor, *, a: torch.Tensor | None = None,
                 b: torch.Tensor | None = None, eps: float = 0.01, p: float = 1.0, normalize: bool = True,
@@ -435,7 +435,7 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
         raise fail("folds", "a positive int (number of target folds)", repr(folds))
     if folds > 1 and k is not None:
         raise fail("folds", "1 with a fixed budget (folds only estimate the size, budget=None)", repr(folds))
-    if folds > y.shape[0] // 2:
+    if folds > 1 and folds > y.shape[0] // 2:
         raise fail("folds", f"at most {y.shape[0] // 2} (at least two target points per fold)", repr(folds))
     with torch.no_grad():
         zx, zy = whitened_features(x.detach(), y.detach(), normalize=normalize, ridge=ridge)
