@@ -29,3 +29,9 @@ __all__ = [
     "sliced_wasserstein", "SlicedWasserstein", "exact_ot", "ExactOt", "monge_gap", "MongeGap",
     "sinkhorn_kd", "SinkhornKd", "quadratic_ot", "QuadraticOt",
 ]
+
+# TAROT-style data selection (selection.py): appended here, apart from the imports above.
+from .selection import SelectionResult, ot_select, whiten, whitened_features, whitened_ot  # noqa: E402
+
+WhitenedOt = whitened_ot.Module
+__all__ += ["whitened_ot", "WhitenedOt"]
