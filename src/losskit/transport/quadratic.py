@@ -135,6 +135,23 @@ def _structure(f, C, b, gamma, k, tau):
         U = order[zs > zs[kk - 1] + tau]
         r = kk - len(U)
         cols.append([order[:kk], None, 0] if len(T) == r else [U, T, r])
+    covered = np.zeros(n, dtype=bool)
+    for U, T, _ in cols:
+        covered[U] = True
+        if T is not None:
+            covered[T] = True
+    for i in np.flatnonzero(~covered):           # a row in no support cannot get its mass a_i > 0: tie it
+        gaps = [gamma * b[j] * (Z[U, j].min() if T is None else Z[T, j].max()) - gamma * b[j] * Z[i, j]
+                for j, (U, T, _) in enumerate(cols)]   # (f units) to the nearest column's boundary
+        j = int(np.argmin(gaps))
+        U, T, r = cols[j]
+        if T is not None:
+            cols[j] = [U, np.append(T, i), r]
+        elif len(U) < kk:
+            cols[j] = [np.append(U, i), None, 0]
+        else:
+            low = U[np.argmin(Z[U, j])]
+            cols[j] = [U[U != low], np.array([low, i]), 1]
     return cols
 
 
@@ -200,35 +217,70 @@ def _solve_structure(C, a, b, gamma, cols, f0):
     return x[:n], P, {j: (x[sl], bc @ x + bc0) for j, (sl, bc, bc0) in slots.items()}
 
 
-def _fit_structure(C, a, b, gamma, cols, f0, tol=1e-13):
-    """:func:`_solve_structure`, moving tied entries whose mass leaves ``[0, b_j c_j]`` (and support
-    entries with negative mass) one at a time until the solution is consistent (finite: each move
-    shrinks a tie set or a support)."""
-    for _ in range(sum(len(U) + (0 if T is None else len(T)) for U, T, _ in cols) + 1):
+def _fit_structure(C, a, b, gamma, k, cols, f0, tol=1e-12):
+    """Active-set fit: :func:`_solve_structure`, then one move at a time for the worst violation (in mass
+    units) until the solution is consistent: a tied entry whose mass leaves ``[0, b_j c_j]`` leaves the
+    tie (out, or up into ``U``), a support entry with negative mass leaves, an entry outside a column
+    that beats its threshold (or its k-th entry, for a full column) enters (or ties), an entry of ``U``
+    that falls below the tie joins it. Returns the last solve (possibly inconsistent: the caller
+    certifies)."""
+    n = C.shape[0]
+    kk = min(k, n)
+    for _ in range(4 * (n + C.shape[1]) + 10):
         f, P, slots = _solve_structure(C, a, b, gamma, cols, f0)
+        Z = (f[:, None] - C) / (gamma * b)
         worst, move = tol, None
         for j, (U, T, _r) in enumerate(cols):
+            z = Z[:, j]
+            inside = np.zeros(n, dtype=bool)
+            inside[U] = True
             if T is None:
                 if len(U) > 1 and -P[U, j].min() > worst:
-                    worst, move = -P[U, j].min(), (j, "drop", int(np.argmin(P[U, j])))
+                    worst, move = -P[U, j].min(), (j, "drop", U[int(np.argmin(P[U, j]))])
+                theta = (z[U] - P[U, j] / b[j]).mean()
+                full = len(U) >= kk
+                edge = z[U].min() if full else theta
+                cand = np.where(inside, -np.inf, b[j] * (z - edge))
+                i = int(np.argmax(cand))
+                if cand[i] > worst:
+                    worst, move = cand[i], (j, "compete" if full else "enter", i)
                 continue
+            inside[T] = True
             q, bc = slots[j]
             lo, hi = -q, q - bc
             if lo.max() > worst:
-                worst, move = lo.max(), (j, "out", int(np.argmax(lo)))
+                worst, move = lo.max(), (j, "out", T[int(np.argmax(lo))])
             if hi.max() > worst:
-                worst, move = hi.max(), (j, "in", int(np.argmax(hi)))
+                worst, move = hi.max(), (j, "in", T[int(np.argmax(hi))])
+            zt = z[T[0]]
+            cand = np.where(inside, -np.inf, b[j] * (z - zt))
+            i = int(np.argmax(cand))
+            if cand[i] > worst:
+                worst, move = cand[i], (j, "tie", i)
+            if len(U):
+                du = b[j] * (zt - z[U])
+                if du.max() > worst:
+                    worst, move = du.max(), (j, "down", U[int(np.argmax(du))])
         if move is None:
             return f, P
-        j, what, l = move
+        j, what, i = move
         U, T, r = cols[j]
         if what == "drop":
-            cols[j] = [np.delete(U, l), None, 0]
-            continue
-        if what == "in":
-            U, r = np.append(U, T[l]), r - 1
-        T = np.delete(T, l)
-        cols[j] = [np.concatenate([U, T]) if r > 0 else U, None, 0] if (r == 0 or len(T) == r) else [U, T, r]
+            cols[j] = [U[U != i], None, 0]
+        elif what == "enter":
+            cols[j] = [np.append(U, i), None, 0]
+        elif what == "compete":
+            low = U[np.argmin(Z[U, j])]
+            cols[j] = [U[U != low], np.array([low, i]), 1]
+        elif what == "tie":
+            cols[j] = [U, np.append(T, i), r]
+        elif what == "down":
+            cols[j] = [U[U != i], np.append(T, i), r + 1]
+        else:                                    # "out" / "in": leave the tie
+            if what == "in":
+                U, r = np.append(U, i), r - 1
+            T = T[T != i]
+            cols[j] = [np.concatenate([U, T]) if r > 0 else U, None, 0] if (r == 0 or len(T) == r) else [U, T, r]
     return f, P
 
 
@@ -261,7 +313,7 @@ def _polish(C, a, b, gamma, k, f, rounds=5):
             if key in seen:
                 continue
             seen.add(key)
-            fn, P = _fit_structure(C, a, b, gamma, cols, f)
+            fn, P = _fit_structure(C, a, b, gamma, k, cols, f)
             ok, D = _certified(fn, P, C, a, b, gamma, k)
             if ok:
                 return True, D, fn, P
@@ -279,27 +331,86 @@ def _polish(C, a, b, gamma, k, f, rounds=5):
     return best
 
 
-def _smoothed_dual_ascent(C, a, b, gamma, k, w, mu):
-    """L-BFGS on the dual ``max_{f,g} <f,a> + <g,b> - 1/(2 gamma) sum_j topk_i([f_i + g_j - C_ij]_+^2)`` with
-    the top-k sum written as ``min_l k l + sum_i [v_i - l]_+`` and ``[.]_+`` Huber-smoothed by ``mu``
-    (jointly concave and C^1 in ``(f, g, l)``); ``mu -> 0`` is the exact, non-smooth dual."""
+def _smoothed_dual(w, C, a, b, gamma, kk, mu, hessian=False):
+    """The dual ``<f,a> + <g,b> - 1/(2 gamma) sum_j topk_i([f_i + g_j - C_ij]_+^2)`` with the top-k sum written
+    as ``min_l k l + sum_i [v_i - l]_+`` and ``[.]_+`` Huber-smoothed by ``mu``: jointly concave and C^1 in
+    ``w = (f, g, l)``, exact as ``mu -> 0``; its fractional selection weights ``p = H'(v - l)`` in ``(0, 1)``
+    mark the tied entries. Returns (value, gradient[, Hessian])."""
+    n, m = C.shape
+    f, g, lam = w[:n], w[n:n + m], w[n + m:]
+    R = np.maximum(f[:, None] + g[None, :] - C, 0.0)
+    u = R * R - lam[None, :]
+    p = np.clip(u / mu, 0.0, 1.0)
+    H = np.where(u <= 0, 0.0, np.where(u < mu, 0.5 * u * u / mu, u - 0.5 * mu))
+    val = f @ a + g @ b - 0.5 / gamma * (kk * lam.sum() + H.sum())
+    G = p * R / gamma
+    grad = np.concatenate([a - G.sum(1), b - G.sum(0), -0.5 / gamma * (kk - p.sum(0))])
+    if not hessian:
+        return val, grad
+    h2 = ((u > 0) & (u < mu)) / mu
+    A = h2 * 4 * R * R + 2 * p * (R > 0)
+    B = -2 * h2 * R
+    N = n + 2 * m
+    Hs = np.zeros((N, N))
+    Hs[:n, :n] = np.diag(A.sum(1))
+    Hs[n:n + m, n:n + m] = np.diag(A.sum(0))
+    Hs[:n, n:n + m] = A
+    Hs[n:n + m, :n] = A.T
+    Hs[:n, n + m:] = B
+    Hs[n + m:, :n] = B.T
+    Hs[n:n + m, n + m:] = Hs[n + m:, n:n + m] = np.diag(B.sum(0))
+    Hs[n + m:, n + m:] = np.diag(h2.sum(0))
+    return val, grad, -0.5 / gamma * Hs
+
+
+def _smoothed_lbfgs(C, a, b, gamma, kk, w, mu):
     from scipy.optimize import minimize
 
-    n, m = C.shape
-    kk = min(k, n)
-
     def fun(w):
-        f, g, lam = w[:n], w[n:n + m], w[n + m:]
-        R = np.maximum(f[:, None] + g[None, :] - C, 0.0)
-        u = R * R - lam[None, :]
-        hp = np.clip(u / mu, 0.0, 1.0)
-        H = np.where(u <= 0, 0.0, np.where(u < mu, 0.5 * u * u / mu, u - 0.5 * mu))
-        val = f @ a + g @ b - 0.5 / gamma * (kk * lam.sum() + H.sum())
-        G = hp * R / gamma
-        return -val, -np.concatenate([a - G.sum(1), b - G.sum(0), -0.5 / gamma * (kk - hp.sum(0))])
+        val, grad = _smoothed_dual(w, C, a, b, gamma, kk, mu)
+        return -val, -grad
 
     return minimize(fun, w, jac=True, method="L-BFGS-B",
                     options={"maxiter": 3000, "gtol": 1e-13, "ftol": 1e-16, "maxcor": 30}).x
+
+
+def _smoothed_newton(C, a, b, gamma, kk, w, mu, max_iter=50, tol=1e-14):
+    """Damped Newton (Levenberg, Armijo backtracking) on :func:`_smoothed_dual` (semismooth: C^1,
+    piecewise C^2)."""
+    eye = np.eye(len(w)) / gamma
+    for _ in range(max_iter):
+        val, g, Hm = _smoothed_dual(w, C, a, b, gamma, kk, mu, hessian=True)
+        gn = np.abs(g).sum()
+        if gn < tol:
+            break
+        d = np.linalg.solve(-Hm + (gn + 1e-14) * eye, g)
+        slope, t = g @ d, 1.0
+        while t > 1e-12 and _smoothed_dual(w + t * d, C, a, b, gamma, kk, mu)[0] < val + 1e-4 * t * slope:
+            t *= 0.5
+        if t <= 1e-12:
+            break
+        w = w + t * d
+    return w
+
+
+def _selection_structure(w, C, kk, mu):
+    """The structure read off the smoothed dual: ``p = 1`` above the tie, ``0 < p < 1`` tied."""
+    n, m = C.shape
+    f, g, lam = w[:n], w[n:n + m], w[n + m:]
+    R = np.maximum(f[:, None] + g[None, :] - C, 0.0)
+    u = R * R - lam[None, :]
+    cols = []
+    for j in range(m):
+        pos = R[:, j] > 0
+        top = np.flatnonzero(pos & (u[:, j] >= mu))
+        mid = np.flatnonzero(pos & (u[:, j] > 0) & (u[:, j] < mu))
+        r = kk - len(top)
+        if len(mid) <= r or r <= 0:
+            S = np.concatenate([top, mid]) if r > 0 else top
+            cols.append([S if len(S) else np.array([int(np.argmax(f + g[j] - C[:, j]))]), None, 0])
+        else:
+            cols.append([top, mid, r])
+    return cols
 
 
 def _lp_duals(C, a, b):
@@ -324,16 +435,21 @@ def _solve_sparse_np(C, a, b, gamma, k):
     if k == 1:                                   # D(f) is the c-transform dual of exact OT (+ constant)
         f, P = _lp_duals(C, a, b)
         return f, P, _certified(f, P, C, a, b, gamma, k)[0]
-    w = np.concatenate([np.zeros(n), C.min(0), np.zeros(m)])
+    kk = min(k, n)
     scale = (gamma * b.max()) ** 2
+    w = _smoothed_lbfgs(C, a, b, gamma, kk, np.concatenate([np.zeros(n), C.min(0), np.zeros(m)]), 1e-2 * scale)
     best = None
-    for mu in (1e-2, 1e-4, 1e-6, 1e-8):
-        w = _smoothed_dual_ascent(C, a, b, gamma, k, w, mu * scale)
-        ok, D, f, P = _polish(C, a, b, gamma, k, w[:n] - w[:n].mean())
+    for mu in 10.0 ** -np.arange(2, 13):
+        w = _smoothed_newton(C, a, b, gamma, kk, w, mu * scale)
+        f = w[:n] - w[:n].mean()
+        ok, D, f1, P = _polish(C, a, b, gamma, k, f, rounds=1)
+        if not ok:
+            f1, P = _fit_structure(C, a, b, gamma, k, _selection_structure(w, C, kk, mu * scale), f)
+            ok, D = _certified(f1, P, C, a, b, gamma, k)
         if ok:
-            return f, P, True
+            return f1, P, True
         if best is None or D > best[0]:
-            best = (D, f, P)
+            best = (D, f1, P)
     return best[1], best[2], False
 
 
