@@ -436,21 +436,44 @@ def _solve_sparse_np(C, a, b, gamma, k):
         f, P = _lp_duals(C, a, b)
         return f, P, _certified(f, P, C, a, b, gamma, k)[0]
     kk = min(k, n)
-    scale = (gamma * b.max()) ** 2
-    w = _smoothed_lbfgs(C, a, b, gamma, kk, np.concatenate([np.zeros(n), C.min(0), np.zeros(m)]), 1e-2 * scale)
-    best = None
-    for mu in 10.0 ** -np.arange(2, 13):
-        w = _smoothed_newton(C, a, b, gamma, kk, w, mu * scale)
-        f = w[:n] - w[:n].mean()
-        ok, D, f1, P = _polish(C, a, b, gamma, k, f, rounds=1)
-        if not ok:
-            f1, P = _fit_structure(C, a, b, gamma, k, _selection_structure(w, C, kk, mu * scale), f)
-            ok, D = _certified(f1, P, C, a, b, gamma, k)
-        if ok:
-            return f1, P, True
-        if best is None or D > best[0]:
-            best = (D, f1, P)
-    return best[1], best[2], False
+
+    def start(g):
+        w0 = np.concatenate([np.zeros(n), C.min(0), np.zeros(m)])
+        return _smoothed_lbfgs(C, a, b, g, kk, w0, 1e-2 * (g * b.max()) ** 2)
+
+    def stage(g, w, last, certify=True):         # Newton continuation in mu, certify after each step
+        scale, best = (g * b.max()) ** 2, None
+        for mu in 10.0 ** -np.arange(2, last + 1):
+            w = _smoothed_newton(C, a, b, g, kk, w, mu * scale)
+            if not certify:
+                continue
+            f = w[:n] - w[:n].mean()
+            ok, D, f1, P = _polish(C, a, b, g, k, f, rounds=1)
+            if not ok:
+                f1, P = _fit_structure(C, a, b, g, k, _selection_structure(w, C, kk, mu * scale), f)
+                ok, D = _certified(f1, P, C, a, b, g, k)
+            if ok or best is None or D > best[1]:
+                best = (ok, D, f1, P)
+            if ok:
+                break
+        return w, best
+
+    w, best = stage(gamma, start(gamma), 8)
+    if best[0]:
+        return best[2], best[3], True
+    # homotopy in gamma: from a large gamma (smooth-like, easy) down to gamma, warm-started
+    g = max(gamma, 2.0 * (C.max() - C.min()) / b.max())
+    w = start(g)
+    while True:
+        w, res = stage(g, w, 12, certify=True) if g <= gamma else stage(g, w, 6, certify=False)
+        if g <= gamma:
+            break
+        g_next = max(gamma, 0.5 * g)
+        w[n + m:] *= (g_next / g) ** 2            # the top-k threshold scales with (gamma b)^2
+        g = g_next
+    if not res[0] and best[1] > res[1]:
+        res = best
+    return res[2], res[3], res[0]
 
 
 @torch.compiler.disable
