@@ -7,6 +7,7 @@ differences, and the k >= n limit by ``quadratic_ot`` (checked against POT in te
 """
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ D = torch.float64
 def _proj_simplex_bisect(v):
     """Euclidean projection of ``v`` onto the simplex by bisection on the threshold."""
     lo, hi = v.min() - 1.0, v.max()
-    for _ in range(200):
+    for _ in range(80):
         mid = 0.5 * (lo + hi)
         if np.maximum(v - mid, 0).sum() > 1:
             lo = mid
@@ -64,15 +65,19 @@ def _mixed_columns(P, k):
     return int(((P > 0).sum(0) > k).sum())
 
 
-PROBLEMS = [(5, 6, 2, 10), (6, 5, 3, 20), (4, 5, 2, 30), (6, 6, 2, 40), (5, 4, 3, 50)]
+PROBLEMS = [(5, 6, 2, 10), (6, 5, 3, 20), (4, 5, 2, 30), (6, 6, 2, 40), (5, 4, 3, 50), (6, 5, 3, 205)]
+# (n, m, k, seed, gamma): gamma = 0.03 against squared distances of unit clouds is the hard regime (the
+# direct fit is not certified for (8, 7, 2, 100): the gamma homotopy finishes it)
+CASES = [p + (0.5,) for p in PROBLEMS] + [(8, 7, 2, 100, 0.03), (8, 7, 3, 103, 0.03)]
 
 
-@pytest.mark.parametrize(("n", "m", "k", "seed"), PROBLEMS)
-def test_maximiser_marginals_and_value_against_brute_force_semi_dual(n, m, k, seed):
+@pytest.mark.parametrize(("n", "m", "k", "seed", "gamma"), CASES)
+def test_maximiser_marginals_and_value_against_brute_force_semi_dual(n, m, k, seed, gamma):
     x, y, a, b = _problem(n, m, seed)
-    gamma = 0.5
     C = torch.cdist(x, y) ** 2
-    f, P = solve_sparse(C, a, b, gamma, k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                               # certified: no RuntimeWarning
+        f, P = solve_sparse(C, a, b, gamma, k)
     torch.testing.assert_close(P.sum(1), a, rtol=0, atol=1e-12)       # P 1 = a (the hard part at ties)
     torch.testing.assert_close(P.sum(0), b, rtol=0, atol=1e-12)
     assert P.min() >= 0
@@ -81,7 +86,7 @@ def test_maximiser_marginals_and_value_against_brute_force_semi_dual(n, m, k, se
     assert abs(value - _semi_dual(fn, Cn, an, bn, gamma, k)) < 1e-10
     # f maximises the concave semi-dual: no direction improves it (small and large steps)
     rng = np.random.default_rng(seed)
-    for _ in range(6):
+    for _ in range(6 if n < 8 else 3):
         d = rng.normal(size=n)
         for t in (1e-5, 1e-2):
             assert _semi_dual(fn + t * d, Cn, an, bn, gamma, k) <= value + 1e-12
@@ -101,7 +106,7 @@ def test_ties_occur_and_mixed_columns_hold_the_marginals():
     assert mixed >= 1
 
 
-@pytest.mark.parametrize(("n", "m", "k", "seed"), [(5, 6, 2, 10), (6, 6, 2, 40), (4, 5, 2, 30), (5, 4, 3, 50)])
+@pytest.mark.parametrize(("n", "m", "k", "seed"), [(5, 6, 2, 10), (6, 6, 2, 40), (4, 5, 2, 30), (6, 5, 3, 205)])
 def test_gradients_match_central_differences(n, m, k, seed):
     x, y, a, b = _problem(n, m, seed)
     gamma = 0.5
@@ -217,8 +222,6 @@ def test_k_sparse_columns_small_gamma():
     x, y = _rand(8, 2, seed=62), _rand(8, 2, seed=63, shift=0.3)
     C = torch.cdist(x, y) ** 2
     u = torch.full((8,), 1 / 8, dtype=D)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for k in (1, 2, 3):

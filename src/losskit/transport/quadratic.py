@@ -489,16 +489,23 @@ def solve_sparse(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gamma: float
     mixed column has at most ``k`` + (tied entries - free slots) nonzeros). It is the gradient of the
     optimal value with respect to ``C``.
 
-    Method (float64, dense, small and medium problems): L-BFGS on the two-potential dual with the top-k
-    sum Huber-smoothed, for decreasing smoothing; after each stage the tie structure is guessed at
-    several tolerances and the piecewise-linear optimality system (row marginals, tie equalities,
-    mixing-mass sums) is solved exactly, moving tied entries whose mass leaves its bounds; a fit is
-    accepted when it is certified: ``P >= 0``, marginals to ~1e-13 and a zero duality gap between
-    ``D(f)`` and the relaxed primal value of ``P``. ``k = 1`` is exact OT (the semi-dual is piecewise
-    linear): HiGHS gives the plan and the potentials. If no fit is certified (it has not happened in
-    our tests at moderate ``gamma``; most likely when ``gamma`` is tiny against the cost spread) the best
-    iterate is returned with a ``RuntimeWarning``. Zero weights are allowed: their rows/columns carry
-    no mass (a zero-weight row gets the largest potential that keeps it out of every column).
+    Method (float64, dense; small problems: about 0.1 s at n = m = 10, 1 s at 30, minutes at 50 when
+    ties are many). The two-potential dual ``<f,a> + <g,b> - 1/(2 gamma) sum_j topk_i([f_i + g_j - C_ij]_+^2)``
+    with the top-k sum as ``min_l k l + sum_i [v_i - l]_+`` and ``[.]_+`` Huber-smoothed by ``mu`` is
+    concave and C^1; it is maximised by L-BFGS, then by damped Newton for decreasing ``mu``. After each
+    ``mu`` the tie structure (entries above the tie ``U``, tied ``T``, free slots ``r``) is read off the
+    smoothed selection weights and off ``f`` at several tie tolerances, and the piecewise-linear
+    optimality system of that structure (row marginals, tie equalities, slot sums; unknowns ``f`` and
+    the tied masses) is solved exactly, with active-set moves (an entry leaves or joins a tie, a
+    support or ``U``) until it is consistent. A fit is accepted only when certified: ``P >= 0``,
+    marginals to ~1e-13 and a zero duality gap between ``D(f)`` and the relaxed primal value of ``P``.
+    When the direct attempt is not certified (small ``gamma`` against the cost spread), a homotopy in
+    ``gamma`` from a large value down to ``gamma`` warm-starts it. ``k = 1`` is exact OT (the
+    semi-dual is piecewise linear): HiGHS gives the plan and the potentials. Should nothing be
+    certified (not seen in our tests: 200/200 random problems at gamma 0.1 to 10, 80/80 at 0.01 to
+    0.1, n, m <= 12) the best iterate is returned with a ``RuntimeWarning``. Zero weights are allowed:
+    their rows/columns carry no mass (a zero-weight row gets the largest potential that keeps it out of
+    every column).
     """
     Cn = C.detach().double().cpu().numpy()
     an, bn = a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()
@@ -589,8 +596,9 @@ def sparse_ot(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None
     plan; each tied pure selection is k-sparse). Weights ``a``, ``b`` must balance.
 
     † Our choices within the paper's framework: the column (target-side) sparsity, the regulariser
-    ``gamma/2 ||P||^2`` and the solver (smoothed-dual L-BFGS then an exact active-set fit of the tie
-    structure, certified by a zero duality gap; float64, dense: small and medium problems).
+    ``gamma/2 ||P||^2`` and the solver (Newton on a Huber-smoothed dual, then an exact active-set fit of
+    the tie structure certified by a zero duality gap, with a homotopy in gamma as fallback; float64,
+    dense: small problems, see :func:`.solve_sparse`).
 
     Paper: Liu, Puigcerver, Blondel, "Sparsity-Constrained Optimal Transport", 2023, arXiv:2209.15466.
     """
