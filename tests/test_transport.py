@@ -415,24 +415,3 @@ def test_quadratic_ot_matches_pot_smooth_and_primal():
     fd = (losskit.quadratic_ot(x + e, y, a=a, b=b, gamma=gamma) - losskit.quadratic_ot(x - e, y, a=a, b=b,
                                                                                         gamma=gamma)) / (2 * h)
     assert abs(fd.item() - g[3, 1].item()) < 1e-5
-
-
-def test_sparse_ot_k_sparse_columns_and_limits():
-    from losskit.transport import solve_sparse
-
-    x, y = _rand(8, 2, seed=62), _rand(8, 2, seed=63, shift=0.3)
-    C = torch.cdist(x, y) ** 2
-    u = torch.full((8,), 1 / 8, dtype=D)
-    for k in (1, 2, 3):
-        f, P = solve_sparse(C, u, u, 0.1, k)
-        assert int(((P > 0).sum(0) > k).sum()) == 0                   # at most k nonzeros per column
-        torch.testing.assert_close(P.sum(0), u, rtol=1e-10, atol=1e-12)
-    # k >= n is quadratically regularised OT
-    from losskit.transport.quadratic import sparse_ot
-
-    torch.testing.assert_close(sparse_ot(x, y, k=8, gamma=0.5), losskit.quadratic_ot(x, y, gamma=0.5),
-                               rtol=1e-6, atol=1e-8)
-    # k = 1, n = m uniform, small gamma: a permutation, the exact OT value
-    f, P = solve_sparse(C, u, u, 1e-4, 1)
-    torch.testing.assert_close(P.sum(1), u, rtol=1e-6, atol=1e-8)
-    assert abs((P * C).sum().item() - losskit.exact_ot(x, y).item()) < 1e-6

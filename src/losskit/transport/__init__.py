@@ -21,13 +21,14 @@ ExactOt = exact_ot.Module
 MongeGap = monge_gap.Module
 SinkhornKd = sinkhorn_kd.Module
 QuadraticOt = quadratic_ot.Module
+SparseOt = sparse_ot.Module
 
 # Star-exported into ``losskit``: the registered objectives and their modules. The solver API
 # (solve, solve_matrix, OTResult, Cost, exact_plan, self_transport, input kinds) lives in losskit.transport.
 __all__ = [
     "sinkhorn", "Sinkhorn", "sinkhorn_divergence", "SinkhornDivergence", "wasserstein_1d", "Wasserstein1d",
     "sliced_wasserstein", "SlicedWasserstein", "exact_ot", "ExactOt", "monge_gap", "MongeGap",
-    "sinkhorn_kd", "SinkhornKd", "quadratic_ot", "QuadraticOt",
+    "sinkhorn_kd", "SinkhornKd", "quadratic_ot", "QuadraticOt", "sparse_ot", "SparseOt",
 ]
 
 # TAROT-style data selection (selection.py): appended here, apart from the imports above.
