@@ -61,6 +61,8 @@ class Quadratic(Task):
     def run(self, candidate, seed, config):
         if candidate.objective == "focal" and candidate.options.get("gamma") == -1:
             raise RuntimeError("boom")
+        if candidate.objective == "focal" and candidate.options.get("gamma") == -2:
+            time.sleep(30)                                   # a hung trial, for the per-trial time limit
         bump = 1.0 if candidate.objective == "focal" else 0.0
         noise = [0.1, -0.2, 0.05, 0.3, -0.1][seed % 5] * (1.5 if bump else 1.0)
         return TrialResult({"score": config["offset"] + bump + noise, "cost": 2.0 - bump + noise},
@@ -120,6 +122,21 @@ def test_missing_and_failing_candidates_are_notes_not_crashes(tmp_path):
     assert "RuntimeError: boom" in summary.failed["test_quadratic/focal(gamma=-1)"]
     kinds = {(label, kind) for _, _, label, kind, _ in store.notes()}
     assert kinds == {("not_a_loss_xyz", "skipped"), ("focal(gamma=-1)", "failed")}
+
+
+def test_a_hung_trial_is_a_failed_note_after_the_time_limit(tmp_path):
+    store = Store(tmp_path / "s.db")
+    t = get_task("test_quadratic")
+    summary = Summary()
+    trials = plan(t, t.config(), t.select(["focal(gamma=-2)"]), range(1), store, summary)
+    t0 = time.perf_counter()
+    run_trials(trials, store, summary, backend="serial", timeout=0.5)
+    assert time.perf_counter() - t0 < 10                      # not the 30 s the trial would take
+    assert summary.ran == 1                                   # the baseline still ran
+    assert "TrialTimeout" in summary.failed["test_quadratic/focal(gamma=-2)"]
+    assert "0.5 s per-trial limit" in summary.failed["test_quadratic/focal(gamma=-2)"]
+    assert {(label, kind) for _, _, label, kind, _ in store.notes()} == {("focal(gamma=-2)", "failed")}
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)   # no timer left armed after the run
 
 
 def test_store_rows_versions_wal_and_resume_in_process(tmp_path):

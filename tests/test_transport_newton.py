@@ -25,7 +25,7 @@ def test_newton_equals_plain_sinkhorn_weighted_batched():
     a[1, -5:] = 0                                                  # zero-weight padding in problem 1
     a = a / a.sum(1, keepdim=True)
     kw = dict(eps=0.05, tol=1e-11, max_iter=50000)
-    plain = solve(x, y, a, b, **kw)
+    plain = solve(x, y, a, b, method="sinkhorn", **kw)
     newt = solve(x, y, a, b, method="newton", **kw)
     assert bool(newt.converged.all()) and bool((newt.marginal_errors() < 1e-10).all())
     torch.testing.assert_close(newt.value, plain.value, rtol=1e-11, atol=1e-12)
@@ -54,7 +54,7 @@ def test_newton_far_fewer_iterations_at_small_eps():
     x, y = _rand(200, 2, seed=9), _rand(150, 2, seed=10, scale=0.8, shift=0.5)
     C = torch.cdist(x, y) ** 2
     eps = 0.005 * float(C.median())
-    plain = solve_matrix(C, eps=eps, tol=1e-8, max_iter=100000)
+    plain = solve_matrix(C, eps=eps, tol=1e-8, max_iter=100000, method="sinkhorn")
     newt = solve_matrix(C, eps=eps, tol=1e-8, max_iter=100000, method="newton")
     assert bool(plain.converged.all()) and bool(newt.converged.all())
     assert newt.marginal_errors().item() < 1e-8
@@ -90,3 +90,38 @@ def test_newton_float32_and_bad_options():
                      (dict(method="newton", differentiate="unroll"), "differentiate")):
         with pytest.raises(LossInputError, match=name):
             losskit.sinkhorn(x, y, **kw)
+
+
+def _stalling_problem():
+    """3 x 6 points on the unit sphere of R^4, cost ||x - y|| (p = 1), eps = 0.01: alternating Sinkhorn
+    does not reach 1e-6 in 20,000 iterations (measured 1.85e-5)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, generator=g, dtype=D)
+    y = torch.randn(6, 4, generator=g, dtype=D)
+    return x / x.norm(dim=1, keepdim=True), y / y.norm(dim=1, keepdim=True)
+
+
+def test_auto_finishes_a_stalled_sinkhorn_with_newton():
+    x, y = _stalling_problem()
+    kw = dict(p=1, eps=0.01, tol=1e-6, max_iter=3000)
+    plain = solve(x, y, method="sinkhorn", **kw)
+    auto = solve(x, y, **kw)                                       # method='auto' is the default
+    assert not bool(plain.converged.all())
+    assert bool(auto.converged.all()) and auto.marginal_errors().item() < 1e-6
+    assert int(auto.n_iter) < 600
+    # the same optimum as the sparse Newton method run to a tight tolerance, value and plan
+    ref = solve(x, y, p=1, eps=0.01, tol=1e-12, max_iter=3000, method="newton")
+    torch.testing.assert_close(auto.value, ref.value, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(auto.plan(), ref.plan(), rtol=0, atol=1e-6)
+    # envelope gradient of the Newton-finished solution against finite differences
+    xr = x.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda z: solve(z, y, p=1, eps=0.01, tol=1e-12, max_iter=3000).value,
+                                    (xr,), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_auto_is_plain_sinkhorn_when_sinkhorn_converges():
+    x, y = _rand(2, 30, 2, seed=11), _rand(2, 25, 2, seed=12, shift=0.3)
+    kw = dict(eps=0.1, tol=1e-9)
+    plain, auto = solve(x, y, method="sinkhorn", **kw), solve(x, y, **kw)
+    assert torch.equal(plain.n_iter, auto.n_iter)
+    assert torch.equal(plain.value, auto.value) and torch.equal(plain.f, auto.f)

@@ -34,10 +34,11 @@ __all__ = [
 
 def run(task: str | Task, objectives=None, *, seeds: int = 3, config: dict | None = None, quick: bool = False,
         store: str | Store = DEFAULT_STORE, backend: str = "serial", workers: int | None = None,
-        address: str | None = None) -> list[Board]:
+        address: str | None = None, trial_timeout: float | None = None) -> list[Board]:
     """Run one task from Python and return its leaderboard(s) (one per configuration; here one).
 
     ``objectives``: candidate names / specs as on the command line (``None``: the task's list).
+    ``trial_timeout``: seconds after which a trial is recorded as failed (``None``: no limit).
     """
     from .task import canonical
 
@@ -46,7 +47,7 @@ def run(task: str | Task, objectives=None, *, seeds: int = 3, config: dict | Non
     cfg = t.config(config, quick=quick)
     summary = Summary()
     trials = plan(t, cfg, t.select(objectives, quick=quick), range(seeds), st, summary)
-    run_trials(trials, st, summary, backend=backend, workers=workers, address=address)
+    run_trials(trials, st, summary, backend=backend, workers=workers, address=address, timeout=trial_timeout)
     return [b for b in boards(st.rows(t.name)) if canonical(b.config) == canonical(cfg)]
 
 

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default="process", choices=("process", "serial", "ray"))
     ap.add_argument("--workers", type=int, default=None, help="parallel trials (default: min(2, CPUs))")
     ap.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    ap.add_argument("--trial-timeout", type=float, default=600.0, metavar="SECONDS",
+                    help="a trial running longer is recorded as failed and the run goes on (default 600; 0: none)")
     ap.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results store (default ./{DEFAULT_STORE})")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -181,7 +183,8 @@ def _split_specs(text: str) -> list[str]:
 
 def _run_with_progress(trials, store, summary, args, run_trials, con):
     if args.no_progress or not trials:
-        run_trials(trials, store, summary, backend=args.backend, workers=args.workers, address=args.address)
+        run_trials(trials, store, summary, backend=args.backend, workers=args.workers, address=args.address,
+                   timeout=args.trial_timeout)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -193,7 +196,7 @@ def _run_with_progress(trials, store, summary, args, run_trials, con):
             prog.update(bar, advance=1, description=f"{trial.task.name}/{trial.candidate.name} s{trial.seed}")
 
         run_trials(trials, store, summary, backend=args.backend, workers=args.workers, address=args.address,
-                   on_done=done)
+                   on_done=done, timeout=args.trial_timeout)
         prog.update(bar, description="trials")
 
 

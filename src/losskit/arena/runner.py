@@ -8,7 +8,10 @@ writes to the store.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,11 +76,38 @@ def _init_worker(threads: int = 1) -> None:
     torch.set_num_threads(threads)
 
 
-def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int):
+class TrialTimeout(Exception):
+    """A trial ran past the per-trial time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise :class:`TrialTimeout` in this thread after ``seconds`` (POSIX interval timer; the check
+    happens between Python bytecodes, so a long single native call finishes first). No-op without a
+    limit, off the main thread, or where ``setitimer`` does not exist."""
+    usable = (seconds and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise TrialTimeout(f"the trial ran past the {seconds:g} s per-trial limit (--trial-timeout)")
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int, timeout: float | None = None):
     """Run one trial; returns ``("ok", TrialResult, seconds)``, ``("skip", msg, 0)`` or ``("fail", msg, 0)``.
 
-    Never raises for a candidate's own trouble: an objective that cannot be fed or that errors is a
-    result the leaderboard reports, not a crash of the arena.
+    Never raises for a candidate's own trouble: an objective that cannot be fed, that errors, or that
+    runs past ``timeout`` seconds is a result the leaderboard reports, not a crash of the arena.
     """
     import torch
 
@@ -86,7 +116,8 @@ def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int)
     torch.manual_seed(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        res = task.run(candidate, seed, dict(config))
+        with _time_limit(timeout):
+            res = task.run(candidate, seed, dict(config))
     except Unavailable as err:
         return ("skip", str(err), 0.0)
     except Exception as err:  # noqa: BLE001  (reported, with its type, in the notes)
@@ -96,15 +127,16 @@ def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int)
     return ("ok", res, time.perf_counter() - t0)
 
 
-def _ray_execute(task, config, candidate, seed):  # pragma: no cover - runs inside Ray workers
+def _ray_execute(task, config, candidate, seed, timeout=None):  # pragma: no cover - runs inside Ray workers
     _init_worker(1)
-    return execute(task, config, candidate, seed)
+    return execute(task, config, candidate, seed, timeout)
 
 
 def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backend: str = "process",
                workers: int | None = None, address: str | None = None,
-               on_done: Callable[[Trial, str], None] | None = None) -> Summary:
-    """Run ``trials`` on ``backend``, storing each as soon as it finishes."""
+               on_done: Callable[[Trial, str], None] | None = None, timeout: float | None = None) -> Summary:
+    """Run ``trials`` on ``backend``, storing each as soon as it finishes; a trial running past
+    ``timeout`` seconds is recorded as failed (with the reason) and the run goes on."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     workers = workers or min(2, os.cpu_count() or 1)
@@ -137,7 +169,7 @@ def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backe
         torch.set_num_threads(1)
         try:
             for t in trials:
-                record(t, execute(t.task, t.config, t.candidate, t.seed))
+                record(t, execute(t.task, t.config, t.candidate, t.seed, timeout))
         finally:
             torch.set_num_threads(prev)
     elif backend == "process":
@@ -146,16 +178,16 @@ def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backe
 
         ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-            futs = {pool.submit(execute, t.task, t.config, t.candidate, t.seed): t for t in trials}
+            futs = {pool.submit(execute, t.task, t.config, t.candidate, t.seed, timeout): t for t in trials}
             for f in as_completed(futs):
                 record(futs[f], f.result())
     else:
-        _run_ray(trials, record, workers, address)
+        _run_ray(trials, record, workers, address, timeout)
     summary.wall_s += time.perf_counter() - t0
     return summary
 
 
-def _run_ray(trials, record, workers, address):
+def _run_ray(trials, record, workers, address, timeout=None):
     try:
         import ray
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -173,7 +205,7 @@ def _run_ray(trials, record, workers, address):
         started = True
     try:
         remote = ray.remote(num_cpus=1)(_ray_execute)
-        pending = {remote.remote(t.task, t.config, t.candidate, t.seed): t for t in trials}
+        pending = {remote.remote(t.task, t.config, t.candidate, t.seed, timeout): t for t in trials}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

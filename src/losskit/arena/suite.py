@@ -552,18 +552,20 @@ class Transport(Task):
     description = ("two point clouds of `n` points in `dim` dimensions, squared-Euclidean cost, uniform "
                    "weights; the exact OT cost is an assignment problem solved by scipy's "
                    "linear_sum_assignment; metrics: relative error of the solver's cost against it (entropic "
-                   "costs carry their eps bias; the sliced distance is a different quantity, a lower bound), "
-                   "median time over `repeats` calls")
+                   "costs carry their eps bias, the quadratically regularised one its gamma bias; the sliced "
+                   "distance is a different quantity, a lower bound), median time over `repeats` calls")
     metrics = ("rel_error", "time_ms")
     lower_is_better = frozenset({"rel_error", "time_ms"})
     baseline = "exact_ot"
     defaults = {"n": 128, "dim": 2, "repeats": 3}
     quick_config = {"n": 64}
-    quick = ("exact_ot", "sinkhorn", "sinkhorn(eps=0.005)", "sinkhorn_divergence", "sliced_wasserstein")
+    quick = ("exact_ot", "sinkhorn", "sinkhorn(eps=0.005)", "sinkhorn_divergence", "sliced_wasserstein",
+             "quadratic_ot(gamma=0.1)")
 
     def candidates(self):
         return [Candidate("exact_ot"), Candidate("sinkhorn"), Candidate("sinkhorn", {"eps": 0.005}),
-                Candidate("sinkhorn_divergence"), Candidate("sliced_wasserstein"), Candidate("wasserstein_1d")]
+                Candidate("sinkhorn_divergence"), Candidate("sliced_wasserstein"), Candidate("wasserstein_1d"),
+                Candidate("quadratic_ot", {"gamma": 0.1})]
 
     def run(self, candidate, seed, config):
         from scipy.optimize import linear_sum_assignment

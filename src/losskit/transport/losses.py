@@ -27,7 +27,7 @@ __all__ = ["sinkhorn", "sinkhorn_divergence", "self_transport", "monge_gap", "si
 def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
              eps: float = 0.05, p: float = 2.0, cost: Callable | None = None, rho: float | None = None,
              tol: float = 1e-3, max_iter: int = 2000, scaling: float | None = 0.5, online: bool | None = None,
-             differentiate: str = "envelope", method: str = "sinkhorn", sample_weight: torch.Tensor | None = None,
+             differentiate: str = "envelope", method: str = "auto", sample_weight: torch.Tensor | None = None,
              reduction: str = "mean") -> torch.Tensor:
     """Entropic optimal transport cost between point clouds (log-domain Sinkhorn, epsilon-scaling).
 
@@ -59,9 +59,11 @@ def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
         online: ``None`` chooses (the n x m matrix is never held above 512 MB); True/False forces.
         differentiate: ``'envelope'`` (default: gradients from the converged plan, no unrolling) or
             ``'unroll'`` (autograd through every iteration; dense, memory grows with iterations).
-        method: ``'sinkhorn'`` or ``'newton'``: Sinkhorn to a loose error then sparse Newton steps on the
-            dual (Tang et al., "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations", 2024,
-            arXiv:2401.12253; balanced, dense cost matrix; much faster at small eps / tight ``tol``).
+        method: ``'newton'``: Sinkhorn to a loose error then sparse Newton steps on the dual (Tang et
+            al., "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations", 2024, arXiv:2401.12253;
+            balanced, dense cost matrix; much faster at small eps / tight ``tol``). ``'auto'`` (default):
+            Sinkhorn, and a balanced problem of at most 2^22 cost entries that has not converged after
+            500 iterations is finished by those Newton steps. ``'sinkhorn'``: Sinkhorn only.
 
     Paper: standard (Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", 2013,
     arXiv:1306.0895; log-domain stabilisation and epsilon-scaling: Schmitzer 2019, arXiv:1610.06519).

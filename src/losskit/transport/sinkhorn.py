@@ -290,24 +290,33 @@ def _sinkhorn_symmetric(kernel: _Kernel, loga, eps, rho, tol, max_iter, scaling)
     return _Solution(f, f, s, eps_t, n_iter, err, done)
 
 
+AUTO_SINKHORN_ITERS = 500        # method='auto': Sinkhorn iterations before a stalled problem goes to Newton
+AUTO_NEWTON_ENTRIES = 1 << 22    # ... if its dense n x m float64 matrix has at most this many entries
+
+
 def _sinkhorn_newton(kernel: _Kernel, loga, logb, eps_t, tol, max_iter, scaling, warm_tol: float = 1e-2,
-                     sparsity: float = 1e-6) -> _Solution:
-    """Sinkhorn down to ``warm_tol``, then sparse Newton steps per problem (see :mod:`.newton`)."""
+                     sparsity: float = 1e-6, warm_iter: int | None = None) -> _Solution:
+    """Sinkhorn down to ``warm_tol`` (at most ``warm_iter`` iterations), then sparse Newton steps for
+    each problem not yet within ``tol`` (see :mod:`.newton`); the dense cost of a problem is read from
+    the stored matrix or recomputed from the points."""
     from .newton import newton_refine
 
-    warm = _sinkhorn(kernel, loga, logb, eps_t, None, max(tol, warm_tol), max_iter, scaling)
+    warm = _sinkhorn(kernel, loga, logb, eps_t, None, max(tol, warm_tol), warm_iter or max_iter, scaling)
     f, g = warm.f.clone(), warm.g.clone()
     n_iter, err = warm.n_iter.clone(), warm.error.clone()
     for k in range(kernel.B):
-        if float(warm.error[k]) < tol:
+        if bool(warm.converged[k]) and float(warm.error[k]) < tol:
             continue
-        fk, gk, steps, e = newton_refine(kernel.C[k].double(), loga[k].double(), logb[k].double(),
+        Ck = kernel.C[k] if kernel.C is not None else kernel.cost.rows(0, kernel.n, differentiable=False)[k]
+        fk, gk, steps, e = newton_refine(Ck.double(), loga[k].double(), logb[k].double(),
                                          float(eps_t[k]), f[k].double(), g[k].double(), tol,
                                          max(1, max_iter - int(n_iter[k])), sparsity)
         f[k], g[k] = fk.to(f.dtype), gk.to(g.dtype)
         n_iter[k] += steps
         err[k] = e
-    return _Solution(f, g, f.clone(), eps_t, n_iter, err, err < tol)
+    # the Newton phase ends with a row update, so s = f (balanced)
+    s = torch.where((n_iter > warm.n_iter).view(-1, 1), f, warm.s)
+    return _Solution(f, g, s, eps_t, n_iter, err, err < tol)
 
 
 class _Coupling(torch.autograd.Function):
@@ -508,6 +517,12 @@ def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differ
         return OTResult(value, f, g, eps_t, n_it, err, conv, cost, a.detach(), b.detach(), rho, block_elems)
     if method == "newton":
         online = False
+    if method == "auto":
+        # plain Sinkhorn; a problem that has not converged after AUTO_SINKHORN_ITERS iterations (slow
+        # alternating convergence at small eps) is finished by sparse Newton steps, when balanced and
+        # small enough for a dense matrix
+        small = n * m <= AUTO_NEWTON_ENTRIES and not symmetric
+        method = "auto-newton" if (rho is None and small and max_iter > AUTO_SINKHORN_ITERS) else "sinkhorn"
     if online is None:
         # Keep the matrix when it fits, except for the squared Euclidean cost in low dimension, whose
         # blocks one GEMM recomputes faster than they can be read back (measured at d = 2).
@@ -520,6 +535,9 @@ def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differ
         sol = _sinkhorn_symmetric(kernel, ad.log(), eps_t, rho, tol, max_iter, scaling)
     elif method == "newton":
         sol = _sinkhorn_newton(kernel, ad.log(), bd.log(), eps_t, tol, max_iter, scaling, **(newton or {}))
+    elif method == "auto-newton":
+        sol = _sinkhorn_newton(kernel, ad.log(), bd.log(), eps_t, tol, max_iter, scaling, warm_tol=tol,
+                               warm_iter=AUTO_SINKHORN_ITERS)
     else:
         sol = _sinkhorn(kernel, ad.log(), bd.log(), eps_t, rho, tol, max_iter, scaling)
     e1 = eps_t.view(B, 1)
@@ -547,8 +565,8 @@ def _uniform(B: int, n: int, ref: torch.Tensor) -> torch.Tensor:
 def _options_check(eps, rho, tol, max_iter, scaling, differentiate, method="sinkhorn", online=None):
     from .._core.errors import fail
 
-    if method not in ("sinkhorn", "newton"):
-        raise fail("method", "'sinkhorn' or 'newton' (sparse Newton iterations)", repr(method))
+    if method not in ("auto", "sinkhorn", "newton"):
+        raise fail("method", "'auto', 'sinkhorn' or 'newton' (sparse Newton iterations)", repr(method))
     if method == "newton":
         if rho is not None:
             raise fail("rho", "None with method='newton' (balanced problems only)", repr(rho))
@@ -593,7 +611,7 @@ def solve(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: to
           eps: float | torch.Tensor = 0.05, p: float = 2.0, cost: Callable | None = None,
           rho: float | None = None, tol: float = 1e-3, max_iter: int = 2000, scaling: float | None = 0.5,
           online: bool | None = None, differentiate: str = "envelope", block_elems: int = BLOCK_ELEMS,
-          dense_bytes: int = DENSE_BYTES, method: str = "sinkhorn", newton: dict | None = None) -> OTResult:
+          dense_bytes: int = DENSE_BYTES, method: str = "auto", newton: dict | None = None) -> OTResult:
     """Entropic OT between point clouds ``x (B, n, d)`` and ``y (B, m, d)`` (or unbatched ``(n, d)``).
 
     Cost ``C_ij = ||x_i - y_j||^p`` or ``cost(x_block, y)``; weights ``a (B, n)``, ``b (B, m)`` (uniform
@@ -601,7 +619,9 @@ def solve(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: to
     (unbatched inputs keep a batch dim of 1 in the result). See the module docstring for the algorithm.
     ``method='newton'``: Sinkhorn to a loose error, then sparse Newton steps (:mod:`.newton`; balanced,
     dense cost matrix, for small and medium problems and small eps / tight tol); ``newton`` passes its
-    options (``warm_tol``, ``sparsity``).
+    options (``warm_tol``, ``sparsity``). ``method='auto'`` (default): Sinkhorn, and a balanced problem
+    with at most 2^22 cost entries still unconverged after 500 iterations (alternating Sinkhorn can
+    stall at small eps) is finished by sparse Newton steps; ``'sinkhorn'``: Sinkhorn only.
     """
     from . import _validate as V
 
@@ -618,9 +638,10 @@ def solve(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: to
 def solve_matrix(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None, *,
                  eps: float | torch.Tensor = 0.05, rho: float | None = None, tol: float = 1e-3,
                  max_iter: int = 2000, scaling: float | None = 0.5, differentiate: str = "envelope",
-                 block_elems: int = BLOCK_ELEMS, method: str = "sinkhorn", newton: dict | None = None) -> OTResult:
+                 block_elems: int = BLOCK_ELEMS, method: str = "auto", newton: dict | None = None) -> OTResult:
     """Entropic OT for a given cost matrix ``C (B, n, m)`` or ``(n, m)``; gradients flow to C, a, b.
-    ``method='newton'``: sparse Newton iterations after a Sinkhorn warm start (see :func:`solve`)."""
+    ``method='newton'``: sparse Newton iterations after a Sinkhorn warm start; ``'auto'`` (default)
+    switches a stalled problem to them (see :func:`solve`)."""
     from . import _validate as V
 
     C, a, b = V.matrix(C, a, b, balanced=rho is None)
