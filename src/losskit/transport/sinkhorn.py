@@ -65,10 +65,15 @@ def _block_rows(B: int, m: int, n: int, block_elems: int) -> int:
     return max(1, min(n, block_elems // max(1, B * m)))
 
 
+def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with -inf, inf and NaN replaced by 0 (one op: this runs several times per iteration)."""
+    return torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _lse_rows_(buf: torch.Tensor) -> torch.Tensor:
     """In-place log-sum-exp over the last dim of ``buf`` (destroys it)."""
     mx = buf.amax(-1, keepdim=True)
-    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    mx = _finite_or_zero(mx)
     buf.sub_(mx).clamp_(min=CLAMP).exp_()
     return buf.sum(-1).log_().add_(mx.squeeze(-1))
 
@@ -161,7 +166,7 @@ class _Kernel:
         M = torch.full((B, 1), -math.inf, dtype=self.dtype, device=self.device)
         for i0, i1, b, r in self._row_blocks(self.cost, self.C, h, eps):
             mx = b.amax(-1, keepdim=True)
-            mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+            mx = _finite_or_zero(mx)
             b.sub_(mx).clamp_(min=CLAMP).exp_()
             mx = mx.squeeze(-1)
             lse = b.sum(-1).log_().add_(mx)
@@ -171,7 +176,7 @@ class _Kernel:
             s[:, i0:i1] = si
             logw = loga[:, i0:i1] + (lam * si) / e1 + mx - (0.0 if r is None else r)
             newM = torch.maximum(M, logw.amax(-1, keepdim=True))
-            newM = torch.where(torch.isfinite(newM), newM, torch.zeros_like(newM))
+            newM = _finite_or_zero(newM)
             S.mul_(torch.exp(M - newM).unsqueeze(-1))
             S.baddbmm_(torch.exp(logw - newM).unsqueeze(1), b)
             M = newM
@@ -197,7 +202,7 @@ class _Kernel:
             b = buf[:, : i1 - i0]
             torch.addcdiv(h[:, i0:i1], self.C[:, i0:i1], e3, value=-1.0, out=b)
             newM = torch.maximum(M, b.amax(1, keepdim=True))
-            newM = torch.where(torch.isfinite(newM), newM, torch.zeros_like(newM))
+            newM = _finite_or_zero(newM)
             S.mul_(torch.exp(M - newM))
             b.sub_(newM).clamp_(min=CLAMP).exp_()
             S.add_(b.sum(1, keepdim=True))
