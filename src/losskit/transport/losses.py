@@ -62,8 +62,9 @@ def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
         method: ``'newton'``: Sinkhorn to a loose error then sparse Newton steps on the dual (Tang et
             al., "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations", 2024, arXiv:2401.12253;
             balanced, dense cost matrix; much faster at small eps / tight ``tol``). ``'auto'`` (default):
-            Sinkhorn, and a balanced problem of at most 2^22 cost entries that has not converged after
-            500 iterations is finished by those Newton steps. ``'sinkhorn'``: Sinkhorn only.
+            Sinkhorn, and a balanced problem of at most 2^20 cost entries that has not converged after
+            min(2000, max_iter / 2) iterations is finished by those Newton steps. ``'sinkhorn'``:
+            Sinkhorn only.
 
     Paper: standard (Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", 2013,
     arXiv:1306.0895; log-domain stabilisation and epsilon-scaling: Schmitzer 2019, arXiv:1610.06519).

@@ -295,8 +295,8 @@ def _sinkhorn_symmetric(kernel: _Kernel, loga, eps, rho, tol, max_iter, scaling)
     return _Solution(f, f, s, eps_t, n_iter, err, done)
 
 
-AUTO_SINKHORN_ITERS = 500        # method='auto': Sinkhorn iterations before a stalled problem goes to Newton
-AUTO_NEWTON_ENTRIES = 1 << 22    # ... if its dense n x m float64 matrix has at most this many entries
+AUTO_SINKHORN_ITERS = 2000       # method='auto': Sinkhorn iterations before a stalled problem goes to Newton
+AUTO_NEWTON_ENTRIES = 1 << 20    # ... if its dense n x m float64 matrix has at most this many entries
 
 
 def _sinkhorn_newton(kernel: _Kernel, loga, logb, eps_t, tol, max_iter, scaling, warm_tol: float = 1e-2,
@@ -527,7 +527,7 @@ def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differ
         # alternating convergence at small eps) is finished by sparse Newton steps, when balanced and
         # small enough for a dense matrix
         small = n * m <= AUTO_NEWTON_ENTRIES and not symmetric
-        method = "auto-newton" if (rho is None and small and max_iter > AUTO_SINKHORN_ITERS) else "sinkhorn"
+        method = "auto-newton" if (rho is None and small and max_iter >= 20) else "sinkhorn"
     if online is None:
         # Keep the matrix when it fits, except for the squared Euclidean cost in low dimension, whose
         # blocks one GEMM recomputes faster than they can be read back (measured at d = 2).
@@ -541,8 +541,9 @@ def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differ
     elif method == "newton":
         sol = _sinkhorn_newton(kernel, ad.log(), bd.log(), eps_t, tol, max_iter, scaling, **(newton or {}))
     elif method == "auto-newton":
+        # at most half of the budget for Sinkhorn, so that the Newton phase has the rest
         sol = _sinkhorn_newton(kernel, ad.log(), bd.log(), eps_t, tol, max_iter, scaling, warm_tol=tol,
-                               warm_iter=AUTO_SINKHORN_ITERS)
+                               warm_iter=min(AUTO_SINKHORN_ITERS, max_iter // 2))
     else:
         sol = _sinkhorn(kernel, ad.log(), bd.log(), eps_t, rho, tol, max_iter, scaling)
     e1 = eps_t.view(B, 1)
@@ -625,8 +626,9 @@ def solve(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: to
     ``method='newton'``: Sinkhorn to a loose error, then sparse Newton steps (:mod:`.newton`; balanced,
     dense cost matrix, for small and medium problems and small eps / tight tol); ``newton`` passes its
     options (``warm_tol``, ``sparsity``). ``method='auto'`` (default): Sinkhorn, and a balanced problem
-    with at most 2^22 cost entries still unconverged after 500 iterations (alternating Sinkhorn can
-    stall at small eps) is finished by sparse Newton steps; ``'sinkhorn'``: Sinkhorn only.
+    with at most 2^20 cost entries still unconverged after min(2000, max_iter / 2) iterations
+    (alternating Sinkhorn can stall at small eps) is finished by sparse Newton steps, which get the rest
+    of ``max_iter``; ``'sinkhorn'``: Sinkhorn only.
     """
     from . import _validate as V
 
