@@ -14,7 +14,7 @@ from .._core.validate import check_sample_weight
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, two_samples_example
 from .costs import Cost
-from .sinkhorn import BLOCK_ELEMS, _options_check, _point_cost, _solve, solve
+from .sinkhorn import BLOCK_ELEMS, DENSE_BYTES, _options_check, _point_cost, _solve, solve
 
 __all__ = ["sinkhorn", "sinkhorn_divergence", "self_transport", "monge_gap", "sinkhorn_kd"]
 
@@ -56,7 +56,7 @@ def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
         max_iter: iteration cap (an iteration = one update of each potential).
         scaling: epsilon-scaling factor (eps goes from the cost's diameter down to ``eps`` by this factor
             per iteration, then iterates at ``eps``); ``None`` disables annealing.
-        online: ``None`` chooses (the n x m matrix is never held above 512 MB); True/False forces.
+        online: ``None`` chooses (the n x m matrix is never held above 2 GiB); True/False forces.
         differentiate: ``'envelope'`` (default: gradients from the converged plan, no unrolling) or
             ``'unroll'`` (autograd through every iteration; dense, memory grows with iterations).
         method: ``'newton'``: Sinkhorn to a loose error then sparse Newton steps on the dual (Tang et
@@ -88,7 +88,7 @@ def self_transport(x: torch.Tensor, a: torch.Tensor | None = None, *, eps=0.05, 
     xc, _, c = _point_cost(x, x, p, cost, eps)
     c = Cost(xc, xc, p=c.p, fn=c.fn, expand=c.expand)
     return _solve(c, a, a, eps=eps, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online,
-                  differentiate="envelope", block_elems=BLOCK_ELEMS, dense_bytes=512 * 2**20,
+                  differentiate="envelope", block_elems=BLOCK_ELEMS, dense_bytes=DENSE_BYTES,
                   inputs=(xc, xc, None), symmetric=True)
 
 

@@ -413,7 +413,7 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
     (target point j is in fold ``j mod folds``), not shuffled, so the result stays deterministic.
 
     Deterministic (stable sorts, no randomness). Memory: O(n * block) for the ranking (target points
-    streamed in blocks of ``block_elems // n``) and the solver's (dense when it fits under 512 MB,
+    streamed in blocks of ``block_elems // n``) and the solver's (dense when it fits under 2 GiB,
     else online O(n + m)); prefix problems are solved ``chunk`` at a time as one batched problem
     (zero weights past each prefix). Solver options as :func:`losskit.sinkhorn`. Returns a
     :class:`SelectionResult`. Paper: TAROT (Feng et al. 2024, arXiv:2412.00420); see the module docstring

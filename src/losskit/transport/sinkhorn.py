@@ -21,7 +21,7 @@ term below exp(-80) = 2e-35 of the largest is irrelevant, and float32 ``exp`` is
 -87). For points with the squared Euclidean cost, ``(g_j - C_ij)/eps`` is one batched GEMM:
 ``(2/eps) <x_i, y_j> + (g_j - |y_j|^2)/eps`` minus a row constant.
 
-Memory: the matrix is kept when ``B n m`` entries fit under ``dense_bytes`` (default 512 MB) (except
+Memory: the matrix is kept when ``B n m`` entries fit under ``dense_bytes`` (default 2 GiB) (except
 for the squared Euclidean cost with d <= 16, where one GEMM per block is faster than reading the block
 back); otherwise the "online" path recomputes cost blocks from the points every pass and holds
 O(B (n + m)) plus one block of ``block_elems`` entries. ``online=True/False`` forces a path.
@@ -58,7 +58,7 @@ __all__ = ["OTResult", "solve", "solve_matrix"]
 CLAMP = -80.0
 _FUSED_FLOOR = math.exp(-30.0)
 BLOCK_ELEMS = 1 << 19
-DENSE_BYTES = 512 * 2**20
+DENSE_BYTES = 2 * 2**30
 
 
 def _block_rows(B: int, m: int, n: int, block_elems: int) -> int:
