@@ -115,10 +115,14 @@ class _Kernel:
         buf = self._buf(r, m)
         e1, e3 = eps.view(B, 1), eps.view(B, 1, 1)
         if C is None and cost.sq_euclidean:
-            x2 = (cost.x * cost.x).sum(-1) / e1
-            hp = (h - (cost.y * cost.y).sum(-1) / e1).unsqueeze(1)
+            norms = getattr(cost, "_sq_norms", None)
+            if norms is None:          # eps-independent: once per solve, not once per iteration
+                norms = cost._sq_norms = ((cost.x * cost.x).sum(-1), (cost.y * cost.y).sum(-1),
+                                          cost.y.transpose(1, 2))
+            x2, y2, yt = norms
+            x2 = x2 / e1
+            hp = (h - y2 / e1).unsqueeze(1)
             xs = cost.x * (2.0 / e3)
-            yt = cost.y.transpose(1, 2)
             for i0 in range(0, n, r):
                 i1 = min(n, i0 + r)
                 b = buf[:, : i1 - i0]
@@ -164,20 +168,22 @@ class _Kernel:
         s = torch.empty(B, self.n, dtype=self.dtype, device=self.device)
         S = torch.zeros(B, 1, self.m, dtype=self.dtype, device=self.device)
         M = torch.full((B, 1), -math.inf, dtype=self.dtype, device=self.device)
+        balanced = not isinstance(lam, torch.Tensor) and lam == 1.0
         for i0, i1, b, r in self._row_blocks(self.cost, self.C, h, eps):
-            mx = b.amax(-1, keepdim=True)
-            mx = _finite_or_zero(mx)
+            mx = _finite_or_zero(b.amax(-1, keepdim=True))
             b.sub_(mx).clamp_(min=CLAMP).exp_()
             mx = mx.squeeze(-1)
-            lse = b.sum(-1).log_().add_(mx)
-            if r is not None:
-                lse = lse - r
+            lrs = b.sum(-1).log_()                                   # log of the shifted row sum
+            lse = lrs + mx if r is None else lrs + (mx - r)
             si = -e1 * lse
             s[:, i0:i1] = si
-            logw = loga[:, i0:i1] + (lam * si) / e1 + mx - (0.0 if r is None else r)
-            newM = torch.maximum(M, logw.amax(-1, keepdim=True))
-            newM = _finite_or_zero(newM)
-            S.mul_(torch.exp(M - newM).unsqueeze(-1))
+            if balanced:                                             # f/eps + mx - r = -lrs
+                logw = loga[:, i0:i1] - lrs
+            else:
+                logw = loga[:, i0:i1] + (lam * si) / e1 + mx - (0.0 if r is None else r)
+            newM = _finite_or_zero(torch.maximum(M, logw.amax(-1, keepdim=True)))
+            if i0 > 0:
+                S.mul_(torch.exp(M - newM).unsqueeze(-1))
             S.baddbmm_(torch.exp(logw - newM).unsqueeze(1), b)
             M = newM
         S = S.squeeze(1)
@@ -241,24 +247,39 @@ def _sinkhorn(kernel: _Kernel, loga, logb, eps, rho, tol, max_iter, scaling) -> 
     n_iter = torch.zeros(B, dtype=torch.long, device=device)
     err = torch.full((B,), math.inf, dtype=dtype, device=device)
     k = 0
+    annealing = scaling is not None
+    eps_k, at_target = eps_t, torch.ones(B, dtype=torch.bool, device=device)
+    lam = 1.0
+    any_done = False
     while True:
-        eps_k = eps_t if scaling is None else torch.maximum(eps_t, eps0 * scaling ** k)
-        at_target = eps_k <= eps_t
-        lam = 1.0 if rho is None else rho / (rho + eps_k.view(B, 1))
+        if annealing:
+            eps_k = torch.maximum(eps_t, eps0 * scaling ** k)
+            at_target = eps_k <= eps_t
+            annealing = not bool(at_target.all())   # from here on eps_k = eps_t: stop recomputing
+        if rho is not None:
+            lam = rho / (rho + eps_k.view(B, 1))
         s_new, t_new = kernel.sweep(loga, logb, g, eps_k, lam)
-        g_new = lam * t_new
+        g_new = t_new if rho is None else lam * t_new
         e = (b * (1 - torch.exp((g - g_new) / eps_k.view(B, 1))).abs()).sum(1)
-        active = ~done
-        f = torch.where(active.view(B, 1), lam * s_new, f)
-        s = torch.where(active.view(B, 1), s_new, s)
-        err = torch.where(active, e, err)
-        n_iter += active.long()
+        f_new = s_new if rho is None else lam * s_new
+        if any_done:                     # converged problems are frozen
+            active = ~done
+            f = torch.where(active.view(B, 1), f_new, f)
+            s = torch.where(active.view(B, 1), s_new, s)
+            err = torch.where(active, e, err)
+            n_iter += active.long()
+        else:
+            f, s, err = f_new, s_new, e
+            n_iter += 1
         k += 1
         done = done | (at_target & (err < tol))
         # (f, g) with f just updated has exact row marginals; e is its column error. A problem that
         # converges keeps that g (the returned plan's rows are exact), the others move on to g_new.
-        g = torch.where(done.view(B, 1), g, g_new)
-        if bool(done.all()) or k >= max_iter:
+        if bool(done.all()):
+            break
+        any_done = B > 1 and bool(done.any())
+        g = torch.where(done.view(B, 1), g, g_new) if any_done else g_new
+        if k >= max_iter:
             break
     return _Solution(f, g, s, eps_t, n_iter, err, done)
 
