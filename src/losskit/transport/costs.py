@@ -21,17 +21,22 @@ import torch
 __all__ = ["Cost", "pairwise_cost"]
 
 
-def pairwise_cost(x: torch.Tensor, y: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+def pairwise_cost(x: torch.Tensor, y: torch.Tensor, p: float = 2.0, *, expand: bool = False) -> torch.Tensor:
     """``||x_i - y_j||^p`` for batched point sets ``x (B, n, d)``, ``y (B, m, d)`` (differentiable).
 
     The square root is never taken at 0 for ``p = 2``; for other ``p`` the distance is computed by
     ``torch.cdist``-free differences so that the gradient at coincident points is 0 (for ``p > 1``).
+    ``expand=True`` computes the squared distance by one batched GEMM, ``||x||^2 + ||y||^2 - 2 <x, y>``
+    clamped at 0 (no (B, n, m, d) temporary; accurate when the points are centred or normalised).
     """
-    if p == 2:
+    if expand:
+        sq = torch.baddbmm((y * y).sum(-1).unsqueeze(1), x, y.transpose(1, 2), alpha=-2.0)
+        sq = (sq + (x * x).sum(-1, keepdim=True)).clamp_min(0)
+    else:
         diff = x.unsqueeze(-2) - y.unsqueeze(-3)
-        return (diff * diff).sum(-1)
-    diff = x.unsqueeze(-2) - y.unsqueeze(-3)
-    sq = (diff * diff).sum(-1)
+        sq = (diff * diff).sum(-1)
+    if p == 2:
+        return sq
     pos = sq > 0
     safe = torch.where(pos, sq, torch.ones_like(sq))
     return torch.where(pos, safe ** (p / 2), torch.zeros_like(sq))
@@ -43,6 +48,7 @@ class Cost:
     def __init__(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, *, p: float = 2.0,
                  fn: Callable | None = None, matrix: torch.Tensor | None = None, expand: bool = True):
         self.x, self.y, self.p, self.fn, self.matrix = x, y, float(p), fn, matrix
+        self._sq_norms: tuple[torch.Tensor, torch.Tensor] | None = None
         self.expand = expand
         if matrix is not None:
             self.B, self.n, self.m = matrix.shape
@@ -57,6 +63,13 @@ class Cost:
     def sq_euclidean(self) -> bool:
         """Points with the plain squared Euclidean cost (the GEMM fast path applies)."""
         return self.matrix is None and self.fn is None and self.p == 2.0 and self.expand
+
+    def sq_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(||x_i||^2, ||y_j||^2)``, shapes (B, n), (B, m); computed once per cost (the solver asks
+        every iteration)."""
+        if self._sq_norms is None:
+            self._sq_norms = ((self.x * self.x).sum(-1), (self.y * self.y).sum(-1))
+        return self._sq_norms
 
     def transpose(self) -> Cost:
         if self.matrix is not None:

@@ -151,8 +151,7 @@ def exact_plan(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor |
     (the optimum is a permutation, Birkhoff); otherwise ``scipy.optimize.linprog`` (HiGHS) on the
     ``n m`` variables. For small problems (n m up to a few 1e5).
     """
-    from scipy.optimize import linear_sum_assignment, linprog
-    from scipy.sparse import coo_matrix
+    from scipy.optimize import linear_sum_assignment
 
     C3, a, b = V.matrix(C.detach(), a, b, balanced=True)
     B, n, m = C3.shape
@@ -164,15 +163,26 @@ def exact_plan(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor |
             r, c = linear_sum_assignment(ck)
             out[k, torch.as_tensor(r), torch.as_tensor(c)] = 1.0 / n
             continue
-        rows = np.concatenate([np.repeat(np.arange(n), m), n + np.tile(np.arange(m), n)])
-        cols = np.concatenate([np.arange(n * m), np.arange(n * m)])
-        A = coo_matrix((np.ones(2 * n * m), (rows, cols)), shape=(n + m, n * m)).tocsr()
-        bk = bk * (ak.sum() / bk.sum())
-        res = linprog(ck.ravel(), A_eq=A, b_eq=np.concatenate([ak, bk]), bounds=(0, None), method="highs")
-        if res.status != 0:
-            raise RuntimeError(f"exact_plan: linprog failed: {res.message}")
-        out[k] = torch.as_tensor(np.maximum(res.x, 0).reshape(n, m), dtype=C3.dtype)
+        _, plan = transport_lp(ck, ak, bk * (ak.sum() / bk.sum()))
+        out[k] = torch.as_tensor(plan, dtype=C3.dtype)
     return out if C.dim() == 3 else out[0]
+
+
+def transport_lp(C: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unregularised OT linear program ``min <P, C>, P 1 = a, P^T 1 = b, P >= 0`` by SciPy's HiGHS
+    (float64 NumPy, one problem, balanced masses): the row potentials (the duals of the row
+    constraints) and an optimal vertex plan."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    n, m = C.shape
+    rows = np.concatenate([np.repeat(np.arange(n), m), n + np.tile(np.arange(m), n)])
+    cols = np.concatenate([np.arange(n * m), np.arange(n * m)])
+    A = coo_matrix((np.ones(2 * n * m), (rows, cols)), shape=(n + m, n * m)).tocsr()
+    res = linprog(C.ravel(), A_eq=A, b_eq=np.concatenate([a, b]), bounds=(0, None), method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"transport LP: linprog failed: {res.message}")
+    return res.eqlin.marginals[:n].copy(), np.maximum(res.x, 0.0).reshape(n, m)
 
 
 @objective(

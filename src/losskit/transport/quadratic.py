@@ -12,6 +12,7 @@ from .._core.validate import check_sample_weight
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, points_example, two_samples_example
 from .costs import pairwise_cost
+from .exact import transport_lp
 
 __all__ = ["quadratic_ot", "solve_quadratic", "sparse_ot", "solve_sparse"]
 
@@ -413,27 +414,12 @@ def _selection_structure(w, C, kk, mu):
     return cols
 
 
-def _lp_duals(C, a, b):
-    """Exact OT by HiGHS: an optimal (vertex) plan and the row potentials (equality-constraint duals)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix
-
-    n, m = C.shape
-    rows = np.concatenate([np.repeat(np.arange(n), m), n + np.tile(np.arange(m), n)])
-    cols = np.concatenate([np.arange(n * m), np.arange(n * m)])
-    A = coo_matrix((np.ones(2 * n * m), (rows, cols)), shape=(n + m, n * m)).tocsr()
-    res = linprog(C.ravel(), A_eq=A, b_eq=np.concatenate([a, b]), bounds=(0, None), method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"sparse_ot: linprog failed: {res.message}")
-    return res.eqlin.marginals[:n].copy(), np.maximum(res.x, 0.0).reshape(n, m)
-
-
 def _solve_sparse_np(C, a, b, gamma, k):
     """``(f, P, certified)`` for positive weights (float64 NumPy)."""
     n, m = C.shape
     b = b * (a.sum() / b.sum())                  # balance exactly (e.g. float32 uniform weights)
     if k == 1:                                   # D(f) is the c-transform dual of exact OT (+ constant)
-        f, P = _lp_duals(C, a, b)
+        f, P = transport_lp(C, a, b)
         return f, P, _certified(f, P, C, a, b, gamma, k)[0]
     kk = min(k, n)
 

@@ -53,6 +53,7 @@ from .._core.errors import fail
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_finite, check_floating, check_sample_weight, describe
 from . import _validate as V
+from .costs import pairwise_cost
 from .losses import self_transport
 from .sinkhorn import _options_check, solve
 
@@ -175,20 +176,10 @@ def whitened_features(candidates: torch.Tensor, target: torch.Tensor, *, normali
 
 # --------------------------------------------------------------------------------------- the cost
 def _gemm_cost(p: float):
-    """``||x_i - y_j||^p`` by one batched GEMM (``||x||^2 + ||y||^2 - 2 <x, y>``, clamped at 0), with a
-    zero gradient at coincident points. The points here are whitened (and usually unit), so the
-    expansion does not cancel catastrophically."""
-
-    def fn(xb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        sq = torch.baddbmm((y * y).sum(-1).unsqueeze(1), xb, y.transpose(1, 2), alpha=-2.0)
-        sq = (sq + (xb * xb).sum(-1, keepdim=True)).clamp_min(0)
-        if p == 2:
-            return sq
-        pos = sq > 0
-        safe = torch.where(pos, sq, torch.ones_like(sq))
-        return torch.where(pos, safe ** (p / 2), torch.zeros_like(sq))
-
-    return fn
+    """``||x_i - y_j||^p`` by one batched GEMM, with a zero gradient at coincident points
+    (:func:`.costs.pairwise_cost` with ``expand=True``). The points here are whitened (and usually
+    unit), so the expansion does not cancel catastrophically."""
+    return lambda xb, y: pairwise_cost(xb, y, p, expand=True)
 
 
 def _ot(zx, zy, a, b, *, eps, p, debias, tol, max_iter, scaling, online):

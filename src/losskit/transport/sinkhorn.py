@@ -115,14 +115,11 @@ class _Kernel:
         buf = self._buf(r, m)
         e1, e3 = eps.view(B, 1), eps.view(B, 1, 1)
         if C is None and cost.sq_euclidean:
-            norms = getattr(cost, "_sq_norms", None)
-            if norms is None:          # eps-independent: once per solve, not once per iteration
-                norms = cost._sq_norms = ((cost.x * cost.x).sum(-1), (cost.y * cost.y).sum(-1),
-                                          cost.y.transpose(1, 2))
-            x2, y2, yt = norms
+            x2, y2 = cost.sq_norms()
             x2 = x2 / e1
             hp = (h - y2 / e1).unsqueeze(1)
             xs = cost.x * (2.0 / e3)
+            yt = cost.y.transpose(1, 2)
             for i0 in range(0, n, r):
                 i1 = min(n, i0 + r)
                 b = buf[:, : i1 - i0]
