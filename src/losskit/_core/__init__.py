@@ -1,16 +1,15 @@
 """losskit's core: conventions, errors, validation and the registry."""
 
 from .conventions import (
-    REDUCTIONS,
-    check_reduction,
     compute_dtype,
     promote,
-    reduce,
     set_validation,
     validation,
     validation_enabled,
+    validation_mode,
 )
 from .errors import LossInputError, fail
+from .reduction import REDUCTIONS, check_reduction, finish, reduce
 from .registry import (
     PROPERTIES,
     STANDARD,

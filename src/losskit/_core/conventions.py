@@ -26,14 +26,32 @@ Dtype policy
     (the precision a loss needs for loss scaling and logging). float32 and float64 inputs are
     computed and returned in their own dtype. Gradients flow back to the inputs in their dtype.
 
-NaN / Inf policy
-    By default losskit validates values: a NaN or ``+inf`` in an input raises
-    :class:`LossInputError` naming the argument. ``-inf`` is accepted in logits and
-    log-probabilities (it means probability zero, the usual masking idiom) and is rejected
-    elsewhere. Masked positions (``ignore_index``, token masks) never leak into results.
-    Value checks cost a device synchronisation; ``losskit.set_validation(False)`` (or the
-    context manager ``losskit.validation(False)``) turns them off, shape checks stay on. Value checks
-    are skipped while ``torch.compile`` traces.
+Hyper-parameters
+    Every option has a declared domain (:mod:`losskit._core.domains`); a value outside it raises
+    :class:`LossInputError` naming the option, the value and the domain. Python-number options are
+    checked on every call (that costs nothing); tensor-valued options like tensor inputs, below.
+
+Validation modes (``losskit.set_validation``)
+    ``True`` (the default): value checks run. On CPU they raise :class:`LossInputError` naming the
+    argument and the first offending position (reading a CPU tensor needs no synchronisation). On an
+    accelerator they are device-side assertions (``torch._assert_async``) whose message names the
+    argument and what was expected: no device-to-host synchronisation, so validation does not stall
+    the stream; a failure surfaces as a device-side assertion at the next synchronisation.
+    ``"debug"``: the CPU behaviour everywhere (a synchronising check, the rich error with the position).
+    ``False``: no value checks; shape, dtype and Python-number checks stay on.
+    Value checks are skipped for tensors without data (``meta`` tensors, FakeTensors) and while
+    ``torch.compile`` traces, so ``fullgraph=True`` compiles are not broken by them.
+
+Non-finite inputs
+    NaN and ``+inf`` in any input raise :class:`LossInputError` naming the argument (validation on).
+    ``-inf`` is accepted in logits and log-probabilities, where it means probability zero (the usual
+    masking idiom), and rejected elsewhere. A row whose every entry is ``-inf`` has no distribution:
+    where the objective declares the class dimension of such an input, a fully masked row raises
+    :class:`LossInputError` unless the sample it belongs to is ignored (``ignore_index`` / mask), in which
+    case it contributes exactly 0. Finite inputs of any magnitude the dtype holds (e.g. float32 logits of
+    1e30) give a finite loss and finite gradients, or a :class:`LossInputError` where the objective
+    cannot (documented per objective). With validation off, non-finite inputs give unspecified results.
+    Masked positions (``ignore_index``, token masks) never leak into results.
 """
 
 from __future__ import annotations
@@ -46,51 +64,85 @@ import torch
 from .errors import fail
 
 __all__ = [
-    "REDUCTIONS",
-    "check_reduction",
-    "reduce",
     "compute_dtype",
     "promote",
     "set_validation",
     "validation",
     "validation_enabled",
+    "validation_mode",
+    "value_check_mode",
 ]
 
-REDUCTIONS = ("mean", "sum", "none")
 _HALF = (torch.float16, torch.bfloat16)
-_state = {"validate": True}
+_state = {"validate": "on"}
+_MODES = {True: "on", False: "off", "on": "on", "off": "off", "debug": "debug"}
 
 
-def set_validation(enabled: bool) -> None:
-    """Turn value checks (NaN/Inf, label range, probabilities summing to one) on or off globally."""
-    _state["validate"] = bool(enabled)
+def _mode(enabled) -> str:
+    try:
+        return _MODES[enabled]
+    except (KeyError, TypeError):
+        raise fail("enabled", "True, False or 'debug'", repr(enabled)) from None
+
+
+def set_validation(enabled: bool | str) -> None:
+    """Value checks (NaN/Inf, label range, probabilities summing to one, tensor hyper-parameters).
+
+    ``True`` (default): on, without host synchronisation on accelerators; ``"debug"``: synchronising
+    checks with the offending position everywhere; ``False``: off. See the module docstring.
+    """
+    _state["validate"] = _mode(enabled)
+
+
+def validation_mode() -> str:
+    """``'on'``, ``'debug'`` or ``'off'``."""
+    return _state["validate"]
 
 
 @contextlib.contextmanager
-def validation(enabled: bool) -> Iterator[None]:
+def validation(enabled: bool | str) -> Iterator[None]:
     """Context manager form of :func:`set_validation`."""
     old = _state["validate"]
-    _state["validate"] = bool(enabled)
+    _state["validate"] = _mode(enabled)
     try:
         yield
     finally:
         _state["validate"] = old
 
 
+def _compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # pragma: no cover - very old torch
+        return False
+
+
 def validation_enabled() -> bool:
     """Whether value checks run now (never while ``torch.compile`` traces)."""
-    if not _state["validate"]:
+    return _state["validate"] != "off" and not _compiling()
+
+
+def _has_data(x: torch.Tensor) -> bool:
+    if x.is_meta:
         return False
-    try:
-        return not torch.compiler.is_compiling()
-    except AttributeError:  # pragma: no cover - very old torch
+    if type(x) is torch.Tensor or isinstance(x, torch.nn.Parameter):
         return True
+    try:
+        from torch._subclasses.fake_tensor import is_fake
+    except ImportError:  # pragma: no cover
+        return True
+    return not is_fake(x)
 
 
-def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise fail("reduction", "one of 'mean', 'sum', 'none'", repr(reduction))
-    return reduction
+def value_check_mode(x: torch.Tensor) -> str | None:
+    """How to check the values of ``x`` now: ``'eager'`` (raise with details), ``'async'`` (a device-side
+    assertion, no host sync) or ``None`` (skip: validation off, tracing, or a tensor without data)."""
+    mode = _state["validate"]
+    if mode == "off" or _compiling() or not _has_data(x):
+        return None
+    if mode == "debug" or x.device.type == "cpu":
+        return "eager"
+    return "async"
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -103,39 +155,3 @@ def promote(x):
     if isinstance(x, torch.Tensor) and x.dtype in _HALF:
         return x.float()
     return x
-
-
-def reduce(
-    loss: torch.Tensor,
-    reduction: str,
-    weight: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Apply weights, a validity mask and the reduction to per-sample losses.
-
-    ``weight`` and ``mask`` broadcast against ``loss``. Masked-out entries are replaced by an exact 0
-    (``torch.where``, so a NaN or inf there cannot leak into the value or the gradient).
-    """
-    check_reduction(reduction)
-    if mask is not None:
-        loss = torch.where(mask, loss, loss.new_zeros(()))
-    if weight is not None:
-        weight = weight.to(loss.dtype)
-        if mask is not None:
-            weight = torch.where(mask, weight, weight.new_zeros(()))
-        weighted = loss * weight
-    else:
-        weighted = loss
-    if reduction == "none":
-        return weighted
-    total = weighted.sum()
-    if reduction == "sum":
-        return total
-    if weight is not None:
-        denom = weight.expand_as(loss).sum() if weight.shape != loss.shape else weight.sum()
-    elif mask is not None:
-        denom = mask.expand_as(loss).sum().to(loss.dtype)
-    else:
-        return weighted.mean() if weighted.numel() else total
-    # An empty denominator (all ignored, or all weights 0) gives 0 with zero gradient, not NaN.
-    return total / torch.where(denom == 0, denom.new_ones(()), denom)

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .conventions import check_reduction, promote
+from .conventions import promote
+from .domains import Domain, check_option, resolve
 from .errors import fail
-from .validate import check_finite
+from .validate import check_finite, require
 
 __all__ = [
     "Paper",
@@ -188,6 +189,9 @@ class Objective:
     gradcheck: bool = True
     extreme: bool = True
     compile: bool = True
+    meta: bool = True
+    domains: dict[str, Domain] = field(default_factory=dict)
+    allow_neg_inf: tuple[str, ...] = ()
     tags: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -198,6 +202,12 @@ class Objective:
     @property
     def signature(self) -> str:
         return f"{self.fn.__name__}{inspect.signature(self.fn)}"
+
+    @property
+    def options(self) -> builtins.list[str]:
+        """The keyword-only options of the functional form (what the Module's constructor takes)."""
+        return [p.name for p in inspect.signature(self.fn).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
     def make_example(self, dtype: torch.dtype = torch.float64, seed: int = 0) -> Example:
         if self.example is None:
@@ -217,11 +227,24 @@ _REGISTRY: dict[str, Objective] = {}
 
 # ------------------------------------------------------------------------------------ the wrapper
 def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ...],
-          promote_half: bool = True) -> Callable:
+          promote_half: bool, domains: dict[str, Domain], meta: bool = True) -> Callable:
+    """The one validation pass every call goes through, before the objective's own code:
+
+    1. options against their declared domains (:mod:`losskit._core.domains`), naming the option;
+    2. an empty batch in the first input is an error;
+    3. NaN/+inf in every floating tensor argument (``-inf`` where ``allow_neg_inf``), by the validation
+       mode (:func:`losskit.set_validation`);
+    4. the dtype policy: half-precision tensors computed in float32 (unless ``promote_half=False``),
+       floating inputs of different dtypes promoted to a common dtype as torch's elementwise ops do,
+       integer inputs (class indices) of any integer dtype taken as int64.
+
+    Families check shapes and what only they know (label ranges, probabilities summing to one).
+    """
     sig = inspect.signature(fn)
     params = sig.parameters
-    has_reduction = "reduction" in params
     first_input = next(iter(params), None)
+    inputs = tuple(p.name for p in params.values()
+                   if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -230,9 +253,19 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
         except TypeError as e:
             raise TypeError(f"{fn.__name__}(): {e}") from None
         arguments = bound.arguments
-        if has_reduction and "reduction" in arguments:
-            check_reduction(arguments["reduction"])
+        for name, value in arguments.items():
+            dom = domains.get(name)
+            if dom is not None:
+                check_option(name, value, dom, arguments)
+                if isinstance(value, torch.Tensor) and value.numel() and dom.tensor_values:
+                    require(name, value, lambda d=dom, v=value: d.tensor_bad(v), dom.description,
+                            lambda v=value: f"values in [{v.min().item():.6g}, {v.max().item():.6g}]")
         first = arguments.get(first_input)
+        if not meta:
+            for name, value in arguments.items():
+                if isinstance(value, torch.Tensor) and value.is_meta:
+                    raise fail(name, "a tensor with data (this objective's solver reads values; meta tensors "
+                                     "are not supported)", "a meta tensor")
         if isinstance(first, torch.Tensor) and first.numel() == 0:
             raise fail(first_input, "a non-empty batch", f"shape {tuple(first.shape)} with no elements")
         for name, value in arguments.items():
@@ -241,6 +274,20 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
                     check_finite(name, value, allow_neg_inf=name in allow_neg_inf)
                 if promote_half:
                     arguments[name] = promote(value)
+        if promote_half:
+            floats = [arguments[k] for k in inputs if isinstance(arguments.get(k), torch.Tensor)
+                      and arguments[k].is_floating_point()]
+            if len({t.dtype for t in floats}) > 1:
+                common = functools.reduce(torch.promote_types, (t.dtype for t in floats))
+                for k in inputs:
+                    v = arguments.get(k)
+                    if isinstance(v, torch.Tensor) and v.is_floating_point():
+                        arguments[k] = v.to(common)
+        for k in inputs:
+            v = arguments.get(k)
+            if (isinstance(v, torch.Tensor) and not v.is_floating_point() and not v.is_complex()
+                    and v.dtype not in (torch.bool, torch.int64)):
+                arguments[k] = v.long()
         return fn(*bound.args, **bound.kwargs)
 
     wrapper.__signature__ = sig
@@ -311,10 +358,17 @@ def objective(
     gradcheck: bool = True,
     extreme: bool = True,
     compile: bool = True,
+    meta: bool = True,
     promote_half: bool = True,
+    domains: dict[str, Domain] | None = None,
     **tags: Any,
 ) -> Callable[[Callable], Callable]:
     """Register a functional objective (decorator). See the module docstring for what it adds.
+
+    ``domains`` maps each keyword option to its :class:`~losskit._core.domains.Domain` (options named as
+    in :data:`~losskit._core.domains.COMMON` may omit theirs); the wrapper validates every option passed.
+    ``meta=False`` declares that the objective reads tensor values to run (an iterative solver) and so
+    refuses tensors without data (meta) with a :class:`LossInputError`.
 
     ``unchecked`` names inputs that may legitimately hold NaN/inf (e.g. logits at masked positions
     that the objective never reads). ``promote_half=False`` leaves float16/bfloat16 inputs as they
@@ -328,14 +382,22 @@ def objective(
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn.__wrapped__ is not fn:  # type: ignore[attr-defined]
             raise ValueError(f"objective {name!r} is already registered")
-        wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked), promote_half)
+        option_names = [p.name for p in inspect.signature(fn).parameters.values()
+                        if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        unknown_opts = set(domains or {}) - set(option_names)
+        if unknown_opts:
+            raise ValueError(f"{name}: domains declared for {sorted(unknown_opts)}, which are not options of "
+                             f"{fn.__name__}")
+        resolved = resolve(option_names, domains)
+        wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked), promote_half, resolved, meta)
         cls_name = module_name or "".join(p.capitalize() for p in name.split("_"))
         wrapped.Module = make_module(wrapped, cls_name)
         _REGISTRY[name] = Objective(
             name=name, family=family, fn=wrapped, module=wrapped.Module, paper=paper,
             input_kind=input_kind, properties=props, example=example, formula=formula,
             per_sample=per_sample, sample_weight=sample_weight, half=half, gradcheck=gradcheck,
-            extreme=extreme, compile=compile, tags=tags,
+            extreme=extreme, compile=compile, meta=meta, domains=resolved,
+            allow_neg_inf=tuple(allow_neg_inf), tags=tags,
         )
         wrapped.objective_name = name
         return wrapped

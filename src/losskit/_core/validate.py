@@ -1,17 +1,23 @@
 """Input checks shared by every objective. Each raises :class:`LossInputError` naming the argument.
 
 Shape and dtype checks always run (they are free). Value checks (NaN/Inf, label ranges,
-probabilities summing to one) run while :func:`losskit.validation_enabled` is true.
+probabilities summing to one) go through :func:`require`, which applies the validation mode
+(:mod:`losskit._core.conventions`): a raising check with the offending position on CPU or in debug mode,
+a device-side assertion without host synchronisation on accelerators, nothing for tensors without data
+(meta, FakeTensor), while tracing, or with validation off. Each check first computes one cheap
+reduction (``amax`` / ``aminmax``, one pass over the data); the position is looked for only on failure.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .conventions import validation_enabled
+from .conventions import validation_enabled, value_check_mode  # noqa: F401  (families import it from here)
 from .errors import fail
 
 __all__ = [
+    "require",
+    "check_rows",
     "describe",
     "check_tensor",
     "check_finite",
@@ -59,16 +65,78 @@ def check_nonempty(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def require(name: str, x: torch.Tensor, bad, expected: str, got) -> None:
+    """The one value-check primitive. ``bad()`` returns a 0-d bool tensor, true when the values of ``x``
+    are invalid; ``got()`` describes what came (called only to build the eager error)."""
+    mode = value_check_mode(x)
+    if mode is None:
+        return
+    flag = bad()
+    if mode == "async":
+        torch._assert_async(~flag, f"{name}: expected {expected} (losskit value check; "
+                                   f"losskit.set_validation('debug') reports the position)")
+        return
+    if bool(flag):
+        raise fail(name, expected, got())
+
+
+def _nonfinite(x: torch.Tensor, allow_neg_inf: bool) -> torch.Tensor:
+    if allow_neg_inf:
+        return torch.isnan(x) | (x == float("inf"))
+    return ~torch.isfinite(x)
+
+
 def check_finite(name: str, x: torch.Tensor, *, allow_neg_inf: bool = False) -> torch.Tensor:
     """NaN and +inf always fail; -inf fails unless ``allow_neg_inf`` (logits / log-probabilities)."""
-    if not validation_enabled() or not x.is_floating_point():
+    if not x.is_floating_point() or x.numel() == 0:
         return x
-    bad = torch.isnan(x)
-    bad = bad | (x == float("inf")) if allow_neg_inf else bad | torch.isinf(x)
-    if bool(bad.any()):
-        value = x[tuple(bad.nonzero()[0].tolist())].item()
-        allowed = "finite values (or -inf to mask)" if allow_neg_inf else "finite values"
-        raise fail(name, allowed, f"{value} at position {_first_position(bad)}")
+
+    def bad():
+        if allow_neg_inf:
+            m = x.amax()  # NaN propagates through amax; +inf is the max
+            return torch.isnan(m) | (m == float("inf"))
+        lo, hi = torch.aminmax(x)
+        return ~(torch.isfinite(lo) & torch.isfinite(hi))
+
+    def got():
+        b = _nonfinite(x, allow_neg_inf)
+        return f"{x[tuple(b.nonzero()[0].tolist())].item()} at position {_first_position(b)}"
+
+    require(name, x, bad, "finite values (or -inf to mask)" if allow_neg_inf else "finite values", got)
+    return x
+
+
+def check_rows(name: str, x: torch.Tensor, dim: int = -1, ignored: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits / log-probabilities along ``dim``: no NaN or +inf, and no row masked entirely (all ``-inf``)
+    unless ``ignored`` (bool, the shape of ``x`` without ``dim``) marks that row as not counted.
+
+    One ``amax`` along ``dim`` checks all three (NaN propagates, +inf is the max, a fully masked row's max
+    is -inf), so it replaces the generic finiteness check of such an input.
+    """
+    if not x.is_floating_point() or x.numel() == 0:
+        return x
+
+    def rowmax():
+        m = x.amax(dim)
+        if ignored is not None:
+            m = torch.where(ignored, m.new_zeros(()), m)
+        return m
+
+    def bad():
+        m = rowmax()
+        return (~torch.isfinite(m)).any()
+
+    def got():
+        m = rowmax()
+        b = ~torch.isfinite(m)
+        pos = _first_position(b)
+        if torch.isneginf(m[tuple(b.nonzero()[0].tolist())]):
+            return f"a row with every entry -inf (fully masked, nothing to predict) at row {pos}"
+        return f"{m[tuple(b.nonzero()[0].tolist())].item()} in row {pos}"
+
+    dim_ = dim % x.dim() if x.dim() else 0
+    require(name, x, bad, f"finite values with at least one entry > -inf along dim {dim_} "
+                          "(or the row's sample ignored)", got)
     return x
 
 
@@ -91,44 +159,58 @@ def check_batch(name: str, x: torch.Tensor, n: int, ref: str) -> torch.Tensor:
 
 
 def check_labels(name: str, target: torch.Tensor, num_classes: int, ignore_index: int | None = None):
+    """Integer class indices (any integer dtype, as torch) in ``[0, num_classes)`` or ``ignore_index``."""
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise fail(name, "integer class indices", describe(target))
-    if not validation_enabled() or target.numel() == 0:
+    if target.numel() == 0:
         return target
-    bad = (target < 0) | (target >= num_classes)
-    if ignore_index is not None:
-        bad &= target != ignore_index
-    if bool(bad.any()):
-        pos = bad.nonzero()[0].tolist()
-        value = target[tuple(pos)].item()
-        where = str(pos[0]) if len(pos) == 1 else str(tuple(pos))
-        extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-        raise fail(name, f"class indices in [0, {num_classes}){extra}", f"{value} at position {where}")
+
+    def badmask():
+        b = (target < 0) | (target >= num_classes)
+        return b & (target != ignore_index) if ignore_index is not None else b
+
+    def got():
+        b = badmask()
+        return f"{target[tuple(b.nonzero()[0].tolist())].item()} at position {_first_position(b)}"
+
+    extra = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+    require(name, target, lambda: badmask().any(), f"class indices in [0, {num_classes}){extra}", got)
     return target
 
 
 def check_probabilities(name: str, p: torch.Tensor, dim: int = -1, atol: float | None = None):
     """Entries in [0, 1] summing to one along ``dim`` (tolerance scaled to the dtype)."""
     check_floating(name, p)
-    if not validation_enabled() or p.numel() == 0:
+    if p.numel() == 0:
         return p
     check_finite(name, p)
-    if bool(((p < 0) | (p > 1)).any()):
-        bad = (p < 0) | (p > 1)
-        raise fail(name, "probabilities in [0, 1]", f"{p[tuple(bad.nonzero()[0].tolist())].item()} at "
-                   f"position {_first_position(bad)}")
     if atol is None:
         # float64: 1e-5 (admits finite-difference perturbations); float32, which includes half inputs already
         # promoted (fp16 rounding of K entries moves the sum by up to ~K * 2^-12): 1e-3 + min(K/4000, 0.01).
         # The mistakes this catches (unnormalised scores, logits passed as probabilities) are far off.
         k = p.shape[dim] if p.dim() else 1
         atol = 1e-5 if p.dtype == torch.float64 else 1e-3 + min(k * 2.5e-4, 1e-2)
-    s = p.sum(dim)
-    off = (s - 1).abs() > atol
-    if bool(off.any()):
-        pos = off.nonzero()[0].tolist()
-        raise fail(name, f"probabilities summing to 1 along dim {dim}",
-                   f"sum {s[tuple(pos)].item():.6g} at batch position {tuple(pos) if len(pos) > 1 else pos[0]}")
+
+    def out_of_range():
+        lo, hi = torch.aminmax(p)
+        return (lo < 0) | (hi > 1)
+
+    def got_range():
+        b = (p < 0) | (p > 1)
+        return f"{p[tuple(b.nonzero()[0].tolist())].item()} at position {_first_position(b)}"
+
+    require(name, p, out_of_range, "probabilities in [0, 1]", got_range)
+
+    def off():
+        return (p.sum(dim) - 1).abs() > atol
+
+    def got_sum():
+        o = off()
+        pos = o.nonzero()[0].tolist()
+        return (f"sum {p.sum(dim)[tuple(pos)].item():.6g} at batch position "
+                f"{tuple(pos) if len(pos) > 1 else pos[0]}")
+
+    require(name, p, lambda: off().any(), f"probabilities summing to 1 along dim {dim}", got_sum)
     return p
 
 
@@ -141,9 +223,7 @@ def check_sample_weight(sample_weight, loss_shape: tuple, name: str = "sample_we
     loss_shape = tuple(loss_shape)
     if shape != loss_shape and shape != loss_shape[:1]:
         raise fail(name, f"shape {loss_shape} or {loss_shape[:1]} (one weight per sample)", f"shape {shape}")
-    check_finite(name, sample_weight)
-    if validation_enabled() and bool((sample_weight < 0).any()):
-        raise fail(name, "non-negative weights", f"min {sample_weight.min().item():.6g}")
+    check_nonnegative(name, sample_weight, "non-negative weights")
     if shape != loss_shape:
         sample_weight = sample_weight.reshape(shape + (1,) * (len(loss_shape) - 1))
     return sample_weight
@@ -155,18 +235,30 @@ def check_class_weight(weight, num_classes: int, name: str = "weight"):
     check_floating(name, weight)
     if tuple(weight.shape) != (num_classes,):
         raise fail(name, f"one weight per class, shape ({num_classes},)", f"shape {tuple(weight.shape)}")
-    check_finite(name, weight)
-    if validation_enabled() and bool((weight < 0).any()):
-        raise fail(name, "non-negative class weights", f"min {weight.min().item():.6g}")
+    check_nonnegative(name, weight, "non-negative class weights")
     return weight
 
 
+def check_nonnegative(name: str, x: torch.Tensor, expected: str = "non-negative finite values"):
+    """Finite and >= 0 (weights)."""
+    if x.numel() == 0:
+        return x
+    require(name, x, lambda: (lambda lo, hi: ~torch.isfinite(lo) | ~torch.isfinite(hi) | (lo < 0))(
+        *torch.aminmax(x)), expected, lambda: f"range [{x.min().item():.6g}, {x.max().item():.6g}]")
+    return x
+
+
 def check_positive(name: str, value, *, strict: bool = True):
-    ok = value > 0 if strict else value >= 0
+    """A positive (``strict``) or non-negative number, or a tensor of them (a value check for tensors)."""
+    expected = "a positive number" if strict else "a non-negative number"
     if isinstance(value, torch.Tensor):
-        ok = bool(ok.all())
-    if not ok:
-        raise fail(name, "a positive number" if strict else "a non-negative number", repr(value))
+        if value.numel():
+            require(name, value, lambda: ~((value > 0) if strict else (value >= 0)).all() | ~torch.isfinite(
+                value).all(), expected, lambda: f"min {value.min().item():.6g}")
+        return value
+    ok = value > 0 if strict else value >= 0
+    if not ok or value != value:
+        raise fail(name, expected, repr(value))
     return value
 
 
@@ -183,7 +275,8 @@ def check_in_range(name: str, value, lo, hi, *, closed: str = "both"):
 def check_unit_interval(name: str, x: torch.Tensor) -> torch.Tensor:
     """Values in [0, 1] (e.g. binary or soft binary targets)."""
     check_floating(name, x)
-    check_finite(name, x)
-    if validation_enabled() and x.numel() and bool(((x < 0) | (x > 1)).any()):
-        raise fail(name, "values in [0, 1]", f"range [{x.min().item():.4g}, {x.max().item():.4g}]")
+    if x.numel() == 0:
+        return x
+    require(name, x, lambda: (lambda lo, hi: ~(lo >= 0) | ~(hi <= 1))(*torch.aminmax(x)), "values in [0, 1]",
+            lambda: f"range [{x.min().item():.4g}, {x.max().item():.4g}]")
     return x

@@ -25,10 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .._core.distributed import all_reduce
+from ..ops.budget import FUSED_CHUNK_BYTES
+
 __all__ = ["chunk_rows", "FusedOptions", "run_pass", "FusedLinearFunction", "all_reduce"]
 
 _HALF = (torch.float16, torch.bfloat16)
-DEFAULT_BUDGET = 64 * 2**20
+DEFAULT_BUDGET = FUSED_CHUNK_BYTES
 
 
 def chunk_rows(n: int, v: int, budget_bytes: int = DEFAULT_BUDGET, itemsize: int = 4,
@@ -42,16 +45,6 @@ def chunk_rows(n: int, v: int, budget_bytes: int = DEFAULT_BUDGET, itemsize: int
     while c * 2 <= hi and c * 2 * v * itemsize <= budget_bytes:
         c *= 2
     return max(1, min(c, n))
-
-
-def all_reduce(x: torch.Tensor, group, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce over ``group`` (no-op without a process group)."""
-    if group is None:
-        return x
-    import torch.distributed as dist
-
-    dist.all_reduce(x, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
-    return x
 
 
 @dataclass

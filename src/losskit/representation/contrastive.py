@@ -13,10 +13,10 @@ import math
 import torch
 
 from .._core import Paper, fail, objective
+from .._core import distributed as D
 from .._core.conventions import promote
 from .._core.registry import Example
 from .._core.validate import check_batch, check_finite, check_floating
-from . import distributed as D
 from ._inputs import FEATURES_LABELS, PAIR, VIEWS, features_labels_example, pair_example, views_example
 from .core import check_int_labels, check_temperature, contrast, embed, finish
 

@@ -37,24 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .._core import distributed as D
 from .._core import fail, reduce
 from .._core.validate import check_floating, check_sample_weight
-from . import distributed as D
+from ..ops.logsumexp import masked_logsumexp
 
 __all__ = ["MODES", "contrast", "check_int_labels", "masked_logsumexp", "embed", "check_temperature", "temperature_rows",
            "finish", "distance_matrix", "DISTANCES"]
 
 MODES = ("all", "decoupled", "negatives")
-
-
-def masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``log sum exp x`` over ``mask`` along ``dim``; ``-inf`` (with zero gradient) where the mask is empty."""
-    neg_inf = x.new_full((), float("-inf"))
-    empty = ~mask.any(dim, keepdim=True)
-    xm = torch.where(mask, x, neg_inf)
-    xm = torch.where(empty, x.new_zeros(()), xm)  # all-empty rows: finite placeholder, no NaN grads
-    out = torch.logsumexp(xm, dim=dim, keepdim=True)
-    return torch.where(empty, neg_inf, out).squeeze(dim)
 
 
 def embed(name: str, x: torch.Tensor, normalize: bool, dim: int = -1) -> torch.Tensor:

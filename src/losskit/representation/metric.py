@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from .._core import Paper, check_reduction, fail, objective
+from .._core import distributed as D
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating
-from . import distributed as D
 from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
 from .core import check_int_labels, distance_matrix, embed, finish, masked_logsumexp
 

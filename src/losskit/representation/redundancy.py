@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from .._core import Paper, check_reduction, fail, objective
+from .._core import distributed as D
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_floating
-from . import distributed as D
 from ._inputs import scale_all
 
 __all__ = ["barlow_twins", "vicreg", "mixed_barlow_twins", "BarlowTwinsLoss", "VICRegLoss",

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from .._core import Paper, fail, objective
+from .._core import distributed as D
 from .._core.inputs import LOGITS_LABELS
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, check_labels
-from . import distributed as D
 from ._inputs import pair_example, scale_all
 from .contrastive import _pair, _supcon_rows
 from .core import embed, finish

@@ -13,16 +13,25 @@ Tolerances (stated once, here):
   (rounded) inputs to ``rtol=1e-4`` (losskit computes half inputs in float32), and the float32 result
   on the unrounded inputs to ``rtol=atol=5e-2`` (bfloat16) / ``1e-2`` (float16);
 * Module vs functional and ``torch.compile`` vs eager: ``rtol=1e-6`` in float64.
+
+The edge checks (issue "trust at the edges") generate their cases from the registry entry rather than
+from hand-written lists: invalid option values from each option's declared domain, meta tensors,
+fully masked rows and 1e30 inputs, other integer label dtypes, mixed float dtypes, batch-size
+mismatches and ignored targets. An objective passes by raising :class:`LossInputError` naming the
+right argument, or by giving the value the conventions define; any other exception is an internal
+error and fails the check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 
 import torch
 
 from .._core import LossInputError
+from .._core.domains import Domain
 from .._core.registry import BadInput, Example, Objective
 
 __all__ = ["Skip", "CHECKS", "check_conformance"]
@@ -243,7 +252,8 @@ def check_module(entry: Objective) -> None:
 
 
 def check_compile(entry: Objective) -> None:
-    """``torch.compile`` gives the eager value (backend from LOSSKIT_COMPILE_BACKEND, default aot_eager)."""
+    """``torch.compile(fullgraph=True)`` gives the eager value, with validation on (backend from
+    LOSSKIT_COMPILE_BACKEND, default aot_eager): no graph break, value checks included."""
     if not entry.compile:
         raise Skip("entry declares compile=False")
     import torch._dynamo
@@ -251,9 +261,230 @@ def check_compile(entry: Objective) -> None:
     backend = os.environ.get("LOSSKIT_COMPILE_BACKEND", "aot_eager")
     ex = entry.make_example(torch.float64)
     torch._dynamo.reset()
-    compiled = torch.compile(entry.fn, backend=backend)
-    _close(compiled(**ex.inputs, **ex.options), _call(entry, ex),
-           f"{entry.name}: torch.compile({backend}) vs eager", rtol=1e-6, atol=1e-8)
+    compiled = torch.compile(entry.fn, backend=backend, fullgraph=True)
+    try:
+        out = compiled(**ex.inputs, **ex.options)
+    except Exception as e:  # noqa: BLE001 - a graph break under fullgraph=True, or a compile failure
+        raise AssertionError(f"{entry.name}: torch.compile(fullgraph=True) failed: "
+                             f"{type(e).__name__}: {str(e)[:600]}") from None
+    _close(out, _call(entry, ex), f"{entry.name}: torch.compile({backend}) vs eager", rtol=1e-6, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------ edge checks
+def _expect_error_or(entry: Objective, label: str, ex: Example, arguments, ok=None, **overrides):
+    """Call; a LossInputError must name one of ``arguments``; otherwise ``ok(result)`` must hold.
+
+    Returns the result (None after an accepted error). Any other exception fails.
+    """
+    try:
+        out = _call(entry, ex, **overrides)
+    except LossInputError as e:
+        if arguments is not None and not any(str(e).startswith(f"{a}:") for a in arguments):
+            raise AssertionError(f"{entry.name}: {label}: LossInputError should name one of {list(arguments)}, "
+                                 f"got: {e}") from None
+        return None
+    except Exception as e:  # noqa: BLE001 - an internal error: what the convention forbids
+        raise AssertionError(f"{entry.name}: {label}: internal error {type(e).__name__}: {str(e)[:300]}") from None
+    if ok is not None:
+        msg = ok(out)
+        if msg:
+            raise AssertionError(f"{entry.name}: {label}: {msg}")
+    return out
+
+
+def _tensor_out(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def check_domains(entry: Objective) -> None:
+    """Every option declares its domain; defaults and the example's options lie in their domains."""
+    params = inspect.signature(entry.fn).parameters
+    missing = [n for n in entry.options if n not in entry.domains]
+    if missing:
+        raise AssertionError(f"{entry.name}: options without a declared domain: {missing} (declare them in "
+                             f"@objective(domains=...))")
+    for n in entry.options:
+        d: Domain = entry.domains[n]
+        default = params[n].default
+        if default is not inspect.Parameter.empty and not d.contains(default, {}):
+            raise AssertionError(f"{entry.name}: default {n}={default!r} is outside its domain {d.description}")
+    ex = entry.make_example(torch.float64)
+    for n, v in ex.options.items():
+        if n in entry.domains and not entry.domains[n].contains(v, ex.inputs):
+            raise AssertionError(f"{entry.name}: example option {n}={v!r} is outside its domain "
+                                 f"{entry.domains[n].description}")
+
+
+def check_hyperparameters(entry: Objective) -> None:
+    """Invalid values generated from each option's domain raise LossInputError naming the option; the
+    domain's valid boundaries are accepted (never refused for that option) and give no NaN."""
+    ex = entry.make_example(torch.float64)
+    for name, dom in entry.domains.items():
+        for v in dom.invalid():
+            try:
+                _call(entry, ex, **{name: v})
+            except LossInputError as e:
+                if not str(e).startswith(f"{name}:"):
+                    raise AssertionError(f"{entry.name}: {name}={v!r}: LossInputError should name {name!r} first, "
+                                         f"got: {e}") from None
+                continue
+            except Exception as e:  # noqa: BLE001
+                raise AssertionError(f"{entry.name}: {name}={v!r}: internal error {type(e).__name__}: "
+                                     f"{str(e)[:300]}") from None
+            raise AssertionError(f"{entry.name}: {name}={v!r} (outside {dom.description}) gave a value instead "
+                                 f"of LossInputError")
+        for v in dom.boundaries():
+            if name == "reduction":
+                continue
+
+            def finite(out, v=v, name=name):
+                t = _tensor_out(out)
+                if isinstance(t, torch.Tensor) and torch.isnan(t).any():
+                    return f"valid boundary {name}={v!r} gave NaN"
+                return None
+
+            _expect_error_or(entry, f"valid boundary {name}={v!r}",
+                             ex, [a for a in list(ex.inputs) + list(entry.options) if a != name], finite,
+                             **{name: v})
+
+
+def _to_meta(v):
+    return v.to("meta") if isinstance(v, torch.Tensor) else v
+
+
+def check_meta(entry: Objective) -> None:
+    """Meta tensors (no data): the result's shape and dtype as on CPU, with no value read; an objective
+    declaring ``meta=False`` (its solver reads values) refuses them with LossInputError instead."""
+    ex = entry.make_example(torch.float32)
+    mex = dataclasses.replace(ex, inputs={k: _to_meta(v) for k, v in ex.inputs.items()},
+                              options={k: _to_meta(v) for k, v in ex.options.items()})
+    red = "none" if entry.per_sample else "mean"
+    if not entry.meta:
+        try:
+            _call(entry, mex, reduction=red)
+        except LossInputError:
+            return
+        except Exception as e:  # noqa: BLE001
+            raise AssertionError(f"{entry.name}: meta inputs (meta=False): internal error {type(e).__name__}: "
+                                 f"{str(e)[:300]}") from None
+        raise AssertionError(f"{entry.name}: declares meta=False but accepted meta tensors")
+    ref = _tensor_out(_call(entry, ex, reduction=red))
+    try:
+        out = _tensor_out(_call(entry, mex, reduction=red))
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"{entry.name}: meta inputs: {type(e).__name__}: {str(e)[:300]} (declare meta=False "
+                             f"if the objective must read values)") from None
+    if out.device.type != "meta" or out.shape != ref.shape or out.dtype != ref.dtype:
+        raise AssertionError(f"{entry.name}: meta inputs gave {out.device} {tuple(out.shape)} {out.dtype}, "
+                             f"expected meta {tuple(ref.shape)} {ref.dtype}")
+
+
+def _no_nan(out):
+    t = _tensor_out(out)
+    if isinstance(t, torch.Tensor) and t.is_floating_point():
+        if torch.isnan(t).any():
+            return f"NaN result {t}"
+        if (t == float("-inf")).any():
+            return f"-inf result {t} (an optimiser would read 'infinitely good')"
+    return None
+
+
+def check_nonfinite_policy(entry: Objective) -> None:
+    """The non-finite policy of the conventions: a fully masked (all ``-inf``) sample in a logit /
+    log-probability input raises LossInputError naming it, or gives a defined, non-NaN value; inputs of
+    magnitude 1e30 in float32 give no NaN (or LossInputError naming the input)."""
+    ex = entry.make_example(torch.float32)
+    allowed = entry.allow_neg_inf
+    for k in ex.grad:
+        x = ex.inputs[k]
+        if k in allowed and x.dim() >= 1:
+            xm = x.detach().clone()
+            xm[0] = float("-inf")
+            _expect_error_or(entry, f"fully masked sample 0 of {k}", ex.replace({k: xm}), [k], _no_nan)
+        big = (x.detach().sign() + (x.detach() == 0)) * 1e30 + x.detach()
+        exb = _require_grad(ex.replace({k: big}))
+        out = _expect_error_or(entry, f"{k} of magnitude 1e30", exb, list(ex.inputs), _no_nan)
+        if out is not None:
+            t = _tensor_out(out)
+            if t.requires_grad and torch.isfinite(t).all():
+                t.sum().backward()
+                g = exb.inputs[k].grad
+                if g is not None and torch.isnan(g).any():
+                    raise AssertionError(f"{entry.name}: {k} of magnitude 1e30: NaN gradient")
+
+
+def check_dtypes(entry: Objective) -> None:
+    """Integer inputs of any integer dtype give the int64 result; mixed float dtypes are promoted as torch's
+    elementwise ops do (or refused with LossInputError)."""
+    ex = entry.make_example(torch.float64)
+    ref = _tensor_out(_call(entry, ex))
+    ints = [k for k, v in ex.inputs.items() if isinstance(v, torch.Tensor) and not v.is_floating_point()
+            and v.dtype != torch.bool and not v.is_complex()]
+    for k in ints:
+        for dt in (torch.int32, torch.int16) if ex.inputs[k].abs().max() < 2**15 else (torch.int32,):
+            out = _expect_error_or(entry, f"{k} as {dt}", ex.replace({k: ex.inputs[k].to(dt)}), None)
+            if out is None:
+                raise AssertionError(f"{entry.name}: {k} as {dt} was refused; integer labels of any integer "
+                                     f"dtype are accepted, as torch does")
+            _close(_tensor_out(out), ref, f"{entry.name}: {k} as {dt}", **F64)
+    floats = [k for k, v in ex.inputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if len(floats) >= 2:
+        k = floats[0]
+        low = ex.inputs[k].float()
+        out = _expect_error_or(entry, f"{k} as float32 beside float64 inputs", ex.replace({k: low}), floats)
+        if out is not None:
+            want = _tensor_out(_call(entry, ex.replace({k: low.double()})))
+            t = _tensor_out(out)
+            if t.dtype != torch.float64:
+                raise AssertionError(f"{entry.name}: mixed float32/float64 inputs gave {t.dtype}, expected the "
+                                     f"promoted float64")
+            _close(t, want, f"{entry.name}: mixed float32/float64 inputs vs promoted", rtol=1e-6, atol=1e-8)
+
+
+def check_batch_mismatch(entry: Objective) -> None:
+    """Per-sample objectives: a batched input one sample short raises LossInputError naming an input."""
+    if not entry.per_sample:
+        raise Skip("batch-coupled objective (per_sample=False)")
+    ex = entry.make_example(torch.float64)
+    names = [k for k in ex.batched_names() if isinstance(ex.inputs[k], torch.Tensor) and ex.inputs[k].dim() >= 1]
+    if len(names) < 2:
+        raise Skip("a single batched input")
+    for k in names[1:]:
+        _expect_error_or(entry, f"{k} one sample short", ex.replace({k: ex.inputs[k][:-1]}), list(ex.inputs),
+                         lambda out, k=k: f"{k} one sample short gave a value instead of LossInputError")
+
+
+def check_ignore_index(entry: Objective) -> None:
+    """``ignore_index``: ignored samples give an exact 0 under 'none' and leave 'mean' and 'sum' equal to
+    those of the kept samples alone; an all-ignored batch gives 0."""
+    if not _takes(entry, "ignore_index"):
+        raise Skip("takes no ignore_index")
+    ex = entry.make_example(torch.float64)
+    ints = [k for k, v in ex.inputs.items() if isinstance(v, torch.Tensor) and not v.is_floating_point()
+            and v.dtype != torch.bool]
+    if not ints:
+        raise Skip("example has no class-index target")
+    k = ints[0]
+    ii = ex.options.get("ignore_index", inspect.signature(entry.fn).parameters["ignore_index"].default)
+    t = ex.inputs[k]
+    n = t.shape[0]
+    keep = torch.arange(n) % 2 == 0
+    ign = torch.where(keep.reshape((-1,) + (1,) * (t.dim() - 1)).expand_as(t), t, torch.full_like(t, ii))
+    exi = ex.replace({k: ign})
+    if entry.per_sample:
+        none = _call(entry, exi, reduction="none")
+        dropped = none[~keep]
+        if not bool((dropped == 0).all()):
+            raise AssertionError(f"{entry.name}: ignored samples' 'none' losses are not 0: {dropped}")
+        sub = ex.select(keep)
+        for red in ("mean", "sum"):
+            _close(_call(entry, exi, reduction=red), _call(entry, sub, reduction=red),
+                   f"{entry.name}: '{red}' with half the targets ignored vs the kept samples alone", **F64)
+    exa = ex.replace({k: torch.full_like(t, ii)})
+    for red in ("mean", "sum"):
+        out = _call(entry, exa, reduction=red)
+        if not bool((out == 0).all()):
+            raise AssertionError(f"{entry.name}: an all-ignored batch gave {red}={out}, expected 0")
 
 
 CHECKS = {
@@ -268,6 +499,13 @@ CHECKS = {
     "bad_inputs": check_bad_inputs,
     "module": check_module,
     "compile": check_compile,
+    "domains": check_domains,
+    "hyperparameters": check_hyperparameters,
+    "meta": check_meta,
+    "nonfinite": check_nonfinite_policy,
+    "dtypes": check_dtypes,
+    "batch_mismatch": check_batch_mismatch,
+    "ignore_index": check_ignore_index,
 }
 
 

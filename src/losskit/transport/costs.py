@@ -18,28 +18,9 @@ from collections.abc import Callable
 
 import torch
 
+from ..ops.pairwise import pairwise_cost
+
 __all__ = ["Cost", "pairwise_cost"]
-
-
-def pairwise_cost(x: torch.Tensor, y: torch.Tensor, p: float = 2.0, *, expand: bool = False) -> torch.Tensor:
-    """``||x_i - y_j||^p`` for batched point sets ``x (B, n, d)``, ``y (B, m, d)`` (differentiable).
-
-    The square root is never taken at 0 for ``p = 2``; for other ``p`` the distance is computed by
-    ``torch.cdist``-free differences so that the gradient at coincident points is 0 (for ``p > 1``).
-    ``expand=True`` computes the squared distance by one batched GEMM, ``||x||^2 + ||y||^2 - 2 <x, y>``
-    clamped at 0 (no (B, n, m, d) temporary; accurate when the points are centred or normalised).
-    """
-    if expand:
-        sq = torch.baddbmm((y * y).sum(-1).unsqueeze(1), x, y.transpose(1, 2), alpha=-2.0)
-        sq = (sq + (x * x).sum(-1, keepdim=True)).clamp_min(0)
-    else:
-        diff = x.unsqueeze(-2) - y.unsqueeze(-3)
-        sq = (diff * diff).sum(-1)
-    if p == 2:
-        return sq
-    pos = sq > 0
-    safe = torch.where(pos, sq, torch.ones_like(sq))
-    return torch.where(pos, safe ** (p / 2), torch.zeros_like(sq))
 
 
 class Cost:

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ops.budget import DENSE_BYTES
 from .costs import Cost
 
 __all__ = ["OTResult", "solve", "solve_matrix"]
@@ -58,7 +59,6 @@ __all__ = ["OTResult", "solve", "solve_matrix"]
 CLAMP = -80.0
 _FUSED_FLOOR = math.exp(-30.0)
 BLOCK_ELEMS = 1 << 19
-DENSE_BYTES = 2 * 2**30
 
 
 def _block_rows(B: int, m: int, n: int, block_elems: int) -> int:
