@@ -46,6 +46,20 @@ from .transport import *  # noqa: F401,F403
 __version__ = "0.1.0"
 
 
+def _export_modules() -> None:
+    """Every registered objective's Module class is importable from ``losskit`` under its class name (the
+    naming rule: :func:`losskit._core.registry.module_class_name`), and under its pre-rule alias if any."""
+    g = globals()
+    for entry in objectives():
+        for cls_name in (entry.module.__name__, *entry.module_aliases):
+            if g.get(cls_name, entry.module) is not entry.module:
+                raise ImportError(f"two objects named losskit.{cls_name}")
+            g[cls_name] = entry.module
+
+
+_export_modules()
+
+
 def check(fn, *args, **kwargs):
     """Run the property checks on a registered objective (by name) or on a user's callable.
 

@@ -192,6 +192,7 @@ class Objective:
     meta: bool = True
     domains: dict[str, Domain] = field(default_factory=dict)
     allow_neg_inf: tuple[str, ...] = ()
+    module_aliases: tuple[str, ...] = ()
     tags: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -339,6 +340,32 @@ def make_module(fn: Callable, class_name: str, doc: str | None = None) -> type[n
     return cls
 
 
+# ---------------------------------------------------------------------------------- module names
+#: Words written in capitals in Module class names (acronyms of the objectives' papers).
+ACRONYMS = {w: w.upper() for w in (
+    "aot", "apo", "bco", "cdpo", "cpl", "cpo", "d2o", "ddo", "dpo", "egpo", "exo", "fdpg", "grpo", "ipo", "kd",
+    "kl", "kto", "mapl", "mmd", "mnpo", "mp", "nca", "ot", "po", "sppo", "orpo", "dro", "lm", "js", "gce", "mae",
+    "sce", "hl", "ldr", "aldr", "dcl", "tcm", "cwcl", "clip", "eata", "dho", "bd", "gt", "ps", "wpc", "nwj", "dv",
+    "fgan", "vicreg", "mv", "dhel",
+)}
+ACRONYMS.update({"alphapo": "AlphaPO", "simpo": "SimPO", "sparsepo": "SparsePO", "discopop": "DiscoPOP",
+                 "infonce": "InfoNCE", "ntxent": "NTXent", "supcon": "SupCon", "isogclr": "ISogCLR",
+                 "tempnet": "TempNet", "1d": "1D", "f": "F", "disco": "Disco", "b": "B"})
+#: Class names that already name what they compute; other names get the suffix ``Loss``.
+_NOUNS = ("Loss", "Divergence", "Distance", "Bound", "Gap", "Entropy", "Penalty", "Distillation", "MMD", "OT",
+          "KD", "1D", "Wasserstein", "Chi2", "Hellinger", "Variation", "Sinkhorn", "Twins")
+
+
+def module_class_name(name: str) -> str:
+    """The one naming rule for Module classes: the registry name in CamelCase, paper acronyms in capitals
+    (:data:`ACRONYMS`), and ``Loss`` appended unless the name already says what it computes
+    (``KLDivergence``, ``EnergyDistance``, ``SinkhornDivergence``). Objectives registered before the rule
+    keep their class names (given as ``module_name``); see ``Objective.module_aliases``."""
+    words = [ACRONYMS.get(w, w.capitalize()) for w in name.split("_")]
+    out = "".join(words)
+    return out if words[-1] in _NOUNS or out.endswith(_NOUNS[:1]) else out + "Loss"
+
+
 # ---------------------------------------------------------------------------------- registration
 def objective(
     name: str,
@@ -390,14 +417,16 @@ def objective(
                              f"{fn.__name__}")
         resolved = resolve(option_names, domains)
         wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked), promote_half, resolved, meta)
-        cls_name = module_name or "".join(p.capitalize() for p in name.split("_"))
+        cls_name = module_name or module_class_name(name)
         wrapped.Module = make_module(wrapped, cls_name)
+        old = "".join(p.capitalize() for p in name.split("_"))  # the name rule before module_class_name
+        aliases = (old,) if old != cls_name and module_name is None else ()
         _REGISTRY[name] = Objective(
             name=name, family=family, fn=wrapped, module=wrapped.Module, paper=paper,
             input_kind=input_kind, properties=props, example=example, formula=formula,
             per_sample=per_sample, sample_weight=sample_weight, half=half, gradcheck=gradcheck,
             extreme=extreme, compile=compile, meta=meta, domains=resolved,
-            allow_neg_inf=tuple(allow_neg_inf), tags=tags,
+            allow_neg_inf=tuple(allow_neg_inf), module_aliases=aliases, tags=tags,
         )
         wrapped.objective_name = name
         return wrapped
