@@ -515,3 +515,57 @@ def test_quick_suite_names_exist_and_include_the_baselines():
         for k, values in t.quick_sweep.items():
             for v in values:
                 t.config({k: v}, quick=True)  # every swept value is a valid setting
+
+
+# ----------------------------------------------------------------- module structure (issue 15)
+def test_arena_modules_import_no_circle_and_the_registry_imports_no_task():
+    import ast
+
+    root = Path(losskit.__file__).parent / "arena"
+    importers_of_cli, task_deps = [], set()
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("").parts
+        pkg = ["losskit", "arena", *rel[:-1]]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = pkg[:len(pkg) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            names = [f"{mod}.{a.name}" for a in node.names] + [mod]
+            if "losskit.arena.cli" in names and rel != ("__init__",):  # only the package's main() may
+                importers_of_cli.append("/".join(rel))
+            if rel == ("task",):
+                task_deps.update(n for n in names if n.startswith("losskit.arena"))
+    assert importers_of_cli == []
+    assert not any(n.startswith(("losskit.arena.tasks", "losskit.arena.suite")) for n in task_deps), task_deps
+
+
+def test_builtin_tasks_package_and_the_suite_compatibility_module():
+    import losskit.arena as arena
+    from losskit.arena import suite
+    from losskit.arena import tasks as tasks_fn
+    from losskit.arena.tasks import BUILTIN, DEFAULT_SUITE
+
+    assert callable(arena.tasks) and tasks_fn is arena.tasks  # the function, not the subpackage
+    assert [t.name for t in arena.tasks()][:len(BUILTIN)] == [c.name for c in BUILTIN]
+    assert suite.DEFAULT_SUITE == DEFAULT_SUITE == ("noisy_labels", "imbalanced", "distillation",
+                                                    "representation", "preference", "transport")
+    for name in suite.__all__:
+        assert type(get_task(getattr(suite, name).name)) is getattr(suite, name)
+    assert not hasattr(suite, "config_summary")
+
+
+def test_tasks_read_registry_metadata_not_names():
+    """The default candidates get the same special treatment as when the tasks compared names."""
+    from losskit.arena.tasks.distillation import _mixes_heads, _self_distillation
+    from losskit.arena.tasks.representation import Representation
+    from losskit.arena.tasks.transport import ONE_D_KIND
+
+    def which(task, rule):
+        return {c.objective for c in get_task(task).candidates() if not c.missing() and rule(c.entry())}
+
+    have = set(losskit.list())
+    assert which("distillation", _self_distillation) == {"ps_kd"} & have
+    assert which("distillation", _mixes_heads) == {"dho_loss"} & have
+    assert which("representation", Representation.sees_labels) == {"supcon", "triplet_margin"} & have
+    assert which("transport", lambda e: e.input_kind.name == ONE_D_KIND) == {"wasserstein_1d"} & have

@@ -8,6 +8,11 @@ baseline. ``losskit arena report`` writes an HTML page with plots. See ``docs/ar
 
 from __future__ import annotations
 
+# Registers the built-in tasks (the explicit list in tasks/__init__.py); the task registry (task.py) does
+# not import them. Keep this first: importing the subpackage sets this package's attribute ``tasks`` to
+# it, and the ``from .task import ... tasks`` below binds the public ``losskit.arena.tasks`` back to the
+# function that lists the registered tasks (``from losskit.arena.tasks import X`` still reaches the package).
+from . import tasks as _builtin_tasks
 from .claims import Claim
 from .cli import main as _cli_main
 from .leaderboard import Board, Entry, boards

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Claim", "better_than_baseline"]
+__all__ = ["Claim", "better_than_baseline", "task_claims"]
 
 
 @dataclass
@@ -66,3 +66,19 @@ def better_than_baseline(boards, *, statement: str, source: str, task: str, wher
     else:
         verdict = "not reproduced"
     return Claim(statement, source, verdict, "; ".join(lines))
+
+
+def task_claims(boards, get_task=None) -> list[Claim]:
+    """The claims of the tasks that have leaderboards in ``boards``, checked on them (those whose setting
+    did not run are left out). ``get_task``: name -> task (default: the arena's task registry); a board
+    of a task that is not registered (e.g. a user's, without its plug-in) has no claims."""
+    if get_task is None:
+        from .task import get_task
+    out = []
+    for name in dict.fromkeys(b.task for b in boards):
+        try:
+            t = get_task(name)
+        except KeyError:
+            continue
+        out += [fn(boards) for fn in t.claims]
+    return [c for c in out if c.verdict != "not run"]

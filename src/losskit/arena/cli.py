@@ -6,7 +6,11 @@ import argparse
 import os
 from typing import Any
 
+from .claims import task_claims
 from .store import DEFAULT_STORE
+
+#: The old name (tests and older code import it from here); the report and this CLI both use :mod:`.claims`.
+_claims = task_claims
 
 USAGE = """\
 losskit arena                      quick default suite: every task, its quick candidates, 3 seeds
@@ -96,10 +100,10 @@ def cmd_list() -> int:
 def cmd_run(args) -> int:
     from rich.markup import escape
 
-    from . import suite as builtin
     from .runner import Summary, plan, run_trials
     from .store import Store
     from .task import get_task
+    from .tasks import DEFAULT_SUITE
 
     con = _console()
     import importlib
@@ -107,7 +111,7 @@ def cmd_run(args) -> int:
     for mod in args.plugin:
         importlib.import_module(mod)
     quick = args.quick or not args.tasks
-    names = args.tasks or list(builtin.DEFAULT_SUITE)
+    names = args.tasks or list(DEFAULT_SUITE)
     try:
         selected = [get_task(n) for n in names]
     except KeyError as err:
@@ -231,24 +235,13 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     for t, cfg, label, kind, msg in store.notes() if notes else ():
         if wanted is None or (t, cfg) in wanted:
             con.print(f"  [yellow]{kind}[/] {t}/{escape(label)}: {escape(msg)}")
-    claims = _claims(bs, get_task)
+    claims = task_claims(bs, get_task)
     if claims:
         con.print("[bold]paper claims at this scale[/]")
         for c in claims:
             colour = {"reproduced": "green", "partly": "yellow", "inconclusive": "yellow",
                       "not reproduced": "red"}.get(c.verdict, "dim")
             con.print(f"  [{colour}]{c.verdict}[/]: {escape(c.statement)}\n    [dim]{escape(c.evidence)}[/]")
-
-
-def _claims(bs, get_task):
-    out = []
-    for name in dict.fromkeys(b.task for b in bs):
-        try:
-            t = get_task(name)
-        except KeyError:
-            continue
-        out += [fn(bs) for fn in t.claims]
-    return [c for c in out if c.verdict != "not run"]
 
 
 def _cfg_text(b) -> str:

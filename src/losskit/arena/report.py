@@ -37,7 +37,7 @@ def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .cli import _claims
+    from .claims import task_claims
     from .task import canonical, get_task
 
     out = os.fspath(out)
@@ -48,7 +48,7 @@ def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
         curves[(task, cfg)].append((obj, hp, seed, metric, pts))
     parts = [_HEAD, "<h1>losskit arena report</h1>", _versions(store)]
 
-    claims = _claims(bs, get_task)
+    claims = task_claims(bs, get_task)
     parts.append("<h2>Paper claims at this scale</h2>")
     if claims:
         parts.append("<table><tr><th>claim</th><th>verdict</th><th>evidence</th><th>source</th></tr>")

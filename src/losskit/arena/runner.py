@@ -111,8 +111,6 @@ def execute(task: Task, config: dict[str, Any], candidate: Candidate, seed: int,
     """
     import torch
 
-    from . import suite as _builtin  # noqa: F401  (workers need the built-in tasks registered)
-
     torch.manual_seed(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     try:

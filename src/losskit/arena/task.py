@@ -222,6 +222,8 @@ def parse_candidate(spec: str) -> Candidate:
 
 
 # ----------------------------------------------------------------------------------------- registry
+#: Registered tasks by name. This module imports no task: the built-in ones register themselves when
+#: :mod:`losskit.arena` imports :mod:`losskit.arena.tasks`; the user's with :func:`register_task`.
 _TASKS: dict[str, Task] = {}
 
 
@@ -232,8 +234,6 @@ def register_task(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
-    from . import suite as _builtin  # noqa: F401  (registers the built-in tasks)
-
     try:
         return _TASKS[name]
     except KeyError:
@@ -241,8 +241,6 @@ def get_task(name: str) -> Task:
 
 
 def tasks() -> list[Task]:
-    from . import suite as _builtin  # noqa: F401
-
     return list(_TASKS.values())
 
 
