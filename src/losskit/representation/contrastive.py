@@ -172,7 +172,7 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, negatives: 
         check_floating("negatives", negatives)
         if negatives.dim() != 2 or negatives.shape[1] != z1.shape[1]:
             raise fail("negatives", f"extra negatives of shape (K, {z1.shape[1]})", f"shape {tuple(negatives.shape)}")
-        extra = embed("negatives", promote(negatives), normalize).to(a.dtype)
+        extra = embed("negatives", negatives.to(a.dtype), normalize)  # in the compute dtype of z1, z2
     loss = _directional(a, c, tau, gather=gather, group=group, block_size=block_size, extra=extra)
     return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
