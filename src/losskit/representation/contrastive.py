@@ -158,7 +158,8 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, negatives: 
     the rows of ``negatives`` (K, D), extra negatives shared by all anchors such as a MoCo queue
     (never gathered: a queue is usually identical on every rank).
     ``normalize=True`` makes the similarities cosines. ``temperature`` tau: a float or a (learnable)
-    0-dim tensor. ``block_size`` computes the N x N similarities in row blocks with checkpointing.
+    0-dim tensor, > 0 (a tensor is checked under the validation mode, without a host synchronisation).
+    ``block_size`` (>= 1) computes the N x N similarities in row blocks with checkpointing.
     ``'none'`` returns the (N,) per-anchor losses (batch-coupled: each depends on the whole batch).
 
     Paper: van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive Coding",

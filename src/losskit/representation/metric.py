@@ -113,7 +113,8 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     ``mining='all'``: every (positive, negative) of the anchor; ``'batch_hard'`` (Hermans et al.):
     the farthest positive and nearest negative only. ``distance``: ``'euclidean'``,
     ``'squared_euclidean'``, ``'cosine'`` (1 - cos) or a callable ``(x (n, D), y (m, D)) -> (n, m)``.
-    Anchors without a positive or a negative are left out of the mean ('none' gives 0 there).
+    Anchors without a positive or a negative are left out of the mean ('none' gives 0 there). ``margin``
+    >= 0. Euclidean distances whose squares overflow the dtype raise (naming ``embeddings``).
     pytorch-metric-learning's ``TripletMarginLoss(margin, reducer=MeanReducer())`` with its default
     normalised L2 distance equals ``normalize=True`` when every anchor has as many triplets.
 
@@ -155,7 +156,8 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
               + \\operatorname{mean}_{n \\in N(a)} [m^- - d(a,n)]_+^q
 
     Hadsell et al.'s loss is ``q = 2, m+ = 0``; the distance is pluggable as in :func:`triplet_margin`.
-    A term with no pair for the anchor is 0.
+    A term with no pair for the anchor is 0. Margins >= 0; ``power`` q >= 1 (q < 1 has an infinite
+    gradient at the margin).
 
     Paper: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", 2006.
     """
@@ -181,7 +183,8 @@ def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: f
     .. math:: \\ell_a = \\frac1\\alpha \\log\\Big(1 + \\sum_{p \\in P(a)} e^{-\\alpha (S_{ap} - \\lambda)}\\Big)
               + \\frac1\\beta \\log\\Big(1 + \\sum_{n \\in N(a)} e^{\\beta (S_{an} - \\lambda)}\\Big)
 
-    S: cosine similarities; ``base`` is lambda. Computed as ``softplus(logsumexp(...))`` (exact, no
+    S: cosine similarities; ``base`` is lambda, in [-1, 1]; ``alpha``, ``beta`` > 0 (a negative beta would
+    reward similar negatives). Computed as ``softplus(logsumexp(...))`` (exact, no
     overflow at beta = 50). The paper's pair mining step is not part of the loss (mine beforehand
     if wanted); like pytorch-metric-learning's ``MultiSimilarityLoss`` (same defaults alpha = 2,
     beta = 50, base = 0.5) the mean is over all anchors. ``'none'`` returns (N,).
@@ -212,7 +215,8 @@ def tcm(embeddings: torch.Tensor, labels: torch.Tensor, *, lambda_plus: float = 
               + \\lambda^- \\frac{\\sum_{s^- \\ge m^-} (s^- - m^-)}{|\\{s^- \\ge m^-\\}|}
 
     over the cosine similarities of all ordered positive pairs (i != j, same label) and negative pairs
-    of the batch; an empty selection contributes 0. It is an add-on: ``base_loss + tcm(...)``. A
+    of the batch; an empty selection contributes 0. Margins are cosine thresholds in [-1, 1], the weights
+    ``lambda_plus``, ``lambda_minus`` >= 0. It is an add-on: ``base_loss + tcm(...)``. A
     batch-level loss (every reduction returns the one value). Same convention as
     pytorch-metric-learning's ``ThresholdConsistentMarginLoss``.
 
@@ -287,7 +291,10 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
     as a support of one row per class); the positive is the query's class prototype, the negative
     the nearest other prototype. Defaults as the authors' code: Euclidean distance, m = 0.5 (their
     distance adds 1e-6 under the square root; ours is exact). ``distance`` is pluggable (names as in
-    :func:`triplet_margin`). Per-query losses: ``'none'`` returns (Q,); 'mean' is their mean.
+    :func:`triplet_margin`). Per-query losses: ``'none'`` returns (Q,); 'mean' is their mean. ``margin`` >= 0.
+    The support needs at least 2 classes and every query label must occur in it (value checks, under the
+    validation mode); prototypes are formed per support sample, so shapes never depend on the labels'
+    values (meta tensors and ``torch.compile(fullgraph=True)`` work).
 
     Paper: Mendez-Ruiz, Gonzalez-Zapata et al., "SuSana Distancia is all you need: Enforcing class separability in
     metric learning via two novel distance-based loss functions for few-shot image classification",
