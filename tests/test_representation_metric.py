@@ -382,3 +382,14 @@ def test_euclidean_distance_zero_diagonal_and_finite_gradient():
     assert (torch.diagonal(d) == 0).all() and d[0, 5] == 0
     d.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ["barlow_twins", "vicreg", "mixed_barlow_twins"])
+def test_redundancy_mixed_float_dtypes_are_promoted(name):
+    z1, z2 = _rand(6, 3, seed=71), _rand(6, 3, seed=72)
+    extra = (z1 + z2, torch.arange(6)) if name == "mixed_barlow_twins" else ()
+    opts = {"alpha": 0.5} if name == "mixed_barlow_twins" else {}
+    fn = getattr(losskit, name)
+    got = fn(z1.float(), z2, *extra, **opts)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, fn(z1.float().double(), z2, *extra, **opts), rtol=1e-10, atol=1e-12)

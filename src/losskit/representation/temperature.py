@@ -34,7 +34,7 @@ def _log_mean_exp_h(z1, z2, tau_rows, normalize, gather=False, group=None):
     """Per (sample, view) anchor: log mean_{z in S^-} exp((s(x, z) - s(x, x+)) / tau), shape (N, 2)."""
     x = embed("z1", torch.stack([z1, z2], 1), normalize)
     n = x.shape[0]
-    if gather and D.is_distributed(group):
+    if gather and D.is_distributed(group):  # gather only: the global batch size (all_gather syncs sizes anyway)
         n = int(D.global_sum(torch.tensor(float(n), device=x.device), group).item())
     if n < 2:
         raise fail("z1", "a batch of at least 2 samples (the negatives are the other samples)", f"shape {tuple(z1.shape)}")
