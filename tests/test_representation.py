@@ -377,3 +377,61 @@ def test_batch_coupled_losses_are_permutation_equivariant(entry):
     permuted = ex.select(perm).call(entry.fn, reduction="none")
     expected = whole[perm] if whole.dim() else whole
     torch.testing.assert_close(permuted, expected, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------ edges: domains, validation mode, dtypes
+@pytest.mark.parametrize("name,option,value", [
+    ("info_nce", "temperature", 0.0),
+    ("info_nce", "temperature", -0.1),
+    ("info_nce", "block_size", 0),
+    ("nt_xent", "normalize", "yes"),
+    ("dcl", "denominator", "all"),
+    ("clip_loss", "logit_scale", float("nan")),
+])
+def test_contrastive_options_outside_their_domain_raise(name, option, value):
+    z1, z2 = _rand(5, 3, seed=40), _rand(5, 3, seed=41)
+    with pytest.raises(LossInputError, match=f"^{option}:"):
+        getattr(losskit, name)(z1, z2, **{option: value})
+
+
+def test_tensor_temperature_check_follows_the_validation_mode():
+    # the old check ran bool((tau > 0).all()) on every call, whatever set_validation said
+    z1, z2 = _rand(5, 3, seed=42), _rand(5, 3, seed=43)
+    bad = torch.tensor(-0.2, dtype=torch.float64)
+    with pytest.raises(LossInputError, match="^temperature:"):
+        losskit.info_nce(z1, z2, temperature=bad)
+    with losskit.validation(False):
+        losskit.info_nce(z1, z2, temperature=bad)  # no check, no raise (and no host sync)
+
+
+def test_tensor_temperature_on_meta_tensors():
+    z1, z2 = _rand(5, 3, seed=44).to("meta"), _rand(5, 3, seed=45).to("meta")
+    out = losskit.clip_loss(z1, z2, temperature=torch.tensor(0.1, dtype=torch.float64, device="meta"))
+    assert out.is_meta and out.shape == ()
+
+
+def test_cwcl_negative_weights_are_refused():
+    z = _rand(4, 3, seed=46)
+    w = torch.eye(4, dtype=torch.float64)
+    w[0, 1] = -0.5
+    with pytest.raises(LossInputError, match="^weights:"):
+        losskit.cwcl(z, z, weights=w)
+
+
+def test_mixed_float_dtypes_and_tensor_options_are_promoted():
+    z1, z2 = _rand(6, 4, seed=47), _rand(6, 4, seed=48)
+    for name in ("clip_loss", "info_nce", "nt_xent"):
+        fn = getattr(losskit, name)
+        got = fn(z1.float(), z2, temperature=torch.tensor(0.2))  # float32 input and temperature beside float64
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, fn(z1.float().double(), z2, temperature=0.2), rtol=1e-6, atol=1e-7)
+    got = losskit.clip_loss(z1, z2.float(), logit_scale=torch.tensor(math.log(5.0)))
+    torch.testing.assert_close(got, losskit.clip_loss(z1, z2.float().double(), temperature=0.2), rtol=1e-6, atol=1e-7)
+    q = _rand(3, 4, seed=49)
+    got = losskit.info_nce(z1, z2, negatives=q.float())
+    torch.testing.assert_close(got, losskit.info_nce(z1, z2, negatives=q.float().double()), rtol=1e-12, atol=1e-12)
+
+
+def test_clip_logit_scale_extremes_do_not_overflow():
+    z1, z2 = _rand(4, 3, seed=50), _rand(4, 3, seed=51)
+    assert torch.isfinite(losskit.clip_loss(z1, z2, logit_scale=-1000.0))  # math.exp(1000) used to overflow

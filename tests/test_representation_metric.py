@@ -284,3 +284,112 @@ def test_triplet_all_mining_sorted_form_equals_brute_force_value_and_gradient():
     (g_ref,) = torch.autograd.grad(ref.sum(), x)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g_got, g_ref, rtol=1e-8, atol=1e-10)
+
+
+# --------------------------------------------------------------------- edges (trust at the edges)
+@pytest.mark.parametrize("name,option,value", [
+    ("multi_similarity", "beta", -50.0),
+    ("multi_similarity", "alpha", 0.0),
+    ("multi_similarity", "base", 1.5),
+    ("triplet_margin", "margin", -0.1),
+    ("triplet_margin", "mining", "semi_hard"),
+    ("triplet_margin", "distance", "manhattan"),
+    ("contrastive_margin", "power", 0.5),
+    ("tcm", "margin_plus", 2.0),
+    ("tcm", "lambda_minus", -1.0),
+])
+def test_metric_options_outside_their_domain_raise(name, option, value):
+    x, lab = _rand(6, 3, seed=60), torch.tensor([0, 0, 1, 1, 2, 2])
+    with pytest.raises(LossInputError, match=f"^{option}:"):
+        getattr(losskit, name)(x, lab, **{option: value})
+
+
+@pytest.mark.parametrize("name,option,value", [
+    ("barlow_twins", "lambd", -1.0), ("vicreg", "gamma", 0.0), ("vicreg", "eps", 0.0),
+    ("vicreg", "std_coeff", -1.0), ("mixed_barlow_twins", "alpha", 1.5), ("mixed_barlow_twins", "scale", -1.0),
+])
+def test_redundancy_options_outside_their_domain_raise(name, option, value):
+    z1, z2 = _rand(6, 3, seed=61), _rand(6, 3, seed=62)
+    args = (z1, z2, z1, torch.arange(6)) if name == "mixed_barlow_twins" else (z1, z2)
+    opts = {"alpha": 0.5} if name == "mixed_barlow_twins" else {}
+    with pytest.raises(LossInputError, match=f"^{option}:"):
+        getattr(losskit, name)(*args, **{**opts, option: value})
+
+
+def test_huge_embeddings_raise_instead_of_nan():
+    # float32 embeddings of magnitude 1e30: squared distances / covariances overflow; these gave NaN
+    x = _rand(6, 3, seed=63).float() * 1e30
+    lab = torch.tensor([0, 0, 1, 1, 2, 2])
+    with pytest.raises(LossInputError, match="^embeddings: .*squared distances"):
+        losskit.triplet_margin(x, lab)
+    with pytest.raises(LossInputError, match="^embeddings:"):
+        losskit.triplet_margin(x, lab, mining="batch_hard", distance="squared_euclidean")
+    with pytest.raises(LossInputError, match="^query:"):
+        losskit.proto_triplet(x, lab, _rand(6, 3, seed=64).float(), lab)
+    with pytest.raises(LossInputError, match="^support:"):
+        losskit.proto_triplet(_rand(6, 3, seed=64).float(), lab, x, lab)
+    with pytest.raises(LossInputError, match="^z1:"):
+        losskit.vicreg(x, _rand(6, 3, seed=65).float())
+    with pytest.raises(LossInputError, match="^z2:"):
+        losskit.vicreg(_rand(6, 3, seed=65).float(), x)
+    # cosine distances are scale-free: no error, a finite loss
+    assert torch.isfinite(losskit.triplet_margin(x, lab, distance="cosine"))
+
+
+def test_mixed_barlow_twins_collapsed_embeddings_are_defined():
+    # every sample identical (zero variance, eps = 0 by default): standardised features are 0, not 0/0 = NaN
+    n, d = 7, 3
+    z = torch.full((n, d), 0.3, dtype=torch.float32).requires_grad_()
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    loss = losskit.mixed_barlow_twins(z, z, z, perm, alpha=0.4)
+    assert loss.item() == pytest.approx(d)  # C = 0: the Barlow Twins term is sum_i (1 - 0)^2, the regulariser 0
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+    # one collapsed feature beside healthy ones: finite, and barlow_twins(eps=0) likewise
+    z1, z2 = _rand(8, 3, seed=66), _rand(8, 3, seed=67)
+    z1[:, 1] = 2.0
+    assert torch.isfinite(losskit.barlow_twins(z1, z2, eps=0.0))
+    assert torch.isfinite(losskit.mixed_barlow_twins(z1, z2, z1, torch.arange(8), alpha=1.0))
+
+
+@pytest.mark.parametrize("name", ["mixed_barlow_twins", "proto_triplet"])
+def test_meta_tensors_propagate_shapes(name):
+    entry = losskit.get(name)
+    ex = entry.make_example(torch.float32)
+    meta = {k: v.to("meta") for k, v in ex.inputs.items()}
+    out = entry.fn(**meta, **ex.options, reduction="none")
+    ref = entry.fn(**ex.inputs, **ex.options, reduction="none")
+    assert out.is_meta and out.shape == ref.shape
+
+
+def test_proto_triplet_label_checks_follow_the_validation_mode():
+    q, s = _rand(4, 3, seed=68), _rand(4, 3, seed=69)
+    ql, sl = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(LossInputError, match="^query_labels:"):
+        losskit.proto_triplet(q, ql + 5, s, sl)
+    with pytest.raises(LossInputError, match="^support_labels:"):
+        losskit.proto_triplet(q, ql * 0, s, sl * 0)
+    with losskit.validation(False):
+        assert torch.isfinite(losskit.proto_triplet(q, ql * 0, s, sl * 0))  # no second class: all hinges inactive
+
+
+def test_euclidean_distance_zero_diagonal_and_finite_gradient():
+    from losskit.representation.core import distance_matrix
+
+    x = _rand(5, 3, seed=70)
+    x = torch.cat([x, x[:1]]).requires_grad_()  # rows 0 and 5 coincide
+    d = distance_matrix(x, x, "euclidean")
+    assert (torch.diagonal(d) == 0).all() and d[0, 5] == 0
+    d.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ["barlow_twins", "vicreg", "mixed_barlow_twins"])
+def test_redundancy_mixed_float_dtypes_are_promoted(name):
+    z1, z2 = _rand(6, 3, seed=71), _rand(6, 3, seed=72)
+    extra = (z1 + z2, torch.arange(6)) if name == "mixed_barlow_twins" else ()
+    opts = {"alpha": 0.5} if name == "mixed_barlow_twins" else {}
+    fn = getattr(losskit, name)
+    got = fn(z1.float(), z2, *extra, **opts)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, fn(z1.float().double(), z2, *extra, **opts), rtol=1e-10, atol=1e-12)

@@ -152,3 +152,54 @@ def test_tempnet_output_range_and_training_step():
     loss = losskit.tempnet_dro(z1, z2, tau)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# --------------------------------------------------------------------- edges (trust at the edges)
+@pytest.mark.parametrize("name", ["isogclr", "tempnet_dro", "tempnet_lm"])
+def test_meta_tensors_propagate_shapes(name):
+    # isogclr read its CPU state with meta indices, the tempnet losses called .item() on tau
+    entry = losskit.get(name)
+    ex = entry.make_example(torch.float32)
+    meta = {k: v.to("meta") for k, v in ex.inputs.items()}
+    out = entry.fn(**meta, **ex.options, reduction="none")
+    ref = entry.fn(**ex.inputs, **ex.options, reduction="none")
+    assert out.is_meta and out.shape == ref.shape
+
+
+def test_tempnet_tau_check_follows_the_validation_mode():
+    z1, z2 = _rand(4, 3, seed=80), _rand(4, 3, seed=81)
+    tau = torch.tensor([0.1, -0.2, 0.3, 0.4], dtype=torch.float64)
+    with pytest.raises(LossInputError, match="^tau: expected positive"):
+        losskit.tempnet_dro(z1, z2, tau)
+    with losskit.validation(False):
+        losskit.tempnet_dro(z1, z2, tau)
+
+
+def test_tempnet_lm_fully_masked_row_raises():
+    logits = _rand(3, 4, seed=82)
+    logits[1] = float("-inf")
+    with pytest.raises(LossInputError, match="^logits:.*fully masked"):
+        losskit.tempnet_lm(logits, torch.tensor([0, 1, 2]), torch.full((3,), 0.5, dtype=torch.float64))
+    logits[1, 2] = 0.0  # a partly masked row is fine
+    assert torch.isfinite(losskit.tempnet_lm(logits, torch.tensor([0, 2, 2]), torch.full((3,), 0.5,
+                                                                                       dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("name,option,value", [("isogclr", "rho", -0.1), ("isogclr", "state", "s"),
+                                               ("tempnet_dro", "rho", -1.0), ("tempnet_lm", "rho", float("inf"))])
+def test_temperature_options_outside_their_domain_raise(name, option, value):
+    entry = losskit.get(name)
+    ex = entry.make_example(torch.float64)
+    with pytest.raises(LossInputError, match=f"^{option}:"):
+        ex.call(entry.fn, **{option: value})
+
+
+def test_tempnet_compiles_without_graph_breaks():
+    # the positivity check was bool((tau > 0).all()): a data-dependent branch under torch.compile
+    import torch._dynamo
+
+    entry = losskit.get("tempnet_lm")
+    ex = entry.make_example(torch.float64)
+    torch._dynamo.reset()
+    out = torch.compile(entry.fn, backend="eager", fullgraph=True)(**ex.inputs, **ex.options)
+    torch.testing.assert_close(out, ex.call(entry.fn), rtol=1e-10, atol=1e-12)

@@ -12,13 +12,14 @@ import math
 
 import torch
 
-from .._core import Paper, fail, objective
+from .._core import Paper, fail, finish, objective
 from .._core import distributed as D
 from .._core.conventions import promote
+from .._core.domains import FLAG, Choice, Maybe, Real, Tensor
 from .._core.registry import Example
-from .._core.validate import check_batch, check_finite, check_floating
+from .._core.validate import check_batch, check_finite, check_floating, check_nonnegative
 from ._inputs import FEATURES_LABELS, PAIR, VIEWS, features_labels_example, pair_example, views_example
-from .core import check_int_labels, check_temperature, contrast, embed, finish
+from .core import BLOCK_SIZE, TEMPERATURE, check_int_labels, check_temperature, contrast, embed
 
 __all__ = ["info_nce", "nt_xent", "supcon", "clip_loss", "cwcl", "dcl", "mv_infonce", "mv_dhel",
            "InfoNCELoss", "NTXentLoss", "SupConLoss", "CLIPLoss", "CWCLLoss", "DCLLoss", "MVInfoNCELoss",
@@ -142,6 +143,7 @@ def _labels(labels, n):
 @objective(
     "info_nce", family=FAMILY, input_kind=PAIR, example=pair_example, paper=CPC, per_sample=False,
     properties={"nonnegative"}, module_name="InfoNCELoss",
+    domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "negatives": Maybe(Tensor("extra negatives of shape (K, D)"))},
     formula="l_i = -log softmax_j(<z1_i, z2_j> / tau)_i  (cosine similarities with normalize=True)",
 )
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, negatives: torch.Tensor | None = None,
@@ -156,7 +158,8 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, negatives: 
     the rows of ``negatives`` (K, D), extra negatives shared by all anchors such as a MoCo queue
     (never gathered: a queue is usually identical on every rank).
     ``normalize=True`` makes the similarities cosines. ``temperature`` tau: a float or a (learnable)
-    0-dim tensor. ``block_size`` computes the N x N similarities in row blocks with checkpointing.
+    0-dim tensor, > 0 (a tensor is checked under the validation mode, without a host synchronisation).
+    ``block_size`` (>= 1) computes the N x N similarities in row blocks with checkpointing.
     ``'none'`` returns the (N,) per-anchor losses (batch-coupled: each depends on the whole batch).
 
     Paper: van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive Coding",
@@ -170,15 +173,14 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, negatives: 
         check_floating("negatives", negatives)
         if negatives.dim() != 2 or negatives.shape[1] != z1.shape[1]:
             raise fail("negatives", f"extra negatives of shape (K, {z1.shape[1]})", f"shape {tuple(negatives.shape)}")
-        check_finite("negatives", negatives)
-        extra = embed("negatives", promote(negatives), normalize).to(a.dtype)
+        extra = embed("negatives", negatives.to(a.dtype), normalize)  # in the compute dtype of z1, z2
     loss = _directional(a, c, tau, gather=gather, group=group, block_size=block_size, extra=extra)
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 @objective(
     "nt_xent", family=FAMILY, input_kind=PAIR, example=pair_example, paper=SIMCLR, per_sample=False,
-    properties={"nonnegative"}, module_name="NTXentLoss",
+    properties={"nonnegative"}, module_name="NTXentLoss", domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE},
     formula="l_i^(v) = -log [exp(s(z_i^v, z_i^v')/tau) / sum_{(j,u) != (i,v)} exp(s(z_i^v, z_j^u)/tau)]",
 )
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, normalize: bool = True,
@@ -200,12 +202,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, normalize: b
     tau = check_temperature(temperature)
     x = embed("z1", torch.stack([z1, z2], 1), normalize)
     loss, _ = _supcon_rows(x, None, tau, "all", gather=gather, group=group, block_size=block_size)
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 @objective(
     "supcon", family=FAMILY, input_kind=FEATURES_LABELS, example=features_labels_example, paper=SUPCON,
     per_sample=False, properties={"nonnegative"}, module_name="SupConLoss",
+    domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "denominator": Choice("all", "decoupled", "negatives")},
     formula="l_a = -1/|P(a)| sum_{p in P(a)} log [exp(s_ap/tau) / sum_{k != a} exp(s_ak/tau)]",
 )
 def supcon(features: torch.Tensor, labels: torch.Tensor | None = None, *, temperature=0.1,
@@ -240,12 +243,12 @@ def supcon(features: torch.Tensor, labels: torch.Tensor | None = None, *, temper
                                  block_size=block_size)
     if features.dim() == 2:
         loss, has_pos = loss[:, 0], has_pos[:, 0]
-    return finish(loss, reduction, sample_weight, has_pos, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, mask=has_pos, gathered=gather, group=group)
 
 
 @objective(
     "dcl", family=FAMILY, input_kind=PAIR, example=pair_example, paper=DCL, per_sample=False,
-    module_name="DCLLoss",
+    module_name="DCLLoss", domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "denominator": Choice("negatives", "decoupled")},
     formula="l_i^(v) = -s(z_i^v, z_i^v')/tau + log sum_{negatives k} exp(s(z_i^v, z_k)/tau)",
 )
 def dcl(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor | None = None, *, temperature=0.1,
@@ -273,12 +276,13 @@ def dcl(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor | None = None, 
     tau = check_temperature(temperature)
     x = embed("z1", torch.stack([z1, z2], 1), normalize)
     loss, has_pos = _supcon_rows(x, labels, tau, denominator, gather=gather, group=group, block_size=block_size)
-    return finish(loss, reduction, sample_weight, has_pos, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, mask=has_pos, gathered=gather, group=group)
 
 
 @objective(
     "clip_loss", family=FAMILY, input_kind=PAIR, example=pair_example, paper=CLIP, per_sample=False,
     properties={"nonnegative"}, module_name="CLIPLoss",
+    domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "logit_scale": Maybe(Real(tensor=True))},
     formula="l_i = (CE(s_i. / tau, i) + CE(s_.i / tau, i)) / 2,  s_ij = <x_i, y_j> (cosine)",
 )
 def clip_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.07, logit_scale=None,
@@ -299,21 +303,26 @@ def clip_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.07, logit_sca
     _pair(z1, z2)
     if logit_scale is not None:
         if isinstance(logit_scale, torch.Tensor):
-            check_floating("logit_scale", logit_scale)
-            tau = torch.exp(-logit_scale)
+            if logit_scale.numel() != 1:
+                raise fail("logit_scale", "a 0-dim tensor (one log inverse temperature)",
+                           f"shape {tuple(logit_scale.shape)}")
+            tau = torch.exp(-logit_scale.reshape(()))
         else:
-            tau = math.exp(-float(logit_scale))
+            # any real is a valid log inverse temperature; clamp the exponent so math.exp cannot overflow
+            tau = math.exp(min(max(-float(logit_scale), -700.0), 700.0))
     else:
         tau = check_temperature(temperature)
     a, b = embed("z1", z1, normalize), embed("z2", z2, normalize)
     kw = dict(gather=gather, group=group, block_size=block_size)
     loss = 0.5 * (_directional(a, b, tau, **kw) + _directional(b, a, tau, **kw))
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 @objective(
     "cwcl", family=FAMILY, input_kind=PAIR, example=lambda g, d: _cwcl_example(g, d), paper=CWCL,
     per_sample=False, properties={"nonnegative"}, module_name="CWCLLoss",
+    domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "symmetric": FLAG,
+             "weights": Maybe(Tensor("non-negative soft-positive weights of shape (N, N)"))},
     formula="l_i = -(sum_j w_ij)^-1 sum_j w_ij log softmax_j(<p_i, q_j>/tau), w_ij = (1 + <q_i, q_j>)/2; "
             "symmetrised",
 )
@@ -329,7 +338,7 @@ def cwcl(p: torch.Tensor, q: torch.Tensor, *, temperature=0.07, weights: torch.T
 
     ``q`` is the frozen (pre-trained) modality: the weights are computed from normalised, detached
     ``q``. ``symmetric=True`` averages the p->q and q->p directions with the same weights (the paper
-    trains both directions; the average keeps the scale of :func:`clip_loss`). ``weights`` (N, N)
+    trains both directions; the average keeps the scale of :func:`clip_loss`). ``weights`` (N, N) >= 0
     overrides w (e.g. the identity, which turns CWCL into :func:`info_nce` / :func:`clip_loss`; not
     with ``gather``). tau: the paper learns it; pass a 0-dim tensor to learn it.
 
@@ -346,6 +355,7 @@ def cwcl(p: torch.Tensor, q: torch.Tensor, *, temperature=0.07, weights: torch.T
         n = p.shape[0]
         if tuple(weights.shape) != (n, n):
             raise fail("weights", f"shape ({n}, {n})", f"shape {tuple(weights.shape)}")
+        check_nonnegative("weights", weights, "non-negative weights")
 
         def wfn(offset, w=weights):
             return lambda r0, r1: w[r0:r1]
@@ -364,7 +374,7 @@ def cwcl(p: torch.Tensor, q: torch.Tensor, *, temperature=0.07, weights: torch.T
     loss = _directional(a, b, tau, weights=wfn, **kw)
     if symmetric:
         loss = 0.5 * (loss + _directional(b, a, tau, weights=wfn_t, **kw))
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 def _cwcl_example(gen, dtype):
@@ -407,7 +417,7 @@ def _multiview(views, tau, mode, *, gather, group, block_size, normalize):
 
 @objective(
     "mv_infonce", family=FAMILY, input_kind=VIEWS, example=views_example, paper=MULTIVIEW, per_sample=False,
-    properties={"nonnegative"}, module_name="MVInfoNCELoss",
+    properties={"nonnegative"}, module_name="MVInfoNCELoss", domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE},
     formula="l_i = -log [sum_{l != m} e^{z_i^l.z_i^m/tau} / sum_l sum_{(j,m) != (i,l)} e^{z_i^l.z_j^m/tau}]",
 )
 def mv_infonce(views, *, temperature=0.2, normalize: bool = True, gather: bool = False, group=None,
@@ -428,12 +438,12 @@ def mv_infonce(views, *, temperature=0.2, normalize: bool = True, gather: bool =
     """
     tau = check_temperature(temperature)
     loss = _multiview(views, tau, "infonce", gather=gather, group=group, block_size=block_size, normalize=normalize)
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 @objective(
     "mv_dhel", family=FAMILY, input_kind=VIEWS, example=views_example, paper=MULTIVIEW, per_sample=False,
-    module_name="MVDHELLoss",
+    module_name="MVDHELLoss", domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE},
     formula="l_i = -log sum_{l<m} e^{z_i^l.z_i^m/tau} + sum_l log sum_{j != i} e^{z_i^l.z_j^l/tau}",
 )
 def mv_dhel(views, *, temperature=0.2, normalize: bool = True, gather: bool = False, group=None,
@@ -454,7 +464,7 @@ def mv_dhel(views, *, temperature=0.2, normalize: bool = True, gather: bool = Fa
     """
     tau = check_temperature(temperature)
     loss = _multiview(views, tau, "dhel", gather=gather, group=group, block_size=block_size, normalize=normalize)
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 InfoNCELoss = info_nce.Module

@@ -37,15 +37,35 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .._core import distributed as D
-from .._core import fail, reduce
-from .._core.validate import check_floating, check_sample_weight
+from .._core import fail, finish
+from .._core.domains import COUNT, Choice, Domain, Either, Maybe, Real
+from .._core.validate import check_floating, require
 from ..ops.logsumexp import masked_logsumexp
+from ..ops.pairwise import safe_sqrt, sq_dist
 
 __all__ = ["MODES", "contrast", "check_int_labels", "masked_logsumexp", "embed", "check_temperature", "temperature_rows",
-           "finish", "distance_matrix", "DISTANCES"]
+           "finish", "distance_matrix", "DISTANCES", "TEMPERATURE", "BLOCK_SIZE", "DISTANCE", "CallableDomain"]
 
 MODES = ("all", "decoupled", "negatives")
+
+#: A temperature: a positive float or a tensor of positive values (a learnable temperature), checked by the
+#: registry wrapper without a host synchronisation.
+TEMPERATURE = Real(0.0, None, lo_open=True, tensor=True)
+#: Rows per block of the blocked (checkpointed) similarity computation, or None for one block.
+BLOCK_SIZE = Maybe(COUNT)
+
+
+class CallableDomain(Domain):
+    """A callable (what it must compute is said by ``what``)."""
+
+    def __init__(self, what: str):
+        self.description = what
+
+    def contains(self, value, arguments=None) -> bool:
+        return callable(value)
+
+    def invalid(self) -> list:
+        return ["not-a-callable"]
 
 
 def embed(name: str, x: torch.Tensor, normalize: bool, dim: int = -1) -> torch.Tensor:
@@ -67,14 +87,20 @@ def check_int_labels(name: str, labels) -> torch.Tensor:
 
 
 def check_temperature(tau, n: int | None = None, name: str = "temperature"):
-    """A positive float, a positive 0-dim tensor, or (when ``n``) a positive tensor of shape (n,)."""
+    """A positive float, a positive 0-dim tensor, or (when ``n``) a positive tensor of shape (n,).
+
+    A tensor's values are checked by :func:`~losskit._core.validate.require` (the validation mode: no host
+    synchronisation on accelerators, nothing on meta tensors or while compiling); registered objectives
+    declare :data:`TEMPERATURE`, which the wrapper checks the same way before the call.
+    """
     if isinstance(tau, torch.Tensor):
         check_floating(name, tau)
         if tau.dim() != 0 and (n is None or tuple(tau.shape) != (n,)):
             allowed = "a scalar" + (f" or shape ({n},)" if n is not None else "")
             raise fail(name, f"a positive temperature tensor, {allowed}", f"shape {tuple(tau.shape)}")
-        if not bool((tau > 0).all()) and not torch.compiler.is_compiling():
-            raise fail(name, "positive temperatures", f"min {tau.min().item():.6g}")
+        if tau.numel():
+            require(name, tau, lambda: TEMPERATURE.tensor_bad(tau), "positive temperatures",
+                    lambda: f"min {tau.min().item():.6g}")
         return tau
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
         raise fail(name, "a positive temperature", repr(tau))
@@ -148,50 +174,67 @@ def contrast(a: torch.Tensor, c: torch.Tensor, *, tau, positives: Callable[[int,
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
-def finish(loss: torch.Tensor, reduction: str, sample_weight=None, mask=None, *, gathered: bool = False,
-           group=None) -> torch.Tensor:
-    """Weights, mask and reduction of per-anchor losses; with ``gathered`` the 'sum' and 'mean' are
-    over the anchors of every rank (value all-reduced, gradient through the local terms)."""
-    w = check_sample_weight(sample_weight, loss.shape)
-    if mask is not None and mask.shape != loss.shape:
-        mask = mask.reshape(mask.shape + (1,) * (loss.dim() - mask.dim()))
-    if not gathered or not D.is_distributed(group) or reduction == "none":
-        return reduce(loss, reduction, weight=w, mask=mask)
-    local_sum = reduce(loss, "sum", weight=w, mask=mask)
-    if reduction == "sum":
-        return D.global_value(local_sum, group)
-    if w is not None:
-        wf = w.to(loss.dtype).expand_as(loss)
-        denom = torch.where(mask.expand_as(loss), wf, wf.new_zeros(())).sum() if mask is not None else wf.sum()
-    elif mask is not None:
-        denom = mask.expand_as(loss).sum().to(loss.dtype)
-    else:
-        denom = loss.new_tensor(float(loss.numel()))
-    denom = D.global_sum(denom.detach(), group)
-    denom = torch.where(denom == 0, denom.new_ones(()), denom)
-    return D.global_value(local_sum / denom, group)
+# ``finish`` (imported above from losskit._core) is the reduction tail of every objective here; it is
+# re-exported under this module's old name (its sample_weight and mask are keyword-only now).
 
 
 # ------------------------------------------------------------------------------------- pairs core
 def _euclidean(x, y):
-    # exact zero on the diagonal of x vs x, and a finite gradient there (no sqrt(0) on coincident points)
-    d2 = (x.unsqueeze(1) - y.unsqueeze(0)).pow(2).sum(-1)
-    pos = d2 > 0
-    return torch.where(pos, d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt(), d2.new_zeros(()))
+    # differences, not the GEMM expansion: an exact zero on the diagonal of x vs x, and safe_sqrt gives a
+    # zero (finite) gradient there (no sqrt'(0) = inf at coincident points)
+    return safe_sqrt(sq_dist(x, y, expand=False))
+
+
+def _squared_euclidean(x, y):
+    return sq_dist(x, y, expand=False)
+
+
+def _cosine(x, y):
+    return 1 - F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T
 
 
 DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "euclidean": _euclidean,
-    "squared_euclidean": lambda x, y: (x.unsqueeze(1) - y.unsqueeze(0)).pow(2).sum(-1),
-    "cosine": lambda x, y: 1 - F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T,
+    "squared_euclidean": _squared_euclidean,
+    "cosine": _cosine,
 }
 
+#: A distance option: a name in :data:`DISTANCES` or a callable ``(x (n, D), y (m, D)) -> (n, m)``.
+DISTANCE = Either(Choice(*DISTANCES), CallableDomain("a callable (x (n, D), y (m, D)) -> (n, m) distances"))
 
-def distance_matrix(x: torch.Tensor, y: torch.Tensor, distance) -> torch.Tensor:
+
+def distance_matrix(x: torch.Tensor, y: torch.Tensor, distance, names: tuple[str, str] | None = None) -> torch.Tensor:
     """Pairwise distances (n, m) under ``distance``: a name in :data:`DISTANCES` or a callable
-    ``(x (n, D), y (m, D)) -> (n, m)``."""
+    ``(x (n, D), y (m, D)) -> (n, m)``.
+
+    With ``names`` (the arguments ``x`` and ``y`` come from), Euclidean distances whose squares overflow the
+    dtype (float32 embeddings of magnitude ~1e19 and more) raise :class:`LossInputError` naming the input of
+    larger magnitude, instead of giving ``inf - inf = NaN`` in the margins (a value check: it follows the
+    validation mode).
+    """
     if callable(distance):
         return distance(x, y)
     if distance not in DISTANCES:
         raise fail("distance", f"one of {sorted(DISTANCES)} or a callable", repr(distance))
-    return DISTANCES[distance](x, y)
+    d = DISTANCES[distance](x, y)
+    if names is not None and distance != "cosine" and d.numel():
+        check_distances_fit(d, names, x, y)
+    return d
+
+
+def check_distances_fit(d: torch.Tensor, names: tuple[str, str], x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise, naming ``x`` or ``y`` (the one of larger magnitude), when the distances ``d`` overflowed."""
+    expected = f"values whose squared distances fit in {d.dtype}"
+    cache: dict[str, torch.Tensor] = {}
+
+    def x_larger():  # 0-d bool tensors, computed once and only when a check runs
+        if "x" not in cache:
+            cache["x"] = (d.amax() == float("inf")) & (x.detach().abs().amax() >= y.detach().abs().amax())
+            cache["y"] = (d.amax() == float("inf")) & ~cache["x"]
+        return cache
+
+    def got(t):
+        return lambda: f"magnitudes up to {t.abs().max().item():.3g}"
+
+    require(names[0], x, lambda: x_larger()["x"], expected, got(x))
+    require(names[1], y, lambda: x_larger()["y"], expected, got(y))

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .._core import Paper, check_reduction, fail, objective
+from .._core import Paper, check_reduction, fail, finish, objective
 from .._core import distributed as D
+from .._core.domains import FLAG, NONNEGATIVE, POSITIVE, Choice, Real
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_batch, check_floating
+from .._core.validate import check_batch, check_floating, require
 from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
-from .core import check_int_labels, distance_matrix, embed, finish, masked_logsumexp
+from .core import DISTANCE, check_int_labels, distance_matrix, embed, masked_logsumexp
 
 __all__ = ["pairs", "Pairs", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
@@ -32,6 +33,9 @@ TCM = Paper("Threshold-Consistent Margin Loss for Open-World Deep Metric Learnin
 SUSANA = Paper("SuSana Distancia is all you need: Enforcing class separability in metric learning via two "
                "novel distance-based loss functions for few-shot image classification", 2023, "2305.09062",
                "Mendez-Ruiz, Gonzalez-Zapata et al.")
+
+#: a cosine-similarity threshold
+COSINE = Real(-1.0, 1.0)
 
 
 @dataclass
@@ -65,7 +69,7 @@ def pairs(embeddings, labels, *, distance="euclidean", normalize=False, gather=F
     rows = torch.arange(n, device=x.device) + offset
     not_self = rows.unsqueeze(1) != torch.arange(m, device=x.device).unsqueeze(0)
     same = labels.unsqueeze(1) == lab_c.unsqueeze(0)
-    return Pairs(distance_matrix(x, c, distance), same & not_self, ~same)
+    return Pairs(distance_matrix(x, c, distance, names=(name, name)), same & not_self, ~same)
 
 
 def _masked_mean(v, mask):
@@ -95,6 +99,7 @@ def _all_triplets_mean(d, pos, neg, margin):
     "triplet_margin", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=FACENET, per_sample=False,
     properties={"nonnegative"}, module_name="TripletMarginLoss",
+    domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice("all", "batch_hard"), "normalize": FLAG},
     formula="l_a = mean_{p in P(a), n in N(a)} [d(a, p) - d(a, n) + m]_+  (mining='all'); "
             "batch_hard: [max_p d(a, p) - min_n d(a, n) + m]_+",
 )
@@ -108,7 +113,8 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     ``mining='all'``: every (positive, negative) of the anchor; ``'batch_hard'`` (Hermans et al.):
     the farthest positive and nearest negative only. ``distance``: ``'euclidean'``,
     ``'squared_euclidean'``, ``'cosine'`` (1 - cos) or a callable ``(x (n, D), y (m, D)) -> (n, m)``.
-    Anchors without a positive or a negative are left out of the mean ('none' gives 0 there).
+    Anchors without a positive or a negative are left out of the mean ('none' gives 0 there). ``margin``
+    >= 0. Euclidean distances whose squares overflow the dtype raise (naming ``embeddings``).
     pytorch-metric-learning's ``TripletMarginLoss(margin, reducer=MeanReducer())`` with its default
     normalised L2 distance equals ``normalize=True`` when every anchor has as many triplets.
 
@@ -129,13 +135,15 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
         gap = torch.where(has, far - near, d.new_zeros(()))
         loss = torch.relu(gap + margin)
     loss = torch.where(has, loss, loss.new_zeros(()))
-    return finish(loss, reduction, sample_weight, has, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, mask=has, gathered=gather, group=group)
 
 
 @objective(
     "contrastive_margin", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=HADSELL, per_sample=False,
     properties={"nonnegative"}, module_name="ContrastiveMarginLoss",
+    domains={"pos_margin": NONNEGATIVE, "neg_margin": NONNEGATIVE, "power": Real(1.0, None), "distance": DISTANCE,
+             "normalize": FLAG},
     formula="l_a = mean_{p} [d(a, p) - m+]_+^q + mean_{n} [m- - d(a, n)]_+^q",
 )
 def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_margin: float = 0.0,
@@ -148,7 +156,8 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
               + \\operatorname{mean}_{n \\in N(a)} [m^- - d(a,n)]_+^q
 
     Hadsell et al.'s loss is ``q = 2, m+ = 0``; the distance is pluggable as in :func:`triplet_margin`.
-    A term with no pair for the anchor is 0.
+    A term with no pair for the anchor is 0. Margins >= 0; ``power`` q >= 1 (q < 1 has an infinite
+    gradient at the margin).
 
     Paper: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", 2006.
     """
@@ -156,13 +165,14 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
     pr = pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group)
     pos, _ = _masked_mean(torch.relu(pr.dist - pos_margin).pow(power), pr.pos)
     neg, _ = _masked_mean(torch.relu(neg_margin - pr.dist).pow(power), pr.neg)
-    return finish(pos + neg, reduction, sample_weight, gathered=gather, group=group)
+    return finish(pos + neg, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 @objective(
     "multi_similarity", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=MS, per_sample=False,
     properties={"nonnegative"}, module_name="MultiSimilarityLoss",
+    domains={"alpha": POSITIVE, "beta": POSITIVE, "base": COSINE},
     formula="l_a = 1/alpha log(1 + sum_p e^{-alpha (S_ap - base)}) + 1/beta log(1 + sum_n e^{beta (S_an - base)})",
 )
 def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: float = 2.0, beta: float = 50.0,
@@ -173,7 +183,8 @@ def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: f
     .. math:: \\ell_a = \\frac1\\alpha \\log\\Big(1 + \\sum_{p \\in P(a)} e^{-\\alpha (S_{ap} - \\lambda)}\\Big)
               + \\frac1\\beta \\log\\Big(1 + \\sum_{n \\in N(a)} e^{\\beta (S_{an} - \\lambda)}\\Big)
 
-    S: cosine similarities; ``base`` is lambda. Computed as ``softplus(logsumexp(...))`` (exact, no
+    S: cosine similarities; ``base`` is lambda, in [-1, 1]; ``alpha``, ``beta`` > 0 (a negative beta would
+    reward similar negatives). Computed as ``softplus(logsumexp(...))`` (exact, no
     overflow at beta = 50). The paper's pair mining step is not part of the loss (mine beforehand
     if wanted); like pytorch-metric-learning's ``MultiSimilarityLoss`` (same defaults alpha = 2,
     beta = 50, base = 0.5) the mean is over all anchors. ``'none'`` returns (N,).
@@ -186,12 +197,13 @@ def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: f
     s = 1 - pr.dist
     pos = torch.nn.functional.softplus(masked_logsumexp(-alpha * (s - base), pr.pos)) / alpha
     neg = torch.nn.functional.softplus(masked_logsumexp(beta * (s - base), pr.neg)) / beta
-    return finish(pos + neg, reduction, sample_weight, gathered=gather, group=group)
+    return finish(pos + neg, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 @objective(
     "tcm", family=FAMILY, input_kind=FEATURES_LABELS, example=lambda g, d: _rename(_tcm_example(g, d)),
     paper=TCM, per_sample=False, sample_weight=False, properties={"nonnegative"}, module_name="TCMLoss",
+    domains={"lambda_plus": NONNEGATIVE, "lambda_minus": NONNEGATIVE, "margin_plus": COSINE, "margin_minus": COSINE},
     formula="L = l+ mean_{s+ <= m+}(m+ - s+) + l- mean_{s- >= m-}(s- - m-), s cosine similarities of pairs",
 )
 def tcm(embeddings: torch.Tensor, labels: torch.Tensor, *, lambda_plus: float = 1.0, lambda_minus: float = 1.0,
@@ -203,7 +215,8 @@ def tcm(embeddings: torch.Tensor, labels: torch.Tensor, *, lambda_plus: float = 
               + \\lambda^- \\frac{\\sum_{s^- \\ge m^-} (s^- - m^-)}{|\\{s^- \\ge m^-\\}|}
 
     over the cosine similarities of all ordered positive pairs (i != j, same label) and negative pairs
-    of the batch; an empty selection contributes 0. It is an add-on: ``base_loss + tcm(...)``. A
+    of the batch; an empty selection contributes 0. Margins are cosine thresholds in [-1, 1], the weights
+    ``lambda_plus``, ``lambda_minus`` >= 0. It is an add-on: ``base_loss + tcm(...)``. A
     batch-level loss (every reduction returns the one value). Same convention as
     pytorch-metric-learning's ``ThresholdConsistentMarginLoss``.
 
@@ -263,7 +276,7 @@ EPISODE = InputKind("few-shot episode", "query (Q, D) + labels (Q,), support (S,
 
 @objective(
     "proto_triplet", family=FAMILY, input_kind=EPISODE, example=_episode_example, paper=SUSANA,
-    properties={"nonnegative"}, module_name="ProtoTripletLoss",
+    properties={"nonnegative"}, module_name="ProtoTripletLoss", domains={"margin": NONNEGATIVE, "distance": DISTANCE},
     formula="l_q = [d(q, c_y) - min_{k != y} d(q, c_k) + m]_+,  c_k = mean of the support of class k (m = 0.5)",
 )
 def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torch.Tensor,
@@ -278,7 +291,10 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
     as a support of one row per class); the positive is the query's class prototype, the negative
     the nearest other prototype. Defaults as the authors' code: Euclidean distance, m = 0.5 (their
     distance adds 1e-6 under the square root; ours is exact). ``distance`` is pluggable (names as in
-    :func:`triplet_margin`). Per-query losses: ``'none'`` returns (Q,); 'mean' is their mean.
+    :func:`triplet_margin`). Per-query losses: ``'none'`` returns (Q,); 'mean' is their mean. ``margin`` >= 0.
+    The support needs at least 2 classes and every query label must occur in it (value checks, under the
+    validation mode); prototypes are formed per support sample, so shapes never depend on the labels'
+    values (meta tensors and ``torch.compile(fullgraph=True)`` work).
 
     Paper: Mendez-Ruiz, Gonzalez-Zapata et al., "SuSana Distancia is all you need: Enforcing class separability in
     metric learning via two novel distance-based loss functions for few-shot image classification",
@@ -295,21 +311,23 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
     check_batch("support_labels", support_labels, support.shape[0], "the support")
     check_int_labels("query_labels", query_labels)
     check_batch("query_labels", query_labels, query.shape[0], "the query")
-    classes, s_idx = torch.unique(support_labels, return_inverse=True)
-    k = classes.shape[0]
-    if k < 2:
-        raise fail("support_labels", "at least 2 classes in the support", f"{k} class")
-    match = query_labels.unsqueeze(1) == classes.unsqueeze(0)  # (Q, K)
-    if not bool(match.any(1).all()):
-        bad = int((~match.any(1)).nonzero()[0, 0])
-        raise fail("query_labels", "labels that occur in support_labels",
-                   f"{query_labels[bad].item()} at position {bad}")
-    onehot = torch.nn.functional.one_hot(s_idx, k).to(support.dtype)  # (S, K)
-    protos = (onehot.T @ support) / onehot.sum(0).unsqueeze(1)
-    d = distance_matrix(query, protos, distance)  # (Q, K)
-    d_pos = torch.where(match, d, d.new_zeros(())).sum(1)
+    # Prototypes without torch.unique (whose output shape depends on the data: no meta tensors, no fullgraph
+    # compile): each support sample s carries its class prototype c_{y_s} (duplicated within a class, (S, D)),
+    # so distances are (Q, S) and a class is a set of identical columns.
+    same = support_labels.unsqueeze(1) == support_labels.unsqueeze(0)  # (S, S)
+    sf = same.to(support.dtype)
+    protos = (sf @ support) / sf.sum(1, keepdim=True)
+    match = query_labels.unsqueeze(1) == support_labels.unsqueeze(0)  # (Q, S)
+    require("support_labels", support_labels, lambda: (support_labels == support_labels[0]).all(),
+            "at least 2 classes in the support", lambda: "1 class")
+    require("query_labels", query_labels, lambda: ~match.any(1).all(), "labels that occur in support_labels",
+            lambda: (lambda b: f"{query_labels[b].item()} at position {b}")(int((~match.any(1)).nonzero()[0, 0])))
+    d = distance_matrix(query, protos, distance, names=("query", "support"))  # (Q, S)
+    # the own prototype's distance: the mean over its (identical) duplicate columns
+    cnt = match.sum(1)
+    d_pos = torch.where(match, d, d.new_zeros(())).sum(1) / torch.where(cnt > 0, cnt, cnt.new_ones(())).to(d.dtype)
     d_neg = torch.where(match, d.new_full((), float("inf")), d).amin(1)
-    return finish(torch.relu(d_pos - d_neg + margin), reduction, sample_weight)
+    return finish(torch.relu(d_pos - d_neg + margin), reduction, sample_weight=sample_weight)
 
 
 TripletMarginLoss = triplet_margin.Module

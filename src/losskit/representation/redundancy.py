@@ -12,8 +12,9 @@ import torch
 
 from .._core import Paper, check_reduction, fail, objective
 from .._core import distributed as D
+from .._core.domains import FLAG, NONNEGATIVE, POSITIVE, UNIT
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_floating
+from .._core.validate import check_floating, require
 from ._inputs import scale_all
 
 __all__ = ["barlow_twins", "vicreg", "mixed_barlow_twins", "BarlowTwinsLoss", "VICRegLoss",
@@ -76,10 +77,18 @@ def _batch_level(loss, gather, group):
 
 def standardize(z: torch.Tensor, eps: float, unbiased: bool = False) -> torch.Tensor:
     """Per-feature standardisation over the batch: ``(z - mean) / sqrt(var + eps)``, with the biased
-    variance (BatchNorm without affine, Barlow Twins' official code) or the unbiased one (``z.std``)."""
-    zc = z - z.mean(0)
+    variance (BatchNorm without affine, Barlow Twins' official code) or the unbiased one (``z.std``).
+
+    A feature with ``var + eps == 0`` (collapsed: every sample equal, and ``eps = 0``) standardises to 0
+    (value and gradient), not ``0 / 0``. The data are centred on their first sample before the mean is
+    taken (the same value in exact arithmetic), so equal samples give an exactly zero variance.
+    """
+    zs = z - z[:1].detach()
+    zc = zs - zs.mean(0)
     var = zc.pow(2).sum(0) / (z.shape[0] - 1) if unbiased else zc.pow(2).mean(0)
-    return zc / torch.sqrt(var + eps)
+    v = var + eps
+    pos = v > 0
+    return torch.where(pos, zc / torch.sqrt(torch.where(pos, v, torch.ones_like(v))), torch.zeros_like(zc))
 
 
 def cross_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5, unbiased: bool = False) -> torch.Tensor:
@@ -96,6 +105,7 @@ def _bt_terms(c: torch.Tensor, lambd: float) -> torch.Tensor:
 @objective(
     "barlow_twins", family=FAMILY, input_kind=TWO_BRANCHES, example=_example, paper=BT, per_sample=False,
     sample_weight=False, properties={"nonnegative"}, module_name="BarlowTwinsLoss",
+    domains={"lambd": NONNEGATIVE, "eps": NONNEGATIVE, "unbiased": FLAG},
     formula="L = sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2,  C = z1~^T z2~ / N (standardised)",
 )
 def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lambd: float = 5e-3, eps: float = 1e-5,
@@ -108,7 +118,8 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, *, lambd: float = 5e-3, eps
     ``z~`` standardises each feature over the batch with the biased variance plus ``eps`` (the
     official code's ``BatchNorm1d(affine=False)``). ``lambd`` = 5e-3 (the paper's value; lightly's
     default too). lightly's ``BarlowTwinsLoss`` standardises with the unbiased std and no eps: that
-    is ``unbiased=True, eps=0``. A batch-level loss: every reduction returns the one value.
+    is ``unbiased=True, eps=0``. ``lambd``, ``eps`` >= 0; a constant feature (zero variance, ``eps = 0``)
+    standardises to 0. A batch-level loss: every reduction returns the one value.
 
     Paper: Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via Redundancy
     Reduction", 2021, arXiv:2103.03230.
@@ -134,6 +145,8 @@ def _vicreg_cov(z):
 @objective(
     "vicreg", family=FAMILY, input_kind=TWO_BRANCHES, example=_example, paper=VICREG, per_sample=False,
     sample_weight=False, properties={"nonnegative"}, module_name="VICRegLoss",
+    domains={"sim_coeff": NONNEGATIVE, "std_coeff": NONNEGATIVE, "cov_coeff": NONNEGATIVE, "gamma": POSITIVE,
+             "eps": POSITIVE},
     formula="L = lambda mse(z1, z2) + mu [v(z1) + v(z2)] / 2 + nu [c(z1) + c(z2)],  "
             "v = mean_d relu(gamma - sqrt(Var z_d + eps)), c = sum_{i!=j} Cov_ij^2 / D",
 )
@@ -148,7 +161,9 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, *, sim_coeff: float = 25.0, std_c
     with ``v(z) = mean_d relu(gamma - sqrt(Var(z_d) + eps))`` (unbiased variance) and
     ``c(z) = sum_{i != j} Cov(z)_ij^2 / D``. The variance term is averaged over the two branches as in
     the official code (the paper writes the sum; lightly's ``VICRegLoss`` averages too). Defaults
-    lambda = mu = 25, nu = 1, gamma = 1, eps = 1e-4. A batch-level loss.
+    lambda = mu = 25, nu = 1, gamma = 1, eps = 1e-4 (coefficients >= 0; gamma, eps > 0: eps = 0 would give an
+    infinite gradient at a collapsed feature). Embeddings whose squared covariances overflow raise. A
+    batch-level loss.
 
     Paper: Bardes, Ponce, LeCun, "VICReg: Variance-Invariance-Covariance Regularization for
     Self-Supervised Learning", 2022, arXiv:2105.04906.
@@ -157,8 +172,18 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, *, sim_coeff: float = 25.0, std_c
     _branches(("z1", z1), ("z2", z2), gather=gather)
     a, b = _gathered((z1, z2), gather, group)
     inv = (a - b).pow(2).mean()
-    var = (_vicreg_var(a, gamma, eps) + _vicreg_var(b, gamma, eps)) / 2
-    cov = _vicreg_cov(a) + _vicreg_cov(b)
+    va, vb = _vicreg_var(a, gamma, eps), _vicreg_var(b, gamma, eps)
+    ca, cb = _vicreg_cov(a), _vicreg_cov(b)
+    # the covariance term grows as |z|^4: embeddings too large for it (float32 beyond ~1e9) raise, naming the
+    # input, instead of giving inf - inf = NaN (a value check: it follows the validation mode)
+    for name, x, term in (("z1", z1, va + ca), ("z2", z2, vb + cb)):
+        require(name, x, lambda t=term: ~torch.isfinite(t),
+                f"embeddings whose squared covariances fit in {a.dtype} (VICReg's covariance term)",
+                lambda x=x: f"magnitudes up to {x.abs().max().item():.3g}")
+    require("z2", z2, lambda: ~torch.isfinite(inv), f"embeddings whose squared differences from z1 fit in {a.dtype}",
+            lambda: f"magnitudes up to {z2.abs().max().item():.3g}")
+    var = (va + vb) / 2
+    cov = ca + cb
     return _batch_level(sim_coeff * inv + std_coeff * var + cov_coeff * cov, gather, group)
 
 
@@ -187,6 +212,7 @@ MIXED = InputKind("two branches + mixed", "z1, z2 (N, D), embeddings z_mix of al
 @objective(
     "mixed_barlow_twins", family=FAMILY, input_kind=MIXED, example=_mix_example, paper=MIXBT, per_sample=False,
     sample_weight=False, properties={"nonnegative"}, module_name="MixedBarlowTwinsLoss",
+    domains={"alpha": UNIT, "lambd": NONNEGATIVE, "scale": NONNEGATIVE, "eps": NONNEGATIVE, "unbiased": FLAG},
     formula="L = L_BT(z1, z2) + s lambda (||C(Zm, Z1) - [a C(Z1, Z1) + (1-a) C(Z2[perm], Z1)]||^2 "
             "+ ||C(Zm, Z2) - [a C(Z1, Z2) + (1-a) C(Z2[perm], Z2)]||^2)",
 )
@@ -201,8 +227,10 @@ def mixed_barlow_twins(z1: torch.Tensor, z2: torch.Tensor, z_mix: torch.Tensor, 
 
     ``z_mix`` are the embeddings of the mixed inputs ``alpha x1 + (1 - alpha) x2[perm]`` (x1, x2 the two
     augmented batches), ``perm`` the permutation used to mix. C is Barlow Twins' standardised
-    cross-correlation, standardised as in the official code (unbiased std, ``eps = 0``; pass
-    ``eps > 0`` to guard constant features). Defaults lambda = 1/128 (also the Barlow Twins
+    cross-correlation, standardised as in the official code (unbiased std, ``eps = 0``); a constant
+    feature (collapsed embeddings, zero variance) standardises to 0 instead of ``0 / 0``, so the loss
+    stays defined (Barlow Twins' term is then D for fully collapsed branches). ``alpha`` in [0, 1];
+    ``lambd``, ``scale``, ``eps`` >= 0. Defaults lambda = 1/128 (also the Barlow Twins
     off-diagonal weight here, as in the paper's CIFAR setting) and s = 4. As in the official code the
     target correlations are not detached. A batch-level loss.
 
@@ -212,12 +240,10 @@ def mixed_barlow_twins(z1: torch.Tensor, z2: torch.Tensor, z_mix: torch.Tensor, 
     check_reduction(reduction)
     _branches(("z1", z1), ("z2", z2), ("z_mix", z_mix))
     n = z1.shape[0]
-    if perm.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) or tuple(perm.shape) != (n,) \
-            or not torch.equal(torch.sort(perm).values, torch.arange(n, device=perm.device)):
-        raise fail("perm", f"a permutation of range({n})", f"{perm.dtype} tensor of shape {tuple(perm.shape)}"
-                   f"{'' if perm.dim() != 1 else ' that is not a permutation'}")
-    if not 0 <= alpha <= 1:
-        raise fail("alpha", "a mixing weight in [0, 1]", repr(alpha))
+    if perm.is_floating_point() or perm.is_complex() or perm.dtype == torch.bool or tuple(perm.shape) != (n,):
+        raise fail("perm", f"a permutation of range({n})", f"{perm.dtype} tensor of shape {tuple(perm.shape)}")
+    require("perm", perm, lambda: (torch.sort(perm).values != torch.arange(n, device=perm.device)).any(),
+            f"a permutation of range({n})", lambda: f"{perm.tolist()}, not a permutation")
     a, b, m = (standardize(x, eps, unbiased) for x in (z1, z2, z_mix))
     bp = b[perm]
 

@@ -10,14 +10,15 @@ import math
 import torch
 from torch import nn
 
-from .._core import Paper, fail, objective
+from .._core import Paper, fail, finish, objective
 from .._core import distributed as D
+from .._core.domains import FLAG, NONNEGATIVE, Domain
 from .._core.inputs import LOGITS_LABELS
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_batch, check_floating, check_labels
+from .._core.validate import check_batch, check_floating, check_labels, check_rows, require
 from ._inputs import pair_example, scale_all
 from .contrastive import _pair, _supcon_rows
-from .core import embed, finish
+from .core import embed
 
 __all__ = ["ISogCLRState", "isogclr", "ISogCLRLoss", "TempNet", "tempnet_dro", "TempNetDROLoss",
            "tempnet_lm", "TempNetLMLoss"]
@@ -33,12 +34,20 @@ def _log_mean_exp_h(z1, z2, tau_rows, normalize, gather=False, group=None):
     """Per (sample, view) anchor: log mean_{z in S^-} exp((s(x, z) - s(x, x+)) / tau), shape (N, 2)."""
     x = embed("z1", torch.stack([z1, z2], 1), normalize)
     n = x.shape[0]
-    if gather and D.is_distributed(group):
+    if gather and D.is_distributed(group):  # gather only: the global batch size (all_gather syncs sizes anyway)
         n = int(D.global_sum(torch.tensor(float(n), device=x.device), group).item())
     if n < 2:
         raise fail("z1", "a batch of at least 2 samples (the negatives are the other samples)", f"shape {tuple(z1.shape)}")
     lse, _ = _supcon_rows(x, None, tau_rows, "negatives", gather=gather, group=group, block_size=None)
     return lse - math.log(2 * n - 2)
+
+
+def _check_tau(tau: torch.Tensor, n: int, what: str) -> None:
+    """``tau`` (n,): positive temperatures (a value check: the validation mode, no host synchronisation)."""
+    check_floating("tau", tau)
+    if tuple(tau.shape) != (n,):
+        raise fail("tau", f"one temperature per {what}, shape ({n},)", f"shape {tuple(tau.shape)}")
+    require("tau", tau, lambda: (tau <= 0).any(), "positive temperatures", lambda: f"min {tau.min().item():.6g}")
 
 
 class ISogCLRState(nn.Module):
@@ -102,13 +111,28 @@ def _isog_bad(ex: Example) -> list[BadInput]:
     ]
 
 
+class _StateDomain(Domain):
+    """An :class:`ISogCLRState`. ``None`` (the signature's placeholder default: the state is required) passes
+    the domain and is refused by :func:`isogclr` with the same description."""
+
+    description = "an ISogCLRState(num_samples) holding the per-sample temperatures"
+
+    def contains(self, value, arguments=None) -> bool:
+        return value is None or isinstance(value, ISogCLRState)
+
+    def invalid(self) -> list:
+        return ["not-a-state"]
+
+
+_STATE = _StateDomain()
+
 ISOG_KIND = InputKind("embedding pair + dataset index", "z1, z2 (N, D) and the samples' dataset indices (N,)",
                       bad_inputs=_isog_bad, extreme=scale_all())
 
 
 @objective(
     "isogclr", family=FAMILY, input_kind=ISOG_KIND, example=_isog_example, paper=ISOG, per_sample=False,
-    module_name="ISogCLRLoss",
+    module_name="ISogCLRLoss", domains={"state": _STATE, "rho": NONNEGATIVE, "update": FLAG, "normalize": FLAG},
     formula="F_i = tau_i log E_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + tau_i rho; g_i = E exp(s/tau_i) "
             "estimated by a per-sample moving average u_i; value tau_i (g_i/u_i - 1 + log u_i + rho) - s(x_i, x_i^+)",
 )
@@ -144,34 +168,41 @@ def isogclr(z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor, *, state: I
     """
     _pair(z1, z2)
     if not isinstance(state, ISogCLRState):
-        raise fail("state", "an ISogCLRState(num_samples) holding the per-sample temperatures", repr(type(state)))
+        raise fail("state", _STATE.description, repr(type(state)))
     n = z1.shape[0]
     check_labels("index", index, state.num_samples)
     check_batch("index", index, n, "the batch of z1")
-    tau = state.tau[index].to(z1.dtype)
+    tau_all, log_u_all, seen_all = state.tau, state.log_u, state.seen
+    if tau_all.device != z1.device:
+        if not z1.is_meta:
+            raise fail("state", f"an ISogCLRState on the device of z1 ({z1.device}; move it with state.to(...))",
+                       f"a state on {tau_all.device}")
+        # meta inputs (shape propagation): a meta view of the state (nothing can be read or recorded)
+        tau_all, log_u_all, seen_all = (t.to("meta") for t in (tau_all, log_u_all, seen_all))
+    tau = tau_all[index].to(z1.dtype)
     t = tau.unsqueeze(1)
     a, b = (torch.nn.functional.normalize(x, dim=-1) if normalize else x for x in (z1, z2))
     s_pos = (a * b).sum(-1, keepdim=True)  # s(x_i, x_i^+), the same for both views
     # log g_i = log E exp((s - s+)/tau) + s+/tau, from the core's 'negatives' mode
     lg = _log_mean_exp_h(z1, z2, tau.repeat_interleave(2), normalize, gather, group) + s_pos / t  # (N, 2)
-    log_u = state.log_u[index].to(lg.dtype)
-    fresh = ~state.seen[index]
+    log_u = log_u_all[index].to(lg.dtype)
+    fresh = ~seen_all[index]
     if update:
         with torch.no_grad():
             g = lg.detach()
             mixed = torch.logaddexp(math.log1p(-state.gamma) + log_u if state.gamma < 1 else
                                     torch.full_like(log_u, float("-inf")), math.log(state.gamma) + g)
             log_u = torch.where(fresh.unsqueeze(1), g, mixed)
-            new_index, new_log_u = index, log_u.to(state.log_u.dtype)
+            new_index, new_log_u = index, log_u.to(log_u_all.dtype)
             if gather:  # every rank records every rank's samples
                 new_index = D.all_gather_nograd(index, group)
                 new_log_u = D.all_gather_nograd(new_log_u, group)
-            state.log_u[new_index] = new_log_u
-            state.seen[new_index] = True
+            log_u_all[new_index] = new_log_u
+            seen_all[new_index] = True
     else:
         log_u = torch.where(fresh.unsqueeze(1), lg.detach(), log_u)
     loss = t * (torch.exp(lg - log_u) - 1 + log_u + rho) - s_pos
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 # ------------------------------------------------------------------------------------- TempNet
@@ -230,7 +261,7 @@ TEMP_KIND = InputKind("embedding pair + temperatures", "z1, z2 (N, D) and one te
 
 @objective(
     "tempnet_dro", family=FAMILY, input_kind=TEMP_KIND, example=_tempnet_example, paper=TEMPNET, per_sample=False,
-    module_name="TempNetDROLoss",
+    module_name="TempNetDROLoss", domains={"rho": NONNEGATIVE, "normalize": FLAG},
     formula="l_i = tau_i log mean_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + rho tau_i",
 )
 def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: float = 0.1,
@@ -252,16 +283,12 @@ def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: f
     Models via DRO", 2024, arXiv:2404.04575.
     """
     _pair(z1, z2)
-    check_floating("tau", tau)
     n = z1.shape[0]
-    if tuple(tau.shape) != (n,):
-        raise fail("tau", f"one temperature per sample, shape ({n},)", f"shape {tuple(tau.shape)}")
-    if not bool((tau > 0).all()) and not torch.compiler.is_compiling():
-        raise fail("tau", "positive temperatures", f"min {tau.min().item():.6g}")
+    _check_tau(tau, n, "sample")
     t = tau.to(z1.dtype)
     lg = _log_mean_exp_h(z1, z2, t.repeat_interleave(2), normalize, gather, group)
     loss = t.unsqueeze(1) * (lg + rho)
-    return finish(loss, reduction, sample_weight, gathered=gather, group=group)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
 def _lm_example(gen, dtype, n: int = 6, k: int = 5) -> Example:
@@ -273,7 +300,7 @@ def _lm_example(gen, dtype, n: int = 6, k: int = 5) -> Example:
 
 @objective(
     "tempnet_lm", family=FAMILY, input_kind=LOGITS_LABELS, example=_lm_example, paper=TEMPNET,
-    module_name="TempNetLMLoss",
+    module_name="TempNetLMLoss", domains={"rho": NONNEGATIVE}, unchecked=("logits",),
     formula="l_i = tau_i CE(z_i / tau_i, y_i) + (rho - log K) tau_i",
 )
 def tempnet_lm(logits: torch.Tensor, target: torch.Tensor, tau: torch.Tensor, *, rho: float = 8.0,
@@ -298,16 +325,13 @@ def tempnet_lm(logits: torch.Tensor, target: torch.Tensor, tau: torch.Tensor, *,
     check_batch("target", target, n, "the batch of logits")
     if target.dim() != 1:
         raise fail("target", f"class indices of shape ({n},)", f"shape {tuple(target.shape)}")
-    check_floating("tau", tau)
-    if tuple(tau.shape) != (n,):
-        raise fail("tau", f"one temperature per row, shape ({n},)", f"shape {tuple(tau.shape)}")
-    if not bool((tau > 0).all()) and not torch.compiler.is_compiling():
-        raise fail("tau", "positive temperatures", f"min {tau.min().item():.6g}")
+    _check_tau(tau, n, "row")
+    check_rows("logits", logits, dim=1)  # a fully masked row (every logit -inf) has no distribution
     t = tau.to(logits.dtype).unsqueeze(1)
     scaled = logits / t
     ce = torch.logsumexp(scaled, 1) - scaled.gather(1, target.unsqueeze(1)).squeeze(1)
     loss = tau.to(logits.dtype) * (ce + rho - math.log(k))
-    return finish(loss, reduction, sample_weight)
+    return finish(loss, reduction, sample_weight=sample_weight)
 
 
 ISogCLRLoss = isogclr.Module
