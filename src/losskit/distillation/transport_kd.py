@@ -32,8 +32,7 @@ def _example(gen: torch.Generator, dtype: torch.dtype):
     "sinkhorn_kd", family="distillation", input_kind=STUDENT_TEACHER, example=_example, paper=SINKD_PAPER,
     properties={"nonnegative"}, per_sample=False, sample_weight=False, meta=False, compile=False,
     skip_reasons={"compile": "the Sinkhorn solver (losskit.transport.solve) runs eagerly: its iteration reads "
-                             "convergence values and is excluded from tracing (torch.compiler.disable)",
-                  "meta": "the Sinkhorn solver reads values (convergence tests), so meta tensors are refused"},
+                             "convergence values and is excluded from tracing (torch.compiler.disable)"},
     domains={"temperature": POSITIVE, "eps": POSITIVE, "alpha": UNIT, "tol": POSITIVE, "max_iter": COUNT},
     formula="L = OT_eps({s_i}, {t_j}) over the batch, s = softmax(z_s / tau), t = softmax(z_t / tau), "
             "C_ij = ||s_i - t_j||^2 (batch-wise form); with labels alpha L + (1 - alpha) CE(z_s, y)",
