@@ -153,12 +153,35 @@ def test_dho_single_head_is_kd_and_unlabelled_samples():
                                losskit.kd_loss(s, t, y, alpha=0.3, beta=0.7, temperature=2.0))
     h_kd = torch.randn_like(s)
     y2 = y.clone()
-    y2[:3] = -100
-    got = losskit.dho_loss(s, t, y2, h_kd, lam=0.4, reduction="none")
-    ce = F.cross_entropy(s, y2, reduction="none")
+    y2[:3] = -1
+    got = losskit.dho_loss(s, t, y2, h_kd, lam=0.4, unlabeled_index=-1, reduction="none")
+    ce = F.cross_entropy(s, y2, ignore_index=-1, reduction="none")
     kd = F.kl_div(F.log_softmax(h_kd, 1), F.log_softmax(t, 1), log_target=True, reduction="none").sum(1)
     torch.testing.assert_close(got, 0.4 * ce + 0.6 * kd)
     assert (got[:3] > 0).all()  # unlabelled samples still distil
+    torch.testing.assert_close(losskit.dho_loss(s, t, y2, h_kd, lam=0.4, unlabeled_index=-1), got.mean())
+    with pytest.raises(LossInputError, match="^unlabeled_index:"):
+        losskit.dho_loss(s, t, y2, h_kd, unlabeled_index=-100)
+    with pytest.raises(LossInputError, match="^target:"):  # -1 is a label error unless declared unlabelled
+        losskit.dho_loss(s, t, y2, h_kd)
+
+
+def test_dho_ignored_samples_contribute_nothing():
+    # was: ignored samples kept their KD term (ignored 'none' losses != 0, an all-ignored batch gave 0.39)
+    s, t, y = _logits(seed=7)
+    h_kd = torch.randn_like(s)
+    y2 = y.clone()
+    y2[:3] = -100
+    y2[3] = -1
+    got = losskit.dho_loss(s, t, y2, h_kd, lam=0.4, unlabeled_index=-1, reduction="none")
+    assert (got[:3] == 0).all() and got[3] > 0
+    kept = losskit.dho_loss(s[3:], t[3:], y2[3:], h_kd[3:], lam=0.4, unlabeled_index=-1)
+    torch.testing.assert_close(losskit.dho_loss(s, t, y2, h_kd, lam=0.4, unlabeled_index=-1), kept)
+    s1 = s.clone().requires_grad_(True)
+    out = losskit.dho_loss(s1, t, torch.full_like(y, -100), lam=0.4)
+    assert out == 0
+    out.backward()
+    assert (s1.grad == 0).all()
 
 
 def test_dho_predict_mixing():
@@ -239,3 +262,132 @@ def test_kd_properties(s_rows, t_rows, T, div):
     torch.testing.assert_close(shifted, soft, rtol=1e-9, atol=1e-10)
     # a student equal to its teacher pays nothing
     assert losskit.kd_loss(t, t, temperature=T, beta=1.0, divergence=div).abs().item() < 1e-10
+
+
+# --------------------------------------------------------------------------------- Sinkhorn KD
+def test_sinkhorn_kd_cross_entropy_respects_ignore_index():
+    # was: F.cross_entropy(reduction='none') averaged over every sample, ignored ones included (0.527 for the
+    # 1.054 of cross_entropy with half the labels ignored)
+    s, t, y = _logits(seed=20)
+    y = y.clone()
+    y[1::2] = -100
+    got = losskit.sinkhorn_kd(s, t, y, alpha=0.0, eps=0.5)
+    torch.testing.assert_close(got, losskit.cross_entropy(s, y), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, F.cross_entropy(s, y), rtol=1e-12, atol=1e-12)
+
+
+def test_sinkhorn_kd_ignored_samples_leave_both_terms():
+    s, t, y = _logits(seed=21)
+    y = y.clone()
+    y[1::2] = -100
+    keep = y != -100
+    kw = dict(alpha=0.3, eps=0.5, tol=1e-12)
+    torch.testing.assert_close(losskit.sinkhorn_kd(s, t, y, **kw), losskit.sinkhorn_kd(s[keep], t[keep], y[keep], **kw),
+                               rtol=1e-9, atol=1e-10)
+    none = losskit.sinkhorn_kd(s, t, y, reduction="none", **kw)
+    assert (none[~keep] == 0).all()
+    torch.testing.assert_close(none[keep].mean(), losskit.sinkhorn_kd(s, t, y, **kw))
+    # an ignored fully masked row is harmless; an all-ignored batch gives 0 with a zero gradient
+    s1 = s.clone()
+    s1[1] = -math.inf
+    s1.requires_grad_(True)
+    losskit.sinkhorn_kd(s1, t, y, **kw).backward()
+    assert torch.isfinite(s1.grad).all() and (s1.grad[1] == 0).all()
+    s2 = s.clone().requires_grad_(True)
+    out = losskit.sinkhorn_kd(s2, t, torch.full_like(y, -100), **kw)
+    assert out == 0
+    out.backward()
+    assert (s2.grad == 0).all()
+
+
+def test_sinkhorn_kd_import_paths_and_registry():
+    from losskit.distillation import sinkhorn_kd
+
+    assert sinkhorn_kd is losskit.sinkhorn_kd
+    entry = losskit.get("sinkhorn_kd")
+    assert entry.family == "distillation" and entry.fn is losskit.sinkhorn_kd
+    assert isinstance(losskit.SinkhornKd(), torch.nn.Module)
+
+
+# --------------------------------------------------------------------- non-finite policy, domains
+_STUDENT_OBJECTIVES = ["kd_loss", "bd_kd", "dual_head_kd", "dho_loss", "ps_kd", "sinkhorn_kd"]
+
+
+@pytest.mark.parametrize("name", _STUDENT_OBJECTIVES)
+@pytest.mark.parametrize("which", ["student_logits", "teacher_logits"])
+def test_fully_masked_rows_raise_unless_ignored(name, which):
+    # was: NaN (student rows) / the teacher term silently dropped (ps_kd's teacher rows)
+    s, t, y = _logits(seed=22)
+    fn = getattr(losskit, name)
+    inputs = {"student_logits": s.clone(), "teacher_logits": t.clone()}
+    inputs[which][2] = -math.inf
+    with pytest.raises(LossInputError, match=f"^{which}:"):
+        fn(inputs["student_logits"], inputs["teacher_logits"], y)
+    if name != "ps_kd":
+        with pytest.raises(LossInputError, match=f"^{which}:"):
+            fn(inputs["student_logits"], inputs["teacher_logits"])
+    y2 = y.clone()
+    y2[2] = -100
+    x = inputs[which].requires_grad_(True)
+    none = fn(inputs["student_logits"], inputs["teacher_logits"], y2, reduction="none")
+    assert none[2] == 0 and torch.isfinite(none).all()
+    if not none.requires_grad:  # ps_kd detaches its past predictions
+        return
+    none.sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[2] == 0).all()
+
+
+@pytest.mark.parametrize("name, options", [
+    ("kd_loss", {"alpha": 1.5}), ("kd_loss", {"alpha": -0.5}), ("kd_loss", {"beta": -1.0}),
+    ("kd_loss", {"temperature": 0.0}), ("kd_loss", {"divergence": 3}),
+    ("dual_head_kd", {"beta": -1.0}), ("dual_head_kd", {"gamma": -1.0}), ("dual_head_kd", {"alpha": -1.0}),
+    ("dual_head_kd", {"binary_temperature": 0.0}),
+    ("bd_kd", {"weights": (1.0, -1.0)}), ("bd_kd", {"delta": -2.0}), ("bd_kd", {"alpha": -1.0}),
+    ("dho_loss", {"lam": 1.5}), ("ps_kd", {"alpha": 1.2}), ("sinkhorn_kd", {"alpha": 2.0}),
+    ("sinkhorn_kd", {"max_iter": 0}),
+])
+def test_option_domains(name, options):
+    # was: kd_loss(alpha=1.5) / kd_loss(beta=-1) / dual_head_kd(beta=-1) gave a (negative) value
+    s, t, y = _logits(seed=23)
+    (opt,) = options
+    with pytest.raises(LossInputError, match=f"^{opt}:"):
+        getattr(losskit, name)(s, t, y, **options)
+
+
+def test_gt_self_distillation_xi_domain():
+    f = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(LossInputError, match="^xi:"):
+        losskit.gt_self_distillation(f, f, f, xi=-0.1)
+
+
+# ------------------------------------------------------------------------------ PS-KD targets
+def test_ps_kd_targets_are_progressive_targets():
+    s, t, y = _logits(seed=24)
+    soft = losskit.progressive_targets(y, t.softmax(1), 0.4, 5)
+    torch.testing.assert_close(losskit.ps_kd(s, t, y, alpha=0.4), losskit.cross_entropy(s, soft), rtol=1e-12,
+                               atol=1e-12)
+    assert losskit.progressive_targets is losskit.distillation.progressive_targets
+    assert losskit.teacher_targets is losskit.distillation.teacher_targets
+    with pytest.raises(LossInputError, match="^alpha:"):
+        losskit.progressive_targets(y, t.softmax(1), 1.5, 5)
+    with pytest.raises(LossInputError, match="^temperature:"):
+        losskit.teacher_targets(t, temperature=-1.0)
+
+
+def test_ps_kd_spatial_dims():
+    g = torch.Generator().manual_seed(25)
+    s, t = torch.randn(2, 5, 3, generator=g, dtype=torch.float64), torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (2, 3), generator=g)
+    flat = losskit.ps_kd(s.permute(0, 2, 1).reshape(6, 5), t.permute(0, 2, 1).reshape(6, 5), y.reshape(6),
+                         alpha=0.3, reduction="none").reshape(2, 3)
+    torch.testing.assert_close(losskit.ps_kd(s, t, y, alpha=0.3, reduction="none"), flat)
+
+
+def test_progressive_self_kd_index_check_obeys_validation():
+    # was: a synchronising bool() check that ran even with validation off
+    m = losskit.ProgressiveSelfKD(4, 3, total_epochs=2, dtype=torch.float64)
+    z, y = torch.randn(2, 3, dtype=torch.float64), torch.tensor([0, 2])
+    with pytest.raises(LossInputError, match="^index:"):
+        m(z, y, index=torch.tensor([0, -1]))
+    with losskit.validation(False):
+        assert torch.isfinite(m(z, y, index=torch.tensor([0, -1])))  # -1: torch's last row, unchecked

@@ -10,7 +10,14 @@ import scipy.stats
 import torch
 
 import losskit
-from losskit.regularizers import SAF, ema_update, fisher_diagonal, fisher_penalty, hessian_gradient_alignment
+from losskit.regularizers import (
+    SAF,
+    ema_update,
+    entropy,
+    fisher_diagonal,
+    fisher_penalty,
+    hessian_gradient_alignment,
+)
 
 
 def _z(seed=0, n=6, k=5):
@@ -66,12 +73,13 @@ def test_fisher_penalty_matches_hand_computation():
     model = torch.nn.Linear(3, 2)
     anchors = {n: p.detach().clone() for n, p in model.named_parameters()}
     x = torch.randn(8, 3)
-    fisher = fisher_diagonal(model, [x[:4], x[4:]], lambda m, b: losskit.confidence_penalty(m(b), beta=-1.0))
+    fisher = fisher_diagonal(model, [x[:4], x[4:]], lambda m, b: entropy(m(b)).mean())
     # independent: squared gradients of each batch's entropy, averaged
     grads = []
     for b in (x[:4], x[4:]):
         m2 = copy.deepcopy(model)
-        losskit.confidence_penalty(m2(b), beta=-1.0).backward()
+        logp = torch.log_softmax(m2(b), -1)
+        (-(logp.exp() * logp).sum(-1).mean()).backward()
         grads.append({n: p.grad.clone() ** 2 for n, p in m2.named_parameters()})
     for n in fisher:
         torch.testing.assert_close(fisher[n], (grads[0][n] + grads[1][n]) / 2)
@@ -201,3 +209,30 @@ def test_entropy_terms_have_finite_gradients_at_masked_logits():
     h = -(p * p.log()).sum()
     ref = -0.1 * (h + -(torch.softmax(torch.tensor([2.0, 0.1]), -1) * torch.log_softmax(torch.tensor([2.0, 0.1]), -1)).sum()) / 2
     torch.testing.assert_close(losskit.confidence_penalty(logits.detach(), beta=0.1), ref)
+
+
+def test_regularizer_option_domains():
+    # was: confidence_penalty(beta=-1) rewarded confident predictions (a negative penalty)
+    z = _z()
+    for fn, opt in ((losskit.confidence_penalty, {"beta": -1.0}), (losskit.logit_z_loss, {"coefficient": -1.0}),
+                    (losskit.eata_entropy, {"e_margin": 0.0}),
+                    (losskit.attention_entropy, {"lam": -0.1})):
+        arg = torch.softmax(z, -1) if fn is losskit.attention_entropy else z
+        with pytest.raises(losskit.LossInputError, match=f"^{next(iter(opt))}:"):
+            fn(arg, **opt)
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(losskit.LossInputError, match="^beta:"):
+        fisher_penalty(model, {}, {}, beta=-1.0)
+    with pytest.raises(losskit.LossInputError, match="^tau:"):
+        SAF(4, 3, tau=0.0)
+    with pytest.raises(losskit.LossInputError, match="^decay:"):
+        ema_update(model, model, decay=1.5)
+
+
+@pytest.mark.parametrize("name", ["confidence_penalty", "eata_entropy", "logit_z_loss"])
+def test_fully_masked_logit_row_raises(name):
+    # was: NaN (confidence_penalty, eata_entropy) / +inf (logit_z_loss) for a row with every entry -inf
+    z = _z().clone()
+    z[1] = -math.inf
+    with pytest.raises(losskit.LossInputError, match="^logits:"):
+        getattr(losskit, name)(z)

@@ -21,8 +21,6 @@ __all__ = [
     "one_hot",
     "smooth_labels",
     "mix_targets",
-    "teacher_targets",
-    "progressive_targets",
     "bin_edges",
     "bin_centers",
     "hl_gauss_targets",
@@ -69,29 +67,6 @@ def mix_targets(target: torch.Tensor, lam: float, perm: torch.Tensor, num_classe
     if perm.shape[:1] != t.shape[:1]:
         raise fail("perm", f"a permutation of the batch of {t.shape[0]}", f"shape {tuple(perm.shape)}")
     return lam * t + (1 - lam) * t[perm]
-
-
-def teacher_targets(teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """A teacher's distribution at temperature ``T``: ``softmax(z_t / T)`` over the last dimension (detached)."""
-    check_floating("teacher_logits", teacher_logits)
-    if not temperature > 0:
-        raise fail("temperature", "a positive number", repr(temperature))
-    return torch.softmax(teacher_logits.detach() / temperature, -1)
-
-
-def progressive_targets(target: torch.Tensor, previous: torch.Tensor, alpha: float,
-                        num_classes: int | None = None) -> torch.Tensor:
-    """Progressive self-distillation targets ``(1 - alpha) t + alpha p_prev`` (Kim et al. 2021, arXiv:2006.12000).
-
-    ``previous`` holds the model's own predicted distribution from the last epoch; ``alpha = 0`` gives
-    the plain targets (so the loss is CE).
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise fail("alpha", "a value in [0, 1]", repr(alpha))
-    t = _as_dist(target, num_classes, previous.dtype)
-    if previous.shape != t.shape:
-        raise fail("previous", f"distributions of shape {tuple(t.shape)}", f"shape {tuple(previous.shape)}")
-    return (1 - alpha) * t + alpha * previous.detach()
 
 
 # ------------------------------------------------------------------------ regression as classification

@@ -7,7 +7,15 @@ KL(teacher ‖ student)). BD-KD is a per-sample weighting of two directions; the
 route terms to heads.
 
 Shapes: logits ``(N, K)`` or ``(N, K, *)`` (class axis 1, as ``cross_entropy``); labels ``(N,)`` /
-``(N, *)`` class indices, ``ignore_index`` positions contribute 0 and leave the mean.
+``(N, *)`` class indices, ``ignore_index`` positions contribute 0 (every term) and leave the mean; an
+all-ignored batch gives 0.
+
+Rules applied to every objective here: temperatures are > 0; mixing weights (``alpha`` of
+:func:`kd_loss` and :func:`ps_kd`, ``lam``, ``xi``) lie in [0, 1]; term weights (``beta``, ``gamma``, BD-KD's
+``weights`` and ``delta``) are >= 0 (a negative weight would reward the divergence). A logit row whose
+every entry is ``-inf`` (fully masked, no distribution) raises :class:`~losskit.LossInputError` naming
+the input, unless that sample's label is ``ignore_index`` (it then contributes exactly 0, with zero
+gradient).
 
 Gradients flow into ``teacher_logits`` unless the caller detaches them (online distillation trains
 both); pass ``teacher_logits.detach()`` for a frozen teacher. ``ps_kd`` detaches its (past-prediction)
@@ -19,11 +27,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._core import Paper, fail, objective, reduce
-from .._core.validate import check_floating, check_in_range, check_labels, check_positive, check_sample_weight
+from .._core import LossInputError, Paper, fail, finish, objective
+from .._core.domains import COUNT, NONNEGATIVE, POSITIVE, UNIT, Domain, Integer, Maybe, Seq, check_option
+from .._core.validate import check_floating, check_labels, check_rows, require
 from ..divergences.categorical import categorical_divergence
-from ..divergences.generators import JS, KL, REVERSE_KL, FGenerator, get_generator
+from ..divergences.generators import GENERATORS, JS, KL, REVERSE_KL, FGenerator, get_generator
 from ._inputs import REGRESSION_SD, STUDENT_TEACHER, kd_example, regression_sd_example
+from .targets import mix_progressive, one_hot
 
 __all__ = ["kd_loss", "bd_kd", "dual_head_kd", "dho_loss", "dho_predict", "ps_kd", "ProgressiveSelfKD",
            "gt_self_distillation", "binary_kl", "KDLoss", "BDKD", "DualHeadKD", "DHOLoss", "PSKD",
@@ -48,6 +58,21 @@ def _check_pair(student_logits, teacher_logits, target, ignore_index):
     return per_shape
 
 
+def _valid(target, ignore_index):
+    """The bool mask of the samples that count (``None``: every sample, no labels)."""
+    return None if target is None else target != ignore_index
+
+
+def rows(name: str, logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The non-finite policy for logits ``(N, K, *)`` (class axis 1): a fully masked (all ``-inf``) row
+    raises unless its sample is ignored; ignored samples' rows are replaced by zeros, so that nothing
+    computed from them (a NaN softmax, its gradient) can leak into the result."""
+    check_rows(name, logits, dim=1, ignored=None if valid is None else ~valid)
+    if valid is None:
+        return logits
+    return torch.where(valid.unsqueeze(1), logits, logits.new_zeros(()))
+
+
 def _cross_entropy(logits, target, ignore_index):
     """Per-sample CE and the validity mask (ignored positions give an exact 0)."""
     valid = target != ignore_index
@@ -57,6 +82,34 @@ def _cross_entropy(logits, target, ignore_index):
 
 
 _DIRECTIONS = {"forward": KL, "reverse": REVERSE_KL, "js": JS}
+
+
+class _DivergenceDomain(Domain):
+    """A divergence: a KD direction, any generator name of :func:`~losskit.divergences.get_generator`,
+    or an :class:`FGenerator`."""
+
+    description = (f"an FGenerator or a divergence name ({', '.join(map(repr, _DIRECTIONS))} or one of "
+                   f"{', '.join(map(repr, sorted(GENERATORS)))} and their aliases)")
+
+    def contains(self, value, arguments=None) -> bool:
+        if isinstance(value, FGenerator):
+            return True
+        if not isinstance(value, str):
+            return False
+        try:
+            resolve_divergence(value)
+        except LossInputError:
+            return False
+        return True
+
+    def invalid(self) -> list:
+        return ["no-such-divergence", 1.5]
+
+    def boundaries(self) -> list:
+        return list(_DIRECTIONS)
+
+
+DIVERGENCE = _DivergenceDomain()
 
 
 def resolve_divergence(divergence: str | FGenerator) -> FGenerator:
@@ -77,11 +130,6 @@ def _scaled(w, x):
     return w * x if w else torch.zeros_like(x)
 
 
-def _finish(per, valid, reduction, sample_weight):
-    w = check_sample_weight(sample_weight, per.shape)
-    return reduce(per, reduction, weight=w, mask=valid)
-
-
 _KD = dict(family="distillation", input_kind=STUDENT_TEACHER, allow_neg_inf=("student_logits", "teacher_logits"))
 
 
@@ -90,6 +138,7 @@ _KD = dict(family="distillation", input_kind=STUDENT_TEACHER, allow_neg_inf=("st
                                   "Hinton, Vinyals, Dean"),
            example=kd_example, properties=set(), module_name="KDLoss",
            formula="alpha CE(z_s, y) + beta T^2 D(softmax(z_t/T) || softmax(z_s/T)),  beta = 1 - alpha by default",
+           domains={"temperature": POSITIVE, "alpha": UNIT, "beta": Maybe(NONNEGATIVE), "divergence": DIVERGENCE},
            **_KD)
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None, *,
             temperature: float = 4.0, alpha: float = 0.5, beta: float | None = None,
@@ -103,7 +152,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: 
     KL(student ‖ teacher) (mode seeking), ``'js'``, any generator name (``'tv'``, ``'hellinger'``,
     ``'pearson'``, ...) or an :class:`~losskit.divergences.FGenerator` such as
     ``skew_kl_generator(0.1)`` or ``alpha_generator(0.5)``; the teacher is always the first argument
-    of D. ``beta`` defaults to ``1 - alpha``, so ``alpha = 1`` is exactly cross-entropy. The T² factor
+    of D. ``T > 0``, ``alpha`` in [0, 1], ``beta >= 0`` (default ``1 - alpha``, so ``alpha = 1`` is exactly
+    cross-entropy). The T² factor
     keeps the gradient scale of the soft term independent of T. With ``target=None`` only the soft
     term is used. Positions whose label is ``ignore_index`` contribute 0 (both terms) and leave the
     mean.
@@ -111,15 +161,15 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: 
     Paper: Distilling the Knowledge in a Neural Network (Hinton, Vinyals & Dean, 2015, arXiv:1503.02531).
     """
     _check_pair(student_logits, teacher_logits, target, ignore_index)
-    check_positive("temperature", temperature)
+    valid = _valid(target, ignore_index)
+    student_logits = rows("student_logits", student_logits, valid)
+    teacher_logits = rows("teacher_logits", teacher_logits, valid)
     b = 1.0 - alpha if beta is None else beta
     gen = resolve_divergence(divergence)
     per = _scaled(b * temperature ** 2, soft_divergence(student_logits, teacher_logits, temperature, gen))
-    valid = None
     if target is not None:
-        ce, valid = _cross_entropy(student_logits, target, ignore_index)
-        per = torch.where(valid, _scaled(alpha, ce) + per, torch.zeros_like(per))
-    return _finish(per, valid, reduction, sample_weight)
+        per = _scaled(alpha, _cross_entropy(student_logits, target, ignore_index)[0]) + per
+    return finish(per, reduction, sample_weight=sample_weight, mask=valid)
 
 
 # ------------------------------------------------------------------------------------------ BD-KD
@@ -133,7 +183,10 @@ def _entropy(logits):
                                 "2212.12965", "Amara, Sepahvand, Meyer, Gross, Clark"),
            example=kd_example, properties=set(), module_name="BDKD",
            formula="CE(z_s, y) + T^2 [w_f KL(p_t || p_s) + w_r KL(p_s || p_t)], per-sample weights from "
-                   "sign(H(p_s) - H(p_t)) when delta is set", **_KD)
+                   "sign(H(p_s) - H(p_t)) when delta is set",
+           domains={"temperature": POSITIVE, "weights": Seq(NONNEGATIVE, min_len=2), "delta": Maybe(NONNEGATIVE),
+                    "alpha": NONNEGATIVE},
+           **_KD)
 def bd_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None, *,
           temperature: float = 4.0, weights: tuple[float, float] = (1.0, 1.0), delta: float | None = None,
           alpha: float = 1.0, ignore_index: int = -100, sample_weight: torch.Tensor | None = None,
@@ -148,16 +201,19 @@ def bd_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: to
     (``H(p_s) > H(p_t)``) the reverse (mode-seeking, sharpening) term is multiplied by ``delta``,
     otherwise the forward (mass-covering, smoothing) term is. † The paper weights the two directions
     per sample from the entropy gap; this exact rule (which side gets ``delta``) is our reading, not
-    verified against its code. The weights are computed without gradient.
+    verified against its code. The weights are computed without gradient. ``T > 0``; ``alpha`` (the CE
+    weight), ``w_f``, ``w_r`` and ``delta`` are >= 0.
 
     Paper: BD-KD: Balancing the Divergences for Online Knowledge Distillation (Amara et al., 2022,
     arXiv:2212.12965).
     """
     _check_pair(student_logits, teacher_logits, target, ignore_index)
-    check_positive("temperature", temperature)
     if len(weights) != 2:
         raise fail("weights", "a pair (w_forward, w_reverse)", repr(weights))
     wf, wr = float(weights[0]), float(weights[1])
+    valid = _valid(target, ignore_index)
+    student_logits = rows("student_logits", student_logits, valid)
+    teacher_logits = rows("teacher_logits", teacher_logits, valid)
     fwd = soft_divergence(student_logits, teacher_logits, temperature, KL)
     rev = soft_divergence(student_logits, teacher_logits, temperature, REVERSE_KL)
     if delta is not None:
@@ -170,11 +226,9 @@ def bd_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: to
     else:
         soft = _scaled(wf, fwd) + _scaled(wr, rev)
     per = temperature ** 2 * soft
-    valid = None
     if target is not None:
-        ce, valid = _cross_entropy(student_logits, target, ignore_index)
-        per = torch.where(valid, _scaled(alpha, ce) + per, torch.zeros_like(per))
-    return _finish(per, valid, reduction, sample_weight)
+        per = _scaled(alpha, _cross_entropy(student_logits, target, ignore_index)[0]) + per
+    return finish(per, reduction, sample_weight=sample_weight, mask=valid)
 
 
 # ----------------------------------------------------------------------------------- dual-head KD
@@ -190,6 +244,8 @@ def binary_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> tor
            example=lambda g, d: kd_example(g, d, extra=("student_aux_logits",)), properties=set(),
            module_name="DualHeadKD",
            formula="alpha CE(h1, y) + beta T^2 KL(p_t || p_s(h1)) + gamma sum_k KL(Bern s(z_t,k) || Bern s(h2_k))",
+           domains={"temperature": POSITIVE, "alpha": NONNEGATIVE, "beta": NONNEGATIVE, "gamma": NONNEGATIVE,
+                    "binary_temperature": POSITIVE},
            **_KD)
 def dual_head_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None,
                  student_aux_logits: torch.Tensor | None = None, *, temperature: float = 4.0, alpha: float = 1.0,
@@ -206,25 +262,25 @@ def dual_head_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tar
     ``h2`` on the same backbone (defaults to ``h1``: the single-head "CE + BinaryKL" setting the paper
     shows to collapse the classifier; use two heads). ``binary_temperature`` τ scales the logits of
     the binary term. † The paper's stabilised "BinaryKL-Norm" variant (a normalisation of the logits
-    before the binary term) is not reproduced; the plain BinaryKL sum over classes is.
+    before the binary term) is not reproduced; the plain BinaryKL sum over classes is. ``T, τ > 0``;
+    the term weights ``alpha, beta, gamma >= 0``.
 
     Paper: Dual-Head Knowledge Distillation: Enhancing Logits Utilization with an Auxiliary Head (Yang
     et al., 2024, arXiv:2411.08937).
     """
     _check_pair(student_logits, teacher_logits, target, ignore_index)
-    check_positive("temperature", temperature)
-    check_positive("binary_temperature", binary_temperature)
-    aux = student_logits if student_aux_logits is None else student_aux_logits
-    if aux.shape != student_logits.shape:
+    if student_aux_logits is not None and student_aux_logits.shape != student_logits.shape:
         raise fail("student_aux_logits", f"the shape of student_logits {tuple(student_logits.shape)}",
-                   f"shape {tuple(aux.shape)}")
+                   f"shape {tuple(student_aux_logits.shape)}")
+    valid = _valid(target, ignore_index)
+    student_logits = rows("student_logits", student_logits, valid)
+    teacher_logits = rows("teacher_logits", teacher_logits, valid)
+    aux = student_logits if student_aux_logits is None else student_aux_logits  # finite: the wrapper checked
     soft = _scaled(beta * temperature ** 2, soft_divergence(student_logits, teacher_logits, temperature, KL))
     per = soft + _scaled(gamma, binary_kl(teacher_logits / binary_temperature, aux / binary_temperature).sum(1))
-    valid = None
     if target is not None:
-        ce, valid = _cross_entropy(student_logits, target, ignore_index)
-        per = torch.where(valid, _scaled(alpha, ce) + per, torch.zeros_like(per))
-    return _finish(per, valid, reduction, sample_weight)
+        per = _scaled(alpha, _cross_entropy(student_logits, target, ignore_index)[0]) + per
+    return finish(per, reduction, sample_weight=sample_weight, mask=valid)
 
 
 # ---------------------------------------------------------------------------------------------- DHO
@@ -232,47 +288,60 @@ def dual_head_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tar
                                    "via Dual-Head Optimization", 2025, "2505.07675"),
            example=lambda g, d: kd_example(g, d, extra=("student_kd_logits",)), properties=set(),
            module_name="DHOLoss",
-           formula="lam CE(h_CE, y) [labelled] + (1 - lam) T^2 KL(softmax(z_t/T) || softmax(h_KD/T))", **_KD)
+           formula="lam CE(h_CE, y) [labelled] + (1 - lam) T^2 KL(softmax(z_t/T) || softmax(h_KD/T))",
+           domains={"lam": UNIT, "temperature": POSITIVE, "unlabeled_index": Maybe(Integer())}, **_KD)
 def dho_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None,
              student_kd_logits: torch.Tensor | None = None, *, lam: float = 0.5, temperature: float = 1.0,
-             ignore_index: int = -100, sample_weight: torch.Tensor | None = None,
-             reduction: str = "mean") -> torch.Tensor:
+             ignore_index: int = -100, unlabeled_index: int | None = None,
+             sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Dual-head optimisation (DHO): CE on one head, KD on the other, from a shared backbone.
 
     .. math:: \\ell = \\lambda\\,\\mathrm{CE}(h_{CE}, y)\\,[y\\ \\text{labelled}]
               + (1-\\lambda)\\,T^2\\,\\mathrm{KL}\\big(\\pi(z_t/T)\\,\\|\\,\\pi(h_{KD}/T)\\big)
 
     ``student_logits`` is the CE head, ``student_kd_logits`` the KD head (defaults to the CE head,
-    which makes this plain KD). Unlabelled samples (``target`` equal to ``ignore_index``) contribute
-    the KD term only and still count in the mean: the semi-supervised setting of the paper. († the
-    paper's split of labelled/unlabelled batches into separate means is not reproduced; weight
-    samples with ``sample_weight`` for that.) At inference mix the heads with :func:`dho_predict`.
+    which makes this plain KD). ``lam`` in [0, 1], ``T > 0``. Unlabelled samples (``target`` equal to
+    ``unlabeled_index``, e.g. ``unlabeled_index=-1``) contribute the KD term only and still count in
+    the mean: the semi-supervised setting of the paper. Samples whose target is ``ignore_index``
+    contribute nothing (0, not counted), as in every losskit objective. († the paper's split of
+    labelled/unlabelled batches into separate means is not reproduced; weight samples with
+    ``sample_weight`` for that.) At inference mix the heads with :func:`dho_predict`.
 
     Paper: Simple Semi-supervised Knowledge Distillation from Vision-Language Models via Dual-Head
     Optimization (Kang et al., 2025, arXiv:2505.07675).
     """
+    labelled = None
+    if target is not None and unlabeled_index is not None:
+        if unlabeled_index == ignore_index:
+            raise fail("unlabeled_index", f"a value other than ignore_index={ignore_index}", repr(unlabeled_index))
+        labelled = target != unlabeled_index
+        # unlabelled entries are valid samples without a class: check the labels as if they were ignored
+        target = torch.where(labelled, target, torch.full_like(target, ignore_index))
     _check_pair(student_logits, teacher_logits, target, ignore_index)
-    check_positive("temperature", temperature)
-    check_in_range("lam", lam, 0.0, 1.0)
-    kd_head = student_logits if student_kd_logits is None else student_kd_logits
-    if kd_head.shape != student_logits.shape:
+    if student_kd_logits is not None and student_kd_logits.shape != student_logits.shape:
         raise fail("student_kd_logits", f"the shape of student_logits {tuple(student_logits.shape)}",
-                   f"shape {tuple(kd_head.shape)}")
+                   f"shape {tuple(student_kd_logits.shape)}")
+    valid = _valid(target, ignore_index)
+    if labelled is not None:
+        valid = valid | ~labelled
+    student_logits = rows("student_logits", student_logits, valid)
+    teacher_logits = rows("teacher_logits", teacher_logits, valid)
+    kd_head = student_logits if student_kd_logits is None else student_kd_logits
     per = _scaled((1 - lam) * temperature ** 2, soft_divergence(kd_head, teacher_logits, temperature, KL))
     if target is not None:
-        ce, _ = _cross_entropy(student_logits, target, ignore_index)
-        per = per + _scaled(lam, ce)
-    return _finish(per, None, reduction, sample_weight)
+        per = per + _scaled(lam, _cross_entropy(student_logits, target, ignore_index)[0])
+    return finish(per, reduction, sample_weight=sample_weight, mask=valid)
 
 
 def dho_predict(ce_logits: torch.Tensor, kd_logits: torch.Tensor, *, alpha: float = 0.5, beta: float = 1.0,
                 dim: int = 1) -> torch.Tensor:
     """DHO inference mixing: ``α softmax(h_CE) + (1-α) softmax(h_KD / β)`` (probabilities).
 
-    ``beta`` is the KD head's temperature at inference. Returns class probabilities along ``dim``.
+    ``alpha`` in [0, 1]; ``beta > 0`` is the KD head's temperature at inference. Returns class
+    probabilities along ``dim``.
     """
-    check_in_range("alpha", alpha, 0.0, 1.0)
-    check_positive("beta", beta)
+    check_option("alpha", alpha, UNIT)
+    check_option("beta", beta, POSITIVE)
     if ce_logits.shape != kd_logits.shape:
         raise fail("kd_logits", f"the shape of ce_logits {tuple(ce_logits.shape)}", f"shape {tuple(kd_logits.shape)}")
     return alpha * torch.softmax(ce_logits, dim) + (1 - alpha) * torch.softmax(kd_logits / beta, dim)
@@ -283,7 +352,7 @@ def dho_predict(ce_logits: torch.Tensor, kd_logits: torch.Tensor, *, alpha: floa
                                 "2006.12000", "Kim, Ji, Yoon, Hwang"),
            example=lambda g, d: kd_example(g, d, grad_teacher=False), properties=set(), module_name="PSKD",
            formula="CE with soft target (1 - alpha_t) onehot(y) + alpha_t softmax(z_prev),  alpha_t = alpha_T t / T",
-           **_KD)
+           domains={"alpha": UNIT}, **_KD)
 def ps_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, *,
           alpha: float = 0.8, ignore_index: int = -100, sample_weight: torch.Tensor | None = None,
           reduction: str = "mean") -> torch.Tensor:
@@ -295,7 +364,10 @@ def ps_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: to
     ``teacher_logits`` are the model's own predictions for the same samples from the previous epoch
     (no gradient flows into them); ``alpha`` is ``α_t`` for this epoch (the paper's schedule is
     ``α_t = α_T · t / T_total`` with ``α_T = 0.8``; :class:`ProgressiveSelfKD` keeps the predictions and
-    the schedule, indexed by sample ``index``). ``alpha = 0`` is exactly cross-entropy.
+    the schedule, indexed by sample ``index``). ``alpha`` in [0, 1]; ``alpha = 0`` is exactly
+    cross-entropy. The targets are :func:`~losskit.progressive_targets`'s. A fully masked (all ``-inf``)
+    row of ``teacher_logits`` has no past prediction to mix in: it raises (unless the sample is ignored)
+    instead of silently dropping the teacher term.
 
     Paper: Self-Knowledge Distillation with Progressive Refinement of Targets (Kim et al., 2021,
     arXiv:2006.12000).
@@ -303,13 +375,14 @@ def ps_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: to
     if target is None:
         raise fail("target", "class indices (PS-KD mixes them into its targets)", "None")
     _check_pair(student_logits, teacher_logits, target, ignore_index)
-    check_in_range("alpha", alpha, 0.0, 1.0)
-    logq = torch.log_softmax(student_logits, 1)
-    past = torch.softmax(teacher_logits.detach(), 1)
-    ce, valid = _cross_entropy(student_logits, target, ignore_index)
-    soft_ce = -torch.where(past > 0, past * logq, torch.zeros_like(logq)).sum(1)
-    per = torch.where(valid, _scaled(1 - alpha, ce) + _scaled(alpha, soft_ce), torch.zeros_like(ce))
-    return _finish(per, valid, reduction, sample_weight)
+    valid = _valid(target, ignore_index)
+    logq = torch.log_softmax(rows("student_logits", student_logits, valid), 1)
+    past = torch.softmax(rows("teacher_logits", teacher_logits.detach(), valid), 1)
+    labels = one_hot(torch.where(valid, target, torch.zeros_like(target)), logq.shape[1], logq.dtype, dim=1)
+    soft = mix_progressive(labels, past, alpha)
+    # 0 log 0 = 0: a masked (-inf) student class with no target mass costs nothing (and no NaN gradient)
+    per = -torch.where(soft > 0, soft * logq, torch.zeros_like(logq)).sum(1)
+    return finish(per, reduction, sample_weight=sample_weight, mask=valid)
 
 
 class ProgressiveSelfKD(nn.Module):
@@ -327,10 +400,9 @@ class ProgressiveSelfKD(nn.Module):
     def __init__(self, num_samples: int, num_classes: int, total_epochs: int, alpha_T: float = 0.8,
                  ignore_index: int = -100, reduction: str = "mean", dtype: torch.dtype = torch.float32):
         super().__init__()
-        check_positive("num_samples", num_samples)
-        check_positive("num_classes", num_classes)
-        check_positive("total_epochs", total_epochs)
-        check_in_range("alpha_T", alpha_T, 0.0, 1.0)
+        for name, v in (("num_samples", num_samples), ("num_classes", num_classes), ("total_epochs", total_epochs)):
+            check_option(name, v, COUNT)
+        check_option("alpha_T", alpha_T, UNIT)
         self.total_epochs, self.alpha_T = int(total_epochs), float(alpha_T)
         self.ignore_index, self.reduction = ignore_index, reduction
         self.register_buffer("predictions", torch.zeros(num_samples, num_classes, dtype=dtype))
@@ -352,8 +424,9 @@ class ProgressiveSelfKD(nn.Module):
         if student_logits.dim() != 2 or student_logits.shape[1] != self.predictions.shape[1]:
             raise fail("student_logits", f"logits (N, {self.predictions.shape[1]})",
                        f"shape {tuple(student_logits.shape)}")
-        if bool(((index < 0) | (index >= self.predictions.shape[0])).any()):
-            raise fail("index", f"indices in [0, {self.predictions.shape[0]})", f"{index.tolist()}")
+        n = self.predictions.shape[0]
+        require("index", index, lambda: ((index < 0) | (index >= n)).any(), f"indices in [0, {n})",
+                lambda: f"{index.tolist()}")
         past = self.predictions[index].to(student_logits.dtype)
         seen = self.seen[index]
         # a sample never seen has no past prediction: uniform logits, weighted by 0 below
@@ -367,8 +440,7 @@ class ProgressiveSelfKD(nn.Module):
         with torch.no_grad():
             self.predictions[index] = torch.softmax(student_logits.detach(), 1).to(self.predictions.dtype)
             self.seen[index] = True
-        valid = target != self.ignore_index
-        return _finish(per, valid, self.reduction, sample_weight)
+        return finish(per, self.reduction, sample_weight=sample_weight, mask=target != self.ignore_index)
 
 
 # ----------------------------------------------------------------- self-distillation with GT weights
@@ -376,7 +448,7 @@ class ProgressiveSelfKD(nn.Module):
            paper=Paper("Even your Teacher Needs Guidance: Ground-Truth Targets Dampen Regularization Imposed by "
                        "Self-Distillation", 2021, "2102.13088", "Borup, Andersen"),
            properties={"nonnegative"}, module_name="GTSelfDistillation",
-           formula="xi ||y - f||^2 + (1 - xi) ||f_prev - f||^2")
+           formula="xi ||y - f||^2 + (1 - xi) ||f_prev - f||^2", domains={"xi": UNIT})
 def gt_self_distillation(student_outputs: torch.Tensor, teacher_outputs: torch.Tensor, target: torch.Tensor, *,
                          xi: float = 0.5, sample_weight: torch.Tensor | None = None,
                          reduction: str = "mean") -> torch.Tensor:
@@ -387,7 +459,7 @@ def gt_self_distillation(student_outputs: torch.Tensor, teacher_outputs: torch.T
     ``teacher_outputs`` are the previous generation's outputs ``f^{(t-1)}`` (no gradient flows into
     them); ``target`` the ground truth (same shape; for classification pass one-hot targets and logits
     or probabilities as the paper's ResNet experiments do). The squared norm sums over every axis but
-    the first. ``xi = 1`` is plain squared error, ``xi = 0`` pure self-distillation. The ℓ2 weight
+    the first. ``xi`` in [0, 1]: ``xi = 1`` is plain squared error, ``xi = 0`` pure self-distillation. The ℓ2 weight
     penalty of the paper is the optimiser's weight decay. † The paper's closed-form optimal ``ξ_t`` is
     for kernel ridge regression and is not computed here.
 
@@ -400,13 +472,12 @@ def gt_self_distillation(student_outputs: torch.Tensor, teacher_outputs: torch.T
     for name, x in (("teacher_outputs", teacher_outputs), ("target", target)):
         if x.shape != student_outputs.shape:
             raise fail(name, f"the shape of student_outputs {tuple(student_outputs.shape)}", f"shape {tuple(x.shape)}")
-    check_in_range("xi", xi, 0.0, 1.0)
     dims = tuple(range(1, student_outputs.dim()))
     gt = (target - student_outputs).pow(2)
     sd = (teacher_outputs.detach() - student_outputs).pow(2)
     per = xi * gt + (1 - xi) * sd
     per = per.sum(dims) if dims else per
-    return _finish(per, None, reduction, sample_weight)
+    return finish(per, reduction, sample_weight=sample_weight)
 
 
 KDLoss = kd_loss.Module

@@ -1,7 +1,9 @@
 """Regularisers that are functions of a model's output distribution: a named term to add to any loss.
 
 Each takes logits (or probabilities, for attention) with the class / key dimension last and returns
-one term per sample, reduced like every losskit objective.
+one term per sample, reduced like every losskit objective. Coefficients (``coefficient``, ``beta``,
+``lam``) are >= 0 (a negative one would reward what the term penalises); a logit row whose every entry is
+``-inf`` (fully masked, no distribution) raises :class:`~losskit.LossInputError` naming ``logits``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import math
 
 import torch
 
-from .._core import BadInput, Example, InputKind, Paper, fail, objective, reduce
+from .._core import BadInput, Example, InputKind, Paper, fail, finish, objective
+from .._core.domains import NONNEGATIVE, POSITIVE, Maybe
 from .._core.inputs import scale_input
-from .._core.validate import check_floating, check_probabilities, check_sample_weight
+from .._core.validate import check_floating, check_probabilities, check_rows
 
 __all__ = ["logit_z_loss", "confidence_penalty", "attention_entropy", "eata_entropy", "entropy",
            "LogitZLoss", "ConfidencePenalty", "AttentionEntropy", "EATAEntropy", "LOGITS", "logits_example"]
@@ -39,6 +42,7 @@ def _check_logits(logits: torch.Tensor) -> torch.Tensor:
         raise fail("logits", "shape (N, ..., K)", f"shape {tuple(logits.shape)}")
     if logits.dim() < 2:
         raise fail("logits", "shape (N, ..., K) with a batch and a class dimension", f"shape {tuple(logits.shape)}")
+    check_rows("logits", logits, dim=-1)
     return logits
 
 
@@ -51,46 +55,46 @@ def entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(dim)
 
 
-def _finish(per, reduction, sample_weight):
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
-
-
 _REG = dict(family="regularizer", input_kind=LOGITS, example=logits_example)
 
 
 @objective("logit_z_loss", paper=Paper("PaLM: Scaling Language Modeling with Pathways", 2022, "2204.02311",
                                        "Chowdhery et al."),
            properties={"nonnegative"}, formula="R(z) = coefficient * (log sum_k exp z_k)^2",
-           module_name="LogitZLoss", **_REG)
+           module_name="LogitZLoss", domains={"coefficient": NONNEGATIVE}, **_REG)
 def logit_z_loss(logits: torch.Tensor, *, coefficient: float = 1e-4, sample_weight: torch.Tensor | None = None,
                  reduction: str = "mean") -> torch.Tensor:
     """PaLM's auxiliary z-loss: keeps the softmax normaliser log Z close to 0.
 
     .. math:: R(z) = c\\,\\big(\\log \\textstyle\\sum_k e^{z_k}\\big)^2, \\qquad c = 10^{-4}
 
-    Not to be confused with the spherical "Z-loss" classification loss (``spherical_z_loss``).
+    ``coefficient >= 0``. Not to be confused with the spherical "Z-loss" classification loss
+    (``spherical_z_loss``).
 
     Paper: Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways", 2022, arXiv:2204.02311.
     """
     _check_logits(logits)
-    return _finish(coefficient * torch.logsumexp(logits, dim=-1).square(), reduction, sample_weight)
+    return finish(coefficient * torch.logsumexp(logits, dim=-1).square(), reduction, sample_weight=sample_weight)
 
 
 @objective("confidence_penalty", paper=Paper("Regularizing Neural Networks by Penalizing Confident Output "
                                              "Distributions", 2017, "1701.06548", "Pereyra et al."),
            properties={"shift_invariant"}, formula="R(z) = -beta * H(softmax(z))",
-           module_name="ConfidencePenalty", **_REG)
+           module_name="ConfidencePenalty", domains={"beta": NONNEGATIVE}, **_REG)
 def confidence_penalty(logits: torch.Tensor, *, beta: float = 0.1, sample_weight: torch.Tensor | None = None,
                        reduction: str = "mean") -> torch.Tensor:
     """Confidence penalty: minus beta times the entropy of the prediction (add it to the loss).
 
     .. math:: R(z) = -\\beta\\, H(\\mathrm{softmax}(z)) = \\beta \\sum_k p_k \\log p_k
 
+    ``beta >= 0`` (a negative beta would reward confident predictions: it is then entropy minimisation).
+    A fully masked (all ``-inf``) row of ``logits`` raises.
+
     Paper: Pereyra, Tucker, Chorowski, Kaiser, Hinton, "Regularizing Neural Networks by Penalizing
     Confident Output Distributions", 2017, arXiv:1701.06548.
     """
     _check_logits(logits)
-    return _finish(-beta * entropy(logits), reduction, sample_weight)
+    return finish(-beta * entropy(logits), reduction, sample_weight=sample_weight)
 
 
 def _attention_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
@@ -114,7 +118,7 @@ ATTENTION = InputKind("attention", "attention probabilities (N, ..., L) summing 
            paper=Paper("AEM: Attention Entropy Maximization for Multiple Instance Learning based Whole Slide "
                        "Image Classification", 2024),
            formula="R(a) = lam * sum_i a_i log a_i  (negative entropy; averaged over heads/queries)",
-           module_name="AttentionEntropy", half=True)
+           module_name="AttentionEntropy", half=True, domains={"lam": NONNEGATIVE})
 def attention_entropy(attention: torch.Tensor, *, lam: float = 0.1, sample_weight: torch.Tensor | None = None,
                       reduction: str = "mean") -> torch.Tensor:
     """Attention entropy maximisation (AEM): a negative-entropy penalty on attention weights.
@@ -122,7 +126,7 @@ def attention_entropy(attention: torch.Tensor, *, lam: float = 0.1, sample_weigh
     .. math:: R(a) = \\lambda \\sum_i a_i \\log a_i
 
     ``attention`` has shape ``(N, ..., L)`` with the keys/instances last; the per-sample term averages
-    over the middle dimensions (heads, queries). Minimising it spreads attention. The paper's
+    over the middle dimensions (heads, queries). Minimising it spreads attention (``lam >= 0``). The paper's
     default λ = 0.1 is used (it is the method's one hyper-parameter). Zero weights are exact
     (0 log 0 = 0).
 
@@ -135,14 +139,14 @@ def attention_entropy(attention: torch.Tensor, *, lam: float = 0.1, sample_weigh
     safe = torch.where(attention > 0, attention, torch.ones_like(attention))
     neg_h = (attention * torch.log(safe)).sum(-1)
     per = neg_h.reshape(neg_h.shape[0], -1).mean(-1) if neg_h.dim() > 1 else neg_h
-    return _finish(lam * per, reduction, sample_weight)
+    return finish(lam * per, reduction, sample_weight=sample_weight)
 
 
 @objective("eata_entropy", paper=Paper("Efficient Test-Time Model Adaptation without Forgetting", 2022,
                                        "2204.02610", "Niu et al."),
            properties={"nonnegative", "shift_invariant"},
            formula="L(z) = S(z) H(z),  S = exp(-(H - E0)) 1[H < E0] (stop-gradient),  E0 = 0.4 ln K",
-           module_name="EATAEntropy",
+           module_name="EATAEntropy", domains={"e_margin": Maybe(POSITIVE)},
            gradcheck=False,  # the weight S(z) is a stop-gradient by design: autograd != finite differences
            **_REG)
 def eata_entropy(logits: torch.Tensor, *, e_margin: float | None = None, sample_weight: torch.Tensor | None = None,
@@ -157,7 +161,8 @@ def eata_entropy(logits: torch.Tensor, *, e_margin: float | None = None, sample_
     paper sums over the selected samples and divides by the batch); pair it with
     :func:`fisher_penalty` for the anti-forgetting term. The redundancy filter (cosine similarity to
     a moving average of predictions) is left to the training loop: pass its result as
-    ``sample_weight``.
+    ``sample_weight``. ``e_margin`` E0 > 0 (entropies are >= 0, so E0 <= 0 would keep no sample;
+    default 0.4 ln K). A fully masked (all ``-inf``) row of ``logits`` raises.
 
     Paper: Niu et al., "Efficient Test-Time Model Adaptation without Forgetting", 2022, arXiv:2204.02610.
     """
@@ -167,7 +172,7 @@ def eata_entropy(logits: torch.Tensor, *, e_margin: float | None = None, sample_
     h = entropy(logits)
     hd = h.detach()
     s = torch.where(hd < e0, torch.exp(-(hd - e0)), torch.zeros_like(hd))
-    return _finish(s * h, reduction, sample_weight)
+    return finish(s * h, reduction, sample_weight=sample_weight)
 
 
 LogitZLoss = logit_z_loss.Module

@@ -1,5 +1,8 @@
 """Regularisers on parameters and training trajectories: EATA's Fisher penalty, sharpness-aware training
-for free (SAF and its EMA-teacher variant MESA), and Hessian/gradient alignment across environments."""
+for free (SAF and its EMA-teacher variant MESA), and Hessian/gradient alignment across environments.
+
+Options are checked against their domains (:mod:`losskit._core.domains`): penalty weights (``beta``,
+``lam``, ``alpha``) are >= 0, temperatures > 0, counts >= 1, an EMA decay lies in [0, 1]."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .._core import fail, reduce
+from .._core import fail, finish
+from .._core.domains import COUNT, NONNEGATIVE, POSITIVE, UNIT, Choice, check_option
 from .._core.validate import check_floating
 
 __all__ = ["fisher_diagonal", "fisher_penalty", "SAF", "ema_update", "hessian_gradient_alignment"]
@@ -44,8 +48,9 @@ def fisher_penalty(model: nn.Module, anchors: dict[str, torch.Tensor], fisher: d
 
     ``anchors`` are the parameters before adaptation (``{n: p.detach().clone()}``), ``fisher`` the
     diagonal from :func:`fisher_diagonal`. Parameters missing from ``fisher`` are not penalised.
-    β = 2000 is the paper's ImageNet setting (Niu et al. 2022, arXiv:2204.02610).
+    β = 2000 is the paper's ImageNet setting (Niu et al. 2022, arXiv:2204.02610); ``beta >= 0``.
     """
+    check_option("beta", beta, NONNEGATIVE)
     total = None
     for n, p in model.named_parameters():
         if n in fisher:
@@ -87,10 +92,10 @@ class SAF(nn.Module):
     def __init__(self, num_samples: int, num_classes: int, *, lam: float = 0.3, tau: float = 5.0, lag: int = 3,
                  mode: str = "saf"):
         super().__init__()
-        if mode not in ("saf", "mesa"):
-            raise fail("mode", "'saf' or 'mesa'", repr(mode))
-        if lag < 1:
-            raise fail("lag", "at least 1 epoch", repr(lag))
+        check_option("mode", mode, Choice("saf", "mesa"))
+        check_option("lag", lag, COUNT)
+        check_option("lam", lam, NONNEGATIVE)
+        check_option("tau", tau, POSITIVE)
         self.lam, self.tau, self.lag, self.mode = lam, tau, lag, mode
         self.register_buffer("outputs", torch.zeros(lag + 1, num_samples, num_classes) if mode == "saf"
                              else torch.zeros(0))
@@ -111,7 +116,7 @@ class SAF(nn.Module):
             if teacher_logits is None:
                 raise fail("teacher_logits", "the EMA teacher's logits (mode='mesa')", "None")
             kl = _tempered_kl(teacher_logits.detach(), logits, self.tau)
-            return self.lam * reduce(kl, reduction)
+            return self.lam * finish(kl, reduction)
         if index is None or index.shape != logits.shape[:1]:
             raise fail("index", f"dataset indices of shape ({logits.shape[0]},)",
                        "None" if index is None else f"shape {tuple(index.shape)}")
@@ -125,12 +130,14 @@ class SAF(nn.Module):
         past = (e - self.lag) % (self.lag + 1)
         mask = self.seen[past, index]
         kl = _tempered_kl(self.outputs[past, index].to(logits.dtype), logits, self.tau)
-        return self.lam * reduce(kl, reduction, mask=mask)
+        return self.lam * finish(kl, reduction, mask=mask)
 
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float = 0.9995) -> None:
-    """``teacher <- decay * teacher + (1 - decay) * student``, parameters and floating buffers (MESA)."""
+    """``teacher <- decay * teacher + (1 - decay) * student``, parameters and floating buffers (MESA);
+    ``decay`` in [0, 1]."""
+    check_option("decay", decay, UNIT)
     for t, s in zip(teacher.parameters(), student.parameters()):
         t.lerp_(s, 1 - decay)
     for t, s in zip(teacher.buffers(), student.buffers()):
@@ -153,15 +160,18 @@ def hessian_gradient_alignment(env_losses: Sequence[torch.Tensor], params: Seque
     ``mode='hutchinson'``: the Hessian diagonal ``diag(H_e)`` estimated with Rademacher probes
     ``E[v * (H_e v)]`` and aligned instead (the paper's Hutchinson variant, † the penalty is
     ``||diag(H_e) - mean_e diag(H_e)||^2`` in place of the HGP term). Returns the full objective
-    (sum of risks plus penalties), differentiable w.r.t. ``params``.
+    (sum of risks plus penalties), differentiable w.r.t. ``params``. ``alpha, beta >= 0``,
+    ``num_probes >= 1``.
 
     Paper: Hemati, Zhang, Tavanapong, Yang, "Understanding Hessian Alignment for Domain
     Generalization", 2023, arXiv:2308.11778.
     """
     if len(env_losses) < 2:
         raise fail("env_losses", "losses of at least 2 environments", f"{len(env_losses)}")
-    if mode not in ("exact", "hutchinson"):
-        raise fail("mode", "'exact' or 'hutchinson'", repr(mode))
+    check_option("mode", mode, Choice("exact", "hutchinson"))
+    check_option("alpha", alpha, NONNEGATIVE)
+    check_option("beta", beta, NONNEGATIVE)
+    check_option("num_probes", num_probes, COUNT)
     params = list(params)
     grads, second = [], []
     for loss in env_losses:

@@ -9,7 +9,7 @@ few lines on top of it. See ``docs/transport.md``.
 from ._inputs import TWO_SAMPLES, TWO_SAMPLES_1D
 from .costs import Cost, pairwise_cost
 from .exact import exact_ot, exact_plan, sliced_wasserstein, wasserstein_1d
-from .losses import monge_gap, self_transport, sinkhorn, sinkhorn_divergence, sinkhorn_kd
+from .losses import monge_gap, self_transport, sinkhorn, sinkhorn_divergence
 from .quadratic import quadratic_ot, solve_quadratic, solve_sparse, sparse_ot
 from .sinkhorn import OTResult, solve, solve_matrix
 
@@ -19,7 +19,6 @@ Wasserstein1d = wasserstein_1d.Module
 SlicedWasserstein = sliced_wasserstein.Module
 ExactOt = exact_ot.Module
 MongeGap = monge_gap.Module
-SinkhornKd = sinkhorn_kd.Module
 QuadraticOt = quadratic_ot.Module
 SparseOt = sparse_ot.Module
 
@@ -28,7 +27,7 @@ SparseOt = sparse_ot.Module
 __all__ = [
     "sinkhorn", "Sinkhorn", "sinkhorn_divergence", "SinkhornDivergence", "wasserstein_1d", "Wasserstein1d",
     "sliced_wasserstein", "SlicedWasserstein", "exact_ot", "ExactOt", "monge_gap", "MongeGap",
-    "sinkhorn_kd", "SinkhornKd", "quadratic_ot", "QuadraticOt", "sparse_ot", "SparseOt",
+    "quadratic_ot", "QuadraticOt", "sparse_ot", "SparseOt",
 ]
 
 # TAROT-style data selection (selection.py): appended here, apart from the imports above.

@@ -9,14 +9,13 @@ import torch
 
 from .._core import Paper, objective, reduce
 from .._core.errors import fail
-from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_sample_weight
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, two_samples_example
 from .costs import Cost
 from .sinkhorn import BLOCK_ELEMS, DENSE_BYTES, _options_check, _point_cost, _solve, solve
 
-__all__ = ["sinkhorn", "sinkhorn_divergence", "self_transport", "monge_gap", "sinkhorn_kd"]
+__all__ = ["sinkhorn", "sinkhorn_divergence", "self_transport", "monge_gap"]
 
 
 @objective(
@@ -173,82 +172,3 @@ def pairwise_cost_diag(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tens
     sq = ((x - y) ** 2).sum(-1)
     pos = sq > 0
     return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)) ** (p / 2), torch.zeros_like(sq))
-
-
-SINKD_PAPER = Paper("Sinkhorn Distance Minimization for Knowledge Distillation", 2024, "2402.17110",
-                    "Cui, Qin, Gao, Zhang, Xu, Li, Li, Sun")
-
-
-def _kd_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
-    s = 2 * torch.randn(6, 5, generator=gen, dtype=torch.float64)
-    t = 2 * torch.randn(6, 5, generator=gen, dtype=torch.float64)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    return Example({"student_logits": s.to(dtype), "teacher_logits": t.to(dtype)},
-                   options={"eps": 0.5, "tol": tol}, grad=("student_logits",))
-
-
-def _kd_bad(ex: Example) -> list[BadInput]:
-    s, t = ex.inputs["student_logits"], ex.inputs["teacher_logits"]
-    return [
-        BadInput("class counts differ", ex.replace({"teacher_logits": t[:, :-1]}), "teacher_logits"),
-        BadInput("batch sizes differ", ex.replace({"teacher_logits": t[:-1]}), "teacher_logits"),
-        BadInput("logits without a class dimension", ex.replace({"student_logits": s[:, 0]}), "student_logits"),
-        BadInput("non-positive temperature", ex.replace(options={"temperature": 0.0}), "temperature"),
-    ]
-
-
-KD_LOGITS = InputKind("student/teacher logits", "student_logits (N, K), teacher_logits (N, K)",
-                      bad_inputs=_kd_bad,
-                      extreme=lambda ex: ex.map_floats(lambda t: (t.sign() * 1e4 + t).float()))
-
-
-@objective(
-    "sinkhorn_kd", family="distillation", input_kind=KD_LOGITS, example=_kd_example, paper=SINKD_PAPER,
-    properties={"nonnegative"}, per_sample=False, sample_weight=False,
-    formula="L = OT_eps({s_i}, {t_j}) over the batch, s = softmax(z_s / tau), t = softmax(z_t / tau), "
-            "C_ij = ||s_i - t_j||^2 (batch-wise form)",
-)
-def sinkhorn_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None,
-                *, temperature: float = 1.0, eps: float = 0.1, alpha: float = 1.0, tol: float = 1e-3,
-                max_iter: int = 2000, reduction: str = "mean") -> torch.Tensor:
-    """Sinkhorn knowledge distillation, batch-wise form: entropic OT between the batch of student and
-    the batch of teacher output distributions.
-
-    .. math:: L = \\mathrm{OT}_\\varepsilon\\Big(\\tfrac1N\\sum_i \\delta_{s_i},\\ \\tfrac1N\\sum_j \\delta_{t_j}\\Big),
-              \\quad C_{ij} = \\|s_i - t_j\\|_2^2,\\quad s = \\mathrm{softmax}(z_s/\\tau),\\ t = \\mathrm{softmax}(z_t/\\tau)
-
-    † Our reading of the paper's batch-wise reformulation (the N x N cost between the student's and the
-    teacher's predictions in a batch, Sinkhorn distance over it); the squared Euclidean cost between
-    probability vectors and the dual (entropic) value are our choices, stated here. With ``target``
-    (class indices) the loss is ``alpha * L + (1 - alpha) * cross_entropy(z_s, target)``.
-    ``reduction='none'`` gives per-sample shares ``f_i + g_i`` of the dual value (their mean is L); the
-    loss couples the batch, so it is not per-sample. The teacher is not detached (detach it yourself).
-
-    Paper: Cui et al., "Sinkhorn Distance Minimization for Knowledge Distillation", 2024, arXiv:2402.17110.
-    """
-    from .._core.validate import check_floating
-
-    check_floating("student_logits", student_logits)
-    check_floating("teacher_logits", teacher_logits)
-    if student_logits.dim() != 2:
-        raise fail("student_logits", "logits of shape (N, K)", f"shape {tuple(student_logits.shape)}")
-    if teacher_logits.shape != student_logits.shape:
-        raise fail("teacher_logits", f"the shape of student_logits {tuple(student_logits.shape)}",
-                   f"shape {tuple(teacher_logits.shape)}")
-    if not temperature > 0:
-        raise fail("temperature", "a positive temperature", repr(temperature))
-    s = torch.softmax(student_logits / temperature, -1)
-    t = torch.softmax(teacher_logits.to(s.dtype) / temperature, -1)
-    res = solve(s, t, eps=eps, tol=tol, max_iter=max_iter)
-    # the dual value <a, f> + <b, g> split into per-sample shares f_i + g_i (uniform weights)
-    loss = _attach(res.f[0] + res.g[0], res.value[0])
-    if target is not None:
-        ce = torch.nn.functional.cross_entropy(student_logits, target, reduction="none")
-        loss = alpha * loss + (1 - alpha) * ce
-    return reduce(loss, reduction)
-
-
-def _attach(per: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Per-sample shares whose mean is ``value`` and that carry its gradient (shares are detached)."""
-    per = per.detach()
-    return per - per.mean() + value
