@@ -324,7 +324,10 @@ class Either(Domain):
         return any(d.tensor_values for d in self.domains)
 
     def tensor_bad(self, t):
-        return next(d for d in self.domains if d.tensor_values and d.contains(t)).tensor_bad(t)
+        for d in self.domains:
+            if d.tensor_values and d.contains(t):
+                return d.tensor_bad(t)
+        return torch.zeros((), dtype=torch.bool, device=t.device)  # admitted by a domain that reads no value
 
 
 @dataclass(frozen=True, repr=False)
