@@ -39,18 +39,18 @@ def test_values_at_zero_margin(name, value):
 
 def test_ipo_minimiser_is_half_over_beta():
     for beta in (0.1, 0.5, 2.0):
-        pc = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        base = torch.full((1,), -20.0, dtype=torch.float64)  # log-probabilities are <= 0
+        pc = base.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([pc], lr=1, max_iter=100, line_search_fn="strong_wolfe")
-        zeros = torch.zeros(1, dtype=torch.float64)
 
-        def closure(pc=pc, beta=beta, opt=opt, zeros=zeros):
+        def closure(pc=pc, beta=beta, opt=opt, base=base):
             opt.zero_grad()
-            loss = losskit.ipo(pc, zeros, zeros, zeros, beta=beta)
+            loss = losskit.ipo(pc, base, base, base, beta=beta)
             loss.backward()
             return loss
 
         opt.step(closure)
-        assert pc.item() == pytest.approx(1 / (2 * beta), rel=1e-8)
+        assert (pc - base).item() == pytest.approx(1 / (2 * beta), rel=1e-8)
 
 
 def test_dpo_gradient_closed_form():
@@ -308,8 +308,11 @@ def test_sparsepo_reduces_to_dpo_and_tdpo_terms():
     e = -log_expit(0.3 * (sw - sl) - 0.3 * ((kl * ml).sum(-1) - (kw * mw).sum(-1)).numpy())
     np.testing.assert_allclose(out.numpy(), e, rtol=1e-12)
     zero = torch.zeros_like(kw)
+    # with zero KLs it is DPO on the summed log-ratios (as log-probs -20 + ratio against a reference at -20)
+    shift = torch.full((3,), -20.0, dtype=torch.float64)
     torch.testing.assert_close(losskit.sparsepo(cw, cl, zero, zero, mw, ml, beta=0.3, reduction="none"),
-                               losskit.dpo((cw * mw).sum(-1), (cl * ml).sum(-1), beta=0.3, reduction="none"))
+                               losskit.dpo(shift + (cw * mw).sum(-1), shift + (cl * ml).sum(-1), shift, shift,
+                                           beta=0.3, reduction="none"))
     rm = torch.rand(3, 4, generator=g, dtype=torch.float64)
     out = losskit.sparsepo(cw, cl, zero, zero, mw, ml, beta=0.3, chosen_reward_mask=rm, reduction="none")
     np.testing.assert_allclose(out.numpy(), -log_expit(0.3 * ((cw * rm * mw).sum(-1).numpy() - sl)), rtol=1e-12)

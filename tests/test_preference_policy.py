@@ -18,8 +18,9 @@ B, T = 6, 7
 def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     lp = -(0.05 + 2 * torch.rand(B, T, generator=g, dtype=torch.float64))
-    old = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    ref = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    # log-probabilities are <= 0
+    old = (lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)).clamp(max=-0.01)
+    ref = (lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)).clamp(max=-0.01)
     adv = torch.randn(B, generator=g, dtype=torch.float64)
     lengths = torch.tensor([7, 2, 5, 1, 6, 3])
     mask = torch.arange(T)[None] < lengths[:, None]
