@@ -313,8 +313,9 @@ SAMPLED = InputKind("sampled sequences", "(B,) log-probs of samples y ~ q under 
 @objective("fdpg", family=FAMILY, input_kind=SAMPLED, example=_fdpg_example, paper=FDPG_PAPER,
            per_sample=False, sample_weight=False, gradcheck=False,
            domains={"divergence": Choice(*FDPG_DIVERGENCES), "baseline": FLAG},
-           why_no_gradcheck="a stop-gradient surrogate: its gradient is -sg[w (R - b)] grad l by design (tests "
-           "check the expected gradient against the exact D_f gradient on a tabular policy)",
+           skip_reasons={"gradcheck": "a stop-gradient surrogate: its gradient is -sg[w (R - b)] grad l by design "
+                                      "(tests check the expected gradient against the exact D_f gradient on a "
+                                      "tabular policy)"},
            formula="L = -mean_i sg[w_i (R_i - b)] l(y_i),  w = pi/q, R = -f'(pi/p_hat), p_hat = P / Z_hat, "
                    "Z_hat = mean P/q")
 def fdpg(policy_logps, proposal_logps, target_logps, *, divergence: str = "reverse_kl", baseline: bool = True,
@@ -390,8 +391,9 @@ def _sequence(name, x, n=None):
 
 
 @objective("nash_mp", family=FAMILY, input_kind=ON_POLICY, example=_nash_example, paper=NASHMP_PAPER,
-           gradcheck=False, why_no_gradcheck="a score-function surrogate: its gradient is sg(w) grad l by design, "
-           "not the derivative of its value (tests check the expected gradient on a tabular policy)",
+           gradcheck=False, skip_reasons={"gradcheck": "a score-function surrogate: its gradient is sg(w) grad l "
+                                                       "by design, not the derivative of its value (tests check the "
+                                                       "expected gradient on a tabular policy)"},
            domains={"beta": NONNEGATIVE, "eta": POSITIVE},
            formula="J = -E[(P(y > y') - 1/2)] + beta KL(pi || pi_ref) + (1/eta) KL(pi || pi_k); "
                    "grad = E[w grad log pi],  w = -(P - 1/2) + beta (l - l_ref) + (l - l_k)/eta")

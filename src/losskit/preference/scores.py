@@ -44,15 +44,16 @@ def geometric_anchor(logps: Sequence[torch.Tensor], weights: Sequence[float | to
     return out
 
 
-def _bounded_exponent(a: torch.Tensor, scale: float) -> torch.Tensor:
-    """``a`` clamped so that ``scale * e^a`` stays below a quarter of the dtype's largest value.
+def _bounded_exponent(a: torch.Tensor, *factors: float) -> torch.Tensor:
+    """``a`` clamped so that ``e^a`` and ``f e^a`` for every factor ``f`` stay below a quarter of the dtype's
+    largest value.
 
     Reward shapes with an exponential (``-e^{-u}``, ``(1 - e^{-alpha u}) / alpha``) overflow for scores far
     out (``e^{-alpha u}`` at ``u = -1e30``): a margin of two overflowed rewards is ``inf - inf`` and the
     backward of a saturated link multiplies ``0`` by ``inf``; both are NaN. Saturating the exponent keeps
     the value finite (the true value is beyond the dtype anyway) and gives that entry a zero gradient.
     """
-    limit = math.log(torch.finfo(a.dtype).max / 4) - math.log(max(abs(scale), 1e-300))
+    limit = math.log(torch.finfo(a.dtype).max / 4) - max([0.0] + [math.log(abs(f)) for f in factors if f])
     return a.clamp(max=limit)
 
 
@@ -66,7 +67,7 @@ def _transform(u: torch.Tensor, phi: str, alpha: float, scale: float) -> torch.T
     if phi == "alpha":
         if alpha == 0:
             return u
-        return -torch.expm1(_bounded_exponent(-alpha * u, scale / abs(alpha))) / alpha
+        return -torch.expm1(_bounded_exponent(-alpha * u, 1 / alpha, scale / alpha)) / alpha
     raise fail("phi", f"one of {TRANSFORMS}", repr(phi))
 
 
