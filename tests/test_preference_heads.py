@@ -39,18 +39,18 @@ def test_values_at_zero_margin(name, value):
 
 def test_ipo_minimiser_is_half_over_beta():
     for beta in (0.1, 0.5, 2.0):
-        pc = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        base = torch.full((1,), -20.0, dtype=torch.float64)  # log-probabilities are <= 0
+        pc = base.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([pc], lr=1, max_iter=100, line_search_fn="strong_wolfe")
-        zeros = torch.zeros(1, dtype=torch.float64)
 
-        def closure(pc=pc, beta=beta, opt=opt, zeros=zeros):
+        def closure(pc=pc, beta=beta, opt=opt, base=base):
             opt.zero_grad()
-            loss = losskit.ipo(pc, zeros, zeros, zeros, beta=beta)
+            loss = losskit.ipo(pc, base, base, base, beta=beta)
             loss.backward()
             return loss
 
         opt.step(closure)
-        assert pc.item() == pytest.approx(1 / (2 * beta), rel=1e-8)
+        assert (pc - base).item() == pytest.approx(1 / (2 * beta), rel=1e-8)
 
 
 def test_dpo_gradient_closed_form():
@@ -308,8 +308,11 @@ def test_sparsepo_reduces_to_dpo_and_tdpo_terms():
     e = -log_expit(0.3 * (sw - sl) - 0.3 * ((kl * ml).sum(-1) - (kw * mw).sum(-1)).numpy())
     np.testing.assert_allclose(out.numpy(), e, rtol=1e-12)
     zero = torch.zeros_like(kw)
+    # with zero KLs it is DPO on the summed log-ratios (as log-probs -20 + ratio against a reference at -20)
+    shift = torch.full((3,), -20.0, dtype=torch.float64)
     torch.testing.assert_close(losskit.sparsepo(cw, cl, zero, zero, mw, ml, beta=0.3, reduction="none"),
-                               losskit.dpo((cw * mw).sum(-1), (cl * ml).sum(-1), beta=0.3, reduction="none"))
+                               losskit.dpo(shift + (cw * mw).sum(-1), shift + (cl * ml).sum(-1), shift, shift,
+                                           beta=0.3, reduction="none"))
     rm = torch.rand(3, 4, generator=g, dtype=torch.float64)
     out = losskit.sparsepo(cw, cl, zero, zero, mw, ml, beta=0.3, chosen_reward_mask=rm, reduction="none")
     np.testing.assert_allclose(out.numpy(), -log_expit(0.3 * ((cw * rm * mw).sum(-1).numpy() - sl)), rtol=1e-12)
@@ -444,3 +447,150 @@ def test_module_forms():
     torch.testing.assert_close(losskit.DPOLoss(beta=0.3)(pc, pr, rc, rr), losskit.dpo(pc, pr, rc, rr, beta=0.3))
     torch.testing.assert_close(losskit.IPOLoss(beta=0.3)(pc, pr, rc, rr), losskit.ipo(pc, pr, rc, rr, beta=0.3))
     assert isinstance(losskit.GRPOLoss(aggregation="grpo"), torch.nn.Module)
+
+
+# ------------------------------------------------------------------ domains and input rules (bug fixes)
+def _entries_with(option):
+    return [e for e in losskit.objectives("preference") if option in e.options]
+
+
+@pytest.mark.parametrize("entry", _entries_with("beta"), ids=lambda e: e.name)
+def test_negative_beta_is_refused(entry):
+    """beta < 0 trains toward the rejected answer (or rewards drifting from the reference): refused."""
+    ex = entry.make_example(torch.float64)
+    with pytest.raises(LossInputError, match="^beta:"):
+        ex.call(entry.fn, beta=-1.0)
+
+
+@pytest.mark.parametrize("name", ["ipo", "mnpo", "sppo_hard", "egpo"])
+def test_zero_beta_is_a_domain_error_not_a_zero_division(name):
+    ex = losskit.get(name).make_example(torch.float64)
+    with pytest.raises(LossInputError, match="^beta:"):
+        ex.call(losskit.get(name).fn, beta=0)
+
+
+@pytest.mark.parametrize("name", ["dpo", "cdpo", "aot", "cpo", "simpo", "robust_dpo", "exo"])
+@pytest.mark.parametrize("eps", [-0.1, 0.5, 0.7, 1.5])
+def test_label_smoothing_is_a_flip_rate_below_one_half(name, eps):
+    ex = losskit.get(name).make_example(torch.float64)
+    with pytest.raises(LossInputError, match="^label_smoothing:"):
+        ex.call(losskit.get(name).fn, label_smoothing=eps)
+
+
+def test_exo_label_smoothing_is_open_at_zero():
+    pc, pr, rc, rr = _pair(30)
+    with pytest.raises(LossInputError, match="^label_smoothing:"):
+        losskit.exo(pc, pr, rc, rr, label_smoothing=0.0)
+    assert torch.isfinite(losskit.exo(pc, pr, rc, rr, label_smoothing=0.25)).all()
+
+
+def test_option_domains_of_the_pairwise_heads():
+    pc, pr, rc, rr = _pair(31)
+    cases = [("kto", dict(reference_point=-0.1), "reference_point"), ("kto", dict(desirable_weight=-1.0),
+             "desirable_weight"), ("apo", dict(alpha=1.0), "alpha"), ("mnpo", dict(rho=1.5), "rho"),
+             ("cpl", dict(lam=-0.5), "lam"), ("simpo", dict(gamma=-1.0), "gamma"), ("f_dpo", dict(alpha=2.0), "alpha"),
+             ("discopop", dict(tau=0.0), "tau"), ("aot", dict(paired="yes"), "paired")]
+    for name, opts, arg in cases:
+        entry = losskit.get(name)
+        with pytest.raises(LossInputError, match=f"^{arg}:"):
+            entry.make_example(torch.float64).call(entry.fn, **opts)
+    oc, orr = (-torch.rand(7, 2, dtype=torch.float64) for _ in range(2))
+    with pytest.raises(LossInputError, match="^weights:"):
+        losskit.mnpo(pc, pr, rc, rr, oc, orr, rho=0.5, weights=[0.7, 0.7])
+    with pytest.raises(LossInputError, match="^chosen_nll:"):
+        losskit.cpo(pc, pr, chosen_nll=-torch.ones(7, dtype=torch.float64))
+
+
+# Every argument below is a log-probability by definition; the objectives' other inputs (log-ratios,
+# advantages, unnormalised targets, likelihoods that may be densities: DDO, CPL) are not sign-checked.
+_POSITIVE_LOGP_CASES = [
+    ("dpo", "policy_chosen_logps"), ("dpo", "ref_rejected_logps"), ("ipo", "policy_rejected_logps"),
+    ("simpo", "policy_chosen_logps"), ("cpo", "policy_rejected_logps"), ("kto", "policy_logps"),
+    ("kto", "ref_logps"), ("nash_mp", "policy_logps"), ("nash_mp", "prev_logps"), ("egpo", "ref_chosen_logps"),
+    ("apo", "prev_chosen_logps"), ("mnpo", "opponent_chosen_logps"), ("d2o", "policy_chosen_logps"),
+    ("aot", "policy_chosen_logps"), ("f_dpo", "ref_chosen_logps"), ("mapl", "policy_rejected_logps"),
+    ("grpo", "logps"), ("grpo", "old_logps"), ("grpo", "ref_logps"), ("fdpg", "proposal_logps"),
+]
+
+
+@pytest.mark.parametrize(("name", "arg"), _POSITIVE_LOGP_CASES)
+def test_positive_log_probabilities_are_refused(name, arg):
+    entry = losskit.get(name)
+    ex = entry.make_example(torch.float64)
+    x = ex.inputs[arg].clone()
+    x.view(-1)[0] = 0.5  # e.g. a logit or a probability passed for a log-probability
+    with pytest.raises(LossInputError, match=f"^{arg}: expected log-probabilities <= 0"):
+        ex.replace({arg: x}).call(entry.fn)
+    with losskit.validation(False):  # a value check: off with validation
+        ex.replace({arg: x}).call(entry.fn)
+    x.view(-1)[0] = 0.0  # log-probability 0 (probability 1) is valid
+    ex.replace({arg: x}).call(entry.fn)
+
+
+def test_log_ratio_and_density_inputs_are_not_sign_checked():
+    pc, pr, _, _ = _pair(32)
+    for name in ("ddo", "cpl"):  # likelihoods of continuous data / actions: densities may exceed 1
+        args = (-pc, -pr, pc, pr) if name == "ddo" else (-pc, -pr)
+        assert torch.isfinite(getattr(losskit, name)(*args)).all()
+    g = torch.Generator().manual_seed(33)
+    s = torch.rand(3, 5, generator=g, dtype=torch.float64)  # DisCO's mean token ratios are positive
+    y = torch.tensor([[1, 0, 1, 0, 0]] * 3, dtype=torch.bool)
+    assert torch.isfinite(losskit.disco(s, y, tau=1.0))
+
+
+@pytest.mark.parametrize(("name", "arg"), [("egpo", "chosen_preference"), ("egpo", "rejected_preference"),
+                                           ("nash_mp", "preference")])
+@pytest.mark.parametrize("value", [1.5, -0.2])
+def test_preference_probabilities_outside_the_unit_interval_are_refused(name, arg, value):
+    entry = losskit.get(name)
+    ex = entry.make_example(torch.float64)
+    x = ex.inputs[arg].clone()
+    x[0] = value
+    with pytest.raises(LossInputError, match=f"^{arg}:"):
+        ex.replace({arg: x}).call(entry.fn)
+
+
+def test_orpo_runs_on_meta_tensors_and_its_value_check_obeys_validation():
+    ex = losskit.get("orpo").make_example(torch.float32)
+    meta = {k: v.to("meta") for k, v in ex.inputs.items()}
+    out = losskit.orpo(**meta, reduction="none")
+    assert out.device.type == "meta" and out.shape == (6,)
+    pc, pr = ex.inputs["policy_chosen_logps"].clone(), ex.inputs["policy_rejected_logps"]
+    pc[0] = 0.0  # log P = 0: ORPO's odds are infinite
+    with pytest.raises(LossInputError, match="^policy_chosen_logps:"):
+        losskit.orpo(pc, pr)
+    with losskit.validation(False):
+        losskit.orpo(pc, pr)  # no check, no host read
+
+
+def test_alphapo_and_f_dpo_stay_finite_where_the_reward_exponential_overflows():
+    pc, pr = -torch.rand(4), -torch.rand(4)
+    for k in ("chosen", "rejected"):
+        a, b = pc.clone().requires_grad_(True), pr.clone().requires_grad_(True)
+        big_a, big_b = (a - 1e30, b) if k == "chosen" else (a, b - 1e30)
+        out = losskit.alphapo(big_a, big_b, reduction="sum")
+        out.backward()
+        assert not torch.isnan(out) and torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all(), k
+    # f-DPO's forward KL reward -e^{-u}: log-ratios of -100 (both) overflow e^{100} in float32 (was NaN)
+    pc, pr = torch.full((3,), -150.0, requires_grad=True), torch.full((3,), -160.0, requires_grad=True)
+    rc, rr = torch.full((3,), -50.0), torch.full((3,), -60.0)
+    out = losskit.f_dpo(pc, pr, rc, rr, divergence="forward_kl")
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(pc.grad).all() and torch.isfinite(pr.grad).all()
+    # where nothing overflows the values are unchanged
+    pc64, pr64, rc64, rr64 = _pair(34)
+    tw, tl = np.exp((pc64 - rc64).numpy()), np.exp((pr64 - rr64).numpy())
+    np.testing.assert_allclose(losskit.f_dpo(pc64, pr64, rc64, rr64, divergence="forward_kl", reduction="none"),
+                               -log_expit(0.1 * (-1 / tw + 1 / tl)), rtol=1e-12)
+
+
+def test_seeds_module_and_extragradient_step_keep_their_import_paths():
+    from losskit.optim import extragradient_step
+    from losskit.preference import seeds
+
+    assert seeds.extragradient_step is extragradient_step is losskit.preference.extragradient_step
+    for name in seeds.__all__:
+        assert getattr(seeds, name) is getattr(losskit, name)
+    assert losskit.ddo.__module__ == "losskit.preference.heads"
+    assert losskit.sparsepo.__module__ == "losskit.preference.tokens"
+    assert losskit.nash_mp.__module__ == "losskit.preference.policy"

@@ -18,8 +18,9 @@ B, T = 6, 7
 def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     lp = -(0.05 + 2 * torch.rand(B, T, generator=g, dtype=torch.float64))
-    old = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    ref = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    # log-probabilities are <= 0
+    old = (lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)).clamp(max=-0.01)
+    ref = (lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)).clamp(max=-0.01)
     adv = torch.randn(B, generator=g, dtype=torch.float64)
     lengths = torch.tensor([7, 2, 5, 1, 6, 3])
     mask = torch.arange(T)[None] < lengths[:, None]
@@ -245,3 +246,73 @@ def test_grpo_half_precision_no_nan_where_float32_is_finite():
         assert out.dtype == torch.float32 and bool(torch.isfinite(out))
         out.backward()
         assert bool(torch.isfinite(x.grad).all())
+
+
+# ------------------------------------------------------------------ bug fixes: domains, f', extremes
+def _old_log_space_fprime(log_t, divergence):
+    """The log-space f' that policy.py used to carry (a copy of the generators' f'), written out here (its JS
+    used F.softplus, which returns x above 20: an error of e^{-20}; the exact softplus here)."""
+    if divergence == "reverse_kl":
+        return log_t + 1
+    if divergence == "forward_kl":
+        return -torch.exp(-log_t)
+    if divergence == "js":
+        return 0.5 * (log_t - torch.logaddexp(torch.zeros_like(log_t), log_t) + np.log(2.0))
+    return 0.5 * torch.sign(log_t)
+
+
+@pytest.mark.parametrize("div", ["reverse_kl", "forward_kl", "js", "tv"])
+def test_fdpg_uses_the_divergence_generators_f_prime(div):
+    from losskit.divergences.generators import get_generator
+    from losskit.preference.policy import FDPG_DIVERGENCES, _fdpg_reward
+
+    log_t = torch.cat([torch.linspace(-40, -1e-6, 301), torch.linspace(1e-6, 40, 301)]).double()
+    gen = FDPG_DIVERGENCES[div]
+    torch.testing.assert_close(gen.f_prime(log_t.exp()), _old_log_space_fprime(log_t, div), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_fdpg_reward(log_t, div), -_old_log_space_fprime(log_t, div), rtol=1e-12,
+                               atol=1e-12)
+    # f-DPG's 'reverse_kl' is KL(pi || p): the generators' 'kl' (their 'reverse_kl' is f-DPG's forward KL)
+    assert gen is get_generator({"reverse_kl": "kl", "forward_kl": "reverse_kl"}.get(div, div))
+    assert torch.isfinite(_fdpg_reward(torch.tensor([-1e30, 1e30, -800.0, 800.0]), div)).all()
+
+
+@pytest.mark.parametrize("div", ["reverse_kl", "forward_kl", "js", "tv"])
+def test_fdpg_is_finite_at_log_probs_of_magnitude_1e30(div):
+    g = torch.Generator().manual_seed(7)
+    lp = -(1 + 4 * torch.rand(3, 8, generator=g))
+    x = (lp[0] - 1e30).requires_grad_(True)  # every importance weight underflows to 0 (was 0/0 = NaN)
+    out = fdpg(x, lp[1], lp[2], divergence=div)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(x.grad).all()
+    half = lp[0].clone()
+    half[:4] -= 1e30  # some weights 0, some not
+    x = half.requires_grad_(True)
+    out = fdpg(x, lp[1], lp[2], divergence=div)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(x.grad).all()
+
+
+def test_policy_option_domains():
+    lp, old, ref, adv, mask = _batch(8)
+    for opts, arg in [(dict(beta=-0.1), "beta"), (dict(epsilon=0.0), "epsilon"), (dict(epsilon=1.0), "epsilon"),
+                      (dict(epsilon_high=-0.2), "epsilon_high"), (dict(world_size=0), "world_size"),
+                      (dict(max_completion_length=0), "max_completion_length"),
+                      (dict(num_items_in_batch=-5), "num_items_in_batch"),
+                      (dict(num_items_in_batch=torch.tensor(-5.0)), "num_items_in_batch")]:
+        with pytest.raises(LossInputError, match=f"^{arg}:"):
+            grpo(lp, old, adv, mask, ref, **opts)
+    grpo(lp, old, adv, mask, ref, num_items_in_batch=mask.sum())  # an integer tensor count is fine
+    ex = losskit.get("nash_mp").make_example(torch.float64)
+    ex.call(losskit.nash_mp, beta=0.0)  # the unregularised game
+    with pytest.raises(LossInputError, match="^eta:"):
+        ex.call(losskit.nash_mp, eta=0.0)
+    ex = losskit.get("disco").make_example(torch.float64)
+    for opts, arg in [(dict(tau=0.0), "tau"), (dict(beta=-1.0), "beta"), (dict(delta=-1e-4), "delta")]:
+        with pytest.raises(LossInputError, match=f"^{arg}:"):
+            ex.call(losskit.disco, **opts)
+
+
+def test_grpo_reads_no_masked_log_probabilities():
+    lp, old, ref, adv, mask = _batch(9)
+    junk = torch.where(mask, lp, torch.full_like(lp, 3.0))  # padding may hold anything finite
+    torch.testing.assert_close(grpo(junk, old, adv, mask, ref, beta=0.04), grpo(lp, old, adv, mask, ref, beta=0.04))

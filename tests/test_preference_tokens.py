@@ -233,3 +233,27 @@ def test_extreme_logits_in_half_precision_stay_finite():
         assert bool(torch.isfinite(out.logps).all()) and bool(torch.isfinite(out.entropy).all())
         (out.logps.sum() + out.entropy.sum()).backward()
         assert bool(torch.isfinite(x.grad).all())
+
+
+def test_token_logprobs_value_checks_skip_meta_tensors():
+    """Value checks go through the validation mode: meta tensors (no data) are not read (was .item())."""
+    logits, labels, mask = _data()
+    out = token_logprobs(logits.to("meta"), labels.to("meta"), mask.to("meta"))
+    assert out.logps.device.type == "meta" and out.logps.shape == labels.shape
+    bad = labels.clone()
+    bad[0, 0] = 99
+    with pytest.raises(LossInputError, match="^labels:"):
+        token_logprobs(logits, bad, mask)
+    with losskit.validation(False):
+        token_logprobs(logits, torch.where(mask, labels, torch.full_like(labels, 99)), mask)
+
+
+def test_sparsepo_token_masks_are_weights_in_the_unit_interval():
+    ex = losskit.get("sparsepo").make_example(torch.float64)
+    w = torch.rand_like(ex.inputs["chosen_logratios"])
+    ex.call(losskit.sparsepo, chosen_reward_mask=w)
+    for name in ("chosen_reward_mask", "rejected_kl_mask"):
+        with pytest.raises(LossInputError, match=f"^{name}:"):
+            ex.call(losskit.sparsepo, **{name: w + 1})
+        with pytest.raises(LossInputError, match=f"^{name}:"):
+            ex.call(losskit.sparsepo, **{name: w[:, :-1]})

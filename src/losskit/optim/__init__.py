@@ -1,4 +1,4 @@
-"""Family F (optimisers): Lion, Lion-K, ⊥Grad; and the optimiser registry.
+"""Family F (optimisers): Lion, Lion-K, ⊥Grad, the extragradient step; and the optimiser registry.
 
 Optimisers are a registry kind of their own: :func:`list_optimizers` / :func:`get_optimizer`.
 """
@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._core import Paper
+from .extragradient import extragradient_step
 from .lion import K_GRADIENTS, Lion, LionK, huber_grad, lp_grad
 from .orthograd import OrthoGrad, orthogonalize_gradients
 
 __all__ = ["Lion", "LionK", "OrthoGrad", "orthogonalize_gradients", "K_GRADIENTS", "huber_grad", "lp_grad",
-           "OptimizerEntry", "list_optimizers", "get_optimizer"]
+           "extragradient_step", "OptimizerEntry", "list_optimizers", "get_optimizer"]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,10 @@
-"""Input kinds of the preference family: sequence scores of pairs, groups, and policy-gradient batches."""
+"""The preference family's input layer: input kinds (sequence scores of pairs, groups, policy-gradient
+batches) with their example builders, and the value checks every head shares.
+
+Value checks (:func:`check_logprobs`, probabilities in [0, 1]) go through
+:func:`losskit._core.validate.require`: they obey :func:`losskit.set_validation`, skip meta tensors and
+tracing, and do not synchronise on accelerators.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,45 @@ from collections.abc import Callable
 import torch
 
 from .._core.registry import BadInput, Example, InputKind
+from .._core.validate import require
 
-__all__ = ["PAIR_SCORES", "PAIR_MEAN_SCORES", "GROUP_SCORES", "POLICY_TOKENS", "pair_example", "scale_logps"]
+__all__ = ["PAIR_SCORES", "PAIR_MEAN_SCORES", "GROUP_SCORES", "POLICY_TOKENS", "pair_example", "scale_logps",
+           "check_logprobs", "LOGP_TOLERANCE"]
 
 N = 6
+
+#: How far above 0 a log-probability may lie and still be accepted (nats). Log-probabilities computed with
+#: ``log_softmax`` / ``logsumexp`` are exactly <= 0 (rounding is monotone: ``lse = m + log(sum) >= m >= z_y``),
+#: but kernels with approximate ``exp`` / ``log`` (GPU fast-math, inference servers' returned log-probs) can
+#: put a near-certain token's log-prob a few ulps above 0, and a sequence sums thousands of them. 1e-3 admits
+#: that drift while every usual mistake (logits, probabilities, NLLs passed for log-probs) is far above it.
+LOGP_TOLERANCE = 1e-3
+
+
+def check_logprobs(name: str, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probabilities of discrete sequences or tokens: no value above 0 (up to :data:`LOGP_TOLERANCE`).
+
+    ``mask`` (bool, ``x``'s shape): only the true positions are read. A value check (validation mode).
+    """
+    if x.numel() == 0:
+        return x
+
+    def top():
+        v = x if mask is None else torch.where(mask, x, x.new_full((), float("-inf")))
+        return v.amax()
+
+    def got():
+        if x.dim() == 0:
+            return f"{x.item():.6g}"
+        v = x if mask is None else torch.where(mask, x, x.new_full((), float("-inf")))
+        pos = v.argmax().item()
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(pos), x.shape))
+        return f"{v.reshape(-1)[pos].item():.6g} at position {where if len(where) > 1 else where[0]}"
+
+    require(name, x, lambda: top() > LOGP_TOLERANCE,
+            "log-probabilities <= 0 (log pi of discrete tokens or sequences: not logits, probabilities or NLLs)",
+            got)
+    return x
 
 
 def _logps(gen, n, lo=0.5, hi=6.0):
@@ -113,8 +154,8 @@ GROUP_SCORES = InputKind(
 # ------------------------------------------------------------------------------------ policy tokens
 def policy_example(gen: torch.Generator, dtype: torch.dtype, b: int = 6, t: int = 5) -> Example:
     logps = -(0.05 + 2 * torch.rand(b, t, generator=gen, dtype=torch.float64))
-    old = logps + 0.3 * torch.randn(b, t, generator=gen, dtype=torch.float64)
-    ref = logps + 0.3 * torch.randn(b, t, generator=gen, dtype=torch.float64)
+    old = (logps + 0.3 * torch.randn(b, t, generator=gen, dtype=torch.float64)).clamp(max=-0.01)  # log-probs <= 0
+    ref = (logps + 0.3 * torch.randn(b, t, generator=gen, dtype=torch.float64)).clamp(max=-0.01)
     adv = torch.randn(b, generator=gen, dtype=torch.float64)
     lengths = torch.tensor([5, 3, 1, 4, 5, 2])[:b]
     mask = torch.arange(t)[None, :] < lengths[:, None]

@@ -10,7 +10,19 @@ Every head takes ``(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps
 ref_rejected_logps=None, *, beta, ..., sample_weight=None, reduction='mean', return_metrics=False)`` on
 ``(B,)`` sequence scores (layer 2 makes them). ``return_metrics=True`` returns ``(loss, metrics)`` with
 per-pair ``chosen_rewards = beta u_w``, ``rejected_rewards``, ``margins`` and ``accuracies`` (all detached).
-Batch-coupled heads (AOT) are registered with ``per_sample=False``.
+Batch-coupled heads (AOT) are registered with ``per_sample=False``. The heads with extra inputs (anchors of
+past iterates, opponents, preference probabilities, K self-samples: APO, MNPO, EGPO, D2O, DDO, CPL, MAPL)
+live here too: they are pairwise heads on the same sequence scores.
+
+Rules every head applies (declared domains, checked by the registry wrapper, and value checks that obey
+:func:`losskit.set_validation`):
+
+* ``beta > 0`` (a temperature or inverse regularisation strength: ``beta <= 0`` would train toward the
+  rejected answer or divide by zero); label smoothing is a flip rate in ``[0, 1/2)`` (EXO: ``(0, 1/2)``);
+* sequence scores called ``*_logps`` are log-probabilities of discrete sequences, so ``<= 0`` (up to
+  :data:`~losskit.preference._inputs.LOGP_TOLERANCE`): a positive value (logits, probabilities or NLLs passed
+  by mistake) raises :class:`~losskit.LossInputError` naming the argument. DDO and CPL are exempt (their
+  likelihoods may be densities of continuous data or actions); preference probabilities lie in [0, 1].
 """
 
 from __future__ import annotations
@@ -20,21 +32,40 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._core import BadInput, InputKind, Paper, objective, reduce
+from .._core import BadInput, InputKind, Paper, finish, objective
+from .._core.domains import (
+    FLAG,
+    HALF_OPEN_UNIT,
+    NONNEGATIVE,
+    POSITIVE,
+    REAL,
+    UNIT,
+    Anything,
+    Choice,
+    Maybe,
+    Real,
+    Tensor,
+)
 from .._core.errors import fail
-from .._core.validate import check_floating, check_sample_weight, describe
-from ._inputs import PAIR_MEAN_SCORES, PAIR_SCORES, pair_example
-from .scores import transform_score
+from .._core.validate import check_floating, check_nonnegative, check_unit_interval, describe, require
+from ._inputs import PAIR_MEAN_SCORES, PAIR_SCORES, check_logprobs, pair_example
+from .scores import _transform, geometric_anchor
 
 __all__ = ["margin_loss", "LINKS", "pair_rewards", "dpo", "cdpo", "robust_dpo", "hinge_dpo", "ipo", "exo",
            "nca", "bco", "sppo_hard", "aot", "apo_zero", "apo_down", "discopop", "f_dpo", "kto", "orpo", "cpo",
-           "simpo", "alphapo", "kto_reference_point", "DPOLoss", "IPOLoss", "SimPOLoss", "ORPOLoss", "CPOLoss",
-           "KTOLoss"]
+           "simpo", "alphapo", "kto_reference_point", "ddo", "d2o", "cpl", "egpo", "mnpo", "apo", "mapl",
+           "DPOLoss", "IPOLoss", "SimPOLoss", "ORPOLoss", "CPOLoss", "KTOLoss"]
 
 FAMILY = "preference"
 DPO_PAPER = Paper("Direct Preference Optimization: Your Language Model is Secretly a Reward Model", 2023,
                   "2305.18290", "Rafailov, Sharma, Mitchell, Ermon, Manning, Finn")
 LINKS = ("logistic", "robust", "hinge", "squared", "exo", "discopop")
+
+#: A label flip rate: below 1/2 (at 1/2 the pair carries no preference, above it trains toward the rejected).
+FLIP_RATE = Real(0.0, 0.5, hi_open=True)
+#: The options every pairwise head shares.
+PAIR_DOMAINS = {"beta": POSITIVE}
+NLL = Maybe(Tensor("a (B,) tensor of chosen NLLs (>= 0)"))
 
 
 # ------------------------------------------------------------------------------------- the abstraction
@@ -75,27 +106,36 @@ def margin_loss(z: torch.Tensor, link: str = "logistic", *, label_smoothing: flo
     raise fail("link", f"one of {LINKS}", repr(link))
 
 
-def _scores(name: str, x, n: int | None = None) -> torch.Tensor:
+def _scores(name: str, x, n: int | None = None, *, logprob: bool = False) -> torch.Tensor:
+    """A ``(B,)`` floating tensor of sequence scores (of ``n`` pairs); ``logprob``: also ``<= 0``."""
     check_floating(name, x)
     if x.dim() != 1:
         raise fail(name, "a (B,) tensor of sequence scores (aggregate per-token log-probs first)", describe(x))
     if n is not None and x.shape[0] != n:
         raise fail(name, f"a batch of {n} (as policy_chosen_logps)", f"shape {tuple(x.shape)}")
-    return x
+    return check_logprobs(name, x) if logprob else x
+
+
+def _pair(pc, pr, rc, rr, *, logprob: bool):
+    pc = _scores("policy_chosen_logps", pc, logprob=logprob)
+    n = pc.shape[0]
+    pr = _scores("policy_rejected_logps", pr, n, logprob=logprob)
+    if (rc is None) != (rr is None):
+        missing = "ref_rejected_logps" if rr is None else "ref_chosen_logps"
+        raise fail(missing, "a tensor when the other reference score is given (or both None)", "None")
+    if rc is None:
+        return pc, pr
+    return (pc - _scores("ref_chosen_logps", rc, n, logprob=logprob),
+            pr - _scores("ref_rejected_logps", rr, n, logprob=logprob))
 
 
 def pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None):
-    """Validated ``(u_w, u_l)``: policy minus reference scores, or the policy scores without a reference."""
-    pc = _scores("policy_chosen_logps", policy_chosen_logps)
-    n = pc.shape[0]
-    pr = _scores("policy_rejected_logps", policy_rejected_logps, n)
-    if (ref_chosen_logps is None) != (ref_rejected_logps is None):
-        missing = "ref_rejected_logps" if ref_rejected_logps is None else "ref_chosen_logps"
-        raise fail(missing, "a tensor when the other reference score is given (or both None)", "None")
-    if ref_chosen_logps is None:
-        return pc, pr
-    return pc - _scores("ref_chosen_logps", ref_chosen_logps, n), pr - _scores("ref_rejected_logps",
-                                                                               ref_rejected_logps, n)
+    """Validated ``(u_w, u_l)``: policy minus reference scores, or the policy scores without a reference.
+
+    Every argument is a ``(B,)`` tensor of sequence log-probabilities, so ``<= 0``: a positive value raises
+    :class:`~losskit.LossInputError` naming it (a value check, see :func:`losskit.set_validation`).
+    """
+    return _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, logprob=True)
 
 
 def _reference_free(ref_chosen_logps, ref_rejected_logps):
@@ -107,7 +147,8 @@ def _reference_free(ref_chosen_logps, ref_rejected_logps):
 
 
 def _finish(loss, reduction, sample_weight, return_metrics, chosen_rewards, rejected_rewards):
-    out = reduce(loss, reduction, weight=check_sample_weight(sample_weight, loss.shape))
+    """:func:`~losskit._core.finish`, plus the per-pair reward metrics when ``return_metrics``."""
+    out = finish(loss, reduction, sample_weight=sample_weight)
     if not return_metrics:
         return out
     cr, rr = chosen_rewards.detach(), rejected_rewards.detach()
@@ -122,15 +163,18 @@ def _pairwise(pc, pr, rc, rr, *, beta, link, reduction, sample_weight, return_me
     return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
 
 
-def _register(name, paper, formula, *, ref=True, mean=False, extras=None, options=None, **kw):
+def _register(name, paper, formula, *, ref=True, mean=False, extras=None, options=None, chosen_shape=(),
+              domains=None, **kw):
     kind = PAIR_MEAN_SCORES if mean else PAIR_SCORES
     return objective(name, family=FAMILY, input_kind=kind, paper=paper, formula=formula,
-                     example=pair_example(ref=ref, mean=mean, extras=extras, options=options), **kw)
+                     example=pair_example(ref=ref, mean=mean, extras=extras, options=options,
+                                          chosen_shape=chosen_shape),
+                     domains={**PAIR_DOMAINS, **(domains or {})}, **kw)
 
 
 # ----------------------------------------------------------------------------------- logistic family
 @_register("dpo", DPO_PAPER, "L = -log sigma(beta m),  m = (l_w - l_ref,w) - (l_l - l_ref,l)",
-           module_name="DPOLoss")
+           module_name="DPOLoss", domains={"label_smoothing": FLIP_RATE})
 def dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
         beta: float = 0.1, label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean",
         return_metrics: bool = False):
@@ -138,7 +182,7 @@ def dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
 
     .. math:: L = -\\log\\sigma(\\beta m),\\quad m = [\\ell(y_w) - \\ell_{ref}(y_w)] - [\\ell(y_l) - \\ell_{ref}(y_l)]
 
-    ``label_smoothing`` eps > 0 gives conservative DPO (:func:`cdpo`). Without reference scores the margin is
+    ``beta > 0``; ``label_smoothing`` eps in ``[0, 1/2)`` gives conservative DPO (:func:`cdpo`). Without reference scores the margin is
     ``l_w - l_l`` (reference-free). ``dL/dl_w = -beta sigma(-beta m)``. Matches TRL's ``loss_type='sigmoid'``.
 
     Paper: Rafailov et al., "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
@@ -152,7 +196,8 @@ def dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
 CDPO_PAPER = Paper("A note on DPO with noisy preferences & relationship to IPO", 2023, None, "Mitchell")
 
 
-@_register("cdpo", CDPO_PAPER, "L = -(1-eps) log sigma(beta m) - eps log sigma(-beta m)")
+@_register("cdpo", CDPO_PAPER, "L = -(1-eps) log sigma(beta m) - eps log sigma(-beta m)",
+           domains={"label_smoothing": FLIP_RATE})
 def cdpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
          beta: float = 0.1, label_smoothing: float = 0.1, sample_weight=None, reduction: str = "mean",
          return_metrics: bool = False):
@@ -173,7 +218,8 @@ ROBUST_PAPER = Paper("Provably Robust DPO: Aligning Language Models with Noisy F
 
 
 @_register("robust_dpo", ROBUST_PAPER,
-           "L = [-(1-eps) log sigma(beta m) + eps log sigma(-beta m)] / (1 - 2 eps)")
+           "L = [-(1-eps) log sigma(beta m) + eps log sigma(-beta m)] / (1 - 2 eps)",
+           domains={"label_smoothing": FLIP_RATE})
 def robust_dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
                beta: float = 0.1, label_smoothing: float = 0.1, sample_weight=None, reduction: str = "mean",
                return_metrics: bool = False):
@@ -233,7 +279,8 @@ EXO_PAPER = Paper("Towards Efficient Exact Optimization of Language Model Alignm
 
 
 @_register("exo", EXO_PAPER,
-           "L = sigma(beta m)[log sigma(beta m) - log(1-eps)] + sigma(-beta m)[log sigma(-beta m) - log eps]")
+           "L = sigma(beta m)[log sigma(beta m) - log(1-eps)] + sigma(-beta m)[log sigma(-beta m) - log eps]",
+           domains={"label_smoothing": Real(0.0, 0.5, lo_open=True, hi_open=True)})
 def exo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
         beta: float = 0.1, label_smoothing: float = 1e-3, sample_weight=None, reduction: str = "mean",
         return_metrics: bool = False):
@@ -242,7 +289,8 @@ def exo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
     .. math:: L = \\sigma(\\beta m)\\,[\\log\\sigma(\\beta m) - \\log(1-\\varepsilon)]
               + \\sigma(-\\beta m)\\,[\\log\\sigma(-\\beta m) - \\log\\varepsilon]
 
-    Non-negative, zero at ``sigma(beta m) = 1 - eps``. TRL's ``loss_type='exo_pair'`` (eps = its
+    Non-negative, zero at ``sigma(beta m) = 1 - eps``; ``eps`` in ``(0, 1/2)`` (``log eps`` needs eps > 0; at 1/2
+    the target carries no preference, above it prefers the rejected answer). TRL's ``loss_type='exo_pair'`` (eps = its
     ``label_smoothing``, 1e-3 by default). Paper: Ji et al., "Towards Efficient Exact Optimization of Language
     Model Alignment", 2024, arXiv:2402.00856 (eq. 16, K = 2).
     """
@@ -256,7 +304,8 @@ DISCOPOP_PAPER = Paper("Discovering Preference Optimization Algorithms with and 
 
 
 @_register("discopop", DISCOPOP_PAPER,
-           "L = (1 - sigma(beta m / tau)) (-log sigma(beta m)) + sigma(beta m / tau) exp(-beta m)")
+           "L = (1 - sigma(beta m / tau)) (-log sigma(beta m)) + sigma(beta m / tau) exp(-beta m)",
+           domains={"tau": POSITIVE})
 def discopop(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
              beta: float = 0.05, tau: float = 0.05, sample_weight=None, reduction: str = "mean",
              return_metrics: bool = False):
@@ -278,7 +327,8 @@ FDPO_PAPER = Paper("Beyond Reverse KL: Generalizing Direct Preference Optimizati
 
 
 @_register("f_dpo", FDPO_PAPER, "L = -log sigma(beta [f'(e^{u_w}) - f'(e^{u_l})]),  u = l - l_ref",
-           options={"divergence": "js"})
+           options={"divergence": "js"},
+           domains={"divergence": Choice("reverse_kl", "forward_kl", "js", "alpha"), "alpha": UNIT})
 def f_dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
           beta: float = 0.1, divergence: str = "reverse_kl", alpha: float = 0.5, sample_weight=None,
           reduction: str = "mean", return_metrics: bool = False):
@@ -287,14 +337,13 @@ def f_dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref
     .. math:: L = -\\log\\sigma\\big(\\beta f'(e^{u_w}) - \\beta f'(e^{u_l})\\big)
 
     ``divergence``: ``'reverse_kl'`` (f' = log t + 1, DPO), ``'forward_kl'`` (-1/t), ``'js'``
-    (log(2t/(1+t))), ``'alpha'`` ((1 - t^{-alpha})/alpha); see :func:`transform_score`. Rewards in the
-    metrics are ``beta f'(e^u)``. Paper: Wang et al., "Beyond Reverse KL: Generalizing Direct Preference
+    (log(2t/(1+t))), ``'alpha'`` ((1 - t^{-alpha})/alpha, ``alpha`` in [0, 1]: 0 is the reverse-KL limit, the
+    paper's range is (0, 1)); see :func:`transform_score` (exponentials that would overflow saturate, so far-out
+    log-ratios give a finite loss and gradient). Rewards in the metrics are ``beta f'(e^u)``. Paper: Wang et al., "Beyond Reverse KL: Generalizing Direct Preference
     Optimization with Diverse Divergence Constraints", 2023, arXiv:2309.16240.
     """
     u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    if divergence not in ("reverse_kl", "forward_kl", "js", "alpha"):
-        raise fail("divergence", "one of 'reverse_kl', 'forward_kl', 'js', 'alpha'", repr(divergence))
-    r_w, r_l = transform_score(u_w, divergence, alpha=alpha), transform_score(u_l, divergence, alpha=alpha)
+    r_w, r_l = _transform(u_w, divergence, alpha, beta), _transform(u_l, divergence, alpha, beta)
     loss = margin_loss(beta * (r_w - r_l))
     return _finish(loss, reduction, sample_weight, return_metrics, beta * r_w, beta * r_l)
 
@@ -326,7 +375,8 @@ BCO_PAPER = Paper("Binary Classifier Optimization for Large Language Model Align
                   "Jung, Han, Kim, Yang, Yoo")
 
 
-@_register("bco", BCO_PAPER, "L = -log sigma(r_w - delta) - log sigma(-(r_l - delta)),  r = beta (l - l_ref)")
+@_register("bco", BCO_PAPER, "L = -log sigma(r_w - delta) - log sigma(-(r_l - delta)),  r = beta (l - l_ref)",
+           domains={"delta": Real(tensor=True)})
 def bco(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
         beta: float = 0.1, delta: float | torch.Tensor = 0.0, sample_weight=None, reduction: str = "mean",
         return_metrics: bool = False):
@@ -408,7 +458,7 @@ AOT_PAPER = Paper("Distributional Preference Alignment of LLMs via Optimal Trans
 
 @_register("aot", AOT_PAPER,
            "L_i = -(1-eps) log sigma(beta d_i) - eps log sigma(-beta d_i),  d = sort(a) - sort(b)",
-           per_sample=False, sample_weight=False)
+           per_sample=False, sample_weight=False, domains={"label_smoothing": FLIP_RATE, "paired": FLAG})
 def aot(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
         beta: float = 0.1, label_smoothing: float = 0.0, paired: bool = True, reduction: str = "mean",
         return_metrics: bool = False):
@@ -441,13 +491,19 @@ ORPO_PAPER = Paper("ORPO: Monolithic Preference Optimization without Reference M
 
 
 def _log_odds(name, lp):
-    if bool((lp >= 0).any()):
-        raise fail(name, "length-normalised log-probabilities < 0", f"max {lp.max().item():.6g}")
+    require(name, lp, lambda: lp.amax() >= 0, "length-normalised log-probabilities < 0",
+            lambda: f"max {lp.max().item():.6g}")
     return lp - torch.log(-torch.expm1(lp))
 
 
+def _nll(chosen_nll, n):
+    """The optional (B,) chosen NLL of ORPO / CPO: a negative log-likelihood, so >= 0."""
+    return check_nonnegative("chosen_nll", _scores("chosen_nll", chosen_nll, n), "NLLs >= 0")
+
+
 @_register("orpo", ORPO_PAPER, "L = -lbar_w - beta log sigma(log odds(lbar_w) - log odds(lbar_l)),  "
-           "odds(p) = p / (1 - p)", ref=False, mean=True, module_name="ORPOLoss")
+           "odds(p) = p / (1 - p)", ref=False, mean=True, module_name="ORPOLoss",
+           domains={"chosen_nll": NLL, "nll_weight": NONNEGATIVE})
 def orpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
          ref_rejected_logps=None, *, beta: float = 0.1, chosen_nll=None,
          nll_weight: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -463,9 +519,9 @@ def orpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     Monolithic Preference Optimization without Reference Model", 2024, arXiv:2403.07691.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
-    pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None, logprob=False)  # < 0 checked below
     ratio = _log_odds("policy_chosen_logps", pc) - _log_odds("policy_rejected_logps", pr)
-    nll = -pc if chosen_nll is None else _scores("chosen_nll", chosen_nll, pc.shape[0])
+    nll = -pc if chosen_nll is None else _nll(chosen_nll, pc.shape[0])
     loss = nll_weight * nll - beta * F.logsigmoid(ratio)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
 
@@ -475,7 +531,7 @@ CPO_PAPER = Paper("Contrastive Preference Optimization: Pushing the Boundaries o
 
 
 @_register("cpo", CPO_PAPER, "L = -log sigma(beta (l_w - l_l)) + alpha NLL_w", ref=False,
-           module_name="CPOLoss")
+           module_name="CPOLoss", domains={"alpha": NONNEGATIVE, "chosen_nll": NLL, "label_smoothing": FLIP_RATE})
 def cpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
         ref_rejected_logps=None, *, beta: float = 0.1, alpha: float = 1.0, chosen_nll=None,
         label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -489,7 +545,7 @@ def cpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
-    nll = -pc if chosen_nll is None else _scores("chosen_nll", chosen_nll, pc.shape[0])
+    nll = -pc if chosen_nll is None else _nll(chosen_nll, pc.shape[0])
     loss = margin_loss(beta * (pc - pr), "logistic", label_smoothing=label_smoothing) + alpha * nll
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
 
@@ -499,7 +555,7 @@ SIMPO_PAPER = Paper("SimPO: Simple Preference Optimization with a Reference-Free
 
 
 @_register("simpo", SIMPO_PAPER, "L = -log sigma(beta (lbar_w - lbar_l) - gamma)", ref=False, mean=True,
-           module_name="SimPOLoss")
+           module_name="SimPOLoss", domains={"gamma": NONNEGATIVE, "label_smoothing": FLIP_RATE})
 def simpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
           ref_rejected_logps=None, *, beta: float = 2.0, gamma: float = 1.0,
           label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -522,7 +578,8 @@ ALPHAPO_PAPER = Paper("AlphaPO: Reward Shape Matters for LLM Alignment", 2025, "
 
 
 @_register("alphapo", ALPHAPO_PAPER, "L = -log sigma(beta (phi(lbar_w) - phi(lbar_l)) - gamma),  "
-           "phi(s) = (1 - e^{-alpha s}) / alpha", ref=False, mean=True)
+           "phi(s) = (1 - e^{-alpha s}) / alpha", ref=False, mean=True,
+           domains={"gamma": NONNEGATIVE, "alpha": REAL})
 def alphapo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
             ref_rejected_logps=None, *, beta: float = 2.0, gamma: float = 1.0,
             alpha: float = 0.25, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -531,14 +588,260 @@ def alphapo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     .. math:: L = -\\log\\sigma\\big(\\beta[\\phi_\\alpha(\\bar\\ell_w) - \\phi_\\alpha(\\bar\\ell_l)] - \\gamma\\big),
               \\quad \\phi_\\alpha(s) = \\frac{1 - e^{-\\alpha s}}{\\alpha}
 
-    ``alpha -> 0`` is :func:`simpo`. Paper: "AlphaPO: Reward Shape Matters for LLM Alignment", 2025,
+    ``alpha -> 0`` is :func:`simpo`; ``alpha`` may have either sign (the paper studies both), ``gamma >= 0``.
+    ``e^{-alpha lbar}`` saturates where it would overflow (``alpha |lbar|`` of about 85 in float32 at the
+    defaults, far beyond real log-probs): the loss stays finite and that score's gradient is 0. Paper: "AlphaPO: Reward Shape Matters for LLM Alignment", 2025,
     arXiv:2501.03884.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
-    r_w, r_l = transform_score(pc, "alpha", alpha=alpha), transform_score(pr, "alpha", alpha=alpha)
+    r_w, r_l = _transform(pc, "alpha", alpha, beta), _transform(pr, "alpha", alpha, beta)
     loss = margin_loss(beta * (r_w - r_l) - gamma)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * r_w, beta * r_l)
+
+
+# ------------------------------------------------------------ pairwise heads with extra inputs (ex seeds.py)
+def _prob(gen, n):
+    return torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+DDO_PAPER = Paper("Direct Discriminative Optimization: Your Likelihood-Based Visual Generative Model is Secretly "
+                  "a GAN Discriminator", 2025, "2503.01103", "Zheng, Chen, Wang, Zhang, Lin, Liu, Vahdat, Karras")
+
+
+@_register("ddo", DDO_PAPER, "L = -log sigma(beta u(x)) - alpha log(1 - sigma(beta u(x'))),  x ~ data, x' ~ pi_ref",
+           domains={"alpha": POSITIVE})
+def ddo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float = 1.0,
+        alpha: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+    """Direct Discriminative Optimization: the likelihood ratio to the reference as a GAN discriminator.
+
+    .. math:: L = -\\log\\sigma(\\beta u(x)) - \\alpha\\log(1 - \\sigma(\\beta u(x'))),\\quad
+              u = \\ell_\\theta - \\ell_{ref}
+
+    "chosen" are data samples x, "rejected" are samples x' drawn from the reference model (unpaired: row i
+    pairs one of each). ``log(1 - sigma(z)) = logsigmoid(-z)``. With ``alpha = beta = 1`` the population
+    optimum over all distributions is ``pi_theta = p_data``; ``beta, alpha > 0``. The likelihoods may be
+    log-densities of continuous data (diffusion models), so their sign is not checked. Paper: Zheng et al.,
+    "Direct Discriminative Optimization: Your Likelihood-Based Visual Generative Model is Secretly a GAN
+    Discriminator", 2025, arXiv:2503.01103.
+    """
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                     logprob=False)
+    loss = -F.logsigmoid(beta * u_w) - alpha * F.logsigmoid(-beta * u_l)
+    return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
+
+
+D2O_PAPER = Paper("Negating Negatives: Alignment without Human Positive Samples via Distributional Dispreference "
+                  "Optimization", 2024, "2403.03419", "Duan, Yi, Zhang, Lu, Xie, Gu")
+
+
+@_register("d2o", D2O_PAPER, "L = -log sigma((beta/K) sum_i u(y_i) - alpha u(y_l))", chosen_shape=(3,),
+           domains={"alpha": POSITIVE})
+def d2o(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float = 0.1,
+        alpha: float = 0.1, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+    """D2O: distributional dispreference optimisation, K self-generated samples against a human negative.
+
+    .. math:: L = -\\log\\sigma\\Big(\\frac{\\beta}{K}\\sum_{i\\le K} u(y_i) - \\alpha\\,u(y_l)\\Big),\\quad
+              u = \\ell - \\ell_{ref}
+
+    ``policy_chosen_logps`` / ``ref_chosen_logps``: ``(B, K)`` scores of the K self-samples (or ``(B,)``
+    for K = 1); rejected: ``(B,)`` human negatives. K = 1 and ``alpha = beta`` is :func:`dpo`. The paper uses
+    K = 11, alpha = beta = 0.1 (both > 0). Paper: Duan et al., "Negating Negatives: Alignment without Human
+    Positive Samples via Distributional Dispreference Optimization", 2024, arXiv:2403.03419.
+    """
+    pc, rc = policy_chosen_logps, ref_chosen_logps
+    check_floating("policy_chosen_logps", pc)
+    if pc.dim() not in (1, 2):
+        raise fail("policy_chosen_logps", "(B,) or (B, K) self-sample scores", describe(pc))
+    if not isinstance(rc, torch.Tensor) or rc.shape != pc.shape:
+        raise fail("ref_chosen_logps", f"the shape of policy_chosen_logps {tuple(pc.shape)}", describe(rc))
+    check_floating("ref_chosen_logps", rc)
+    pc2 = pc.reshape(pc.shape[0], -1)
+    pos = (pc2 - rc.reshape(pc2.shape)).mean(-1)  # the mean self-sample log-ratio (not a log-prob)
+    _, u_l = _pair(pos, policy_rejected_logps, torch.zeros_like(pos), ref_rejected_logps, logprob=False)
+    for name, x in (("policy_chosen_logps", pc), ("ref_chosen_logps", rc),
+                    ("policy_rejected_logps", policy_rejected_logps), ("ref_rejected_logps", ref_rejected_logps)):
+        check_logprobs(name, x)
+    loss = margin_loss(beta * pos - alpha * u_l)
+    return _finish(loss, reduction, sample_weight, return_metrics, beta * pos, alpha * u_l)
+
+
+CPL_PAPER = Paper("Contrastive Preference Learning: Learning from Human Feedback without RL", 2024, "2310.13639",
+                  "Hejna, Rafailov, Sikchi, Finn, Niekum, Knox, Sadigh")
+
+
+@_register("cpl", CPL_PAPER, "L = -log sigma(beta s+ - lam beta s-) + bc_weight (-s+),  s = sum_t gamma^t log pi",
+           ref=False, domains={"lam": NONNEGATIVE, "bc_weight": NONNEGATIVE})
+def cpl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
+        ref_rejected_logps=None, *, beta: float = 0.1, lam: float = 1.0,
+        bc_weight: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+    """Contrastive Preference Learning: regret-based preferences scored by discounted log-likelihoods.
+
+    .. math:: L = -\\log\\sigma\\Big(\\alpha\\sum_t\\gamma^t\\log\\pi(a^+_t|s^+_t)
+              - \\lambda\\,\\alpha\\sum_t\\gamma^t\\log\\pi(a^-_t|s^-_t)\\Big) - w_{bc}\\,s^+
+
+    ``beta`` is the paper's temperature alpha (> 0); feed discounted scores (``aggregation='discounted'``,
+    ``gamma``). ``lam < 1`` is the paper's conservative bias (``lam >= 0``); ``lam = 1`` with gamma = 1 is
+    reference-free DPO. ``bc_weight >= 0`` adds the optional behaviour-cloning term on the positive segment.
+    The paper's policies act in continuous spaces, so the scores may be log-densities: their sign is not
+    checked. Paper: Hejna et al., "Contrastive Preference Learning: Learning from Human Feedback without RL",
+    2024, arXiv:2310.13639.
+    """
+    _reference_free(ref_chosen_logps, ref_rejected_logps)
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None, logprob=False)
+    loss = margin_loss(beta * (pc - lam * pr)) - bc_weight * pc
+    return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * lam * pr)
+
+
+EGPO_PAPER = Paper("Extragradient Preference Optimization (EGPO): Beyond Last-Iterate Convergence for Nash "
+                   "Learning from Human Feedback", 2025, "2503.08942", "Zhou, Li, Wang, Sun")
+
+
+@_register("egpo", EGPO_PAPER, "L = ([u(y) - u(y')] - [P(y > y'') - P(y' > y'')] / beta)^2",
+           extras={"chosen_preference": _prob, "rejected_preference": _prob})
+def egpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_preference,
+         rejected_preference, *, beta: float = 0.1, sample_weight=None, reduction: str = "mean",
+         return_metrics: bool = False):
+    """EGPO's online IPO loss: regress the log-ratio margin onto the preference-probability gap over beta.
+
+    .. math:: L = \\Big([u(y) - u(y')] - \\frac{P(y \\succ y'') - P(y' \\succ y'')}{\\beta}\\Big)^2
+
+    y, y' ("chosen"/"rejected": the two on-policy samples, in either order) and a third sample y'' from the
+    opponent; ``*_preference`` are the preference model's ``P(y > y'')`` and ``P(y' > y'')``, probabilities in
+    [0, 1]; ``beta > 0``. EGPO minimises it with an extragradient step:
+    :func:`losskit.optim.extragradient_step`. Paper: Zhou et al., "Extragradient Preference Optimization
+    (EGPO): Beyond Last-Iterate Convergence for Nash Learning from Human Feedback", 2025, arXiv:2503.08942.
+    """
+    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    n = u_w.shape[0]
+    pw = check_unit_interval("chosen_preference", _scores("chosen_preference", chosen_preference, n))
+    pl = check_unit_interval("rejected_preference", _scores("rejected_preference", rejected_preference, n))
+    loss = ((u_w - u_l) - (pw - pl) / beta) ** 2
+    return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
+
+
+MNPO_PAPER = Paper("Multiplayer Nash Preference Optimization", 2025, "2509.23102", "Wu et al.")
+
+
+def _opp(gen, n, j=2):
+    return -(0.5 + 5 * torch.rand(n, j, generator=gen, dtype=torch.float64))
+
+
+def _opponent_weights(weights, j: int, like: torch.Tensor) -> torch.Tensor:
+    """MNPO's lambda_j: J non-negative weights summing to 1 (uniform by default)."""
+    if weights is None:
+        return torch.full((j,), 1.0 / j, dtype=like.dtype, device=like.device)
+    try:
+        lam = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise fail("weights", f"{j} opponent weights (a sequence, array or tensor)", describe(weights)) from None
+    if tuple(lam.shape) != (j,):
+        raise fail("weights", f"{j} opponent weights, shape ({j},)", describe(lam))
+    require("weights", lam, lambda: (lam.amin() < 0) | ((lam.sum() - 1).abs() > 1e-5) | ~torch.isfinite(lam).all(),
+            "non-negative opponent weights summing to 1", lambda: repr(lam.tolist()))
+    return lam
+
+
+@_register("mnpo", MNPO_PAPER, "L = (h - 1/(2 beta))^2,  h = [l_w - l_l] - rho [lref_w - lref_l] "
+           "- (1 - rho) sum_j lambda_j [lj_w - lj_l]",
+           extras={"opponent_chosen_logps": _opp, "opponent_rejected_logps": _opp}, options={"rho": 0.5},
+           domains={"rho": UNIT, "weights": Anything("None or J opponent weights lambda_j (a sequence, array or "
+                                                     "tensor; non-negative, summing to 1)")})
+def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+         opponent_chosen_logps=None, opponent_rejected_logps=None, *, beta: float = 0.1, rho: float = 1.0,
+         weights=None, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+    """MNPO: IPO against a geometric mixture of the reference and J opponent policies.
+
+    .. math:: L = \\Big(h - \\frac{1}{2\\beta}\\Big)^2,\\quad h = [\\ell_w - \\ell_l]
+              - \\rho[\\ell^{ref}_w - \\ell^{ref}_l] - (1-\\rho)\\sum_j\\lambda_j[\\ell^{(j)}_w - \\ell^{(j)}_l]
+
+    ``opponent_*_logps``: ``(B, J)`` scores under the opponents (past iterates); ``weights`` lambda_j
+    (default uniform; non-negative, summing to 1: the geometric mixture's weights). ``rho`` in [0, 1];
+    ``rho = 1`` is :func:`ipo` (``beta > 0`` is the paper's eta). The anchor is
+    :func:`~losskit.preference.geometric_anchor`. Detail not verified against the paper's code. Paper: Wu et
+    al., "Multiplayer Nash Preference Optimization", 2025, arXiv:2509.23102.
+    """
+    pc = _scores("policy_chosen_logps", policy_chosen_logps, logprob=True)
+    n = pc.shape[0]
+    pr = _scores("policy_rejected_logps", policy_rejected_logps, n, logprob=True)
+    for name, x in (("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
+        if x is None:
+            raise fail(name, "reference scores (MNPO's anchor includes the reference)", "None")
+        _scores(name, x, n, logprob=True)
+    logps, coefs = [ref_chosen_logps], [rho]
+    logps_r = [ref_rejected_logps]
+    if rho != 1:
+        for name, o in (("opponent_chosen_logps", opponent_chosen_logps),
+                        ("opponent_rejected_logps", opponent_rejected_logps)):
+            if not isinstance(o, torch.Tensor) or o.dim() != 2 or o.shape[0] != n:
+                raise fail(name, f"a (B={n}, J) tensor of opponents' scores when rho != 1", describe(o))
+            check_floating(name, o)
+            check_logprobs(name, o)
+        j = opponent_chosen_logps.shape[1]
+        if opponent_rejected_logps.shape[1] != j:
+            raise fail("opponent_rejected_logps", f"{j} opponents", describe(opponent_rejected_logps))
+        lam = _opponent_weights(weights, j, pc)
+        for k in range(j):
+            logps.append(opponent_chosen_logps[:, k])
+            logps_r.append(opponent_rejected_logps[:, k])
+            coefs.append((1 - rho) * lam[k])
+    u_w = pc - geometric_anchor(logps, coefs)
+    u_l = pr - geometric_anchor(logps_r, coefs)
+    loss = margin_loss(u_w - u_l, "squared", target=1 / (2 * beta))
+    return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
+
+
+APO_PAPER = Paper("Accelerated Preference Optimization for Large Language Model Alignment", 2024, "2410.06293",
+                  "He, Chen, Zhang, Gu")
+
+
+@_register("apo", APO_PAPER, "DPO with l_ref = (1 + alpha) l_{t} - alpha l_{t-1}",
+           extras={"prev_chosen_logps": lambda g, n: -(0.5 + 5 * torch.rand(n, generator=g, dtype=torch.float64)),
+                   "prev_rejected_logps": lambda g, n: -(0.5 + 5 * torch.rand(n, generator=g, dtype=torch.float64))},
+           domains={"alpha": HALF_OPEN_UNIT})
+def apo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, prev_chosen_logps,
+        prev_rejected_logps, *, beta: float = 0.1, alpha: float = 0.3, sample_weight=None, reduction: str = "mean",
+        return_metrics: bool = False):
+    """Accelerated Preference Optimization: iterative DPO against a Nesterov-extrapolated reference.
+
+    .. math:: L = -\\log\\sigma(\\beta m),\\quad \\ell_{anchor} = (1+\\alpha)\\,\\ell_t - \\alpha\\,\\ell_{t-1}
+
+    ``ref_*``: the latest iterate pi_t; ``prev_*``: the one before, pi_{t-1}. ``alpha = 0`` is iterative DPO
+    (pi_t as the reference); ``alpha`` is a momentum in [0, 1). Not :func:`apo_zero` (Anchored PO). Paper: He
+    et al., "Accelerated Preference Optimization for Large Language Model Alignment", 2024, arXiv:2410.06293.
+    """
+    pc = _scores("policy_chosen_logps", policy_chosen_logps, logprob=True)
+    n = pc.shape[0]
+    for name, x in (("policy_rejected_logps", policy_rejected_logps), ("ref_chosen_logps", ref_chosen_logps),
+                    ("ref_rejected_logps", ref_rejected_logps), ("prev_chosen_logps", prev_chosen_logps),
+                    ("prev_rejected_logps", prev_rejected_logps)):
+        _scores(name, x, n, logprob=True)
+    a_w = geometric_anchor([ref_chosen_logps, prev_chosen_logps], [1 + alpha, -alpha])
+    a_l = geometric_anchor([ref_rejected_logps, prev_rejected_logps], [1 + alpha, -alpha])
+    u_w, u_l = pc - a_w, policy_rejected_logps - a_l  # the extrapolated anchor is no log-prob
+    return _finish(margin_loss(beta * (u_w - u_l)), reduction, sample_weight, return_metrics, beta * u_w,
+                   beta * u_l)
+
+
+MAPL_PAPER = Paper("Multi-level Aware Preference Learning: Enhancing RLHF for Complex Multi-Instruction Tasks",
+                   2025, "2505.12845", "MAPL authors")
+
+
+@_register("mapl", MAPL_PAPER, "L = -log sigma(beta [u(y | x_w) - u(y | x_l)])")
+def mapl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
+         beta: float = 0.1, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+    """MAPL's prompt-contrastive (inter-prompt) loss: one response scored under two prompts.
+
+    .. math:: L = -\\log\\sigma\\big(\\beta[u(y\\mid x_w) - u(y\\mid x_l)]\\big)
+
+    "chosen" scores are the response under the prompt it satisfies (x_w), "rejected" the same response under
+    a perturbed prompt it does not (x_l). Combine with a response-contrastive head (:func:`dpo`) for the
+    paper's multi-level objective. Paper: "Multi-level Aware Preference Learning: Enhancing RLHF for Complex
+    Multi-Instruction Tasks", 2025, arXiv:2505.12845 (formula from the catalogue; not verified).
+    """
+    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return _finish(margin_loss(beta * (u_w - u_l)), reduction, sample_weight, return_metrics, beta * u_w,
+                   beta * u_l)
 
 
 # --------------------------------------------------------------------------------------- pointwise: KTO
@@ -576,7 +879,9 @@ def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tenso
 
 @objective("kto", family=FAMILY, input_kind=KTO_INPUTS, example=_kto_example, paper=KTO_PAPER,
            formula="L = w_d (1 - sigma(beta (u - z0))) if desirable else w_u (1 - sigma(beta (z0 - u)))",
-           module_name="KTOLoss")
+           module_name="KTOLoss",
+           domains={"beta": POSITIVE, "reference_point": Real(0.0, None, tensor=True),
+                    "desirable_weight": NONNEGATIVE, "undesirable_weight": NONNEGATIVE})
 def kto(policy_logps, ref_logps, desirable, *, beta: float = 0.1, reference_point: float | torch.Tensor = 0.0,
         desirable_weight: float = 1.0, undesirable_weight: float = 1.0, sample_weight=None,
         reduction: str = "mean", return_metrics: bool = False):
@@ -586,20 +891,20 @@ def kto(policy_logps, ref_logps, desirable, *, beta: float = 0.1, reference_poin
               \\lambda_U(1 - \\sigma(\\beta(z_0 - u)))\\ \\text{(undesirable)},\\quad u = \\ell - \\ell_{ref}
 
     Unpaired: one score per completion with a boolean ``desirable`` flag. ``reference_point`` z0 is the
-    (detached) KL estimate, see :func:`kto_reference_point`. Metrics: ``rewards = beta u`` and the flags.
+    (detached) KL estimate ``>= 0``, see :func:`kto_reference_point`; the class weights are ``>= 0``. Metrics: ``rewards = beta u`` and the flags.
     TRL's ``KTOTrainer`` (``loss_type='kto'``). Paper: Ethayarajh et al., "KTO: Model Alignment as Prospect
     Theoretic Optimization", 2024, arXiv:2402.01306.
     """
-    u = _scores("policy_logps", policy_logps)
+    u = _scores("policy_logps", policy_logps, logprob=True)
     n = u.shape[0]
-    u = u - _scores("ref_logps", ref_logps, n)
+    u = u - _scores("ref_logps", ref_logps, n, logprob=True)
     if not isinstance(desirable, torch.Tensor) or desirable.dtype != torch.bool or tuple(desirable.shape) != (n,):
         raise fail("desirable", f"a boolean tensor of shape ({n},)", describe(desirable))
     z0 = reference_point.detach() if isinstance(reference_point, torch.Tensor) else reference_point
     good = desirable_weight * torch.sigmoid(-beta * (u - z0))
     bad = undesirable_weight * torch.sigmoid(-beta * (z0 - u))
     loss = torch.where(desirable, good, bad)
-    out = reduce(loss, reduction, weight=check_sample_weight(sample_weight, loss.shape))
+    out = finish(loss, reduction, sample_weight=sample_weight)
     if not return_metrics:
         return out
     return out, {"rewards": (beta * u).detach(), "desirable": desirable}

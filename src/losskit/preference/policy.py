@@ -18,20 +18,40 @@ GRPO's family differs in three places, each a parameter here:
   (all micro-batches, all ranks; :func:`global_token_count`), summing micro-batch losses (no division by the
   number of accumulation steps) and averaging gradients over ranks (DDP) gives exactly the gradient of the
   global token mean, however the batch is split.
+
+The other on-policy objectives live here too: f-DPG (samples of a proposal), Nash-MP's self-play surrogate
+(samples of the policy with their preferences) and DisCO (groups of sampled answers with correctness labels).
+Log-probabilities of sampled tokens or sequences (``logps``, ``old_logps``, ``ref_logps``, ``policy_logps``,
+``proposal_logps``, ...) are ``<= 0`` (a value check naming the argument); advantages, unnormalised targets
+(f-DPG's ``target_logps``) and DisCO's scores (which may be ratios) are not log-probabilities and are not
+sign-checked.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 
-from .._core import BadInput, Example, InputKind, Paper, objective
+from .._core import BadInput, Example, InputKind, Paper, finish, objective
+from .._core.domains import (
+    COUNT,
+    FLAG,
+    NONNEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    Anything,
+    Choice,
+    Maybe,
+    Real,
+)
 from .._core.errors import fail
-from .._core.validate import check_floating, describe
-from ._inputs import POLICY_TOKENS, policy_example
+from .._core.validate import check_floating, check_unit_interval, describe, require
+from ..divergences.generators import JS, KL, REVERSE_KL, TV, FGenerator
+from ._inputs import GROUP_SCORES, POLICY_TOKENS, check_logprobs, group_example, policy_example, scale_logps
 
-__all__ = ["grpo", "GRPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "AGGREGATIONS",
-           "KL_ESTIMATORS"]
+__all__ = ["grpo", "GRPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
+           "disco", "disco_b", "AGGREGATIONS", "KL_ESTIMATORS"]
 
 FAMILY = "preference"
 AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo")
@@ -114,8 +134,37 @@ def _aggregate(tok, mask, aggregation, max_completion_length, num_items_in_batch
     raise fail("aggregation", f"one of {AGGREGATIONS}", repr(aggregation))
 
 
+def _token_count(num_items_in_batch):
+    """``num_items_in_batch``: None, or a count of tokens >= 0 (a Python number or a one-element tensor)."""
+    if num_items_in_batch is None:
+        return
+    if isinstance(num_items_in_batch, torch.Tensor):
+        if num_items_in_batch.numel() != 1 or num_items_in_batch.dtype == torch.bool:
+            raise fail("num_items_in_batch", "a token count (a number or one-element tensor)",
+                       describe(num_items_in_batch))
+        n = num_items_in_batch
+        require("num_items_in_batch", n, lambda: ~(n >= 0).all(), "a token count >= 0",
+                lambda: repr(n.reshape(-1)[0].item()))
+        return
+    if not isinstance(num_items_in_batch, (int, float)) or isinstance(num_items_in_batch, bool) \
+            or not math.isfinite(num_items_in_batch) or num_items_in_batch < 0:
+        raise fail("num_items_in_batch", "a token count >= 0 (a number or one-element tensor)",
+                   repr(num_items_in_batch))
+
+
+GRPO_DOMAINS = {
+    "beta": NONNEGATIVE, "epsilon": OPEN_UNIT, "epsilon_high": Maybe(POSITIVE),
+    "dual_clip": Maybe(Real(1.0, None, lo_open=True)), "importance": Choice("token", "sequence"),
+    "clip": Choice("ppo", "cispo"), "kl_estimator": Choice(*KL_ESTIMATORS), "aggregation": Choice(*AGGREGATIONS),
+    "max_completion_length": Maybe(COUNT),
+    "num_items_in_batch": Anything("None or the step's completion-token count >= 0 (a number or one-element "
+                                   "tensor)"),
+    "world_size": COUNT,
+}
+
+
 @objective("grpo", family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=GRPO_PAPER,
-           per_sample=False, sample_weight=False, module_name="GRPOLoss",
+           per_sample=False, sample_weight=False, module_name="GRPOLoss", domains=GRPO_DOMAINS,
            formula="l_t = -min(r_t A, clip(r_t, 1-eps, 1+eps_high) A) + beta k(log pi_ref - log pi),  "
                    "r_t = pi/pi_old; aggregated by grpo | bnpo | dapo | dr_grpo")
 def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.0, epsilon: float = 0.2,
@@ -133,8 +182,10 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
             (detached; equal to ``logps.detach()`` on-policy) and the reference.
         advantages: ``(B,)`` or ``(B, T)`` (:func:`group_advantages`).
         mask: ``(B, T)`` completion mask; masked tokens are never read.
-        epsilon, epsilon_high: the clip range ``[1 - eps, 1 + eps_high]`` (DAPO's clip-higher: eps_high > eps).
+        epsilon, epsilon_high: the clip range ``[1 - eps, 1 + eps_high]``, eps in (0, 1), eps_high > 0 (DAPO's
+            clip-higher: eps_high > eps).
         dual_clip: c > 1 bounds the loss of negative advantages by ``-c A`` (dual-clip PPO).
+        beta: the KL coefficient, >= 0.
         importance: ``'token'`` or ``'sequence'`` (GSPO: every token of sequence i uses
             ``s_i = exp(mean_t log(pi/pi_old))``, with the token's gradient; GSPO uses eps ~ 3e-4/4e-4).
         clip: ``'ppo'`` or ``'cispo'`` (``-sg(min(r, 1+eps_high)) A log pi``: the clipped weight is stopped,
@@ -165,17 +216,11 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
     if advantages.shape not in (logps.shape[:1], logps.shape):
         raise fail("advantages", f"shape {tuple(logps.shape[:1])} or {tuple(logps.shape)}",
                    f"shape {tuple(advantages.shape)}")
-    if aggregation not in AGGREGATIONS:
-        raise fail("aggregation", f"one of {AGGREGATIONS}", repr(aggregation))
-    if kl_estimator not in KL_ESTIMATORS:
-        raise fail("kl_estimator", f"one of {KL_ESTIMATORS}", repr(kl_estimator))
-    if clip not in ("ppo", "cispo"):
-        raise fail("clip", "'ppo' or 'cispo'", repr(clip))
-    if importance not in ("token", "sequence"):
-        raise fail("importance", "'token' or 'sequence'", repr(importance))
-    if dual_clip is not None and dual_clip <= 1:
-        raise fail("dual_clip", "a constant c > 1", repr(dual_clip))
+    _token_count(num_items_in_batch)
     mask = mask.bool()
+    for name, x in (("logps", logps), ("old_logps", old_logps), ("ref_logps", ref_logps)):
+        if x is not None:
+            check_logprobs(name, x, mask)  # masked positions are never read
     zero = logps.new_zeros(())
     lp = torch.where(mask, logps, zero)
     old = torch.where(mask, old_logps, zero).detach()
@@ -205,7 +250,7 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
         tok = tok + beta * kl
     tok = torch.where(mask, tok, zero)
     per_seq = _aggregate(tok, mask, aggregation, max_completion_length, num_items_in_batch, world_size)
-    out = per_seq if reduction == "none" else per_seq.sum() if reduction == "sum" else per_seq.mean()
+    out = finish(per_seq, reduction)
     if not return_metrics:
         return out
     n = mask.sum().clamp_min(1)
@@ -221,16 +266,26 @@ FDPG_PAPER = Paper("Aligning Language Models with Preferences through f-divergen
                    "2302.08215", "Go, Korbak, Kruszewski, Rozen, Ryu, Dymetman")
 
 
-def _fprime(log_t: torch.Tensor, divergence: str) -> torch.Tensor:
-    if divergence == "reverse_kl":
-        return log_t + 1
-    if divergence == "forward_kl":
-        return -torch.exp(-log_t)
-    if divergence == "js":
-        return 0.5 * (log_t - F.softplus(log_t) + torch.log(torch.tensor(2.0, dtype=log_t.dtype)))
-    if divergence == "tv":
-        return 0.5 * torch.sign(log_t)
-    raise fail("divergence", "one of 'reverse_kl', 'forward_kl', 'js', 'tv'", repr(divergence))
+#: f-DPG's divergences ``D_f(pi || p)`` and their generators in :mod:`losskit.divergences.generators`. The
+#: names follow the f-DPG paper, which calls ``KL(pi || p)`` (f = t log t) the *reverse* KL; the generators'
+#: ``'kl'`` is the same f, their ``'reverse_kl'`` (f = -log t) is f-DPG's forward KL.
+FDPG_DIVERGENCES: dict[str, FGenerator] = {"reverse_kl": KL, "forward_kl": REVERSE_KL, "js": JS, "tv": TV}
+
+#: |log t| beyond which ``t = e^{log t}`` is not a normal float64: f' is evaluated at the clipped log-ratio.
+_LOG_T_BOUND = 700.0
+
+
+def _fdpg_reward(log_t: torch.Tensor, divergence: str) -> torch.Tensor:
+    """``R = -f'(t)`` at ``t = e^{log t}``, by the generator's f' (no gradient), in float64 where the device has it.
+
+    ``log t`` is clipped to ``[-700, 700]``, where ``e^{log t}`` is a normal float64 and f' is finite for every
+    generator (the JS f' is ``inf - inf`` at ``t = inf``): exact for the log-ratios of real samples, finite for
+    any input.
+    """
+    gen = FDPG_DIVERGENCES[divergence]
+    wide = torch.float64 if log_t.device.type != "mps" else log_t.dtype
+    t = torch.exp(log_t.to(wide).clamp(-_LOG_T_BOUND, _LOG_T_BOUND))
+    return -gen.f_prime(t)
 
 
 def _fdpg_example(gen, dtype, n=8):
@@ -257,8 +312,10 @@ SAMPLED = InputKind("sampled sequences", "(B,) log-probs of samples y ~ q under 
 
 @objective("fdpg", family=FAMILY, input_kind=SAMPLED, example=_fdpg_example, paper=FDPG_PAPER,
            per_sample=False, sample_weight=False, gradcheck=False,
-           why_no_gradcheck="a stop-gradient surrogate: its gradient is -sg[w (R - b)] grad l by design (tests "
-           "check the expected gradient against the exact D_f gradient on a tabular policy)",
+           domains={"divergence": Choice(*FDPG_DIVERGENCES), "baseline": FLAG},
+           skip_reasons={"gradcheck": "a stop-gradient surrogate: its gradient is -sg[w (R - b)] grad l by design "
+                                      "(tests check the expected gradient against the exact D_f gradient on a "
+                                      "tabular policy)"},
            formula="L = -mean_i sg[w_i (R_i - b)] l(y_i),  w = pi/q, R = -f'(pi/p_hat), p_hat = P / Z_hat, "
                    "Z_hat = mean P/q")
 def fdpg(policy_logps, proposal_logps, target_logps, *, divergence: str = "reverse_kl", baseline: bool = True,
@@ -282,19 +339,167 @@ def fdpg(policy_logps, proposal_logps, target_logps, *, divergence: str = "rever
         check_floating(name, x)
         if x.dim() != 1 or x.shape != policy_logps.shape:
             raise fail(name, f"a (B,) tensor like policy_logps {tuple(policy_logps.shape)}", describe(x))
+    check_logprobs("policy_logps", policy_logps)
+    check_logprobs("proposal_logps", proposal_logps)  # target_logps is log P, unnormalised: any sign
     lp = policy_logps
     with torch.no_grad():
         n = lp.shape[0]
         log_w = lp - proposal_logps
-        log_z = torch.logsumexp(target_logps - proposal_logps, 0) - torch.log(torch.tensor(float(n), dtype=lp.dtype))
-        r = -_fprime(lp - (target_logps - log_z), divergence)
-        w = torch.exp(log_w)
-        b = (w * r).sum() / w.sum() if baseline else 0.0
-        weight = w * (r - b)
+        log_z = torch.logsumexp(target_logps - proposal_logps, 0) - math.log(n)
+        r = _fdpg_reward(lp - (target_logps - log_z), divergence)
+        w = torch.exp(log_w.to(r.dtype))
+        # The baseline is the self-normalised mean of R: softmax weights never divide 0 by 0 (all w underflow
+        # for far-out log-probs), and R is finite, so a sample of weight 0 contributes exactly 0.
+        b = (torch.softmax(log_w.to(r.dtype), 0) * r).sum() if baseline else 0.0
+        weight = (w * (r - b)).to(lp.dtype)
     loss = -weight * lp
-    if reduction == "none":
-        return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
+    return finish(loss, reduction)
+
+
+# ---------------------------------------------------------------------------------------------- Nash-MP
+NASHMP_PAPER = Paper("Accelerating Nash Learning from Human Feedback via Mirror Prox", 2025, "2505.19731",
+                     "Tiapkin et al.")
+
+
+def _nash_example(gen, dtype, n=6):
+    lp = -(0.5 + 5 * torch.rand(3, n, generator=gen, dtype=torch.float64))
+    pref = torch.rand(n, generator=gen, dtype=torch.float64)
+    return Example({"policy_logps": lp[0].to(dtype), "preference": pref.to(dtype),
+                    "ref_logps": lp[1].to(dtype), "prev_logps": lp[2].to(dtype)}, {"beta": 0.1, "eta": 2.0},
+                   grad=("policy_logps",))
+
+
+def _nash_bad(ex):
+    return [BadInput("preference of another length", ex.replace({"preference": ex.inputs["preference"][:-1]}),
+                     "preference"),
+            BadInput("per-token log-probs", ex.replace({"policy_logps": ex.inputs["policy_logps"][:, None]}),
+                     "policy_logps")]
+
+
+ON_POLICY = InputKind("on-policy samples", "(B,) sequence log-probs of samples y ~ pi_theta with their "
+                      "preferences and the anchors' log-probs", bad_inputs=_nash_bad, extreme=scale_logps())
+
+
+def _sequence(name, x, n=None):
+    """A (B,) floating tensor (of ``n`` samples)."""
+    check_floating(name, x)
+    if x.dim() != 1:
+        raise fail(name, "a (B,) tensor of sequence scores (aggregate per-token log-probs first)", describe(x))
+    if n is not None and x.shape[0] != n:
+        raise fail(name, f"a batch of {n} (as policy_logps)", f"shape {tuple(x.shape)}")
+    return x
+
+
+@objective("nash_mp", family=FAMILY, input_kind=ON_POLICY, example=_nash_example, paper=NASHMP_PAPER,
+           gradcheck=False, skip_reasons={"gradcheck": "a score-function surrogate: its gradient is sg(w) grad l "
+                                                       "by design, not the derivative of its value (tests check the "
+                                                       "expected gradient on a tabular policy)"},
+           domains={"beta": NONNEGATIVE, "eta": POSITIVE},
+           formula="J = -E[(P(y > y') - 1/2)] + beta KL(pi || pi_ref) + (1/eta) KL(pi || pi_k); "
+                   "grad = E[w grad log pi],  w = -(P - 1/2) + beta (l - l_ref) + (l - l_k)/eta")
+def nash_mp(policy_logps, preference, ref_logps, prev_logps, *, beta: float = 0.1, eta: float = 1.0,
+            sample_weight=None, reduction: str = "mean"):
+    """Nash-MP's regularised self-play objective as a score-function surrogate (one mirror-prox step).
+
+    .. math:: J(\\pi) = -\\mathbb{E}_{y\\sim\\pi}[P(y\\succ y') - \\tfrac12] + \\beta\\,\\mathrm{KL}(\\pi\\|\\pi_{ref})
+              + \\tfrac1\\eta\\mathrm{KL}(\\pi\\|\\pi_k)
+
+    For samples ``y ~ pi_theta`` with ``P(y > y')`` against the opponent (``pi_k`` or its half-step), each
+    sample's loss has the value ``w = -(P - 1/2) + beta (l - l_ref) + (l - l_k)/eta`` (an estimate of J's
+    integrand) and the gradient ``sg(w) grad l``, whose expectation is the exact gradient of J (the score
+    function's mean is 0, so KL's "+1" is dropped). A mirror-prox step applies it twice: at pi_k for the half
+    step, then at the half step's opponent. ``beta >= 0`` (0: the unregularised game), the step ``eta > 0``;
+    ``preference`` is a probability in [0, 1] and the three ``*_logps`` are sequence log-probabilities
+    (``<= 0``). Detail not verified against the paper's code. Paper: Tiapkin et al., "Accelerating Nash
+    Learning from Human Feedback via Mirror Prox", 2025, arXiv:2505.19731.
+    """
+    lp = _sequence("policy_logps", policy_logps)
+    n = lp.shape[0]
+    p = check_unit_interval("preference", _sequence("preference", preference, n))
+    ref = _sequence("ref_logps", ref_logps, n)
+    prev = _sequence("prev_logps", prev_logps, n)
+    for name, x in (("policy_logps", lp), ("ref_logps", ref), ("prev_logps", prev)):
+        check_logprobs(name, x)
+    w = (-(p - 0.5) + beta * (lp - ref) + (lp - prev) / eta).detach()
+    loss = w + w * (lp - lp.detach())
+    return finish(loss, reduction, sample_weight=sample_weight)
+
+
+# --------------------------------------------------------------------------------------------- DisCO
+DISCO_PAPER = Paper("DisCO: Reinforcing Large Reasoning Models with Discriminative Constrained Optimization",
+                    2025, "2505.12366", "Li, Lin, Li, Yang")
+
+
+def _disco(logps, labels, kl, *, tau, beta, delta, balanced, reduction, sample_weight):
+    s = logps
+    check_floating("logps", s)
+    if s.dim() != 2:
+        raise fail("logps", "a (G, n) tensor: n answer scores per question", describe(s))
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.bool:
+        raise fail("labels", "a boolean (G, n) tensor of correct answers", describe(labels))
+    if labels.shape != s.shape:
+        raise fail("labels", f"shape {tuple(s.shape)}", f"shape {tuple(labels.shape)}")
+    pos, neg = labels, ~labels
+    n_pos, n_neg = pos.sum(-1), neg.sum(-1)
+    valid = (n_pos > 0) & (n_neg > 0)
+    zero = s.new_zeros(())
+    mean_pos = torch.where(pos, s, zero).sum(-1) / n_pos.clamp_min(1)
+    if balanced:
+        neg_term = torch.where(neg, s, zero).sum(-1) / n_neg.clamp_min(1)
+    else:
+        neg_inf = s.new_full((), float("-inf"))
+        lse = torch.logsumexp(torch.where(neg, s / tau, neg_inf), -1)
+        neg_term = tau * (torch.where(valid, lse, zero) - torch.log(n_neg.clamp_min(1).to(s.dtype)))
+    loss = -(mean_pos - neg_term)
+    if kl is not None:
+        check_floating("kl", kl)
+        if kl.dim() > 1 or (kl.dim() == 1 and kl.shape[0] != s.shape[0]):
+            raise fail("kl", f"a scalar or ({s.shape[0]},) KL estimate", describe(kl))
+        loss = loss + (beta * torch.relu(kl - delta)).detach() * kl
+    return finish(loss, reduction, sample_weight=sample_weight, mask=valid)
+
+
+DISCO_DOMAINS = {"beta": NONNEGATIVE, "delta": NONNEGATIVE}
+
+
+@objective("disco", family=FAMILY, input_kind=GROUP_SCORES, example=group_example, paper=DISCO_PAPER,
+           domains={"tau": POSITIVE, **DISCO_DOMAINS},
+           formula="L = -(mean_{O+} s - tau log mean_{O-} e^{s/tau}) + sg(beta [KL - delta]_+) KL")
+def disco(logps, labels, kl=None, *, tau: float = 10.0, beta: float = 1e3, delta: float = 1e-4,
+          sample_weight=None, reduction: str = "mean"):
+    """DisCO: a discriminative objective per question, positives' mean score against a soft max of negatives.
+
+    .. math:: L = -\\Big(\\mathrm{mean}_{O^+} s - \\tau\\log\\mathrm{mean}_{O^-} e^{s/\\tau}\\Big)
+              + \\mathrm{sg}(\\beta[\\widehat{KL} - \\delta]_+)\\,\\widehat{KL}
+
+    ``logps``: ``(G, n)`` scores of n answers to G questions, the length-normalised log-likelihood
+    (``tau = 10``) or the mean token ratio (``tau = 1``; a ratio, so the scores' sign is not checked);
+    ``labels``: correctness. ``kl``: the KL estimate to the old policy, per question or a scalar; the
+    constraint term's gradient is ``beta [KL - delta]_+ grad KL`` (the squared-hinge penalty; ``beta >= 0``,
+    the budget ``delta >= 0``, ``tau > 0``). Questions whose answers are all correct or all wrong carry no
+    contrast: their loss is 0 and they are left out of the mean. :func:`disco_b` is the balanced (mean) form.
+    Paper: Li et al., "DisCO: Reinforcing Large Reasoning Models with Discriminative Constrained Optimization",
+    2025, arXiv:2505.12366.
+    """
+    return _disco(logps, labels, kl, tau=tau, beta=beta, delta=delta, balanced=False, reduction=reduction,
+                  sample_weight=sample_weight)
+
+
+@objective("disco_b", family=FAMILY, input_kind=GROUP_SCORES, example=group_example, paper=DISCO_PAPER,
+           domains=DISCO_DOMAINS,
+           formula="L = -(mean_{O+} s - mean_{O-} s) + sg(beta [KL - delta]_+) KL")
+def disco_b(logps, labels, kl=None, *, beta: float = 1e3, delta: float = 1e-4, sample_weight=None,
+            reduction: str = "mean"):
+    """DisCO-b: DisCO with the balanced (plain mean) negative term.
+
+    .. math:: L = -(\\mathrm{mean}_{O^+} s - \\mathrm{mean}_{O^-} s)
+              + \\mathrm{sg}(\\beta[\\widehat{KL} - \\delta]_+)\\,\\widehat{KL}
+
+    See :func:`disco`. Paper: Li et al., "DisCO: Reinforcing Large Reasoning Models with Discriminative
+    Constrained Optimization", 2025, arXiv:2505.12366.
+    """
+    return _disco(logps, labels, kl, tau=1.0, beta=beta, delta=delta, balanced=True, reduction=reduction,
+                  sample_weight=sample_weight)
 
 
 GRPOLoss = grpo.Module

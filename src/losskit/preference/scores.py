@@ -44,6 +44,33 @@ def geometric_anchor(logps: Sequence[torch.Tensor], weights: Sequence[float | to
     return out
 
 
+def _bounded_exponent(a: torch.Tensor, *factors: float) -> torch.Tensor:
+    """``a`` clamped so that ``e^a`` and ``f e^a`` for every factor ``f`` stay below a quarter of the dtype's
+    largest value.
+
+    Reward shapes with an exponential (``-e^{-u}``, ``(1 - e^{-alpha u}) / alpha``) overflow for scores far
+    out (``e^{-alpha u}`` at ``u = -1e30``): a margin of two overflowed rewards is ``inf - inf`` and the
+    backward of a saturated link multiplies ``0`` by ``inf``; both are NaN. Saturating the exponent keeps
+    the value finite (the true value is beyond the dtype anyway) and gives that entry a zero gradient.
+    """
+    limit = math.log(torch.finfo(a.dtype).max / 4) - max([0.0] + [math.log(abs(f)) for f in factors if f])
+    return a.clamp(max=limit)
+
+
+def _transform(u: torch.Tensor, phi: str, alpha: float, scale: float) -> torch.Tensor:
+    if phi in ("identity", "reverse_kl"):
+        return u
+    if phi == "forward_kl":
+        return -torch.exp(_bounded_exponent(-u, scale))
+    if phi == "js":
+        return u - F.softplus(u) + math.log(2.0)
+    if phi == "alpha":
+        if alpha == 0:
+            return u
+        return -torch.expm1(_bounded_exponent(-alpha * u, 1 / alpha, scale / alpha)) / alpha
+    raise fail("phi", f"one of {TRANSFORMS}", repr(phi))
+
+
 def transform_score(u: torch.Tensor, phi: str = "identity", *, alpha: float = 0.5) -> torch.Tensor:
     """A reward shape phi applied to a (log-ratio or log-likelihood) score u.
 
@@ -55,18 +82,12 @@ def transform_score(u: torch.Tensor, phi: str = "identity", *, alpha: float = 0.
     * ``'alpha'``: ``(1 - e^{-alpha u}) / alpha`` (alpha-divergence; ``alpha -> 0`` is ``u``). The same
       function of the length-normalised log-likelihood is AlphaPO's reward (``-pi^{-alpha/|y|}`` up to
       affine terms).
+
+    Where the exponential would exceed a quarter of the dtype's largest value (``e^{-u}`` for ``u < -88``
+    in float32), it saturates there: the value stays finite and the gradient of that entry is 0 (the
+    exact value is not representable; margins of two such rewards would otherwise be ``inf - inf``).
     """
-    if phi in ("identity", "reverse_kl"):
-        return u
-    if phi == "forward_kl":
-        return -torch.exp(-u)
-    if phi == "js":
-        return u - F.softplus(u) + math.log(2.0)
-    if phi == "alpha":
-        if alpha == 0:
-            return u
-        return -torch.expm1(-alpha * u) / alpha
-    raise fail("phi", f"one of {TRANSFORMS}", repr(phi))
+    return _transform(u, phi, alpha, 1.0)
 
 
 def shared_length(chosen_mask: torch.Tensor, rejected_mask: torch.Tensor) -> torch.Tensor:

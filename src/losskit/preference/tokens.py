@@ -9,6 +9,8 @@ each chunk's softmax and writes its slice of the one ``(B, T, V)`` gradient that
 Masked positions never leak: their rows are replaced by zeros before anything is computed, so NaN or
 +-1e4 logits there change neither the outputs nor the gradient (which is exactly 0 there), and their
 outputs are exactly 0.
+
+The token-level head :func:`sparsepo` (per-token log-ratios and KLs with masks) lives here too.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from typing import NamedTuple
 
 import torch
 
-from .._core.conventions import compute_dtype, validation_enabled
+from .._core import BadInput, Example, InputKind, Paper, objective
+from .._core.conventions import compute_dtype
+from .._core.domains import Maybe, Tensor
 from .._core.errors import fail
-from .._core.validate import check_floating, check_tensor, describe
+from .._core.validate import check_floating, check_tensor, check_unit_interval, describe, require
+from .heads import PAIR_DOMAINS, _finish, margin_loss
 
-__all__ = ["TokenLogProbs", "token_logprobs", "naive_token_logprobs", "default_chunk_rows"]
+__all__ = ["TokenLogProbs", "token_logprobs", "naive_token_logprobs", "default_chunk_rows", "sparsepo"]
 
 #: Bytes of compute-dtype workspace one chunk may use (per temporary).
 CHUNK_BYTES = 16 * 2**20
@@ -157,13 +162,16 @@ def _check_inputs(logits, labels, mask, ignore_index, anchor_logits):
         if anchor_logits.shape != logits.shape:
             raise fail("anchor_logits", f"the logits' shape {tuple(logits.shape)}",
                        f"shape {tuple(anchor_logits.shape)}")
-    if validation_enabled():
-        v = logits.shape[-1]
-        bad = mask & ((labels < 0) | (labels >= v))
-        if bool(bad.any()):
-            pos = tuple(bad.nonzero()[0].tolist())
-            raise fail("labels", f"token ids in [0, {v}) at unmasked positions",
-                       f"{labels[pos].item()} at position {pos}")
+    v = logits.shape[-1]
+
+    def bad():
+        return mask & ((labels < 0) | (labels >= v))
+
+    def got():
+        pos = tuple(bad().nonzero()[0].tolist())
+        return f"{labels[pos].item()} at position {pos}"
+
+    require("labels", labels, lambda: bad().any(), f"token ids in [0, {v}) at unmasked positions", got)
     return mask
 
 
@@ -209,11 +217,14 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     rows = chunk_rows or default_chunk_rows(v, logits.dtype)
     logp, lse, ent, kl = _SelectedLogProbs.apply(flat, lab.long(), valid, anchor, int(rows), float(temperature),
                                                  bool(return_entropy))
-    if validation_enabled() and bool((valid & ~torch.isfinite(lse)).any()):
+
+    def got():
         pos = (valid & ~torch.isfinite(lse)).nonzero()[0].item()
         where = tuple(int(i) for i in torch.unravel_index(torch.tensor(pos), shape))
-        raise fail("logits", "finite logits (or -inf for excluded tokens) at unmasked positions",
-                   f"a row with log-sum-exp {lse[pos].item()} at position {where}")
+        return f"a row with log-sum-exp {lse[pos].item()} at position {where}"
+
+    require("logits", logits, lambda: (valid & ~torch.isfinite(lse)).any(),
+            "finite logits (or -inf for excluded tokens) at unmasked positions", got)
     return TokenLogProbs(logp.reshape(shape), mask, ent.reshape(shape) if ent is not None else None,
                          kl.reshape(shape) if kl is not None else None)
 
@@ -229,3 +240,101 @@ def naive_token_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch
     lab = torch.where(mask, labels, torch.zeros_like(labels))
     out = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, -1)
     return out.gather(-1, lab.unsqueeze(-1)).squeeze(-1) * mask
+
+
+# ------------------------------------------------------------------------------ token-level head: SparsePO
+SPARSEPO_PAPER = Paper("SparsePO: Controlling Preference Alignment of LLMs via Sparse Token Masks", 2024,
+                       "2410.05102", "Christopoulou, Cardenas, Lampouras, Bou-Ammar, Wang")
+
+
+def _sparse_example(gen, dtype, b=5, t=6):
+    def lr():
+        return 0.5 * torch.randn(b, t, generator=gen, dtype=torch.float64)
+
+    def kl():
+        return 0.2 * torch.rand(b, t, generator=gen, dtype=torch.float64)
+
+    lengths_w, lengths_l = torch.tensor([6, 3, 1, 5, 2]), torch.tensor([4, 6, 2, 1, 6])
+    ar = torch.arange(t)[None]
+    inputs = {"chosen_logratios": lr(), "rejected_logratios": lr(), "chosen_kl": kl(), "rejected_kl": kl(),
+              "chosen_mask": ar < lengths_w[:, None], "rejected_mask": ar < lengths_l[:, None]}
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    return Example(inputs, {}, grad=("chosen_logratios", "rejected_logratios", "chosen_kl", "rejected_kl"))
+
+
+def _sparse_bad(ex):
+    i = ex.inputs
+    return [BadInput("sequence scores instead of per-token ratios",
+                     ex.replace({"chosen_logratios": i["chosen_logratios"][:, 0]}), "chosen_logratios"),
+            BadInput("KL of another shape", ex.replace({"rejected_kl": i["rejected_kl"][:, :-1]}), "rejected_kl"),
+            BadInput("mask of another shape", ex.replace({"chosen_mask": i["chosen_mask"][:-1]}), "chosen_mask")]
+
+
+def _sparse_extreme(ex):
+    ex = ex.map_floats(lambda t: t.float())
+    return ex.replace({k: v * 2e3 for k, v in ex.inputs.items() if k.endswith(("logratios", "kl"))})
+
+
+SPARSE_TOKENS = InputKind("token log-ratios", "(B, T) per-token log-ratios and full-vocabulary KLs with masks",
+                          bad_inputs=_sparse_bad, extreme=_sparse_extreme)
+
+
+def _tokens(name, x, shape):
+    check_floating(name, x)
+    if x.dim() != 2 or (shape is not None and tuple(x.shape) != tuple(shape)):
+        raise fail(name, f"a (B, T) per-token tensor{'' if shape is None else ' of shape ' + str(tuple(shape))}",
+                   describe(x))
+    return x
+
+
+TOKEN_MASK = Maybe(Tensor("None or a (B, T) tensor of token weights in [0, 1]"))
+
+
+@objective("sparsepo", family="preference", input_kind=SPARSE_TOKENS, example=_sparse_example,
+           paper=SPARSEPO_PAPER,
+           domains={**PAIR_DOMAINS, "chosen_reward_mask": TOKEN_MASK, "rejected_reward_mask": TOKEN_MASK,
+                    "chosen_kl_mask": TOKEN_MASK, "rejected_kl_mask": TOKEN_MASK},
+           formula="L = -log sigma(beta sum_t m^u_t u_t(y_w) - beta sum_t m^u_t u_t(y_l) "
+                   "- beta [sum_t m^d_t KL_t(y_l) - sum_t m^d_t KL_t(y_w)])")
+def sparsepo(chosen_logratios, rejected_logratios, chosen_kl, rejected_kl, chosen_mask, rejected_mask, *,
+             beta: float = 0.1, chosen_reward_mask=None, rejected_reward_mask=None, chosen_kl_mask=None,
+             rejected_kl_mask=None, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+    """SparsePO: token-level DPO (TDPO-style KL term) with sparse token masks on rewards and KLs.
+
+    .. math:: L = -\\log\\sigma\\Big(\\beta\\sum_t m^u_t u_t(y_w) - \\beta\\sum_t m^u_t u_t(y_l)
+              - \\beta\\big[\\sum_t m^d_t \\mathrm{KL}_t(y_l) - \\sum_t m^d_t \\mathrm{KL}_t(y_w)\\big]\\Big)
+
+    ``*_logratios``: per-token ``log pi - log pi_ref`` (B, T; log-ratios, any sign); ``*_kl``: per-token
+    full-vocabulary ``KL(pi_ref || pi)`` (:func:`~losskit.preference.token_logprobs` with ``anchor_logits``);
+    masks m^u, m^d in [0, 1] (B, T), by default the completion masks (the paper learns them or derives them
+    from activations: compute them outside and pass them); ``beta > 0``. Masked tokens are never read. Detail
+    not verified against the paper's code (the sign convention of the KL term follows TDPO). Paper:
+    Christopoulou et al., "SparsePO: Controlling Preference Alignment of LLMs via Sparse Token Masks", 2024,
+    arXiv:2410.05102.
+    """
+    cw = _tokens("chosen_logratios", chosen_logratios, None)
+    cl = _tokens("rejected_logratios", rejected_logratios, None)
+    if cl.shape[0] != cw.shape[0]:
+        raise fail("rejected_logratios", f"a batch of {cw.shape[0]}", describe(cl))
+    _tokens("chosen_kl", chosen_kl, cw.shape)
+    _tokens("rejected_kl", rejected_kl, cl.shape)
+    for name, m, ref in (("chosen_mask", chosen_mask, cw), ("rejected_mask", rejected_mask, cl)):
+        if not isinstance(m, torch.Tensor) or m.shape != ref.shape:
+            raise fail(name, f"a (B, T) mask of shape {tuple(ref.shape)}", describe(m))
+    for name, w, ref in (("chosen_reward_mask", chosen_reward_mask, cw), ("rejected_reward_mask",
+                         rejected_reward_mask, cl), ("chosen_kl_mask", chosen_kl_mask, cw),
+                         ("rejected_kl_mask", rejected_kl_mask, cl)):
+        if w is not None:
+            _tokens(name, w, ref.shape)
+            check_unit_interval(name, w)
+
+    def total(x, mask, weights):
+        w = mask.to(x.dtype) if weights is None else weights * mask
+        return torch.where(mask.bool(), x * w, x.new_zeros(())).sum(-1)
+
+    r_w = beta * total(cw, chosen_mask, chosen_reward_mask)
+    r_l = beta * total(cl, rejected_mask, rejected_reward_mask)
+    kl_term = beta * (total(rejected_kl, rejected_mask, rejected_kl_mask) - total(chosen_kl, chosen_mask,
+                                                                                   chosen_kl_mask))
+    loss = margin_loss(r_w - r_l - kl_term)
+    return _finish(loss, reduction, sample_weight, return_metrics, r_w, r_l)
