@@ -223,20 +223,22 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor
         linear_weight: (V, H) output projection (same dtype); ``linear_bias``: optional (V,).
         target: (N,) or (...) class indices; ``ignore_index`` entries cost nothing and give 0.
         weight: (V,) class weights, as in ``F.cross_entropy`` ('mean' divides by ``sum w_{y_i}``).
-        label_smoothing: ``eps`` as in ``F.cross_entropy``.
-        z_loss: ``lambda``, the PaLM logit z-loss coefficient (1e-4 in PaLM, arXiv 2204.02311); it is
+        label_smoothing: ``eps`` in [0, 1], as in ``F.cross_entropy``.
+        z_loss: ``lambda >= 0``, the PaLM logit z-loss coefficient (1e-4 in PaLM, arXiv 2204.02311); it is
             not multiplied by the class weight.
-        softcap: ``s``, Gemma-2 style logit soft-capping (``None``: off).
+        softcap: ``s > 0``, Gemma-2 style logit soft-capping (``None``: off).
         sample_weight: per-token weights; 'mean' is ``sum s_i l_i / sum s_i w_{y_i}``.
         return_outputs: return :class:`FusedOutput` (loss, per-token losses, log-sum-exp), both
             differentiable (using them triggers a recomputing backward pass).
-        chunk_size: tokens per chunk (default: the largest power of two whose float32 (chunk, V)
-            buffer fits 64 MiB, clamped to [512, 4096]; see :func:`losskit.fused.chunk_rows`).
+        chunk_size: tokens per chunk, an integer >= 1 (default: the largest power of two whose float32
+            (chunk, V) buffer fits 64 MiB, clamped to [512, 4096]; see :func:`losskit.fused.chunk_rows`).
         bf16_matmul: for half inputs, run the GEMMs in the input dtype (faster on CPUs with bf16 units;
             logits rounded to bf16 as in the naive path); default: float32 GEMMs on upcast operands.
 
     An all-ignored batch gives 0 (every reduction) with zero gradients. Half inputs return a float32
-    loss. Cut Cross-Entropy (Cut Your Losses in Large-Vocabulary Language Models, 2024, arXiv
+    loss. Only the non-ignored tokens are visited (selecting them reads their count on the host: one
+    synchronisation on accelerators); meta tensors visit every token and give the result's shape. Under
+    ``torch.compile`` the pass runs eagerly (a graph break; ``fullgraph=True`` is not supported). Cut Cross-Entropy (Cut Your Losses in Large-Vocabulary Language Models, 2024, arXiv
     2411.09009) and Liger-Kernel (arXiv 2410.10989) are the GPU peers.
     """
     return _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing,
@@ -274,7 +276,7 @@ def vocab_parallel_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tens
     gradient for ``hidden`` is all-reduced (every rank gets the full gradient); each rank gets the
     gradient of its own weight shard. ``group=None`` uses the default group when ``torch.distributed``
     is initialised and a single shard otherwise. ``vocab_start`` defaults to ``rank * V_r`` (equal
-    shards).
+    shards); it must satisfy ``vocab_start + V_r <= V`` and be ``None`` or 0 without a process group.
     """
     import torch.distributed as dist
 
@@ -364,7 +366,9 @@ def fused_linear_distillation(student_hidden: torch.Tensor, student_weight: torc
     ``student_bias`` do, chunk by chunk, as in :func:`fused_linear_cross_entropy`. The teacher may have a
     different hidden size but the same vocabulary. ``target`` (optional) only marks ``ignore_index``
     tokens (padding) to skip; 'mean' averages over the remaining tokens. Computed in float32 for half
-    inputs (no bf16 cancellation in the log-ratios).
+    inputs (no bf16 cancellation in the log-ratios). ``temperature > 0``; ``beta`` in (0, 1) (the skew of
+    ``js``; its endpoints make the divergence vanish identically); ``divergence`` one of 'forward',
+    'reverse', 'js'.
     """
     return _distill(student_hidden, student_weight, teacher_hidden, teacher_weight, target, student_bias,
                     teacher_bias, divergence, beta, temperature, ignore_index, sample_weight, reduction,
@@ -500,14 +504,21 @@ def fused_linear_preference(hidden: torch.Tensor, linear_weight: torch.Tensor, t
 
     (divided by the number of tokens with ``average_log_prob=True``, as SimPO uses) are computed by the
     fused pass for the policy and, without gradient, for the reference (``ref_hidden`` with
-    ``ref_linear_weight`` and ``ref_linear_bias``: the frozen reference model's own output layer). All B pairs are gathered before the head runs, so
-    batch-coupled heads (IPO's batch statistics, AOT's sorting) see the whole batch:
+    ``ref_linear_weight`` and ``ref_linear_bias``: the frozen reference model's own output layer). All
+    B pairs are gathered before the head runs, so batch-coupled heads (IPO's batch statistics, AOT's
+    sorting) see the whole batch:
     ``head(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta,
-    reduction='none', **head_options)``; ``head`` is a callable or a registered objective's name
-    (resolved with :func:`losskit.get` at call time, e.g. ``'dpo'``; Direct Preference Optimization,
-    Rafailov et al., 2023, arXiv 2305.18290). The head's gradient with respect to the scores flows back
-    through a second chunked pass. ``nll_weight`` adds ``nll_weight`` times the chosen sequence's mean
-    token cross-entropy (per pair; RPO / CPO style).
+    reduction='none', **head_options)``; ``head`` is a callable or the name of one of the preference
+    family's pairwise heads (:data:`PREFERENCE_HEADS`: ``'dpo'`` (Direct Preference Optimization,
+    Rafailov et al., 2023, arXiv 2305.18290), ``'ipo'``, ``'simpo'``, ``'orpo'``, ...). The head's
+    errors name this objective's arguments (``ref_hidden`` for its reference scores). The head's gradient
+    with respect to the scores flows back through a second chunked pass. ``nll_weight >= 0`` adds
+    ``nll_weight`` times the chosen sequence's mean token cross-entropy (per pair; RPO / CPO style).
+
+    ``beta > 0`` (a negative beta trains toward the rejected answer). A pair whose every target is
+    ``ignore_index`` is ignored: it is not passed to the head, its 'none' loss is exactly 0 and it does
+    not count in 'mean'; an all-ignored batch gives 0 with zero gradients. (Selecting the kept pairs
+    reads their count on the host, as the pass's token selection does.)
     """
     return _preference(hidden, linear_weight, target, ref_hidden, ref_linear_weight, head, linear_bias,
                        ref_linear_bias, beta, nll_weight, average_log_prob, ignore_index, head_options,
