@@ -372,21 +372,18 @@ def test_preference_matches_naive(head, nll, avg):
         torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-10)
 
 
-def test_preference_head_by_registered_name_and_logps():
-    from losskit._core.registry import objective, unregister
-    from losskit.fused._inputs import FUSED
-
-    name = "tmp_fused_test_dpo"
-    objective(name, family="test", input_kind=FUSED, example=None)(dpo)
-    try:
-        x, W, b, xr, Wr, y = _pref_data()
-        out = losskit.fused_linear_preference(x, W, y, xr, Wr, head=name, beta=0.2, return_logps=True)
-        lp, rlp = naive_logps(x, W, None, y), naive_logps(xr, Wr, None, y)
-        torch.testing.assert_close(out.policy_chosen_logps, lp[:, 0])
-        torch.testing.assert_close(out.ref_rejected_logps, rlp[:, 1])
-        torch.testing.assert_close(out.loss, dpo(lp[:, 0], lp[:, 1], rlp[:, 0], rlp[:, 1], beta=0.2))
-    finally:
-        unregister(name)
+def test_preference_head_by_name_and_logps():
+    """``head='dpo'`` is the preference family's DPO head (imported, not looked up in the registry)."""
+    x, W, b, xr, Wr, y = _pref_data()
+    out = losskit.fused_linear_preference(x, W, y, xr, Wr, head="dpo", beta=0.2, return_logps=True)
+    lp, rlp = naive_logps(x, W, None, y), naive_logps(xr, Wr, None, y)
+    torch.testing.assert_close(out.policy_chosen_logps, lp[:, 0])
+    torch.testing.assert_close(out.ref_rejected_logps, rlp[:, 1])
+    torch.testing.assert_close(out.loss, dpo(lp[:, 0], lp[:, 1], rlp[:, 0], rlp[:, 1], beta=0.2))
+    # names are the preference family's pairwise heads; any other name (even a registered objective) is refused
+    for bad in ("cross_entropy", "kto", "no_such_head"):
+        with pytest.raises(LossInputError, match="^head:"):
+            losskit.fused_linear_preference(x, W, y, xr, Wr, head=bad)
     with pytest.raises(LossInputError, match="^ref_linear_weight:"):
         losskit.fused_linear_preference(x, W, y, xr, head=dpo)
     with pytest.raises(LossInputError, match="^hidden:"):
@@ -496,3 +493,160 @@ def test_preference_with_registered_heads(name):
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-10)
     for a, r in zip(torch.autograd.grad(got, (x, W, b)), torch.autograd.grad(ref, (x, W, b))):
         torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-10)
+
+
+# ------------------------------------------------------------------------- edges (trust at the edges)
+def test_preference_refuses_nonpositive_beta():
+    """beta > 0: a negative beta trains toward the rejected answer (it was accepted with a callable head)."""
+    x, W, b, xr, Wr, y = _pref_data()
+    for beta in (-0.1, 0.0):
+        with pytest.raises(LossInputError, match="^beta:"):
+            losskit.fused_linear_preference(x, W, y, xr, Wr, head=dpo, beta=beta)
+
+
+@pytest.mark.parametrize("head", [dpo, centred])
+def test_preference_ignored_pairs_contribute_nothing(head):
+    """A pair whose every target is ignore_index is ignored: 'none' gives exactly 0 there (it gave log 2
+    with DPO), 'mean'/'sum' equal those of the kept pairs alone (a batch-coupled head sees only the kept
+    pairs), and an all-ignored batch gives 0 with zero gradients."""
+    x, W, b, xr, Wr, y = _pref_data(bsz=4)
+    yi = y.clone()
+    yi[1] = -100
+    kw = dict(head=head, linear_bias=b, beta=0.3, nll_weight=0.2, chunk_size=5)
+    none = losskit.fused_linear_preference(x, W, yi, xr, Wr, reduction="none", **kw)
+    assert none[1] == 0
+    keep = torch.tensor([0, 2, 3])
+    for red in ("mean", "sum"):
+        got = losskit.fused_linear_preference(x, W, yi, xr, Wr, reduction=red, **kw)
+        ref = losskit.fused_linear_preference(x[keep], W, y[keep], xr[keep], Wr, reduction=red, **kw)
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(none[keep], losskit.fused_linear_preference(x[keep], W, y[keep], xr[keep], Wr,
+                                                                            reduction="none", **kw))
+    ya = torch.full_like(y, -100)
+    for red in ("mean", "sum", "none"):
+        loss = losskit.fused_linear_preference(x, W, ya, xr, Wr, reduction=red, **kw)
+        assert torch.equal(loss, torch.zeros_like(loss))
+        for g in torch.autograd.grad(loss.sum(), (x, W, b)):
+            assert torch.equal(g, torch.zeros_like(g))
+
+
+def _meta(t):
+    return t.detach().to("meta") if isinstance(t, torch.Tensor) else t
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_meta_tensors_all_four(reduction):
+    """Meta tensors give the result's shape and dtype (no data-dependent shape on the meta path)."""
+    x, W, b, y = _data(n=12, h=4, v=9)
+    y = y.reshape(3, 4)
+    xs = x.reshape(3, 4, 4)
+    out = losskit.fused_linear_cross_entropy(*map(_meta, (xs, W, y)), linear_bias=_meta(b), reduction=reduction,
+                                             chunk_size=5)
+    assert out.is_meta and out.shape == ((3, 4) if reduction == "none" else ())
+    out = losskit.vocab_parallel_cross_entropy(*map(_meta, (xs, W, y)), reduction=reduction)
+    assert out.is_meta and out.shape == ((3, 4) if reduction == "none" else ())
+    xt, Wt = torch.randn(3, 4, 5, dtype=D), torch.randn(9, 5, dtype=D)
+    out = losskit.fused_linear_distillation(*map(_meta, (xs, W, xt, Wt, y)), reduction=reduction)
+    assert out.is_meta and out.shape == ((3, 4) if reduction == "none" else ())
+    px, pW, pb, pxr, pWr, py = _pref_data()
+    out = losskit.fused_linear_preference(*map(_meta, (px, pW, py, pxr, pWr)), head=dpo, reduction=reduction,
+                                          return_logps=True)
+    assert out.loss.is_meta and out.loss.shape == ((3,) if reduction == "none" else ())
+    assert out.policy_chosen_logps.is_meta and out.policy_chosen_logps.shape == (3,)
+
+
+@pytest.mark.parametrize(("fn", "option", "value"), [
+    ("fused_linear_cross_entropy", "z_loss", -1e-4),
+    ("fused_linear_cross_entropy", "chunk_size", 0),
+    ("fused_linear_cross_entropy", "softcap", 0.0),
+    ("fused_linear_cross_entropy", "recompute", "yes"),
+    ("vocab_parallel_cross_entropy", "vocab_start", 4),  # without a process group: one shard, start 0
+    ("fused_linear_distillation", "beta", 0.0),
+    ("fused_linear_distillation", "temperature", -1.0),
+    ("fused_linear_distillation", "divergence", "kl"),
+    ("fused_linear_preference", "nll_weight", -0.5),
+    ("fused_linear_preference", "head_options", "gamma=1"),
+    ("fused_linear_preference", "head", "no_such_head"),
+])
+def test_option_domains(fn, option, value):
+    entry = losskit.get(fn)
+    ex = entry.make_example()
+    with pytest.raises(LossInputError, match=f"^{option}:"):
+        ex.call(entry.fn, **{option: value})
+
+
+def test_head_errors_name_this_objectives_arguments():
+    """A reference-free head given reference hidden states: the error names ref_hidden (not the head's
+    ref_chosen_logps, which this objective does not take)."""
+    x, W, b, xr, Wr, y = _pref_data()
+    with pytest.raises(LossInputError, match="^ref_hidden:"):
+        losskit.fused_linear_preference(x, W, y, xr, Wr, head="orpo")
+    with pytest.raises(LossInputError, match="^ref_hidden:"):
+        losskit.fused_linear_preference(x, W, y, head="d2o")  # needs a reference
+
+
+def test_reductions_follow_finish():
+    """'mean'/'sum' folded into the pass equal core finish() on the per-token losses (class and sample
+    weights, ignored tokens)."""
+    from losskit._core import finish
+
+    x, W, b, y = _data()
+    y[[1, 4]] = -100
+    w = torch.rand(23, dtype=D) + 0.5
+    sw = torch.rand(37, dtype=D) + 0.1
+    out = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, weight=w, return_outputs=True)
+    valid = y != -100
+    for red in ("mean", "sum", "none"):
+        got = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, weight=w, sample_weight=sw,
+                                                 reduction=red)
+        ref = finish(out.token_losses, red, sample_weight=sw, mask=valid, denominator=w[y.clamp(min=0)])
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+
+
+_IMPORT_SPY = r"""
+import sys, traceback
+stacks = []
+
+
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch._dynamo":
+            stacks.append([f.filename.replace("\\", "/") for f in traceback.extract_stack()])
+        return None
+
+
+sys.meta_path.insert(0, Spy())
+import losskit.fused
+print(any("losskit/fused/" in f for s in stacks for f in s))
+"""
+
+
+def test_import_of_the_fused_module_does_not_load_the_compiler():
+    """Importing the fused module does not import torch._dynamo (about a second at ``import losskit``):
+    torch.compiler.disable is applied at the first call. A spy on the import system records who imports it."""
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
+    out = subprocess.run([sys.executable, "-c", _IMPORT_SPY], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False"
+
+
+_FIRST_CALL_COMPILED = r"""
+import torch, losskit, torch._dynamo
+g = torch.Generator().manual_seed(0)
+x, W, y = torch.randn(9, 4, generator=g), torch.randn(7, 4, generator=g), torch.randint(0, 7, (9,), generator=g)
+f = lambda x, W, y: losskit.fused_linear_cross_entropy(x.sin(), W, y) * 2
+expl = torch._dynamo.explain(f)(x, W, y)   # the first call of the fused pass happens while dynamo traces
+got = torch.compile(f, backend="aot_eager")(x, W, y)
+print(expl.graph_break_count, bool(torch.allclose(got, f(x, W, y))))
+"""
+
+
+@pytest.mark.compile
+def test_first_call_under_compile_is_a_graph_break():
+    """The lazily applied disable behaves as the decorator did: the pass is skipped by dynamo (one graph
+    break, eager value) even when its first call happens while torch.compile traces."""
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
+    out = subprocess.run([sys.executable, "-c", _FIRST_CALL_COMPILED], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["1", "True"]

@@ -39,6 +39,11 @@ for cfg in CONFIGS:
     up = torch.linspace(-1, 2, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
     (loss * up).sum().backward()
     res.append((loss.detach(), xs.grad, Ws.grad, bs.grad))
+try:  # every rank's shard past the vocabulary end: refused on every rank (after the vocabulary-size all-reduce)
+    losskit.vocab_parallel_cross_entropy(x, W[lo:hi], y, vocab_start=23)
+    res.append("no error")
+except losskit.LossInputError as e:
+    res.append(str(e))
 torch.save(res, out)
 dist.destroy_process_group()
 """
@@ -76,6 +81,8 @@ def test_vocab_parallel_two_gloo_ranks_equal_single_process(tmp_path):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     ranks = [torch.load(tmp_path / f"r{r}.pt") for r in range(2)]
+    for res in ranks:
+        assert res.pop().startswith("vocab_start:")
 
     ns: dict = {"torch": torch}
     exec(_DATA, ns)

@@ -21,6 +21,7 @@ into ``z``. ``idx`` holds the global token positions of the chunk.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,10 +29,43 @@ import torch
 from .._core.distributed import all_reduce
 from ..ops.budget import FUSED_CHUNK_BYTES
 
-__all__ = ["chunk_rows", "FusedOptions", "run_pass", "FusedLinearFunction", "all_reduce"]
+__all__ = ["chunk_rows", "FusedOptions", "run_pass", "FusedLinearFunction", "all_reduce", "eager", "token_rows"]
 
 _HALF = (torch.float16, torch.bfloat16)
 DEFAULT_BUDGET = FUSED_CHUNK_BYTES
+
+
+def eager(fn):
+    """``torch.compiler.disable(fn)``, applied at the first call rather than at import.
+
+    The fused passes run eagerly under ``torch.compile`` (a graph break around the chunked pass, which
+    has data-dependent chunking and a custom autograd Function). ``torch.compiler.disable`` imports
+    ``torch._dynamo`` (about a second), so the decorator defers it to the first call: ``import losskit``
+    does not pull in the compiler stack. The behaviour is that of ``torch.compiler.disable`` (also when
+    the first call happens while ``torch.compile`` traces: dynamo then meets the disabled function).
+    """
+    disabled = None
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return wrapper
+
+
+def token_rows(valid: torch.Tensor) -> torch.Tensor:
+    """The positions of the tokens the pass visits: ``valid.nonzero()`` (one host synchronisation on
+    accelerators: the pass's chunking depends on the number of counted tokens).
+
+    Tensors without data (meta) have no values to select by: every position is visited, which gives
+    the result's shapes and dtypes without a data-dependent shape (``nonzero`` has no meta kernel).
+    """
+    if valid.is_meta:
+        return torch.arange(valid.numel(), device=valid.device)
+    return valid.nonzero().squeeze(1)
 
 
 def chunk_rows(n: int, v: int, budget_bytes: int = DEFAULT_BUDGET, itemsize: int = 4,
@@ -165,7 +199,9 @@ class FusedLinearFunction(torch.autograd.Function):
             if ctx.grads is None:
                 raise RuntimeError("losskit fused loss: a second backward through a loss whose gradients were "
                                    "formed in the forward pass; pass recompute=True to allow it")
-            one = bool((g_red == 1).all())
+            # upstream gradient 1 (loss.backward()): the gradients are final; the test reads a CPU value
+            # only (free there); on accelerators the scaling always runs (no host synchronisation)
+            one = g_red.device.type == "cpu" and bool((g_red == 1).all())
             for i, g in enumerate(ctx.grads):
                 if g is not None:
                     result[i] = g if one else g.mul_(g_red.to(g.dtype))

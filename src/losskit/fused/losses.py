@@ -6,21 +6,37 @@ Function) and a head from :mod:`losskit.fused._heads`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-from .._core import Paper, fail, objective, reduce
-from .._core.validate import (
-    check_class_weight,
-    check_floating,
-    check_in_range,
-    check_labels,
-    check_positive,
-    check_sample_weight,
-    describe,
+from .. import preference as _pref
+from .._core import LossInputError, Paper, fail, finish, objective
+from .._core.domains import (
+    COUNT,
+    FLAG,
+    NONNEG_INT,
+    NONNEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    Choice,
+    Domain,
+    Either,
+    Maybe,
+    Tensor,
 )
-from ._engine import DEFAULT_BUDGET, FusedLinearFunction, FusedOptions, _compute_dtype, all_reduce
+from .._core.validate import check_class_weight, check_floating, check_labels, describe
+from ._engine import (
+    DEFAULT_BUDGET,
+    FusedLinearFunction,
+    FusedOptions,
+    _compute_dtype,
+    all_reduce,
+    eager,
+    token_rows,
+)
 from ._heads import CrossEntropyHead, DistillationHead
 from ._inputs import FUSED, distill_example, hidden_example, preference_example
 
@@ -57,6 +73,45 @@ class PreferenceOutput(NamedTuple):
     ref_rejected_logps: torch.Tensor | None
 
 
+# -------------------------------------------------------------------------------------- domains
+@dataclass(frozen=True, repr=False)
+class _Callable(Domain):
+    """A callable (a user-supplied head)."""
+
+    what: str = "a callable"
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return self.what
+
+    def contains(self, value, arguments=None) -> bool:
+        return callable(value) and not isinstance(value, torch.Tensor)
+
+
+@dataclass(frozen=True, repr=False)
+class _Keywords(Domain):
+    """A mapping of keyword-argument names to values (options passed on to a head)."""
+
+    description: str = "a dict of keyword options"
+
+    def contains(self, value, arguments=None) -> bool:
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+
+    def invalid(self) -> list:
+        return ["not-a-dict"]
+
+
+_BIAS = Maybe(Tensor("a bias of shape (V,) for the output projection"))
+_PASS = {"chunk_size": Maybe(COUNT), "recompute": FLAG, "bf16_matmul": FLAG}
+_CE_DOMAINS = {"linear_bias": _BIAS, "z_loss": NONNEGATIVE, "softcap": Maybe(POSITIVE), "return_outputs": FLAG,
+               **_PASS}
+#: why the fused objectives run eagerly under torch.compile (a graph break, no fullgraph compile)
+_NO_COMPILE = {"compile": "by design the chunked pass runs eagerly (torch.compiler.disable): a custom "
+                          "autograd.Function over a data-dependent number of chunks (the non-ignored tokens), "
+                          "with per-chunk heads written in place into one reused logits buffer; under "
+                          "torch.compile it is a graph break, so fullgraph=True cannot hold"}
+
+
 # --------------------------------------------------------------------------------------- checks
 def _check_linear(hname, h, wname, W, bname=None, b=None):
     check_floating(hname, h)
@@ -82,17 +137,27 @@ def _check_target(target, lead, num_classes, ignore_index):
     check_labels("target", target, num_classes, ignore_index)
 
 
-def _token_weights(sample_weight, lead, dtype):
-    sw = check_sample_weight(sample_weight, lead)
-    return None if sw is None else sw.expand(lead).reshape(-1).to(dtype)
+def _coefficients(valid, lead, reduction, sample_weight, dtype, denominator=None):
+    """The per-token coefficients ``c`` (N,) of the reduced loss ``sum_i c_i l_i``, or ``None`` for 'none'.
 
-
-def _rows(valid: torch.Tensor) -> torch.Tensor:
-    return valid.nonzero().squeeze(1)
+    The fused pass needs them before it runs (it forms the gradients of the scalar in the forward), so
+    the reduction is folded into the pass; the weights come from :func:`~losskit._core.finish` (which
+    validates ``sample_weight`` and applies the mask) and 'mean' divides by ``sum_i s_i d_i`` over the
+    counted tokens (``d``: the class weights of the targets, torch's rule, else 1), 0 when that is 0:
+    ``sum_i c_i l_i`` is ``finish(l, reduction, sample_weight=, mask=valid, denominator=d)``.
+    """
+    if reduction == "none":
+        return None
+    ones = torch.ones(lead, dtype=dtype, device=valid.device)
+    base = finish(ones, "none", sample_weight=sample_weight, mask=valid.reshape(lead)).reshape(-1)
+    if reduction == "sum":
+        return base
+    denom = (base if denominator is None else base * denominator).sum()
+    return base / torch.where(denom == 0, denom.new_ones(()), denom)
 
 
 # --------------------------------------------------------------------------------- cross-entropy
-@torch.compiler.disable
+@eager
 def _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing, z_loss,
                    softcap, sample_weight, reduction, outputs, chunk_size, recompute, bf16_matmul,
                    group=None, vocab_start=0, vocab_total=None):
@@ -102,32 +167,22 @@ def _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_in
     lead = hidden.shape[:-1]
     _check_target(target, lead, vt, ignore_index)
     check_class_weight(weight, vl)
-    check_in_range("label_smoothing", label_smoothing, 0.0, 1.0)
-    check_positive("z_loss", z_loss, strict=False)
-    if softcap is not None:
-        check_positive("softcap", softcap)
     cd = _compute_dtype(hidden.dtype)
     h = hidden.reshape(-1, hidden.shape[-1])
     y = target.reshape(-1)
     valid = y != ignore_index
-    s = _token_weights(sample_weight, lead, cd)
     head = CrossEntropyHead(y, weight, label_smoothing, z_loss, softcap, vocab_start, vt, group)
-    coef = None
-    if reduction != "none":
-        base = valid.to(cd) if s is None else torch.where(valid, s, s.new_zeros(()))
-        coef = base
-        if reduction == "mean":
-            if weight is not None:
-                yl = (y - vocab_start).clamp(0, vl - 1)
-                hit = valid & (y >= vocab_start) & (y < vocab_start + vl)
-                wy = all_reduce(torch.where(hit, weight.to(cd).index_select(0, yl), base.new_zeros(())), group)
-                base = base * wy
-            denom = base.sum()
-            coef = coef / torch.where(denom == 0, denom.new_ones(()), denom)
+    wy = None
+    if reduction == "mean" and weight is not None:
+        yl = (y - vocab_start).clamp(0, vl - 1)
+        hit = valid & (y >= vocab_start) & (y < vocab_start + vl)
+        wy = all_reduce(torch.where(hit, weight.to(cd).index_select(0, yl), weight.new_zeros((), dtype=cd)), group)
+    coef = _coefficients(valid, lead, reduction, sample_weight, cd, wy)
     opts = FusedOptions(chunk_size=chunk_size, recompute=recompute, bf16_matmul=bf16_matmul, group=group)
-    reduced, tok, lse = FusedLinearFunction.apply(h, linear_weight, linear_bias, head, _rows(valid), coef, opts)
+    reduced, tok, lse = FusedLinearFunction.apply(h, linear_weight, linear_bias, head, token_rows(valid), coef,
+                                                  opts)
     if reduction == "none":
-        loss = (tok if s is None else tok * s).reshape(lead)
+        loss = finish(tok.reshape(lead), "none", sample_weight=sample_weight, mask=valid.reshape(lead))
     else:
         loss = reduced
     if outputs:
@@ -142,7 +197,7 @@ _CE_FORMULA = ("l_i = (1-eps) w_y (lse_i - z'_iy) + eps/V sum_k w_k (lse_i - z'_
 @objective(
     "fused_linear_cross_entropy", family="fused", input_kind=FUSED, example=hidden_example, paper=CCE,
     properties={"nonnegative"}, formula=_CE_FORMULA, module_name="FusedLinearCrossEntropy",
-    allow_neg_inf=(), promote_half=False,
+    allow_neg_inf=(), promote_half=False, domains=_CE_DOMAINS, compile=False, skip_reasons=_NO_COMPILE,
 )
 def fused_linear_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor, *,
                                linear_bias: torch.Tensor | None = None, weight: torch.Tensor | None = None,
@@ -168,20 +223,22 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor
         linear_weight: (V, H) output projection (same dtype); ``linear_bias``: optional (V,).
         target: (N,) or (...) class indices; ``ignore_index`` entries cost nothing and give 0.
         weight: (V,) class weights, as in ``F.cross_entropy`` ('mean' divides by ``sum w_{y_i}``).
-        label_smoothing: ``eps`` as in ``F.cross_entropy``.
-        z_loss: ``lambda``, the PaLM logit z-loss coefficient (1e-4 in PaLM, arXiv 2204.02311); it is
+        label_smoothing: ``eps`` in [0, 1], as in ``F.cross_entropy``.
+        z_loss: ``lambda >= 0``, the PaLM logit z-loss coefficient (1e-4 in PaLM, arXiv 2204.02311); it is
             not multiplied by the class weight.
-        softcap: ``s``, Gemma-2 style logit soft-capping (``None``: off).
+        softcap: ``s > 0``, Gemma-2 style logit soft-capping (``None``: off).
         sample_weight: per-token weights; 'mean' is ``sum s_i l_i / sum s_i w_{y_i}``.
         return_outputs: return :class:`FusedOutput` (loss, per-token losses, log-sum-exp), both
             differentiable (using them triggers a recomputing backward pass).
-        chunk_size: tokens per chunk (default: the largest power of two whose float32 (chunk, V)
-            buffer fits 64 MiB, clamped to [512, 4096]; see :func:`losskit.fused.chunk_rows`).
+        chunk_size: tokens per chunk, an integer >= 1 (default: the largest power of two whose float32
+            (chunk, V) buffer fits 64 MiB, clamped to [512, 4096]; see :func:`losskit.fused.chunk_rows`).
         bf16_matmul: for half inputs, run the GEMMs in the input dtype (faster on CPUs with bf16 units;
             logits rounded to bf16 as in the naive path); default: float32 GEMMs on upcast operands.
 
     An all-ignored batch gives 0 (every reduction) with zero gradients. Half inputs return a float32
-    loss. Cut Cross-Entropy (Cut Your Losses in Large-Vocabulary Language Models, 2024, arXiv
+    loss. Only the non-ignored tokens are visited (selecting them reads their count on the host: one
+    synchronisation on accelerators); meta tensors visit every token and give the result's shape. Under
+    ``torch.compile`` the pass runs eagerly (a graph break; ``fullgraph=True`` is not supported). Cut Cross-Entropy (Cut Your Losses in Large-Vocabulary Language Models, 2024, arXiv
     2411.09009) and Liger-Kernel (arXiv 2410.10989) are the GPU peers.
     """
     return _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing,
@@ -194,6 +251,7 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor
     properties={"nonnegative"}, formula="as fused_linear_cross_entropy with max, sum exp, target logit and "
     "sum of logits all-reduced over the ranks holding the vocabulary shards",
     module_name="VocabParallelCrossEntropy", allow_neg_inf=(), promote_half=False,
+    domains={**_CE_DOMAINS, "vocab_start": Maybe(NONNEG_INT)}, compile=False, skip_reasons=_NO_COMPILE,
 )
 def vocab_parallel_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor, *,
                                  group=None, vocab_start: int | None = None,
@@ -218,7 +276,7 @@ def vocab_parallel_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tens
     gradient for ``hidden`` is all-reduced (every rank gets the full gradient); each rank gets the
     gradient of its own weight shard. ``group=None`` uses the default group when ``torch.distributed``
     is initialised and a single shard otherwise. ``vocab_start`` defaults to ``rank * V_r`` (equal
-    shards).
+    shards); it must satisfy ``vocab_start + V_r <= V`` and be ``None`` or 0 without a process group.
     """
     import torch.distributed as dist
 
@@ -226,11 +284,18 @@ def vocab_parallel_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tens
     if group is None and dist.is_available() and dist.is_initialized():
         group = dist.group.WORLD
     if group is None:
+        if vocab_start not in (None, 0):
+            raise fail("vocab_start", "None or 0 without a process group (one shard holds the whole vocabulary)",
+                       repr(vocab_start))
         start, total = 0, None
     else:
+        # the vocabulary size is needed on the host (label range, chunking): one read of an all-reduced count
         n = torch.tensor([vl], dtype=torch.int64, device=linear_weight.device)
         total = int(all_reduce(n, group).item())
         start = dist.get_rank(group) * vl if vocab_start is None else int(vocab_start)
+        if start + vl > total:
+            raise fail("vocab_start", f"a shard start with vocab_start + {vl} <= {total} (the whole vocabulary)",
+                       repr(start))
     return _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing,
                           z_loss, softcap, sample_weight, reduction, return_outputs, chunk_size, recompute,
                           bf16_matmul, group=group, vocab_start=start, vocab_total=total)
@@ -240,7 +305,7 @@ def vocab_parallel_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tens
 _DIVERGENCES = ("forward", "reverse", "js")
 
 
-@torch.compiler.disable
+@eager
 def _distill(hs, Ws, ht, Wt, target, bs, bt, divergence, beta, temperature, ignore_index, sample_weight,
              reduction, chunk_size, recompute, bf16_matmul):
     _check_linear("student_hidden", hs, "student_weight", Ws, "student_bias", bs)
@@ -250,11 +315,6 @@ def _distill(hs, Ws, ht, Wt, target, bs, bt, divergence, beta, temperature, igno
     lead = hs.shape[:-1]
     if tuple(ht.shape[:-1]) != tuple(lead):
         raise fail("teacher_hidden", f"leading shape {tuple(lead)} (as student_hidden)", f"shape {tuple(ht.shape)}")
-    if divergence not in _DIVERGENCES:
-        raise fail("divergence", f"one of {_DIVERGENCES}", repr(divergence))
-    if divergence == "js":
-        check_in_range("beta", beta, 0.0, 1.0, closed="neither")
-    check_positive("temperature", temperature)
     cd = _compute_dtype(hs.dtype)
     h = hs.reshape(-1, hs.shape[-1])
     if target is None:
@@ -262,21 +322,15 @@ def _distill(hs, Ws, ht, Wt, target, bs, bt, divergence, beta, temperature, igno
     else:
         _check_target(target, lead, Ws.shape[0], ignore_index)
         valid = target.reshape(-1) != ignore_index
-    s = _token_weights(sample_weight, lead, cd)
     mm = hs.dtype if (bf16_matmul and cd != hs.dtype) else cd
     head = DistillationHead(ht.detach().reshape(-1, ht.shape[-1]), Wt.detach(), None if bt is None else bt.detach(),
                             divergence, beta, temperature, mm)
-    coef = None
-    if reduction != "none":
-        coef = valid.to(cd) if s is None else torch.where(valid, s, s.new_zeros(()))
-        if reduction == "mean":
-            denom = coef.sum()
-            coef = coef / torch.where(denom == 0, denom.new_ones(()), denom)
+    coef = _coefficients(valid, lead, reduction, sample_weight, cd)
     opts = FusedOptions(chunk_size=chunk_size, budget_bytes=DEFAULT_BUDGET // 4, recompute=recompute,
                         bf16_matmul=bf16_matmul)
-    reduced, tok = FusedLinearFunction.apply(h, Ws, bs, head, _rows(valid), coef, opts)
+    reduced, tok = FusedLinearFunction.apply(h, Ws, bs, head, token_rows(valid), coef, opts)
     if reduction == "none":
-        return (tok if s is None else tok * s).reshape(lead)
+        return finish(tok.reshape(lead), "none", sample_weight=sample_weight, mask=valid.reshape(lead))
     return reduced
 
 
@@ -285,6 +339,9 @@ def _distill(hs, Ws, ht, Wt, target, bs, bt, divergence, beta, temperature, igno
     properties={"nonnegative"}, module_name="FusedLinearDistillation", allow_neg_inf=(), promote_half=False,
     formula="T^2 D(p_t || p_s), p = softmax(h W^T / T); D = KL(p_t||p_s) | KL(p_s||p_t) | "
             "beta KL(p_t||M) + (1-beta) KL(p_s||M), M = beta p_t + (1-beta) p_s",
+    domains={"student_bias": _BIAS, "teacher_bias": _BIAS, "divergence": Choice(*_DIVERGENCES), "beta": OPEN_UNIT,
+             "temperature": POSITIVE, **_PASS},
+    compile=False, skip_reasons=_NO_COMPILE,
 )
 def fused_linear_distillation(student_hidden: torch.Tensor, student_weight: torch.Tensor,
                               teacher_hidden: torch.Tensor, teacher_weight: torch.Tensor,
@@ -309,7 +366,9 @@ def fused_linear_distillation(student_hidden: torch.Tensor, student_weight: torc
     ``student_bias`` do, chunk by chunk, as in :func:`fused_linear_cross_entropy`. The teacher may have a
     different hidden size but the same vocabulary. ``target`` (optional) only marks ``ignore_index``
     tokens (padding) to skip; 'mean' averages over the remaining tokens. Computed in float32 for half
-    inputs (no bf16 cancellation in the log-ratios).
+    inputs (no bf16 cancellation in the log-ratios). ``temperature > 0``; ``beta`` in (0, 1) (the skew of
+    ``js``; its endpoints make the divergence vanish identically); ``divergence`` one of 'forward',
+    'reverse', 'js'.
     """
     return _distill(student_hidden, student_weight, teacher_hidden, teacher_weight, target, student_bias,
                     teacher_bias, divergence, beta, temperature, ignore_index, sample_weight, reduction,
@@ -320,21 +379,41 @@ def fused_linear_distillation(student_hidden: torch.Tensor, student_weight: torc
 def _sequence_logps(h, W, b, y, valid, opts):
     """Per-token cross-entropy (N,) by the fused pass (gradients by recomputation)."""
     head = CrossEntropyHead(y)
-    _, tok, _ = FusedLinearFunction.apply(h, W, b, head, _rows(valid), None, opts)
+    _, tok, _ = FusedLinearFunction.apply(h, W, b, head, token_rows(valid), None, opts)
     return tok
+
+
+#: The preference family's pairwise heads by name: each takes ``(policy_chosen_logps,
+#: policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta, reduction)``.
+PREFERENCE_HEADS = {f.__name__: f for f in (
+    _pref.dpo, _pref.cdpo, _pref.robust_dpo, _pref.hinge_dpo, _pref.ipo, _pref.exo, _pref.nca, _pref.bco,
+    _pref.sppo_hard, _pref.aot, _pref.apo_zero, _pref.apo_down, _pref.discopop, _pref.f_dpo, _pref.orpo,
+    _pref.cpo, _pref.simpo, _pref.alphapo, _pref.cpl, _pref.mapl, _pref.ddo, _pref.d2o, _pref.mnpo,
+)}
 
 
 def _resolve_head(head):
     if isinstance(head, str):
-        from .._core import get
-
-        return get(head).fn
-    if not callable(head):
-        raise fail("head", "a preference head (callable or registered name)", describe(head))
+        return PREFERENCE_HEADS[head]  # the name's domain (a Choice) was checked by the registry wrapper
     return head
 
 
-@torch.compiler.disable
+#: the head's arguments, as this objective's arguments (the head's errors name the latter)
+_HEAD_ARGS = {"policy_chosen_logps": "hidden", "policy_rejected_logps": "hidden",
+              "ref_chosen_logps": "ref_hidden", "ref_rejected_logps": "ref_hidden"}
+
+
+def _call_head(head_fn, scores, kw):
+    """``head_fn(*scores, **kw)``; a LossInputError of the head is re-raised naming this objective's argument
+    (a reference-free head given ``ref_hidden`` names ``ref_hidden``; its own options ``head_options``)."""
+    try:
+        return head_fn(*scores, **kw)
+    except LossInputError as e:
+        arg = _HEAD_ARGS.get(e.argument, e.argument if e.argument in ("beta", "reduction") else "head_options")
+        raise fail(arg, f"{e.expected} (the head's {e.argument})", e.got) from None
+
+
+@eager
 def _preference(hidden, linear_weight, target, ref_hidden, ref_linear_weight, head, linear_bias,
                 ref_linear_bias, beta, nll_weight, average_log_prob, ignore_index, head_options, sample_weight,
                 reduction, return_logps, chunk_size, bf16_matmul):
@@ -345,12 +424,12 @@ def _preference(hidden, linear_weight, target, ref_hidden, ref_linear_weight, he
     lead = hidden.shape[:-1]
     _check_target(target, lead, linear_weight.shape[0], ignore_index)
     head_fn = _resolve_head(head)
-    check_positive("nll_weight", nll_weight, strict=False)
     bsz, _, t = lead
     opts = FusedOptions(chunk_size=chunk_size, bf16_matmul=bf16_matmul)
     y = target.reshape(-1)
     valid = y != ignore_index
     count = valid.reshape(bsz, 2, t).sum(-1)
+    keep = count.sum(1) > 0  # a pair without any counted token (all ignore_index) is ignored
     tok = _sequence_logps(hidden.reshape(-1, hidden.shape[-1]), linear_weight, linear_bias, y, valid, opts)
     tok = tok.reshape(bsz, 2, t)
 
@@ -373,10 +452,21 @@ def _preference(hidden, linear_weight, target, ref_hidden, ref_linear_weight, he
                                    None if rb is None else rb.detach(), y, valid, opts)
         rlogp = seq(rtok.reshape(bsz, 2, t))
         ref = (rlogp[:, 0], rlogp[:, 1])
-    per = head_fn(logp[:, 0], logp[:, 1], *ref, beta=beta, reduction="none", **(head_options or {}))
+    # the head sees the kept pairs only (a batch-coupled head is not coupled to ignored pairs); selecting
+    # them reads the pair count on the host (as the pass's chunking does; meta tensors keep every pair)
+    pairs = token_rows(keep)
+    scores = (logp[:, 0], logp[:, 1], *ref)
+    kw = dict(beta=beta, reduction="none", **(head_options or {}))
+    if len(pairs) == bsz:
+        per = _call_head(head_fn, scores, kw)
+    elif len(pairs) == 0:
+        per = logp[:, 0] * 0  # nothing to score: 0 with zero gradients
+    else:
+        out = _call_head(head_fn, tuple(None if v is None else v.index_select(0, pairs) for v in scores), kw)
+        per = out.new_zeros(bsz).index_copy(0, pairs, out)
     if nll_weight:
         per = per + nll_weight * tok[:, 0].sum(-1) / count[:, 0].clamp_min(1).to(tok.dtype)
-    loss = reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+    loss = finish(per, reduction, sample_weight=sample_weight, mask=keep)
     if return_logps:
         return PreferenceOutput(loss, logp[:, 0], logp[:, 1], *ref)
     return loss
@@ -387,6 +477,13 @@ def _preference(hidden, linear_weight, target, ref_hidden, ref_linear_weight, he
     module_name="FusedLinearPreference", allow_neg_inf=(), promote_half=False,
     formula="head(sum_t log p(y_ct), sum_t log p(y_rt), [ref...]) + nll_weight * mean_t CE(chosen), "
             "log p by the fused pass",
+    domains={"head": Either(Choice(*PREFERENCE_HEADS), _Callable(
+                 "a callable head(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, "
+                 "*, beta, reduction)")),
+             "linear_bias": _BIAS, "ref_linear_bias": _BIAS, "beta": POSITIVE, "nll_weight": NONNEGATIVE,
+             "average_log_prob": FLAG, "head_options": Maybe(_Keywords()), "return_logps": FLAG,
+             "chunk_size": Maybe(COUNT), "bf16_matmul": FLAG},
+    compile=False, skip_reasons=_NO_COMPILE,
 )
 def fused_linear_preference(hidden: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
                             ref_hidden: torch.Tensor | None = None, ref_linear_weight: torch.Tensor | None = None,
@@ -407,14 +504,21 @@ def fused_linear_preference(hidden: torch.Tensor, linear_weight: torch.Tensor, t
 
     (divided by the number of tokens with ``average_log_prob=True``, as SimPO uses) are computed by the
     fused pass for the policy and, without gradient, for the reference (``ref_hidden`` with
-    ``ref_linear_weight`` and ``ref_linear_bias``: the frozen reference model's own output layer). All B pairs are gathered before the head runs, so
-    batch-coupled heads (IPO's batch statistics, AOT's sorting) see the whole batch:
+    ``ref_linear_weight`` and ``ref_linear_bias``: the frozen reference model's own output layer). All
+    B pairs are gathered before the head runs, so batch-coupled heads (IPO's batch statistics, AOT's
+    sorting) see the whole batch:
     ``head(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta,
-    reduction='none', **head_options)``; ``head`` is a callable or a registered objective's name
-    (resolved with :func:`losskit.get` at call time, e.g. ``'dpo'``; Direct Preference Optimization,
-    Rafailov et al., 2023, arXiv 2305.18290). The head's gradient with respect to the scores flows back
-    through a second chunked pass. ``nll_weight`` adds ``nll_weight`` times the chosen sequence's mean
-    token cross-entropy (per pair; RPO / CPO style).
+    reduction='none', **head_options)``; ``head`` is a callable or the name of one of the preference
+    family's pairwise heads (:data:`PREFERENCE_HEADS`: ``'dpo'`` (Direct Preference Optimization,
+    Rafailov et al., 2023, arXiv 2305.18290), ``'ipo'``, ``'simpo'``, ``'orpo'``, ...). The head's
+    errors name this objective's arguments (``ref_hidden`` for its reference scores). The head's gradient
+    with respect to the scores flows back through a second chunked pass. ``nll_weight >= 0`` adds
+    ``nll_weight`` times the chosen sequence's mean token cross-entropy (per pair; RPO / CPO style).
+
+    ``beta > 0`` (a negative beta trains toward the rejected answer). A pair whose every target is
+    ``ignore_index`` is ignored: it is not passed to the head, its 'none' loss is exactly 0 and it does
+    not count in 'mean'; an all-ignored batch gives 0 with zero gradients. (Selecting the kept pairs
+    reads their count on the host, as the pass's token selection does.)
     """
     return _preference(hidden, linear_weight, target, ref_hidden, ref_linear_weight, head, linear_bias,
                        ref_linear_bias, beta, nll_weight, average_log_prob, ignore_index, head_options,
