@@ -4,7 +4,13 @@ Every classification loss accepts ``target`` as class indices ``(N, *)`` (with `
 a distribution ``(N, K, *)`` over the class dimension 1, and ``label_smoothing`` on top. The losses are
 written as an expected score ``sum_k t_k w_k s_k`` (``w`` the class weights, ``s_k`` the per-class
 score, e.g. ``-log p_k`` for cross-entropy); :func:`expected_score` evaluates it and
-:func:`reduce_classwise` applies ``torch.nn.functional.cross_entropy``'s weighting rules.
+:func:`reduce_classwise` applies ``torch.nn.functional.cross_entropy``'s weighting rules (through
+:func:`losskit._core.finish` with ``denominator=w[y]``).
+
+Fully masked rows (every logit ``-inf``): :func:`resolve_targets` raises :class:`LossInputError` naming the
+logits unless the row's target is ``ignore_index``; an ignored row's logits are replaced by zeros in
+:attr:`Targets.logits` (``torch.where``, before any per-class computation), so it contributes an exact 0
+with zero gradient and no NaN can leak from it.
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .._core import fail, reduce
+from .._core import fail, finish
 from .._core.validate import (
     check_class_weight,
     check_floating,
     check_labels,
     check_probabilities,
-    check_sample_weight,
+    check_rows,
 )
 
 
@@ -32,6 +38,7 @@ class Targets:
     mask: torch.Tensor | None   # (N, *) bool, None if nothing is ignored
     num_classes: int
     smoothing: float
+    logits: torch.Tensor | None = None  # (N, *, K) class-last logits, ignored rows replaced by 0
 
 
 def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
@@ -44,11 +51,15 @@ def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
 
 
 def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_index: int = -100,
-                    label_smoothing: float = 0.0, name: str = "target") -> Targets:
-    """Validate ``target`` against class-last logits ``(N, *, K)`` and resolve it."""
+                    label_smoothing: float = 0.0, name: str = "target", logits_name: str = "logits") -> Targets:
+    """Validate ``target`` against class-last logits ``(N, *, K)`` and resolve it.
+
+    Also checks the logits' rows (:func:`~losskit._core.validate.check_rows`): a fully masked row (every
+    entry ``-inf``) raises unless its target is ``ignore_index``. ``Targets.logits`` holds the logits to
+    compute with: ignored rows replaced by zeros, so that nothing non-finite there reaches a value or a
+    gradient. ``label_smoothing`` is validated by its declared domain (the registry wrapper).
+    """
     k = logits_last.shape[-1]
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise fail("label_smoothing", "a value in [0, 1]", repr(label_smoothing))
     if not isinstance(target, torch.Tensor):
         raise fail(name, "a tensor of class indices or class probabilities", type(target).__name__)
     if target.is_floating_point():
@@ -57,14 +68,17 @@ def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_i
             raise fail(name, f"class indices of shape {tuple(logits_last.shape[:-1])} or probabilities of "
                              f"the logits' shape", f"a {target.dtype} tensor of shape {tuple(target.shape)}")
         check_probabilities(name, dist, dim=-1)
-        return Targets(None, dist, None, k, label_smoothing)
+        check_rows(logits_name, logits_last, dim=-1)
+        return Targets(None, dist, None, k, label_smoothing, logits_last)
     if tuple(target.shape) != tuple(logits_last.shape[:-1]):
         raise fail(name, f"class indices of shape {tuple(logits_last.shape[:-1])}",
                    f"shape {tuple(target.shape)}")
     check_labels(name, target, k, ignore_index)
     mask = target != ignore_index
-    index = torch.where(mask, target, torch.zeros_like(target))
-    return Targets(index, None, mask, k, label_smoothing)
+    check_rows(logits_name, logits_last, dim=-1, ignored=~mask)
+    index = torch.where(mask, target, torch.zeros_like(target)).long()
+    safe = torch.where(mask.unsqueeze(-1), logits_last, logits_last.new_zeros(()))
+    return Targets(index, None, mask, k, label_smoothing, safe)
 
 
 def expected_score(score: torch.Tensor, t: Targets, class_weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,15 +104,8 @@ def reduce_classwise(loss: torch.Tensor, t: Targets, reduction: str, class_weigh
 
     ``loss`` already carries the class weights inside the expected score.
     """
-    sw = check_sample_weight(sample_weight, loss.shape)
-    if class_weight is None or t.index is None:
-        return reduce(loss, reduction, weight=sw, mask=t.mask)
-    denom = class_weight[t.index] if sw is None else class_weight[t.index] * sw
-    if reduction == "mean":
-        total = reduce(loss, "sum", weight=sw, mask=t.mask)
-        d = reduce(denom, "sum", mask=t.mask)
-        return total / torch.where(d == 0, torch.ones_like(d), d)
-    return reduce(loss, reduction, weight=sw, mask=t.mask)
+    denominator = class_weight[t.index] if class_weight is not None and t.index is not None else None
+    return finish(loss, reduction, sample_weight=sample_weight, mask=t.mask, denominator=denominator)
 
 
 def check_class_weights(weight, k):
@@ -117,8 +124,8 @@ def classwise_loss(logits: torch.Tensor, target: torch.Tensor, base_fn, transfor
     (with ``ignore_index``) or distributions; ``label_smoothing`` and class ``weight`` are applied here,
     once, for every loss built on it.
     """
-    z = class_last(logits)
-    t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    t = resolve_targets(class_last(logits), target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    z = t.logits
     w = check_class_weights(weight, t.num_classes)
     if t.index is not None and t.smoothing == 0:
         at = getattr(base_fn, "at", None)  # a base that can evaluate at the labels only
