@@ -8,9 +8,9 @@ score, e.g. ``-log p_k`` for cross-entropy); :func:`expected_score` evaluates it
 :func:`losskit._core.finish` with ``denominator=w[y]``).
 
 Fully masked rows (every logit ``-inf``): :func:`resolve_targets` raises :class:`LossInputError` naming the
-logits unless the row's target is ``ignore_index``; an ignored row's logits are replaced by zeros in
-:attr:`Targets.logits` (``torch.where``, before any per-class computation), so it contributes an exact 0
-with zero gradient and no NaN can leak from it.
+logits unless the row's target is ``ignore_index``; an ignored row contributes an exact 0 (the reduction's
+``torch.where``) and :attr:`Targets.logits` zeroes its gradient where it enters the logits, so no NaN can
+leak from it into a value or a gradient.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .._core.validate import (
     check_labels,
     check_probabilities,
     check_rows,
+    value_check_mode,
 )
 
 
@@ -38,7 +39,7 @@ class Targets:
     mask: torch.Tensor | None   # (N, *) bool, None if nothing is ignored
     num_classes: int
     smoothing: float
-    logits: torch.Tensor | None = None  # (N, *, K) class-last logits, ignored rows replaced by 0
+    logits: torch.Tensor | None = None  # (N, *, K) class-last logits; ignored rows get zero gradient
 
 
 def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
@@ -56,8 +57,8 @@ def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_i
 
     Also checks the logits' rows (:func:`~losskit._core.validate.check_rows`): a fully masked row (every
     entry ``-inf``) raises unless its target is ``ignore_index``. ``Targets.logits`` holds the logits to
-    compute with: ignored rows replaced by zeros, so that nothing non-finite there reaches a value or a
-    gradient. ``label_smoothing`` is validated by its declared domain (the registry wrapper).
+    compute with: ignored rows get zero gradient, so that nothing non-finite there reaches a gradient
+    (their values are replaced by exact zeros in :func:`losskit._core.finish`). ``label_smoothing`` is validated by its declared domain (the registry wrapper).
     """
     k = logits_last.shape[-1]
     if not isinstance(target, torch.Tensor):
@@ -77,8 +78,43 @@ def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_i
     mask = target != ignore_index
     check_rows(logits_name, logits_last, dim=-1, ignored=~mask)
     index = torch.where(mask, target, torch.zeros_like(target)).long()
-    safe = torch.where(mask.unsqueeze(-1), logits_last, logits_last.new_zeros(()))
-    return Targets(index, None, mask, k, label_smoothing, safe)
+    z = _KeptRowsGrad.apply(logits_last, mask) if _guard_ignored_rows(logits_last, mask) else logits_last
+    return Targets(index, None, mask, k, label_smoothing, z)
+
+
+def _guard_ignored_rows(z: torch.Tensor, keep: torch.Tensor) -> bool:
+    """Whether the gradient of ignored rows must be zeroed explicitly (:class:`_KeptRowsGrad`).
+
+    Not when no gradient is recorded. On CPU in eager mode, where reading values costs no
+    synchronisation, only when some ignored row is fully masked (one ``amax`` pass instead of a
+    ``torch.where`` over the whole gradient); elsewhere (accelerators, validation off, tracing) always.
+    The result is the same either way: this is a cost decision only.
+    """
+    if not (z.requires_grad and torch.is_grad_enabled()):
+        return False
+    if value_check_mode(z) == "eager" and z.device.type == "cpu":
+        return bool(((z.amax(-1) == float("-inf")) & ~keep).any())
+    return True
+
+
+class _KeptRowsGrad(torch.autograd.Function):
+    """The identity on the logits (a view, no copy) whose backward zeroes the gradient of ignored rows.
+
+    An ignored row's per-sample value is replaced by an exact 0 in the reduction (``finish``'s
+    ``torch.where``); if that row is fully masked, the softmax backward still forms ``0 * NaN`` there.
+    This zeroes it where it enters the logits: one ``torch.where`` over the gradient, no copy of the
+    logits in the forward pass (a forward ``torch.where`` would cost a copy of the logits).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, keep):
+        ctx.save_for_backward(keep)
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep.unsqueeze(-1), grad, grad.new_zeros(())), None
 
 
 def expected_score(score: torch.Tensor, t: Targets, class_weight: torch.Tensor | None = None) -> torch.Tensor:

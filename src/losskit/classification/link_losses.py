@@ -115,7 +115,7 @@ class _FYLoss(torch.autograd.Function):
 
 def _fy(logits, target, alpha, n_iter, ignore_index, label_smoothing, sample_weight, reduction):
     t = resolve_targets(class_last(logits), target, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    z = t.logits  # ignored rows zeroed: a fully masked ignored row gives 0, not NaN
+    z = t.logits  # ignored rows get zero gradient: a fully masked ignored row gives 0, not NaN
     dist = target_distribution(t, z.dtype)
     per = _FYLoss.apply(z, dist, float(alpha), n_iter)
     return reduce_classwise(per, t, reduction, None, sample_weight)

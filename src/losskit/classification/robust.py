@@ -267,7 +267,7 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 10.0, c
     Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869.
     """
     t = resolve_targets(class_last(logits), target, ignore_index=ignore_index)
-    z = t.logits  # ignored rows zeroed: a fully masked ignored row gives 0, not NaN
+    z = t.logits  # ignored rows get zero gradient: a fully masked ignored row gives 0, not NaN
     if t.index is None:
         raise fail("target", "class indices (ALDR-KL adapts lambda per labelled sample)",
                    f"probabilities of shape {tuple(target.shape)}")
