@@ -90,6 +90,8 @@ def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L
     formula="m = (2y - 1) z;  g = -clip(BoxCox^{-1}(eps), max=1), eps ~ N(0, 1), sorted ascending and "
             "assigned to the sorted margins;  g <- g / m for m > 1;  loss = mean(sg(g) m)",
     module_name="EnsLoss", allow_neg_inf=(),
+    skip_reasons={"gradcheck": "the value sg(g) m holds a stop-gradient: its gradient is the random calibrated "
+                               "derivative g by design, not the finite-difference derivative of the value"},
     domains={"noise": Maybe(Tensor("a tensor of N(0, 1) draws, shape (N,)")), "boxcox_lambda": REAL},
 )
 def ensloss(logits: torch.Tensor, target: torch.Tensor, *, noise: torch.Tensor | None = None,
