@@ -4,7 +4,13 @@ Every classification loss accepts ``target`` as class indices ``(N, *)`` (with `
 a distribution ``(N, K, *)`` over the class dimension 1, and ``label_smoothing`` on top. The losses are
 written as an expected score ``sum_k t_k w_k s_k`` (``w`` the class weights, ``s_k`` the per-class
 score, e.g. ``-log p_k`` for cross-entropy); :func:`expected_score` evaluates it and
-:func:`reduce_classwise` applies ``torch.nn.functional.cross_entropy``'s weighting rules.
+:func:`reduce_classwise` applies ``torch.nn.functional.cross_entropy``'s weighting rules (through
+:func:`losskit._core.finish` with ``denominator=w[y]``).
+
+Fully masked rows (every logit ``-inf``): :func:`resolve_targets` raises :class:`LossInputError` naming the
+logits unless the row's target is ``ignore_index``; an ignored row contributes an exact 0 (the reduction's
+``torch.where``) and :attr:`Targets.logits` zeroes its gradient where it enters the logits, so no NaN can
+leak from it into a value or a gradient.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .._core import fail, reduce
+from .._core import fail, finish
 from .._core.validate import (
     check_class_weight,
     check_floating,
     check_labels,
     check_probabilities,
-    check_sample_weight,
+    check_rows,
+    value_check_mode,
 )
 
 
@@ -32,6 +39,7 @@ class Targets:
     mask: torch.Tensor | None   # (N, *) bool, None if nothing is ignored
     num_classes: int
     smoothing: float
+    logits: torch.Tensor | None = None  # (N, *, K) class-last logits; ignored rows get zero gradient
 
 
 def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
@@ -44,11 +52,15 @@ def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
 
 
 def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_index: int = -100,
-                    label_smoothing: float = 0.0, name: str = "target") -> Targets:
-    """Validate ``target`` against class-last logits ``(N, *, K)`` and resolve it."""
+                    label_smoothing: float = 0.0, name: str = "target", logits_name: str = "logits") -> Targets:
+    """Validate ``target`` against class-last logits ``(N, *, K)`` and resolve it.
+
+    Also checks the logits' rows (:func:`~losskit._core.validate.check_rows`): a fully masked row (every
+    entry ``-inf``) raises unless its target is ``ignore_index``. ``Targets.logits`` holds the logits to
+    compute with: ignored rows get zero gradient, so that nothing non-finite there reaches a gradient
+    (their values are replaced by exact zeros in :func:`losskit._core.finish`). ``label_smoothing`` is validated by its declared domain (the registry wrapper).
+    """
     k = logits_last.shape[-1]
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise fail("label_smoothing", "a value in [0, 1]", repr(label_smoothing))
     if not isinstance(target, torch.Tensor):
         raise fail(name, "a tensor of class indices or class probabilities", type(target).__name__)
     if target.is_floating_point():
@@ -57,14 +69,52 @@ def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_i
             raise fail(name, f"class indices of shape {tuple(logits_last.shape[:-1])} or probabilities of "
                              f"the logits' shape", f"a {target.dtype} tensor of shape {tuple(target.shape)}")
         check_probabilities(name, dist, dim=-1)
-        return Targets(None, dist, None, k, label_smoothing)
+        check_rows(logits_name, logits_last, dim=-1)
+        return Targets(None, dist, None, k, label_smoothing, logits_last)
     if tuple(target.shape) != tuple(logits_last.shape[:-1]):
         raise fail(name, f"class indices of shape {tuple(logits_last.shape[:-1])}",
                    f"shape {tuple(target.shape)}")
     check_labels(name, target, k, ignore_index)
     mask = target != ignore_index
-    index = torch.where(mask, target, torch.zeros_like(target))
-    return Targets(index, None, mask, k, label_smoothing)
+    check_rows(logits_name, logits_last, dim=-1, ignored=~mask)
+    index = torch.where(mask, target, torch.zeros_like(target)).long()
+    z = _KeptRowsGrad.apply(logits_last, mask) if _guard_ignored_rows(logits_last, mask) else logits_last
+    return Targets(index, None, mask, k, label_smoothing, z)
+
+
+def _guard_ignored_rows(z: torch.Tensor, keep: torch.Tensor) -> bool:
+    """Whether the gradient of ignored rows must be zeroed explicitly (:class:`_KeptRowsGrad`).
+
+    Not when no gradient is recorded. On CPU in eager mode, where reading values costs no
+    synchronisation, only when some ignored row is fully masked (one ``amax`` pass instead of a
+    ``torch.where`` over the whole gradient); elsewhere (accelerators, validation off, tracing) always.
+    The result is the same either way: this is a cost decision only.
+    """
+    if not (z.requires_grad and torch.is_grad_enabled()):
+        return False
+    if value_check_mode(z) == "eager" and z.device.type == "cpu":
+        return bool(((z.amax(-1) == float("-inf")) & ~keep).any())
+    return True
+
+
+class _KeptRowsGrad(torch.autograd.Function):
+    """The identity on the logits (a view, no copy) whose backward zeroes the gradient of ignored rows.
+
+    An ignored row's per-sample value is replaced by an exact 0 in the reduction (``finish``'s
+    ``torch.where``); if that row is fully masked, the softmax backward still forms ``0 * NaN`` there.
+    This zeroes it where it enters the logits: one ``torch.where`` over the gradient, no copy of the
+    logits in the forward pass (a forward ``torch.where`` would cost a copy of the logits).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, keep):
+        ctx.save_for_backward(keep)
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep.unsqueeze(-1), grad, grad.new_zeros(())), None
 
 
 def expected_score(score: torch.Tensor, t: Targets, class_weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,15 +140,8 @@ def reduce_classwise(loss: torch.Tensor, t: Targets, reduction: str, class_weigh
 
     ``loss`` already carries the class weights inside the expected score.
     """
-    sw = check_sample_weight(sample_weight, loss.shape)
-    if class_weight is None or t.index is None:
-        return reduce(loss, reduction, weight=sw, mask=t.mask)
-    denom = class_weight[t.index] if sw is None else class_weight[t.index] * sw
-    if reduction == "mean":
-        total = reduce(loss, "sum", weight=sw, mask=t.mask)
-        d = reduce(denom, "sum", mask=t.mask)
-        return total / torch.where(d == 0, torch.ones_like(d), d)
-    return reduce(loss, reduction, weight=sw, mask=t.mask)
+    denominator = class_weight[t.index] if class_weight is not None and t.index is not None else None
+    return finish(loss, reduction, sample_weight=sample_weight, mask=t.mask, denominator=denominator)
 
 
 def check_class_weights(weight, k):
@@ -117,8 +160,8 @@ def classwise_loss(logits: torch.Tensor, target: torch.Tensor, base_fn, transfor
     (with ``ignore_index``) or distributions; ``label_smoothing`` and class ``weight`` are applied here,
     once, for every loss built on it.
     """
-    z = class_last(logits)
-    t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    t = resolve_targets(class_last(logits), target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    z = t.logits
     w = check_class_weights(weight, t.num_classes)
     if t.index is not None and t.smoothing == 0:
         at = getattr(base_fn, "at", None)  # a base that can evaluate at the labels only

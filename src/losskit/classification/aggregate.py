@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .._core import Paper, fail, objective, reduce
-from .._core.validate import check_floating, check_sample_weight, validation_enabled
+from .._core import Paper, fail, finish, objective
+from .._core.domains import UNIT
+from .._core.validate import check_floating, require
 from ._inputs import BAGS, bags_example
 
 __all__ = ["bag_loss", "BagLoss", "instance_loss", "InstanceLoss", "interpolating_loss", "InterpolatingLoss",
@@ -21,6 +22,8 @@ def aggregate_response_loss(predictions: torch.Tensor, bag_response: torch.Tenso
 
     ``rho = 0`` is the bag-level loss, ``rho = 1`` the instance-level loss
     ``mean_{i in B} (y_B - f_i)^2`` (the bias-variance identity), ``rho in (0, 1)`` interpolates.
+    A squared error that overflows the dtype (e.g. float32 predictions of 1e30) raises
+    :class:`LossInputError` naming ``predictions`` rather than returning ``inf``.
     """
     check_floating("predictions", predictions)
     check_floating("bag_response", bag_response)
@@ -36,15 +39,21 @@ def aggregate_response_loss(predictions: torch.Tensor, bag_response: torch.Tenso
                    f"shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__)
     mask = mask.bool()
     size = mask.sum(-1)
-    if validation_enabled() and bool((size == 0).any()):
-        raise fail("mask", "at least one instance in every bag", f"an empty bag at position {int((size == 0).nonzero()[0])}")
+    require("mask", mask, lambda: (size == 0).any(), "at least one instance in every bag",
+            lambda: f"an empty bag at position {int((size == 0).nonzero()[0])}")
     if not 0 <= rho <= 1:
         raise fail("rho", "a value in [0, 1]", repr(rho))
     f = torch.where(mask, predictions, torch.zeros_like(predictions))
     k = size.clamp(min=1).to(f.dtype)
     fbar = f.sum(-1) / k
-    within = torch.where(mask, (f - fbar.unsqueeze(-1)) ** 2, torch.zeros_like(f)).sum(-1) / k
-    return (bag_response.to(f.dtype) - fbar) ** 2 + rho * within
+    per = (bag_response.to(f.dtype) - fbar) ** 2
+    if rho:  # a Python number: rho = 0 adds nothing (and no 0 * inf)
+        within = torch.where(mask, (f - fbar.unsqueeze(-1)) ** 2, torch.zeros_like(f)).sum(-1) / k
+        per = per + rho * within
+    require("predictions", per, lambda: (~torch.isfinite(per)).any(),
+            f"predictions and bag responses whose squared errors fit in {per.dtype}",
+            lambda: f"an overflowing squared error in bag {int((~torch.isfinite(per)).nonzero()[0])}")
+    return per
 
 
 _DOC_TAIL = """
@@ -64,7 +73,7 @@ def _register(name, rho_fixed, module_name, summary, formula):
     def fn_bag(predictions: torch.Tensor, bag_response: torch.Tensor, mask: torch.Tensor | None = None, *,
                sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
         per = aggregate_response_loss(predictions, bag_response, mask, rho=rho_fixed)
-        return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+        return finish(per, reduction, sample_weight=sample_weight)
 
     fn_bag.__name__ = fn_bag.__qualname__ = name
     fn_bag.__doc__ = summary + _DOC_TAIL
@@ -86,7 +95,7 @@ instance_loss = _register(
 
 @objective("interpolating_loss", family="classification", input_kind=BAGS, example=bags_example,
            paper=AGGREGATE_PAPER, properties={"nonnegative", "convex"}, module_name="InterpolatingLoss",
-           formula="L_B = (y_B - f_bar_B)^2 + rho mean_{i in B} (f_i - f_bar_B)^2")
+           formula="L_B = (y_B - f_bar_B)^2 + rho mean_{i in B} (f_i - f_bar_B)^2", domains={"rho": UNIT})
 def interpolating_loss(predictions: torch.Tensor, bag_response: torch.Tensor, mask: torch.Tensor | None = None, *,
                        rho: float = 0.5, sample_weight: torch.Tensor | None = None,
                        reduction: str = "mean") -> torch.Tensor:
@@ -97,7 +106,7 @@ def interpolating_loss(predictions: torch.Tensor, bag_response: torch.Tensor, ma
 
     ``rho = 0``: :func:`bag_loss`; ``rho = 1``: :func:`instance_loss`; the paper's interpolating
     estimator tunes ``rho`` in ``[0, 1]`` to trade the bag loss's unbiasedness for the instance loss's
-    lower variance (default 0.5).
+    lower variance (default 0.5; ``rho`` in ``[0, 1]``).
 
     ``predictions`` ``(B, k)``, ``mask`` ``(B, k)`` for ragged bags, ``bag_response`` ``(B,)``.
 
@@ -105,7 +114,7 @@ def interpolating_loss(predictions: torch.Tensor, bag_response: torch.Tensor, ma
     Level versus Bag Level Loss Functions", 2024, arXiv:2401.11081 (ICLR 2024).
     """
     per = aggregate_response_loss(predictions, bag_response, mask, rho=rho)
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+    return finish(per, reduction, sample_weight=sample_weight)
 
 
 BagLoss = bag_loss.Module

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from .._core import Paper, fail, objective
+from .._core import Paper, fail, finish, objective
+from .._core.domains import POSITIVE, REAL, Choice, Maybe, Tensor
 from .._core.inputs import BINARY_LOGITS, binary_example
-from .._core.validate import check_floating, check_same_shape, check_unit_interval, validation_enabled
+from .._core.validate import check_floating, check_same_shape, check_unit_interval, require
 
 __all__ = ["anyloss", "AnyLoss", "ensloss", "EnsLoss", "ANYLOSS_METRICS"]
 
@@ -38,7 +39,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     properties={"nonnegative", "bounded"}, per_sample=False, sample_weight=False,
     formula="A = sigmoid(L (sigmoid(z) - 1/2)); TP = sum y A, FN = sum y (1 - A), FP = sum (1 - y) A, "
             "TN = sum (1 - y)(1 - A); loss = 1 - metric(TP, FN, FP, TN)",
-    module_name="AnyLoss",
+    module_name="AnyLoss", domains={"metric": Choice(*ANYLOSS_METRICS), "L": POSITIVE, "beta": POSITIVE},
 )
 def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L: float = 73.0, beta: float = 1.0,
             reduction: str = "mean") -> torch.Tensor:
@@ -51,7 +52,7 @@ def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L
     ``metric``: ``'accuracy'`` (TP+TN)/N; ``'f1'`` 2TP/(2TP+FN+FP); ``'fbeta'``
     (1+b²)TP/((1+b²)TP + b²FN + FP) with ``beta``; ``'gmean'`` sqrt(TPR·TNR); ``'balanced_accuracy'``
     (TPR+TNR)/2; ``'mcc'`` (TP·TN − FP·FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) (so the loss lies in
-    [0, 2]). A rate whose denominator is 0 in this batch (e.g. no negatives) is taken as 0, never NaN.
+    [0, 2]). ``L > 0``, ``beta > 0``. A rate whose denominator is 0 in this batch (e.g. no negatives) is taken as 0, never NaN.
     Batch-coupled: the loss is one number for the batch, whatever ``reduction`` says.
     † ``L = 73`` is the paper's amplification scale, chosen so that ``A`` maps the probability range the
     authors consider to within a small distance of 0/1 while keeping gradients usable; MCC is losskit's
@@ -60,12 +61,6 @@ def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L
     Paper: Han, Moniz, Chawla, "AnyLoss: Transforming Classification Metrics into Loss Functions",
     2024, arXiv:2405.14745.
     """
-    if metric not in ANYLOSS_METRICS:
-        raise fail("metric", f"one of {ANYLOSS_METRICS}", repr(metric))
-    if not L > 0:
-        raise fail("L", "a positive amplification scale", repr(L))
-    if not beta > 0:
-        raise fail("beta", "a positive number", repr(beta))
     y = _binary_inputs(logits, target)
     a = torch.sigmoid(L * (torch.sigmoid(logits) - 0.5))
     tp = (y * a).sum()
@@ -94,7 +89,10 @@ def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L
     paper=ENSLOSS_PAPER, properties=set(), per_sample=False, sample_weight=False, gradcheck=False,
     formula="m = (2y - 1) z;  g = -clip(BoxCox^{-1}(eps), max=1), eps ~ N(0, 1), sorted ascending and "
             "assigned to the sorted margins;  g <- g / m for m > 1;  loss = mean(sg(g) m)",
-    module_name="EnsLoss",
+    module_name="EnsLoss", allow_neg_inf=(),
+    skip_reasons={"gradcheck": "the value sg(g) m holds a stop-gradient: its gradient is the random calibrated "
+                               "derivative g by design, not the finite-difference derivative of the value"},
+    domains={"noise": Maybe(Tensor("a tensor of N(0, 1) draws, shape (N,)")), "boxcox_lambda": REAL},
 )
 def ensloss(logits: torch.Tensor, target: torch.Tensor, *, noise: torch.Tensor | None = None,
             boxcox_lambda: float = 0.0, generator: torch.Generator | None = None,
@@ -112,6 +110,8 @@ def ensloss(logits: torch.Tensor, target: torch.Tensor, *, noise: torch.Tensor |
     derivative, ``d loss / d m_i = g_i / N``; the value itself is not a loss to compare across batches
     (hence no float64 gradcheck: finite differences see the resampling, by design). Pass ``noise``
     (the ``eps`` draws, shape ``(N,)``) for reproducibility, or a ``generator``. ``target`` in {0, 1}.
+    Logits must be finite (``-inf`` is refused): at an infinite margin the surrogate value
+    ``sg(g) m`` would be ``-inf``.
     † Following the authors' code: derivatives clipped at -1, then shifted by ``-1e-6`` so that they
     are strictly negative. 'none' returns the per-sample terms ``sg(g_i) m_i``.
 
@@ -119,8 +119,8 @@ def ensloss(logits: torch.Tensor, target: torch.Tensor, *, noise: torch.Tensor |
     Classification", 2024, arXiv:2409.00908 (ICML 2025).
     """
     y = _binary_inputs(logits, target)
-    if validation_enabled() and bool(((y != 0) & (y != 1)).any()):
-        raise fail("target", "binary labels in {0, 1}", "soft values")
+    require("target", y, lambda: ((y != 0) & (y != 1)).any(), "binary labels in {0, 1}",
+            lambda: f"soft values (e.g. {y[(y != 0) & (y != 1)][0].item():.4g})")
     if logits.dim() != 1:
         raise fail("logits", "shape (N,) (one score per sample)", f"shape {tuple(logits.shape)}")
     n = logits.shape[0]
@@ -141,10 +141,7 @@ def ensloss(logits: torch.Tensor, target: torch.Tensor, *, noise: torch.Tensor |
         g = torch.empty_like(g_sorted).scatter_(0, order, g_sorted)
         md = m.detach()
         g = torch.where(md > 1, g / torch.where(md > 1, md, torch.ones_like(md)), g) - 1e-6
-    per = g * m
-    if reduction == "none":
-        return per
-    return per.sum() if reduction == "sum" else per.mean()
+    return finish(g * m, reduction)
 
 
 AnyLoss = anyloss.Module

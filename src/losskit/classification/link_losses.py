@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from .._core import Paper, fail, objective
+from .._core.domains import COUNT, POSITIVE, REAL, Real
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
-from .._core.validate import check_floating
+from .._core.validate import check_floating, require
 from ._inputs import FEATURES_PROTOTYPES, features_example
 from ._targets import class_last, classwise_loss, reduce_classwise, resolve_targets, target_distribution
 from .links import _Entmax, log_stablemax, tsallis_omega, z_normalize
@@ -29,7 +30,7 @@ FY_PAPER = Paper("Learning with Fenchel-Young Losses", 2020, "1901.02324", "Blon
     properties={"nonnegative", "bounded", "calibrated", "shift_invariant", "scale_invariant",
                 "permutation_equivariant"},
     formula="L(z, y) = (1/a) softplus(a (b - z~_y)),  z~ = (z - mean z) / std z",
-    module_name="SphericalZLoss",
+    module_name="SphericalZLoss", domains={"a": POSITIVE, "b": REAL},
 )
 def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1.0, b: float = 1.0,
                      weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -44,15 +45,12 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
     target is the single lowest logit and all others tie (``z~_y`` is then at its minimum): confidently
     wrong predictions of that shape are not corrected. Named apart from the PaLM logit regulariser (``losskit.logit_z_loss``).
     † The paper tunes ``a`` (sharpness) and ``b`` (location) per task and gives no universal default;
-    losskit defaults to ``a = b = 1``. ``-inf`` logits are masked classes: they are left out of the mean
+    losskit defaults to ``a = b = 1`` (``a > 0``, ``b`` any real). ``-inf`` logits are masked classes: they are left out of the mean
     and the std. When every logit is equal the normalised scores are 0.
 
     Paper: de Brébisson, Vincent, "The Z-loss: a shift and scale invariant classification loss belonging
     to the Spherical Family", 2016, arXiv:1604.08859.
     """
-    if not a > 0:
-        raise fail("a", "a positive sharpness", repr(a))
-
     return classwise_loss(logits, target, lambda z: -z_normalize(z),
                           lambda v: guarded(v, lambda u: softplus(a * (b + u)) / a), weight=weight, ignore_index=ignore_index,
                           label_smoothing=label_smoothing, sample_weight=sample_weight, reduction=reduction)
@@ -116,8 +114,8 @@ class _FYLoss(torch.autograd.Function):
 
 
 def _fy(logits, target, alpha, n_iter, ignore_index, label_smoothing, sample_weight, reduction):
-    z = class_last(logits)
-    t = resolve_targets(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    t = resolve_targets(class_last(logits), target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    z = t.logits  # ignored rows get zero gradient: a fully masked ignored row gives 0, not NaN
     dist = target_distribution(t, z.dtype)
     per = _FYLoss.apply(z, dist, float(alpha), n_iter)
     return reduce_classwise(per, t, reduction, None, sample_weight)
@@ -142,8 +140,9 @@ def sparsemax_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: 
     Zero exactly when ``sparsemax(z) = t``. Targets are indices or distributions (label smoothing
     applies to ``t``); per-class ``weight`` has no meaning for a loss that is not linear in ``t`` and is
     not offered. The gradient ``p - t`` is returned directly (sparsemax computed exactly by sorting);
-    ``-inf`` logits are masked classes and give no NaN. Equals the ``entmax`` package's
-    ``sparsemax_loss`` (tested).
+    ``-inf`` logits are masked classes and give no NaN; a fully masked row raises unless its target is
+    ``ignore_index``. Computed on ``z - max z`` (shift invariance), so logits of magnitude 1e30 work.
+    Equals the ``entmax`` package's ``sparsemax_loss`` (tested).
 
     Paper: Blondel, Martins, Niculae, "Learning with Fenchel-Young Losses", 2020, arXiv:1901.02324;
     sparsemax: Martins, Astudillo 2016, arXiv:1602.02068.
@@ -157,7 +156,7 @@ def sparsemax_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: 
     properties={"nonnegative", "convex", "calibrated", "proper", "shift_invariant", "permutation_equivariant"},
     formula="L(z, t) = <z, p - t> + Omega_a(t) - Omega_a(p),  Omega_a(p) = (sum p^a - 1)/(a(a-1)), "
             "p = entmax_a(z);  grad = p - t",
-    module_name="EntmaxLoss", link="entmax15",
+    module_name="EntmaxLoss", link="entmax15", domains={"alpha": Real(1.0, None), "n_iter": COUNT},
 )
 def entmax_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.5, n_iter: int = 50,
                 ignore_index: int = -100, label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
@@ -169,16 +168,14 @@ def entmax_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.
               p = \\alpha\\text{-entmax}(z)
 
     ``alpha = 1``: softmax cross-entropy minus the target entropy (= CE for one-hot targets);
-    ``alpha = 2``: :func:`sparsemax_loss`; default 1.5. ``p`` is found by bisection (``n_iter``
-    halvings, computed in float32 for half inputs), and the gradient is ``p - t`` exactly; the loss
+    ``alpha = 2``: :func:`sparsemax_loss`; default 1.5 (``alpha >= 1``). ``p`` is found by bisection
+    (``n_iter >= 1`` halvings, computed in float32 for half inputs), and the gradient is ``p - t`` exactly; the loss
     value is first-order insensitive to the bisection error. No NaN at ``-inf`` logits or for
     float16/bfloat16 inputs (the ``entmax`` package's issues 9 and 30).
 
     Paper: Blondel, Martins, Niculae, "Learning with Fenchel-Young Losses", 2020, arXiv:1901.02324;
     entmax: Peters, Niculae, Martins, "Sparse Sequence-to-Sequence Models", 2019, arXiv:1905.05702.
     """
-    if not alpha >= 1:
-        raise fail("alpha", "a value >= 1", repr(alpha))
     return _fy(logits, target, alpha, n_iter, ignore_index, label_smoothing, sample_weight, reduction)
 
 
@@ -201,18 +198,18 @@ def cosine_logits(features: torch.Tensor, prototypes: torch.Tensor, scale: float
 
 
 def _check_nonzero_rows(name: str, x: torch.Tensor) -> None:
-    from .._core.validate import validation_enabled
+    def zero():
+        return torch.linalg.vector_norm(x, dim=-1) == 0
 
-    if validation_enabled() and bool((torch.linalg.vector_norm(x, dim=-1) == 0).any()):
-        row = int((torch.linalg.vector_norm(x, dim=-1) == 0).nonzero()[0])
-        raise fail(name, "non-zero vectors (a direction on the sphere)", f"a zero vector at row {row}")
+    require(name, x, lambda: zero().any(), "non-zero vectors (a direction on the sphere)",
+            lambda: f"a zero vector at row {int(zero().nonzero()[0])}")
 
 
 @objective(
     "normalized_softmax_loss", family="classification", input_kind=FEATURES_PROTOTYPES, example=features_example,
     paper=NORMFACE_PAPER, properties={"nonnegative", "scale_invariant"},
     formula="L(x, W, y) = -log softmax(s cos(x, W))_y,  cos(x, w_k) = <x, w_k> / (||x|| ||w_k||)",
-    module_name="NormalizedSoftmaxLoss",
+    module_name="NormalizedSoftmaxLoss", domains={"scale": POSITIVE},
 )
 def normalized_softmax_loss(features: torch.Tensor, prototypes: torch.Tensor, target: torch.Tensor, *,
                             scale: float = 16.0, weight: torch.Tensor | None = None, ignore_index: int = -100,
@@ -239,8 +236,6 @@ def normalized_softmax_loss(features: torch.Tensor, prototypes: torch.Tensor, ta
         raise fail("features", "shape (N, d)", f"shape {tuple(features.shape)}")
     if prototypes.dim() != 2 or prototypes.shape[1] != features.shape[1]:
         raise fail("prototypes", f"shape (K, {features.shape[1]})", f"shape {tuple(prototypes.shape)}")
-    if not scale > 0:
-        raise fail("scale", "a positive number", repr(scale))
     _check_nonzero_rows("features", features)
     _check_nonzero_rows("prototypes", prototypes)
     return classwise_loss(cosine_logits(features, prototypes, scale), target, margin_logsumexp, weight=weight,

@@ -49,24 +49,32 @@ def stablemax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ sparse maps
+def _shift_max(z: torch.Tensor) -> torch.Tensor:
+    """``z - max z`` along the last dimension (sparsemax / entmax are shift-invariant): the largest entry
+    becomes 0, so ``1 + z_(1) > z_(1)`` holds in floating point also for logits of magnitude 1e30. A
+    fully masked row (max ``-inf``) is left as it is."""
+    mx = z.amax(-1, keepdim=True)
+    return z - torch.where(torch.isfinite(mx), mx, mx.new_zeros(()))
+
+
 def _sparsemax_forward(z: torch.Tensor) -> torch.Tensor:
+    z = _shift_max(z)
     k = z.shape[-1]
     zs, _ = torch.sort(z, dim=-1, descending=True)
     cs = zs.cumsum(-1)
     r = torch.arange(1, k + 1, dtype=z.dtype, device=z.device)
     support = 1 + r * zs > cs  # -inf entries: -inf > -inf is False
-    kz = support.sum(-1, keepdim=True)
+    kz = support.sum(-1, keepdim=True).clamp(min=1)  # the top entry is always in the support
     tau = (cs.gather(-1, kz - 1) - 1) / kz.to(z.dtype)
     return (z - tau).clamp(min=0)
 
 
 def _entmax_forward(z: torch.Tensor, alpha: float, n_iter: int) -> torch.Tensor:
     am1 = alpha - 1.0
-    x = z * am1
+    x = _shift_max(z) * am1  # max 0: the bracket below stays resolvable for logits of magnitude 1e30
     k = z.shape[-1]
-    mx = x.max(-1, keepdim=True).values
-    lo = mx - 1.0
-    hi = mx - (1.0 / k) ** am1
+    lo = torch.full_like(x[..., :1], -1.0)
+    hi = torch.full_like(lo, -(1.0 / k) ** am1)
     for _ in range(n_iter):
         tau = (lo + hi) / 2
         f = (x - tau).clamp(min=0).pow(1.0 / am1).sum(-1, keepdim=True) - 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .._core import Paper, objective, reduce
+from .._core import Paper, finish, objective
+from .._core.domains import NONNEGATIVE, UNIT, Maybe
 from .._core.inputs import BINARY_LOGITS, LOGITS_LABELS, binary_example, logits_labels_example
-from .._core.validate import check_floating, check_same_shape, check_sample_weight, check_unit_interval, fail
+from .._core.validate import check_floating, check_same_shape, check_unit_interval
 from ._targets import classwise_loss
 from .margins import guarded, margin_logsumexp, softplus
 
@@ -54,7 +55,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.T
     "focal", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=FOCAL_PAPER, properties={"nonnegative", "calibrated", "shift_invariant", "permutation_equivariant"},
     formula="L(z, y) = -alpha_y (1 - p_y)^gamma log p_y,  p = softmax(z)",
-    module_name="FocalLoss",
+    module_name="FocalLoss", domains={"gamma": NONNEGATIVE},
 )
 def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
           weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -73,9 +74,6 @@ def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
     Paper: Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection", 2017,
     arXiv:1708.02002.
     """
-    if gamma < 0:
-        raise fail("gamma", "a non-negative focusing parameter", repr(gamma))
-
     def modulate(s):  # s = -log p_k
         return s if gamma == 0 else guarded(s, lambda v: v * (-torch.expm1(-v)).pow(gamma), at_zero=True)
 
@@ -87,7 +85,7 @@ def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
     "binary_focal", family="classification", input_kind=BINARY_LOGITS, example=binary_example,
     paper=FOCAL_PAPER, properties={"nonnegative"},
     formula="L(x, y) = -alpha_t (1 - p_t)^gamma log p_t,  p = sigmoid(x), p_t = p y + (1-p)(1-y)",
-    module_name="BinaryFocalLoss",
+    module_name="BinaryFocalLoss", domains={"alpha": Maybe(UNIT), "gamma": NONNEGATIVE},
 )
 def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | None = 0.25,
                  gamma: float = 2.0, sample_weight: torch.Tensor | None = None,
@@ -97,9 +95,10 @@ def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | N
     .. math:: \\ell(x, y) = \\alpha_t (1 - p_t)^{\\gamma}\\, \\mathrm{BCE}(x, y),\\quad
               p_t = p y + (1-p)(1-y),\\ \\alpha_t = \\alpha y + (1-\\alpha)(1-y)
 
-    ``target`` has the logits' shape with values in [0, 1] (soft targets allowed). ``alpha=None``
-    disables the balancing (torchvision's ``alpha < 0``). Unlike torchvision's ``sigmoid_focal_loss``
-    the default reduction is ``'mean'`` like every losskit objective. The cross-entropy term is the
+    ``target`` has the logits' shape with values in [0, 1] (soft targets allowed). ``alpha`` in
+    [0, 1]; ``alpha=None`` disables the balancing (torchvision's ``alpha < 0``); ``gamma >= 0``.
+    Unlike torchvision's ``sigmoid_focal_loss`` the default reduction is ``'mean'`` like every losskit
+    objective. The cross-entropy term is the
     stable ``softplus`` form; ``1 - p_t`` is formed from ``sigmoid(+-x)``, never as ``1 - sigmoid``.
 
     Not claimed calibrated with the default ``alpha=0.25``: the class weighting moves the Bayes
@@ -113,10 +112,6 @@ def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | N
     check_floating("target", target)
     check_same_shape("target", target, "logits", logits)
     check_unit_interval("target", target)
-    if gamma < 0:
-        raise fail("gamma", "a non-negative focusing parameter", repr(gamma))
-    if alpha is not None and not 0 <= alpha <= 1:
-        raise fail("alpha", "a value in [0, 1] or None", repr(alpha))
     target = target.to(logits.dtype)
     # BCE = y softplus(-x) + (1 - y) softplus(x), each term only where its weight is non-zero, so a -inf
     # logit with target 0 gives 0 (torch's binary_cross_entropy_with_logits gives NaN there).
@@ -132,7 +127,7 @@ def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | N
         loss = ce * torch.where(pos, torch.where(pos, one_minus_pt, 1.0).pow(gamma), 0.0)
     if alpha is not None:
         loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return reduce(loss, reduction, weight=check_sample_weight(sample_weight, loss.shape))
+    return finish(loss, reduction, sample_weight=sample_weight)
 
 
 CrossEntropyLoss = cross_entropy.Module

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .._core import Paper, fail, objective, reduce
-from .._core.validate import check_floating, check_sample_weight, check_unit_interval
+from .._core import Paper, fail, finish, objective
+from .._core.domains import POSITIVE, REAL, Maybe, Tensor
+from .._core.validate import check_floating, check_unit_interval
 from ._inputs import LEVEL_PAIRS, REGRESSION_LOGITS, level_pairs_example, regression_example
 from ._targets import class_last, classwise_loss
 from .margins import margin_logsumexp
-from .targets import _values, hl_gauss_targets, ndtr, two_hot_targets
+from .targets import _hl_gauss, _two_hot, ndtr
 
 __all__ = ["hl_gauss_loss", "HLGaussLoss", "two_hot_loss", "TwoHotLoss", "thurstone_fidelity_loss",
            "ThurstoneFidelityLoss"]
@@ -22,10 +23,11 @@ DEQA_PAPER = Paper("Teaching LLMs to Regress Accurate Image Quality Scores using
 
 
 def _bin_targets(logits, target, builder, **kw):
+    # target's finiteness was checked by the registry wrapper: the builders' unchecked forms are used
     z = class_last(logits)
     if z.dim() != 2:
         raise fail("logits", "shape (N, K) over the bins", f"shape {tuple(logits.shape)}")
-    y = _values(target)
+    y = check_floating("target", target)
     if tuple(y.shape) != (z.shape[0],):
         raise fail("target", f"one real value per sample, shape ({z.shape[0]},)", f"shape {tuple(y.shape)}")
     return builder(y.to(z.dtype), num_bins=z.shape[-1], **kw)
@@ -36,7 +38,7 @@ def _bin_targets(logits, target, builder, **kw):
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t_i = Phi((e_{i+1} - y)/sigma) - Phi((e_i - y)/sigma) "
             "(renormalised on [v_min, v_max])",
-    module_name="HLGaussLoss",
+    module_name="HLGaussLoss", domains={"v_min": REAL, "v_max": REAL, "sigma": Maybe(POSITIVE)},
 )
 def hl_gauss_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v_max: float,
                   sigma: float | None = None, sample_weight: torch.Tensor | None = None,
@@ -47,13 +49,13 @@ def hl_gauss_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v
               t_i \\propto \\Phi\\Big(\\frac{e_{i+1} - y}{\\sigma}\\Big) - \\Phi\\Big(\\frac{e_i - y}{\\sigma}\\Big)
 
     ``K = logits.shape[1]`` bins of width ``zeta = (v_max - v_min)/K``; ``sigma`` defaults to
-    ``0.75 zeta`` (the paper's ratio). The prediction is ``expected_value(logits, bin_centers(v_min,
+    ``0.75 zeta`` (the paper's ratio); ``v_max > v_min``, ``sigma > 0``. The prediction is ``expected_value(logits, bin_centers(v_min,
     v_max, K))``. Targets come from :func:`hl_gauss_targets` (``y`` clipped to ``[v_min, v_max]``).
 
     Paper: Farebrother et al., "Stop Regressing: Training Value Functions via Classification for
     Scalable Deep RL", 2024, arXiv:2403.03950.
     """
-    t = _bin_targets(logits, target, hl_gauss_targets, v_min=v_min, v_max=v_max, sigma=sigma)
+    t = _bin_targets(logits, target, _hl_gauss, v_min=v_min, v_max=v_max, sigma=sigma)
     return classwise_loss(logits, t, margin_logsumexp, sample_weight=sample_weight, reduction=reduction)
 
 
@@ -61,7 +63,7 @@ def hl_gauss_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v
     "two_hot_loss", family="classification", input_kind=REGRESSION_LOGITS, example=regression_example,
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t = two-hot split of y between neighbouring bin centres",
-    module_name="TwoHotLoss",
+    module_name="TwoHotLoss", domains={"v_min": REAL, "v_max": REAL},
 )
 def two_hot_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v_max: float,
                  sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -76,7 +78,7 @@ def two_hot_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v_
     Paper: Farebrother et al., "Stop Regressing: Training Value Functions via Classification for
     Scalable Deep RL", 2024, arXiv:2403.03950.
     """
-    t = _bin_targets(logits, target, two_hot_targets, v_min=v_min, v_max=v_max)
+    t = _bin_targets(logits, target, _two_hot, v_min=v_min, v_max=v_max)
     return classwise_loss(logits, t, margin_logsumexp, sample_weight=sample_weight, reduction=reduction)
 
 
@@ -93,6 +95,7 @@ def _moments(logits: torch.Tensor, levels: torch.Tensor):
     formula="P^ = Phi((mu_A - mu_B) / sqrt(s_A^2 + s_B^2 + eps)),  mu, s^2 the mean / variance of softmax(z) "
             "over the levels;  L = 1 - sqrt(P^ P + eps) - sqrt((1 - P^)(1 - P) + eps)",
     module_name="ThurstoneFidelityLoss",
+    domains={"levels": Maybe(Tensor("a tensor of level values, shape (K,)")), "eps": POSITIVE},
 )
 def thurstone_fidelity_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, target: torch.Tensor, *,
                             levels: torch.Tensor | None = None, eps: float = 1e-8,
@@ -106,7 +109,7 @@ def thurstone_fidelity_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, targ
     (default ``1..K``); ``target`` is the ground-truth ``P`` (e.g. :func:`thurstone_probability` of the
     two items' mean opinion scores and spreads). ``eps = 1e-8`` is added under every square root (the
     paper's choice for the fidelity roots; losskit also adds it to the variance sum so one-hot
-    predictions stay finite), so the minimum is ``-O(sqrt(eps))`` rather than exactly 0. The soft labels
+    predictions stay finite; ``eps > 0``), so the minimum is ``-O(sqrt(eps))`` rather than exactly 0. The soft labels
     for the companion KL term are :func:`score_distribution`.
 
     Paper: You, Cai, Gu, Xue, Dong, "Teaching LLMs to Regress Accurate Image Quality Scores using Score
@@ -134,7 +137,7 @@ def thurstone_fidelity_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, targ
     p_hat = ndtr((mu_a - mu_b) / torch.sqrt(var_a.clamp(min=0) + var_b.clamp(min=0) + eps))
     p = target.to(p_hat.dtype)
     per = 1 - torch.sqrt(p_hat * p + eps) - torch.sqrt((1 - p_hat) * (1 - p) + eps)
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+    return finish(per, reduction, sample_weight=sample_weight)
 
 
 HLGaussLoss = hl_gauss_loss.Module

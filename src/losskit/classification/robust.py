@@ -12,6 +12,7 @@ import math
 import torch
 
 from .._core import Paper, fail, objective
+from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, Real
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
 from ._targets import class_last, classwise_loss, reduce_classwise, resolve_targets
 from .margins import comp_sum_transform, ldr_transform, log_rival_mass, margin_logsumexp, margin_vector
@@ -55,7 +56,7 @@ def _classwise(transform, logits, target, weight, ignore_index, label_smoothing,
     paper=COMP_SUM_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
     formula="L_tau(z, y) = Phi_tau(sum_{k!=y} e^{z_k - z_y}),  Phi_tau(u) = ((1+u)^{1-tau} - 1)/(1-tau), "
             "Phi_1 = log(1+u)",
-    module_name="CompSumLoss",
+    module_name="CompSumLoss", domains={"tau": NONNEGATIVE},
 )
 def comp_sum(logits: torch.Tensor, target: torch.Tensor, *, tau: float = 1.0, weight: torch.Tensor | None = None,
              ignore_index: int = -100, label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
@@ -74,8 +75,6 @@ def comp_sum(logits: torch.Tensor, target: torch.Tensor, *, tau: float = 1.0, we
     Paper: Mao, Mohri, Zhong, "Cross-Entropy Loss Functions: Theoretical Analysis and Applications",
     2023, arXiv:2304.07288.
     """
-    if not tau >= 0:
-        raise fail("tau", "a non-negative number", repr(tau))
     return _classwise(lambda s: comp_sum_transform(s, tau), logits, target, weight,
                       ignore_index, label_smoothing, sample_weight, reduction)
 
@@ -84,7 +83,7 @@ def comp_sum(logits: torch.Tensor, target: torch.Tensor, *, tau: float = 1.0, we
     "gce", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=GCE_PAPER, properties={"nonnegative", "bounded", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = (1 - p_y^q) / q,  p = softmax(z)  (= comp_sum with tau = 1 + q)",
-    module_name="GCELoss",
+    module_name="GCELoss", domains={"q": Real(0.0, 1.0, lo_open=True)},
 )
 def gce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, weight: torch.Tensor | None = None,
         ignore_index: int = -100, label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
@@ -99,8 +98,6 @@ def gce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, weight: t
     Paper: Zhang, Sabuncu, "Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy
     Labels", 2018, arXiv:1805.07836.
     """
-    if not 0 < q <= 1:
-        raise fail("q", "a value in (0, 1]", repr(q))
     return _classwise(lambda s: comp_sum_transform(s, 1.0 + q), logits, target, weight,
                       ignore_index, label_smoothing, sample_weight, reduction)
 
@@ -134,6 +131,7 @@ def mae(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.Tensor | No
     paper=SCE_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
     formula="L = alpha CE + beta RCE,  RCE(z, y) = -A (1 - p_y),  A = log 0 clipped (-4)",
     module_name="SCELoss",
+    domains={"alpha": NONNEGATIVE, "beta": NONNEGATIVE, "A": Real(None, 0.0, hi_open=True)},
 )
 def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0,
         weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -144,15 +142,13 @@ def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta:
               \\mathrm{RCE}(z, y) = -\\sum_k p_k \\log e_{y,k} = -A (1 - p_y)
 
     with ``log 0`` replaced by ``A = -4`` (the paper's choice). Defaults ``alpha=0.1, beta=1`` (the
-    paper's CIFAR-10 setting). Soft targets enter linearly (the expectation of the per-label loss),
+    paper's CIFAR-10 setting); ``alpha, beta >= 0`` (a negative weight would reward the error it
+    measures) and ``A < 0``. Soft targets enter linearly (the expectation of the per-label loss),
     i.e. RCE becomes ``-A (1 - sum_k t_k p_k)``, not ``-sum_k p_k clip(log t_k)``.
 
     Paper: Wang, Ma, Chen, Luo, Yi, Bailey, "Symmetric Cross Entropy for Robust Learning with Noisy
     Labels", 2019, arXiv:1908.06112.
     """
-    if A >= 0:
-        raise fail("A", "a negative number (the clipped value of log 0)", repr(A))
-
     def score(s):
         return alpha * s + beta * (-A) * (-torch.expm1(-s))
 
@@ -163,7 +159,7 @@ def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta:
     "poly_loss", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=POLY_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = -log p_y + epsilon (1 - p_y)  (Poly-1)",
-    module_name="PolyLoss",
+    module_name="PolyLoss", domains={"epsilon": Real(-1.0, None)},
 )
 def poly_loss(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1.0,
               weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -178,9 +174,6 @@ def poly_loss(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1.
     Paper: Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss Functions",
     2022, arXiv:2204.12511.
     """
-    if epsilon < -1:
-        raise fail("epsilon", "a value >= -1 (the loss is negative otherwise)", repr(epsilon))
-
     def score(s):
         return s + epsilon * (-torch.expm1(-s))
 
@@ -203,7 +196,7 @@ def normalize_logits(logits: torch.Tensor) -> torch.Tensor:
     "ldr_kl", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=LDR_PAPER, properties={"convex", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = lam log((1/K) sum_k exp(d_k / lam)),  d_k = z_k - z_y + c [k != y]",
-    module_name="LDRKLLoss",
+    module_name="LDRKLLoss", domains={"lam": POSITIVE, "c": NONNEGATIVE, "normalize": FLAG},
 )
 def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: float = 0.1,
            normalize: bool = False, weight: torch.Tensor | None = None, ignore_index: int = -100,
@@ -217,7 +210,8 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: 
 
     ``lam -> 0``: Crammer-Singer hinge ``max(0, max_{k != y} z_k - z_y + c)``; ``lam -> inf``: the mean
     margin ``(1/K) sum_{k != y} (z_k - z_y + c)`` (Weston-Watkins-like); ``lam = 1, c = 0``:
-    ``CE - log K`` (so it can be negative: not claimed non-negative). Defaults ``lam=10, c=0.1``.
+    ``CE - log K`` (so it can be negative: not claimed non-negative). Defaults ``lam=10, c=0.1``;
+    ``lam > 0`` and the margin ``c >= 0`` (a negative margin accepts wrong predictions in the hinge limit).
     Computed as ``lam softplus(c/lam + log u) - lam log K`` with the rival mass
     ``u = sum_{k != y} e^{(z_k - z_y)/lam}`` formed in log space (accurate also as ``lam -> 0``). ``normalize=True`` first maps the
     logits to ``softplus(z) / mean softplus(z)`` as the authors' code does (then the loss is neither
@@ -226,9 +220,6 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: 
     Paper: Zhu, Ying, Yang, "Label Distributionally Robust Losses for Multi-class Classification:
     Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869.
     """
-    if not lam > 0:
-        raise fail("lam", "a positive temperature", repr(lam))
-
     def rival(z):
         return log_rival_mass(normalize_logits(z) if normalize else z, lam)
 
@@ -250,6 +241,8 @@ def _kl_to_uniform(q_logits: torch.Tensor) -> torch.Tensor:
     formula="L(z, y) = max_{lam in [lam0(1-1/alpha), lam0]} lam log((1/K) sum_k e^{d_k/lam}) "
             "- (alpha log K / (2 lam0)) (lam - lam0)^2",
     module_name="ALDRKLLoss",
+    domains={"lam0": POSITIVE, "c": NONNEGATIVE, "alpha": Real(1.0, None, lo_open=True), "normalize": FLAG,
+             "n_iter": COUNT},
 )
 def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 10.0, c: float = 0.1, alpha: float = 2.0,
             normalize: bool = False, n_iter: int = 50, ignore_index: int = -100,
@@ -266,18 +259,15 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 10.0, c
     ``[lam0 (1 - 1/alpha), lam0]``, where it changes sign; ``alpha > 1``), so the loss is stateless and
     its gradient, with ``lam_i`` held fixed, is exact (envelope theorem). ``q`` uses the margins ``d``
     including ``c`` (the DRO formulation). Class-index targets only (``lam_i`` is defined per label).
-    Defaults ``lam0=10, c=0.1, alpha=2``; ``normalize`` as in :func:`ldr_kl`. Convex in the logits
+    Defaults ``lam0=10, c=0.1, alpha=2`` (``lam0 > 0``, ``c >= 0``, ``alpha > 1``, ``n_iter >= 1``
+    bisection steps); ``normalize`` as in :func:`ldr_kl`. Convex in the logits
     (without ``normalize``): a pointwise maximum over ``lam`` of functions convex in ``z``.
 
     Paper: Zhu, Ying, Yang, "Label Distributionally Robust Losses for Multi-class Classification:
     Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869.
     """
-    if not lam0 > 0:
-        raise fail("lam0", "a positive temperature", repr(lam0))
-    if not alpha > 1:
-        raise fail("alpha", "a value > 1 (keeps lam_i >= lam0 (1 - 1/alpha) > 0)", repr(alpha))
-    z = class_last(logits)
-    t = resolve_targets(z, target, ignore_index=ignore_index)
+    t = resolve_targets(class_last(logits), target, ignore_index=ignore_index)
+    z = t.logits  # ignored rows get zero gradient: a fully masked ignored row gives 0, not NaN
     if t.index is None:
         raise fail("target", "class indices (ALDR-KL adapts lambda per labelled sample)",
                    f"probabilities of shape {tuple(target.shape)}")

@@ -8,6 +8,9 @@ class dimension, so a target is built once, here, and consumed by any loss:
   classification; Farebrother et al. 2024, arXiv:2403.03950),
 * :func:`score_distribution` and :func:`thurstone_probability` (DeQA-Score; You et al. 2025,
   arXiv:2501.11561).
+
+Value checks here (finite values, label ranges, non-negative spreads) obey
+:func:`losskit.set_validation` like every objective's, and read no value of a meta tensor.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .._core import fail
-from .._core.validate import check_floating, check_labels
+from .._core.validate import check_finite, check_floating, check_labels, require
 
 __all__ = [
     "one_hot",
@@ -34,7 +37,7 @@ __all__ = [
 def one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Class indices ``(N, *)`` -> distributions ``(N, *, K)``."""
     check_labels("target", target, num_classes)
-    return torch.nn.functional.one_hot(target, num_classes).to(dtype)
+    return torch.nn.functional.one_hot(target.long(), num_classes).to(dtype)
 
 
 def _as_dist(target: torch.Tensor, num_classes: int | None, dtype=None) -> torch.Tensor:
@@ -106,9 +109,7 @@ def _normal_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _values(y: torch.Tensor, name: str = "target") -> torch.Tensor:
     check_floating(name, y)
-    if bool(torch.isnan(y).any()) or bool(torch.isinf(y).any()):
-        raise fail(name, "finite real values", "NaN or inf")
-    return y
+    return check_finite(name, y)
 
 
 def hl_gauss_targets(y: torch.Tensor, *, v_min: float, v_max: float, num_bins: int,
@@ -121,7 +122,12 @@ def hl_gauss_targets(y: torch.Tensor, *, v_min: float, v_max: float, num_bins: i
     Farebrother et al., "Stop Regressing: Training Value Functions via Classification for Scalable Deep
     RL", 2024, arXiv:2403.03950.
     """
-    y = _values(y)
+    return _hl_gauss(_values(y), v_min=v_min, v_max=v_max, num_bins=num_bins, sigma=sigma)
+
+
+def _hl_gauss(y: torch.Tensor, *, v_min: float, v_max: float, num_bins: int,
+              sigma: float | None = None) -> torch.Tensor:
+    """:func:`hl_gauss_targets` without the finiteness check of ``y`` (already checked by the caller)."""
     e = bin_edges(v_min, v_max, num_bins, dtype=y.dtype, device=y.device)
     zeta = (v_max - v_min) / num_bins
     sigma = 0.75 * zeta if sigma is None else sigma
@@ -138,9 +144,13 @@ def two_hot_targets(y: torch.Tensor, *, v_min: float, v_max: float, num_bins: in
 
     ``y`` is clipped to ``[c_0, c_{K-1}]`` (the centres' range), where the mean is representable.
     """
-    y = _values(y)
+    return _two_hot(_values(y), v_min=v_min, v_max=v_max, num_bins=num_bins)
+
+
+def _two_hot(y: torch.Tensor, *, v_min: float, v_max: float, num_bins: int) -> torch.Tensor:
+    """:func:`two_hot_targets` without the finiteness check of ``y`` (already checked by the caller)."""
     c = bin_centers(v_min, v_max, num_bins, dtype=y.dtype, device=y.device)
-    y = y.clamp(c[0].item(), c[-1].item())
+    y = torch.clamp(y, c[0], c[-1])  # tensor bounds: no host read
     width = c[1] - c[0]
     pos = (y - c[0]) / width
     lo = pos.floor().clamp(0, num_bins - 2)
@@ -182,8 +192,8 @@ def score_distribution(mean: torch.Tensor, std: torch.Tensor, *, num_levels: int
     std = _values(torch.as_tensor(std, dtype=mean.dtype) if not isinstance(std, torch.Tensor) else std, "std")
     if int(num_levels) != num_levels or num_levels < 2:
         raise fail("num_levels", "an integer >= 2", repr(num_levels))
-    if bool((std < 0).any()):
-        raise fail("std", "non-negative standard deviations", f"min {std.min().item():.4g}")
+    require("std", std, lambda: (std < 0).any(), "non-negative standard deviations",
+            lambda: f"min {std.min().item():.4g}")
     k = num_levels
     if score_range is not None:
         lo, hi = score_range
@@ -191,9 +201,9 @@ def score_distribution(mean: torch.Tensor, std: torch.Tensor, *, num_levels: int
             raise fail("score_range", "(lo, hi) with hi > lo", repr(score_range))
         mean = 1 + (k - 1) * (mean - lo) / (hi - lo)
         std = std * (k - 1) / (hi - lo)
-    if bool(((mean < 1) | (mean > k)).any()):
-        raise fail("mean", f"scores inside the level range [1, {k}] (after rescaling)",
-                   f"range [{mean.min().item():.4g}, {mean.max().item():.4g}]")
+    require("mean", mean, lambda: ((mean < 1) | (mean > k)).any(),
+            f"scores inside the level range [1, {k}] (after rescaling)",
+            lambda: f"range [{mean.min().item():.4g}, {mean.max().item():.4g}]")
     levels = torch.arange(1, k + 1, dtype=mean.dtype, device=mean.device)
     mu, sd = mean.unsqueeze(-1), std.unsqueeze(-1)
     tiny = sd <= 0
@@ -207,7 +217,7 @@ def score_distribution(mean: torch.Tensor, std: torch.Tensor, *, num_levels: int
     off = (m - c_bar).abs() > 1e-12
     alpha = torch.where(off, (mu - c_bar) / torch.where(off, m - c_bar, torch.ones_like(m)), torch.ones_like(m))
     adj = alpha * p + (1 - alpha) / k
-    two_hot = two_hot_targets(mean, v_min=0.5, v_max=k + 0.5, num_bins=k)
+    two_hot = _two_hot(mean, v_min=0.5, v_max=k + 0.5, num_bins=k)
     use_adj = ok & (adj >= 0).all(-1, keepdim=True)
     return torch.where(use_adj, adj, two_hot)
 
