@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import losskit
-from losskit.checks import CHECKS, check, conditional_risk_minimiser, main
+from losskit.checks import PROPERTY_CHECKS, check, conditional_risk_minimiser, main
 from losskit.checks._links import sparsemax, stablemax
 from losskit.checks._probes import MulticlassProbe, per_sample
 
@@ -239,7 +239,22 @@ def test_report_api_and_skips():
     with pytest.raises(ValueError, match="unknown kind"):
         check(ce, kind="images")
     assert losskit.check(losskit.cross_entropy, ["proper"])["proper"].holds  # a registered function
-    assert set(CHECKS) <= set(losskit.PROPERTIES)
+    assert set(PROPERTY_CHECKS) <= set(losskit.PROPERTIES)
+
+
+def test_layout_api_cli_and_deprecated_alias():
+    """The API lives in losskit.checks.api, the command line in losskit.checks.cli; both re-exported."""
+    import losskit.checks as checks
+    from losskit.checks import api, cli
+    from losskit.testing import conformance
+
+    assert checks.check is api.check is losskit.checks.check
+    assert checks.main is cli.main
+    assert checks.PROPERTY_CHECKS is not conformance.CHECKS
+    with pytest.warns(DeprecationWarning, match="PROPERTY_CHECKS"):
+        assert checks.CHECKS is checks.PROPERTY_CHECKS
+    with pytest.raises(AttributeError):
+        checks.no_such_name  # noqa: B018
 
 
 def test_deterministic():

@@ -16,7 +16,7 @@ from .._core.errors import LossInputError
 from ._probes import Probe
 from ._report import FAIL, PASS, SKIP, Verdict
 
-__all__ = ["CHECKS", "Check", "conditional_risk_minimiser", "minimise_rows"]
+__all__ = ["PROPERTY_CHECKS", "Check", "conditional_risk_minimiser", "minimise_rows"]
 
 Tensor = torch.Tensor
 ALL = ("multiclass", "binary", "distributions", "logits", "example")
@@ -491,7 +491,7 @@ def check_symmetric_divergence(probe, gen) -> Verdict:
               max_rel_change=rel)
 
 
-CHECKS: dict[str, Check] = {c.name: c for c in (
+PROPERTY_CHECKS: dict[str, Check] = {c.name: c for c in (
     Check("calibrated", LABELLED, check_calibrated, "needs a label to take a risk over", whole_batch=False),
     Check("proper", LABELLED, check_proper, "needs a label to take a risk over", whole_batch=False),
     Check("symmetric", LABELLED, check_symmetric, "needs a label to sum over", whole_batch=False),
