@@ -43,14 +43,14 @@ from __future__ import annotations
 import warnings
 
 from ._links import LINKS
-from ._probes import KINDS, Probe
+from ._probes import KINDS, LossOutputError, Probe
 from ._properties import PROPERTY_CHECKS, conditional_risk_minimiser
 from ._report import FAIL, PASS, SKIP, Report, Verdict
 from .api import INPUT_KINDS, check, load_callable
 from .cli import main
 
 __all__ = ["check", "main", "Report", "Verdict", "PROPERTY_CHECKS", "KINDS", "LINKS", "INPUT_KINDS", "Probe",
-           "load_callable", "conditional_risk_minimiser", "PASS", "FAIL", "SKIP"]
+           "load_callable", "conditional_risk_minimiser", "PASS", "FAIL", "SKIP", "LossOutputError"]
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ import torch
 from .._core.errors import LossInputError
 from .._core.registry import PROPERTIES, Objective, get, register_property
 from ._links import resolve_link
-from ._probes import KINDS, ExampleProbe, Probe, example_evaluate, per_sample, whole_batch
+from ._probes import KINDS, ExampleProbe, LossOutputError, Probe, example_evaluate, per_sample, whole_batch
 from ._properties import PROPERTY_CHECKS, skipped
 from ._report import FAIL, SKIP, Report, Verdict
 
@@ -165,6 +165,9 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
         # a stochastic loss draws from the global generator: seed it, and leave the caller's state alone
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(seed)
+            if kind != "example" and not coupled:
+                _check_output(probe, seed)  # a misshapen loss is refused before any property runs
+                torch.manual_seed(seed)
             for name in wanted:
                 verdicts.append(_run_one(name, kind, probe, gen, seed))
                 verdicts[-1].claimed = name in claimed
@@ -176,7 +179,36 @@ def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | No
     return Report(label, f"{kind}: {probe.description}", verdicts, time.perf_counter() - start, setting)
 
 
+def _check_output(probe: Probe, seed: int) -> None:
+    """Raise :class:`LossOutputError` if the loss does not return per-sample losses on ordinary inputs.
+
+    N is chosen unlike K, so that a (K,)-shaped output is not mistaken for an (N,) one. Other errors are
+    left to the property checks, which report them per property.
+    """
+    x, aux = probe.random(torch.Generator().manual_seed(seed), probe.k + 3, 1.0)
+    try:
+        probe.loss(x, aux)
+    except LossOutputError:
+        raise
+    except Exception:  # noqa: BLE001 (reported by each check)
+        pass
+
+
 def _run_one(name: str, kind: str, probe: Probe, gen: torch.Generator, seed: int) -> Verdict:
+    """One property's verdict. A property is never certified from non-finite evidence: if the loss (or its
+    gradient) was NaN or +-inf at a point the check evaluated as evidence, the verdict fails and its
+    evidence starts with ``non-finite values at ...``."""
+    with probe.tracking() as non_finite:
+        verdict = _run_tracked(name, kind, probe, gen, seed)
+    if verdict.status == SKIP or not non_finite or verdict.evidence.startswith("non-finite values at"):
+        return verdict
+    return Verdict(name, FAIL, f"non-finite values at {non_finite[0]}; {verdict.evidence}"
+                   + ("" if verdict.fails else " (not certified: a property is never certified from "
+                                               "non-finite values)"),
+                   {**verdict.numbers, "non_finite": list(non_finite)})
+
+
+def _run_tracked(name: str, kind: str, probe: Probe, gen: torch.Generator, seed: int) -> Verdict:
     c = PROPERTY_CHECKS.get(name)
     if c is None:
         return skipped(name, "no numerical check for this property yet")
@@ -188,6 +220,8 @@ def _run_one(name: str, kind: str, probe: Probe, gen: torch.Generator, seed: int
     gen.manual_seed(seed + zlib.crc32(name.encode()) % 1000)  # each check its own stream, stable
     try:
         return c.run(probe, gen)
+    except LossOutputError as e:
+        return Verdict(name, FAIL, str(e))
     except LossInputError as e:
         if probe.kind == "example":  # random values of the example's shape need not be valid inputs
             return skipped(name, f"the loss rejects random inputs of its example's shape: {e}")

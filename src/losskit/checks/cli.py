@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ._probes import KINDS
+from ._probes import KINDS, LossOutputError
 from ._properties import PROPERTY_CHECKS
 from ._report import SKIP
 from .api import check
@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
     """``losskit check NAME|module:function [--properties a,b] [--kind K] [--option k=v] [--json]``,
     or ``losskit check --all [--family F]`` for every registered objective's claims.
 
-    Exit status: 0 when every claimed property holds, 1 when one fails, 2 on a usage error.
+    Exit status: 0 when every claimed property holds, 1 when one fails (a property is never certified from
+    non-finite values) or the loss does not return per-sample losses, 2 on a usage error.
     """
     import argparse
     import json
@@ -73,6 +74,9 @@ def main(argv: list[str]) -> int:
         options = dict(_parse_option(o) for o in args.option)
         report = check(args.target, split(args.properties), kind=args.kind, options=options,
                        claims=split(args.claims), num_classes=args.classes, seed=args.seed)
+    except LossOutputError as e:  # the loss itself is at fault, not the command line: exit status 1
+        print(f"losskit check: {e}", file=sys.stderr)
+        return 1
     except (KeyError, ValueError, TypeError, ImportError) as e:
         print(f"losskit check: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
