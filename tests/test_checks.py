@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import losskit
-from losskit.checks import CHECKS, check, conditional_risk_minimiser, main
+from losskit.checks import PROPERTY_CHECKS, check, conditional_risk_minimiser, main
 from losskit.checks._links import sparsemax, stablemax
 from losskit.checks._probes import MulticlassProbe, per_sample
 
@@ -239,7 +239,22 @@ def test_report_api_and_skips():
     with pytest.raises(ValueError, match="unknown kind"):
         check(ce, kind="images")
     assert losskit.check(losskit.cross_entropy, ["proper"])["proper"].holds  # a registered function
-    assert set(CHECKS) <= set(losskit.PROPERTIES)
+    assert set(PROPERTY_CHECKS) <= set(losskit.PROPERTIES)
+
+
+def test_layout_api_cli_and_deprecated_alias():
+    """The API lives in losskit.checks.api, the command line in losskit.checks.cli; both re-exported."""
+    import losskit.checks as checks
+    from losskit.checks import api, cli
+    from losskit.testing import conformance
+
+    assert checks.check is api.check is losskit.checks.check
+    assert checks.main is cli.main
+    assert checks.PROPERTY_CHECKS is not conformance.CHECKS
+    with pytest.warns(DeprecationWarning, match="PROPERTY_CHECKS"):
+        assert checks.CHECKS is checks.PROPERTY_CHECKS
+    with pytest.raises(AttributeError):
+        checks.no_such_name  # noqa: B018
 
 
 def test_deterministic():
@@ -472,3 +487,99 @@ def test_cli_binary_kind_and_bad_specs(tmp_path, capsys):
     assert main(["cross_entropy", "-o", "nokeyvalue"]) == 2
     err = capsys.readouterr().err
     assert "has no attribute" in err and "no file" in err and "key=value" in err
+
+
+# ------------------------------------------------------------- trust at the edges (issue 16)
+NAN, INF = float("nan"), float("inf")
+
+
+def _const(value):
+    """A loss that returns ``value`` for every sample, with a zero (finite) gradient: value + 0 * x."""
+    def loss(x, *aux):
+        return torch.full((x.shape[0],), value, dtype=x.dtype) + 0 * x.reshape(x.shape[0], -1).sum(1)
+    return loss
+
+
+def nan_times_x(logits, target):
+    """NaN values and NaN gradients everywhere."""
+    return NAN * logits.sum(-1)
+
+
+def ce_nan_far(logits, target):
+    """Cross-entropy, NaN once a logit exceeds 50 in magnitude (finite gradient everywhere)."""
+    return ce(logits, target) + torch.where(logits.abs().amax(-1) > 50, NAN, 0.0)
+
+
+def ce_inf_far(logits, target):
+    """Cross-entropy, +inf once a logit exceeds 50 in magnitude."""
+    return ce(logits, target) + torch.where(logits.abs().amax(-1) > 50, INF, 0.0)
+
+
+def ce_matrix(logits, target):
+    """Returns the (N, K) matrix -log softmax(z) instead of per-sample losses."""
+    return -torch.log_softmax(logits, -1)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "distributions", "logits"])
+@pytest.mark.parametrize("value", [NAN, INF, -INF], ids=["nan", "inf", "-inf"])
+def test_non_finite_everywhere_certifies_nothing(kind, value):
+    fn = _const(value) if kind != "logits" else (lambda x: _const(value)(x))
+    r = check(fn, kind=kind)
+    assert r.verdicts and not any(v.holds for v in r), str(r)
+    assert all(v.fails for v in r if v.status != "skipped"), str(r)
+    for v in r:
+        if v.fails:
+            assert "non-finite" in v.evidence, str(r)
+
+
+def test_nan_values_and_gradients_certify_nothing():
+    r = check(nan_times_x, ["convex", "lipschitz", "bounded", "nonnegative", "calibrated", "symmetric"])
+    assert not any(v.holds for v in r), str(r)
+
+
+@pytest.mark.parametrize("fn", [ce_nan_far, ce_inf_far])
+def test_non_finite_far_out_is_not_evidence(fn):
+    """Finite where the convexity and calibration probes look, non-finite at large logits: the checks
+    that look there (bounded, lipschitz, nonnegative, gradient_on_errors, finite_extreme) do not hold."""
+    r = check(fn)
+    for name in ("bounded", "lipschitz", "gradient_on_errors", "finite_extreme"):
+        assert r[name].fails and "non-finite" in r[name].evidence, str(r)
+    assert r["calibrated"].holds and r["convex"].holds, str(r)  # their evidence is finite: still certified
+    # +inf at magnitude >= 100 is an overflowing large loss, still >= 0; NaN there is no evidence
+    assert r["nonnegative"].holds == (fn is ce_inf_far), str(r)
+    if fn is ce_inf_far:
+        assert "overflow to +inf" in r["nonnegative"].evidence
+
+
+def test_wrong_output_shape_is_refused_before_any_check():
+    calls = []
+
+    def counted(logits, target):
+        calls.append(logits.shape)
+        return ce_matrix(logits, target)
+
+    with pytest.raises(losskit.LossInputError, match=r"loss: expected .*shape \(N,\).*got .*\(\d+, 4\)"):
+        check(counted, ["convex"])
+    assert len(calls) == 1  # refused on the first probe, no property ran
+    with pytest.raises(losskit.LossInputError, match=r"shape \(N,\)"):
+        check(lambda x, y: x.sum(-1)[:-1], ["convex"])  # (N - 1,)
+    with pytest.raises(losskit.LossInputError, match=r"shape \(N,\)"):
+        check(lambda x, y: torch.stack([x, x], -1), kind="binary", properties=["convex"])
+
+
+def test_cli_refuses_or_fails_non_finite_and_misshapen_losses(tmp_path, capsys):
+    f = tmp_path / "edge_losses.py"
+    f.write_text("import torch\n\n"
+                 "def nan_loss(logits, target):\n"
+                 "    return torch.full((logits.shape[0],), float('nan'), dtype=logits.dtype) + 0 * logits.sum(-1)\n\n"
+                 "def inf_loss(logits, target):\n"
+                 "    return torch.full((logits.shape[0],), float('inf'), dtype=logits.dtype) + 0 * logits.sum(-1)\n\n"
+                 "def matrix_loss(logits, target):\n"
+                 "    return -torch.log_softmax(logits, -1)\n")
+    for name in ("nan_loss", "inf_loss"):
+        assert main([f"{f}:{name}", "--claims", "convex,lipschitz"]) == 1
+        out = capsys.readouterr().out
+        assert "claimed but false: convex, lipschitz" in out and "non-finite" in out
+    assert main([f"{f}:matrix_loss", "--claims", "convex,lipschitz"]) == 1
+    err = capsys.readouterr().err
+    assert "loss: expected" in err and "shape (N,)" in err

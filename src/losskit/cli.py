@@ -67,8 +67,8 @@ def cmd_info(args) -> int:
 
 
 #: Sub-commands that own their argument parsing: ``losskit arena ...`` and ``losskit check ...`` hand the
-#: rest of the command line to ``losskit.arena.main(argv)`` / ``losskit.checks.main(argv)``.
-DELEGATED = {"arena": "losskit.arena", "check": "losskit.checks"}
+#: rest of the command line to ``losskit.arena.main(argv)`` / ``losskit.checks.cli.main(argv)``.
+DELEGATED = {"arena": "losskit.arena", "check": "losskit.checks.cli"}
 
 
 def build_parser() -> argparse.ArgumentParser:

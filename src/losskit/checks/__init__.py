@@ -10,7 +10,8 @@ take ``reduction=``; a scalar-returning one is called sample by sample)::
 
     report = losskit.check(my_loss, properties=["calibrated", "convex"])
 
-The checks (all in float64 on K = 4 classes unless stated; see :mod:`losskit.checks._properties`):
+The checks (all in float64 on K = 4 classes unless stated; see :mod:`losskit.checks._properties`,
+the dict :data:`PROPERTY_CHECKS`):
 
 calibrated     the conditional risk ``sum_k p_k L(z, k)``, minimised over z by L-BFGS for random p
                (including near ties), has ``argmax z* = argmax p`` (binary: ``sign x* = sign(eta - 1/2)``)
@@ -31,290 +32,30 @@ finite_half    finite loss and gradient in float16 and bfloat16
 
 Supported input kinds: ``multiclass`` (logits (N, K), class indices), ``binary`` (logits (N,), targets in
 {0, 1}), ``distributions`` (p, q as logits), ``logits`` (a regulariser of logits alone).
+
+Layout: :mod:`losskit.checks.api` is the Python API (:func:`check`), :mod:`losskit.checks.cli` the command
+line (:func:`main`); the probes, property checks, links and report types live in the private modules and
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-import time
-import zlib
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any
+import warnings
 
-import torch
-
-from .._core.errors import LossInputError
-from .._core.registry import PROPERTIES, Objective, get, register_property
-from ._links import LINKS, resolve_link
-from ._probes import KINDS, ExampleProbe, Probe, example_evaluate, per_sample, whole_batch
-from ._properties import CHECKS, conditional_risk_minimiser, skipped
+from ._links import LINKS
+from ._probes import KINDS, LossOutputError, Probe
+from ._properties import PROPERTY_CHECKS, conditional_risk_minimiser
 from ._report import FAIL, PASS, SKIP, Report, Verdict
+from .api import INPUT_KINDS, check, load_callable
+from .cli import main
 
-__all__ = ["check", "main", "Report", "Verdict", "CHECKS", "KINDS", "LINKS", "INPUT_KINDS", "Probe", "load_callable",
-           "conditional_risk_minimiser", "PASS", "FAIL", "SKIP"]
-
-register_property("finite_extreme", "finite loss and gradient at logits of magnitude 1e4 and with -inf masks")
-register_property("finite_half", "finite loss and gradient for float16 and bfloat16 inputs")
-register_property("gradient_on_errors", "the gradient does not vanish on confidently wrong predictions "
-                                        "(the true class behind by margins up to 300)")
-register_property("no_softmax_collapse", "in float32 a confidently right prediction (margin 100) still gets a "
-                                         "nonzero loss and gradient (softmax collapse, arXiv:2501.04697)")
-register_property("lipschitz", "the gradient stays bounded as the inputs grow (Lipschitz in the scores)")
-
-_INPUTS = {"multiclass": {"logits", "target"}, "binary": {"logits", "target"}, "distributions": {"p", "q"},
-           "logits": {"logits"}}
-
-#: registry input-kind names -> the checker's kinds
-INPUT_KINDS = {"logits+labels": "multiclass", "binary logits+targets": "binary",
-               "two distributions": "distributions", "logits": "logits"}
+__all__ = ["check", "main", "Report", "Verdict", "PROPERTY_CHECKS", "KINDS", "LINKS", "INPUT_KINDS", "Probe",
+           "load_callable", "conditional_risk_minimiser", "PASS", "FAIL", "SKIP", "LossOutputError"]
 
 
-def load_callable(spec: str) -> Callable:
-    """``'package.module:function'`` or ``'path/to/file.py:function'`` -> the function."""
-    mod_name, sep, attr = spec.rpartition(":")
-    if not sep or not mod_name or not attr:
-        raise ValueError(f"expected 'module:function' or 'file.py:function', got {spec!r}")
-    if mod_name.endswith(".py"):
-        path = Path(mod_name).resolve()
-        if not path.exists():
-            raise ValueError(f"no file {mod_name!r}")
-        s = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(s)
-        s.loader.exec_module(module)
-    else:
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
-        module = importlib.import_module(mod_name)
-    try:
-        obj = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError:
-        raise ValueError(f"{mod_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
-        raise ValueError(f"{spec!r} is not callable")
-    return obj
-
-
-def _resolve(fn_or_name) -> tuple[str, Callable, Objective | None]:
-    if isinstance(fn_or_name, Objective):
-        return fn_or_name.name, fn_or_name.fn, fn_or_name
-    if isinstance(fn_or_name, str):
-        if ":" in fn_or_name:
-            fn = load_callable(fn_or_name)
-            name = getattr(fn, "objective_name", None)
-            return (name, fn, get(name)) if name else (fn_or_name, fn, None)
-        entry = get(fn_or_name)
-        return entry.name, entry.fn, entry
-    functional = getattr(type(fn_or_name), "functional", None)
-    if isinstance(fn_or_name, torch.nn.Module) and hasattr(functional, "objective_name"):
-        return functional.objective_name, functional, get(functional.objective_name)
-    if not callable(fn_or_name):
-        raise TypeError(f"check() takes a registered name, 'module:function' or a callable, "
-                        f"not {type(fn_or_name).__name__}")
-    name = getattr(fn_or_name, "objective_name", None)
-    if name is not None:
-        return name, fn_or_name, get(name)
-    return getattr(fn_or_name, "__qualname__", repr(fn_or_name)), fn_or_name, None
-
-
-def check(fn_or_name: str | Callable | Objective, properties: Iterable[str] | None = None, *,
-          kind: str | None = None, options: dict[str, Any] | None = None, claims: Iterable[str] | None = None,
-          link: Callable | None = None, num_classes: int = 4, seed: int = 0) -> Report:
-    """Check a loss's properties numerically; one :class:`Verdict` (with evidence) per property.
-
-    Args:
-        fn_or_name: a registered objective's name, function or Module instance (its options are used),
-            ``'module:function'`` / ``'file.py:function'``, or a
-            callable ``fn(x, aux, **options)``: ``(logits, target)`` for ``multiclass``/``binary``,
-            ``(p_logits, q_logits)`` for ``distributions``, ``(logits)`` for ``logits``. It should
-            return per-sample losses or accept ``reduction='none'``.
-        properties: which checks to run (names in :data:`CHECKS`); default: every check that applies
-            to the kind, plus any claimed property (reported as skipped if it cannot be checked).
-        kind: the input kind of a user's callable (default ``'multiclass'``); a registered objective's
-            kind comes from its registry entry.
-        options: keyword options passed to the loss on every call (e.g. ``{'q': 0.7}``).
-        claims: properties a user's callable claims (a registered objective's claims are its entry's);
-            ``report.ok`` is True when every claimed property holds.
-        link: the map from scores to predicted probabilities used by ``proper``: a callable or a name in
-            :data:`LINKS` (``'softmax'`` default, ``'sigmoid'`` default for ``binary``, ``'stablemax'``,
-            ``'sparsemax'``); a registered objective sets it with the ``link=`` registry tag.
-        num_classes: K for the random inputs.
-        seed: the seed of every random input (the report is deterministic).
-    """
-    label, fn, entry = _resolve(fn_or_name)
-    opts = dict(options or {})
-    if isinstance(fn_or_name, torch.nn.Module) and entry is not None:  # a losskit Module: its options
-        own = getattr(fn_or_name, "_option_names", []) + getattr(fn_or_name, "_tensor_options", [])
-        opts = {**{k: getattr(fn_or_name, k) for k in own if k != "reduction"}, **opts}
-    if entry is not None:
-        opts = {**entry.tags.get("check_options", {}), **opts}
-        claimed = set(entry.properties) | set(claims or ())
-        if kind is None:
-            kind = INPUT_KINDS.get(entry.input_kind.name)
-            if kind is not None and entry.example is not None and set(entry.make_example().inputs) - _INPUTS[kind]:
-                kind = None  # inputs beyond the kind's (e.g. a per-sample temperature): use the example
-        link = link or entry.tags.get("link")
-    else:
-        claimed = set(claims or ())
-        kind = kind or "multiclass"
-    wanted = list(properties) if properties is not None else None
-    for p in (wanted or []) + sorted(claimed):
-        if p not in CHECKS and p not in PROPERTIES:
-            raise ValueError(f"unknown property {p!r}; known: {sorted(set(CHECKS) | set(PROPERTIES))}")
-    start = time.perf_counter()
-    if entry is None and kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; one of {sorted(KINDS)}")
-    if entry is not None and kind is None:
-        if entry.example is None:
-            why = (f"losskit check does not support input kind {entry.input_kind.name!r} without an example "
-                   f"generator (supported: {', '.join(sorted(INPUT_KINDS))})")
-            names = wanted if wanted is not None else sorted(claimed)
-            verdicts = [Verdict(n, SKIP, why, claimed=n in claimed) for n in names]
-            return Report(label, entry.input_kind.name, verdicts, time.perf_counter() - start, f"not checked: {why}")
-        kind = "example"
-    if wanted is None:
-        wanted = [n for n, c in CHECKS.items() if kind in c.kinds] + sorted(claimed - set(CHECKS))
-        wanted += [n for n in sorted(claimed) if n in CHECKS and n not in wanted]
-    coupled = entry is not None and not entry.per_sample
-    if kind == "example":
-        labels = INPUT_KINDS.get(entry.input_kind.name) == "multiclass"
-        probe = ExampleProbe(None, entry, seed, relabel="target" if labels else None)
-        probe.evaluate = example_evaluate(fn, {**probe.options, **opts}, probe.name)
-    else:
-        evaluate = (whole_batch if coupled else per_sample)(fn, opts, takes_aux=kind != "logits")
-        probe = KINDS[kind](evaluate, k=num_classes, link=resolve_link(link))
-    probe.batch_coupled = coupled
-    gen = torch.Generator().manual_seed(seed)
-    verdicts = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny float64 tensors: threads only add synchronisation
-    try:
-        # a stochastic loss draws from the global generator: seed it, and leave the caller's state alone
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            torch.manual_seed(seed)
-            for name in wanted:
-                verdicts.append(_run_one(name, kind, probe, gen, seed))
-                verdicts[-1].claimed = name in claimed
-    finally:
-        torch.set_num_threads(threads)
-    setting = ("" if kind in ("binary", "example") else f"K={num_classes}, ") + f"float64, seed {seed}"
-    setting += ", whole-batch values (batch-coupled)" if coupled else ""
-    setting += (f", options {opts}" if opts else "") + (f", link {link}" if isinstance(link, str) else "")
-    return Report(label, f"{kind}: {probe.description}", verdicts, time.perf_counter() - start, setting)
-
-
-def _run_one(name: str, kind: str, probe: Probe, gen: torch.Generator, seed: int) -> Verdict:
-    c = CHECKS.get(name)
-    if c is None:
-        return skipped(name, "no numerical check for this property yet")
-    if kind not in c.kinds:
-        return skipped(name, f"does not apply to {kind} inputs ({c.why_not})" if c.why_not
-                       else f"does not apply to {kind} inputs")
-    if probe.batch_coupled and not c.whole_batch:
-        return skipped(name, "needs per-sample losses; this objective is batch-coupled")
-    gen.manual_seed(seed + zlib.crc32(name.encode()) % 1000)  # each check its own stream, stable
-    try:
-        return c.run(probe, gen)
-    except LossInputError as e:
-        if probe.kind == "example":  # random values of the example's shape need not be valid inputs
-            return skipped(name, f"the loss rejects random inputs of its example's shape: {e}")
-        return Verdict(name, FAIL, f"the loss rejected valid inputs: {e}")
-    except Exception as e:  # noqa: BLE001 (a loss that raises on valid inputs fails the check)
-        return Verdict(name, FAIL, f"the loss raised {type(e).__name__} on valid inputs: {e}")
-
-
-# ------------------------------------------------------------------------------------------ CLI
-def _parse_option(text: str) -> tuple[str, Any]:
-    import ast
-
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise ValueError(f"--option expects key=value, got {text!r}")
-    try:
-        return key.strip(), ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key.strip(), value
-
-
-def main(argv: list[str]) -> int:
-    """``losskit check NAME|module:function [--properties a,b] [--kind K] [--option k=v] [--json]``,
-    or ``losskit check --all [--family F]`` for every registered objective's claims.
-
-    Exit status: 0 when every claimed property holds, 1 when one fails, 2 on a usage error.
-    """
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(
-        prog="losskit check",
-        description="Check a loss's properties numerically and print a verdict per property with the "
-                    "evidence. NAME is a registered objective (losskit list), or module:function / "
-                    "file.py:function for your own loss fn(logits, target, **options).")
-    ap.add_argument("target", nargs="?", help="registered name, module:function or file.py:function")
-    ap.add_argument("--all", action="store_true",
-                    help="check every registered objective's claimed properties; one line each")
-    ap.add_argument("--family", default=None, help="with --all: only this family")
-    ap.add_argument("--properties", "-p", default=None,
-                    help=f"comma-separated subset of: {', '.join(CHECKS)} (default: all that apply)")
-    ap.add_argument("--kind", choices=sorted(KINDS), default=None,
-                    help="input kind of your own loss (default multiclass; registered objectives know theirs)")
-    ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                    help="keyword option passed to the loss (repeatable), e.g. -o gamma=2.0")
-    ap.add_argument("--claims", default=None, help="comma-separated properties your loss claims "
-                                                   "(the exit status is 1 if one fails)")
-    ap.add_argument("--classes", type=int, default=4, help="number of classes K (default 4)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = ap.parse_args(argv)
-
-    def split(s):
-        return None if s is None else [t.strip() for t in s.split(",") if t.strip()]
-
-    if args.all:
-        return _check_all(args.family, args.json)
-    if args.target is None:
-        ap.print_usage(sys.stderr)
-        print("losskit check: give a loss (NAME, module:function or file.py:function) or --all", file=sys.stderr)
-        return 2
-    try:
-        options = dict(_parse_option(o) for o in args.option)
-        report = check(args.target, split(args.properties), kind=args.kind, options=options,
-                       claims=split(args.claims), num_classes=args.classes, seed=args.seed)
-    except (KeyError, ValueError, TypeError, ImportError) as e:
-        print(f"losskit check: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.as_dict(), indent=2, default=str) if args.json else report)
-    return 0 if report.ok else 1
-
-
-def _check_all(family: str | None, as_json: bool) -> int:
-    """Every registered objective's claims, one line each; exit status 1 if a claim is false."""
-    import json
-
-    from .._core.registry import objectives
-
-    entries = objectives(family)
-    if not entries:
-        print(f"losskit check: no objectives in family {family!r}", file=sys.stderr)
-        return 2
-    reports = [check(e, sorted(e.properties)) for e in entries]
-    if as_json:
-        print(json.dumps([r.as_dict() for r in reports], indent=2, default=str))
-    else:
-        width = max(len(r.loss) for r in reports)
-        for r in reports:
-            done = [v for v in r if v.status != SKIP]
-            skip = [v for v in r if v.status == SKIP]
-            line = f"{r.loss:<{width}}  {len(done) - len(r.failed_claims)}/{len(r.verdicts)} claims hold"
-            if r.failed_claims:
-                line += "  FALSE: " + ", ".join(v.name for v in r.failed_claims)
-            if skip:
-                line += f"  not checked: {', '.join(v.name for v in skip)} ({skip[0].evidence})"
-            print(line)
-    bad = [r.loss for r in reports if not r.ok]
-    print(f"{len(reports)} objectives, {len(bad)} with a false claim" + (f": {', '.join(bad)}" if bad else ""))
-    return 1 if bad else 0
+def __getattr__(name: str):
+    if name == "CHECKS":  # the old name, easily confused with losskit.testing.conformance.CHECKS
+        warnings.warn("losskit.checks.CHECKS is deprecated; use losskit.checks.PROPERTY_CHECKS",
+                      DeprecationWarning, stacklevel=2)
+        return PROPERTY_CHECKS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

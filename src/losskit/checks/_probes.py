@@ -9,15 +9,46 @@ case), so that every property check is written once, for every kind.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 
 import torch
 
+from .._core.errors import LossInputError
+
 __all__ = ["Probe", "MulticlassProbe", "BinaryProbe", "DistributionsProbe", "LogitsProbe", "KINDS",
-           "ExampleProbe", "per_sample", "whole_batch", "example_evaluate"]
+           "ExampleProbe", "per_sample", "whole_batch", "example_evaluate", "LossOutputError"]
 
 Tensor = torch.Tensor
+
+
+class LossOutputError(LossInputError):
+    """The loss under check returned something the checker cannot read as per-sample losses.
+
+    ``str(e)``: ``loss: expected a per-sample loss of shape (N,) or a scalar, got ...``; raised by
+    :func:`losskit.check` before any property is run.
+    """
+
+    def __init__(self, got: str):
+        super().__init__("loss", "a per-sample loss of shape (N,) or a scalar (the batch's loss, then the loss "
+                                 "is called one sample at a time)", got)
+
+
+def _shape(t) -> str:
+    return "(" + ", ".join(str(d) for d in t.shape) + ("," if t.dim() == 1 else "") + ")"
+
+
+def _brief(x, i: int, limit: int = 6) -> str:
+    """Sample ``i`` of an input, briefly: ``[1.2, -0.3, ...]`` or the value."""
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}={_brief(v, i, 3)}" for k, v in x.items() if isinstance(v, Tensor)) + "}"
+    if not isinstance(x, Tensor):
+        return repr(x)
+    row = x[i] if x.dim() and i < x.shape[0] else x
+    vals = row.detach().reshape(-1).tolist()
+    text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals[:limit])
+    return (f"[{text}{', ...' if len(vals) > limit else ''}]" if row.dim() else text)
 
 
 def per_sample(fn: Callable, options: dict, takes_aux: bool) -> Callable[[Tensor, Tensor | None], Tensor]:
@@ -37,17 +68,27 @@ def per_sample(fn: Callable, options: dict, takes_aux: bool) -> Callable[[Tensor
     def call(x, aux):
         return fn(x, aux, **opts) if takes_aux else fn(x, **opts)
 
+    def refuse(out: Tensor, x: Tensor, n: int) -> LossOutputError:
+        return LossOutputError(f"a tensor of shape {_shape(out)} for N = {n} samples (input of shape {_shape(x)})")
+
     def evaluate(x: Tensor, aux: Tensor | None) -> Tensor:
         n = x.shape[0]
         if not state.get("rowwise"):
             out = torch.as_tensor(call(x, aux))
-            if out.dim() >= 1 and out.shape[0] == n:
-                return out.reshape(n, -1).sum(1) if out.dim() > 1 else out
-            if out.dim() == 0 and n == 1:
-                return out.reshape(1)
-            state["rowwise"] = True
-        rows = [torch.as_tensor(call(x[i:i + 1], None if aux is None else aux[i:i + 1])).reshape(-1).sum()
-                for i in range(n)]
+            if out.dim() == 1 and out.shape[0] == n:
+                return out
+            if out.numel() == 1 and out.dim() <= 1:
+                if n == 1:
+                    return out.reshape(1)
+                state["rowwise"] = True  # the batch's loss: call the loss one sample at a time
+            else:
+                raise refuse(out, x, n)
+        rows = []
+        for i in range(n):
+            out = torch.as_tensor(call(x[i:i + 1], None if aux is None else aux[i:i + 1]))
+            if out.numel() != 1 or out.dim() > 1:
+                raise refuse(out, x[i:i + 1], 1)
+            rows.append(out.reshape(()))
         return torch.stack(rows)
 
     return evaluate
@@ -83,13 +124,55 @@ class Probe:
         self.evaluate = evaluate
         self.k = k
         self._link = link
+        #: while a property check runs: where the loss (or its gradient) was non-finite, in words
+        self.non_finite: list[str] | None = None
 
     # ------------------------------------------------------------------ evaluation
     def loss(self, x: Tensor, aux: Tensor | None) -> Tensor:
         out = self.evaluate(x, aux)
         if not isinstance(out, Tensor):
             out = torch.as_tensor(out)
-        return out.reshape(-1)
+        out = out.reshape(-1)
+        if self.non_finite is not None:
+            bad = ~torch.isfinite(out.detach())
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                self._note(f"loss {out[i].item():g} at x = {_brief(x, i)}"
+                           + ("" if aux is None or self.kind == "example" else f", aux = {_brief(aux, i, 4)}")
+                           + (f" ({int(bad.sum())} of {out.numel()} values non-finite)" if out.numel() > 1 else ""))
+        return out
+
+    def note_grad(self, g: Tensor, x: Tensor, what: str = "gradient") -> None:
+        """Record a non-finite gradient ``g`` of the loss at ``x`` (entries where ``x`` itself is +-inf, a
+        masked class, are exempt)."""
+        if self.non_finite is None:
+            return
+        bad = ~torch.isfinite(g) & torch.isfinite(x.detach())
+        if bad.any():
+            i = int(bad.reshape(bad.shape[0], -1).any(1).nonzero()[0]) if bad.dim() else 0
+            self._note(f"{what} {g[bad][0].item():g} at x = {_brief(x, i)}")
+
+    def _note(self, text: str) -> None:
+        if len(self.non_finite) < 3 and text not in self.non_finite:
+            self.non_finite.append(text)
+
+    @contextlib.contextmanager
+    def tracking(self):
+        """Record non-finite evaluations (see :attr:`non_finite`) for the duration: yields the list."""
+        before, self.non_finite = self.non_finite, []
+        try:
+            yield self.non_finite
+        finally:
+            self.non_finite = before
+
+    @contextlib.contextmanager
+    def untracked(self):
+        """Evaluations that are not evidence (an optimiser's trial points, informational numbers)."""
+        before, self.non_finite = self.non_finite, None
+        try:
+            yield
+        finally:
+            self.non_finite = before
 
     def cast(self, aux: Tensor | None, dtype: torch.dtype) -> Tensor | None:
         return aux.to(dtype) if aux is not None and aux.is_floating_point() else aux

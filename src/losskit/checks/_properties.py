@@ -16,7 +16,7 @@ from .._core.errors import LossInputError
 from ._probes import Probe
 from ._report import FAIL, PASS, SKIP, Verdict
 
-__all__ = ["CHECKS", "Check", "conditional_risk_minimiser", "minimise_rows"]
+__all__ = ["PROPERTY_CHECKS", "Check", "conditional_risk_minimiser", "minimise_rows"]
 
 Tensor = torch.Tensor
 ALL = ("multiclass", "binary", "distributions", "logits", "example")
@@ -182,7 +182,8 @@ def conditional_risk_minimiser(probe, P: Tensor, gen: torch.Generator, starts: i
     best_x = None
     for s in range(starts):
         x0 = probe.random(gen, m, float(s))[0]
-        x, r = minimise_rows(risk, x0, max_iter)
+        with probe.untracked():  # the optimiser's trial points are not evidence (its result is)
+            x, r = minimise_rows(risk, x0, max_iter)
         better = torch.isfinite(r) & (r < best_r)
         best_x = x if best_x is None else torch.where(better.reshape(-1, *([1] * (x.dim() - 1))), x, best_x)
         best_r = torch.where(better, r, best_r)
@@ -190,17 +191,33 @@ def conditional_risk_minimiser(probe, P: Tensor, gen: torch.Generator, starts: i
 
 
 def _risk(probe, gen):
-    """(P, minimisers, risks), computed once per probe (calibration and properness share it)."""
+    """(P, minimisers, risks, non-finite notes), computed once per probe (calibration and properness share
+    it). The evidence is the minimisers: the risk and its gradient there must be finite."""
     if getattr(probe, "_risk", None) is None:
         P = _test_distributions(probe, gen)
-        probe._risk = (P, *conditional_risk_minimiser(probe, P, gen))
+        x, _ = conditional_risk_minimiser(probe, P, gen)
+        with probe.tracking() as notes:
+            xg = x.detach().clone().requires_grad_(True)
+            r = (P * probe.risk_table(xg)).sum(1)
+            if not torch.isfinite(r).all():
+                i = int((~torch.isfinite(r)).nonzero()[0])
+                probe._note(f"conditional risk {r[i].item():g} at its minimiser for p = {_fmt(P[i])}")
+            else:
+                (g,) = torch.autograd.grad(r.sum(), xg)
+                probe.note_grad(g, xg, "gradient of the conditional risk")
+        probe._risk = (P, x.detach(), r.detach(), list(notes))
     return probe._risk
 
 
+def _not_finite(name: str, notes: list[str], what: str = "") -> Verdict:
+    return _v(name, False, f"non-finite values at {notes[0]}" + (f"; {what}" if what else "")
+              + " (a property is never certified from non-finite values)", non_finite=notes)
+
+
 def check_calibrated(probe, gen) -> Verdict:
-    P, x, r = _risk(probe, gen)
-    if not torch.isfinite(r).all():
-        return _v("calibrated", False, "the conditional risk could not be evaluated (non-finite everywhere)")
+    P, x, r, notes = _risk(probe, gen)
+    if notes:
+        return _not_finite("calibrated", notes, "the conditional risk's minimiser is not evidence")
     d = probe.decision(x)
     top2 = d.topk(2, dim=-1).values
     lead = top2[:, 0] - top2[:, 1]
@@ -220,11 +237,12 @@ def check_calibrated(probe, gen) -> Verdict:
 
 
 def check_proper(probe, gen) -> Verdict:
-    P, x, r = _risk(probe, gen)
-    if not torch.isfinite(r).all():
-        return _v("proper", False, "the conditional risk could not be evaluated (non-finite everywhere)")
+    P, x, r, notes = _risk(probe, gen)
+    if notes:
+        return _not_finite("proper", notes, "the conditional risk's minimiser is not evidence")
     q = probe.link(x)
     err = (q - P).abs().amax(-1)
+    err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))  # a NaN link is an error
     worst = int(err.argmax())
     tol = 1e-3
     ok = bool(err.max() <= tol)
@@ -240,7 +258,8 @@ def check_symmetric(probe, gen) -> Verdict:
     tol = 1e-8 * (1 + sums.abs().max().item())
     lo, hi = sums.min().item(), sums.max().item()
     what = "L(x,0)+L(x,1)" if probe.kind == "binary" else "sum_k L(z,k)"
-    return _v("symmetric", spread <= tol, f"{what} ranges over [{lo:.6g}, {hi:.6g}] on {len(sums)} random "
+    finite = bool(torch.isfinite(sums).all())  # an inf sum makes tol inf too: inf <= inf must not pass
+    return _v("symmetric", finite and spread <= tol, f"{what} ranges over [{lo:.6g}, {hi:.6g}] on {len(sums)} random "
                                           f"inputs (spread {spread:.2g}, tol {tol:.2g})", min=lo, max=hi)
 
 
@@ -253,7 +272,7 @@ def check_bounded(probe, gen) -> Verdict:
     # bounded: the largest scale does not raise the sup above what smaller scales reached (up to 1e-3
     # relative, for sups approached slowly); growth even as slow as log s fails this
     a, b = max(sup[:-1]), sup[-1]
-    ok = math.isfinite(b) and b <= a + 1e-3 * abs(a) + 1e-6
+    ok = all(math.isfinite(v) for v in sup) and b <= a + 1e-3 * abs(a) + 1e-6  # not b <= inf
     trend = ", ".join(f"{s:g}: {v:.5g}" for s, v in zip(GRID, sup))
     return _v("bounded", ok, f"sup L over inputs of magnitude s (s: sup) {trend}"
                              + ("; levels off" if ok else "; still growing"), sup=dict(zip(GRID, sup)))
@@ -263,13 +282,31 @@ def check_nonnegative(probe, gen) -> Verdict:
     # the example kind (iterative solvers, e.g. Sinkhorn) stops at magnitude 100: its 'worst' is random anyway
     grid = GRID if probe.kind != "example" else GRID[:3]
     vals = [probe.loss(*inp) for inp in _inputs(probe, gen)]
-    vals += [probe.loss(*probe.worst(gen, 16, s)) for s in grid]
+    vals += [probe.loss(*probe.worst(gen, 16, s)) for s in grid if s < 100]
+    # at magnitude >= 100 a large loss may overflow to +inf (chi^2 with q ~ exp(-1000)): +inf >= 0 is sound
+    # evidence of nonnegativity there (and only there); NaN and -inf are not
+    extreme = []
+    for s in (s for s in grid if s >= 100):
+        x, aux = probe.worst(gen, 16, s)
+        with probe.untracked():
+            v = probe.loss(x, aux)
+        bad = torch.isnan(v) | (v == -math.inf)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            return _not_finite("nonnegative", [f"loss {v[i].item():g} at an input of magnitude {s:g}"])
+        extreme.append(v)
+    overflow = sum(int((v == math.inf).sum()) for v in extreme)
+    vals += [v[torch.isfinite(v)] for v in extreme]
+    vals = [v for v in vals if v.numel()]
+    finite = all(bool(torch.isfinite(v).all()) for v in vals)  # (python's min below skips a NaN)
     # rounding tolerance per group of inputs of one magnitude (1e-10 of that group's largest |L|)
     margin = min((v.min() / (1 + v.abs().max())).item() for v in vals)
     allv = torch.cat(vals)
     lo = allv.min().item()
-    return _v("nonnegative", margin >= -1e-10, f"min L = {lo:.4g} over {len(allv)} inputs of magnitude up to "
-                                               f"{grid[-1]:g} (tol 1e-10 relative)", min=lo)
+    return _v("nonnegative", finite and margin >= -1e-10,
+              f"min L = {lo:.4g} over {len(allv) + overflow} inputs of magnitude up to {grid[-1]:g} (tol 1e-10 "
+              f"relative)" + (f"; {overflow} values at magnitude >= 100 overflow to +inf (>= 0)" if overflow else ""),
+              min=lo, overflow=overflow)
 
 
 def _max_rel_change(probe, pairs) -> tuple[float, float]:
@@ -277,7 +314,7 @@ def _max_rel_change(probe, pairs) -> tuple[float, float]:
     for (x, aux), (x2, aux2) in pairs:
         a, b = probe.loss(x, aux), probe.loss(x2, aux2)
         rel = ((a - b).abs() / (1 + a.abs())).max().item()
-        if not math.isfinite(rel):
+        if not (math.isfinite(rel) and torch.isfinite(a).all() and torch.isfinite(b).all()):
             rel = math.inf
         if rel >= worst:
             worst, base = rel, a.abs().max().item()
@@ -324,6 +361,11 @@ def _hessian_min_eig(probe, x, aux, n=12) -> float | None:
         except RuntimeError:
             return None
         h = h.reshape(x[i].numel(), x[i].numel())
+        if not torch.isfinite(h).all():  # min(lo, nan) would keep lo
+            if probe.non_finite is not None:
+                bad = h[~torch.isfinite(h)][0].item()
+                probe._note(f"Hessian entry {bad:g} at x = {_fmt(x[i].reshape(-1))}")
+            return -math.inf
         ev = torch.linalg.eigvalsh(0.5 * (h + h.T))[0].item()
         scale = 1 + h.abs().max().item()
         lo = min(lo, ev / scale)
@@ -339,12 +381,12 @@ def check_convex(probe, gen) -> Verdict:
         lines += 3 * len(f0)
         for h in (0.3, 1.0, 3.0):
             gap = (0.5 * (probe.loss(x + h * d, aux) + probe.loss(x - h * d, aux)) - f0) / (1 + f0.abs())
-            g = gap.min().item()
-            if g < worst:
+            g = gap.min().item() if torch.isfinite(gap).all() else math.nan
+            if not g >= worst:  # a NaN gap becomes the worst (``g < worst`` would skip it)
                 worst, where = g, f"h={h:g}"
     x, aux = probe.random(gen, 12, 2.0)
     eig = None if probe.batch_coupled or not probe.row_hessian else _hessian_min_eig(probe, x, aux)
-    ok = worst >= -1e-9 and (eig is None or eig >= -1e-7)
+    ok = math.isfinite(worst) and worst >= -1e-9 and (eig is None or eig >= -1e-7)
     ev = "Hessian not checked (batch-level inputs)" if eig is None else f"min Hessian eigenvalue {eig:.3g} relative"
     return _v("convex", ok, f"min midpoint gap (L(z+hd)+L(z-hd))/2 - L(z) = {worst:.3g} relative "
                             f"({where}, {lines} random lines); {ev}",
@@ -378,10 +420,17 @@ def _finite_cases(probe, gen, s):
 
 
 def _grad_norms(probe, x, aux) -> Tensor:
-    """Per-sample |dL/dx| (float64)."""
+    """Per-sample |dL/dx| (float64); NaN where the loss or its gradient is not finite."""
     x = x.detach().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(probe.loss(x, aux).sum(), x)
-    return g.reshape(x.shape[0], -1).norm(dim=1)
+    out = probe.loss(x, aux)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    probe.note_grad(g, x)
+    norms = g.reshape(x.shape[0], -1).norm(dim=1)
+    if out.numel() == norms.numel():
+        norms = torch.where(torch.isfinite(out.detach()), norms, torch.full_like(norms, math.nan))
+    elif not torch.isfinite(out).all():
+        norms = torch.full_like(norms, math.nan)
+    return torch.where(torch.isfinite(norms), norms, torch.full_like(norms, math.nan))
 
 
 MARGINS = (3.0, 30.0, 300.0)
@@ -399,7 +448,8 @@ def _margin_table(probe) -> dict[float, tuple[float, float]] | None:
 
 
 def _margin_gradients(probe) -> str:
-    table = None if probe.batch_coupled else _margin_table(probe)
+    with probe.untracked():  # informational numbers, not the evidence of finite_extreme
+        table = None if probe.batch_coupled else _margin_table(probe)
     if table is None:
         return ""
     return "; |grad| at margin " + ", ".join(f"m={m:g}: {r:.2g} right / {w:.2g} wrong"
@@ -421,8 +471,10 @@ def check_no_softmax_collapse(probe, gen) -> Verdict:
     x = x.float().requires_grad_(True)
     loss = probe.loss(x, probe.cast(y, torch.float32))
     (g,) = torch.autograd.grad(loss.sum(), x)
+    probe.note_grad(g, x)
     gn = g.reshape(len(loss), -1).norm(dim=1)
-    ok = bool((loss > 0).all() and (gn > 0).all())
+    finite = bool(torch.isfinite(loss).all() and torch.isfinite(gn).all())  # inf > 0 is True
+    ok = finite and bool((loss > 0).all() and (gn > 0).all())
     return _v("no_softmax_collapse", ok, f"float32, right class ahead by 100: min L = {loss.min().item() + 0.0:.3g}, "
                                          f"min |grad| = {gn.min().item():.3g}"
               + ("" if ok else " (collapsed: confident samples give exactly zero loss and gradient)"),
@@ -436,7 +488,7 @@ def check_lipschitz(probe, gen) -> Verdict:
         x2, aux2 = probe.random(gen, 16, s)
         g = torch.cat([_grad_norms(probe, x, aux), _grad_norms(probe, x2, aux2)])
         sup.append(g.max().item() if torch.isfinite(g).all() else math.inf)
-    ok = math.isfinite(sup[-1]) and sup[-1] <= 2 * sup[-2] + 1e-12
+    ok = all(math.isfinite(v) for v in sup) and sup[-1] <= 2 * sup[-2] + 1e-12  # not x <= inf
     trend = ", ".join(f"{s:g}: {v:.3g}" for s, v in zip((1e2, 1e3, 1e4), sup))
     return _v("lipschitz", ok, f"sup |grad| over inputs of magnitude s (s: sup) {trend}"
                                + ("; bounded" if ok else "; grows"), sup=dict(zip((1e2, 1e3, 1e4), sup)))
@@ -478,7 +530,8 @@ def check_divergence(probe, gen) -> Verdict:
     d = probe.loss(p, q)
     same = torch.cat([probe.loss(p, p), probe.loss(p, p + torch.randn(64, 1, generator=gen, dtype=p.dtype))])
     lo, zero = d.min().item(), same.abs().max().item()
-    ok = lo > 0 and zero <= 1e-10
+    finite = bool(torch.isfinite(d).all() and torch.isfinite(same).all())  # inf > 0 is True
+    ok = finite and lo > 0 and zero <= 1e-10
     return _v("divergence", ok, f"min D(p,q) = {lo:.3g} over 64 random pairs p != q (must be > 0); "
                                 f"max |D(p,p)| = {zero:.2g} (also with p's logits shifted; tol 1e-10)",
               min_distinct=lo, max_same=zero)
@@ -491,7 +544,7 @@ def check_symmetric_divergence(probe, gen) -> Verdict:
               max_rel_change=rel)
 
 
-CHECKS: dict[str, Check] = {c.name: c for c in (
+PROPERTY_CHECKS: dict[str, Check] = {c.name: c for c in (
     Check("calibrated", LABELLED, check_calibrated, "needs a label to take a risk over", whole_batch=False),
     Check("proper", LABELLED, check_proper, "needs a label to take a risk over", whole_batch=False),
     Check("symmetric", LABELLED, check_symmetric, "needs a label to sum over", whole_batch=False),
