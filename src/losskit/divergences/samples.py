@@ -85,12 +85,13 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, max_points:
             sel = torch.linspace(0, z.shape[0] - 1, max_points, device=z.device).long()
             z, from_x = z[sel], from_x[sel]
         d2 = sq_dist(z, z)
-        if value_check_mode(d2) is not None:
-            row = d2.amax(1)
-            for name, rows in (("x", from_x), ("y", ~from_x)):
-                require(name, row, lambda r=rows: ~torch.isfinite(torch.where(r, row, 0.0)).any(),
+        if value_check_mode(d2) is not None:  # named by block: x's own distances, y's, then x against y
+            bad = ~torch.isfinite(d2)
+            for name, block in (("x", from_x[:, None] & from_x), ("y", ~from_x[:, None] & ~from_x),
+                                ("y", from_x[:, None] != from_x)):
+                require(name, d2, lambda b=block: (bad & b).any(),
                         f"samples whose squared distances fit in {d2.dtype} (for the median bandwidth)",
-                        lambda r=rows: f"an overflowing squared distance ({row[r].amax().item()})")
+                        lambda b=block: f"an overflowing squared distance ({d2[bad & b][0].item()})")
         iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
         med = torch.quantile(safe_sqrt(d2[iu[0], iu[1]]), 0.5).item()  # midpoint for an even count
     if not med > 0:
@@ -204,18 +205,20 @@ _BANDWIDTH = Either(POSITIVE, Seq(POSITIVE), Choice("median"))  # sigma > 0, a m
 
 
 
-def _center(x, y):
-    """Both samples minus their pooled mean (no gradient): every kernel here is translation invariant, and
-    centring keeps ``‖x‖² + ‖y‖² - 2 x·y`` from cancelling catastrophically for data far from 0."""
+def _center(x, y=None):
+    """The samples minus their pooled mean (no gradient): every kernel here is translation invariant, and
+    centring keeps ``‖x‖² + ‖y‖² - 2 x·y`` from cancelling catastrophically (or overflowing) for data far
+    from 0. The sums of a sample against itself centre it on its own mean: its distances then do not
+    depend on where the other sample lies (nor overflow because of it)."""
     with torch.no_grad():
-        c = (x.sum(0) + y.sum(0)) / (x.shape[0] + y.shape[0])
-    return x - c, y - c
+        c = x.mean(0) if y is None else (x.sum(0) + y.sum(0)) / (x.shape[0] + y.shape[0])
+    return x - c if y is None else (x - c, y - c)
 
 
 def _mmd2(x, y, kernel, sigmas, estimator, block_size):
     m, n = x.shape[0], y.shape[0]
-    x, y = _center(x, y)
     if estimator == "linear":
+        x, y = _center(x, y)
         h = x.shape[0] // 2
         if h < 1:
             raise fail("x", "at least 2 samples for the linear-time estimator", f"{x.shape[0]}")
@@ -233,9 +236,11 @@ def _mmd2(x, y, kernel, sigmas, estimator, block_size):
     if unbiased and (m < 2 or n < 2):
         raise fail("x" if m < 2 else "y", "at least 2 samples for the unbiased estimator", f"{min(m, n)}")
     # each sample against itself first, so an overflow is reported on the sample that holds it
-    kxx = kernel_sum(x, kernel=kernel, sigmas=sigmas, exclude_diagonal=unbiased, block_size=block_size, name="x")
-    kyy = kernel_sum(y, kernel=kernel, sigmas=sigmas, exclude_diagonal=unbiased, block_size=block_size, name="y")
-    kxy = kernel_sum(x, y, kernel=kernel, sigmas=sigmas, block_size=block_size, name="y")
+    kxx = kernel_sum(_center(x), kernel=kernel, sigmas=sigmas, exclude_diagonal=unbiased, block_size=block_size,
+                     name="x")
+    kyy = kernel_sum(_center(y), kernel=kernel, sigmas=sigmas, exclude_diagonal=unbiased, block_size=block_size,
+                     name="y")
+    kxy = kernel_sum(*_center(x, y), kernel=kernel, sigmas=sigmas, block_size=block_size, name="y")
     if unbiased:
         return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2 * kxy / (m * n)
     return kxx / (m * m) + kyy / (n * n) - 2 * kxy / (m * n)
@@ -330,13 +335,12 @@ def kernel_cauchy_schwarz_divergence(x: torch.Tensor, y: torch.Tensor, *, kernel
     if len(sigmas) != 1:
         raise fail("bandwidth", "one bandwidth (or 'median') for the Cauchy-Schwarz estimate", repr(bandwidth))
     m, n = x.shape[0], y.shape[0]
-    x, y = _center(x, y)
 
     def lse(a, b=None, name="x"):
         return kernel_sum(a, b, kernel=kernel, sigmas=sigmas, block_size=block_size, log=True, name=name)
 
-    lxx, lyy = lse(x) - 2 * math.log(m), lse(y, name="y") - 2 * math.log(n)
-    d = -2 * (lse(x, y, "y") - math.log(m * n)) + lxx + lyy
+    lxx, lyy = lse(_center(x)) - 2 * math.log(m), lse(_center(y), name="y") - 2 * math.log(n)
+    d = -2 * (lse(*_center(x, y), "y") - math.log(m * n)) + lxx + lyy
     return finish(d, reduction)
 
 
