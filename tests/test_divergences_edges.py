@@ -263,3 +263,19 @@ def test_generator_api_is_stable():
                  "skew_kl_generator", "perspective_terms", "lambertw_exp", "f_prime", "GENERATOR_DOMAIN"):
         assert name in G.__all__
     assert losskit.divergences.get_generator("chi2") is G.PEARSON
+
+
+@pytest.mark.parametrize("name", ["mmd", "kernel_cauchy_schwarz_divergence"])
+def test_median_bandwidth_default_reads_no_values(name):
+    # the default bandwidth='median' called .item(): meta tensors failed and compiles broke the graph
+    x, y = torch.randn(8, 3), torch.randn(9, 3) + 1
+    fn = getattr(losskit, name)
+    out = fn(x.to("meta"), y.to("meta"))
+    assert out.device.type == "meta" and out.shape == ()
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, y), fn(x, y))
+    with pytest.raises(LossInputError, match="^x: .*identical"):
+        fn(torch.ones(4, 2), torch.ones(5, 2))
+    sigma = losskit.divergences.median_bandwidth(x, y)
+    torch.testing.assert_close(fn(x, y), fn(x, y, bandwidth=sigma), rtol=1e-5, atol=1e-6)

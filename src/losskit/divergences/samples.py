@@ -77,7 +77,15 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, max_points:
     """Median pairwise Euclidean distance of the pooled sample (no gradient; strided subset if large).
 
     Squared distances that overflow the dtype raise :class:`~losskit.LossInputError` naming the sample
-    (``x`` or ``y``) whose rows hold them."""
+    (``x`` or ``y``) whose rows hold them; identical samples (a zero median) raise naming ``x``."""
+    med = _median(x, y, max_points).item()  # returns a number: reads the value (the objectives do not)
+    if not med > 0:
+        raise fail("x", "samples that are not all identical (the median bandwidth is 0)", "a zero median distance")
+    return med
+
+
+def _median(x: torch.Tensor, y: torch.Tensor | None = None, max_points: int = MEDIAN_POINTS) -> torch.Tensor:
+    """:func:`median_bandwidth` as a 0-d tensor, without reading values (checks by the validation mode)."""
     with torch.no_grad():
         z = x if y is None else torch.cat([x, y])
         from_x = torch.arange(z.shape[0], device=z.device) < x.shape[0]
@@ -93,19 +101,19 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, max_points:
                         f"samples whose squared distances fit in {d2.dtype} (for the median bandwidth)",
                         lambda b=block: f"an overflowing squared distance ({d2[bad & b][0].item()})")
         iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
-        med = torch.quantile(safe_sqrt(d2[iu[0], iu[1]]), 0.5).item()  # midpoint for an even count
-    if not med > 0:
-        raise fail("x", "samples that are not all identical (the median bandwidth is 0)", "a zero median distance")
+        med = torch.quantile(safe_sqrt(d2[iu[0], iu[1]]), 0.5)  # midpoint for an even count
+    require("x", med, lambda: ~(med > 0), "samples that are not all identical (the median bandwidth is 0)",
+            lambda: "a zero median distance")
     return med
 
 
-def _sigmas(bandwidth, kernel, x, y) -> tuple[float, ...]:
+def _sigmas(bandwidth, kernel, x, y) -> tuple:
     if kernel == "energy":
         return (1.0,)
     if isinstance(bandwidth, str):
         if bandwidth != "median":
             raise fail("bandwidth", "a positive number, a tuple of them, or 'median'", repr(bandwidth))
-        return (median_bandwidth(x, y),)
+        return (_median(x, y),)  # a 0-d tensor: no host read (meta tensors and compiled graphs run)
     values = tuple(bandwidth) if isinstance(bandwidth, (tuple, list)) else (bandwidth,)
     if not values or not all(isinstance(v, (int, float)) and v > 0 and math.isfinite(v) for v in values):
         raise fail("bandwidth", "a positive number, a tuple of them, or 'median'", repr(bandwidth))
