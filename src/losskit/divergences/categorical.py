@@ -18,10 +18,12 @@ import math
 
 import torch
 
-from .._core import Paper, fail, objective, reduce
+from .._core import Paper, fail, finish, objective
+from .._core.domains import HALF_OPEN_UNIT, OPEN_UNIT, REAL, Choice, Dim, Either, Real
 from .._core.inputs import TWO_DISTRIBUTIONS, distributions_example
-from .._core.validate import check_floating, check_probabilities, check_sample_weight
+from .._core.validate import check_floating, check_probabilities, check_rows, require, value_check_mode
 from .generators import (
+    GENERATOR_DOMAIN,
     HELLINGER,
     JEFFREYS,
     JS,
@@ -49,15 +51,24 @@ __all__ = ["log_probs", "kl_divergence", "reverse_kl_divergence", "js_divergence
 INPUT_SPACES = ("logits", "log_probs", "probs")
 
 
-def log_probs(x: torch.Tensor, input_space: str, dim: int, name: str) -> torch.Tensor:
-    """Log-probabilities from logits / log-probabilities / probabilities, validated."""
+def log_probs(x: torch.Tensor, input_space: str, dim: int, name: str, *, rows: bool = False) -> torch.Tensor:
+    """Log-probabilities from logits / log-probabilities / probabilities, validated.
+
+    ``rows=True`` also refuses a row (along ``dim``) of logits or log-probabilities whose every entry is
+    ``-inf`` (fully masked: no distribution), with :class:`~losskit.LossInputError` naming ``name``.
+    """
     check_floating(name, x)
     if input_space == "logits":
+        if rows:
+            check_rows(name, x, dim=dim)
         return torch.log_softmax(x, dim=dim)
     if input_space == "log_probs":
-        if bool((x > 1e-6).any()):
-            raise fail(name, "log-probabilities (<= 0)", f"max {x.max().item():.4g}")
-        check_probabilities(name, x.exp(), dim=dim)
+        if rows:
+            check_rows(name, x, dim=dim)
+        if value_check_mode(x) is not None:  # the checks below read values: nothing to compute when off
+            require(name, x, lambda: x.amax() > 1e-6, "log-probabilities (<= 0)",
+                    lambda: f"max {x.max().item():.4g}")
+            check_probabilities(name, x.exp(), dim=dim)
         return x
     if input_space == "probs":
         check_probabilities(name, x, dim=dim)
@@ -67,7 +78,9 @@ def log_probs(x: torch.Tensor, input_space: str, dim: int, name: str) -> torch.T
     raise fail("input_space", f"one of {INPUT_SPACES}", repr(input_space))
 
 
-def _pair(p, q, input_space, dim):
+def _pair(p, q, input_space, dim, rows=True):
+    """Both inputs as log-probabilities. ``rows``: fully masked rows raise (the named objectives); the
+    engine :func:`categorical_divergence` leaves that to its callers, which may ignore such samples."""
     if input_space not in INPUT_SPACES:
         raise fail("input_space", f"one of {INPUT_SPACES}", repr(input_space))
     check_floating("p", p)
@@ -76,7 +89,9 @@ def _pair(p, q, input_space, dim):
         raise fail("q", f"the shape of p {tuple(p.shape)}", f"shape {tuple(q.shape)}")
     if p.dim() == 0:
         raise fail("p", "a tensor with a class dimension", "a scalar")
-    return log_probs(p, input_space, dim, "p"), log_probs(q, input_space, dim, "q")
+    if isinstance(dim, bool) or not -p.dim() <= dim < p.dim():
+        raise fail("dim", f"a dimension of p (ndim {p.dim()})", repr(dim))
+    return log_probs(p, input_space, dim, "p", rows=rows), log_probs(q, input_space, dim, "q", rows=rows)
 
 
 def _kl_terms(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -87,37 +102,35 @@ def _kl_terms(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, torch.zeros_like(p), p * diff)
 
 
-def _finish(terms, dim, reduction, sample_weight):
-    per = terms.sum(dim)
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
-
-
-_DIV = dict(family="divergence", input_kind=TWO_DISTRIBUTIONS, example=distributions_example,
-            allow_neg_inf=("p", "q"))
-
-
 def categorical_divergence(p: torch.Tensor, q: torch.Tensor, generator: str | FGenerator = "kl", *,
                            input_space: str = "logits", dim: int = -1) -> torch.Tensor:
     """``D_f(p ‖ q) = Σ_k q_k f(p_k/q_k)`` per distribution (unreduced), the one f-divergence routine.
 
-    Used by every named f-divergence here and by the distillation losses (``divergence=``).
+    Used by every named f-divergence here and by the distillation losses (``divergence=``). It does
+    not refuse fully masked rows (all ``-inf``; their value is NaN): callers that may ignore such
+    samples mask them; the named objectives refuse them.
     """
     gen = get_generator(generator)
-    logp, logq = _pair(p, q, input_space, dim)
+    logp, logq = _pair(p, q, input_space, dim, rows=False)
     return perspective_terms(gen, logp, logq).sum(dim)
 
 
 def _fdiv(p, q, gen, input_space, dim, reduction, sample_weight):
-    per = categorical_divergence(p, q, gen, input_space=input_space, dim=dim)
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+    gen = get_generator(gen)
+    logp, logq = _pair(p, q, input_space, dim)
+    return finish(perspective_terms(gen, logp, logq).sum(dim), reduction, sample_weight=sample_weight)
 
 
+_DOMAINS = {"input_space": Choice(*INPUT_SPACES), "dim": Dim(of="p")}
+_RENYI_ORDER = Either(Real(0.0, None), Choice(math.inf))  # alpha >= 0, or inf (the max-ratio limit)
 _DIV = dict(family="divergence", input_kind=TWO_DISTRIBUTIONS, example=distributions_example,
-            allow_neg_inf=("p", "q"))
+            allow_neg_inf=("p", "q"), unchecked=("p", "q"))  # p, q: checked (rows, finiteness) by _pair
 _ARGS = """
     Args: ``p``, ``q`` of the same shape; ``input_space`` ``'logits'`` (default), ``'log_probs'`` or
-    ``'probs'``; ``dim`` the class axis; ``sample_weight`` one weight per distribution (or per leading
-    sample); ``reduction`` ``'mean' | 'sum' | 'none'``."""
+    ``'probs'``; ``dim`` the class axis (a dimension of ``p``); ``sample_weight`` one weight per
+    distribution (or per leading sample); ``reduction`` ``'mean' | 'sum' | 'none'``. ``-inf`` entries
+    (logits, log-probabilities) are probability 0; a row whose every entry is ``-inf`` (fully masked)
+    raises :class:`~losskit.LossInputError` naming ``p`` or ``q``."""
 
 
 def _doc(fn):
@@ -126,7 +139,7 @@ def _doc(fn):
 
 
 @objective("kl_divergence", properties={"nonnegative", "divergence"},
-           formula="KL(p || q) = sum_k p_k (log p_k - log q_k)", module_name="KLDivergence", **_DIV)
+           formula="KL(p || q) = sum_k p_k (log p_k - log q_k)", module_name="KLDivergence", domains=_DOMAINS, **_DIV)
 @_doc
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                   sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -145,7 +158,8 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logit
 
 
 @objective("reverse_kl_divergence", properties={"nonnegative", "divergence"},
-           formula="KL(q || p) = sum_k q_k (log q_k - log p_k)", module_name="ReverseKLDivergence", **_DIV)
+           formula="KL(q || p) = sum_k q_k (log q_k - log p_k)", module_name="ReverseKLDivergence",
+           domains=_DOMAINS, **_DIV)
 @_doc
 def reverse_kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                           sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -161,7 +175,7 @@ def reverse_kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str 
 
 @objective("js_divergence", properties={"nonnegative", "divergence", "symmetric_divergence", "bounded"},
            formula="JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m),  m = (p + q)/2", module_name="JSDivergence",
-           **_DIV)
+           domains=_DOMAINS, **_DIV)
 @_doc
 def js_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                   sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -180,7 +194,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logit
 
 @objective("generalized_js_divergence", properties={"nonnegative", "divergence", "bounded"},
            formula="JS_pi(p, q) = pi KL(p || m) + (1 - pi) KL(q || m),  m = pi p + (1 - pi) q",
-           module_name="GeneralizedJSDivergence", **_DIV)
+           module_name="GeneralizedJSDivergence", domains={**_DOMAINS, "pi": OPEN_UNIT}, **_DIV)
 @_doc
 def generalized_js_divergence(p: torch.Tensor, q: torch.Tensor, *, pi: float = 0.5, input_space: str = "logits",
                               dim: int = -1, sample_weight: torch.Tensor | None = None,
@@ -201,7 +215,7 @@ def generalized_js_divergence(p: torch.Tensor, q: torch.Tensor, *, pi: float = 0
 @objective("skew_kl_divergence", properties={"nonnegative", "divergence", "bounded"},
            formula="SKL_a(p || q) = KL(p || a p + (1 - a) q)", module_name="SkewKLDivergence",
            paper=Paper("DistiLLM: Towards Streamlined Distillation for Large Language Models", 2024,
-                       "2402.03898"), **_DIV)
+                       "2402.03898"), domains={**_DOMAINS, "alpha": HALF_OPEN_UNIT}, **_DIV)
 @_doc
 def skew_kl_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.1, input_space: str = "logits",
                        dim: int = -1, sample_weight: torch.Tensor | None = None,
@@ -219,7 +233,7 @@ def skew_kl_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.1, 
 
 
 @objective("total_variation", properties={"nonnegative", "divergence", "symmetric_divergence", "bounded"},
-           formula="TV(p, q) = 1/2 sum_k |p_k - q_k|", module_name="TotalVariation", **_DIV)
+           formula="TV(p, q) = 1/2 sum_k |p_k - q_k|", module_name="TotalVariation", domains=_DOMAINS, **_DIV)
 @_doc
 def total_variation(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                     sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -233,7 +247,8 @@ def total_variation(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "log
 
 
 @objective("squared_hellinger", properties={"nonnegative", "divergence", "symmetric_divergence", "bounded"},
-           formula="H^2(p, q) = sum_k (sqrt p_k - sqrt q_k)^2", module_name="SquaredHellinger", **_DIV)
+           formula="H^2(p, q) = sum_k (sqrt p_k - sqrt q_k)^2", module_name="SquaredHellinger",
+           domains=_DOMAINS, **_DIV)
 @_doc
 def squared_hellinger(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                       sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -253,7 +268,7 @@ _NO_EXTREME = ("at logits of +-1e4 the value exceeds the float range (e.g. p^2/q
 
 @objective("pearson_chi2", properties={"nonnegative", "divergence"},
            formula="chi2(p || q) = sum_k (p_k - q_k)^2 / q_k", module_name="PearsonChi2", extreme=False,
-           skip_reasons={"extreme": _NO_EXTREME}, **_DIV)
+           skip_reasons={"extreme": _NO_EXTREME}, domains=_DOMAINS, **_DIV)
 @_doc
 def pearson_chi2(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                  sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -268,7 +283,7 @@ def pearson_chi2(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits
 
 @objective("neyman_chi2", properties={"nonnegative", "divergence"},
            formula="chi2_N(p || q) = sum_k (p_k - q_k)^2 / p_k", module_name="NeymanChi2", extreme=False,
-           skip_reasons={"extreme": _NO_EXTREME}, **_DIV)
+           skip_reasons={"extreme": _NO_EXTREME}, domains=_DOMAINS, **_DIV)
 @_doc
 def neyman_chi2(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                 sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -283,7 +298,7 @@ def neyman_chi2(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits"
 
 @objective("jeffreys_divergence", properties={"nonnegative", "divergence", "symmetric_divergence"},
            formula="J(p, q) = KL(p || q) + KL(q || p) = sum_k (p_k - q_k)(log p_k - log q_k)",
-           module_name="JeffreysDivergence", **_DIV)
+           module_name="JeffreysDivergence", domains=_DOMAINS, **_DIV)
 @_doc
 def jeffreys_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                         sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -298,7 +313,7 @@ def jeffreys_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = 
 
 @objective("alpha_divergence", properties={"nonnegative", "divergence"},
            formula="D_a(p || q) = (sum_k p_k^a q_k^(1-a) - 1) / (a (a - 1))", module_name="AlphaDivergence",
-           **_DIV)
+           domains={**_DOMAINS, "alpha": REAL}, **_DIV)
 @_doc
 def alpha_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, input_space: str = "logits",
                      dim: int = -1, sample_weight: torch.Tensor | None = None,
@@ -318,7 +333,8 @@ def alpha_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, in
 
 
 @objective("f_divergence", properties={"nonnegative", "divergence"},
-           formula="D_f(p || q) = sum_k q_k f(p_k / q_k)", module_name="FDivergence", **_DIV)
+           formula="D_f(p || q) = sum_k q_k f(p_k / q_k)", module_name="FDivergence",
+           domains={**_DOMAINS, "generator": GENERATOR_DOMAIN}, **_DIV)
 @_doc
 def f_divergence(p: torch.Tensor, q: torch.Tensor, *, generator: str | FGenerator = "kl",
                  input_space: str = "logits", dim: int = -1, sample_weight: torch.Tensor | None = None,
@@ -350,7 +366,8 @@ def _masked_exponent(logp, logq, alpha):
 
 
 @objective("renyi_divergence", properties={"nonnegative", "divergence"},
-           formula="D_a(p || q) = 1/(a - 1) log sum_k p_k^a q_k^(1-a)", module_name="RenyiDivergence", **_DIV)
+           formula="D_a(p || q) = 1/(a - 1) log sum_k p_k^a q_k^(1-a)", module_name="RenyiDivergence",
+           domains={**_DOMAINS, "alpha": _RENYI_ORDER}, **_DIV)
 @_doc
 def renyi_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, input_space: str = "logits",
                      dim: int = -1, sample_weight: torch.Tensor | None = None,
@@ -366,8 +383,6 @@ def renyi_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, in
     Paper: standard (Rényi, "On measures of entropy and information", 1961).
     """
     a = float(alpha)
-    if not a >= 0:
-        raise fail("alpha", "an order alpha >= 0 (or inf)", repr(alpha))
     if a == 1.0:
         return _fdiv(p, q, KL, input_space, dim, reduction, sample_weight)
     logp, logq = _pair(p, q, input_space, dim)
@@ -378,14 +393,14 @@ def renyi_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, in
         per = ratio.amax(dim)
     else:
         per = torch.logsumexp(_masked_exponent(logp, logq, a), dim) / (a - 1)
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+    return finish(per, reduction, sample_weight=sample_weight)
 
 
 @objective("cauchy_schwarz_divergence", properties={"nonnegative", "divergence", "symmetric_divergence"},
            formula="D_CS(p, q) = -2 log sum_k p_k q_k + log sum_k p_k^2 + log sum_k q_k^2",
            module_name="CauchySchwarzDivergence",
            paper=Paper("Cauchy-Schwarz Divergence Information Bottleneck for Regression", 2024, "2404.17951"),
-           **_DIV)
+           domains=_DOMAINS, **_DIV)
 @_doc
 def cauchy_schwarz_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
                               sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -403,7 +418,7 @@ def cauchy_schwarz_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: 
     logp, logq = _pair(p, q, input_space, dim)
     per = (-2 * torch.logsumexp(logp + logq, dim) + torch.logsumexp(2 * logp, dim)
            + torch.logsumexp(2 * logq, dim))
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+    return finish(per, reduction, sample_weight=sample_weight)
 
 
 KLDivergence = kl_divergence.Module

@@ -6,9 +6,10 @@ import math
 
 import torch
 
-from .._core import Paper, fail, objective, reduce
+from .._core import Paper, fail, finish, objective
+from .._core.domains import FLAG
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_floating, check_sample_weight
+from .._core.validate import check_floating, check_rows
 from .categorical import _kl_terms
 
 __all__ = ["kl_clustering_loss", "clustering_target", "KLClusteringLoss"]
@@ -49,6 +50,7 @@ CLUSTER_LOGITS = InputKind("cluster logits", "soft cluster-assignment logits (N,
            paper=Paper("Deep Clustering via Joint Convolutional Autoencoder Embedding and Relative Entropy "
                        "Minimization", 2017, "1704.06327", "Dizaji, Herandi, Deng, Cai, Huang"),
            properties={"nonnegative"}, per_sample=False, module_name="KLClusteringLoss",
+           domains={"detach_target": FLAG}, unchecked=("logits",),  # logits: check_rows below
            formula="1/N sum_i KL(q_i || p_i),  q_ik ∝ p_ik / sqrt(sum_i' p_i'k),  p = softmax(z)")
 def kl_clustering_loss(logits: torch.Tensor, *, detach_target: bool = True,
                        sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -61,7 +63,8 @@ def kl_clustering_loss(logits: torch.Tensor, *, detach_target: bool = True,
     empty and giant clusters. DEPICT treats ``q`` as a fixed auxiliary target at each step
     (``detach_target=True``, default); ``False`` differentiates through it as well. Batch-coupled (the
     target uses the whole batch); ``reduction='none'`` gives ``KL(q_i ‖ p_i)`` per sample. Computed in
-    log space, so ``-inf`` logits are exact.
+    log space, so ``-inf`` logits are exact; a sample whose every logit is ``-inf`` (fully masked) raises
+    :class:`~losskit.LossInputError` naming ``logits``.
 
     Paper: Deep Clustering via Joint Convolutional Autoencoder Embedding and Relative Entropy
     Minimization (Dizaji et al., ICCV 2017, arXiv:1704.06327).
@@ -69,12 +72,13 @@ def kl_clustering_loss(logits: torch.Tensor, *, detach_target: bool = True,
     check_floating("logits", logits)
     if logits.dim() != 2:
         raise fail("logits", "cluster logits of shape (N, K)", f"shape {tuple(logits.shape)}")
+    check_rows("logits", logits, dim=1)
     log_p = torch.log_softmax(logits, 1)
     log_q = clustering_target(log_p)
     if detach_target:
         log_q = log_q.detach()
     per = _kl_terms(log_q, log_p).sum(1)
-    return reduce(per, reduction, weight=check_sample_weight(sample_weight, per.shape))
+    return finish(per, reduction, sample_weight=sample_weight)
 
 
 KLClusteringLoss = kl_clustering_loss.Module

@@ -8,11 +8,14 @@ for a convex ``f`` with ``f(1) = 0``. The *perspective* ``q f(p/q)`` is extended
 continuity: ``0 f(0/0) = 0``, ``q f(0) = q f(0+)`` and ``p f'(∞) = p lim_{t→∞} f(t)/t`` where
 ``q = 0 < p``; either limit may be ``+inf``, and then the divergence is ``inf`` (the honest value).
 
-A :class:`FGenerator` carries ``f``, its derivative ``f'`` (the optimal critic of the variational
-bound is ``f'(p/q)``), its convex conjugate ``f*`` (for f-GAN / variational use), an output activation
-mapping a real critic output into the domain of ``f*`` (Nowozin et al., f-GAN, 2016, arXiv:1606.00709,
-Table 2), the two boundary limits, and optionally a closed form of the perspective in log space
-(``body(log p, log q)``, used at interior points; the default is ``q * f(exp(log p - log q))``).
+A :class:`FGenerator` carries ``f``; its derivative ``f'`` (the optimal critic of the variational
+bound is ``f'(p/q)``; policy-gradient f-divergence objectives use ``-f'(pi/p)`` as a reward), as a
+function of the ratio (``f_prime(t)``) and of the log-ratio (``f_prime_log(log t)``, no ``t`` formed);
+:func:`f_prime` is the one public entry point other families use; its convex conjugate ``f*`` (for
+f-GAN / variational use), an output activation mapping a real critic output into the domain of ``f*``
+(Nowozin et al., f-GAN, 2016, arXiv:1606.00709, Table 2), the two boundary limits, and optionally a
+closed form of the perspective in log space (``body(log p, log q)``, used at interior points; the
+default is ``q * f(exp(log p - log q))``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .._core import fail
+from .._core.domains import Domain
 
-__all__ = ["FGenerator", "GENERATORS", "get_generator", "alpha_generator", "skew_js_generator",
-           "skew_kl_generator", "perspective_terms", "lambertw_exp"]
+__all__ = ["FGenerator", "GENERATORS", "GENERATOR_DOMAIN", "get_generator", "f_prime", "alpha_generator",
+           "skew_js_generator", "skew_kl_generator", "perspective_terms", "lambertw_exp"]
 
 INF = float("inf")
 
@@ -36,7 +40,10 @@ INF = float("inf")
 class FGenerator:
     """A convex generator ``f`` (``f(1) = 0``) with what variational and policy-gradient uses need.
 
-    Fields: ``f``, ``f_prime`` (``f'``), ``conjugate`` (``f*(u) = sup_t u t - f(t)``),
+    Fields: ``f``, ``f_prime`` (``f'``, a function of the ratio ``t``), ``f_prime_log`` (``s ↦ f'(e^s)``,
+    a closed form in the log-ratio that neither overflows nor loses ``t``'s precision; when absent,
+    :meth:`derivative_log` falls back to ``f_prime(exp(s))``), ``conjugate`` with ``conjugate_domain``
+    (the closed interval ``[lo, hi]`` outside which ``f* = +inf``; at an open end ``f*`` is ``+inf``) (``f*(u) = sup_t u t - f(t)``),
     ``activation`` (a map from R onto the domain of ``f*``), ``f0 = f(0+)`` and
     ``slope_inf = lim_{t→∞} f(t)/t`` (either may be ``inf``), and ``body(log p, log q)``, a closed form
     of ``q f(p/q)`` for ``p, q > 0`` (optional). Only ``f`` is required for :func:`f_divergence`; the
@@ -53,6 +60,20 @@ class FGenerator:
     body: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     symmetric: bool = False
     conjugate_activation: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    f_prime_log: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    conjugate_domain: tuple[float, float] = (-INF, INF)
+
+    def derivative(self, t: torch.Tensor) -> torch.Tensor:
+        """``f'(t)`` at ratios ``t > 0``."""
+        if self.f_prime is None:
+            raise fail("generator", "an FGenerator with f_prime (its derivative)", self.name)
+        return self.f_prime(t)
+
+    def derivative_log(self, log_t: torch.Tensor) -> torch.Tensor:
+        """``f'(t)`` at ``t = exp(log_t)``, from the log-ratio (closed form where the generator has one)."""
+        if self.f_prime_log is not None:
+            return self.f_prime_log(log_t)
+        return self.derivative(log_t.exp())
 
     def conjugate_of_activation(self, v: torch.Tensor) -> torch.Tensor:
         """``f*(activation(v))``, in a closed form where one avoids cancellation at the domain's edge."""
@@ -107,12 +128,13 @@ def _kl_f(t):
 
 KL = FGenerator(
     "kl", f=_kl_f, f_prime=lambda t: torch.log(t) + 1, conjugate=lambda u: torch.exp(u - 1),
-    activation=lambda v: v, f0=0.0, slope_inf=INF, body=_xlogy_ratio)
+    activation=lambda v: v, f0=0.0, slope_inf=INF, body=_xlogy_ratio, f_prime_log=lambda s: s + 1)
 
 REVERSE_KL = FGenerator(
     "reverse_kl", f=lambda t: -torch.log(t), f_prime=lambda t: -1 / t,
     conjugate=lambda u: -1 - torch.log(-u), activation=lambda v: -torch.exp(-v), f0=INF, slope_inf=0.0,
-    body=lambda lp, lq: _xlogy_ratio(lq, lp), conjugate_activation=lambda v: v - 1)
+    body=lambda lp, lq: _xlogy_ratio(lq, lp), conjugate_activation=lambda v: v - 1, conjugate_domain=(-INF, 0.0),
+    f_prime_log=lambda s: -torch.exp(-s))
 
 
 def skew_js_generator(pi: float = 0.5) -> FGenerator:
@@ -141,6 +163,8 @@ def skew_js_generator(pi: float = 0.5) -> FGenerator:
         conjugate=lambda u: -(1 - pi) * (torch.log1p(-pi * torch.exp(u / pi)) - lq_),
         activation=lambda v: -pi * lp_ - pi * F.softplus(-v),
         conjugate_activation=lambda v: (1 - pi) * (F.softplus(v) + lq_),
+        f_prime_log=lambda s: pi * (s - torch.logaddexp(s + lp_, torch.full_like(s, lq_))),
+        conjugate_domain=(-INF, -pi * lp_),
         f0=-(1 - pi) * lq_, slope_inf=-pi * lp_, body=body, symmetric=pi == 0.5)
 
 
@@ -162,8 +186,12 @@ def skew_kl_generator(alpha: float = 0.1) -> FGenerator:
         m = alpha * t + 1 - alpha
         return torch.log(t / m) + (1 - alpha) / m
 
+    def f_prime_log(s):
+        log_m = torch.logaddexp(s + la, torch.full_like(s, l1a))
+        return s - log_m + (1 - alpha) * torch.exp(-log_m)
+
     return FGenerator(f"skew_kl({alpha:g})", f=lambda t: torch.special.xlogy(t, t / (alpha * t + 1 - alpha)),
-                      f_prime=f_prime, f0=0.0, slope_inf=-la, body=body)
+                      f_prime=f_prime, f0=0.0, slope_inf=-la, body=body, f_prime_log=f_prime_log)
 
 
 JS = skew_js_generator(0.5)
@@ -171,22 +199,25 @@ JS = skew_js_generator(0.5)
 TV = FGenerator(
     "tv", f=lambda t: 0.5 * (t - 1).abs(), f_prime=lambda t: 0.5 * torch.sign(t - 1),
     conjugate=lambda u: u, activation=lambda v: 0.5 * torch.tanh(v), f0=0.5, slope_inf=0.5,
-    body=lambda lp, lq: 0.5 * (lp.exp() - lq.exp()).abs(), symmetric=True)
+    body=lambda lp, lq: 0.5 * (lp.exp() - lq.exp()).abs(), symmetric=True,
+    f_prime_log=lambda s: 0.5 * torch.sign(s), conjugate_domain=(-0.5, 0.5))
 
 HELLINGER = FGenerator(
     "hellinger", f=lambda t: (t.sqrt() - 1) ** 2, f_prime=lambda t: 1 - 1 / t.sqrt(),
     conjugate=lambda u: u / (1 - u), activation=lambda v: 1 - torch.exp(-v), f0=1.0, slope_inf=1.0,
-    body=lambda lp, lq: ((0.5 * lp).exp() - (0.5 * lq).exp()) ** 2, symmetric=True)
+    body=lambda lp, lq: ((0.5 * lp).exp() - (0.5 * lq).exp()) ** 2, symmetric=True,
+    f_prime_log=lambda s: -torch.expm1(-0.5 * s), conjugate_domain=(-INF, 1.0))
 
 PEARSON = FGenerator(
     "pearson", f=lambda t: (t - 1) ** 2, f_prime=lambda t: 2 * (t - 1), conjugate=lambda u: u + u * u / 4,
     activation=lambda v: v, f0=1.0, slope_inf=INF,
-    body=lambda lp, lq: (2 * lp - lq).exp() - 2 * lp.exp() + lq.exp())
+    body=lambda lp, lq: (2 * lp - lq).exp() - 2 * lp.exp() + lq.exp(), f_prime_log=lambda s: 2 * torch.expm1(s))
 
 NEYMAN = FGenerator(
     "neyman", f=lambda t: (1 - t) ** 2 / t, f_prime=lambda t: 1 - 1 / (t * t),
     conjugate=lambda u: 2 - 2 * torch.sqrt(1 - u), activation=lambda v: 1 - torch.exp(-v), f0=INF,
-    slope_inf=1.0, body=lambda lp, lq: (2 * lq - lp).exp() - 2 * lq.exp() + lp.exp())
+    slope_inf=1.0, body=lambda lp, lq: (2 * lq - lp).exp() - 2 * lq.exp() + lp.exp(),
+    f_prime_log=lambda s: -torch.expm1(-2 * s), conjugate_domain=(-INF, 1.0))
 
 
 def lambertw_exp(a: torch.Tensor, iters: int = 40) -> torch.Tensor:
@@ -209,7 +240,8 @@ def _jeffreys_conjugate(u):
 JEFFREYS = FGenerator(
     "jeffreys", f=lambda t: (t - 1) * torch.log(t), f_prime=lambda t: torch.log(t) + 1 - 1 / t,
     conjugate=_jeffreys_conjugate, activation=lambda v: v, f0=INF, slope_inf=INF,
-    body=lambda lp, lq: (lp.exp() - lq.exp()) * (lp - lq), symmetric=True)
+    body=lambda lp, lq: (lp.exp() - lq.exp()) * (lp - lq), symmetric=True,
+    f_prime_log=lambda s: s - torch.expm1(-s))
 
 
 def alpha_generator(alpha: float) -> FGenerator:
@@ -244,6 +276,8 @@ def alpha_generator(alpha: float) -> FGenerator:
     return FGenerator(
         f"alpha({a:g})", f=lambda t: (t ** a - a * t - (1 - a)) / c,
         f_prime=lambda t: (t ** (a - 1) - 1) / (a - 1), conjugate=conjugate, activation=activation,
+        f_prime_log=lambda s: torch.expm1((a - 1) * s) / (a - 1),
+        conjugate_domain=(-1 / (a - 1), INF) if a > 1 else (-INF, 1 / (1 - a)),
         f0=1 / a if a > 0 else INF, slope_inf=INF if a > 1 else 1 / (1 - a), body=body,
         symmetric=a == 0.5)
 
@@ -265,3 +299,51 @@ def get_generator(gen: str | FGenerator, name: str = "generator") -> FGenerator:
         if key in GENERATORS:
             return GENERATORS[key]
     raise fail(name, f"an FGenerator or one of {sorted(set(GENERATORS) | set(_ALIASES))}", repr(gen))
+
+
+def f_prime(generator: str | FGenerator, log_t: torch.Tensor) -> torch.Tensor:
+    """The derivative ``f'(t)`` of a generator at ``t = exp(log_t)``, from log density ratios.
+
+    ``generator`` is a name (as :func:`get_generator`) or an :class:`FGenerator`. The named generators
+    evaluate ``f'`` in closed form in ``log t`` (no ``exp`` overflow, no precision lost near ``t = 1``):
+
+    ==============  ==========================================
+    ``kl``          ``log t + 1``
+    ``reverse_kl``  ``-1/t``
+    ``js``          ``1/2 (log t - softplus(log t) + log 2)`` (skew JS: ``π (log t - log(π t + 1 - π))``)
+    ``tv``          ``1/2 sign(t - 1)``
+    ``hellinger``   ``1 - t^(-1/2)``
+    ``pearson``     ``2 (t - 1)``
+    ``neyman``      ``1 - t^(-2)``
+    ``jeffreys``    ``log t + 1 - 1/t``
+    ``alpha(a)``    ``(t^(a-1) - 1) / (a - 1)``
+    ==============  ==========================================
+
+    Names follow :math:`D_f(P\\,\\|\\,Q) = \\sum_k q_k f(p_k/q_k)` with ``t = p/q``: ``'kl'`` is
+    ``KL(P ‖ Q)``. The ratio form is :meth:`FGenerator.derivative`.
+    """
+    return get_generator(generator).derivative_log(log_t)
+
+
+class _GeneratorDomain(Domain):
+    """The domain of a ``generator=`` option: an :class:`FGenerator`, or a generator's name or alias."""
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"an FGenerator or one of {sorted(set(GENERATORS) | set(_ALIASES))}"
+
+    def contains(self, value, arguments=None) -> bool:
+        if isinstance(value, FGenerator):
+            return True
+        return isinstance(value, str) and _ALIASES.get(value, value) in GENERATORS
+
+    def invalid(self) -> list:
+        return ["no-such-generator", 3]
+
+    def boundaries(self) -> list:
+        return sorted(GENERATORS)
+
+
+#: The domain of the ``generator=`` option of the divergence objectives (declared, since ``generator``
+#: means a ``torch.Generator`` in :data:`losskit._core.domains.COMMON`).
+GENERATOR_DOMAIN = _GeneratorDomain()

@@ -13,8 +13,12 @@ tuple of numbers (the kernel is then the sum over them, a multi-scale kernel) or
 median pairwise distance of the pooled sample (Gretton et al., 2012), computed without gradient on at
 most ``MEDIAN_POINTS`` points (an evenly strided subset beyond that).
 
-Distances use ``‖x‖² + ‖y‖² - 2 x·y`` (a matmul), whose rounding can give tiny negative values:
-they are set to 0 (the only clamp, stated here). ``sqrt`` has a zero subgradient at ``d = 0``.
+Distances use ``‖x‖² + ‖y‖² - 2 x·y`` (a matmul, :func:`losskit.ops.sq_dist`), whose rounding can give
+tiny negative values: they are set to 0 (the only clamp, stated here). ``sqrt`` has a zero subgradient
+at ``d = 0`` (:func:`losskit.ops.safe_sqrt`). Samples whose squared distances overflow the dtype (e.g.
+float32 coordinates of 1e30) raise :class:`~losskit.LossInputError` naming the sample: the kernel
+values there are not computable (``inf - inf``). The check reads each block's distances once (one
+``amax``) and follows :func:`losskit.set_validation`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .._core import Paper, fail, objective, reduce
+from .._core import Paper, fail, finish, objective
+from .._core.domains import COUNT, POSITIVE, Choice, Either, Seq
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_floating
+from .._core.validate import check_floating, require, value_check_mode
+from ..ops import safe_sqrt, sq_dist
 
 __all__ = ["mmd", "energy_distance", "kernel_cauchy_schwarz_divergence", "kernel_sum", "median_bandwidth",
            "MMD", "EnergyDistance", "KernelCauchySchwarzDivergence", "KERNELS"]
@@ -37,21 +43,22 @@ MEDIAN_POINTS = 1024
 
 
 # ---------------------------------------------------------------------------------------- kernels
-def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    d2 = (x * x).sum(-1)[:, None] + (y * y).sum(-1)[None, :] - 2 * (x @ y.T)
-    return d2.clamp_min(0)
-
-
-def _safe_sqrt(d2: torch.Tensor) -> torch.Tensor:
-    pos = d2 > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, d2, torch.ones_like(d2))), torch.zeros_like(d2))
+def _distances(a: torch.Tensor, b: torch.Tensor, name: str, cross: bool = False) -> torch.Tensor:
+    """Squared distances of the rows of ``a`` and ``b`` (:func:`losskit.ops.sq_dist`), refusing an overflow
+    (``inf``, or NaN from ``inf - inf``) with a LossInputError naming the sample ``name``."""
+    d2 = sq_dist(a, b)
+    what = " to the other sample" if cross else ""
+    require(name, d2, lambda: ~torch.isfinite(d2.amax()),
+            f"samples whose squared distances{what} fit in {d2.dtype}",
+            lambda: f"a squared distance of {d2.amax().item()} (overflow: coordinates too large for the dtype)")
+    return d2
 
 
 def _log_kernel(d2: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
     if kernel == "gaussian":
         return -d2 / (2 * sigma * sigma)
     if kernel == "laplacian":
-        return -_safe_sqrt(d2) / sigma
+        return -safe_sqrt(d2) / sigma
     if kernel == "imq":
         return -0.5 * torch.log1p(d2 / (sigma * sigma))
     raise fail("kernel", "a positive kernel ('gaussian', 'laplacian', 'imq') for a log-domain sum", repr(kernel))
@@ -59,7 +66,7 @@ def _log_kernel(d2: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
 
 def _kernel(d2: torch.Tensor, kernel: str, sigmas: tuple[float, ...]) -> torch.Tensor:
     if kernel == "energy":
-        return -_safe_sqrt(d2)
+        return -safe_sqrt(d2)
     out = _log_kernel(d2, kernel, sigmas[0]).exp()
     for s in sigmas[1:]:
         out = out + _log_kernel(d2, kernel, s).exp()
@@ -67,26 +74,46 @@ def _kernel(d2: torch.Tensor, kernel: str, sigmas: tuple[float, ...]) -> torch.T
 
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, max_points: int = MEDIAN_POINTS) -> float:
-    """Median pairwise Euclidean distance of the pooled sample (no gradient; strided subset if large)."""
-    with torch.no_grad():
-        z = x if y is None else torch.cat([x, y])
-        if z.shape[0] > max_points:
-            z = z[torch.linspace(0, z.shape[0] - 1, max_points, device=z.device).long()]
-        d2 = _sqdist(z, z)
-        iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
-        med = torch.quantile(_safe_sqrt(d2[iu[0], iu[1]]), 0.5).item()  # midpoint for an even count
+    """Median pairwise Euclidean distance of the pooled sample (no gradient; strided subset if large).
+
+    Squared distances that overflow the dtype raise :class:`~losskit.LossInputError` naming the sample
+    (``x`` or ``y``) whose rows hold them; identical samples (a zero median) raise naming ``x``."""
+    med = _median(x, y, max_points).item()  # returns a number: reads the value (the objectives do not)
     if not med > 0:
         raise fail("x", "samples that are not all identical (the median bandwidth is 0)", "a zero median distance")
     return med
 
 
-def _sigmas(bandwidth, kernel, x, y) -> tuple[float, ...]:
+def _median(x: torch.Tensor, y: torch.Tensor | None = None, max_points: int = MEDIAN_POINTS) -> torch.Tensor:
+    """:func:`median_bandwidth` as a 0-d tensor, without reading values (checks by the validation mode)."""
+    with torch.no_grad():
+        z = x if y is None else torch.cat([x, y])
+        from_x = torch.arange(z.shape[0], device=z.device) < x.shape[0]
+        if z.shape[0] > max_points:
+            sel = torch.linspace(0, z.shape[0] - 1, max_points, device=z.device).long()
+            z, from_x = z[sel], from_x[sel]
+        d2 = sq_dist(z, z)
+        if value_check_mode(d2) is not None:  # named by block: x's own distances, y's, then x against y
+            bad = ~torch.isfinite(d2)
+            for name, block in (("x", from_x[:, None] & from_x), ("y", ~from_x[:, None] & ~from_x),
+                                ("y", from_x[:, None] != from_x)):
+                require(name, d2, lambda b=block: (bad & b).any(),
+                        f"samples whose squared distances fit in {d2.dtype} (for the median bandwidth)",
+                        lambda b=block: f"an overflowing squared distance ({d2[bad & b][0].item()})")
+        iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
+        med = torch.quantile(safe_sqrt(d2[iu[0], iu[1]]), 0.5)  # midpoint for an even count
+    require("x", med, lambda: ~(med > 0), "samples that are not all identical (the median bandwidth is 0)",
+            lambda: "a zero median distance")
+    return med
+
+
+def _sigmas(bandwidth, kernel, x, y) -> tuple:
     if kernel == "energy":
         return (1.0,)
     if isinstance(bandwidth, str):
         if bandwidth != "median":
             raise fail("bandwidth", "a positive number, a tuple of them, or 'median'", repr(bandwidth))
-        return (median_bandwidth(x, y),)
+        return (_median(x, y),)  # a 0-d tensor: no host read (meta tensors and compiled graphs run)
     values = tuple(bandwidth) if isinstance(bandwidth, (tuple, list)) else (bandwidth,)
     if not values or not all(isinstance(v, (int, float)) and v > 0 and math.isfinite(v) for v in values):
         raise fail("bandwidth", "a positive number, a tuple of them, or 'median'", repr(bandwidth))
@@ -94,13 +121,15 @@ def _sigmas(bandwidth, kernel, x, y) -> tuple[float, ...]:
 
 
 # ------------------------------------------------------------------------------------ blocked sums
-def _block(xb, y, offset, kernel, sigmas, exclude_diagonal, log, tail):
+def _block(xb, y, offset, kernel, sigmas, exclude_diagonal, log, tail, name):
     """One row block. ``tail``: ``y`` is ``x[i:]`` of the same sample, the block's rows are its first rows;
     the leading square block counts once and every later column twice (the mirrored lower triangle)."""
-    d2 = _sqdist(xb, y)
-    vals = _log_kernel(d2, kernel, sigmas[0]) if log else _kernel(d2, kernel, sigmas)
+    d2 = _distances(xb, y, name, cross=not tail)
     rows = torch.arange(xb.shape[0], device=xb.device)[:, None] + offset
     cols = torch.arange(y.shape[0], device=y.device)[None, :]
+    if tail:  # a point's distance to itself is exactly 0 (the GEMM form leaves rounding noise, whose sqrt
+        d2 = torch.where(rows == cols, torch.zeros_like(d2), d2)  # would dominate the energy kernel's gradient)
+    vals = _log_kernel(d2, kernel, sigmas[0]) if log else _kernel(d2, kernel, sigmas)
     if exclude_diagonal:
         vals = torch.where(rows == cols, torch.full_like(vals, -math.inf if log else 0.0), vals)
     if tail:
@@ -111,12 +140,13 @@ def _block(xb, y, offset, kernel, sigmas, exclude_diagonal, log, tail):
 
 def kernel_sum(x: torch.Tensor, y: torch.Tensor | None = None, *, kernel: str = "gaussian",
                sigmas: tuple[float, ...] = (1.0,), exclude_diagonal: bool = False, block_size: int = 1024,
-               log: bool = False) -> torch.Tensor:
+               log: bool = False, name: str = "x") -> torch.Tensor:
     """``Σ_ij k(x_i, y_j)`` (or its log, ``log=True``, single bandwidth) over row blocks of ``x``.
 
     ``y=None`` means ``y = x`` and uses the symmetry of the kernel (each block against the columns from
     its own first row on: half the work); ``exclude_diagonal`` then drops the ``i = j`` terms. Memory is
     O(block_size · len(y)) in the forward pass and, through checkpointing, in the backward pass.
+    Squared distances that overflow the dtype raise :class:`~losskit.LossInputError` naming ``name``.
     """
     if block_size < 1:
         raise fail("block_size", "a positive number of rows", repr(block_size))
@@ -127,8 +157,8 @@ def kernel_sum(x: torch.Tensor, y: torch.Tensor | None = None, *, kernel: str = 
     ckpt = torch.is_grad_enabled() and (x.requires_grad or other.requires_grad) and x.shape[0] > block_size
     parts = []
     for i in range(0, x.shape[0], block_size):
-        args = ((x[i:i + block_size], x[i:], 0, kernel, sigmas, exclude_diagonal, log, True) if tail else
-                (x[i:i + block_size], y, i, kernel, sigmas, False, log, False))
+        args = ((x[i:i + block_size], x[i:], 0, kernel, sigmas, exclude_diagonal, log, True, name) if tail else
+                (x[i:i + block_size], y, i, kernel, sigmas, False, log, False, name))
         parts.append(checkpoint(_block, *args, use_reentrant=False) if ckpt else _block(*args))
     stacked = torch.stack(parts)
     return torch.logsumexp(stacked, 0) if log else stacked.sum()
@@ -179,43 +209,48 @@ TWO_SAMPLES = InputKind(
 
 _SAMPLES = dict(family="divergence", input_kind=TWO_SAMPLES, example=samples_example, per_sample=False,
                 sample_weight=False, allow_neg_inf=())
+_BANDWIDTH = Either(POSITIVE, Seq(POSITIVE), Choice("median"))  # sigma > 0, a multi-scale tuple, or 'median'
 
 
-def _check_kernel(kernel, allowed=KERNELS):
-    if kernel not in allowed:
-        raise fail("kernel", f"one of {allowed}", repr(kernel))
 
-
-def _center(x, y):
-    """Both samples minus their pooled mean (no gradient): every kernel here is translation invariant, and
-    centring keeps ``‖x‖² + ‖y‖² - 2 x·y`` from cancelling catastrophically for data far from 0."""
+def _center(x, y=None):
+    """The samples minus their pooled mean (no gradient): every kernel here is translation invariant, and
+    centring keeps ``‖x‖² + ‖y‖² - 2 x·y`` from cancelling catastrophically (or overflowing) for data far
+    from 0. The sums of a sample against itself centre it on its own mean: its distances then do not
+    depend on where the other sample lies (nor overflow because of it)."""
     with torch.no_grad():
-        c = (x.sum(0) + y.sum(0)) / (x.shape[0] + y.shape[0])
-    return x - c, y - c
+        c = x.mean(0) if y is None else (x.sum(0) + y.sum(0)) / (x.shape[0] + y.shape[0])
+    return x - c if y is None else (x - c, y - c)
 
 
 def _mmd2(x, y, kernel, sigmas, estimator, block_size):
     m, n = x.shape[0], y.shape[0]
-    x, y = _center(x, y)
     if estimator == "linear":
+        x, y = _center(x, y)
         h = x.shape[0] // 2
         if h < 1:
             raise fail("x", "at least 2 samples for the linear-time estimator", f"{x.shape[0]}")
         x1, x2, y1, y2 = x[0:2 * h:2], x[1:2 * h:2], y[0:2 * h:2], y[1:2 * h:2]
 
-        def k(a, b):
-            return _kernel(((a - b) ** 2).sum(-1), kernel, sigmas)
+        def k(a, b, name, cross=False):
+            d2 = ((a - b) ** 2).sum(-1)
+            require(name, d2, lambda: ~torch.isfinite(d2.amax()),
+                    f"samples whose squared distances{' to the other sample' if cross else ''} fit in {d2.dtype}",
+                    lambda: f"a squared distance of {d2.amax().item()} (overflow)")
+            return _kernel(d2, kernel, sigmas)
 
-        return (k(x1, x2) + k(y1, y2) - k(x1, y2) - k(x2, y1)).mean()
-    kxy = kernel_sum(x, y, kernel=kernel, sigmas=sigmas, block_size=block_size)
-    if estimator == "unbiased":
-        if m < 2 or n < 2:
-            raise fail("x" if m < 2 else "y", "at least 2 samples for the unbiased estimator", f"{min(m, n)}")
-        kxx = kernel_sum(x, kernel=kernel, sigmas=sigmas, exclude_diagonal=True, block_size=block_size)
-        kyy = kernel_sum(y, kernel=kernel, sigmas=sigmas, exclude_diagonal=True, block_size=block_size)
+        return (k(x1, x2, "x") + k(y1, y2, "y") - k(x1, y2, "y", True) - k(x2, y1, "y", True)).mean()
+    unbiased = estimator == "unbiased"
+    if unbiased and (m < 2 or n < 2):
+        raise fail("x" if m < 2 else "y", "at least 2 samples for the unbiased estimator", f"{min(m, n)}")
+    # each sample against itself first, so an overflow is reported on the sample that holds it
+    kxx = kernel_sum(_center(x), kernel=kernel, sigmas=sigmas, exclude_diagonal=unbiased, block_size=block_size,
+                     name="x")
+    kyy = kernel_sum(_center(y), kernel=kernel, sigmas=sigmas, exclude_diagonal=unbiased, block_size=block_size,
+                     name="y")
+    kxy = kernel_sum(*_center(x, y), kernel=kernel, sigmas=sigmas, block_size=block_size, name="y")
+    if unbiased:
         return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2 * kxy / (m * n)
-    kxx = kernel_sum(x, kernel=kernel, sigmas=sigmas, block_size=block_size)
-    kyy = kernel_sum(y, kernel=kernel, sigmas=sigmas, block_size=block_size)
     return kxx / (m * m) + kyy / (n * n) - 2 * kxy / (m * n)
 
 
@@ -232,7 +267,8 @@ def _one(fn):
 @objective("mmd", properties=set(), module_name="MMD",
            formula="MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y)  (unbiased: i != j in the first two sums)",
            paper=Paper("A Kernel Two-Sample Test", 2012, None, "Gretton, Borgwardt, Rasch, Schölkopf, Smola"),
-           **_SAMPLES)
+           domains={"kernel": Choice(*KERNELS), "bandwidth": _BANDWIDTH, "estimator": Choice(*ESTIMATORS),
+                    "block_size": COUNT}, **_SAMPLES)
 @_one
 def mmd(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "gaussian", bandwidth: float | tuple | str = "median",
         estimator: str = "unbiased", block_size: int = 1024, reduction: str = "mean") -> torch.Tensor:
@@ -251,17 +287,15 @@ def mmd(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "gaussian", bandwidth
     Paper: A Kernel Two-Sample Test (Gretton et al., JMLR 2012).
     """
     _check_samples(x, y, same_size=estimator == "linear")
-    _check_kernel(kernel)
-    if estimator not in ESTIMATORS:
-        raise fail("estimator", f"one of {ESTIMATORS}", repr(estimator))
     sigmas = _sigmas(bandwidth, kernel, x, y)
-    return reduce(_mmd2(x, y, kernel, sigmas, estimator, block_size), reduction)
+    return finish(_mmd2(x, y, kernel, sigmas, estimator, block_size), reduction)
 
 
 @objective("energy_distance", properties={"nonnegative"}, module_name="EnergyDistance",
            formula="E = 2 E||x - y|| - E||x - x'|| - E||y - y'||",
            paper=Paper("Energy statistics: A class of statistics based on distances", 2013, None,
-                       "Székely, Rizzo"), **{**_SAMPLES, "example": lambda g, d: samples_example(g, d, kernel=False)})
+                       "Székely, Rizzo"), domains={"estimator": Choice("biased", "unbiased"), "block_size": COUNT},
+           **{**_SAMPLES, "example": lambda g, d: samples_example(g, d, kernel=False)})
 @_one
 def energy_distance(x: torch.Tensor, y: torch.Tensor, *, estimator: str = "biased", block_size: int = 1024,
                     reduction: str = "mean") -> torch.Tensor:
@@ -277,15 +311,14 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, estimator: str = "biase
     Paper: Energy statistics: A class of statistics based on distances (Székely & Rizzo, 2013).
     """
     _check_samples(x, y)
-    if estimator not in ("biased", "unbiased"):
-        raise fail("estimator", "'biased' or 'unbiased'", repr(estimator))
-    return reduce(_mmd2(x, y, "energy", (1.0,), estimator, block_size), reduction)
+    return finish(_mmd2(x, y, "energy", (1.0,), estimator, block_size), reduction)
 
 
 @objective("kernel_cauchy_schwarz_divergence", properties={"nonnegative"},
            module_name="KernelCauchySchwarzDivergence",
            formula="D_CS = -2 log mean k(x_i, y_j) + log mean k(x_i, x_j) + log mean k(y_i, y_j)",
            paper=Paper("Cauchy-Schwarz Divergence Information Bottleneck for Regression", 2024, "2404.17951"),
+           domains={"kernel": Choice("gaussian", "laplacian", "imq"), "bandwidth": _BANDWIDTH, "block_size": COUNT},
            **_SAMPLES)
 @_one
 def kernel_cauchy_schwarz_divergence(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "gaussian",
@@ -306,18 +339,17 @@ def kernel_cauchy_schwarz_divergence(x: torch.Tensor, y: torch.Tensor, *, kernel
     arXiv:2404.17951).
     """
     _check_samples(x, y)
-    _check_kernel(kernel, ("gaussian", "laplacian", "imq"))
     sigmas = _sigmas(bandwidth, kernel, x, y)
     if len(sigmas) != 1:
         raise fail("bandwidth", "one bandwidth (or 'median') for the Cauchy-Schwarz estimate", repr(bandwidth))
     m, n = x.shape[0], y.shape[0]
-    x, y = _center(x, y)
 
-    def lse(a, b=None):
-        return kernel_sum(a, b, kernel=kernel, sigmas=sigmas, block_size=block_size, log=True)
+    def lse(a, b=None, name="x"):
+        return kernel_sum(a, b, kernel=kernel, sigmas=sigmas, block_size=block_size, log=True, name=name)
 
-    d = (-2 * (lse(x, y) - math.log(m * n)) + (lse(x) - 2 * math.log(m)) + (lse(y) - 2 * math.log(n)))
-    return reduce(d, reduction)
+    lxx, lyy = lse(_center(x)) - 2 * math.log(m), lse(_center(y), name="y") - 2 * math.log(n)
+    d = -2 * (lse(*_center(x, y), "y") - math.log(m * n)) + lxx + lyy
+    return finish(d, reduction)
 
 
 MMD = mmd.Module

@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 import torch
 
-from .._core import Paper, fail, objective, reduce
+from .._core import Paper, fail, finish, objective
+from .._core.domains import FLAG, NONNEGATIVE
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_floating
-from .generators import FGenerator, get_generator
+from .._core.validate import check_floating, require
+from .generators import GENERATOR_DOMAIN, FGenerator, get_generator
 
 __all__ = ["dv_bound", "nwj_bound", "infonce_bound", "fgan_bound", "wpc_bound", "DVBound", "NWJBound",
            "InfoNCEBound", "FGANBound", "WPCBound"]
@@ -77,8 +78,9 @@ SCORE_MATRIX = InputKind(
 )
 
 _BOUND = dict(family="divergence", per_sample=False, sample_weight=False, allow_neg_inf=())
-_NO_EXTREME = ("the bound contains E_Q exp(T): critic values of 1e4 overflow it, and -inf is the honest "
-               "value, so the finite-at-extremes check does not apply")
+_NO_EXTREME = ("the bound contains E_Q exp(T - 1): critic values of 1e4 overflow it (the bound is below the "
+               "float range), which the objective refuses with a LossInputError naming scores_q, so the "
+               "finite-at-extremes check does not apply")
 
 
 def _scores(sp, sq):
@@ -108,7 +110,7 @@ def dv_bound(scores_p: torch.Tensor, scores_q: torch.Tensor, *, reduction: str =
     """
     sp, sq = _scores(scores_p, scores_q)
     value = sp.mean() - (torch.logsumexp(sq, 0) - math.log(sq.numel()))
-    return reduce(value, reduction)
+    return finish(value, reduction)
 
 
 @objective("nwj_bound", input_kind=CRITIC_SCORES, example=scores_example, module_name="NWJBound",
@@ -121,13 +123,20 @@ def nwj_bound(scores_p: torch.Tensor, scores_q: torch.Tensor, *, reduction: str 
 
     .. math:: \\mathrm{KL}(P\\,\\|\\,Q) \\ge \\mathbb E_P[T] - \\mathbb E_Q[e^{T-1}]
 
-    Tight at ``T = 1 + log(dP/dQ)``; ≤ the DV bound for the same critic.
+    Tight at ``T = 1 + log(dP/dQ)``; ≤ the DV bound for the same critic. Critic values whose
+    ``E_Q e^{T-1}`` overflows the dtype (float32: ``T`` above about 89) raise
+    :class:`~losskit.LossInputError` naming ``scores_q``: the bound would be ``-inf`` (a loss of
+    ``+inf``), which no optimiser can use. (:func:`dv_bound` is finite for any critic values.)
 
     Paper: Estimating divergence functionals and the likelihood ratio by convex risk minimization
     (Nguyen, Wainwright & Jordan, 2008/2010, arXiv:0809.0853).
     """
     sp, sq = _scores(scores_p, scores_q)
-    return reduce(sp.mean() - torch.exp(sq - 1).mean(), reduction)
+    eq = torch.exp(sq - 1).mean()
+    require("scores_q", eq, lambda: torch.isinf(eq),
+            f"critic values T whose mean of exp(T - 1) fits in {eq.dtype} (the NWJ bound would be -inf)",
+            lambda: f"max {sq.max().item():.4g}")
+    return finish(sp.mean() - eq, reduction)
 
 
 def _infonce(scores: torch.Tensor) -> torch.Tensor:
@@ -158,7 +167,7 @@ def infonce_bound(scores: torch.Tensor, *, reduction: str = "mean") -> torch.Ten
     al., 2019, arXiv:1905.06922).
     """
     _check_matrix(scores)
-    return reduce(_infonce(scores), reduction)
+    return finish(_infonce(scores), reduction)
 
 
 def fgan_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
@@ -168,7 +177,8 @@ def fgan_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
 @objective("fgan_bound", input_kind=CRITIC_SCORES, example=fgan_example, module_name="FGANBound",
            formula="D_f(P || Q) >= E_P g(V) - E_Q f*(g(V))",
            paper=Paper("f-GAN: Training Generative Neural Samplers using Variational Divergence Minimization",
-                       2016, "1606.00709", "Nowozin, Cseke, Tomioka"), **_BOUND)
+                       2016, "1606.00709", "Nowozin, Cseke, Tomioka"),
+           domains={"generator": GENERATOR_DOMAIN, "activation": FLAG}, **_BOUND)
 def fgan_bound(scores_p: torch.Tensor, scores_q: torch.Tensor, *, generator: str | FGenerator = "js",
                activation: bool = True, reduction: str = "mean") -> torch.Tensor:
     """The f-GAN variational lower bound on an f-divergence ``D_f(P ‖ Q)``.
@@ -177,7 +187,9 @@ def fgan_bound(scores_p: torch.Tensor, scores_q: torch.Tensor, *, generator: str
 
     ``scores`` are raw critic outputs ``V``; with ``activation=True`` they pass through the
     generator's output activation ``g_f`` (onto the domain of the conjugate ``f*``; f-GAN Table 2),
-    otherwise they are used as ``T`` directly (then they must lie in the domain of ``f*``). Tight at
+    otherwise they are used as ``T`` directly: then ``scores_q`` must lie in the domain of ``f*`` where
+    ``f*`` is finite (e.g. ``T < log 2 / 2`` for ``'js'``, ``T < 0`` for ``'reverse_kl'``), else
+    :class:`~losskit.LossInputError` names it (the bound would be NaN or ``-inf``). Tight at
     ``T = f'(dP/dQ)``. ``generator`` as in :func:`f_divergence` (names or an ``FGenerator`` with
     ``conjugate`` and ``activation``). For ``'js'``, ``f*(g(v))`` is evaluated in closed form
     (softplus), so saturated critics stay finite.
@@ -192,8 +204,13 @@ def fgan_bound(scores_p: torch.Tensor, scores_q: torch.Tensor, *, generator: str
     if activation:
         value = gen.activation(sp).mean() - gen.conjugate_of_activation(sq).mean()
     else:
-        value = sp.mean() - gen.conjugate(sq).mean()
-    return reduce(value, reduction)
+        cq = gen.conjugate(sq)
+        lo, hi = gen.conjugate_domain
+        require("scores_q", sq, lambda: ((sq < lo) | (sq > hi) | ~torch.isfinite(cq)).any(),
+                f"critic values T where the conjugate f* of {gen.name!r} is finite (in [{lo:g}, {hi:g}]; "
+                f"activation=False)", lambda: f"range [{sq.min().item():.4g}, {sq.max().item():.4g}]")
+        value = sp.mean() - cq.mean()
+    return finish(value, reduction)
 
 
 # ------------------------------------------------------------------------------ Wasserstein (WPC)
@@ -230,6 +247,7 @@ CRITIC_FN = InputKind(
            paper=Paper("Wasserstein Dependency Measure for Representation Learning", 2019, "1903.11780",
                        "Ozair, Lynch, Bengio, van den Oord, Levine, Sermanet"),
            compile=False, family="divergence", per_sample=False, sample_weight=False, allow_neg_inf=(),
+           domains={"penalty_weight": NONNEGATIVE, "one_sided": FLAG},
            skip_reasons={"compile": "the penalty differentiates the critic inside the loss (autograd.grad with "
                                     "create_graph), which torch.compile does not trace"})
 def wpc_bound(x: torch.Tensor, y: torch.Tensor, critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
@@ -256,8 +274,6 @@ def wpc_bound(x: torch.Tensor, y: torch.Tensor, critic: Callable[[torch.Tensor, 
         raise fail("critic", "a callable critic(x, y) -> (N, N) scores", repr(critic))
     if y.shape[:1] != x.shape[:1]:
         raise fail("y", f"a batch of {x.shape[0]} paired with x", f"shape {tuple(y.shape)}")
-    if not penalty_weight >= 0:
-        raise fail("penalty_weight", "a non-negative weight", repr(penalty_weight))
     xg = x if x.requires_grad else x.detach().requires_grad_(True)
     yg = y if y.requires_grad else y.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -269,7 +285,7 @@ def wpc_bound(x: torch.Tensor, y: torch.Tensor, critic: Callable[[torch.Tensor, 
     norm = torch.where(pos, torch.sqrt(torch.where(pos, norm2, torch.ones_like(norm2))), torch.zeros_like(norm2))
     excess = torch.relu(norm - 1) if one_sided else norm - 1
     value = _infonce(scores) - penalty_weight * excess.pow(2).mean()
-    return reduce(value, reduction)
+    return finish(value, reduction)
 
 
 DVBound = dv_bound.Module
