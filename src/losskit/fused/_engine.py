@@ -21,11 +21,11 @@ into ``z``. ``idx`` holds the global token positions of the chunk.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 
+from .._core.compiler import eager
 from .._core.distributed import all_reduce
 from ..ops.budget import FUSED_CHUNK_BYTES
 
@@ -33,27 +33,6 @@ __all__ = ["chunk_rows", "FusedOptions", "run_pass", "FusedLinearFunction", "all
 
 _HALF = (torch.float16, torch.bfloat16)
 DEFAULT_BUDGET = FUSED_CHUNK_BYTES
-
-
-def eager(fn):
-    """``torch.compiler.disable(fn)``, applied at the first call rather than at import.
-
-    The fused passes run eagerly under ``torch.compile`` (a graph break around the chunked pass, which
-    has data-dependent chunking and a custom autograd Function). ``torch.compiler.disable`` imports
-    ``torch._dynamo`` (about a second), so the decorator defers it to the first call: ``import losskit``
-    does not pull in the compiler stack. The behaviour is that of ``torch.compiler.disable`` (also when
-    the first call happens while ``torch.compile`` traces: dynamo then meets the disabled function).
-    """
-    disabled = None
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        nonlocal disabled
-        if disabled is None:
-            disabled = torch.compiler.disable(fn)
-        return disabled(*args, **kwargs)
-
-    return wrapper
 
 
 def token_rows(valid: torch.Tensor) -> torch.Tensor:
