@@ -18,7 +18,7 @@ def test_import_contracts_hold():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     if not Path(exe).exists():
         pytest.fail("import-linter is not installed: it is in the dev extra (make setup installs it)")
-    out = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
+    out = subprocess.run([exe, str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "broken" in out.stdout and " 0 broken" in out.stdout
@@ -31,7 +31,7 @@ def test_contracts_can_fail(tmp_path):
     (src / "losskit" / "_core" / "bad.py").write_text("from losskit.arena import store  # noqa\n")
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     env = {"PYTHONPATH": str(src), "PATH": str(Path(sys.executable).parent)}
-    out = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml")], cwd=tmp_path, capture_output=True,
+    out = subprocess.run([exe, str(ROOT / "pyproject.toml")], cwd=tmp_path, capture_output=True,
                          text=True, env=env, timeout=300)
     assert out.returncode != 0, out.stdout[-3000:]
     assert "BROKEN" in out.stdout

@@ -11,7 +11,6 @@
 ``extragradient_step`` (now :func:`losskit.optim.extragradient_step`) stays importable from here.
 """
 
-from ..optim.extragradient import extragradient_step
 from .heads import *
 from .heads import __all__ as _heads
 from .policy import *
@@ -21,4 +20,17 @@ from .scores import __all__ as _scores
 from .tokens import *
 from .tokens import __all__ as _tokens
 
-__all__ = [n for n in _tokens + _scores + _heads + _policy if n not in ("AGGREGATIONS",)] + ["extragradient_step"]
+__all__ = [n for n in _tokens + _scores + _heads + _policy if n not in ("AGGREGATIONS",)]
+
+
+def __getattr__(name):
+    # Compatibility: ``extragradient_step`` moved to losskit.optim (an optimiser step, not a loss). Resolved
+    # lazily, so the preference family does not import the optimisers (the layering contract).
+    if name == "extragradient_step":
+        import importlib
+        import warnings
+
+        warnings.warn("losskit.preference.extragradient_step moved to losskit.optim.extragradient_step",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module("losskit.optim").extragradient_step
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

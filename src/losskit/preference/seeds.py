@@ -14,10 +14,17 @@ keep working; import from the modules above in new code.
 
 from __future__ import annotations
 
-from ..optim.extragradient import extragradient_step
 from .heads import apo, cpl, d2o, ddo, egpo, mapl, mnpo
 from .policy import disco, disco_b, nash_mp
 from .tokens import sparsepo
 
-__all__ = ["ddo", "d2o", "cpl", "sparsepo", "egpo", "extragradient_step", "nash_mp", "mnpo", "apo", "mapl",
+__all__ = ["ddo", "d2o", "cpl", "sparsepo", "egpo", "nash_mp", "mnpo", "apo", "mapl",
            "disco", "disco_b"]
+
+
+def __getattr__(name):
+    if name == "extragradient_step":  # moved to losskit.optim; lazily, see losskit.preference.__getattr__
+        import importlib
+
+        return importlib.import_module("losskit.optim").extragradient_step
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
