@@ -235,7 +235,8 @@ def test_axioms_property_based(xs, ys):
     assert losskit.squared_hellinger(p, q).item() <= 2 + 1e-12
     # Pinsker: TV <= sqrt(KL / 2); and H^2 <= 2 TV... (a second, independent inequality set)
     # (KL may round to -1e-16 for near-identical rows: clamp before the square root)
-    assert losskit.total_variation(p, q).item() <= math.sqrt(max(losskit.kl_divergence(p, q).item(), 0.0) / 2) + 1e-9
+    # KL carries ~1e-16 of rounding, so sqrt(KL / 2) is known to ~1e-8: compare with that resolution
+    assert losskit.total_variation(p, q).item() <= math.sqrt(max(losskit.kl_divergence(p, q).item(), 0.0) / 2) + 1e-7
     assert losskit.squared_hellinger(p, q).item() <= 2 * losskit.total_variation(p, q).item() + 1e-9
 
 
