@@ -71,6 +71,7 @@ __all__ = [
     "validation_enabled",
     "validation_mode",
     "value_check_mode",
+    "has_values",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -132,6 +133,11 @@ def _has_data(x: torch.Tensor) -> bool:
     except ImportError:  # pragma: no cover
         return True
     return not is_fake(x)
+
+
+def has_values(x: torch.Tensor) -> bool:
+    """Whether reading ``x``'s values is possible now (not meta, not a FakeTensor, not while tracing)."""
+    return _has_data(x) and not _compiling()
 
 
 def value_check_mode(x: torch.Tensor) -> str | None:

@@ -106,33 +106,36 @@ def check_finite(name: str, x: torch.Tensor, *, allow_neg_inf: bool = False) -> 
     return x
 
 
-def check_rows(name: str, x: torch.Tensor, dim: int = -1, ignored: torch.Tensor | None = None) -> torch.Tensor:
+def check_rows(name: str, x: torch.Tensor, dim: int = -1, ignored: torch.Tensor | None = None,
+               rowmax: torch.Tensor | None = None) -> torch.Tensor:
     """Logits / log-probabilities along ``dim``: no NaN or +inf, and no row masked entirely (all ``-inf``)
     unless ``ignored`` (bool, the shape of ``x`` without ``dim``) marks that row as not counted.
 
     One ``amax`` along ``dim`` checks all three (NaN propagates, +inf is the max, a fully masked row's max
-    is -inf), so it replaces the generic finiteness check of such an input.
+    is -inf), so it replaces the generic finiteness check of such an input (register the input as
+    ``unchecked``). ``rowmax`` passes that ``amax`` when the caller has it already (one pass, not two).
     """
     if not x.is_floating_point() or x.numel() == 0:
         return x
 
-    def rowmax():
-        m = x.amax(dim)
+    def rowmax_():
+        m = x.amax(dim) if rowmax is None else rowmax
         if ignored is not None:
             m = torch.where(ignored, m.new_zeros(()), m)
         return m
 
     def bad():
-        m = rowmax()
-        return (~torch.isfinite(m)).any()
+        return (~torch.isfinite(rowmax_())).any()
 
     def got():
-        m = rowmax()
+        m = rowmax_()
         b = ~torch.isfinite(m)
-        pos = _first_position(b)
         if torch.isneginf(m[tuple(b.nonzero()[0].tolist())]):
-            return f"a row with every entry -inf (fully masked, nothing to predict) at row {pos}"
-        return f"{m[tuple(b.nonzero()[0].tolist())].item()} in row {pos}"
+            return f"a row with every entry -inf (fully masked, nothing to predict) at row {_first_position(b)}"
+        bx = _nonfinite(x, allow_neg_inf=True)
+        if ignored is not None:
+            bx = bx & ~ignored.unsqueeze(dim % x.dim())
+        return f"{x[tuple(bx.nonzero()[0].tolist())].item()} at position {_first_position(bx)}"
 
     dim_ = dim % x.dim() if x.dim() else 0
     require(name, x, bad, f"finite values with at least one entry > -inf along dim {dim_} "

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .._core import fail, finish
+from .._core.conventions import has_values
 from .._core.validate import (
     check_class_weight,
     check_floating,
@@ -28,6 +29,10 @@ from .._core.validate import (
     check_rows,
     value_check_mode,
 )
+
+#: ``unchecked=`` for objectives whose logits go through :func:`resolve_targets`: its row check
+#: (:func:`~losskit._core.validate.check_rows`) covers NaN and +inf too, in the same single pass.
+ROWS_CHECKED = ("logits",)
 
 
 @dataclass
@@ -76,25 +81,26 @@ def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_i
                    f"shape {tuple(target.shape)}")
     check_labels(name, target, k, ignore_index)
     mask = target != ignore_index
-    check_rows(logits_name, logits_last, dim=-1, ignored=~mask)
+    grad = logits_last.requires_grad and torch.is_grad_enabled()
+    # One amax pass over the logits serves both the row check and, on CPU, the gradient guard below.
+    cpu_eager = logits_last.device.type == "cpu" and has_values(logits_last)
+    rowmax = logits_last.amax(-1) if (cpu_eager and (grad or value_check_mode(logits_last))) else None
+    check_rows(logits_name, logits_last, dim=-1, ignored=~mask, rowmax=rowmax)
     index = torch.where(mask, target, torch.zeros_like(target)).long()
-    z = _KeptRowsGrad.apply(logits_last, mask) if _guard_ignored_rows(logits_last, mask) else logits_last
+    z = _KeptRowsGrad.apply(logits_last, mask) if grad and _guard(rowmax, mask) else logits_last
     return Targets(index, None, mask, k, label_smoothing, z)
 
 
-def _guard_ignored_rows(z: torch.Tensor, keep: torch.Tensor) -> bool:
+def _guard(rowmax: torch.Tensor | None, keep: torch.Tensor) -> bool:
     """Whether the gradient of ignored rows must be zeroed explicitly (:class:`_KeptRowsGrad`).
 
-    Not when no gradient is recorded. On CPU in eager mode, where reading values costs no
-    synchronisation, only when some ignored row is fully masked (one ``amax`` pass instead of a
-    ``torch.where`` over the whole gradient); elsewhere (accelerators, validation off, tracing) always.
-    The result is the same either way: this is a cost decision only.
+    With the row maxima at hand (CPU, eager: reading them costs no synchronisation) only when some ignored
+    row is fully masked, which spares a ``torch.where`` over the whole gradient; elsewhere (accelerators,
+    tracing, meta) always. The result is the same either way: this is a cost decision only.
     """
-    if not (z.requires_grad and torch.is_grad_enabled()):
-        return False
-    if value_check_mode(z) == "eager" and z.device.type == "cpu":
-        return bool(((z.amax(-1) == float("-inf")) & ~keep).any())
-    return True
+    if rowmax is None:
+        return True
+    return bool(((rowmax == float("-inf")) & ~keep).any())
 
 
 class _KeptRowsGrad(torch.autograd.Function):

@@ -9,7 +9,14 @@ from .._core.domains import COUNT, POSITIVE, REAL, Real
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
 from .._core.validate import check_floating, require
 from ._inputs import FEATURES_PROTOTYPES, features_example
-from ._targets import class_last, classwise_loss, reduce_classwise, resolve_targets, target_distribution
+from ._targets import (
+    ROWS_CHECKED,
+    class_last,
+    classwise_loss,
+    reduce_classwise,
+    resolve_targets,
+    target_distribution,
+)
 from .links import _Entmax, log_stablemax, tsallis_omega, z_normalize
 from .margins import guarded, margin_logsumexp, softplus
 
@@ -25,7 +32,7 @@ FY_PAPER = Paper("Learning with Fenchel-Young Losses", 2020, "1901.02324", "Blon
 
 
 @objective(
-    "spherical_z_loss", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "spherical_z_loss", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=ZLOSS_PAPER,
     properties={"nonnegative", "bounded", "calibrated", "shift_invariant", "scale_invariant",
                 "permutation_equivariant"},
@@ -57,7 +64,7 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
 
 
 @objective(
-    "stablemax_cross_entropy", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "stablemax_cross_entropy", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=STABLEMAX_PAPER, properties={"nonnegative", "calibrated", "proper", "permutation_equivariant"},
     formula="L(z, y) = -log(s(z_y) / sum_j s(z_j)),  s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0)",
     module_name="StableMaxCrossEntropyLoss", link="stablemax",

@@ -8,7 +8,7 @@ from .._core import Paper, finish, objective
 from .._core.domains import NONNEGATIVE, UNIT, Maybe
 from .._core.inputs import BINARY_LOGITS, LOGITS_LABELS, binary_example, logits_labels_example
 from .._core.validate import check_floating, check_same_shape, check_unit_interval
-from ._targets import classwise_loss
+from ._targets import ROWS_CHECKED, classwise_loss
 from .margins import guarded, margin_logsumexp, softplus
 
 __all__ = ["cross_entropy", "CrossEntropyLoss", "focal", "FocalLoss", "binary_focal", "BinaryFocalLoss"]
@@ -17,7 +17,7 @@ FOCAL_PAPER = Paper("Focal Loss for Dense Object Detection", 2017, "1708.02002",
 
 
 @objective(
-    "cross_entropy", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "cross_entropy", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     properties={"nonnegative", "convex", "calibrated", "proper", "shift_invariant", "permutation_equivariant"},
     formula="L(z, t) = -sum_k t_k w_k log softmax(z)_k,  t = (1-eps) onehot(y) + eps/K",
     module_name="CrossEntropyLoss",
@@ -52,7 +52,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.T
 
 
 @objective(
-    "focal", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "focal", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=FOCAL_PAPER, properties={"nonnegative", "calibrated", "shift_invariant", "permutation_equivariant"},
     formula="L(z, y) = -alpha_y (1 - p_y)^gamma log p_y,  p = softmax(z)",
     module_name="FocalLoss", domains={"gamma": NONNEGATIVE},

@@ -8,7 +8,7 @@ from .._core import Paper, fail, finish, objective
 from .._core.domains import POSITIVE, REAL, Maybe, Tensor
 from .._core.validate import check_floating, check_unit_interval
 from ._inputs import LEVEL_PAIRS, REGRESSION_LOGITS, level_pairs_example, regression_example
-from ._targets import class_last, classwise_loss
+from ._targets import ROWS_CHECKED, class_last, classwise_loss
 from .margins import margin_logsumexp
 from .targets import _hl_gauss, _two_hot, ndtr
 
@@ -34,7 +34,7 @@ def _bin_targets(logits, target, builder, **kw):
 
 
 @objective(
-    "hl_gauss_loss", family="classification", input_kind=REGRESSION_LOGITS, example=regression_example,
+    "hl_gauss_loss", family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t_i = Phi((e_{i+1} - y)/sigma) - Phi((e_i - y)/sigma) "
             "(renormalised on [v_min, v_max])",
@@ -60,7 +60,7 @@ def hl_gauss_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v
 
 
 @objective(
-    "two_hot_loss", family="classification", input_kind=REGRESSION_LOGITS, example=regression_example,
+    "two_hot_loss", family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t = two-hot split of y between neighbouring bin centres",
     module_name="TwoHotLoss", domains={"v_min": REAL, "v_max": REAL},

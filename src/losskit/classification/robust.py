@@ -14,7 +14,7 @@ import torch
 from .._core import Paper, fail, objective
 from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, Real
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
-from ._targets import class_last, classwise_loss, reduce_classwise, resolve_targets
+from ._targets import ROWS_CHECKED, class_last, classwise_loss, reduce_classwise, resolve_targets
 from .margins import comp_sum_transform, ldr_transform, log_rival_mass, margin_logsumexp, margin_vector
 
 __all__ = ["comp_sum", "CompSumLoss", "gce", "GCELoss", "mae", "MAELoss", "sce", "SCELoss", "poly_loss",
@@ -52,7 +52,7 @@ def _classwise(transform, logits, target, weight, ignore_index, label_smoothing,
 
 # -------------------------------------------------------------------------------------- comp-sum
 @objective(
-    "comp_sum", family="classification", input_kind=LOGITS_LABELS, example=_example_with(tau=1.5),
+    "comp_sum", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=_example_with(tau=1.5),
     paper=COMP_SUM_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
     formula="L_tau(z, y) = Phi_tau(sum_{k!=y} e^{z_k - z_y}),  Phi_tau(u) = ((1+u)^{1-tau} - 1)/(1-tau), "
             "Phi_1 = log(1+u)",
@@ -80,7 +80,7 @@ def comp_sum(logits: torch.Tensor, target: torch.Tensor, *, tau: float = 1.0, we
 
 
 @objective(
-    "gce", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "gce", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=GCE_PAPER, properties={"nonnegative", "bounded", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = (1 - p_y^q) / q,  p = softmax(z)  (= comp_sum with tau = 1 + q)",
     module_name="GCELoss", domains={"q": Real(0.0, 1.0, lo_open=True)},
@@ -103,7 +103,7 @@ def gce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, weight: t
 
 
 @objective(
-    "mae", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "mae", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=MAE_PAPER, properties={"nonnegative", "bounded", "symmetric", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = 1 - p_y = ||onehot(y) - p||_1 / 2,  p = softmax(z)  (= comp_sum with tau = 2)",
     module_name="MAELoss",
@@ -127,7 +127,7 @@ def mae(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.Tensor | No
 
 
 @objective(
-    "sce", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "sce", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=SCE_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
     formula="L = alpha CE + beta RCE,  RCE(z, y) = -A (1 - p_y),  A = log 0 clipped (-4)",
     module_name="SCELoss",
@@ -156,7 +156,7 @@ def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta:
 
 
 @objective(
-    "poly_loss", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "poly_loss", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=POLY_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = -log p_y + epsilon (1 - p_y)  (Poly-1)",
     module_name="PolyLoss", domains={"epsilon": Real(-1.0, None)},
@@ -193,7 +193,7 @@ def normalize_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 @objective(
-    "ldr_kl", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "ldr_kl", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=LDR_PAPER, properties={"convex", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = lam log((1/K) sum_k exp(d_k / lam)),  d_k = z_k - z_y + c [k != y]",
     module_name="LDRKLLoss", domains={"lam": POSITIVE, "c": NONNEGATIVE, "normalize": FLAG},
@@ -236,7 +236,7 @@ def _kl_to_uniform(q_logits: torch.Tensor) -> torch.Tensor:
 
 
 @objective(
-    "aldr_kl", family="classification", input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "aldr_kl", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=LDR_PAPER, properties={"convex"} | _MARGIN_PROPS,
     formula="L(z, y) = max_{lam in [lam0(1-1/alpha), lam0]} lam log((1/K) sum_k e^{d_k/lam}) "
             "- (alpha log K / (2 lam0)) (lam - lam0)^2",
