@@ -20,6 +20,8 @@ __all__ = ["CLAMP", "BLOCK_ELEMS", "_Kernel", "_block_rows"]
 
 CLAMP = -80.0
 _FUSED_FLOOR = math.exp(-30.0)
+# Entries per row block of a sweep (the reused exp buffer: 2 MiB of float32, cache-sized). Half of
+# losskit.ops.budget.BLOCK_ELEMS, which sizes memory-bound blocked passes; kept at its tuned value.
 BLOCK_ELEMS = 1 << 19
 
 

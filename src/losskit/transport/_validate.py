@@ -15,7 +15,14 @@ import torch
 
 from .._core.conventions import promote
 from .._core.errors import fail
-from .._core.validate import check_finite, check_floating, check_nonnegative, describe, require
+from .._core.validate import (
+    check_finite,
+    check_floating,
+    check_nonnegative,
+    describe,
+    require,
+    value_check_mode,
+)
 
 #: costs are bounded this far below the dtype's largest value (sums of a few costs and the GEMM
 #: expansion's ``||x||^2 + ||y||^2`` stay finite)
@@ -102,6 +109,8 @@ def cost_range(x: torch.Tensor, y: torch.Tensor, p: float, names: tuple[str, str
     headroom for sums of costs and the GEMM expansion): for float32, d = 2, p = 2 about 1e18. ``x``
     is named for its own spread, ``y`` for its spread and for its distance to x.
     """
+    if value_check_mode(x) is None:               # validation off, tracing, or no data: nothing to compute
+        return
     d = x.shape[-1]
     lim = math.exp(math.log(torch.finfo(x.dtype).max / _COST_HEADROOM) / p) / (3 * math.sqrt(d))
     what = (f"points whose pairwise costs ||x_i - y_j||^{p:g} fit in {str(x.dtype).replace('torch.', '')} "

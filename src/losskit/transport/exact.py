@@ -98,13 +98,19 @@ def wasserstein_1d(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None =
     return finish(w, reduction, sample_weight=sample_weight)
 
 
-@torch.compiler.assume_constant_result
+@torch.library.custom_op("losskit::sliced_directions", mutates_args=())
 def _directions(d: int, n_projections: int, seed: int) -> torch.Tensor:
-    """Unit directions ``(L, d)`` from a generator seeded by ``seed`` (float64, CPU). A constant of its
-    arguments: ``torch.compile`` evaluates it once while tracing and bakes the result into the graph."""
+    """Unit directions ``(L, d)`` from a CPU generator seeded by ``seed`` (float64). An opaque operator
+    for ``torch.compile`` (a ``torch.Generator`` cannot be created while tracing): the directions of a
+    seed are the eager ones, and a changed seed, ``L`` or ``d`` needs no recompilation."""
     gen = torch.Generator().manual_seed(int(seed))
     th = torch.randn(n_projections, d, generator=gen, dtype=torch.float64)
     return th / th.norm(dim=1, keepdim=True)
+
+
+@_directions.register_fake
+def _(d, n_projections, seed):
+    return torch.empty(n_projections, d, dtype=torch.float64)
 
 
 def _projections(d: int, n_projections: int, seed: int, dtype, device) -> torch.Tensor:
@@ -127,9 +133,6 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | No
     Directions are drawn from a generator seeded by ``seed`` (the same directions on every call and for
     every problem of the batch), or given as ``projections (L, d)`` (normalised here). It is a Monte-Carlo
     estimate of the sliced distance: error ~ 1/sqrt(L).
-
-    Under ``torch.compile`` the directions of a ``seed`` are a constant of the graph (a different seed
-    recompiles; pass ``projections`` to vary them without recompiling).
 
     Paper: standard (Rabin, Peyré, Delon, Bernot, "Wasserstein Barycenter and its Application to Texture
     Mixing", 2011; Bonneel et al. 2015).

@@ -78,7 +78,8 @@ def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
 
     Solver options (shared by every entropic objective):
         eps: entropic regularisation, in cost units (a float, or one per problem ``(B,)``).
-        p: the cost ``||x - y||^p`` (``p = 2``: squared Euclidean; note GeomLoss's ``p = 2`` is half of it).
+        p: the cost ``||x - y||^p``, ``p >= 1`` (``p = 2``: squared Euclidean; note GeomLoss's ``p = 2`` is
+            half of it). Points whose costs overflow their dtype raise naming ``x`` / ``y``.
         cost: a user cost ``cost(x_block (B, r, d), y (B, m, d)) -> (B, r, m)`` replacing ``p``.
         rho: KL marginal relaxation strength (unbalanced OT); ``None`` = balanced.
         tol: stop when the L1 marginal error (balanced) / fixed-point residual is below ``tol``.

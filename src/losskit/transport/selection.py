@@ -289,7 +289,7 @@ def whitened_ot(candidates: torch.Tensor, target: torch.Tensor, *, a: torch.Tens
             the pooled covariance must have full rank (else ``ridge > 0``).
         a, b: non-negative weights (uniform by default), equal totals.
         eps: entropic regularisation in cost units (costs lie in ``[0, 2^p]`` when normalised) †.
-        p: cost exponent; normalize: put whitened points on the unit sphere; ridge: see :func:`whiten`.
+        p: cost exponent, ``p >= 1``; normalize: put whitened points on the unit sphere; ridge: see :func:`whiten`.
         tol, max_iter, scaling, online: solver options, as :func:`losskit.sinkhorn`.
 
     Paper: Feng, Nie, Liu, Alahi, "TAROT: Targeted Data Selection via Optimal Transport", 2024,
