@@ -415,3 +415,125 @@ def test_quadratic_ot_matches_pot_smooth_and_primal():
     fd = (losskit.quadratic_ot(x + e, y, a=a, b=b, gamma=gamma) - losskit.quadratic_ot(x - e, y, a=a, b=b,
                                                                                         gamma=gamma)) / (2 * h)
     assert abs(fd.item() - g[3, 1].item()) < 1e-5
+
+
+# ------------------------------------------------------------------------------------- edges (issue: trust)
+_POINT_OBJECTIVES = ["sinkhorn", "sinkhorn_divergence", "monge_gap", "exact_ot", "quadratic_ot", "sparse_ot",
+                     "sliced_wasserstein"]
+_SOLVERS = ["sinkhorn", "sinkhorn_divergence", "monge_gap", "exact_ot", "quadratic_ot", "sparse_ot", "whitened_ot"]
+
+
+def _cloud(n=4, d=2, seed=70, dtype=D, shift=0.0):
+    return _rand(n, d, seed=seed, shift=shift).to(dtype)
+
+
+@pytest.mark.parametrize("name", _POINT_OBJECTIVES + ["wasserstein_1d", "whitened_ot"])
+@pytest.mark.parametrize("p", [0.0, -1.0, 0.5])
+def test_one_cost_exponent_rule(name, p):
+    # one rule, p >= 1, for every objective (sinkhorn & co accepted p <= 0, whitened_ot p in (0, 1), and
+    # exact_ot and wasserstein_1d refused both)
+    x, y = _cloud(), _cloud(seed=71, shift=0.5)
+    if name == "wasserstein_1d":
+        x, y = x[:, 0], y[:, 0]
+    if name == "whitened_ot":
+        x, y = _cloud(6), _cloud(5, seed=71, shift=0.5)
+    with pytest.raises(LossInputError, match="^p: expected a real number in \\[1, inf\\)"):
+        losskit.get(name).fn(x, y, p=p)
+    with pytest.raises(LossInputError, match="^p:"):
+        solve(_cloud(), _cloud(seed=71), p=p)
+
+
+def test_exponent_one_accepted_everywhere():
+    x, y = _cloud(), _cloud(seed=71, shift=0.5)
+    for name in _POINT_OBJECTIVES:
+        assert torch.isfinite(losskit.get(name).fn(x, y, p=1.0)), name
+    assert torch.isfinite(losskit.wasserstein_1d(x[:, 0], y[:, 0], p=1))
+
+
+@pytest.mark.parametrize("name", _SOLVERS)
+def test_solvers_refuse_meta_tensors(name):
+    # they read values (convergence tests, SciPy): a LossInputError, not "Tensor.item() cannot be called"
+    x, y = _cloud(6).float().to("meta"), _cloud(5, seed=71).float().to("meta")
+    with pytest.raises(LossInputError, match="meta"):
+        losskit.get(name).fn(x, y)
+
+
+def test_sorting_objectives_run_on_meta():
+    x, y = _rand(3, 7, seed=72).float().to("meta"), _rand(3, 5, seed=73).float().to("meta")
+    out = losskit.wasserstein_1d(x, y, a=torch.ones(3, 7, device="meta"), reduction="none")
+    assert out.device.type == "meta" and out.shape == (3,)
+    out = losskit.sliced_wasserstein(x[..., None].expand(3, 7, 2), y[..., None].expand(3, 5, 2), reduction="none")
+    assert out.device.type == "meta" and out.shape == (3,)
+
+
+@pytest.mark.parametrize("name", _POINT_OBJECTIVES + ["wasserstein_1d"])
+@pytest.mark.parametrize("which", ["x", "y"])
+def test_costs_overflowing_float32_name_the_input(name, which):
+    # float32 points of magnitude 1e30: ||x - y||^2 overflows. Was a NaN loss (and "C:" for exact_ot).
+    x, y = _cloud(dtype=torch.float32), _cloud(seed=71, shift=0.5, dtype=torch.float32)
+    if name == "wasserstein_1d":
+        x, y = x[:, 0], y[:, 0]
+    big = {"x": x, "y": y}
+    big[which] = big[which] * 1e30
+    with pytest.raises(LossInputError, match=f"^{which}: expected points whose pairwise costs"):
+        losskit.get(name).fn(big["x"], big["y"])
+
+
+def test_w1d_p1_at_1e30_is_finite():
+    # p = 1 takes no power: the distance of float32 samples of magnitude 1e30 is representable
+    x = (_rand(2, 6, seed=74) * 1e30).float().requires_grad_()
+    y = (_rand(2, 6, seed=75) * 1e30).float()
+    w = losskit.wasserstein_1d(x, y, p=1)
+    ref = (x.detach().double().sort(1).values - y.double().sort(1).values).abs().mean()
+    assert torch.isfinite(w) and abs(w.item() / ref.item() - 1) < 1e-5
+    w.backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_exact_ot_user_cost_overflow_names_cost():
+    x, y = _cloud(), _cloud(seed=71)
+    with pytest.raises(LossInputError, match="^cost:"):
+        losskit.exact_ot(x, y, cost=lambda a, b: torch.full((1, 4, 4), float("inf"), dtype=D))
+
+
+def test_monge_gap_point_count_mismatch_names_y():
+    # with weights a, the mismatch was reported as "b:", an argument monge_gap does not have
+    x, y = _cloud(5), _cloud(4, seed=71)
+    with pytest.raises(LossInputError, match="^y:"):
+        losskit.monge_gap(x, y, a=torch.full((5,), 0.2, dtype=D))
+
+
+@pytest.mark.parametrize("over", [dict(max_iter=10.0), dict(max_iter=0), dict(scaling=1.0), dict(tol=0.0),
+                                  dict(method="exact"), dict(differentiate="implicit"), dict(online="yes"),
+                                  dict(eps=torch.tensor([0.1, -0.1], dtype=D)), dict(cost="sq")])
+def test_solver_option_domains(over):
+    # the objectives (declared domains) and the public solver (the same domains) refuse the same values
+    x, y = _cloud().expand(2, 4, 2), _cloud(seed=71).expand(2, 4, 2)
+    name = next(iter(over))
+    with pytest.raises(LossInputError, match=f"^{name}:"):
+        losskit.sinkhorn(x, y, **over)
+    with pytest.raises(LossInputError, match=f"^{name}:"):
+        solve(x, y, **over)
+
+
+def test_sliced_wasserstein_compiles_fullgraph():
+    # the seeded directions are a graph constant (torch.Generator cannot be created while tracing)
+    x, y = _cloud(6, 3, dtype=torch.float32), _cloud(5, 3, seed=71, dtype=torch.float32)
+    torch._dynamo.reset()
+    f = torch.compile(losskit.sliced_wasserstein, backend="aot_eager", fullgraph=True)
+    for seed, L in ((0, 8), (1, 8), (2, 5)):       # other seeds and counts: the same graph, no failure
+        torch.testing.assert_close(f(x, y, n_projections=L, seed=seed),
+                                   losskit.sliced_wasserstein(x, y, n_projections=L, seed=seed))
+
+
+def test_split_modules_keep_import_paths():
+    import importlib
+
+    quadratic, sinkhorn, sparse = (importlib.import_module(f"losskit.transport.{m}")
+                                   for m in ("quadratic", "sinkhorn", "sparse"))   # (the package's sinkhorn is the objective)
+    assert quadratic.sparse_ot is sparse.sparse_ot is losskit.sparse_ot
+    assert quadratic.solve_sparse is sparse.solve_sparse
+    assert sinkhorn.OTResult is losskit.transport.OTResult
+    for name in ("_Kernel", "_solve", "_point_cost", "_options_check", "BLOCK_ELEMS", "DENSE_BYTES", "CLAMP",
+                 "_Coupling", "_sinkhorn", "_sinkhorn_symmetric", "_sinkhorn_newton"):
+        assert hasattr(sinkhorn, name), name

@@ -1,59 +1,84 @@
-"""Input checks for the transport family (each raises LossInputError naming the argument)."""
+"""Input checks for the transport family (each raises LossInputError naming the argument).
+
+Value checks go through :func:`losskit._core.validate.require` (validation modes, no host sync on
+accelerators, skipped for meta tensors). The registry's wrapper already rejects NaN/+inf in every input
+of a registered objective, so the objectives pass ``finite=False``; the public solver functions
+(:func:`~.sinkhorn.solve`, :func:`~.sinkhorn.solve_matrix`, ...), which the wrapper does not see, check
+finiteness here.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .._core.conventions import promote, validation_enabled
+from .._core.conventions import promote
 from .._core.errors import fail
-from .._core.validate import check_finite, check_floating, describe
+from .._core.validate import (
+    check_finite,
+    check_floating,
+    check_nonnegative,
+    describe,
+    require,
+    value_check_mode,
+)
+
+#: costs are bounded this far below the dtype's largest value (sums of a few costs and the GEMM
+#: expansion's ``||x||^2 + ||y||^2`` stay finite)
+_COST_HEADROOM = 16.0
+
+
+def uniform(B: int, n: int, ref: torch.Tensor) -> torch.Tensor:
+    return torch.full((B, n), 1.0 / n, dtype=ref.dtype, device=ref.device)
 
 
 def _weights(name: str, w, B: int, n: int, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
     if w is None:
-        return torch.full((B, n), 1.0 / n, dtype=ref.dtype, device=ref.device)
+        return uniform(B, n, ref)
     check_floating(name, w)
     w = promote(w)
     if w.dim() == 1 and B == 1:
         w = w.unsqueeze(0)
     if tuple(w.shape) != (B, n):
         raise fail(name, f"weights of shape {(B, n)} (one per point of {ref_name})", f"shape {tuple(w.shape)}")
-    check_finite(name, w)
-    if validation_enabled():
-        if bool((w < 0).any()):
-            raise fail(name, "non-negative weights", f"min {w.min().item():.6g}")
-        if bool((w.sum(1) <= 0).any()):
-            raise fail(name, "weights with a positive total per problem", "a problem with total weight 0")
+    check_nonnegative(name, w, "non-negative finite weights")
+    require(name, w, lambda: (w.sum(1) <= 0).any(), "weights with a positive total per problem",
+            lambda: f"a problem with total weight 0 (problem {int((w.sum(1) <= 0).nonzero()[0])})")
     return w.to(ref.dtype)
 
 
 def _balanced(a: torch.Tensor, b: torch.Tensor) -> None:
-    if not validation_enabled():
-        return
-    sa, sb = a.sum(1), b.sum(1)
     tol = 1e-6 if a.dtype == torch.float64 else 1e-3
-    off = (sa - sb).abs() > tol * sa.abs().clamp_min(1)
-    if bool(off.any()):
-        i = int(off.nonzero()[0])
-        raise fail("b", "the same total mass as a (balanced OT; pass rho= for unbalanced OT)",
-                   f"total {sb[i].item():.6g} against {sa[i].item():.6g} in problem {i}")
+
+    def off():
+        sa, sb = a.sum(1), b.sum(1)
+        return (sa - sb).abs() > tol * sa.abs().clamp_min(1)
+
+    def got():
+        i = int(off().nonzero()[0])
+        return f"total {b[i].sum().item():.6g} against {a[i].sum().item():.6g} in problem {i}"
+
+    require("b", b, lambda: off().any(), "the same total mass as a (balanced OT; pass rho= for unbalanced OT)", got)
 
 
-def _points(name: str, x) -> torch.Tensor:
+def _points(name: str, x, finite: bool = True) -> torch.Tensor:
     check_floating(name, x)
     x = promote(x)
     if x.dim() not in (2, 3):
         raise fail(name, "points of shape (n, d) or a batch (B, n, d)", describe(x))
     if x.shape[-2] == 0:
         raise fail(name, "at least one point", f"shape {tuple(x.shape)}")
-    check_finite(name, x)
+    if finite:
+        check_finite(name, x)
     return x
 
 
-def samples(x, y, a=None, b=None, *, balanced: bool = True):
-    """Batched ``x (B, n, d)``, ``y (B, m, d)``, ``a (B, n)``, ``b (B, m)``."""
-    x = _points("x", x)
-    y = _points("y", y)
+def samples(x, y, a=None, b=None, *, balanced: bool = True, finite: bool = True):
+    """Batched ``x (B, n, d)``, ``y (B, m, d)``, ``a (B, n)``, ``b (B, m)``. ``finite=False``: the points'
+    finiteness was already checked (by the registry's wrapper)."""
+    x = _points("x", x, finite)
+    y = _points("y", y, finite)
     if x.dim() != y.dim():
         raise fail("y", f"a {x.dim()}-d tensor like x", describe(y))
     if x.dim() == 2:
@@ -71,6 +96,37 @@ def samples(x, y, a=None, b=None, *, balanced: bool = True):
     if balanced:
         _balanced(a, b)
     return x, y, a, b
+
+
+def cost_range(x: torch.Tensor, y: torch.Tensor, p: float, names: tuple[str, str] = ("x", "y")) -> None:
+    """Refuse points whose pairwise costs ``||x_i - y_j||^p`` overflow their dtype (float32 points of
+    magnitude 1e30, say), naming the input (not the internal cost matrix). A value check.
+
+    ``x (B, n, d)``, ``y (B, m, d)``. With every coordinate of x within ``r_x`` of x's mean (per problem),
+    of y within ``r_y`` of y's mean, and the two means ``s`` apart (largest coordinate difference),
+    ``||x_i - y_j|| <= sqrt(d) (r_x + s + r_y)``. Each of the three is asked to be at most
+    ``lim = (max / 16)^(1/p) / (3 sqrt(d))`` (``max`` the dtype's largest value; the factor 16 leaves
+    headroom for sums of costs and the GEMM expansion): for float32, d = 2, p = 2 about 1e18. ``x``
+    is named for its own spread, ``y`` for its spread and for its distance to x.
+    """
+    if value_check_mode(x) is None:               # validation off, tracing, or no data: nothing to compute
+        return
+    d = x.shape[-1]
+    lim = math.exp(math.log(torch.finfo(x.dtype).max / _COST_HEADROOM) / p) / (3 * math.sqrt(d))
+    what = (f"points whose pairwise costs ||x_i - y_j||^{p:g} fit in {str(x.dtype).replace('torch.', '')} "
+            f"(coordinates within {lim:.3g} of")
+
+    def spread(t):
+        return (t - t.mean(-2, keepdim=True)).abs().amax()
+
+    def apart():
+        return (x.mean(-2) - y.mean(-2)).abs().amax()
+
+    for name, t in zip(names, (x, y)):
+        require(name, t, lambda t=t: ~(spread(t) <= lim), f"{what} the cloud's mean)",
+                lambda t=t: f"a coordinate {spread(t).item():.3g} away from it")
+    require(names[1], y, lambda: ~(apart() <= lim), f"{what} each other's mean)",
+            lambda: f"means {apart().item():.3g} apart")
 
 
 def matrix(C, a=None, b=None, *, balanced: bool = True):

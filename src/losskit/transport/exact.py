@@ -1,15 +1,24 @@
 """Unregularised OT: exact 1-D Wasserstein by sorting, sliced Wasserstein, and small exact problems
-solved by SciPy (assignment or HiGHS linear programming)."""
+solved by SciPy (assignment or HiGHS linear programming).
+
+The cost exponent follows the family's one rule, ``p >= 1`` (:data:`._domains.EXPONENT`: the sorted
+coupling is optimal only for convex costs). Samples whose costs ``|x - y|^p`` would overflow their dtype
+(float32 values of 1e30 with ``p = 2``) raise :class:`LossInputError` naming ``x`` or ``y``; with ``p = 1``
+no power is taken and such samples give a finite value. :func:`wasserstein_1d` and
+:func:`sliced_wasserstein` have no data-dependent control flow (they run on meta tensors and compile);
+:func:`exact_ot` solves a linear program with SciPy (``meta=False``, ``compile=False``).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .._core import objective, reduce
-from .._core.conventions import promote, validation_enabled
+from .._core import finish, objective
+from .._core.conventions import promote
 from .._core.errors import fail
-from .._core.validate import check_finite, check_floating, check_sample_weight, describe
+from .._core.validate import check_finite, check_floating, describe
+from . import _domains as D
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, TWO_SAMPLES_1D, points_example, samples_1d_example
 from .costs import pairwise_cost
@@ -17,18 +26,11 @@ from .costs import pairwise_cost
 __all__ = ["wasserstein_1d", "sliced_wasserstein", "exact_ot", "exact_plan"]
 
 
-def _check_p(p) -> float:
-    if not (isinstance(p, (int, float)) and p >= 1):
-        raise fail("p", "an exponent p >= 1", repr(p))
-    return float(p)
-
-
-def _samples_1d(x, y, a, b):
+def _samples_1d(x, y, a, b, p: float):
+    """Batched samples and weights; finiteness was checked by the registry's wrapper."""
     check_floating("x", x)
     check_floating("y", y)
     x, y = promote(x), promote(y)
-    check_finite("x", x)
-    check_finite("y", y)
     if x.dim() not in (1, 2):
         raise fail("x", "samples (n,) or a batch (B, n)", describe(x))
     if y.dim() != x.dim():
@@ -42,6 +44,7 @@ def _samples_1d(x, y, a, b):
     B, n, m = x.shape[0], x.shape[1], y.shape[1]
     a = V._weights("a", a, B, n, x, "x")
     b = V._weights("b", b, B, m, x, "y")
+    V.cost_range(x.unsqueeze(-1), y.unsqueeze(-1), p)
     return x, y, a, b
 
 
@@ -66,7 +69,7 @@ def _w1d(x, y, a, b, p: float) -> torch.Tensor:
 
 @objective(
     "wasserstein_1d", family="transport", input_kind=TWO_SAMPLES_1D, example=samples_1d_example,
-    properties={"nonnegative"},
+    properties={"nonnegative"}, domains=D.domains("a", "b", "p"),
     formula="W_p^p(a, b) = int_0^1 |F^{-1}(t) - G^{-1}(t)|^p dt  (sorted samples, exact)",
 )
 def wasserstein_1d(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
@@ -87,23 +90,36 @@ def wasserstein_1d(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None =
 
     Paper: standard (e.g. Peyré & Cuturi, Computational Optimal Transport, 2019, Remark 2.30).
     """
-    p = _check_p(p)
+    p = float(p)
     unbatched = x.dim() == 1
-    x, y, a, b = _samples_1d(x, y, a, b)
+    x, y, a, b = _samples_1d(x, y, a, b, p)
     w = _w1d(x, y, a, b, p)
     w = w[0] if unbatched else w
-    return reduce(w, reduction, weight=check_sample_weight(sample_weight, w.shape))
+    return finish(w, reduction, sample_weight=sample_weight)
+
+
+@torch.library.custom_op("losskit::sliced_directions", mutates_args=())
+def _directions(d: int, n_projections: int, seed: int) -> torch.Tensor:
+    """Unit directions ``(L, d)`` from a CPU generator seeded by ``seed`` (float64). An opaque operator
+    for ``torch.compile`` (a ``torch.Generator`` cannot be created while tracing): the directions of a
+    seed are the eager ones, and a changed seed, ``L`` or ``d`` needs no recompilation."""
+    gen = torch.Generator().manual_seed(int(seed))
+    th = torch.randn(n_projections, d, generator=gen, dtype=torch.float64)
+    return th / th.norm(dim=1, keepdim=True)
+
+
+@_directions.register_fake
+def _(d, n_projections, seed):
+    return torch.empty(n_projections, d, dtype=torch.float64)
 
 
 def _projections(d: int, n_projections: int, seed: int, dtype, device) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(int(seed))
-    th = torch.randn(n_projections, d, generator=gen, dtype=torch.float64)
-    return (th / th.norm(dim=1, keepdim=True)).to(dtype=dtype, device=device)
+    return _directions(d, n_projections, seed).to(dtype=dtype, device=device)
 
 
 @objective(
     "sliced_wasserstein", family="transport", input_kind=TWO_SAMPLES, example=points_example,
-    properties={"nonnegative"},
+    properties={"nonnegative"}, domains=D.domains("a", "b", "p", "n_projections", "projections", "seed"),
     formula="SW_p^p = (1/L) sum_l W_p^p(<theta_l, x>, <theta_l, y>),  theta_l uniform on the sphere",
 )
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
@@ -121,11 +137,10 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | No
     Paper: standard (Rabin, Peyré, Delon, Bernot, "Wasserstein Barycenter and its Application to Texture
     Mixing", 2011; Bonneel et al. 2015).
     """
-    p = _check_p(p)
-    if projections is None and not (isinstance(n_projections, int) and n_projections >= 1):
-        raise fail("n_projections", "a positive number of directions", repr(n_projections))
+    p = float(p)
     unbatched = x.dim() == 2
-    x, y, a, b = V.samples(x, y, a, b, balanced=False)
+    x, y, a, b = V.samples(x, y, a, b, balanced=False, finite=False)
+    V.cost_range(x, y, p)
     B, n, d = x.shape
     if projections is None:
         th = _projections(d, n_projections, seed, x.dtype, x.device)
@@ -140,7 +155,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | No
     py = (y @ th.T).transpose(1, 2).reshape(B * L, -1)
     w = _w1d(px, py, a.repeat_interleave(L, 0), b.repeat_interleave(L, 0), p).view(B, L).mean(1)
     w = w[0] if unbatched else w
-    return reduce(w, reduction, weight=check_sample_weight(sample_weight, w.shape))
+    return finish(w, reduction, sample_weight=sample_weight)
 
 
 @torch.compiler.disable
@@ -151,9 +166,16 @@ def exact_plan(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor |
     (the optimum is a permutation, Birkhoff); otherwise ``scipy.optimize.linprog`` (HiGHS) on the
     ``n m`` variables. For small problems (n m up to a few 1e5).
     """
+    C3, a, b = V.matrix(C.detach(), a, b, balanced=True)
+    out = _exact_plan(C3, a, b)
+    return out if C.dim() == 3 else out[0]
+
+
+@torch.compiler.disable
+def _exact_plan(C3: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`exact_plan` of validated batched ``C3 (B, n, m)``, ``a (B, n)``, ``b (B, m)``."""
     from scipy.optimize import linear_sum_assignment
 
-    C3, a, b = V.matrix(C.detach(), a, b, balanced=True)
     B, n, m = C3.shape
     out = torch.zeros(B, n, m, dtype=C3.dtype, device=C3.device)
     for k in range(B):
@@ -165,7 +187,7 @@ def exact_plan(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor |
             continue
         _, plan = transport_lp(ck, ak, bk * (ak.sum() / bk.sum()))
         out[k] = torch.as_tensor(plan, dtype=C3.dtype)
-    return out if C.dim() == 3 else out[0]
+    return out
 
 
 def transport_lp(C: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +209,9 @@ def transport_lp(C: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarra
 
 @objective(
     "exact_ot", family="transport", input_kind=TWO_SAMPLES, example=points_example,
-    properties={"nonnegative"},
+    properties={"nonnegative"}, meta=False, compile=False,
+    skip_reasons={"compile": "the plan comes from SciPy (assignment / HiGHS LP) on host values"},
+    domains=D.domains("a", "b", "p", "cost"),
     formula="W_c(a, b) = min_{P >= 0, P1 = a, P^T 1 = b} <P, C>,  C_ij = ||x_i - y_j||^p",
 )
 def exact_ot(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
@@ -204,13 +228,20 @@ def exact_ot(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
 
     Paper: standard (Kantorovich 1942; Peyré & Cuturi 2019, ch. 3).
     """
-    p = _check_p(p)
     unbatched = x.dim() == 2
-    x, y, a, b = V.samples(x, y, a, b, balanced=True)
-    C = cost(x, y) if cost is not None else pairwise_cost(x, y, p)
-    if validation_enabled() and x.shape[1] * y.shape[1] > 4_000_000:
-        raise fail("x", "at most 4e6 point pairs for the exact solver (use sinkhorn)", f"{x.shape[1]} x {y.shape[1]}")
-    P = exact_plan(C.detach(), a.detach(), b.detach())
+    x, y, a, b = V.samples(x, y, a, b, balanced=True, finite=False)
+    B, n, m = x.shape[0], x.shape[1], y.shape[1]
+    if n * m > 4_000_000:
+        raise fail("x", "at most 4e6 point pairs for the exact solver (use sinkhorn)", f"{n} x {m}")
+    if cost is None:
+        V.cost_range(x, y, p)
+        C = pairwise_cost(x, y, p)
+    else:
+        C = cost(x, y)
+        if not isinstance(C, torch.Tensor) or tuple(C.shape) != (B, n, m):
+            raise fail("cost", f"a callable returning the costs (B, n, m) = {(B, n, m)}", describe(C))
+        check_finite("cost", C)            # a computed cost: a user function may overflow
+    P = _exact_plan(C.detach(), a.detach(), b.detach())
     w = (P * C).sum((1, 2))
     w = w[0] if unbatched else w
-    return reduce(w, reduction, weight=check_sample_weight(sample_weight, w.shape))
+    return finish(w, reduction, sample_weight=sample_weight)

@@ -1,4 +1,11 @@
-"""Entropic OT losses on point clouds: each is a few lines on top of :func:`.sinkhorn.solve`."""
+"""Entropic OT losses on point clouds: each is a few lines on top of :func:`.sinkhorn.solve`.
+
+Every objective here runs the Sinkhorn solver, which reads values (convergence tests): they declare
+``meta=False`` and ``compile=False`` (the solver is excluded from tracing). Options have the family's
+domains (:mod:`._domains`): ``p >= 1``, ``eps > 0`` (or a tensor of them), ``tol > 0``, ``max_iter >= 1``,
+``scaling`` in ``(0, 1)`` or None, ``rho > 0`` or None. Point clouds whose pairwise costs would overflow
+their dtype (float32 coordinates of 1e30) raise :class:`LossInputError` naming ``x`` or ``y``.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +14,41 @@ from collections.abc import Callable
 
 import torch
 
-from .._core import Paper, objective, reduce
+from .._core import Paper, finish, objective
 from .._core.errors import fail
-from .._core.validate import check_sample_weight
+from . import _domains as D
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, two_samples_example
 from .costs import Cost
-from .sinkhorn import BLOCK_ELEMS, DENSE_BYTES, _options_check, _point_cost, _solve, solve
+from .sinkhorn import (
+    BLOCK_ELEMS,
+    DENSE_BYTES,
+    _options_check,
+    _point_cost,
+    _relations,
+    _solve,
+    _solve_points,
+)
 
 __all__ = ["sinkhorn", "sinkhorn_divergence", "self_transport", "monge_gap"]
+
+_SOLVER_SKIPS = {"compile": "an iterative solver that reads values (convergence tests) and runs outside the "
+                            "graph (torch.compiler.disable)"}
+
+
+def _points(x, y, a, b, p, cost, *, balanced: bool):
+    """The objectives' input path: shapes and weights (finiteness was checked by the registry's wrapper),
+    then the cost range of the points (named x / y) unless a user cost replaces ``||x - y||^p``."""
+    xb, yb, ab, bb = V.samples(x, y, a, b, balanced=balanced, finite=False)
+    if cost is None:
+        V.cost_range(xb, yb, p)
+    return xb, yb, ab, bb
 
 
 @objective(
     "sinkhorn", family="transport", input_kind=TWO_SAMPLES, example=two_samples_example,
-    properties={"nonnegative"},
+    properties={"nonnegative"}, meta=False, compile=False, skip_reasons=_SOLVER_SKIPS,
+    domains=D.domains("a", "b", "p", "cost", *D.SOLVER),
     formula="OT_eps(a, b) = min_{P1=a, P^T1=b} <P, C> + eps KL(P | a (x) b),  C_ij = ||x_i - y_j||^p",
 )
 def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
@@ -48,7 +76,8 @@ def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
 
     Solver options (shared by every entropic objective):
         eps: entropic regularisation, in cost units (a float, or one per problem ``(B,)``).
-        p: the cost ``||x - y||^p`` (``p = 2``: squared Euclidean; note GeomLoss's ``p = 2`` is half of it).
+        p: the cost ``||x - y||^p``, ``p >= 1`` (``p = 2``: squared Euclidean; note GeomLoss's ``p = 2`` is
+            half of it). Points whose costs overflow their dtype raise naming ``x`` / ``y``.
         cost: a user cost ``cost(x_block (B, r, d), y (B, m, d)) -> (B, r, m)`` replacing ``p``.
         rho: KL marginal relaxation strength (unbalanced OT); ``None`` = balanced.
         tol: stop when the L1 marginal error (balanced) / fixed-point residual is below ``tol``.
@@ -68,11 +97,13 @@ def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
     Paper: standard (Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", 2013,
     arXiv:1306.0895; log-domain stabilisation and epsilon-scaling: Schmitzer 2019, arXiv:1610.06519).
     """
+    _relations(rho, differentiate, method, online)
     unbatched = x.dim() == 2
-    res = solve(x, y, a, b, eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling,
-                online=online, differentiate=differentiate, method=method)
+    xb, yb, ab, bb = _points(x, y, a, b, p, cost, balanced=rho is None)
+    res = _solve_points(xb, yb, ab, bb, eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter,
+                        scaling=scaling, online=online, differentiate=differentiate, method=method)
     v = res.value[0] if unbatched else res.value
-    return reduce(v, reduction, weight=check_sample_weight(sample_weight, v.shape))
+    return finish(v, reduction, sample_weight=sample_weight)
 
 
 def self_transport(x: torch.Tensor, a: torch.Tensor | None = None, *, eps=0.05, p: float = 2.0,
@@ -83,7 +114,18 @@ def self_transport(x: torch.Tensor, a: torch.Tensor | None = None, *, eps=0.05, 
     Returns the :class:`~.sinkhorn.OTResult` (``f == g``). Used for the debiasing terms of
     :func:`sinkhorn_divergence`.
     """
+    _options_check(eps, rho, tol, max_iter, scaling, "envelope", "sinkhorn", online)
+    D.check("p", p)
+    D.check("cost", cost)
     x, _, a, _ = V.samples(x, x, a, a, balanced=False)
+    if cost is None:
+        V.cost_range(x, x, p)
+    return _self_transport(x, a, eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling,
+                           online=online)
+
+
+def _self_transport(x, a, *, eps, p, cost, rho, tol, max_iter, scaling, online):
+    """:func:`self_transport` on validated batched inputs."""
     xc, _, c = _point_cost(x, x, p, cost, eps)
     c = Cost(xc, xc, p=c.p, fn=c.fn, expand=c.expand)
     return _solve(c, a, a, eps=eps, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online,
@@ -93,7 +135,8 @@ def self_transport(x: torch.Tensor, a: torch.Tensor | None = None, *, eps=0.05, 
 
 @objective(
     "sinkhorn_divergence", family="transport", input_kind=TWO_SAMPLES, example=two_samples_example,
-    properties={"nonnegative"},
+    properties={"nonnegative"}, meta=False, compile=False, skip_reasons=_SOLVER_SKIPS,
+    domains=D.domains("a", "b", "p", "cost", "eps", "rho", "tol", "max_iter", "scaling", "online"),
     formula="S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2 (+ eps/2 (|a| - |b|)^2 unbalanced)",
 )
 def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
@@ -113,18 +156,17 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | N
     Paper: Feydy, Séjourné, Vialard, Amari, Trouvé, Peyré, "Interpolating between Optimal Transport and
     MMD using Sinkhorn Divergences", 2019, arXiv:1810.08278 (Genevay, Peyré, Cuturi 2018).
     """
-    _options_check(eps, rho, tol, max_iter, scaling, "envelope")
     unbatched = x.dim() == 2
-    xb, yb, ab, bb = V.samples(x, y, a, b, balanced=rho is None)
+    xb, yb, ab, bb = _points(x, y, a, b, p, cost, balanced=rho is None)
     kw = dict(eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online)
-    xy = solve(xb, yb, ab, bb, **kw).value
-    xx = self_transport(xb, ab, **kw).value
-    yy = self_transport(yb, bb, **kw).value
+    xy = _solve_points(xb, yb, ab, bb, **kw).value
+    xx = _self_transport(xb, ab, **kw).value
+    yy = _self_transport(yb, bb, **kw).value
     s = xy - 0.5 * (xx + yy)
     if rho is not None:
         s = s + 0.5 * torch.as_tensor(eps, dtype=s.dtype) * (ab.sum(1) - bb.sum(1)) ** 2
     v = s[0] if unbatched else s
-    return reduce(v, reduction, weight=check_sample_weight(sample_weight, v.shape))
+    return finish(v, reduction, sample_weight=sample_weight)
 
 
 MONGE_GAP_PAPER = Paper("The Monge Gap: A Regularizer to Learn All Transport Maps", 2023, "2302.04953",
@@ -133,7 +175,8 @@ MONGE_GAP_PAPER = Paper("The Monge Gap: A Regularizer to Learn All Transport Map
 
 @objective(
     "monge_gap", family="transport", input_kind=TWO_SAMPLES, example=functools.partial(two_samples_example, m=4),
-    paper=MONGE_GAP_PAPER,
+    paper=MONGE_GAP_PAPER, meta=False, compile=False, skip_reasons=_SOLVER_SKIPS,
+    domains=D.domains("a", "p", "cost", "eps", "tol", "max_iter", "scaling", "online"),
     formula="M(T) = sum_i a_i c(x_i, T(x_i)) - OT_eps(sum_i a_i delta_{x_i}, sum_i a_i delta_{T(x_i)})",
 )
 def monge_gap(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None, eps: float = 0.05,
@@ -154,17 +197,17 @@ def monge_gap(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None
     arXiv:2302.04953.
     """
     unbatched = x.dim() == 2
-    xb, yb, ab, _ = V.samples(x, y, a, a if a is not None else None, balanced=False)
-    if xb.shape[1] != yb.shape[1]:
-        raise fail("y", f"T(x): one image per point of x ({xb.shape[1]})", f"shape {tuple(y.shape)}")
+    if x.dim() == y.dim() and x.dim() in (2, 3) and x.shape[-2] != y.shape[-2]:
+        raise fail("y", f"T(x): one image per point of x ({x.shape[-2]})", f"shape {tuple(y.shape)}")
+    xb, yb, ab, _ = _points(x, y, a, None, p, cost, balanced=False)
     diag = ((xb - yb) ** 2).sum(-1) if cost is None and p == 2 else (
         cost(xb, yb).diagonal(dim1=1, dim2=2) if cost is not None else pairwise_cost_diag(xb, yb, p))
     transport = (ab * diag).sum(1)
-    ot = solve(xb, yb, ab, ab, eps=eps, p=p, cost=cost, tol=tol, max_iter=max_iter, scaling=scaling,
-               online=online).value
+    ot = _solve_points(xb, yb, ab, ab, eps=eps, p=p, cost=cost, rho=None, tol=tol, max_iter=max_iter,
+                       scaling=scaling, online=online).value
     gap = transport - ot
     v = gap[0] if unbatched else gap
-    return reduce(v, reduction, weight=check_sample_weight(sample_weight, v.shape))
+    return finish(v, reduction, sample_weight=sample_weight)
 
 
 def pairwise_cost_diag(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:

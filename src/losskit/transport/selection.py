@@ -47,15 +47,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .._core import Paper, objective, reduce
-from .._core.conventions import promote, validation_enabled
+from .._core import Paper, finish, objective
+from .._core.conventions import promote
 from .._core.errors import fail
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_finite, check_floating, check_sample_weight, describe
+from .._core.validate import check_finite, check_floating, describe, require
+from ..ops.budget import BLOCK_ELEMS
+from ..ops.pairwise import pairwise_cost
+from . import _domains as D
 from . import _validate as V
-from .costs import pairwise_cost
-from .losses import self_transport
-from .sinkhorn import _options_check, solve
+from .losses import _self_transport
+from .sinkhorn import _options_check, _solve_points
 
 __all__ = ["whiten", "whitened_features", "whitened_ot", "ot_select", "SelectionResult", "TAROT_PAPER"]
 
@@ -64,14 +66,17 @@ TAROT_PAPER = Paper("TAROT: Targeted Data Selection via Optimal Transport", 2024
 
 
 # ------------------------------------------------------------------------------------- whitening
-def _features(name: str, x) -> torch.Tensor:
+def _features(name: str, x, finite: bool = True) -> torch.Tensor:
+    """Feature tensors ``(n, d)`` / ``(B, n, d)``; ``finite=False`` where the registry's wrapper already
+    checked finiteness (:func:`whitened_ot`)."""
     check_floating(name, x)
     x = promote(x)
     if x.dim() not in (2, 3):
         raise fail(name, "features of shape (n, d) or a batch (B, n, d)", describe(x))
     if x.shape[-2] == 0 or x.shape[-1] == 0:
         raise fail(name, "at least one point with at least one feature", f"shape {tuple(x.shape)}")
-    check_finite(name, x)
+    if finite:
+        check_finite(name, x)
     return x
 
 
@@ -88,20 +93,21 @@ def _fit(ref: torch.Tensor, eps: float, name: str) -> tuple[torch.Tensor, torch.
     if eps > 0:
         tr = cov.diagonal(dim1=-2, dim2=-1).sum(-1) / d
         cov = cov + (eps * tr)[..., None, None] * torch.eye(d, dtype=cov.dtype, device=cov.device)
-    if validation_enabled():
-        with torch.no_grad():
-            Ld, info = torch.linalg.cholesky_ex(cov.detach())
-            piv = Ld.diagonal(dim1=-2, dim2=-1) ** 2
-            scale = cov.detach().diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True)
-            # a pivot (the variance left in a direction after the previous ones) below float64 rounding
-            # of the covariance, or below the input precision's own rounding noise, is rank deficiency
-            rel = 10 * d * torch.finfo(torch.float64).eps + (10 * u_in) ** 2
-            bad = (info > 0) | (piv <= rel * scale).any(-1) | ~(scale.squeeze(-1) > 0)
-        if bool(bad.any()):
-            i = int(bad.reshape(-1).nonzero()[0])
-            raise fail(name, f"points whose covariance has full rank d = {d} (N = {N} points; pass a ridge "
-                       "eps > 0 to whiten a rank-deficient covariance)",
-                       f"a numerically singular covariance in problem {i}")
+
+    @torch.no_grad()
+    def singular():
+        Ld, info = torch.linalg.cholesky_ex(cov.detach())
+        piv = Ld.diagonal(dim1=-2, dim2=-1) ** 2
+        scale = cov.detach().diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True)
+        # a pivot (the variance left in a direction after the previous ones) below float64 rounding
+        # of the covariance, or below the input precision's own rounding noise, is rank deficiency
+        rel = 10 * d * torch.finfo(torch.float64).eps + (10 * u_in) ** 2
+        return ((info > 0) | (piv <= rel * scale).any(-1) | ~(scale.squeeze(-1) > 0)).reshape(-1)
+
+    require(name, ref, lambda: singular().any(),
+            f"points whose covariance has full rank d = {d} (N = {N} points; pass a ridge eps > 0 to whiten a "
+            "rank-deficient covariance)",
+            lambda: f"a numerically singular covariance in problem {int(singular().nonzero()[0])}")
     return mu, torch.linalg.cholesky(cov)
 
 
@@ -155,16 +161,19 @@ def whitened_features(candidates: torch.Tensor, target: torch.Tensor, *, normali
     """TAROT's feature map: whiten candidates and target with the statistics of the pooled points
     (candidates and target, each point counted once), then (``normalize=True``) scale to unit norm.
     Shapes ``(n, d), (m, d)`` or batched ``(B, n, d), (B, m, d)``; returns the two mapped tensors."""
-    x = _features("candidates", candidates)
-    y = _features("target", target)
+    if not (ridge >= 0) or not math.isfinite(ridge):
+        raise fail("ridge", "a non-negative whitening ridge (relative to the mean variance)", repr(ridge))
+    return _whitened(_features("candidates", candidates), _features("target", target), normalize, ridge)
+
+
+def _whitened(x: torch.Tensor, y: torch.Tensor, normalize: bool, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`whitened_features` of checked feature tensors."""
     if y.dim() != x.dim():
         raise fail("target", f"a {x.dim()}-d tensor like candidates", describe(y))
     if x.dim() == 3 and y.shape[0] != x.shape[0]:
         raise fail("target", f"a batch of {x.shape[0]} problems (as candidates)", f"shape {tuple(y.shape)}")
     if y.shape[-1] != x.shape[-1]:
         raise fail("target", f"features of dimension {x.shape[-1]} (as candidates)", f"shape {tuple(y.shape)}")
-    if not (ridge >= 0) or not math.isfinite(ridge):
-        raise fail("ridge", "a non-negative whitening ridge (relative to the mean variance)", repr(ridge))
     dt = torch.promote_types(x.dtype, y.dtype)
     x, y = x.to(dt), y.to(dt)
     mu, L = _fit(torch.cat([x, y], -2), float(ridge), "candidates")
@@ -177,19 +186,22 @@ def whitened_features(candidates: torch.Tensor, target: torch.Tensor, *, normali
 # --------------------------------------------------------------------------------------- the cost
 def _gemm_cost(p: float):
     """``||x_i - y_j||^p`` by one batched GEMM, with a zero gradient at coincident points
-    (:func:`.costs.pairwise_cost` with ``expand=True``). The points here are whitened (and usually
+    (:func:`losskit.ops.pairwise.pairwise_cost` with ``expand=True``). The points here are whitened (and usually
     unit), so the expansion does not cancel catastrophically."""
     return lambda xb, y: pairwise_cost(xb, y, p, expand=True)
 
 
 def _ot(zx, zy, a, b, *, eps, p, debias, tol, max_iter, scaling, online):
     """``OT_eps`` (or the Sinkhorn divergence) between batched mapped points; returns (value, OTResult)."""
-    fn = _gemm_cost(p)
-    kw = dict(eps=eps, cost=fn, tol=tol, max_iter=max_iter, scaling=scaling, online=online)
-    res = solve(zx, zy, a, b, **kw)
+    B, n, m = zx.shape[0], zx.shape[1], zy.shape[1]
+    a = V.uniform(B, n, zx) if a is None else a
+    b = V.uniform(B, m, zx) if b is None else b
+    kw = dict(eps=eps, p=p, cost=_gemm_cost(p), rho=None, tol=tol, max_iter=max_iter, scaling=scaling,
+              online=online)
+    res = _solve_points(zx, zy, a, b, **kw)
     value = res.value
     if debias:
-        value = value - 0.5 * (self_transport(zx, a, **kw).value + self_transport(zy, b, **kw).value)
+        value = value - 0.5 * (_self_transport(zx, a, **kw).value + _self_transport(zy, b, **kw).value)
     return value, res
 
 
@@ -244,7 +256,10 @@ WHITENED_SAMPLES = InputKind(
 
 @objective(
     "whitened_ot", family="transport", input_kind=WHITENED_SAMPLES, example=_example, paper=TAROT_PAPER,
-    properties={"nonnegative"},
+    properties={"nonnegative"}, meta=False, compile=False,
+    skip_reasons={"compile": "an iterative solver that reads values (convergence tests; the whitening's rank "
+                             "check) and runs outside the graph (torch.compiler.disable)"},
+    domains=D.domains("a", "b", "eps", "p", "normalize", "ridge", "debias", "tol", "max_iter", "scaling", "online"),
     formula="OT_eps(sum_i a_i delta_{u_i}, sum_j b_j delta_{v_j}), C_ij = ||u_i - v_j||^p, "
             "u = z/|z|, z = L^{-1}(x - mu), L L^T = Cov(candidates and target pooled)",
 )
@@ -274,17 +289,15 @@ def whitened_ot(candidates: torch.Tensor, target: torch.Tensor, *, a: torch.Tens
             the pooled covariance must have full rank (else ``ridge > 0``).
         a, b: non-negative weights (uniform by default), equal totals.
         eps: entropic regularisation in cost units (costs lie in ``[0, 2^p]`` when normalised) †.
-        p: cost exponent; normalize: put whitened points on the unit sphere; ridge: see :func:`whiten`.
+        p: cost exponent, ``p >= 1``; normalize: put whitened points on the unit sphere; ridge: see :func:`whiten`.
         tol, max_iter, scaling, online: solver options, as :func:`losskit.sinkhorn`.
 
     Paper: Feng, Nie, Liu, Alahi, "TAROT: Targeted Data Selection via Optimal Transport", 2024,
     arXiv:2412.00420 († marks our choices where the paper's text was not available; module docstring).
     """
-    _options_check(eps, None, tol, max_iter, scaling, "envelope")
-    if not p > 0:
-        raise fail("p", "a positive cost exponent", repr(p))
     unbatched = candidates.dim() == 2
-    zx, zy = whitened_features(candidates, target, normalize=normalize, ridge=ridge)
+    zx, zy = _whitened(_features("candidates", candidates, finite=False), _features("target", target, finite=False),
+                       normalize, ridge)
     if unbatched:
         zx, zy = zx.unsqueeze(0), zy.unsqueeze(0)
     B, n, m = zx.shape[0], zx.shape[1], zy.shape[1]
@@ -294,7 +307,7 @@ def whitened_ot(candidates: torch.Tensor, target: torch.Tensor, *, a: torch.Tens
     value, _ = _ot(zx, zy, a, b, eps=eps, p=p, debias=debias, tol=tol, max_iter=max_iter, scaling=scaling,
                    online=online)
     v = value[0] if unbatched else value
-    return reduce(v, reduction, weight=check_sample_weight(sample_weight, v.shape))
+    return finish(v, reduction, sample_weight=sample_weight)
 
 
 # ----------------------------------------------------------------------------------- selection
@@ -380,7 +393,7 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
               eps: float = 0.01, p: float = 1.0, normalize: bool = True, ridge: float = 0.0,
               debias: bool = False, max_rounds: int = 64, max_curve: int = 32, chunk: int = 8, folds: int = 1,
               tol: float = 1e-3, max_iter: int = 2000, scaling: float | None = 0.5,
-              online: bool | None = None, block_elems: int = 1 << 20) -> SelectionResult:
+              online: bool | None = None, block_elems: int = BLOCK_ELEMS) -> SelectionResult:
     """TAROT-style selection of the candidates whose (uniform) set is closest in OT to the target set.
 
     Features are mapped by :func:`whitened_features` (pooled Cholesky whitening, unit norm). Candidates
@@ -418,9 +431,8 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
         raise fail("target", "one target set of shape (m, d)", describe(y))
     n = x.shape[0]
     k = _budget(budget, n)
-    _options_check(eps, None, tol, max_iter, scaling, "envelope")
-    if not p > 0:
-        raise fail("p", "a positive cost exponent", repr(p))
+    _options_check(eps, None, tol, max_iter, scaling, "envelope", "sinkhorn", online)
+    D.check("p", p)
     for name, v in (("max_rounds", max_rounds), ("max_curve", max_curve), ("chunk", chunk)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise fail(name, "a positive int", repr(v))
@@ -461,8 +473,9 @@ def ot_select(candidates: torch.Tensor, target: torch.Tensor, *, budget: int | f
         value, _ = _ot(zx[selected].unsqueeze(0), zy.unsqueeze(0), None, None, **kw)
         # scores: the selected subset's potential f at every candidate (zero-weight rows of one solve)
         a = in_set.to(zx.dtype).unsqueeze(0) / k
-        res = solve(zx.unsqueeze(0), zy.unsqueeze(0), a, None, eps=eps, cost=_gemm_cost(p), tol=tol,
-                    max_iter=max_iter, scaling=scaling, online=online)
+        res = _solve_points(zx.unsqueeze(0), zy.unsqueeze(0), a, V.uniform(1, zy.shape[0], zx), eps=eps, p=p,
+                            cost=_gemm_cost(p), rho=None, tol=tol, max_iter=max_iter, scaling=scaling,
+                            online=online)
     if folds > 1:
         sizes, curve = [k], value
     return SelectionResult(indices=selected, distance=value[0], sizes=torch.tensor(sizes, device=zx.device),
