@@ -48,7 +48,7 @@ def _two_samples_extreme(ex: Example) -> Example:
 
 
 TWO_SAMPLES = InputKind(
-    "two samples",
+    "two point clouds",
     "two batched point clouds x (B, n, d), y (B, m, d) (or unbatched (n, d), (m, d)) with optional "
     "weights a (B, n), b (B, m): one transport problem per batch entry",
     bad_inputs=_two_samples_bad,
