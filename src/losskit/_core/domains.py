@@ -26,7 +26,7 @@ import torch
 from .errors import fail
 
 __all__ = [
-    "Domain", "Real", "Integer", "Choice", "Flag", "Maybe", "Tensor", "Anything", "Seq", "Either", "Dim",
+    "Domain", "Real", "Integer", "Choice", "Flag", "Maybe", "Tensor", "Callable", "Anything", "Seq", "Either", "Dim",
     "POSITIVE", "NONNEGATIVE", "UNIT", "OPEN_UNIT", "HALF_OPEN_UNIT", "COUNT", "NONNEG_INT", "REAL", "FLAG",
     "TENSOR", "COMMON", "check_option",
 ]
@@ -258,6 +258,23 @@ class Tensor(Domain):
 
     def invalid(self) -> list:
         return ["not-a-tensor"]
+
+
+@dataclass(frozen=True, repr=False)
+class Callable(Domain):
+    """A callable (a user cost, distance or head); ``what`` says what it must compute."""
+
+    what: str = "a callable"
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return self.what
+
+    def contains(self, value, arguments=None) -> bool:
+        return callable(value) and not isinstance(value, torch.Tensor)
+
+    def invalid(self) -> list:
+        return ["not-a-callable"]
 
 
 @dataclass(frozen=True, repr=False)

@@ -27,6 +27,7 @@ from .._core.domains import (
     Maybe,
     Tensor,
 )
+from .._core.domains import Callable as CallableOption
 from .._core.validate import check_class_weight, check_floating, check_labels, describe
 from ._engine import (
     DEFAULT_BUDGET,
@@ -74,20 +75,6 @@ class PreferenceOutput(NamedTuple):
 
 
 # -------------------------------------------------------------------------------------- domains
-@dataclass(frozen=True, repr=False)
-class _Callable(Domain):
-    """A callable (a user-supplied head)."""
-
-    what: str = "a callable"
-
-    @property
-    def description(self) -> str:  # type: ignore[override]
-        return self.what
-
-    def contains(self, value, arguments=None) -> bool:
-        return callable(value) and not isinstance(value, torch.Tensor)
-
-
 @dataclass(frozen=True, repr=False)
 class _Keywords(Domain):
     """A mapping of keyword-argument names to values (options passed on to a head)."""
@@ -477,7 +464,7 @@ def _preference(hidden, linear_weight, target, ref_hidden, ref_linear_weight, he
     module_name="FusedLinearPreference", allow_neg_inf=(), promote_half=False,
     formula="head(sum_t log p(y_ct), sum_t log p(y_rt), [ref...]) + nll_weight * mean_t CE(chosen), "
             "log p by the fused pass",
-    domains={"head": Either(Choice(*PREFERENCE_HEADS), _Callable(
+    domains={"head": Either(Choice(*PREFERENCE_HEADS), CallableOption(
                  "a callable head(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, "
                  "*, beta, reduction)")),
              "linear_bias": _BIAS, "ref_linear_bias": _BIAS, "beta": POSITIVE, "nll_weight": NONNEGATIVE,

@@ -38,13 +38,14 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .._core import fail, finish
-from .._core.domains import COUNT, Choice, Domain, Either, Maybe, Real
+from .._core.domains import COUNT, Choice, Either, Maybe, Real
+from .._core.domains import Callable as CallableOption
 from .._core.validate import check_floating, require
 from ..ops.logsumexp import masked_logsumexp
 from ..ops.pairwise import safe_sqrt, sq_dist
 
 __all__ = ["MODES", "contrast", "check_int_labels", "masked_logsumexp", "embed", "check_temperature", "temperature_rows",
-           "finish", "distance_matrix", "DISTANCES", "TEMPERATURE", "BLOCK_SIZE", "DISTANCE", "CallableDomain"]
+           "finish", "distance_matrix", "DISTANCES", "TEMPERATURE", "BLOCK_SIZE", "DISTANCE"]
 
 MODES = ("all", "decoupled", "negatives")
 
@@ -53,19 +54,6 @@ MODES = ("all", "decoupled", "negatives")
 TEMPERATURE = Real(0.0, None, lo_open=True, tensor=True)
 #: Rows per block of the blocked (checkpointed) similarity computation, or None for one block.
 BLOCK_SIZE = Maybe(COUNT)
-
-
-class CallableDomain(Domain):
-    """A callable (what it must compute is said by ``what``)."""
-
-    def __init__(self, what: str):
-        self.description = what
-
-    def contains(self, value, arguments=None) -> bool:
-        return callable(value)
-
-    def invalid(self) -> list:
-        return ["not-a-callable"]
 
 
 def embed(name: str, x: torch.Tensor, normalize: bool, dim: int = -1) -> torch.Tensor:
@@ -200,7 +188,7 @@ DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 #: A distance option: a name in :data:`DISTANCES` or a callable ``(x (n, D), y (m, D)) -> (n, m)``.
-DISTANCE = Either(Choice(*DISTANCES), CallableDomain("a callable (x (n, D), y (m, D)) -> (n, m) distances"))
+DISTANCE = Either(Choice(*DISTANCES), CallableOption("a callable (x (n, D), y (m, D)) -> (n, m) distances"))
 
 
 def distance_matrix(x: torch.Tensor, y: torch.Tensor, distance, names: tuple[str, str] | None = None) -> torch.Tensor:

@@ -8,10 +8,6 @@ cost is unbounded at near-coincident points, and ``p <= 0`` gives no transport c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 
 from .._core.domains import (
@@ -28,26 +24,10 @@ from .._core.domains import (
     Tensor,
     check_option,
 )
+from .._core.domains import Callable as CallableOption
 from .._core.validate import require
 
 __all__ = ["EXPONENT", "EPS", "SOLVER", "DOMAINS", "domains", "check"]
-
-
-@dataclass(frozen=True, repr=False)
-class _Callable(Domain):
-    """A callable (a user cost function)."""
-
-    what: str = "a callable"
-
-    @property
-    def description(self) -> str:  # type: ignore[override]
-        return self.what
-
-    def contains(self, value, arguments: Mapping[str, Any] | None = None) -> bool:
-        return callable(value)
-
-    def invalid(self) -> list:
-        return ["not-callable"]
 
 
 #: the cost exponent of ``C_ij = ||x_i - y_j||^p`` (every objective and solver of the family)
@@ -61,7 +41,7 @@ DOMAINS: dict[str, Domain] = {
     "b": WEIGHTS,
     "p": EXPONENT,
     "eps": EPS,
-    "cost": Maybe(_Callable("a callable cost(x_block (B, r, d), y (B, m, d)) -> (B, r, m)")),
+    "cost": Maybe(CallableOption("a callable cost(x_block (B, r, d), y (B, m, d)) -> (B, r, m)")),
     "rho": Maybe(POSITIVE),                      # KL marginal relaxation; None = balanced
     "tol": POSITIVE,
     "max_iter": COUNT,

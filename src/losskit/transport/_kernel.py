@@ -14,15 +14,16 @@ import math
 
 import torch
 
+from ..ops.budget import SWEEP_BLOCK_ELEMS
 from .costs import Cost
 
 __all__ = ["CLAMP", "BLOCK_ELEMS", "_Kernel", "_block_rows"]
 
 CLAMP = -80.0
 _FUSED_FLOOR = math.exp(-30.0)
-# Entries per row block of a sweep (the reused exp buffer: 2 MiB of float32, cache-sized). Half of
-# losskit.ops.budget.BLOCK_ELEMS, which sizes memory-bound blocked passes; kept at its tuned value.
-BLOCK_ELEMS = 1 << 19
+# Entries per row block of a sweep (the reused exp buffer: 2 MiB of float32, cache-sized): see
+# losskit.ops.budget (SWEEP_BLOCK_ELEMS, half of the memory-bound passes' BLOCK_ELEMS).
+BLOCK_ELEMS = SWEEP_BLOCK_ELEMS
 
 
 def _block_rows(B: int, m: int, n: int, block_elems: int) -> int:

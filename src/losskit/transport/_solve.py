@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._core.compiler import eager
 from ._kernel import _Kernel
 from .costs import Cost
 from .result import OTResult, _Coupling, _marginal_term
@@ -174,7 +175,7 @@ def _unrolled(cost: Cost, a, b, eps_t, rho, tol, max_iter, scaling):
     return value, f.detach(), g.detach(), n_it, err, err < tol
 
 
-@torch.compiler.disable
+@eager
 def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differentiate, block_elems,
            dense_bytes, inputs, symmetric=False, method="sinkhorn", newton=None) -> OTResult:
     B, n, m = cost.B, cost.n, cost.m

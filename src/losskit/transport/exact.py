@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._core import finish, objective
+from .._core.compiler import eager
 from .._core.conventions import promote
 from .._core.errors import fail
 from .._core.validate import check_finite, check_floating, describe
@@ -158,7 +159,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | No
     return finish(w, reduction, sample_weight=sample_weight)
 
 
-@torch.compiler.disable
+@eager
 def exact_plan(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> torch.Tensor:
     """An optimal plan of the unregularised problem ``min <P, C>, P 1 = a, P^T 1 = b`` (no gradient).
 
@@ -171,7 +172,7 @@ def exact_plan(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor |
     return out if C.dim() == 3 else out[0]
 
 
-@torch.compiler.disable
+@eager
 def _exact_plan(C3: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """:func:`exact_plan` of validated batched ``C3 (B, n, m)``, ``a (B, n)``, ``b (B, m)``."""
     from scipy.optimize import linear_sum_assignment

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._core import Paper, finish, objective
+from .._core.compiler import eager
 from . import _domains as D
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, points_example
@@ -16,7 +17,7 @@ __all__ = ["quadratic_ot", "solve_quadratic", "sparse_ot", "solve_sparse"]
 QUAD_PAPER = Paper("Smooth and Sparse Optimal Transport", 2018, "1710.06276", "Blondel, Seguy, Rolet")
 
 
-@torch.compiler.disable
+@eager
 def solve_quadratic(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gamma: float, tol: float = 1e-12,
                     max_iter: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual potentials of ``min <P, C> + gamma/2 ||P||^2`` s.t. marginals, for ``C (n, m)`` (no grad).

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._core import Paper, finish, objective
+from .._core.compiler import eager
 from .._core.registry import BadInput, Example, InputKind
 from . import _domains as D
 from . import _validate as V
@@ -394,7 +395,7 @@ def _solve_sparse_np(C, a, b, gamma, k):
     return res[2], res[3], res[0]
 
 
-@torch.compiler.disable
+@eager
 @torch.no_grad()
 def solve_sparse(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gamma: float, k: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
