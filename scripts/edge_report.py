@@ -12,7 +12,7 @@ from losskit.testing.conformance import CHECKS, Skip
 
 warnings.filterwarnings("ignore")
 ap = argparse.ArgumentParser()
-ap.add_argument("--checks", default="domains,hyperparameters,meta,nonfinite,dtypes,batch_mismatch,ignore_index")
+ap.add_argument("--checks", default="domains,hyperparameters,meta,nonfinite,dtypes,batch_mismatch,ignore_index,label_grad")
 ap.add_argument("--family")
 ap.add_argument("--objectives")
 a = ap.parse_args()

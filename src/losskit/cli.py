@@ -58,7 +58,14 @@ def cmd_info(args) -> int:
     ]
     for p in sorted(e.properties):
         lines.append(f"  - {p}: {losskit.PROPERTIES[p]}")
-    flags = [k for k, v in (("batch-coupled", not e.per_sample),) if v] + [f"{k}={v}" for k, v in e.tags.items()]
+    from rich.markup import escape
+
+    if e.domains:
+        lines.append("[bold]options[/]")
+        lines += [f"  - {k}: {escape(d.description)}" for k, d in e.domains.items()]
+    flags = [k for k, v in (("batch-coupled", not e.per_sample),
+                            ("one loss for the whole batch: reduction has no effect", e.batch_scalar)) if v]
+    flags += [f"{k}={v}" for k, v in e.tags.items()]
     if flags:
         lines.append("[bold]notes[/]       " + ", ".join(flags))
     _console().print(Panel("\n".join(lines), title=e.name, expand=False))

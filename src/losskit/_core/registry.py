@@ -193,6 +193,7 @@ class Objective:
     domains: dict[str, Domain] = field(default_factory=dict)
     allow_neg_inf: tuple[str, ...] = ()
     module_aliases: tuple[str, ...] = ()
+    batch_scalar: bool = False
     tags: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -386,6 +387,7 @@ def objective(
     extreme: bool = True,
     compile: bool = True,
     meta: bool = True,
+    batch_scalar: bool = False,
     promote_half: bool = True,
     domains: dict[str, Domain] | None = None,
     **tags: Any,
@@ -395,7 +397,10 @@ def objective(
     ``domains`` maps each keyword option to its :class:`~losskit._core.domains.Domain` (options named as
     in :data:`~losskit._core.domains.COMMON` may omit theirs); the wrapper validates every option passed.
     ``meta=False`` declares that the objective reads tensor values to run (an iterative solver) and so
-    refuses tensors without data (meta) with a :class:`LossInputError`.
+    refuses tensors without data (meta) with a :class:`LossInputError`. ``batch_scalar=True`` declares
+    that the objective is one loss for the whole batch (``per_sample=False``, no per-sample losses):
+    ``reduction`` is accepted for a uniform signature and has no effect (every value returns that scalar;
+    the conformance suite checks it, ``losskit info`` says it).
 
     ``unchecked`` names inputs that may legitimately hold NaN/inf (e.g. logits at masked positions
     that the objective never reads). ``promote_half=False`` leaves float16/bfloat16 inputs as they
@@ -415,6 +420,8 @@ def objective(
         if unknown_opts:
             raise ValueError(f"{name}: domains declared for {sorted(unknown_opts)}, which are not options of "
                              f"{fn.__name__}")
+        if batch_scalar and per_sample:
+            raise ValueError(f"{name}: batch_scalar=True needs per_sample=False")
         resolved = resolve(option_names, domains)
         wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked), promote_half, resolved, meta)
         cls_name = module_name or module_class_name(name)
@@ -426,7 +433,7 @@ def objective(
             input_kind=input_kind, properties=props, example=example, formula=formula,
             per_sample=per_sample, sample_weight=sample_weight, half=half, gradcheck=gradcheck,
             extreme=extreme, compile=compile, meta=meta, domains=resolved,
-            allow_neg_inf=tuple(allow_neg_inf), module_aliases=aliases, tags=tags,
+            allow_neg_inf=tuple(allow_neg_inf), module_aliases=aliases, batch_scalar=batch_scalar, tags=tags,
         )
         wrapped.objective_name = name
         return wrapped

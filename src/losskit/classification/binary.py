@@ -35,7 +35,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 @objective(
-    "anyloss", family="classification", input_kind=BINARY_LOGITS, example=binary_example, paper=ANYLOSS_PAPER,
+    "anyloss", batch_scalar=True, family="classification", input_kind=BINARY_LOGITS, example=binary_example, paper=ANYLOSS_PAPER,
     properties={"nonnegative", "bounded"}, per_sample=False, sample_weight=False,
     formula="A = sigmoid(L (sigmoid(z) - 1/2)); TP = sum y A, FN = sum y (1 - A), FP = sum (1 - y) A, "
             "TN = sum (1 - y)(1 - A); loss = 1 - metric(TP, FN, FP, TN)",

@@ -92,7 +92,7 @@ def _scores(sp, sq):
 
 
 # ---------------------------------------------------------------------------------------- bounds
-@objective("dv_bound", input_kind=CRITIC_SCORES, example=scores_example, module_name="DVBound",
+@objective("dv_bound", batch_scalar=True, input_kind=CRITIC_SCORES, example=scores_example, module_name="DVBound",
            formula="KL(P || Q) >= E_P T - log E_Q exp(T)",
            paper=Paper("Asymptotic evaluation of certain Markov process expectations for large time", 1983, None,
                        "Donsker, Varadhan"), **_BOUND)
@@ -113,7 +113,7 @@ def dv_bound(scores_p: torch.Tensor, scores_q: torch.Tensor, *, reduction: str =
     return finish(value, reduction)
 
 
-@objective("nwj_bound", input_kind=CRITIC_SCORES, example=scores_example, module_name="NWJBound",
+@objective("nwj_bound", batch_scalar=True, input_kind=CRITIC_SCORES, example=scores_example, module_name="NWJBound",
            formula="KL(P || Q) >= E_P T - E_Q exp(T - 1)", extreme=False,
            skip_reasons={"extreme": _NO_EXTREME},
            paper=Paper("Estimating divergence functionals and the likelihood ratio by convex risk minimization",
@@ -150,7 +150,7 @@ def _check_matrix(scores, name="scores"):
         raise fail(name, "a square matrix (N, N) of critic scores T(x_i, y_j)", f"shape {tuple(scores.shape)}")
 
 
-@objective("infonce_bound", input_kind=SCORE_MATRIX, example=matrix_example, module_name="InfoNCEBound",
+@objective("infonce_bound", batch_scalar=True, input_kind=SCORE_MATRIX, example=matrix_example, module_name="InfoNCEBound",
            formula="I(X; Y) >= log N + 1/N sum_i [T(x_i, y_i) - log sum_j exp T(x_i, y_j)]",
            paper=Paper("Representation Learning with Contrastive Predictive Coding", 2018, "1807.03748",
                        "van den Oord, Li, Vinyals"), **_BOUND)
@@ -174,7 +174,7 @@ def fgan_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
     return scores_example(gen, dtype).replace(options={"generator": "js"})
 
 
-@objective("fgan_bound", input_kind=CRITIC_SCORES, example=fgan_example, module_name="FGANBound",
+@objective("fgan_bound", batch_scalar=True, input_kind=CRITIC_SCORES, example=fgan_example, module_name="FGANBound",
            formula="D_f(P || Q) >= E_P g(V) - E_Q f*(g(V))",
            paper=Paper("f-GAN: Training Generative Neural Samplers using Variational Divergence Minimization",
                        2016, "1606.00709", "Nowozin, Cseke, Tomioka"),
@@ -242,7 +242,7 @@ CRITIC_FN = InputKind(
 )
 
 
-@objective("wpc_bound", input_kind=CRITIC_FN, example=critic_example, module_name="WPCBound",
+@objective("wpc_bound", batch_scalar=True, input_kind=CRITIC_FN, example=critic_example, module_name="WPCBound",
            formula="InfoNCE(T) - lambda E_i max(0, ||grad_(x_i, y_i) T(x_i, y_i)|| - 1)^2",
            paper=Paper("Wasserstein Dependency Measure for Representation Learning", 2019, "1903.11780",
                        "Ozair, Lynch, Bengio, van den Oord, Levine, Sermanet"),

@@ -201,7 +201,7 @@ def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: f
 
 
 @objective(
-    "tcm", family=FAMILY, input_kind=FEATURES_LABELS, example=lambda g, d: _rename(_tcm_example(g, d)),
+    "tcm", batch_scalar=True, family=FAMILY, input_kind=FEATURES_LABELS, example=lambda g, d: _rename(_tcm_example(g, d)),
     paper=TCM, per_sample=False, sample_weight=False, properties={"nonnegative"}, module_name="TCMLoss",
     domains={"lambda_plus": NONNEGATIVE, "lambda_minus": NONNEGATIVE, "margin_plus": COSINE, "margin_minus": COSINE},
     formula="L = l+ mean_{s+ <= m+}(m+ - s+) + l- mean_{s- >= m-}(s- - m-), s cosine similarities of pairs",

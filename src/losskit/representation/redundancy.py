@@ -103,7 +103,7 @@ def _bt_terms(c: torch.Tensor, lambd: float) -> torch.Tensor:
 
 
 @objective(
-    "barlow_twins", family=FAMILY, input_kind=TWO_BRANCHES, example=_example, paper=BT, per_sample=False,
+    "barlow_twins", batch_scalar=True, family=FAMILY, input_kind=TWO_BRANCHES, example=_example, paper=BT, per_sample=False,
     sample_weight=False, properties={"nonnegative"}, module_name="BarlowTwinsLoss",
     domains={"lambd": NONNEGATIVE, "eps": NONNEGATIVE, "unbiased": FLAG},
     formula="L = sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2,  C = z1~^T z2~ / N (standardised)",
@@ -143,7 +143,7 @@ def _vicreg_cov(z):
 
 
 @objective(
-    "vicreg", family=FAMILY, input_kind=TWO_BRANCHES, example=_example, paper=VICREG, per_sample=False,
+    "vicreg", batch_scalar=True, family=FAMILY, input_kind=TWO_BRANCHES, example=_example, paper=VICREG, per_sample=False,
     sample_weight=False, properties={"nonnegative"}, module_name="VICRegLoss",
     domains={"sim_coeff": NONNEGATIVE, "std_coeff": NONNEGATIVE, "cov_coeff": NONNEGATIVE, "gamma": POSITIVE,
              "eps": POSITIVE},
@@ -210,7 +210,7 @@ MIXED = InputKind("two branches + mixed", "z1, z2 (N, D), embeddings z_mix of al
 
 
 @objective(
-    "mixed_barlow_twins", family=FAMILY, input_kind=MIXED, example=_mix_example, paper=MIXBT, per_sample=False,
+    "mixed_barlow_twins", batch_scalar=True, family=FAMILY, input_kind=MIXED, example=_mix_example, paper=MIXBT, per_sample=False,
     sample_weight=False, properties={"nonnegative"}, module_name="MixedBarlowTwinsLoss",
     domains={"alpha": UNIT, "lambd": NONNEGATIVE, "scale": NONNEGATIVE, "eps": NONNEGATIVE, "unbiased": FLAG},
     formula="L = L_BT(z1, z2) + s lambda (||C(Zm, Z1) - [a C(Z1, Z1) + (1-a) C(Z2[perm], Z1)]||^2 "

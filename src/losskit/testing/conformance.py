@@ -116,9 +116,21 @@ def check_gradcheck(entry: Objective) -> None:
 
 
 def check_reductions(entry: Objective) -> None:
-    """'sum' = none.sum(); 'mean' = none.mean(); with sample weights the weighted versions."""
+    """'sum' = none.sum(); 'mean' = none.mean(); with sample weights the weighted versions. A
+    ``batch_scalar`` objective (one loss for the batch) gives the same scalar for every reduction; an
+    objective not declared so must not ignore ``reduction`` (its 'none' differs from its 'mean')."""
     ex = entry.make_example(torch.float64)
+    if entry.batch_scalar:
+        outs = [_tensor_out(_call(entry, ex, reduction=r)) for r in ("mean", "sum", "none")]
+        if outs[0].dim() != 0:
+            raise AssertionError(f"{entry.name}: 'mean' must return a scalar, got {tuple(outs[0].shape)}")
+        for r, o in zip(("sum", "none"), outs[1:]):
+            _close(o, outs[0], f"{entry.name}: batch_scalar objective: '{r}' vs 'mean'", **F64)
+        return
     none = _call(entry, ex, reduction="none")
+    if not entry.per_sample and none.dim() == 0:
+        raise AssertionError(f"{entry.name}: reduction='none' returns a scalar: the objective ignores "
+                             f"'reduction'; declare batch_scalar=True")
     total = _call(entry, ex, reduction="sum")
     mean = _call(entry, ex, reduction="mean")
     if total.dim() != 0 or mean.dim() != 0:
@@ -454,6 +466,32 @@ def check_batch_mismatch(entry: Objective) -> None:
                          lambda out, k=k: f"{k} one sample short gave a value instead of LossInputError")
 
 
+def check_label_grad(entry: Objective) -> None:
+    """Floating inputs that are not differentiated in the example (soft targets, teacher outputs,
+    preference probabilities) may arrive with ``requires_grad=True``: the call works (or refuses them with
+    a LossInputError naming the input) and backward gives finite gradients, as torch's losses do."""
+    ex = entry.make_example(torch.float64)
+    others = [k for k, v in ex.inputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+              and k not in ex.grad]
+    if not others:
+        raise Skip("every floating input is differentiated in the example")
+    for k in others:
+        exk = _require_grad(dataclasses.replace(ex, grad=ex.grad + (k,)))
+        out = _expect_error_or(entry, f"{k} with requires_grad=True", exk, [k])
+        if out is None:
+            continue
+        t = _tensor_out(out)
+        try:
+            t.sum().backward()
+        except Exception as e:  # noqa: BLE001
+            raise AssertionError(f"{entry.name}: backward with {k} requiring grad: {type(e).__name__}: "
+                                 f"{str(e)[:300]}") from None
+        for name in exk.grad:
+            g = exk.inputs[name].grad
+            if g is not None and not torch.isfinite(g).all():
+                raise AssertionError(f"{entry.name}: non-finite gradient for {name!r} with {k} requiring grad")
+
+
 def check_ignore_index(entry: Objective) -> None:
     """``ignore_index``: ignored samples give an exact 0 under 'none' and leave 'mean' and 'sum' equal to
     those of the kept samples alone; an all-ignored batch gives 0."""
@@ -476,10 +514,11 @@ def check_ignore_index(entry: Objective) -> None:
         dropped = none[~keep]
         if not bool((dropped == 0).all()):
             raise AssertionError(f"{entry.name}: ignored samples' 'none' losses are not 0: {dropped}")
-        sub = ex.select(keep)
-        for red in ("mean", "sum"):
-            _close(_call(entry, exi, reduction=red), _call(entry, sub, reduction=red),
-                   f"{entry.name}: '{red}' with half the targets ignored vs the kept samples alone", **F64)
+    # batch-coupled objectives too: an ignored sample takes no part in the batch's loss
+    sub = ex.select(keep)
+    for red in ("mean", "sum") if entry.per_sample else ("mean",):
+        _close(_call(entry, exi, reduction=red), _call(entry, sub, reduction=red),
+               f"{entry.name}: '{red}' with half the targets ignored vs the kept samples alone", **F64)
     exa = ex.replace({k: torch.full_like(t, ii)})
     for red in ("mean", "sum"):
         out = _call(entry, exa, reduction=red)
@@ -506,6 +545,7 @@ CHECKS = {
     "dtypes": check_dtypes,
     "batch_mismatch": check_batch_mismatch,
     "ignore_index": check_ignore_index,
+    "label_grad": check_label_grad,
 }
 
 
