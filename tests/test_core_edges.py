@@ -151,3 +151,29 @@ def test_integer_labels_of_any_dtype_and_mixed_floats():
     out = losskit.kl_divergence(p, q)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, losskit.kl_divergence(p, q.double()))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_ignored_rows_never_leak_into_values_or_gradients(bad, smoothing):
+    """NaN, +inf or -inf everywhere in an ignored row: value and gradient as if the row were absent
+    (the label-only path checks rows from its per-sample values, the smoothed path from the row maxima)."""
+    z, y = _ce_inputs()
+    y[2] = -100
+    z[2] = bad
+    z.requires_grad_(True)
+    out = losskit.cross_entropy(z, y, label_smoothing=smoothing)
+    out.backward()
+    keep = torch.arange(8) != 2
+    z2 = z.detach()[keep].clone().requires_grad_(True)
+    ref = losskit.cross_entropy(z2, y[keep], label_smoothing=smoothing)
+    ref.backward()
+    torch.testing.assert_close(out, ref)
+    assert (z.grad[2] == 0).all()
+    torch.testing.assert_close(z.grad[keep], z2.grad)
+
+
+def test_a_zero_probability_target_is_plus_inf_not_an_error():
+    z, y = _ce_inputs()
+    z[0, y[0]] = float("-inf")
+    assert losskit.cross_entropy(z, y, reduction="none")[0] == float("inf")

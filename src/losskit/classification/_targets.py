@@ -57,13 +57,16 @@ def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
 
 
 def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_index: int = -100,
-                    label_smoothing: float = 0.0, name: str = "target", logits_name: str = "logits") -> Targets:
+                    label_smoothing: float = 0.0, name: str = "target", logits_name: str = "logits",
+                    defer_rows: bool = False) -> Targets:
     """Validate ``target`` against class-last logits ``(N, *, K)`` and resolve it.
 
     Also checks the logits' rows (:func:`~losskit._core.validate.check_rows`): a fully masked row (every
     entry ``-inf``) raises unless its target is ``ignore_index``. ``Targets.logits`` holds the logits to
     compute with: ignored rows get zero gradient, so that nothing non-finite there reaches a gradient
-    (their values are replaced by exact zeros in :func:`losskit._core.finish`). ``label_smoothing`` is validated by its declared domain (the registry wrapper).
+    (their values are replaced by exact zeros in :func:`losskit._core.finish`). ``label_smoothing`` is
+    validated by its declared domain (the registry wrapper). ``defer_rows=True`` (class-index targets on
+    CPU): the caller checks the rows from its per-sample losses instead (:func:`classwise_loss`).
     """
     k = logits_last.shape[-1]
     if not isinstance(target, torch.Tensor):
@@ -81,6 +84,9 @@ def resolve_targets(logits_last: torch.Tensor, target: torch.Tensor, *, ignore_i
                    f"shape {tuple(target.shape)}")
     check_labels(name, target, k, ignore_index)
     mask = target != ignore_index
+    if defer_rows:
+        index = torch.where(mask, target, torch.zeros_like(target)).long()
+        return Targets(index, None, mask, k, label_smoothing, logits_last)
     grad = logits_last.requires_grad and torch.is_grad_enabled()
     # One amax pass over the logits serves both the row check and, on CPU, the gradient guard below.
     cpu_eager = logits_last.device.type == "cpu" and has_values(logits_last)
@@ -100,7 +106,8 @@ def _guard(rowmax: torch.Tensor | None, keep: torch.Tensor) -> bool:
     """
     if rowmax is None:
         return True
-    return bool(((rowmax == float("-inf")) & ~keep).any())
+    # NaN, +inf or a fully masked ignored row: each makes log-softmax's backward form 0 * NaN there
+    return bool((~torch.isfinite(rowmax) & ~keep).any())
 
 
 class _KeptRowsGrad(torch.autograd.Function):
@@ -166,11 +173,21 @@ def classwise_loss(logits: torch.Tensor, target: torch.Tensor, base_fn, transfor
     (with ``ignore_index``) or distributions; ``label_smoothing`` and class ``weight`` are applied here,
     once, for every loss built on it.
     """
-    t = resolve_targets(class_last(logits), target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    zl = class_last(logits)
+    at = getattr(base_fn, "at", None)  # a base that can evaluate at the labels only
+    # The label-only log-sum-exp path on CPU checks the logits' rows from its per-sample values (below)
+    fast = (at is not None and getattr(base_fn, "lse", False) and label_smoothing == 0 and isinstance(target, torch.Tensor)
+            and not target.is_floating_point() and zl.device.type == "cpu" and has_values(zl))
+    t = resolve_targets(zl, target, ignore_index=ignore_index, label_smoothing=label_smoothing, defer_rows=fast)
     z = t.logits
     w = check_class_weights(weight, t.num_classes)
-    if t.index is not None and t.smoothing == 0:
-        at = getattr(base_fn, "at", None)  # a base that can evaluate at the labels only
+    if fast:
+        per = _lse_at_checked(at, z, t)
+        if transform is not None:
+            per = transform(per)
+        if w is not None:
+            per = per * w[t.index]
+    elif t.index is not None and t.smoothing == 0:
         per = at(z, t.index) if at is not None else base_fn(z).gather(-1, t.index.unsqueeze(-1)).squeeze(-1)
         if transform is not None:
             per = transform(per)
@@ -180,6 +197,25 @@ def classwise_loss(logits: torch.Tensor, target: torch.Tensor, base_fn, transfor
         base = base_fn(z)
         per = expected_score(base if transform is None else transform(base), t, w)
     return reduce_classwise(per, t, reduction, w, sample_weight)
+
+
+def _lse_at_checked(at, z: torch.Tensor, t: Targets) -> torch.Tensor:
+    """``-log softmax(z)_y`` per sample, with the row check done from those values (CPU, eager).
+
+    A NaN or ``+inf`` anywhere in a row, or a row masked entirely, makes the row's log-sum-exp (so its
+    value) non-finite; a finite row gives a finite value or ``+inf`` (the target's logit is ``-inf``:
+    probability zero, a true value). So one look at the ``N`` values replaces the pass over the ``N x K``
+    logits, and only when one is not finite are the rows examined (:func:`check_rows` raises for a
+    counted row; an ignored row then gets zero gradient, recomputed through :class:`_KeptRowsGrad`).
+    """
+    per = at(z, t.index)
+    bad = ~torch.isfinite(per)
+    if not bool(bad.any()):  # a CPU read: no synchronisation
+        return per
+    check_rows("logits", z, dim=-1, ignored=~t.mask)
+    if z.requires_grad and torch.is_grad_enabled() and bool((bad & ~t.mask).any()):
+        per = at(_KeptRowsGrad.apply(z, t.mask), t.index)
+    return per
 
 
 def target_distribution(t: Targets, dtype: torch.dtype) -> torch.Tensor:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "margin_vector",
@@ -72,11 +73,15 @@ def margin_logsumexp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Te
 
 
 def _margin_logsumexp_at(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``s_y`` at the given labels only: the negation after the gather (one ``O(N)`` op, not ``O(NK)``)."""
-    return -torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    """``s_y`` at the given labels only, ``-log_softmax(z)_y``: torch's fused log-softmax + NLL kernels on
+    the class-last logits flattened to ``(M, K)`` (the same kernels as ``F.cross_entropy``, whose backward
+    writes the gradient once, where a gather's backward would first scatter into zeros)."""
+    k = logits.shape[-1]
+    return F.cross_entropy(logits.reshape(-1, k), index.reshape(-1), reduction="none").reshape(index.shape)
 
 
 margin_logsumexp.at = _margin_logsumexp_at  # type: ignore[attr-defined]  # read by classwise_loss
+margin_logsumexp.lse = True  # type: ignore[attr-defined]  # s_y is non-finite iff the row is (classwise_loss)
 
 
 def guarded(s: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], *, at_zero: bool = False) -> torch.Tensor:
