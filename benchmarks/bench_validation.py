@@ -46,6 +46,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-seconds", type=float, default=0.5,
+                    help="objectives whose first call takes longer are reported, not repeated")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -56,9 +58,14 @@ def main(argv=None) -> None:
     for entry in losskit.objectives(args.family):
         try:
             ex = _tiled(entry, args.batch)
+            first = []
             for mode in (True, False):
                 with losskit.validation(mode):
-                    _once(entry, ex)
+                    first.append(_once(entry, ex))
+            if max(first) > args.max_seconds:
+                print(f"{entry.name:<34} {entry.family:<15} {1e3 * first[0]:8.1f} {1e3 * first[1]:8.1f}    (one call; "
+                      f"> {args.max_seconds} s, not repeated)")
+                continue
             on, off = [], []
             for _ in range(args.repeats):
                 with losskit.validation(True):

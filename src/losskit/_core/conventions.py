@@ -74,7 +74,8 @@ __all__ = [
     "has_values",
 ]
 
-_HALF = (torch.float16, torch.bfloat16)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+_HALF = HALF_DTYPES
 _state = {"validate": "on"}
 _MODES = {True: "on", False: "off", "on": "on", "off": "off", "debug": "debug"}
 

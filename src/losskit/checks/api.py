@@ -17,21 +17,13 @@ from typing import Any
 import torch
 
 from .._core.errors import LossInputError
-from .._core.registry import PROPERTIES, Objective, get, register_property
+from .._core.registry import PROPERTIES, Objective, get
 from ._links import resolve_link
 from ._probes import KINDS, ExampleProbe, LossOutputError, Probe, example_evaluate, per_sample, whole_batch
 from ._properties import PROPERTY_CHECKS, skipped
 from ._report import FAIL, SKIP, Report, Verdict
 
 __all__ = ["check", "load_callable", "INPUT_KINDS"]
-
-register_property("finite_extreme", "finite loss and gradient at logits of magnitude 1e4 and with -inf masks")
-register_property("finite_half", "finite loss and gradient for float16 and bfloat16 inputs")
-register_property("gradient_on_errors", "the gradient does not vanish on confidently wrong predictions "
-                                        "(the true class behind by margins up to 300)")
-register_property("no_softmax_collapse", "in float32 a confidently right prediction (margin 100) still gets a "
-                                         "nonzero loss and gradient (softmax collapse, arXiv:2501.04697)")
-register_property("lipschitz", "the gradient stays bounded as the inputs grow (Lipschitz in the scores)")
 
 _INPUTS = {"multiclass": {"logits", "target"}, "binary": {"logits", "target"}, "distributions": {"p", "q"},
            "logits": {"logits"}}

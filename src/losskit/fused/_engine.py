@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import torch
 
 from .._core.compiler import eager
+from .._core.conventions import HALF_DTYPES, compute_dtype
 from .._core.distributed import all_reduce
 from ..ops.budget import FUSED_CHUNK_BYTES
 
 __all__ = ["chunk_rows", "FusedOptions", "run_pass", "FusedLinearFunction", "all_reduce", "eager", "token_rows"]
 
-_HALF = (torch.float16, torch.bfloat16)
+_HALF = HALF_DTYPES
 DEFAULT_BUDGET = FUSED_CHUNK_BYTES
 
 
@@ -75,8 +76,7 @@ class FusedOptions:
     group: object = None
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
+_compute_dtype = compute_dtype  # the dtype policy (losskit._core.conventions), one definition
 
 
 def run_pass(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, head, rows: torch.Tensor,

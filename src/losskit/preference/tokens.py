@@ -238,7 +238,7 @@ def naive_token_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch
     if mask is None:
         mask = labels != ignore_index
     lab = torch.where(mask, labels, torch.zeros_like(labels))
-    out = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, -1)
+    out = torch.log_softmax(logits.to(compute_dtype(logits.dtype)), -1)
     return out.gather(-1, lab.unsqueeze(-1)).squeeze(-1) * mask
 
 

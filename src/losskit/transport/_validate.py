@@ -98,6 +98,16 @@ def samples(x, y, a=None, b=None, *, balanced: bool = True, finite: bool = True)
     return x, y, a, b
 
 
+def balanced_costs(x, y, a, b, p: float):
+    """The validated balanced problems of the dense solvers: ``(C (B, n, m), a (B, n), b (B, m))`` with
+    ``C = ||x_i - y_j||^p``, after refusing points whose costs would overflow (:func:`cost_range`)."""
+    from ..ops.pairwise import pairwise_cost
+
+    xb, yb, ab, bb = samples(x, y, a, b, balanced=True, finite=False)
+    cost_range(xb, yb, p)
+    return pairwise_cost(xb, yb, p), ab, bb
+
+
 def cost_range(x: torch.Tensor, y: torch.Tensor, p: float, names: tuple[str, str] = ("x", "y")) -> None:
     """Refuse points whose pairwise costs ``||x_i - y_j||^p`` overflow their dtype (float32 points of
     magnitude 1e30, say), naming the input (not the internal cost matrix). A value check.

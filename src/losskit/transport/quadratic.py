@@ -10,7 +10,6 @@ from .._core.compiler import eager
 from . import _domains as D
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, points_example
-from .costs import pairwise_cost
 
 __all__ = ["quadratic_ot", "solve_quadratic", "sparse_ot", "solve_sparse"]
 
@@ -71,9 +70,7 @@ def quadratic_ot(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = N
     Paper: Blondel, Seguy, Rolet, "Smooth and Sparse Optimal Transport", 2018, arXiv:1710.06276.
     """
     unbatched = x.dim() == 2
-    xb, yb, ab, bb = V.samples(x, y, a, b, balanced=True, finite=False)
-    V.cost_range(xb, yb, p)
-    C = pairwise_cost(xb, yb, p)
+    C, ab, bb = V.balanced_costs(x, y, a, b, p)
     vals = []
     for k in range(C.shape[0]):
         f, g = solve_quadratic(C[k], ab[k], bb[k], gamma)

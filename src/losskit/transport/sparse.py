@@ -11,7 +11,6 @@ from .._core.registry import BadInput, Example, InputKind
 from . import _domains as D
 from . import _validate as V
 from ._inputs import TWO_SAMPLES, two_samples_example
-from .costs import pairwise_cost
 from .exact import transport_lp
 
 __all__ = ["sparse_ot", "solve_sparse", "SPARSE_PAPER"]
@@ -527,9 +526,7 @@ def sparse_ot(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None
     Paper: Liu, Puigcerver, Blondel, "Sparsity-Constrained Optimal Transport", 2023, arXiv:2209.15466.
     """
     unbatched = x.dim() == 2
-    xb, yb, ab, bb = V.samples(x, y, a, b, balanced=True, finite=False)
-    V.cost_range(xb, yb, p)
-    C = pairwise_cost(xb, yb, p)
+    C, ab, bb = V.balanced_costs(x, y, a, b, p)
     vals = []
     for i in range(C.shape[0]):
         Ci, ai, bi = C[i], ab[i], bb[i]
