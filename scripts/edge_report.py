@@ -4,11 +4,14 @@
 """
 import argparse
 import collections
+import pathlib
 import sys
 import warnings
 
-import losskit
-from losskit.testing.conformance import CHECKS, Skip
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "src"))  # this checkout's losskit
+
+import losskit  # noqa: E402
+from losskit.testing.conformance import CHECKS, Skip  # noqa: E402
 
 warnings.filterwarnings("ignore")
 ap = argparse.ArgumentParser()
