@@ -39,8 +39,9 @@ Validation modes (``losskit.set_validation``)
     the stream; a failure surfaces as a device-side assertion at the next synchronisation.
     ``"debug"``: the CPU behaviour everywhere (a synchronising check, the rich error with the position).
     ``False``: no value checks; shape, dtype and Python-number checks stay on.
-    Value checks are skipped for tensors without data (``meta`` tensors, FakeTensors) and while
-    ``torch.compile`` traces, so ``fullgraph=True`` compiles are not broken by them.
+    Value checks are skipped for tensors without data (``meta`` tensors, FakeTensors), inside
+    ``torch.func`` transforms (``vmap``, ``grad``) and while ``torch.compile`` traces, so
+    ``fullgraph=True`` compiles and per-sample gradients are not broken by them.
 
 Non-finite inputs
     NaN and ``+inf`` in any input raise :class:`LossInputError` naming the argument (validation on).
@@ -127,6 +128,11 @@ def validation_enabled() -> bool:
 def _has_data(x: torch.Tensor) -> bool:
     if x.is_meta:
         return False
+    try:  # torch.func transforms (vmap, grad): values cannot be read on the host inside them
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return False
+    except AttributeError:  # pragma: no cover - torch without functorch
+        pass
     if type(x) is torch.Tensor or isinstance(x, torch.nn.Parameter):
         return True
     try:
@@ -138,7 +144,7 @@ def _has_data(x: torch.Tensor) -> bool:
 
 def has_values(x: torch.Tensor) -> bool:
     """Whether reading ``x``'s values is possible now (not meta, not a FakeTensor, not while tracing)."""
-    return _has_data(x) and not _compiling()
+    return not _compiling() and _has_data(x)
 
 
 def value_check_mode(x: torch.Tensor) -> str | None:

@@ -119,10 +119,15 @@ class _KeptRowsGrad(torch.autograd.Function):
     logits in the forward pass (a forward ``torch.where`` would cost a copy of the logits).
     """
 
+    generate_vmap_rule = True  # usable inside torch.func transforms (vmap, grad)
+
     @staticmethod
-    def forward(ctx, logits, keep):
-        ctx.save_for_backward(keep)
+    def forward(logits, keep):
         return logits.view_as(logits)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
 
     @staticmethod
     def backward(ctx, grad):
