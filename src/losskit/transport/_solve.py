@@ -30,20 +30,27 @@ def _as_eps(eps, B, dtype, device) -> torch.Tensor:
     return e.expand(B).clone() if e.dim() == 0 else e.reshape(B).clone()
 
 
+def _start(kernel: _Kernel, eps, scaling):
+    """What both Sinkhorn loops start from: the target eps per problem, the eps-scaling start (the cost's
+    diameter, or None without scaling), and the per-problem done / iteration / error state."""
+    B, dtype, device = kernel.B, kernel.dtype, kernel.device
+    eps_t = _as_eps(eps, B, dtype, device)
+    eps0 = None if scaling is None else torch.maximum(kernel.cost.diameter().to(dtype), eps_t)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    n_iter = torch.zeros(B, dtype=torch.long, device=device)
+    err = torch.full((B,), math.inf, dtype=dtype, device=device)
+    return eps_t, eps0, done, n_iter, err
+
+
 @torch.no_grad()
 def _sinkhorn(kernel: _Kernel, loga, logb, eps, rho, tol, max_iter, scaling) -> _Solution:
     B, n, m = kernel.B, kernel.n, kernel.m
     dtype, device = kernel.dtype, kernel.device
-    eps_t = _as_eps(eps, B, dtype, device)
+    eps_t, eps0, done, n_iter, err = _start(kernel, eps, scaling)
     b = logb.exp()
-    if scaling is not None:
-        eps0 = torch.maximum(kernel.cost.diameter().to(dtype), eps_t)
     f = torch.zeros(B, n, dtype=dtype, device=device)
     g = torch.zeros(B, m, dtype=dtype, device=device)
     s = f.clone()
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    n_iter = torch.zeros(B, dtype=torch.long, device=device)
-    err = torch.full((B,), math.inf, dtype=dtype, device=device)
     k = 0
     annealing = scaling is not None
     eps_k, at_target = eps_t, torch.ones(B, dtype=torch.bool, device=device)
@@ -87,14 +94,9 @@ def _sinkhorn_symmetric(kernel: _Kernel, loga, eps, rho, tol, max_iter, scaling)
     """OT_eps(a, a) on a symmetric cost: one potential, averaged updates f <- (f + lambda T(f)) / 2."""
     B, n = kernel.B, kernel.n
     dtype, device = kernel.dtype, kernel.device
-    eps_t = _as_eps(eps, B, dtype, device)
+    eps_t, eps0, done, n_iter, err = _start(kernel, eps, scaling)
     a = loga.exp()
-    if scaling is not None:
-        eps0 = torch.maximum(kernel.cost.diameter().to(dtype), eps_t)
     f = torch.zeros(B, n, dtype=dtype, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    n_iter = torch.zeros(B, dtype=torch.long, device=device)
-    err = torch.full((B,), math.inf, dtype=dtype, device=device)
     k = 0
     while True:
         eps_k = eps_t if scaling is None else torch.maximum(eps_t, eps0 * scaling ** k)
