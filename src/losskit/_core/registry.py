@@ -298,15 +298,12 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
             for name, value in arguments.items():
                 if isinstance(value, torch.Tensor):
                     arguments[name] = promote(value)
-        if promote_half:
-            floats = [arguments[k] for k in inputs if isinstance(arguments.get(k), torch.Tensor)
+            floats = [k for k in inputs if isinstance(arguments.get(k), torch.Tensor)
                       and arguments[k].is_floating_point()]
-            if len({t.dtype for t in floats}) > 1:
-                common = functools.reduce(torch.promote_types, (t.dtype for t in floats))
-                for k in inputs:
-                    v = arguments.get(k)
-                    if isinstance(v, torch.Tensor) and v.is_floating_point():
-                        arguments[k] = v.to(common)
+            if len({arguments[k].dtype for k in floats}) > 1:
+                common = functools.reduce(torch.promote_types, (arguments[k].dtype for k in floats))
+                for k in floats:
+                    arguments[k] = arguments[k].to(common)
         for k in inputs:
             v = arguments.get(k)
             if (isinstance(v, torch.Tensor) and not v.is_floating_point() and not v.is_complex()
