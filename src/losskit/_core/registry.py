@@ -205,6 +205,12 @@ class Objective:
     tags: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def seed(self) -> bool:
+        """Whether the objective comes from one of the seed papers (a catalogue ★): it then needs an
+        oracle test against the authors' code (``tests/oracles``) or a stated reason why none exists."""
+        return bool(self.tags.get("seed", False))
+
+    @property
     def summary(self) -> str:
         doc = inspect.getdoc(self.fn) or ""
         return doc.split("\n\n")[0].replace("\n", " ").strip()

@@ -69,7 +69,7 @@ _DOC_TAIL = """
     """
 
 
-def _register(name, rho_fixed, module_name, summary, formula):
+def _register(name, rho_fixed, module_name, summary, formula, seed=False):
     def fn_bag(predictions: torch.Tensor, bag_response: torch.Tensor, mask: torch.Tensor | None = None, *,
                sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
         per = aggregate_response_loss(predictions, bag_response, mask, rho=rho_fixed)
@@ -78,22 +78,22 @@ def _register(name, rho_fixed, module_name, summary, formula):
     fn_bag.__name__ = fn_bag.__qualname__ = name
     fn_bag.__doc__ = summary + _DOC_TAIL
     return objective(name, family="classification", input_kind=BAGS, example=bags_example, paper=AGGREGATE_PAPER,
-                     properties={"nonnegative", "convex"}, formula=formula, module_name=module_name)(fn_bag)
+                     properties={"nonnegative", "convex"}, formula=formula, module_name=module_name, seed=seed)(fn_bag)
 
 
 bag_loss = _register(
     "bag_loss", 0.0, "BagLoss",
     "Bag-level loss: the squared error between the bag response and the mean prediction of the bag.\n\n"
     "    .. math:: \\ell_B = (\\bar y_B - \\bar f_B)^2,\\qquad \\bar f_B = \\tfrac1k \\sum_{i \\in B} f(x_i)",
-    "L_B = (y_B - mean_{i in B} f_i)^2")
+    "L_B = (y_B - mean_{i in B} f_i)^2", seed=True)
 instance_loss = _register(
     "instance_loss", 1.0, "InstanceLoss",
     "Instance-level loss: every instance is regressed on its bag's response.\n\n"
     "    .. math:: \\ell_B = \\tfrac1k \\sum_{i \\in B} (\\bar y_B - f(x_i))^2",
-    "L_B = mean_{i in B} (y_B - f_i)^2 = bag + within-bag variance")
+    "L_B = mean_{i in B} (y_B - f_i)^2 = bag + within-bag variance", seed=True)
 
 
-@objective("interpolating_loss", family="classification", input_kind=BAGS, example=bags_example,
+@objective("interpolating_loss", seed=True, family="classification", input_kind=BAGS, example=bags_example,
            paper=AGGREGATE_PAPER, properties={"nonnegative", "convex"}, module_name="InterpolatingLoss",
            formula="L_B = (y_B - f_bar_B)^2 + rho mean_{i in B} (f_i - f_bar_B)^2", domains={"rho": UNIT})
 def interpolating_loss(predictions: torch.Tensor, bag_response: torch.Tensor, mask: torch.Tensor | None = None, *,

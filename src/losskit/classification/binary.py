@@ -35,7 +35,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 @objective(
-    "anyloss", batch_scalar=True, family="classification", input_kind=BINARY_LOGITS, example=binary_example, paper=ANYLOSS_PAPER,
+    "anyloss", seed=True, batch_scalar=True, family="classification", input_kind=BINARY_LOGITS, example=binary_example, paper=ANYLOSS_PAPER,
     properties={"nonnegative", "bounded"}, per_sample=False, sample_weight=False,
     formula="A = sigmoid(L (sigmoid(z) - 1/2)); TP = sum y A, FN = sum y (1 - A), FP = sum (1 - y) A, "
             "TN = sum (1 - y)(1 - A); loss = 1 - metric(TP, FN, FP, TN)",
@@ -84,7 +84,7 @@ def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L
 
 
 @objective(
-    "ensloss", family="classification", input_kind=BINARY_LOGITS, example=lambda gen, dtype: binary_example(
+    "ensloss", seed=True, family="classification", input_kind=BINARY_LOGITS, example=lambda gen, dtype: binary_example(
         gen, dtype).replace(options={"noise": torch.randn(8, generator=gen, dtype=torch.float64).to(dtype)}),
     paper=ENSLOSS_PAPER, properties=set(), per_sample=False, sample_weight=False, gradcheck=False,
     formula="m = (2y - 1) z;  g = -clip(BoxCox^{-1}(eps), max=1), eps ~ N(0, 1), sorted ascending and "

@@ -32,7 +32,7 @@ FY_PAPER = Paper("Learning with Fenchel-Young Losses", 2020, "1901.02324", "Blon
 
 
 @objective(
-    "spherical_z_loss", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "spherical_z_loss", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=ZLOSS_PAPER,
     properties={"nonnegative", "bounded", "calibrated", "shift_invariant", "scale_invariant",
                 "permutation_equivariant"},
@@ -64,7 +64,7 @@ def spherical_z_loss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1
 
 
 @objective(
-    "stablemax_cross_entropy", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "stablemax_cross_entropy", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=STABLEMAX_PAPER, properties={"nonnegative", "calibrated", "proper", "permutation_equivariant"},
     formula="L(z, y) = -log(s(z_y) / sum_j s(z_j)),  s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0)",
     module_name="StableMaxCrossEntropyLoss", link="stablemax",
@@ -213,7 +213,7 @@ def _check_nonzero_rows(name: str, x: torch.Tensor) -> None:
 
 
 @objective(
-    "normalized_softmax_loss", family="classification", input_kind=FEATURES_PROTOTYPES, example=features_example,
+    "normalized_softmax_loss", seed=True, family="classification", input_kind=FEATURES_PROTOTYPES, example=features_example,
     paper=NORMFACE_PAPER, properties={"nonnegative", "scale_invariant"},
     formula="L(x, W, y) = -log softmax(s cos(x, W))_y,  cos(x, w_k) = <x, w_k> / (||x|| ||w_k||)",
     module_name="NormalizedSoftmaxLoss", domains={"scale": POSITIVE},

@@ -41,7 +41,7 @@ def _positives(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @objective(
-    "decoupled_softmax_loss", family="classification", input_kind=MULTILABEL, example=multilabel_example,
+    "decoupled_softmax_loss", seed=True, family="classification", input_kind=MULTILABEL, example=multilabel_example,
     paper=DECOUPLED_PAPER, properties={"nonnegative", "convex", "shift_invariant", "permutation_equivariant"},
     formula="L(s, P) = -(1/|P|) sum_{l in P} log(e^{s_l} / (e^{s_l} + sum_{j not in P} e^{s_j})),  s = z / tau",
     module_name="DecoupledSoftmaxLoss", domains={"temperature": POSITIVE},

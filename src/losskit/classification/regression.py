@@ -34,7 +34,7 @@ def _bin_targets(logits, target, builder, **kw):
 
 
 @objective(
-    "hl_gauss_loss", family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
+    "hl_gauss_loss", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t_i = Phi((e_{i+1} - y)/sigma) - Phi((e_i - y)/sigma) "
             "(renormalised on [v_min, v_max])",
@@ -60,7 +60,7 @@ def hl_gauss_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v
 
 
 @objective(
-    "two_hot_loss", family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
+    "two_hot_loss", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t = two-hot split of y between neighbouring bin centres",
     module_name="TwoHotLoss", domains={"v_min": REAL, "v_max": REAL},
@@ -90,7 +90,7 @@ def _moments(logits: torch.Tensor, levels: torch.Tensor):
 
 
 @objective(
-    "thurstone_fidelity_loss", family="classification", input_kind=LEVEL_PAIRS, example=level_pairs_example,
+    "thurstone_fidelity_loss", seed=True, family="classification", input_kind=LEVEL_PAIRS, example=level_pairs_example,
     paper=DEQA_PAPER, properties={"bounded"},
     formula="P^ = Phi((mu_A - mu_B) / sqrt(s_A^2 + s_B^2 + eps)),  mu, s^2 the mean / variance of softmax(z) "
             "over the levels;  L = 1 - sqrt(P^ P + eps) - sqrt((1 - P^)(1 - P) + eps)",

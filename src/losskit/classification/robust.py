@@ -52,7 +52,7 @@ def _classwise(transform, logits, target, weight, ignore_index, label_smoothing,
 
 # -------------------------------------------------------------------------------------- comp-sum
 @objective(
-    "comp_sum", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=_example_with(tau=1.5),
+    "comp_sum", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=_example_with(tau=1.5),
     paper=COMP_SUM_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
     formula="L_tau(z, y) = Phi_tau(sum_{k!=y} e^{z_k - z_y}),  Phi_tau(u) = ((1+u)^{1-tau} - 1)/(1-tau), "
             "Phi_1 = log(1+u)",
@@ -193,7 +193,7 @@ def normalize_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 @objective(
-    "ldr_kl", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "ldr_kl", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=LDR_PAPER, properties={"convex", "calibrated"} | _MARGIN_PROPS,
     formula="L(z, y) = lam log((1/K) sum_k exp(d_k / lam)),  d_k = z_k - z_y + c [k != y]",
     module_name="LDRKLLoss", domains={"lam": POSITIVE, "c": NONNEGATIVE, "normalize": FLAG},
@@ -236,7 +236,7 @@ def _kl_to_uniform(q_logits: torch.Tensor) -> torch.Tensor:
 
 
 @objective(
-    "aldr_kl", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
+    "aldr_kl", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=LDR_PAPER, properties={"convex"} | _MARGIN_PROPS,
     formula="L(z, y) = max_{lam in [lam0(1-1/alpha), lam0]} lam log((1/K) sum_k e^{d_k/lam}) "
             "- (alpha log K / (2 lam0)) (lam - lam0)^2",

@@ -179,7 +179,7 @@ def _entropy(logits):
     return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(1)
 
 
-@objective("bd_kd", paper=Paper("BD-KD: Balancing the Divergences for Online Knowledge Distillation", 2022,
+@objective("bd_kd", seed=True, paper=Paper("BD-KD: Balancing the Divergences for Online Knowledge Distillation", 2022,
                                 "2212.12965", "Amara, Sepahvand, Meyer, Gross, Clark"),
            example=kd_example, properties=set(), module_name="BDKD",
            formula="CE(z_s, y) + T^2 [w_f KL(p_t || p_s) + w_r KL(p_s || p_t)], per-sample weights from "
@@ -239,7 +239,7 @@ def binary_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> tor
                                   torch.stack([student_logits, zeros], -1), KL, dim=-1)
 
 
-@objective("dual_head_kd", paper=Paper("Dual-Head Knowledge Distillation: Enhancing Logits Utilization with an "
+@objective("dual_head_kd", seed=True, paper=Paper("Dual-Head Knowledge Distillation: Enhancing Logits Utilization with an "
                                        "Auxiliary Head", 2024, "2411.08937", "Yang, Zong, Huang, Feng, An"),
            example=lambda g, d: kd_example(g, d, extra=("student_aux_logits",)), properties=set(),
            module_name="DualHeadKD",
@@ -284,7 +284,7 @@ def dual_head_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tar
 
 
 # ---------------------------------------------------------------------------------------------- DHO
-@objective("dho_loss", paper=Paper("Simple Semi-supervised Knowledge Distillation from Vision-Language Models "
+@objective("dho_loss", seed=True, paper=Paper("Simple Semi-supervised Knowledge Distillation from Vision-Language Models "
                                    "via Dual-Head Optimization", 2025, "2505.07675"),
            example=lambda g, d: kd_example(g, d, extra=("student_kd_logits",)), properties=set(),
            module_name="DHOLoss",
@@ -348,7 +348,7 @@ def dho_predict(ce_logits: torch.Tensor, kd_logits: torch.Tensor, *, alpha: floa
 
 
 # -------------------------------------------------------------------------------------------- PS-KD
-@objective("ps_kd", paper=Paper("Self-Knowledge Distillation with Progressive Refinement of Targets", 2021,
+@objective("ps_kd", seed=True, paper=Paper("Self-Knowledge Distillation with Progressive Refinement of Targets", 2021,
                                 "2006.12000", "Kim, Ji, Yoon, Hwang"),
            example=lambda g, d: kd_example(g, d, grad_teacher=False), properties=set(), module_name="PSKD",
            formula="CE with soft target (1 - alpha_t) onehot(y) + alpha_t softmax(z_prev),  alpha_t = alpha_T t / T",
@@ -444,7 +444,7 @@ class ProgressiveSelfKD(nn.Module):
 
 
 # ----------------------------------------------------------------- self-distillation with GT weights
-@objective("gt_self_distillation", family="distillation", input_kind=REGRESSION_SD, example=regression_sd_example,
+@objective("gt_self_distillation", seed=True, family="distillation", input_kind=REGRESSION_SD, example=regression_sd_example,
            paper=Paper("Even your Teacher Needs Guidance: Ground-Truth Targets Dampen Regularization Imposed by "
                        "Self-Distillation", 2021, "2102.13088", "Borup, Andersen"),
            properties={"nonnegative"}, module_name="GTSelfDistillation",

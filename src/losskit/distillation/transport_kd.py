@@ -29,7 +29,7 @@ def _example(gen: torch.Generator, dtype: torch.dtype):
 
 
 @objective(
-    "sinkhorn_kd", family="distillation", input_kind=STUDENT_TEACHER, example=_example, paper=SINKD_PAPER,
+    "sinkhorn_kd", seed=True, family="distillation", input_kind=STUDENT_TEACHER, example=_example, paper=SINKD_PAPER,
     properties={"nonnegative"}, per_sample=False, sample_weight=False, meta=False, compile=False,
     skip_reasons={"compile": "the Sinkhorn solver (losskit.transport.solve) runs eagerly: its iteration reads "
                              "convergence values and is excluded from tracing (torch.compiler.disable)"},

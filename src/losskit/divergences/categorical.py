@@ -138,7 +138,7 @@ def _doc(fn):
     return fn
 
 
-@objective("kl_divergence", properties={"nonnegative", "divergence"},
+@objective("kl_divergence", seed=True, properties={"nonnegative", "divergence"},
            formula="KL(p || q) = sum_k p_k (log p_k - log q_k)", module_name="KLDivergence", domains=_DOMAINS, **_DIV)
 @_doc
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, *, input_space: str = "logits", dim: int = -1,
@@ -396,7 +396,7 @@ def renyi_divergence(p: torch.Tensor, q: torch.Tensor, *, alpha: float = 0.5, in
     return finish(per, reduction, sample_weight=sample_weight)
 
 
-@objective("cauchy_schwarz_divergence", properties={"nonnegative", "divergence", "symmetric_divergence"},
+@objective("cauchy_schwarz_divergence", seed=True, properties={"nonnegative", "divergence", "symmetric_divergence"},
            formula="D_CS(p, q) = -2 log sum_k p_k q_k + log sum_k p_k^2 + log sum_k q_k^2",
            module_name="CauchySchwarzDivergence",
            paper=Paper("Cauchy-Schwarz Divergence Information Bottleneck for Regression", 2024, "2404.17951"),

@@ -46,7 +46,7 @@ CLUSTER_LOGITS = InputKind("cluster logits", "soft cluster-assignment logits (N,
                            bad_inputs=_bad, extreme=lambda ex: ex.map_floats(lambda t: (t.sign() * 1e4 + t).float()))
 
 
-@objective("kl_clustering_loss", family="divergence", input_kind=CLUSTER_LOGITS, example=_example,
+@objective("kl_clustering_loss", seed=True, family="divergence", input_kind=CLUSTER_LOGITS, example=_example,
            paper=Paper("Deep Clustering via Joint Convolutional Autoencoder Embedding and Relative Entropy "
                        "Minimization", 2017, "1704.06327", "Dizaji, Herandi, Deng, Cai, Huang"),
            properties={"nonnegative"}, per_sample=False, module_name="KLClusteringLoss",

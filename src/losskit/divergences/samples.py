@@ -264,7 +264,7 @@ def _one(fn):
     return fn
 
 
-@objective("mmd", batch_scalar=True, properties=set(), module_name="MMD",
+@objective("mmd", seed=True, batch_scalar=True, properties=set(), module_name="MMD",
            formula="MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y)  (unbiased: i != j in the first two sums)",
            paper=Paper("A Kernel Two-Sample Test", 2012, None, "Gretton, Borgwardt, Rasch, Schölkopf, Smola"),
            domains={"kernel": Choice(*KERNELS), "bandwidth": _BANDWIDTH, "estimator": Choice(*ESTIMATORS),
@@ -314,7 +314,7 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, estimator: str = "biase
     return finish(_mmd2(x, y, "energy", (1.0,), estimator, block_size), reduction)
 
 
-@objective("kernel_cauchy_schwarz_divergence", batch_scalar=True, properties={"nonnegative"},
+@objective("kernel_cauchy_schwarz_divergence", seed=True, batch_scalar=True, properties={"nonnegative"},
            module_name="KernelCauchySchwarzDivergence",
            formula="D_CS = -2 log mean k(x_i, y_j) + log mean k(x_i, x_j) + log mean k(y_i, y_j)",
            paper=Paper("Cauchy-Schwarz Divergence Information Bottleneck for Regression", 2024, "2404.17951"),

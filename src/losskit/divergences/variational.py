@@ -242,7 +242,7 @@ CRITIC_FN = InputKind(
 )
 
 
-@objective("wpc_bound", batch_scalar=True, input_kind=CRITIC_FN, example=critic_example, module_name="WPCBound",
+@objective("wpc_bound", seed=True, batch_scalar=True, input_kind=CRITIC_FN, example=critic_example, module_name="WPCBound",
            formula="InfoNCE(T) - lambda E_i max(0, ||grad_(x_i, y_i) T(x_i, y_i)|| - 1)^2",
            paper=Paper("Wasserstein Dependency Measure for Representation Learning", 2019, "1903.11780",
                        "Ozair, Lynch, Bengio, van den Oord, Levine, Sermanet"),

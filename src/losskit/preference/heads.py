@@ -610,7 +610,7 @@ DDO_PAPER = Paper("Direct Discriminative Optimization: Your Likelihood-Based Vis
 
 
 @_register("ddo", DDO_PAPER, "L = -log sigma(beta u(x)) - alpha log(1 - sigma(beta u(x'))),  x ~ data, x' ~ pi_ref",
-           domains={"alpha": POSITIVE})
+           domains={"alpha": POSITIVE}, seed=True)
 def ddo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float = 1.0,
         alpha: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """Direct Discriminative Optimization: the likelihood ratio to the reference as a GAN discriminator.
@@ -636,7 +636,7 @@ D2O_PAPER = Paper("Negating Negatives: Alignment without Human Positive Samples 
 
 
 @_register("d2o", D2O_PAPER, "L = -log sigma((beta/K) sum_i u(y_i) - alpha u(y_l))", chosen_shape=(3,),
-           domains={"alpha": POSITIVE})
+           domains={"alpha": POSITIVE}, seed=True)
 def d2o(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float = 0.1,
         alpha: float = 0.1, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """D2O: distributional dispreference optimisation, K self-generated samples against a human negative.
@@ -671,7 +671,7 @@ CPL_PAPER = Paper("Contrastive Preference Learning: Learning from Human Feedback
 
 
 @_register("cpl", CPL_PAPER, "L = -log sigma(beta s+ - lam beta s-) + bc_weight (-s+),  s = sum_t gamma^t log pi",
-           ref=False, domains={"lam": NONNEGATIVE, "bc_weight": NONNEGATIVE})
+           ref=False, domains={"lam": NONNEGATIVE, "bc_weight": NONNEGATIVE}, seed=True)
 def cpl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
         ref_rejected_logps=None, *, beta: float = 0.1, lam: float = 1.0,
         bc_weight: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -698,7 +698,7 @@ EGPO_PAPER = Paper("Extragradient Preference Optimization (EGPO): Beyond Last-It
 
 
 @_register("egpo", EGPO_PAPER, "L = ([u(y) - u(y')] - [P(y > y'') - P(y' > y'')] / beta)^2",
-           extras={"chosen_preference": _prob, "rejected_preference": _prob})
+           extras={"chosen_preference": _prob, "rejected_preference": _prob}, seed=True)
 def egpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_preference,
          rejected_preference, *, beta: float = 0.1, sample_weight=None, reduction: str = "mean",
          return_metrics: bool = False):
@@ -746,7 +746,7 @@ def _opponent_weights(weights, j: int, like: torch.Tensor) -> torch.Tensor:
            "- (1 - rho) sum_j lambda_j [lj_w - lj_l]",
            extras={"opponent_chosen_logps": _opp, "opponent_rejected_logps": _opp}, options={"rho": 0.5},
            domains={"rho": UNIT, "weights": Anything("None or J opponent weights lambda_j (a sequence, array or "
-                                                     "tensor; non-negative, summing to 1)")})
+                                                     "tensor; non-negative, summing to 1)")}, seed=True)
 def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
          opponent_chosen_logps=None, opponent_rejected_logps=None, *, beta: float = 0.1, rho: float = 1.0,
          weights=None, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -798,7 +798,7 @@ APO_PAPER = Paper("Accelerated Preference Optimization for Large Language Model 
 @_register("apo", APO_PAPER, "DPO with l_ref = (1 + alpha) l_{t} - alpha l_{t-1}",
            extras={"prev_chosen_logps": lambda g, n: -(0.5 + 5 * torch.rand(n, generator=g, dtype=torch.float64)),
                    "prev_rejected_logps": lambda g, n: -(0.5 + 5 * torch.rand(n, generator=g, dtype=torch.float64))},
-           domains={"alpha": HALF_OPEN_UNIT})
+           domains={"alpha": HALF_OPEN_UNIT}, seed=True)
 def apo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, prev_chosen_logps,
         prev_rejected_logps, *, beta: float = 0.1, alpha: float = 0.3, sample_weight=None, reduction: str = "mean",
         return_metrics: bool = False):
@@ -827,7 +827,7 @@ MAPL_PAPER = Paper("Multi-level Aware Preference Learning: Enhancing RLHF for Co
                    2025, "2505.12845", "MAPL authors")
 
 
-@_register("mapl", MAPL_PAPER, "L = -log sigma(beta [u(y | x_w) - u(y | x_l)])")
+@_register("mapl", MAPL_PAPER, "L = -log sigma(beta [u(y | x_w) - u(y | x_l)])", seed=True)
 def mapl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, *,
          beta: float = 0.1, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """MAPL's prompt-contrastive (inter-prompt) loss: one response scored under two prompts.

@@ -163,7 +163,7 @@ GRPO_DOMAINS = {
 }
 
 
-@objective("grpo", family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=GRPO_PAPER,
+@objective("grpo", seed=True, family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=GRPO_PAPER,
            per_sample=False, sample_weight=False, module_name="GRPOLoss", domains=GRPO_DOMAINS,
            formula="l_t = -min(r_t A, clip(r_t, 1-eps, 1+eps_high) A) + beta k(log pi_ref - log pi),  "
                    "r_t = pi/pi_old; aggregated by grpo | bnpo | dapo | dr_grpo")
@@ -310,7 +310,7 @@ SAMPLED = InputKind("sampled sequences", "(B,) log-probs of samples y ~ q under 
                     "the unnormalised target P", bad_inputs=_fdpg_bad, extreme=_fdpg_extreme)
 
 
-@objective("fdpg", family=FAMILY, input_kind=SAMPLED, example=_fdpg_example, paper=FDPG_PAPER,
+@objective("fdpg", seed=True, family=FAMILY, input_kind=SAMPLED, example=_fdpg_example, paper=FDPG_PAPER,
            per_sample=False, sample_weight=False, gradcheck=False,
            domains={"divergence": Choice(*FDPG_DIVERGENCES), "baseline": FLAG},
            skip_reasons={"gradcheck": "a stop-gradient surrogate: its gradient is -sg[w (R - b)] grad l by design "
@@ -390,7 +390,7 @@ def _sequence(name, x, n=None):
     return x
 
 
-@objective("nash_mp", family=FAMILY, input_kind=ON_POLICY, example=_nash_example, paper=NASHMP_PAPER,
+@objective("nash_mp", seed=True, family=FAMILY, input_kind=ON_POLICY, example=_nash_example, paper=NASHMP_PAPER,
            gradcheck=False, skip_reasons={"gradcheck": "a score-function surrogate: its gradient is sg(w) grad l "
                                                        "by design, not the derivative of its value (tests check the "
                                                        "expected gradient on a tabular policy)"},
@@ -462,7 +462,7 @@ def _disco(logps, labels, kl, *, tau, beta, delta, balanced, reduction, sample_w
 DISCO_DOMAINS = {"beta": NONNEGATIVE, "delta": NONNEGATIVE}
 
 
-@objective("disco", family=FAMILY, input_kind=GROUP_SCORES, example=group_example, paper=DISCO_PAPER,
+@objective("disco", seed=True, family=FAMILY, input_kind=GROUP_SCORES, example=group_example, paper=DISCO_PAPER,
            domains={"tau": POSITIVE, **DISCO_DOMAINS},
            formula="L = -(mean_{O+} s - tau log mean_{O-} e^{s/tau}) + sg(beta [KL - delta]_+) KL")
 def disco(logps, labels, kl=None, *, tau: float = 10.0, beta: float = 1e3, delta: float = 1e-4,
@@ -485,7 +485,7 @@ def disco(logps, labels, kl=None, *, tau: float = 10.0, beta: float = 1e3, delta
                   sample_weight=sample_weight)
 
 
-@objective("disco_b", family=FAMILY, input_kind=GROUP_SCORES, example=group_example, paper=DISCO_PAPER,
+@objective("disco_b", seed=True, family=FAMILY, input_kind=GROUP_SCORES, example=group_example, paper=DISCO_PAPER,
            domains=DISCO_DOMAINS,
            formula="L = -(mean_{O+} s - mean_{O-} s) + sg(beta [KL - delta]_+) KL")
 def disco_b(logps, labels, kl=None, *, beta: float = 1e3, delta: float = 1e-4, sample_weight=None,

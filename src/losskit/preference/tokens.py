@@ -290,7 +290,7 @@ def _tokens(name, x, shape):
 TOKEN_MASK = Maybe(Tensor("None or a (B, T) tensor of token weights in [0, 1]"))
 
 
-@objective("sparsepo", family="preference", input_kind=SPARSE_TOKENS, example=_sparse_example,
+@objective("sparsepo", seed=True, family="preference", input_kind=SPARSE_TOKENS, example=_sparse_example,
            paper=SPARSEPO_PAPER,
            domains={**PAIR_DOMAINS, "chosen_reward_mask": TOKEN_MASK, "rejected_reward_mask": TOKEN_MASK,
                     "chosen_kl_mask": TOKEN_MASK, "rejected_kl_mask": TOKEN_MASK},

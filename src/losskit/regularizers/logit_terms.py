@@ -114,7 +114,7 @@ ATTENTION = InputKind("attention", "attention probabilities (N, ..., L) summing 
                           1e4 * ex.inputs["attention"].double(), -1).float()}))
 
 
-@objective("attention_entropy", family="regularizer", input_kind=ATTENTION, example=_attention_example,
+@objective("attention_entropy", seed=True, family="regularizer", input_kind=ATTENTION, example=_attention_example,
            paper=Paper("AEM: Attention Entropy Maximization for Multiple Instance Learning based Whole Slide "
                        "Image Classification", 2024),
            formula="R(a) = lam * sum_i a_i log a_i  (negative entropy; averaged over heads/queries)",
@@ -142,7 +142,7 @@ def attention_entropy(attention: torch.Tensor, *, lam: float = 0.1, sample_weigh
     return finish(lam * per, reduction, sample_weight=sample_weight)
 
 
-@objective("eata_entropy", paper=Paper("Efficient Test-Time Model Adaptation without Forgetting", 2022,
+@objective("eata_entropy", seed=True, paper=Paper("Efficient Test-Time Model Adaptation without Forgetting", 2022,
                                        "2204.02610", "Niu et al."),
            properties={"nonnegative", "shift_invariant"},
            formula="L(z) = S(z) H(z),  S = exp(-(H - E0)) 1[H < E0] (stop-gradient),  E0 = 0.4 ln K",

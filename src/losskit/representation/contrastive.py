@@ -319,7 +319,7 @@ def clip_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.07, logit_sca
 
 
 @objective(
-    "cwcl", family=FAMILY, input_kind=PAIR, example=lambda g, d: _cwcl_example(g, d), paper=CWCL,
+    "cwcl", seed=True, family=FAMILY, input_kind=PAIR, example=lambda g, d: _cwcl_example(g, d), paper=CWCL,
     per_sample=False, properties={"nonnegative"}, module_name="CWCLLoss",
     domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "symmetric": FLAG,
              "weights": Maybe(Tensor("non-negative soft-positive weights of shape (N, N)"))},
@@ -416,7 +416,7 @@ def _multiview(views, tau, mode, *, gather, group, block_size, normalize):
 
 
 @objective(
-    "mv_infonce", family=FAMILY, input_kind=VIEWS, example=views_example, paper=MULTIVIEW, per_sample=False,
+    "mv_infonce", seed=True, family=FAMILY, input_kind=VIEWS, example=views_example, paper=MULTIVIEW, per_sample=False,
     properties={"nonnegative"}, module_name="MVInfoNCELoss", domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE},
     formula="l_i = -log [sum_{l != m} e^{z_i^l.z_i^m/tau} / sum_l sum_{(j,m) != (i,l)} e^{z_i^l.z_j^m/tau}]",
 )
@@ -442,7 +442,7 @@ def mv_infonce(views, *, temperature=0.2, normalize: bool = True, gather: bool =
 
 
 @objective(
-    "mv_dhel", family=FAMILY, input_kind=VIEWS, example=views_example, paper=MULTIVIEW, per_sample=False,
+    "mv_dhel", seed=True, family=FAMILY, input_kind=VIEWS, example=views_example, paper=MULTIVIEW, per_sample=False,
     module_name="MVDHELLoss", domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE},
     formula="l_i = -log sum_{l<m} e^{z_i^l.z_i^m/tau} + sum_l log sum_{j != i} e^{z_i^l.z_j^l/tau}",
 )

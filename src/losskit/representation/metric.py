@@ -201,7 +201,7 @@ def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: f
 
 
 @objective(
-    "tcm", batch_scalar=True, family=FAMILY, input_kind=FEATURES_LABELS, example=lambda g, d: _rename(_tcm_example(g, d)),
+    "tcm", seed=True, batch_scalar=True, family=FAMILY, input_kind=FEATURES_LABELS, example=lambda g, d: _rename(_tcm_example(g, d)),
     paper=TCM, per_sample=False, sample_weight=False, properties={"nonnegative"}, module_name="TCMLoss",
     domains={"lambda_plus": NONNEGATIVE, "lambda_minus": NONNEGATIVE, "margin_plus": COSINE, "margin_minus": COSINE},
     formula="L = l+ mean_{s+ <= m+}(m+ - s+) + l- mean_{s- >= m-}(s- - m-), s cosine similarities of pairs",
@@ -275,7 +275,7 @@ EPISODE = InputKind("few-shot episode", "query (Q, D) + labels (Q,), support (S,
 
 
 @objective(
-    "proto_triplet", family=FAMILY, input_kind=EPISODE, example=_episode_example, paper=SUSANA,
+    "proto_triplet", seed=True, family=FAMILY, input_kind=EPISODE, example=_episode_example, paper=SUSANA,
     properties={"nonnegative"}, module_name="ProtoTripletLoss", domains={"margin": NONNEGATIVE, "distance": DISTANCE},
     formula="l_q = [d(q, c_y) - min_{k != y} d(q, c_k) + m]_+,  c_k = mean of the support of class k (m = 0.5)",
 )

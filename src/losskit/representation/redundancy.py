@@ -210,7 +210,7 @@ MIXED = InputKind("two branches + mixed", "z1, z2 (N, D), embeddings z_mix of al
 
 
 @objective(
-    "mixed_barlow_twins", batch_scalar=True, family=FAMILY, input_kind=MIXED, example=_mix_example, paper=MIXBT, per_sample=False,
+    "mixed_barlow_twins", seed=True, batch_scalar=True, family=FAMILY, input_kind=MIXED, example=_mix_example, paper=MIXBT, per_sample=False,
     sample_weight=False, properties={"nonnegative"}, module_name="MixedBarlowTwinsLoss",
     domains={"alpha": UNIT, "lambd": NONNEGATIVE, "scale": NONNEGATIVE, "eps": NONNEGATIVE, "unbiased": FLAG},
     formula="L = L_BT(z1, z2) + s lambda (||C(Zm, Z1) - [a C(Z1, Z1) + (1-a) C(Z2[perm], Z1)]||^2 "

@@ -131,7 +131,7 @@ ISOG_KIND = InputKind("embedding pair + dataset index", "z1, z2 (N, D) and the s
 
 
 @objective(
-    "isogclr", family=FAMILY, input_kind=ISOG_KIND, example=_isog_example, paper=ISOG, per_sample=False,
+    "isogclr", seed=True, family=FAMILY, input_kind=ISOG_KIND, example=_isog_example, paper=ISOG, per_sample=False,
     module_name="ISogCLRLoss", domains={"state": _STATE, "rho": NONNEGATIVE, "update": FLAG, "normalize": FLAG},
     formula="F_i = tau_i log E_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + tau_i rho; g_i = E exp(s/tau_i) "
             "estimated by a per-sample moving average u_i; value tau_i (g_i/u_i - 1 + log u_i + rho) - s(x_i, x_i^+)",
@@ -260,7 +260,7 @@ TEMP_KIND = InputKind("embedding pair + temperatures", "z1, z2 (N, D) and one te
 
 
 @objective(
-    "tempnet_dro", family=FAMILY, input_kind=TEMP_KIND, example=_tempnet_example, paper=TEMPNET, per_sample=False,
+    "tempnet_dro", seed=True, family=FAMILY, input_kind=TEMP_KIND, example=_tempnet_example, paper=TEMPNET, per_sample=False,
     module_name="TempNetDROLoss", domains={"rho": NONNEGATIVE, "normalize": FLAG},
     formula="l_i = tau_i log mean_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + rho tau_i",
 )
@@ -299,7 +299,7 @@ def _lm_example(gen, dtype, n: int = 6, k: int = 5) -> Example:
 
 
 @objective(
-    "tempnet_lm", family=FAMILY, input_kind=LOGITS_LABELS, example=_lm_example, paper=TEMPNET,
+    "tempnet_lm", seed=True, family=FAMILY, input_kind=LOGITS_LABELS, example=_lm_example, paper=TEMPNET,
     module_name="TempNetLMLoss", domains={"rho": NONNEGATIVE}, unchecked=("logits",),
     formula="l_i = tau_i CE(z_i / tau_i, y_i) + (rho - log K) tau_i",
 )

@@ -134,7 +134,7 @@ def _self_transport(x, a, *, eps, p, cost, rho, tol, max_iter, scaling, online):
 
 
 @objective(
-    "sinkhorn_divergence", family="transport", input_kind=TWO_SAMPLES, example=two_samples_example,
+    "sinkhorn_divergence", seed=True, family="transport", input_kind=TWO_SAMPLES, example=two_samples_example,
     properties={"nonnegative"}, meta=False, compile=False, skip_reasons=_SOLVER_SKIPS,
     domains=D.domains("a", "b", "p", "cost", "eps", "rho", "tol", "max_iter", "scaling", "online"),
     formula="S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2 (+ eps/2 (|a| - |b|)^2 unbalanced)",
@@ -174,7 +174,7 @@ MONGE_GAP_PAPER = Paper("The Monge Gap: A Regularizer to Learn All Transport Map
 
 
 @objective(
-    "monge_gap", family="transport", input_kind=TWO_SAMPLES, example=functools.partial(two_samples_example, m=4),
+    "monge_gap", seed=True, family="transport", input_kind=TWO_SAMPLES, example=functools.partial(two_samples_example, m=4),
     paper=MONGE_GAP_PAPER, meta=False, compile=False, skip_reasons=_SOLVER_SKIPS,
     domains=D.domains("a", "p", "cost", "eps", "tol", "max_iter", "scaling", "online"),
     formula="M(T) = sum_i a_i c(x_i, T(x_i)) - OT_eps(sum_i a_i delta_{x_i}, sum_i a_i delta_{T(x_i)})",

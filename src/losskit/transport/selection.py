@@ -255,7 +255,7 @@ WHITENED_SAMPLES = InputKind(
 
 
 @objective(
-    "whitened_ot", family="transport", input_kind=WHITENED_SAMPLES, example=_example, paper=TAROT_PAPER,
+    "whitened_ot", seed=True, family="transport", input_kind=WHITENED_SAMPLES, example=_example, paper=TAROT_PAPER,
     properties={"nonnegative"}, meta=False, compile=False,
     skip_reasons={"compile": "an iterative solver that reads values (convergence tests; the whitening's rank "
                              "check) and runs outside the graph (torch.compiler.disable)"},

@@ -488,7 +488,7 @@ SPARSE_SAMPLES = InputKind("two samples, k-sparse transport", TWO_SAMPLES.descri
 
 
 @objective(
-    "sparse_ot", family="transport", input_kind=SPARSE_SAMPLES, example=_sparse_example, paper=SPARSE_PAPER,
+    "sparse_ot", seed=True, family="transport", input_kind=SPARSE_SAMPLES, example=_sparse_example, paper=SPARSE_PAPER,
     properties={"nonnegative"}, meta=False, compile=False,
     skip_reasons={"compile": "the semi-dual maximiser is found in float64 NumPy on host values"},
     domains=D.domains("a", "b", "k", "gamma", "p"),
