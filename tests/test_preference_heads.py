@@ -80,7 +80,7 @@ def test_identities():
     torch.testing.assert_close(losskit.cpl(pc, pr, beta=0.2, lam=1.0, reduction="none"),
                                losskit.dpo(pc, pr, beta=0.2, reduction="none"))
     # MNPO with rho = 1 is IPO (opponents ignored)
-    opp = torch.randn(7, 2, dtype=torch.float64)
+    opp = -torch.rand(7, 2, dtype=torch.float64) * 5  # log-probabilities (checked even when rho = 1 ignores them)
     torch.testing.assert_close(losskit.mnpo(pc, pr, rc, rr, opp, opp, beta=0.2, rho=1.0, reduction="none"),
                                losskit.ipo(pc, pr, rc, rr, beta=0.2, reduction="none"))
     # AlphaPO with alpha -> 0 is SimPO

@@ -25,10 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .conventions import promote, value_check_mode
+from .conventions import promote
 from .domains import Domain, check_option, resolve
 from .errors import fail
-from .validate import check_finite, require
+from .validate import require
+from .values import FINITE, FINITE_OR_NEG_INF, Values, check_values
 
 __all__ = [
     "Paper",
@@ -170,12 +171,15 @@ class InputKind:
 
     ``bad_inputs(example)`` lists calls that must raise; ``extreme(example)`` returns inputs at the edge
     of the float32 range (e.g. logits of +-1e4) where the loss and gradient must stay finite.
+    ``values`` declares the value domain of named inputs (:class:`~losskit._core.values.Values`:
+    log-probabilities <= 0, probabilities in [0, 1], ...); the wrapper checks them, the families do not.
     """
 
     name: str
     description: str
     bad_inputs: Callable[[Example], list[BadInput]] | None = None
     extreme: Callable[[Example], Example] | None = None
+    values: dict[str, Values] = field(default_factory=dict)
 
 
 @dataclass
@@ -200,6 +204,7 @@ class Objective:
     meta: bool = True
     domains: dict[str, Domain] = field(default_factory=dict)
     allow_neg_inf: tuple[str, ...] = ()
+    values: dict[str, Values] = field(default_factory=dict)
     module_aliases: tuple[str, ...] = ()
     batch_scalar: bool = False
     tags: dict[str, Any] = field(default_factory=dict)
@@ -243,13 +248,15 @@ _REGISTRY: dict[str, Objective] = {}
 
 # ------------------------------------------------------------------------------------ the wrapper
 def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ...],
-          promote_half: bool, domains: dict[str, Domain], meta: bool = True) -> Callable:
+          promote_half: bool, domains: dict[str, Domain], meta: bool = True,
+          values: dict[str, Values] | None = None) -> Callable:
     """The one validation pass every call goes through, before the objective's own code:
 
     1. options against their declared domains (:mod:`losskit._core.domains`), naming the option;
     2. an empty batch in the first input is an error;
-    3. NaN/+inf in every floating tensor argument (``-inf`` where ``allow_neg_inf``), by the validation
-       mode (:func:`losskit.set_validation`);
+    3. every floating tensor argument against its value domain (:mod:`losskit._core.values`): declared
+       (log-probabilities <= 0, probabilities in [0, 1], ...) or finite (``-inf`` allowed where
+       ``allow_neg_inf``), all in one pass, by the validation mode (:func:`losskit.set_validation`);
     4. the dtype policy: half-precision tensors computed in float32 (unless ``promote_half=False``),
        floating inputs of different dtypes promoted to a common dtype as torch's elementwise ops do,
        integer inputs (class indices) of any integer dtype taken as int64.
@@ -258,6 +265,7 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
     """
     sig = inspect.signature(fn)
     params = sig.parameters
+    values = values or {}
     first_input = next(iter(params), None)
     inputs = tuple(p.name for p in params.values()
                    if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
@@ -298,8 +306,9 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
                                      "are not supported)", "a meta tensor")
         if isinstance(first, torch.Tensor) and first.numel() == 0:
             raise fail(first_input, "a non-empty batch", f"shape {tuple(first.shape)} with no elements")
-        _check_finite_all([(k, v) for k, v in arguments.items() if isinstance(v, torch.Tensor)
-                           and v.is_floating_point() and v.numel() and k not in unchecked], allow_neg_inf)
+        check_values([(k, v, values.get(k) or (FINITE_OR_NEG_INF if k in allow_neg_inf else FINITE))
+                      for k, v in arguments.items() if isinstance(v, torch.Tensor)
+                      and v.is_floating_point() and v.numel() and k not in unchecked])
         if promote_half:
             for name, value in arguments.items():
                 if isinstance(value, torch.Tensor):
@@ -319,29 +328,6 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
 
     wrapper.__signature__ = sig
     return wrapper
-
-
-def _check_finite_all(tensors: builtins.list, allow_neg_inf: tuple[str, ...]) -> None:
-    """NaN / +inf (and -inf outside ``allow_neg_inf``) in every floating tensor argument, with one host read
-    for all of them on CPU: one ``amax`` / ``aminmax`` per tensor, stacked, one test. Only when that test
-    fails are the tensors examined one by one (:func:`check_finite` names the argument and the position).
-    Elsewhere (accelerators, debug mode, meta, tracing) each tensor goes through :func:`check_finite`.
-    """
-    if not tensors:
-        return
-    if len(tensors) > 1 and all(v.device.type == "cpu" and value_check_mode(v) == "eager" for _, v in tensors):
-        ext = []
-        for name, v in tensors:
-            if name in allow_neg_inf:
-                ext.append(v.amax().double())
-            else:
-                lo, hi = torch.aminmax(v)
-                ext += [hi.double(), -lo.double()]
-        m = torch.stack(ext)
-        if not bool((torch.isnan(m) | (m == float("inf"))).any()):
-            return
-    for name, v in tensors:
-        check_finite(name, v, allow_neg_inf=name in allow_neg_inf)
 
 
 def make_module(fn: Callable, class_name: str, doc: str | None = None) -> type[nn.Module]:
@@ -438,6 +424,7 @@ def objective(
     batch_scalar: bool = False,
     promote_half: bool = True,
     domains: dict[str, Domain] | None = None,
+    values: dict[str, Values] | None = None,
     **tags: Any,
 ) -> Callable[[Callable], Callable]:
     """Register a functional objective (decorator). See the module docstring for what it adds.
@@ -450,6 +437,8 @@ def objective(
     ``reduction`` is accepted for a uniform signature and has no effect (every value returns that scalar;
     the conformance suite checks it, ``losskit info`` says it).
 
+    ``values`` declares the value domain of tensor inputs (on top of the input kind's ``values``); an input
+    without one must be finite (``-inf`` allowed for the names in ``allow_neg_inf``).
     ``unchecked`` names inputs that may legitimately hold NaN/inf (e.g. logits at masked positions
     that the objective never reads). ``promote_half=False`` leaves float16/bfloat16 inputs as they
     are: the objective applies the dtype policy itself (e.g. bfloat16 GEMMs with float32 accumulation).
@@ -471,7 +460,10 @@ def objective(
         if batch_scalar and per_sample:
             raise ValueError(f"{name}: batch_scalar=True needs per_sample=False")
         resolved = resolve(option_names, domains)
-        wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked), promote_half, resolved, meta)
+        declared = {**input_kind.values, **(values or {})}
+        params = inspect.signature(fn).parameters
+        declared = {k: v for k, v in declared.items() if k in params}
+        wrapped = _wrap(fn, tuple(allow_neg_inf), tuple(unchecked), promote_half, resolved, meta, declared)
         cls_name = module_name or module_class_name(name)
         wrapped.Module = make_module(wrapped, cls_name)
         old = "".join(p.capitalize() for p in name.split("_"))  # the name rule before module_class_name
@@ -481,7 +473,7 @@ def objective(
             input_kind=input_kind, properties=props, example=example, formula=formula,
             per_sample=per_sample, sample_weight=sample_weight, half=half, gradcheck=gradcheck,
             extreme=extreme, compile=compile, meta=meta, domains=resolved,
-            allow_neg_inf=tuple(allow_neg_inf), module_aliases=aliases, batch_scalar=batch_scalar, tags=tags,
+            allow_neg_inf=tuple(allow_neg_inf), values=declared, module_aliases=aliases, batch_scalar=batch_scalar, tags=tags,
         )
         wrapped.objective_name = name
         return wrapped

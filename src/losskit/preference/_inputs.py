@@ -14,9 +14,10 @@ import torch
 
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import require
+from .._core.values import Values
 
 __all__ = ["PAIR_SCORES", "PAIR_MEAN_SCORES", "GROUP_SCORES", "POLICY_TOKENS", "pair_example", "scale_logps",
-           "check_logprobs", "LOGP_TOLERANCE"]
+           "check_logprobs", "LOGP_TOLERANCE", "LOGPROB", "LOGPROB_INPUTS"]
 
 N = 6
 
@@ -26,6 +27,17 @@ N = 6
 #: put a near-certain token's log-prob a few ulps above 0, and a sequence sums thousands of them. 1e-3 admits
 #: that drift while every usual mistake (logits, probabilities, NLLs passed for log-probs) is far above it.
 LOGP_TOLERANCE = 1e-3
+
+#: The value domain of log-probabilities of discrete tokens or sequences.
+LOGPROB = Values(hi=LOGP_TOLERANCE, description="log-probabilities <= 0 (log pi of discrete tokens or sequences: "
+                                                  "not logits, probabilities or NLLs)")
+
+#: Every input of the family that holds log-probabilities, by name: the input kinds declare them
+#: (``InputKind(values=...)``) and the registry's wrapper checks them, in one pass with the finiteness check.
+LOGPROB_INPUTS = dict.fromkeys(
+    ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps", "policy_logps",
+     "ref_logps", "prev_chosen_logps", "prev_rejected_logps", "opponent_chosen_logps", "opponent_rejected_logps"),
+    LOGPROB)
 
 
 def check_logprobs(name: str, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,9 +60,7 @@ def check_logprobs(name: str, x: torch.Tensor, mask: torch.Tensor | None = None)
         where = tuple(int(i) for i in torch.unravel_index(torch.tensor(pos), x.shape))
         return f"{v.reshape(-1)[pos].item():.6g} at position {where if len(where) > 1 else where[0]}"
 
-    require(name, x, lambda: top() > LOGP_TOLERANCE,
-            "log-probabilities <= 0 (log pi of discrete tokens or sequences: not logits, probabilities or NLLs)",
-            got)
+    require(name, x, lambda: top() > LOGP_TOLERANCE, LOGPROB.description, got)
     return x
 
 
@@ -115,6 +125,7 @@ PAIR_MEAN_SCORES = InputKind(
     "(B,) length-normalised log-probs of chosen and rejected completions (extremes: -150 per token)",
     bad_inputs=_pair_bad,
     extreme=scale_logps(100.0),
+    values=LOGPROB_INPUTS,
 )
 
 PAIR_SCORES = InputKind(
@@ -122,6 +133,7 @@ PAIR_SCORES = InputKind(
     "(B,) sequence scores (log-probs) of chosen and rejected completions, optionally of a reference model",
     bad_inputs=_pair_bad,
     extreme=scale_logps(),
+    values=LOGPROB_INPUTS,
 )
 
 

@@ -47,8 +47,9 @@ from .._core.domains import (
     Tensor,
 )
 from .._core.errors import fail
-from .._core.validate import check_floating, check_nonnegative, check_unit_interval, describe, require
-from ._inputs import PAIR_MEAN_SCORES, PAIR_SCORES, check_logprobs, pair_example
+from .._core.validate import check_floating, check_nonnegative, describe, require
+from .._core.values import FINITE, PROBABILITY
+from ._inputs import LOGPROB_INPUTS, PAIR_MEAN_SCORES, PAIR_SCORES, check_logprobs, pair_example
 from .scores import _transform, geometric_anchor
 
 __all__ = ["margin_loss", "LINKS", "pair_rewards", "dpo", "cdpo", "robust_dpo", "hinge_dpo", "ipo", "exo",
@@ -106,27 +107,27 @@ def margin_loss(z: torch.Tensor, link: str = "logistic", *, label_smoothing: flo
     raise fail("link", f"one of {LINKS}", repr(link))
 
 
-def _scores(name: str, x, n: int | None = None, *, logprob: bool = False) -> torch.Tensor:
-    """A ``(B,)`` floating tensor of sequence scores (of ``n`` pairs); ``logprob``: also ``<= 0``."""
+def _scores(name: str, x, n: int | None = None) -> torch.Tensor:
+    """A ``(B,)`` floating tensor of sequence scores (of ``n`` pairs). Shapes only: the values of registered
+    inputs are checked by the wrapper against their declared domain (:data:`LOGPROB_INPUTS`)."""
     check_floating(name, x)
     if x.dim() != 1:
         raise fail(name, "a (B,) tensor of sequence scores (aggregate per-token log-probs first)", describe(x))
     if n is not None and x.shape[0] != n:
         raise fail(name, f"a batch of {n} (as policy_chosen_logps)", f"shape {tuple(x.shape)}")
-    return check_logprobs(name, x) if logprob else x
+    return x
 
 
-def _pair(pc, pr, rc, rr, *, logprob: bool):
-    pc = _scores("policy_chosen_logps", pc, logprob=logprob)
+def _pair(pc, pr, rc, rr):
+    pc = _scores("policy_chosen_logps", pc)
     n = pc.shape[0]
-    pr = _scores("policy_rejected_logps", pr, n, logprob=logprob)
+    pr = _scores("policy_rejected_logps", pr, n)
     if (rc is None) != (rr is None):
         missing = "ref_rejected_logps" if rr is None else "ref_chosen_logps"
         raise fail(missing, "a tensor when the other reference score is given (or both None)", "None")
     if rc is None:
         return pc, pr
-    return (pc - _scores("ref_chosen_logps", rc, n, logprob=logprob),
-            pr - _scores("ref_rejected_logps", rr, n, logprob=logprob))
+    return pc - _scores("ref_chosen_logps", rc, n), pr - _scores("ref_rejected_logps", rr, n)
 
 
 def pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None):
@@ -135,7 +136,11 @@ def pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=No
     Every argument is a ``(B,)`` tensor of sequence log-probabilities, so ``<= 0``: a positive value raises
     :class:`~losskit.LossInputError` naming it (a value check, see :func:`losskit.set_validation`).
     """
-    return _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, logprob=True)
+    for name, x in (("policy_chosen_logps", policy_chosen_logps), ("policy_rejected_logps", policy_rejected_logps),
+                    ("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
+        if isinstance(x, torch.Tensor):
+            check_logprobs(name, x)
+    return _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
 
 
 def _reference_free(ref_chosen_logps, ref_rejected_logps):
@@ -158,7 +163,7 @@ def _finish(loss, reduction, sample_weight, return_metrics, chosen_rewards, reje
 
 def _pairwise(pc, pr, rc, rr, *, beta, link, reduction, sample_weight, return_metrics, lam=1.0, gamma=0.0,
               **link_options):
-    u_w, u_l = pair_rewards(pc, pr, rc, rr)
+    u_w, u_l = _pair(pc, pr, rc, rr)
     loss = margin_loss(beta * (u_w - lam * u_l) - gamma, link, **link_options)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
 
@@ -269,7 +274,7 @@ def ipo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
     Paper: Azar et al., "A General Theoretical Paradigm to Understand Learning from Human Preferences",
     2023, arXiv:2310.12036.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     loss = margin_loss(u_w - u_l, "squared", target=1 / (2 * beta))
     return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
 
@@ -342,7 +347,7 @@ def f_dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref
     log-ratios give a finite loss and gradient). Rewards in the metrics are ``beta f'(e^u)``. Paper: Wang et al., "Beyond Reverse KL: Generalizing Direct Preference
     Optimization with Diverse Divergence Constraints", 2023, arXiv:2309.16240.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     r_w, r_l = _transform(u_w, divergence, alpha, beta), _transform(u_l, divergence, alpha, beta)
     loss = margin_loss(beta * (r_w - r_l))
     return _finish(loss, reduction, sample_weight, return_metrics, beta * r_w, beta * r_l)
@@ -365,7 +370,7 @@ def nca(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
     TRL's ``loss_type='nca_pair'``. Paper: Chen et al., "Noise Contrastive Alignment of Language Models with
     Explicit Rewards", 2024, arXiv:2402.05369.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     r_w, r_l = beta * u_w, beta * u_l
     loss = -F.logsigmoid(r_w) - 0.5 * F.logsigmoid(-r_w) - 0.5 * F.logsigmoid(-r_l)
     return _finish(loss, reduction, sample_weight, return_metrics, r_w, r_l)
@@ -389,7 +394,7 @@ def bco(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
     zero rewards and delta = 0. Paper: Jung et al., "Binary Classifier Optimization for Large Language Model
     Alignment", 2024, arXiv:2404.04656.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     d = delta.detach() if isinstance(delta, torch.Tensor) else delta
     r_w, r_l = beta * u_w, beta * u_l
     loss = -F.logsigmoid(r_w - d) - F.logsigmoid(-(r_l - d))
@@ -410,7 +415,7 @@ def sppo_hard(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     TRL's ``loss_type='sppo_hard'``. Paper: Wu et al., "Self-Play Preference Optimization for Language Model
     Alignment", 2024, arXiv:2405.00675.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     loss = (u_w - 0.5 / beta) ** 2 + (u_l + 0.5 / beta) ** 2
     return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
 
@@ -430,7 +435,7 @@ def apo_zero(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, 
     "Anchored Preference Optimization and Contrastive Revisions: Addressing Underspecification in Alignment",
     2024, arXiv:2408.06266.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     r_w, r_l = beta * u_w, beta * u_l
     loss = torch.sigmoid(-r_w) + torch.sigmoid(r_l)
     return _finish(loss, reduction, sample_weight, return_metrics, r_w, r_l)
@@ -446,7 +451,7 @@ def apo_down(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, 
     TRL's ``loss_type='apo_down'``. Paper: D'Oosterlinck et al., "Anchored Preference Optimization and
     Contrastive Revisions: Addressing Underspecification in Alignment", 2024, arXiv:2408.06266.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     r_w, r_l = beta * u_w, beta * u_l
     loss = torch.sigmoid(r_w) + torch.sigmoid(r_l - r_w)
     return _finish(loss, reduction, sample_weight, return_metrics, r_w, r_l)
@@ -474,7 +479,7 @@ def aot(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
     ``paired=True`` is TRL's ``loss_type='aot'``, ``paired=False`` its ``'aot_pair'``. Paper: Melnyk et al., "Distributional Preference Alignment
     of LLMs via Optimal Transport", 2024, arXiv:2406.05882.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if paired:
         a = policy_chosen_logps - policy_rejected_logps
         b = (ref_chosen_logps - ref_rejected_logps if ref_chosen_logps is not None else torch.zeros_like(a))
@@ -519,7 +524,7 @@ def orpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     Monolithic Preference Optimization without Reference Model", 2024, arXiv:2403.07691.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
-    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None, logprob=False)  # < 0 checked below
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)  # < 0 checked below
     ratio = _log_odds("policy_chosen_logps", pc) - _log_odds("policy_rejected_logps", pr)
     nll = -pc if chosen_nll is None else _nll(chosen_nll, pc.shape[0])
     loss = nll_weight * nll - beta * F.logsigmoid(ratio)
@@ -544,7 +549,7 @@ def cpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     Boundaries of LLM Performance in Machine Translation", 2024, arXiv:2401.08417.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
-    pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
     nll = -pc if chosen_nll is None else _nll(chosen_nll, pc.shape[0])
     loss = margin_loss(beta * (pc - pr), "logistic", label_smoothing=label_smoothing) + alpha * nll
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
@@ -569,7 +574,7 @@ def simpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     arXiv:2405.14734.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
-    pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
     loss = margin_loss(beta * (pc - pr) - gamma, "logistic", label_smoothing=label_smoothing)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
 
@@ -594,7 +599,7 @@ def alphapo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     arXiv:2501.03884.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
-    pc, pr = pair_rewards(policy_chosen_logps, policy_rejected_logps)
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
     r_w, r_l = _transform(pc, "alpha", alpha, beta), _transform(pr, "alpha", alpha, beta)
     loss = margin_loss(beta * (r_w - r_l) - gamma)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * r_w, beta * r_l)
@@ -610,7 +615,7 @@ DDO_PAPER = Paper("Direct Discriminative Optimization: Your Likelihood-Based Vis
 
 
 @_register("ddo", DDO_PAPER, "L = -log sigma(beta u(x)) - alpha log(1 - sigma(beta u(x'))),  x ~ data, x' ~ pi_ref",
-           domains={"alpha": POSITIVE}, seed=True)
+           domains={"alpha": POSITIVE}, seed=True, values=dict.fromkeys(PAIR_SCORES.values, FINITE))
 def ddo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float = 1.0,
         alpha: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """Direct Discriminative Optimization: the likelihood ratio to the reference as a GAN discriminator.
@@ -625,8 +630,7 @@ def ddo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_reject
     "Direct Discriminative Optimization: Your Likelihood-Based Visual Generative Model is Secretly a GAN
     Discriminator", 2025, arXiv:2503.01103.
     """
-    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                     logprob=False)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     loss = -F.logsigmoid(beta * u_w) - alpha * F.logsigmoid(-beta * u_l)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
 
@@ -658,10 +662,7 @@ def d2o(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_reject
     check_floating("ref_chosen_logps", rc)
     pc2 = pc.reshape(pc.shape[0], -1)
     pos = (pc2 - rc.reshape(pc2.shape)).mean(-1)  # the mean self-sample log-ratio (not a log-prob)
-    _, u_l = _pair(pos, policy_rejected_logps, torch.zeros_like(pos), ref_rejected_logps, logprob=False)
-    for name, x in (("policy_chosen_logps", pc), ("ref_chosen_logps", rc),
-                    ("policy_rejected_logps", policy_rejected_logps), ("ref_rejected_logps", ref_rejected_logps)):
-        check_logprobs(name, x)
+    _, u_l = _pair(pos, policy_rejected_logps, torch.zeros_like(pos), ref_rejected_logps)
     loss = margin_loss(beta * pos - alpha * u_l)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pos, alpha * u_l)
 
@@ -671,7 +672,8 @@ CPL_PAPER = Paper("Contrastive Preference Learning: Learning from Human Feedback
 
 
 @_register("cpl", CPL_PAPER, "L = -log sigma(beta s+ - lam beta s-) + bc_weight (-s+),  s = sum_t gamma^t log pi",
-           ref=False, domains={"lam": NONNEGATIVE, "bc_weight": NONNEGATIVE}, seed=True)
+           ref=False, domains={"lam": NONNEGATIVE, "bc_weight": NONNEGATIVE}, seed=True,
+           values=dict.fromkeys(PAIR_SCORES.values, FINITE))
 def cpl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
         ref_rejected_logps=None, *, beta: float = 0.1, lam: float = 1.0,
         bc_weight: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
@@ -688,7 +690,7 @@ def cpl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
     2024, arXiv:2310.13639.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
-    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None, logprob=False)
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
     loss = margin_loss(beta * (pc - lam * pr)) - bc_weight * pc
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * lam * pr)
 
@@ -698,7 +700,8 @@ EGPO_PAPER = Paper("Extragradient Preference Optimization (EGPO): Beyond Last-It
 
 
 @_register("egpo", EGPO_PAPER, "L = ([u(y) - u(y')] - [P(y > y'') - P(y' > y'')] / beta)^2",
-           extras={"chosen_preference": _prob, "rejected_preference": _prob}, seed=True)
+           extras={"chosen_preference": _prob, "rejected_preference": _prob}, seed=True,
+           values={"chosen_preference": PROBABILITY, "rejected_preference": PROBABILITY})
 def egpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_preference,
          rejected_preference, *, beta: float = 0.1, sample_weight=None, reduction: str = "mean",
          return_metrics: bool = False):
@@ -712,10 +715,10 @@ def egpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
     :func:`losskit.optim.extragradient_step`. Paper: Zhou et al., "Extragradient Preference Optimization
     (EGPO): Beyond Last-Iterate Convergence for Nash Learning from Human Feedback", 2025, arXiv:2503.08942.
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     n = u_w.shape[0]
-    pw = check_unit_interval("chosen_preference", _scores("chosen_preference", chosen_preference, n))
-    pl = check_unit_interval("rejected_preference", _scores("rejected_preference", rejected_preference, n))
+    pw = _scores("chosen_preference", chosen_preference, n)
+    pl = _scores("rejected_preference", rejected_preference, n)
     loss = ((u_w - u_l) - (pw - pl) / beta) ** 2
     return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
 
@@ -761,13 +764,13 @@ def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
     :func:`~losskit.preference.geometric_anchor`. Detail not verified against the paper's code. Paper: Wu et
     al., "Multiplayer Nash Preference Optimization", 2025, arXiv:2509.23102.
     """
-    pc = _scores("policy_chosen_logps", policy_chosen_logps, logprob=True)
+    pc = _scores("policy_chosen_logps", policy_chosen_logps)
     n = pc.shape[0]
-    pr = _scores("policy_rejected_logps", policy_rejected_logps, n, logprob=True)
+    pr = _scores("policy_rejected_logps", policy_rejected_logps, n)
     for name, x in (("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
         if x is None:
             raise fail(name, "reference scores (MNPO's anchor includes the reference)", "None")
-        _scores(name, x, n, logprob=True)
+        _scores(name, x, n)
     logps, coefs = [ref_chosen_logps], [rho]
     logps_r = [ref_rejected_logps]
     if rho != 1:
@@ -776,7 +779,6 @@ def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
             if not isinstance(o, torch.Tensor) or o.dim() != 2 or o.shape[0] != n:
                 raise fail(name, f"a (B={n}, J) tensor of opponents' scores when rho != 1", describe(o))
             check_floating(name, o)
-            check_logprobs(name, o)
         j = opponent_chosen_logps.shape[1]
         if opponent_rejected_logps.shape[1] != j:
             raise fail("opponent_rejected_logps", f"{j} opponents", describe(opponent_rejected_logps))
@@ -810,12 +812,12 @@ def apo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_reject
     (pi_t as the reference); ``alpha`` is a momentum in [0, 1). Not :func:`apo_zero` (Anchored PO). Paper: He
     et al., "Accelerated Preference Optimization for Large Language Model Alignment", 2024, arXiv:2410.06293.
     """
-    pc = _scores("policy_chosen_logps", policy_chosen_logps, logprob=True)
+    pc = _scores("policy_chosen_logps", policy_chosen_logps)
     n = pc.shape[0]
     for name, x in (("policy_rejected_logps", policy_rejected_logps), ("ref_chosen_logps", ref_chosen_logps),
                     ("ref_rejected_logps", ref_rejected_logps), ("prev_chosen_logps", prev_chosen_logps),
                     ("prev_rejected_logps", prev_rejected_logps)):
-        _scores(name, x, n, logprob=True)
+        _scores(name, x, n)
     a_w = geometric_anchor([ref_chosen_logps, prev_chosen_logps], [1 + alpha, -alpha])
     a_l = geometric_anchor([ref_rejected_logps, prev_rejected_logps], [1 + alpha, -alpha])
     u_w, u_l = pc - a_w, policy_rejected_logps - a_l  # the extrapolated anchor is no log-prob
@@ -839,7 +841,7 @@ def mapl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_
     paper's multi-level objective. Paper: "Multi-level Aware Preference Learning: Enhancing RLHF for Complex
     Multi-Instruction Tasks", 2025, arXiv:2505.12845 (formula from the catalogue; not verified).
     """
-    u_w, u_l = pair_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return _finish(margin_loss(beta * (u_w - u_l)), reduction, sample_weight, return_metrics, beta * u_w,
                    beta * u_l)
 
@@ -866,7 +868,7 @@ def _kto_bad(ex):
 
 
 KTO_INPUTS = InputKind("unpaired scores", "(B,) policy and reference sequence scores with (B,) desirable flags",
-                       bad_inputs=_kto_bad, extreme=PAIR_SCORES.extreme)
+                       bad_inputs=_kto_bad, extreme=PAIR_SCORES.extreme, values=LOGPROB_INPUTS)
 
 
 def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
@@ -895,9 +897,9 @@ def kto(policy_logps, ref_logps, desirable, *, beta: float = 0.1, reference_poin
     TRL's ``KTOTrainer`` (``loss_type='kto'``). Paper: Ethayarajh et al., "KTO: Model Alignment as Prospect
     Theoretic Optimization", 2024, arXiv:2402.01306.
     """
-    u = _scores("policy_logps", policy_logps, logprob=True)
+    u = _scores("policy_logps", policy_logps)
     n = u.shape[0]
-    u = u - _scores("ref_logps", ref_logps, n, logprob=True)
+    u = u - _scores("ref_logps", ref_logps, n)
     if not isinstance(desirable, torch.Tensor) or desirable.dtype != torch.bool or tuple(desirable.shape) != (n,):
         raise fail("desirable", f"a boolean tensor of shape ({n},)", describe(desirable))
     z0 = reference_point.detach() if isinstance(reference_point, torch.Tensor) else reference_point
