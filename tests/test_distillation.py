@@ -216,12 +216,12 @@ def test_progressive_self_kd_state():
     torch.testing.assert_close(m(z0[:6], y[:6], index=idx[:6]), F.cross_entropy(z0[:6], y[:6]))  # epoch 0
     m(z0[6:], y[6:], index=idx[6:])
     m.set_epoch(2)
-    assert m.alpha_t == pytest.approx(0.8 * 2 / 5)
+    assert m.alpha_t == pytest.approx(0.8 * 3 / 5)  # (t + 1) / T: the official schedule
     z1 = torch.randn(n, k, generator=g, dtype=torch.float64)
     perm = torch.randperm(n, generator=g)
     saved = {k_: v.clone() for k_, v in m.state_dict().items()}
     got = m(z1[perm], y[perm], index=perm)
-    ref = losskit.ps_kd(z1[perm], z0[perm], y[perm], alpha=0.32)
+    ref = losskit.ps_kd(z1[perm], z0[perm], y[perm], alpha=0.48)
     torch.testing.assert_close(got, ref)
     # state_dict round trip: a fresh module loaded with the saved state gives the same update
     m2 = losskit.ProgressiveSelfKD(n, k, total_epochs=5, alpha_T=0.8, dtype=torch.float64)

@@ -305,7 +305,10 @@ def dho_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
     the mean: the semi-supervised setting of the paper. Samples whose target is ``ignore_index``
     contribute nothing (0, not counted), as in every losskit objective. († the paper's split of
     labelled/unlabelled batches into separate means is not reproduced; weight samples with
-    ``sample_weight`` for that.) At inference mix the heads with :func:`dho_predict`.
+    ``sample_weight`` for that: the official step (erjui/DHO, ``train_imgnet.py``: ``0.5 CE_L + 0.5 (KD_L +
+    KD_U)``, each a mean over its own batch, ``T = 2``) is ``sample_weight`` ``1/L`` and ``1/U`` with
+    ``reduction='sum'``, ``lam=0.5, temperature=2.0``; the default ``temperature=1.0`` is not the official
+    scripts' 2.0.) At inference mix the heads with :func:`dho_predict`.
 
     Paper: Simple Semi-supervised Knowledge Distillation from Vision-Language Models via Dual-Head
     Optimization (Kang et al., 2025, arXiv:2505.07675).
@@ -390,7 +393,9 @@ class ProgressiveSelfKD(nn.Module):
 
     ``ProgressiveSelfKD(num_samples, num_classes, total_epochs, alpha_T=0.8)``; call
     ``loss = m(student_logits, target, index=idx)`` with the samples' dataset indices, and
-    ``m.set_epoch(t)`` at the start of epoch ``t`` (0-based; ``α_t = α_T · t / total_epochs``). Each
+    ``m.set_epoch(t)`` at the start of epoch ``t`` (0-based; ``α_t = α_T · (t + 1) / total_epochs``, as
+    the official code, lgcnsai/PS-KD-Pytorch ``main.py``: the paper's ``t / T`` with 1-based epochs, so
+    the last epoch uses ``α_T``). Each
     call reads the stored predictions of ``index`` from the previous epoch (epoch 0: none, plain CE),
     then stores the current (detached) predictions. The memory is a buffer, so it moves with
     ``.to(device)`` and round-trips through ``state_dict``. Memory: ``num_samples × num_classes``
@@ -414,7 +419,7 @@ class ProgressiveSelfKD(nn.Module):
 
     @property
     def alpha_t(self) -> float:
-        return self.alpha_T * min(int(self.epoch), self.total_epochs) / self.total_epochs
+        return self.alpha_T * min(int(self.epoch) + 1, self.total_epochs) / self.total_epochs
 
     def forward(self, student_logits: torch.Tensor, target: torch.Tensor, *, index: torch.Tensor,
                 sample_weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -49,7 +49,9 @@ def sinkhorn_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targ
 
     † Our reading of the paper's batch-wise reformulation (the N x N cost between the student's and the
     teacher's predictions in a batch, Sinkhorn distance over it); the squared Euclidean cost between
-    probability vectors and the dual (entropic) value are our choices, stated here. With ``target``
+    probability vectors and the dual (entropic) value are our choices, stated here. The authors' code
+    (2018cx/SinKD, ``loss.py``) differs: ``0.001 * <P, W>`` with the L1 cost ``W``, ``T = 2``, ``eps = 0.1`` and
+    ``P`` ten unconverged row/column normalisations of ``exp(-W/eps)`` (no option reproduces it). With ``target``
     (class indices) the loss is ``alpha * L + (1 - alpha) * CE(z_s, target)``, ``alpha`` in [0, 1];
     samples whose label is ``ignore_index`` leave both terms (the OT is between the kept samples' clouds,
     the CE mean is over the kept samples; an all-ignored batch gives 0). ``tau, eps, tol > 0``,

@@ -157,8 +157,10 @@ def eata_entropy(logits: torch.Tensor, *, e_margin: float | None = None, sample_
               S(z) = \\mathrm{sg}\\big[e^{-(H - E_0)}\\big]\\, \\mathbb 1[H < E_0], \\quad E_0 = 0.4 \\ln K
 
     Unreliable samples (entropy above the margin E0) get weight 0; the weight is not differentiated
-    (as in the paper's code). ``'mean'`` averages over all samples, filtered ones counting as 0 (the
-    paper sums over the selected samples and divides by the batch); pair it with
+    (as in the paper's code). ``'mean'`` averages over all samples, filtered ones counting as 0, so
+    a batch's scale does not jump with the number of samples kept; the official code
+    (mr-eggplant/EATA, ``eata.py``) averages over the *selected* samples only, i.e.
+    ``loss(reduction='sum') / n_selected`` (tests/oracles/test_regularizer_oracles.py); pair it with
     :func:`fisher_penalty` for the anti-forgetting term. The redundancy filter (cosine similarity to
     a moving average of predictions) is left to the training loop: pass its result as
     ``sample_weight``. ``e_margin`` E0 > 0 (entropies are >= 0, so E0 <= 0 would keep no sample;

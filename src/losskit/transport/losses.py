@@ -151,7 +151,10 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | N
 
     (unbalanced, ``rho`` given: plus ``eps/2 (|a| - |b|)^2``, the mass term of Séjourné et al. 2019).
     The self terms use the symmetric averaged iteration. Interpolates between ``W_c`` (eps -> 0) and
-    ``MMD^2/2`` with kernel ``-C`` (eps -> infinity). Arguments as :func:`sinkhorn`.
+    ``MMD^2/2`` with kernel ``-C`` (eps -> infinity). Arguments as :func:`sinkhorn`. GeomLoss (the
+    paper's code) uses ``|x - y|^2 / 2`` for ``p = 2`` and ``eps = blur^p``: its
+    ``SamplesLoss('sinkhorn', p=2, blur=s)`` is ``0.5 * sinkhorn_divergence(x, y, eps=2 s^2)`` once its
+    annealed loop has converged (tests/oracles/test_transport_oracles.py).
 
     Paper: Feydy, Séjourné, Vialard, Amari, Trouvé, Peyré, "Interpolating between Optimal Transport and
     MMD using Sinkhorn Divergences", 2019, arXiv:1810.08278 (Genevay, Peyré, Cuturi 2018).
@@ -191,7 +194,12 @@ def monge_gap(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None
     It is 0 (up to the entropic bias, ``>= -eps H(a)``, ``H(a) = log n`` for uniform a) exactly when T
     moves the points c-optimally (e.g. T = gradient of a convex function for the squared Euclidean
     cost), and positive otherwise; used as a regulariser when fitting a transport map. Gradients flow to
-    both x and y (envelope theorem for the OT term). Solver options as :func:`sinkhorn`.
+    both x and y (envelope theorem for the OT term). Solver options as :func:`sinkhorn`. OTT's
+    ``monge_gap_from_samples`` subtracts ``ent_reg_cost = OT_eps - eps (H(a) + H(b))`` instead of the
+    dual value ``OT_eps``: ``ott = losskit + 2 eps H(a)`` (a constant, ``2 eps log n`` for uniform
+    weights; same gradients), and its default ``epsilon`` is relative (0.05 x the mean cost) where
+    ``eps`` here is absolute. We keep the dual value so the gap vanishes (up to the entropic bias)
+    at an optimal map, as the paper's Eq. (8) reads (tests/oracles/test_transport_oracles.py).
 
     Paper: Uscidda, Cuturi, "The Monge Gap: A Regularizer to Learn All Transport Maps", 2023,
     arXiv:2302.04953.
