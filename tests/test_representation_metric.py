@@ -259,12 +259,12 @@ def ref_multi_similarity(x, labels, alpha, beta, base):
 def test_multi_similarity_matches_loops_and_pml():
     x = _rand(10, 4, seed=17)
     lab = torch.tensor([0, 1, 0, 2, 1, 0, 3, 2, 1, 1])
-    got = losskit.multi_similarity(x, lab, reduction="none")
+    got = losskit.multi_similarity(x, lab, miner=None, reduction="none")
     np.testing.assert_allclose(got.numpy(), ref_multi_similarity(x.numpy(), lab.numpy(), 2.0, 50.0, 0.5),
                                rtol=1e-12, atol=1e-12)
     # mapping: PML MultiSimilarityLoss(alpha, beta, base), cosine similarity, mean over all anchors
     ref = pml.MultiSimilarityLoss(alpha=3.0, beta=20.0, base=0.2)(x, lab)
-    got = losskit.multi_similarity(x, lab, alpha=3.0, beta=20.0, base=0.2)
+    got = losskit.multi_similarity(x, lab, alpha=3.0, beta=20.0, base=0.2, miner=None)
     assert got.item() == pytest.approx(ref.item(), abs=1e-10)
 
 

@@ -35,7 +35,7 @@ def ref_log_gs(z1, z2, tau):
 def test_tempnet_dro_matches_loops():
     z1, z2 = _rand(6, 4, seed=1), _rand(6, 4, seed=2)
     tau = torch.tensor([0.1, 0.2, 0.5, 0.05, 0.7, 0.3], dtype=torch.float64)
-    got = losskit.tempnet_dro(z1, z2, tau, rho=0.3, reduction="none")
+    got = losskit.tempnet_dro(z1, z2, tau, rho=0.3, negatives="all", reduction="none")
     ref = tau.numpy()[:, None] * (ref_log_g(z1.numpy(), z2.numpy(), tau.numpy()) + 0.3)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
 
@@ -45,7 +45,8 @@ def test_isogclr_first_visit_equals_dro_loss_and_state_moves():
     state = ISogCLRState(20, tau_init=0.4, dtype=torch.float64)
     index = torch.tensor([3, 17, 0, 9, 12])
     first = losskit.isogclr(z1, z2, index, state=state, rho=0.3, reduction="none")
-    ref = losskit.tempnet_dro(z1, z2, torch.full((5,), 0.4, dtype=torch.float64), rho=0.3, reduction="none")
+    ref = losskit.tempnet_dro(z1, z2, torch.full((5,), 0.4, dtype=torch.float64), rho=0.3, negatives="all",
+                               reduction="none")
     torch.testing.assert_close(first, ref, rtol=1e-12, atol=1e-12)
     lg1 = ref_log_gs(z1.numpy(), z2.numpy(), np.full(5, 0.4))
     np.testing.assert_allclose(state.log_u[index].numpy(), lg1, rtol=1e-12)

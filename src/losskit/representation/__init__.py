@@ -27,8 +27,12 @@ from .contrastive import (
     supcon,
 )
 from .metric import (
+    BatchHardMiner,
     ContrastiveMarginLoss,
     MultiSimilarityLoss,
+    MultiSimilarityMiner,
+    PairMarginMiner,
+    PairMiner,
     ProtoTripletLoss,
     TCMLoss,
     TripletMarginLoss,
@@ -63,7 +67,7 @@ __all__ = [
     "barlow_twins", "BarlowTwinsLoss", "vicreg", "VICRegLoss", "mixed_barlow_twins", "MixedBarlowTwinsLoss",
     "triplet_margin", "TripletMarginLoss", "contrastive_margin", "ContrastiveMarginLoss",
     "multi_similarity", "MultiSimilarityLoss", "tcm", "TCMLoss",
-    "proto_triplet", "ProtoTripletLoss",
+    "proto_triplet", "ProtoTripletLoss", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
     "isogclr", "ISogCLRLoss", "ISogCLRState", "TempNet", "tempnet_dro", "TempNetDROLoss", "tempnet_lm",
     "TempNetLMLoss",
 ]

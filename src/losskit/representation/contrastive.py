@@ -208,11 +208,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, normalize: b
 @objective(
     "supcon", family=FAMILY, input_kind=FEATURES_LABELS, example=features_labels_example, paper=SUPCON,
     per_sample=False, properties={"nonnegative"}, module_name="SupConLoss",
-    domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "denominator": Choice("all", "decoupled", "negatives")},
+    domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE, "denominator": Choice("all", "decoupled", "negatives"),
+             "no_positive": Choice("skip", "zero")},
     formula="l_a = -1/|P(a)| sum_{p in P(a)} log [exp(s_ap/tau) / sum_{k != a} exp(s_ak/tau)]",
 )
 def supcon(features: torch.Tensor, labels: torch.Tensor | None = None, *, temperature=0.1,
-           denominator: str = "all", normalize: bool = True, gather: bool = False, group=None,
+           denominator: str = "all", no_positive: str = "skip", normalize: bool = True, gather: bool = False, group=None,
            block_size: int | None = None, sample_weight: torch.Tensor | None = None,
            reduction: str = "mean") -> torch.Tensor:
     """Supervised contrastive loss (SupCon, the paper's L_out): every anchor pulls all same-label samples.
@@ -222,7 +223,11 @@ def supcon(features: torch.Tensor, labels: torch.Tensor | None = None, *, temper
 
     ``features``: (N, D), or (N, V, D) with V views per sample (all N V rows are anchors).
     ``labels``: (N,) integers; ``None`` makes the views of one sample its only positives (SimCLR).
-    Anchors without any positive are left out of the 'mean' (their 'none' loss is 0).
+    Anchors without any positive: ``no_positive='skip'`` (default) leaves them out of the 'mean' (as
+    pytorch-metric-learning's ``SupConLoss``); ``'zero'`` counts them as 0 in the mean over all anchors,
+    as the authors' code does since Dec 2023 (HobbitLong/SupContrast ``losses.py``, commit 72fd989:
+    before it they gave NaN). Their 'none' loss is 0 either way. The paper's setting (V >= 2 views)
+    gives every anchor a positive (its other views), where both agree; so the default stays 'skip'.
     ``denominator``: ``'all'`` (the paper), ``'decoupled'`` (each positive competes only with the
     negatives -- other positives leave the denominator; with one positive per anchor this equals
     ``'all'``), ``'negatives'`` (the positive leaves too, as in DCL). The paper's extra factor
@@ -239,10 +244,15 @@ def supcon(features: torch.Tensor, labels: torch.Tensor | None = None, *, temper
     x = embed("features", features if features.dim() == 3 else features.unsqueeze(1), normalize)
     if features.dim() == 2 and labels is None:
         raise fail("labels", "labels (N,) for (N, D) features (or (N, V, D) multi-view features)", "None")
+    if no_positive not in ("skip", "zero"):
+        raise fail("no_positive", "'skip' or 'zero'", repr(no_positive))
     loss, has_pos = _supcon_rows(x, labels, tau, denominator, gather=gather, group=group,
                                  block_size=block_size)
     if features.dim() == 2:
         loss, has_pos = loss[:, 0], has_pos[:, 0]
+    if no_positive == "zero":
+        loss = torch.where(has_pos, loss, loss.new_zeros(()))
+        return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
     return finish(loss, reduction, sample_weight=sample_weight, mask=has_pos, gathered=gather, group=group)
 
 

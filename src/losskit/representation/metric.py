@@ -1,8 +1,19 @@
-"""Pair-margin metric learning on one core: distance -> pairs -> hinge -> reducer.
+"""Pair-margin metric learning on one core: distance -> pairs -> (miner) -> hinge -> reducer.
 
 :func:`pairs` builds, for local anchors against (gathered) candidates, the distance matrix under a
-pluggable distance and the positive / negative pair masks (self excluded); the objectives here are
-a hinge on margins of those pairs and a reducer.
+pluggable distance and the positive / negative pair masks (self excluded); a *pair miner* (optional)
+keeps a subset of those pairs; the objectives here are a hinge on margins of the kept pairs and a reducer.
+
+Pair miners
+    A miner is a callable ``miner(dist, pos, neg) -> (pos, neg)``: from the (detached) distances
+    ``dist`` (n, M) of the anchors to the candidates (lower = closer; for cosine losses ``1 - cos``)
+    and the label-defined boolean masks, it returns the boolean masks of the pairs to keep. The losses
+    keep ``pos & mined_pos`` and ``neg & mined_neg`` (a miner can only remove pairs) and never
+    differentiate through the choice. :class:`MultiSimilarityMiner`, :class:`BatchHardMiner` and
+    :class:`PairMarginMiner` are provided (as in pytorch-metric-learning); ``miner=`` of
+    :func:`triplet_margin`, :func:`contrastive_margin` and :func:`multi_similarity` takes one of them,
+    its name (default settings), or any callable of that signature (e.g. fixed masks:
+    ``miner=lambda d, p, n: (p & P, n & N)``).
 """
 
 from __future__ import annotations
@@ -13,13 +24,15 @@ import torch
 
 from .._core import Paper, check_reduction, fail, finish, objective
 from .._core import distributed as D
-from .._core.domains import FLAG, NONNEGATIVE, POSITIVE, Choice, Real
+from .._core.domains import FLAG, NONNEGATIVE, POSITIVE, Choice, Either, Maybe, Real
+from .._core.domains import Callable as CallableOption
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, require
 from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
 from .core import DISTANCE, check_int_labels, distance_matrix, embed, masked_logsumexp
 
-__all__ = ["pairs", "Pairs", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+__all__ = ["pairs", "Pairs", "mine", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
+           "MINERS", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
 
 FAMILY = "representation"
@@ -72,6 +85,104 @@ def pairs(embeddings, labels, *, distance="euclidean", normalize=False, gather=F
     return Pairs(distance_matrix(x, c, distance, names=(name, name)), same & not_self, ~same)
 
 
+# ------------------------------------------------------------------------------------- pair miners
+class PairMiner:
+    """A pair miner: ``miner(dist, pos, neg) -> (pos, neg)`` boolean masks of the pairs to keep.
+
+    ``dist`` (n, M): detached distances of the anchors to the candidates (lower = closer); ``pos``,
+    ``neg``: the label-defined pair masks (self excluded). Subclasses implement :meth:`__call__`
+    row-wise (each anchor on its own), so mining is the same with ``gather=True``.
+    """
+
+    def __call__(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+def _row_max(d, mask):
+    return torch.where(mask, d, d.new_full((), float("-inf"))).amax(1, keepdim=True)
+
+
+def _row_min(d, mask):
+    return torch.where(mask, d, d.new_full((), float("inf"))).amin(1, keepdim=True)
+
+
+class MultiSimilarityMiner(PairMiner):
+    """Multi-Similarity pair mining (Wang et al. 2019, Sec. 3.3), with similarities ``S = 1 - dist``:
+    a negative pair is kept if ``S_an + epsilon > min_p S_ap``, a positive pair if
+    ``S_ap - epsilon < max_n S_an`` (strict, over the anchor's label-defined pairs). An anchor without
+    a positive keeps no negative, one without a negative keeps no positive. ``epsilon`` >= 0
+    (0.1 in the paper and the authors' code, and pytorch-metric-learning's ``MultiSimilarityMiner``).
+    """
+
+    def __init__(self, epsilon: float = 0.1):
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon >= 0:
+            raise fail("epsilon", "a real number in [0, inf)", repr(epsilon))
+        self.epsilon = float(epsilon)
+
+    def __call__(self, dist, pos, neg):
+        # in distances: S_an + eps > min_p S_ap  <=>  d_an - eps < max_p d_ap (and symmetrically)
+        far_pos = _row_max(dist, pos)
+        near_neg = _row_min(dist, neg)
+        return pos & (dist + self.epsilon > near_neg), neg & (dist - self.epsilon < far_pos)
+
+
+class BatchHardMiner(PairMiner):
+    """Batch-hard mining (Hermans, Beyer, Leibe 2017, "In Defense of the Triplet Loss for Person
+    Re-Identification", arXiv:1703.07737): per anchor, the farthest positive and the nearest negative
+    (all of them when tied). With :func:`triplet_margin` this is its ``mining='batch_hard'``; with
+    pair losses, each anchor's hardest pair of each kind."""
+
+    def __call__(self, dist, pos, neg):
+        return pos & (dist == _row_max(dist, pos)), neg & (dist == _row_min(dist, neg))
+
+
+class PairMarginMiner(PairMiner):
+    """Pairs that violate a margin (pytorch-metric-learning's ``PairMarginMiner``): positives with
+    ``dist > pos_margin``, negatives with ``dist < neg_margin``. Margins are real numbers (distances)."""
+
+    def __init__(self, pos_margin: float = 0.2, neg_margin: float = 0.8):
+        for name, v in (("pos_margin", pos_margin), ("neg_margin", neg_margin)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                raise fail(name, "a real number", repr(v))
+        self.pos_margin, self.neg_margin = float(pos_margin), float(neg_margin)
+
+    def __call__(self, dist, pos, neg):
+        return pos & (dist > self.pos_margin), neg & (dist < self.neg_margin)
+
+
+#: The miners ``miner=`` accepts by name (with their default settings).
+MINERS = {"multi_similarity": MultiSimilarityMiner, "batch_hard": BatchHardMiner, "pair_margin": PairMarginMiner}
+
+#: A ``miner=`` option: None (every pair), a name in :data:`MINERS`, or a callable (dist, pos, neg) -> (pos, neg).
+MINER = Maybe(Either(Choice(*MINERS), CallableOption("a pair miner: a callable (dist, pos, neg) -> (pos, neg) masks")))
+
+
+def mine(pr: Pairs, miner) -> Pairs:
+    """The pairs ``pr`` kept by ``miner`` (None, a name in :data:`MINERS` or a callable); distances keep
+    their gradient, the masks are chosen without one."""
+    if miner is None:
+        return pr
+    if isinstance(miner, str):
+        if miner not in MINERS:
+            raise fail("miner", f"None, one of {sorted(MINERS)} or a callable (dist, pos, neg) -> (pos, neg)",
+                       repr(miner))
+        miner = MINERS[miner]()
+    with torch.no_grad():
+        out = miner(pr.dist.detach(), pr.pos, pr.neg)
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(m, torch.Tensor) for m in out)):
+        raise fail("miner", "a callable returning a (pos, neg) pair of boolean masks", f"{type(out).__name__}")
+    mp, mn = out
+    for what, m in (("positive", mp), ("negative", mn)):
+        if m.dtype != torch.bool or tuple(m.shape) != tuple(pr.dist.shape):
+            raise fail("miner", f"a {what} mask of dtype bool and shape {tuple(pr.dist.shape)}",
+                       f"{m.dtype} of shape {tuple(m.shape)}")
+    return Pairs(pr.dist, pr.pos & mp, pr.neg & mn)
+
+
 def _masked_mean(v, mask):
     cnt = mask.sum(1)
     s = torch.where(mask, v, v.new_zeros(())).sum(1)
@@ -99,19 +210,22 @@ def _all_triplets_mean(d, pos, neg, margin):
     "triplet_margin", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=FACENET, per_sample=False,
     properties={"nonnegative"}, module_name="TripletMarginLoss",
-    domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice("all", "batch_hard"), "normalize": FLAG},
+    domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice("all", "batch_hard"), "normalize": FLAG,
+             "miner": MINER},
     formula="l_a = mean_{p in P(a), n in N(a)} [d(a, p) - d(a, n) + m]_+  (mining='all'); "
             "batch_hard: [max_p d(a, p) - min_n d(a, n) + m]_+",
 )
 def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float = 0.2,
-                   distance="euclidean", mining: str = "all", normalize: bool = False, gather: bool = False,
-                   group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+                   distance="euclidean", mining: str = "all", normalize: bool = False, miner=None,
+                   gather: bool = False, group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Triplet margin loss over the batch's triplets, with a pluggable distance.
 
     .. math:: \\ell_a = \\operatorname{mean}_{p \\in P(a),\\, n \\in N(a)} [d(a,p) - d(a,n) + m]_+
 
     ``mining='all'``: every (positive, negative) of the anchor; ``'batch_hard'`` (Hermans et al.):
-    the farthest positive and nearest negative only. ``distance``: ``'euclidean'``,
+    the farthest positive and nearest negative only. ``miner``: a pair miner (see the module docstring;
+    None, the default, keeps every pair) applied before the triplets are formed: the triplets of an
+    anchor are its kept positives times its kept negatives. ``distance``: ``'euclidean'``,
     ``'squared_euclidean'``, ``'cosine'`` (1 - cos) or a callable ``(x (n, D), y (m, D)) -> (n, m)``.
     Anchors without a positive or a negative are left out of the mean ('none' gives 0 there). ``margin``
     >= 0. Euclidean distances whose squares overflow the dtype raise (naming ``embeddings``).
@@ -124,7 +238,7 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     check_reduction(reduction)
     if mining not in ("all", "batch_hard"):
         raise fail("mining", "'all' or 'batch_hard'", repr(mining))
-    pr = pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group)
+    pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
     d = pr.dist
     has = pr.pos.any(1) & pr.neg.any(1)
     if mining == "all":
@@ -143,12 +257,12 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=HADSELL, per_sample=False,
     properties={"nonnegative"}, module_name="ContrastiveMarginLoss",
     domains={"pos_margin": NONNEGATIVE, "neg_margin": NONNEGATIVE, "power": Real(1.0, None), "distance": DISTANCE,
-             "normalize": FLAG},
+             "normalize": FLAG, "miner": MINER},
     formula="l_a = mean_{p} [d(a, p) - m+]_+^q + mean_{n} [m- - d(a, n)]_+^q",
 )
 def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_margin: float = 0.0,
                        neg_margin: float = 1.0, power: float = 2.0, distance="euclidean", normalize: bool = False,
-                       gather: bool = False, group=None, sample_weight: torch.Tensor | None = None,
+                       miner=None, gather: bool = False, group=None, sample_weight: torch.Tensor | None = None,
                        reduction: str = "mean") -> torch.Tensor:
     """Contrastive (pair margin) loss: positives pulled within ``pos_margin``, negatives pushed past ``neg_margin``.
 
@@ -156,13 +270,14 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
               + \\operatorname{mean}_{n \\in N(a)} [m^- - d(a,n)]_+^q
 
     Hadsell et al.'s loss is ``q = 2, m+ = 0``; the distance is pluggable as in :func:`triplet_margin`.
-    A term with no pair for the anchor is 0. Margins >= 0; ``power`` q >= 1 (q < 1 has an infinite
+    A term with no pair for the anchor is 0. ``miner``: a pair miner (module docstring; None keeps every
+    pair): the means run over the kept pairs. Margins >= 0; ``power`` q >= 1 (q < 1 has an infinite
     gradient at the margin).
 
     Paper: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", 2006.
     """
     check_reduction(reduction)
-    pr = pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group)
+    pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
     pos, _ = _masked_mean(torch.relu(pr.dist - pos_margin).pow(power), pr.pos)
     neg, _ = _masked_mean(torch.relu(neg_margin - pr.dist).pow(power), pr.neg)
     return finish(pos + neg, reduction, sample_weight=sample_weight, gathered=gather, group=group)
@@ -172,11 +287,12 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
     "multi_similarity", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=MS, per_sample=False,
     properties={"nonnegative"}, module_name="MultiSimilarityLoss",
-    domains={"alpha": POSITIVE, "beta": POSITIVE, "base": COSINE},
-    formula="l_a = 1/alpha log(1 + sum_p e^{-alpha (S_ap - base)}) + 1/beta log(1 + sum_n e^{beta (S_an - base)})",
+    domains={"alpha": POSITIVE, "beta": POSITIVE, "base": COSINE, "miner": MINER},
+    formula="l_a = 1/alpha log(1 + sum_{p mined} e^{-alpha (S_ap - base)}) + 1/beta log(1 + sum_{n mined} e^{beta (S_an - base)}); "
+            "mined: S_an + 0.1 > min_p S_ap, S_ap - 0.1 < max_n S_an",
 )
 def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: float = 2.0, beta: float = 50.0,
-                     base: float = 0.5, gather: bool = False, group=None,
+                     base: float = 0.5, miner="multi_similarity", gather: bool = False, group=None,
                      sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Multi-similarity loss: soft weighting of all positive and negative pairs by their cosine similarity.
 
@@ -184,16 +300,25 @@ def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: f
               + \\frac1\\beta \\log\\Big(1 + \\sum_{n \\in N(a)} e^{\\beta (S_{an} - \\lambda)}\\Big)
 
     S: cosine similarities; ``base`` is lambda, in [-1, 1]; ``alpha``, ``beta`` > 0 (a negative beta would
-    reward similar negatives). Computed as ``softplus(logsumexp(...))`` (exact, no
-    overflow at beta = 50). The paper's pair mining step is not part of the loss (mine beforehand
-    if wanted); like pytorch-metric-learning's ``MultiSimilarityLoss`` (same defaults alpha = 2,
-    beta = 50, base = 0.5) the mean is over all anchors. ``'none'`` returns (N,).
+    reward similar negatives). Computed as ``softplus(logsumexp(...))`` (exact, no overflow at beta = 50).
+
+    The sums run over the *mined* pairs: by default the paper's own mining step (Sec. 3.3,
+    :class:`MultiSimilarityMiner`, epsilon = 0.1: a negative is kept if ``S_an + 0.1 > min_p S_ap``, a
+    positive if ``S_ap - 0.1 < max_n S_an``), which the paper's reported results and the authors' code
+    (MalongTech/research-ms-loss, ``ret_benchmark/losses/multi_similarity_loss.py``) use. ``miner=None``
+    sums over every pair: pytorch-metric-learning's ``MultiSimilarityLoss`` without a miner; any other pair miner (module docstring) can be passed. The mean is over
+    all anchors, those left without pairs counting 0, as in both. The authors' code also drops
+    positive pairs of similarity >= 1 - 1e-5 (it removes the anchor itself that way, so duplicates of
+    the anchor go too; losskit removes the anchor by index only) and fails on an anchor without a
+    positive or a negative (losskit gives it 0, as pytorch-metric-learning's miner + loss). Defaults
+    alpha = 2, beta = 50, base = 0.5 as pytorch-metric-learning (the authors' config: beta = 40, base 0.5).
+    ``'none'`` returns (N,).
 
     Paper: Wang, Han, Huang, Dong, Scott, "Multi-Similarity Loss with General Pair Weighting for Deep
     Metric Learning", 2019, arXiv:1904.06627.
     """
     check_reduction(reduction)
-    pr = pairs(embeddings, labels, distance="cosine", gather=gather, group=group)
+    pr = mine(pairs(embeddings, labels, distance="cosine", gather=gather, group=group), miner)
     s = 1 - pr.dist
     pos = torch.nn.functional.softplus(masked_logsumexp(-alpha * (s - base), pr.pos)) / alpha
     neg = torch.nn.functional.softplus(masked_logsumexp(beta * (s - base), pr.neg)) / beta

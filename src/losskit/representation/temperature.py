@@ -12,13 +12,13 @@ from torch import nn
 
 from .._core import Paper, fail, finish, objective
 from .._core import distributed as D
-from .._core.domains import FLAG, NONNEGATIVE, Domain
+from .._core.domains import FLAG, NONNEGATIVE, Choice, Domain
 from .._core.inputs import LOGITS_LABELS
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, check_labels, check_rows, require
 from ._inputs import pair_example, scale_all
-from .contrastive import _pair, _supcon_rows
-from .core import embed
+from .contrastive import _everything, _index_positive, _pair, _supcon_rows
+from .core import contrast, embed
 
 __all__ = ["ISogCLRState", "isogclr", "ISogCLRLoss", "TempNet", "tempnet_dro", "TempNetDROLoss",
            "tempnet_lm", "TempNetLMLoss"]
@@ -42,11 +42,33 @@ def _log_mean_exp_h(z1, z2, tau_rows, normalize, gather=False, group=None):
     return lse - math.log(2 * n - 2)
 
 
-def _check_tau(tau: torch.Tensor, n: int, what: str) -> None:
-    """``tau`` (n,): positive temperatures (a value check: the validation mode, no host synchronisation)."""
+def _cross_log_mean_exp_h(z1, z2, tau1, tau2, normalize, gather=False, group=None):
+    """Cross-modal anchors: log mean_{j != i} exp((s(a_i, b_j) - s(a_i, b_i)) / tau) for a = z1 against
+    b = z2 and for a = z2 against b = z1 (the negatives are the other samples of the *other* view), (N, 2)."""
+    a, b = embed("z1", z1, normalize), embed("z2", z2, normalize)
+    n = a.shape[0]
+    if gather and D.is_distributed(group):
+        n = int(D.global_sum(torch.tensor(float(n), device=a.device), group).item())
+    if n < 2:
+        raise fail("z1", "a batch of at least 2 samples (the negatives are the other samples)", f"shape {tuple(z1.shape)}")
+    out = []
+    for anc, cand, t in ((a, b, tau1), (b, a, tau2)):
+        cands, offset = D.all_gather(cand, group) if gather else (cand, 0)
+        m = cands.shape[0]
+        ids = torch.arange(m, device=cands.device)
+        lse, _ = contrast(anc, cands, tau=t, positives=_index_positive(offset, ids),
+                          den_mask=_everything(m, cands.device), mode="negatives")
+        out.append(lse)
+    return torch.stack(out, 1) - math.log(n - 1)
+
+
+def _check_tau(tau: torch.Tensor, n: int, what: str, per_view: bool = False) -> None:
+    """``tau`` (n,) (or (n, 2) with ``per_view``): positive temperatures (a value check: the validation
+    mode, no host synchronisation)."""
     check_floating("tau", tau)
-    if tuple(tau.shape) != (n,):
-        raise fail("tau", f"one temperature per {what}, shape ({n},)", f"shape {tuple(tau.shape)}")
+    if tuple(tau.shape) != (n,) and not (per_view and tuple(tau.shape) == (n, 2)):
+        shapes = f"shape ({n},)" + (f" or ({n}, 2) (one per view)" if per_view else "")
+        raise fail("tau", f"one temperature per {what}, {shapes}", f"shape {tuple(tau.shape)}")
     require("tau", tau, lambda: (tau <= 0).any(), "positive temperatures", lambda: f"min {tau.min().item():.6g}")
 
 
@@ -261,21 +283,28 @@ TEMP_KIND = InputKind("embedding pair + temperatures", "z1, z2 (N, D) and one te
 
 @objective(
     "tempnet_dro", seed=True, family=FAMILY, input_kind=TEMP_KIND, example=_tempnet_example, paper=TEMPNET, per_sample=False,
-    module_name="TempNetDROLoss", domains={"rho": NONNEGATIVE, "normalize": FLAG},
+    module_name="TempNetDROLoss", domains={"rho": NONNEGATIVE, "normalize": FLAG, "negatives": Choice("cross", "all")},
     formula="l_i = tau_i log mean_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + rho tau_i",
 )
 def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: float = 0.1,
-                normalize: bool = True, gather: bool = False, group=None,
+                negatives: str = "cross", normalize: bool = True, gather: bool = False, group=None,
                 sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """The DRO contrastive loss that trains a temperature network (TempNet) jointly with the model.
 
     .. math:: \\ell_i = \\tau_i \\log \\frac{1}{|S_i^-|} \\sum_{z \\in S_i^-}
               \\exp\\!\\Big(\\frac{s(x_i, z) - s(x_i, x_i^+)}{\\tau_i}\\Big) + \\rho\\, \\tau_i
 
-    ``tau`` (N,): one temperature per sample, typically ``TempNet(...)(features)`` -- gradients flow
-    into the network. Anchors are both views, negatives the 2N - 2 views of other samples (as in
-    :func:`isogclr`, whose moving-average estimator this loss replaces by the minibatch mean).
-    ``rho`` is the KL-constraint radius (a hyper-parameter; 0.1 is our default, †: tune it).
+    ``tau``: (N,), one temperature per sample, or (N, 2), one per sample and view (the authors' code
+    has one temperature network per modality), typically ``TempNet(...)(features)`` -- gradients flow
+    into the network. Anchors are both views (z1 as anchors against z2 and z2 against z1).
+    ``negatives='cross'`` (default): the N - 1 other samples of the *other* view, as in the authors'
+    code (zhqiu/TempNet, ``Bimodal_CL/models/losses.py``, ``iSogCLR_TempNet_Loss``: image-text pairs,
+    the setting of the paper's contrastive results); ``'all'``: the 2N - 2 views of the other samples
+    (the unimodal form of :func:`isogclr`, whose moving-average estimator this loss replaces by the
+    minibatch mean). The authors' code estimates the inner mean by a moving average across steps
+    (first epoch: the minibatch mean, which is this loss).
+    ``rho`` is the KL-constraint radius (a hyper-parameter; 0.1 is our default, †: tune it; the
+    authors' CLIP runs use 8.0 with tau in [0.005, 0.05]).
     ``'none'`` returns (N, 2). ``gather=True``: negatives from every rank (each rank passes the
     temperatures of its own samples), exact whole-batch value and gradients.
 
@@ -284,10 +313,16 @@ def tempnet_dro(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, rho: f
     """
     _pair(z1, z2)
     n = z1.shape[0]
-    _check_tau(tau, n, "sample")
+    if negatives not in ("cross", "all"):
+        raise fail("negatives", "'cross' or 'all'", repr(negatives))
+    _check_tau(tau, n, "sample", per_view=True)
     t = tau.to(z1.dtype)
-    lg = _log_mean_exp_h(z1, z2, t.repeat_interleave(2), normalize, gather, group)
-    loss = t.unsqueeze(1) * (lg + rho)
+    t2 = t if t.dim() == 2 else t.unsqueeze(1).expand(n, 2)
+    if negatives == "all":
+        lg = _log_mean_exp_h(z1, z2, t2.reshape(-1), normalize, gather, group)
+    else:
+        lg = _cross_log_mean_exp_h(z1, z2, t2[:, 0], t2[:, 1], normalize, gather, group)
+    loss = t2 * (lg + rho)
     return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
