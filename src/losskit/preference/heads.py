@@ -836,7 +836,9 @@ def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
     ``opponent_*_logps``: ``(B, J)`` scores under the opponents (past iterates); ``weights`` lambda_j
     (default uniform; non-negative, summing to 1: the geometric mixture's weights). ``rho`` in [0, 1];
     ``rho = 1`` is :func:`ipo` (``beta > 0`` is the paper's eta). The anchor is
-    :func:`~losskit.preference.geometric_anchor`. Detail not verified against the paper's code. Paper: Wu et
+    :func:`~losskit.preference.geometric_anchor`. Equal to the authors' ``mnpo_loss`` (smiles724/MNPO
+    ``mnpo_scripts/mnpo_trainer.py``) with ``rho = ratio``, ``beta = eta`` and normalised weights; their
+    configs use ratio 1/3, eta 0.0075 (pass them: the default ``rho = 1`` is plain IPO). Paper: Wu et
     al., "Multiplayer Nash Preference Optimization", 2025, arXiv:2509.23102.
     """
     pc = _scores("policy_chosen_logps", policy_chosen_logps, logprob=True)

@@ -388,6 +388,10 @@ def fdpg(policy_logps, proposal_logps, target_logps, *, divergence: str = "rever
     forward KL ``-1/t``, JS ``1/2 log(2t/(1+t))``, TV ``1/2 sign(t - 1)``. ``baseline``: b = the
     importance-weighted mean of R (a control variate: the gradient's expectation is unchanged), else 0. Its
     expected gradient is ``grad D_f(pi_theta || p)`` (exactly, with exact Z). Batch-coupled (Z_hat, b).
+    The authors' code (naver/disco ``disco/tuners/losses/f_divergence.py``) agrees with ``baseline=False`` and
+    its Z set to the batch estimate, except for ``'js'``, where its f' is ``log(2t/(1+t))``, twice this JS
+    generator's (the loss and its gradient are half of theirs: a learning-rate factor); its baseline is a
+    moving average of past rewards and its Z a running estimate, state kept outside the loss.
     Paper: Go et al., "Aligning Language Models with Preferences through f-divergence Minimization", 2023,
     arXiv:2302.08215.
     """
@@ -534,7 +538,10 @@ def disco(logps, labels, kl=None, *, tau: float = 10.0, beta: float = 1e3, delta
     ``labels``: correctness. ``kl``: the KL estimate to the old policy, per question or a scalar; the
     constraint term's gradient is ``beta [KL - delta]_+ grad KL`` (the squared-hinge penalty; ``beta >= 0``,
     the budget ``delta >= 0``, ``tau > 0``). Questions whose answers are all correct or all wrong carry no
-    contrast: their loss is 0 and they are left out of the mean. :func:`disco_b` is the balanced (mean) form.
+    contrast: their loss is 0 and they are left out of the mean (the authors' code, Optimization-AI/DisCO
+    ``core_algos.py``, divides the valid questions' sum by all G questions instead: its loss is this one times
+    n_valid / G, the constraint term apart; its negative term is written ``S / sg(S)``, value 1 with the
+    gradient of ``log S``, so only gradients agree). :func:`disco_b` is the balanced (mean) form.
     Paper: Li et al., "DisCO: Reinforcing Large Reasoning Models with Discriminative Constrained Optimization",
     2025, arXiv:2505.12366.
     """
