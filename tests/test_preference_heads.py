@@ -293,8 +293,12 @@ def test_cpl_against_formula_with_discounting():
     disc = 0.9 ** np.arange(5)
     aw, al = (tok_w.numpy() * disc).sum(-1), (tok_l.numpy() * disc).sum(-1)
     e = -log_expit(0.5 * aw - 0.7 * 0.5 * al) - 0.1 * aw
-    np.testing.assert_allclose(losskit.cpl(sw, sl, beta=0.5, lam=0.7, bc_weight=0.1, reduction="none").numpy(), e,
-                               rtol=1e-12)
+    np.testing.assert_allclose(losskit.cpl(sw, sl, beta=0.5, lam=0.7, bc_weight=0.1, bc_data="chosen",
+                                           reduction="none").numpy(), e, rtol=1e-12)
+    # the official BC term (default bc_data='all'): the mean per-step NLL of both segments, S = 5 steps
+    e_all = -log_expit(0.5 * aw - 0.7 * 0.5 * al) + 0.1 * -(aw + al) / 10
+    np.testing.assert_allclose(losskit.cpl(sw, sl, beta=0.5, lam=0.7, bc_weight=0.1, segment_length=5,
+                                           reduction="none").numpy(), e_all, rtol=1e-12)
 
 
 def test_sparsepo_reduces_to_dpo_and_tdpo_terms():

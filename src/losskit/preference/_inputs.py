@@ -36,7 +36,8 @@ LOGPROB = Values(hi=LOGP_TOLERANCE, description="log-probabilities <= 0 (log pi 
 #: (``InputKind(values=...)``) and the registry's wrapper checks them, in one pass with the finiteness check.
 LOGPROB_INPUTS = dict.fromkeys(
     ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps", "policy_logps",
-     "ref_logps", "prev_chosen_logps", "prev_rejected_logps", "opponent_chosen_logps", "opponent_rejected_logps"),
+     "ref_logps", "policy_kl_logps", "ref_kl_logps", "prev_chosen_logps", "prev_rejected_logps",
+     "opponent_chosen_logps", "opponent_rejected_logps"),
     LOGPROB)
 
 

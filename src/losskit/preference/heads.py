@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from .._core import BadInput, InputKind, Paper, finish, objective
 from .._core.domains import (
+    COUNT,
     FLAG,
     HALF_OPEN_UNIT,
     NONNEGATIVE,
@@ -67,6 +68,9 @@ FLIP_RATE = Real(0.0, 0.5, hi_open=True)
 #: The options every pairwise head shares.
 PAIR_DOMAINS = {"beta": POSITIVE}
 NLL = Maybe(Tensor("a (B,) tensor of chosen NLLs (>= 0)"))
+#: The options of the NLL term of ORPO, CPO and SimPO.
+NLL_DOMAINS = {"nll_reduction": Choice("sequence", "token"),
+               "chosen_lengths": Maybe(Tensor("a (B,) tensor of chosen token counts (>= 0, positive sum)"))}
 
 
 # ------------------------------------------------------------------------------------- the abstraction
@@ -502,31 +506,76 @@ def _log_odds(name, lp):
 
 
 def _nll(chosen_nll, n):
-    """The optional (B,) chosen NLL of ORPO / CPO: a negative log-likelihood, so >= 0."""
+    """The optional (B,) chosen NLL of ORPO / CPO / SimPO: a negative log-likelihood, so >= 0."""
     return check_nonnegative("chosen_nll", _scores("chosen_nll", chosen_nll, n), "NLLs >= 0")
+
+
+NLL_REDUCTIONS = ("sequence", "token")
+
+
+def _nll_term(pc, chosen_nll, chosen_lengths, nll_reduction, *, mean_scores: bool):
+    """Per-pair NLL of the chosen completions (ORPO, CPO, SimPO), whose mean over pairs is the batch's NLL.
+
+    ``'sequence'``: ``chosen_nll`` as given (per pair), default ``-policy_chosen_logps`` (the token mean of
+    each sequence for length-normalised scores, the sum for summed ones). ``'token'``: the token mean over
+    every chosen token of the batch, ``sum_i NLL_i / sum_i n_i`` (TRL's ``nn.CrossEntropyLoss`` over the
+    chosen labels, and the ORPO authors' ``outputs_pos.loss``), written per pair as ``B NLL_i / sum_j n_j``
+    so that ``reduction='mean'`` gives it; ``chosen_nll`` is then each sequence's *summed* NLL, default
+    ``-policy_chosen_logps * n_i`` (mean scores) or ``-policy_chosen_logps`` (summed scores), and
+    ``chosen_lengths`` the ``n_i`` (required).
+    """
+    n = pc.shape[0]
+    if nll_reduction == "sequence":
+        return -pc if chosen_nll is None else _nll(chosen_nll, n)
+    if nll_reduction != "token":
+        raise fail("nll_reduction", f"one of {NLL_REDUCTIONS}", repr(nll_reduction))
+    if chosen_lengths is None:
+        raise fail("chosen_lengths", "a (B,) tensor of chosen token counts for nll_reduction='token'", "None")
+    lengths = check_nonnegative("chosen_lengths", _scores("chosen_lengths", chosen_lengths.to(pc.dtype)
+                                                          if isinstance(chosen_lengths, torch.Tensor)
+                                                          else chosen_lengths, n), "token counts >= 0")
+    total = lengths.sum()
+    require("chosen_lengths", lengths, lambda: ~(total > 0), "token counts with a positive sum",
+            lambda: f"sum {total.item():g}")
+    if chosen_nll is None:
+        seq = -pc * lengths if mean_scores else -pc
+    else:
+        seq = _nll(chosen_nll, n)
+    return seq * (n / total)
 
 
 @_register("orpo", ORPO_PAPER, "L = -lbar_w - beta log sigma(log odds(lbar_w) - log odds(lbar_l)),  "
            "odds(p) = p / (1 - p)", ref=False, mean=True, module_name="ORPOLoss",
-           domains={"chosen_nll": NLL, "nll_weight": NONNEGATIVE})
+           domains={"chosen_nll": NLL, "nll_weight": NONNEGATIVE, **NLL_DOMAINS})
 def orpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
          ref_rejected_logps=None, *, beta: float = 0.1, chosen_nll=None,
-         nll_weight: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+         nll_weight: float = 1.0, nll_reduction: str = "sequence", chosen_lengths=None, sample_weight=None,
+         reduction: str = "mean", return_metrics: bool = False):
     """ORPO: supervised NLL plus an odds-ratio preference term, no reference model.
 
     .. math:: L = \\mathrm{NLL}_w - \\beta\\log\\sigma\\Big(\\log\\frac{P_w}{1-P_w} - \\log\\frac{P_l}{1-P_l}\\Big),
               \\quad \\log P = \\bar\\ell \\text{ (length-normalised)}
 
-    Scores must be length-normalised log-probs (``aggregation='mean'``), strictly negative. ``chosen_nll``
-    defaults to ``-policy_chosen_logps`` (per-sequence token-mean NLL; TRL averages the NLL over all chosen
-    tokens of the batch instead); ``nll_weight=0`` leaves the odds-ratio term alone. ``log(1 - P)`` is
-    ``log(-expm1(log P))``. Rewards in the metrics are ``beta lbar``. Paper: Hong, Lee, Thorne, "ORPO:
+    Scores must be length-normalised log-probs (``aggregation='mean'``), strictly negative; ``nll_weight=0``
+    leaves the odds-ratio term alone. ``log(1 - P)`` is ``log(-expm1(log P))``. Rewards in the metrics are
+    ``beta lbar``.
+
+    The NLL term: ``nll_reduction='sequence'`` (default) is the mean over pairs of each sequence's NLL,
+    ``chosen_nll`` or by default ``-policy_chosen_logps`` (the per-sequence token mean).
+    ``nll_reduction='token'`` averages over every chosen token of the batch, as the authors' code
+    (xfactlab/orpo ``src/orpo_trainer.py``: the model's ``outputs_pos.loss``) and TRL's ``ORPOTrainer``
+    (``nn.CrossEntropyLoss`` over the chosen labels) do: pass ``chosen_lengths`` (B,) token counts and,
+    where the NLL covers other tokens than the score (both count the prompt tokens in it by default),
+    ``chosen_nll`` as each sequence's *summed* NLL; without ``chosen_nll`` it is ``-lbar_w n_w``. The two
+    agree when every chosen completion has the same length. The default stays ``'sequence'`` because the
+    head sees only per-sequence scores: a token mean needs the counts, which only the caller has (the
+    paper's formula, eq. 6, is the per-sequence mean over the batch). Paper: Hong, Lee, Thorne, "ORPO:
     Monolithic Preference Optimization without Reference Model", 2024, arXiv:2403.07691.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)  # < 0 checked below
     ratio = _log_odds("policy_chosen_logps", pc) - _log_odds("policy_rejected_logps", pr)
-    nll = -pc if chosen_nll is None else _nll(chosen_nll, pc.shape[0])
+    nll = _nll_term(pc, chosen_nll, chosen_lengths, nll_reduction, mean_scores=True)
     loss = nll_weight * nll - beta * F.logsigmoid(ratio)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
 
@@ -536,21 +585,25 @@ CPO_PAPER = Paper("Contrastive Preference Optimization: Pushing the Boundaries o
 
 
 @_register("cpo", CPO_PAPER, "L = -log sigma(beta (l_w - l_l)) + alpha NLL_w", ref=False,
-           module_name="CPOLoss", domains={"alpha": NONNEGATIVE, "chosen_nll": NLL, "label_smoothing": FLIP_RATE})
+           module_name="CPOLoss",
+           domains={"alpha": NONNEGATIVE, "chosen_nll": NLL, "label_smoothing": FLIP_RATE, **NLL_DOMAINS})
 def cpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
         ref_rejected_logps=None, *, beta: float = 0.1, alpha: float = 1.0, chosen_nll=None,
-        label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+        nll_reduction: str = "sequence", chosen_lengths=None, label_smoothing: float = 0.0, sample_weight=None,
+        reduction: str = "mean", return_metrics: bool = False):
     """CPO: reference-free DPO plus a behaviour-cloning NLL on the chosen completion.
 
     .. math:: L = -\\log\\sigma(\\beta(\\ell_w - \\ell_l)) + \\alpha\\,\\mathrm{NLL}_w
 
-    ``chosen_nll`` defaults to ``-policy_chosen_logps`` (TRL's CPO trainer uses the token-mean NLL of the
-    batch's chosen tokens: pass it). Paper: Xu et al., "Contrastive Preference Optimization: Pushing the
+    ``chosen_nll`` defaults to ``-policy_chosen_logps`` (the summed NLL of each chosen sequence).
+    ``nll_reduction='token'`` with ``chosen_lengths`` (B,) token counts averages the NLL over every chosen
+    token of the batch, as TRL's CPO trainer does (``chosen_nll`` is then each sequence's summed NLL,
+    default ``-policy_chosen_logps``); see :func:`orpo`. Paper: Xu et al., "Contrastive Preference Optimization: Pushing the
     Boundaries of LLM Performance in Machine Translation", 2024, arXiv:2401.08417.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
-    nll = -pc if chosen_nll is None else _nll(chosen_nll, pc.shape[0])
+    nll = _nll_term(pc, chosen_nll, chosen_lengths, nll_reduction, mean_scores=False)
     loss = margin_loss(beta * (pc - pr), "logistic", label_smoothing=label_smoothing) + alpha * nll
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
 
@@ -560,22 +613,29 @@ SIMPO_PAPER = Paper("SimPO: Simple Preference Optimization with a Reference-Free
 
 
 @_register("simpo", SIMPO_PAPER, "L = -log sigma(beta (lbar_w - lbar_l) - gamma)", ref=False, mean=True,
-           module_name="SimPOLoss", domains={"gamma": NONNEGATIVE, "label_smoothing": FLIP_RATE})
+           module_name="SimPOLoss",
+           domains={"gamma": NONNEGATIVE, "label_smoothing": FLIP_RATE, "nll_weight": NONNEGATIVE,
+                    "chosen_nll": NLL, **NLL_DOMAINS})
 def simpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
           ref_rejected_logps=None, *, beta: float = 2.0, gamma: float = 1.0,
-          label_smoothing: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+          label_smoothing: float = 0.0, nll_weight: float = 0.0, chosen_nll=None, nll_reduction: str = "sequence",
+          chosen_lengths=None, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """SimPO: the length-normalised log-likelihood as reward, with a target margin gamma.
 
     .. math:: L = -\\log\\sigma\\big(\\beta(\\bar\\ell_w - \\bar\\ell_l) - \\gamma\\big)
 
     Feed length-averaged log-probs (``aggregation='mean'``). TRL's CPO trainer with ``loss_type='simpo'``
-    takes ``gamma / beta`` (``simpo_gamma``... ``gamma_beta_ratio``) instead of gamma: gamma = beta x ratio.
-    Paper: Meng, Xia, Chen, "SimPO: Simple Preference Optimization with a Reference-Free Reward", 2024,
+    takes ``gamma / beta`` (``simpo_gamma``... ``gamma_beta_ratio``) instead of gamma: gamma = beta x ratio,
+    and adds ``cpo_alpha`` times the chosen NLL (``nll_weight`` here; 0 by default, as in the SimPO paper;
+    TRL averages it over the batch's chosen tokens: ``nll_reduction='token'`` with ``chosen_lengths``, see
+    :func:`orpo`). Paper: Meng, Xia, Chen, "SimPO: Simple Preference Optimization with a Reference-Free Reward", 2024,
     arXiv:2405.14734.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
     loss = margin_loss(beta * (pc - pr) - gamma, "logistic", label_smoothing=label_smoothing)
+    if nll_weight != 0:
+        loss = loss + nll_weight * _nll_term(pc, chosen_nll, chosen_lengths, nll_reduction, mean_scores=True)
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
 
 
@@ -671,27 +731,45 @@ CPL_PAPER = Paper("Contrastive Preference Learning: Learning from Human Feedback
                   "Hejna, Rafailov, Sikchi, Finn, Niekum, Knox, Sadigh")
 
 
-@_register("cpl", CPL_PAPER, "L = -log sigma(beta s+ - lam beta s-) + bc_weight (-s+),  s = sum_t gamma^t log pi",
-           ref=False, domains={"lam": NONNEGATIVE, "bc_weight": NONNEGATIVE}, seed=True,
+@_register("cpl", CPL_PAPER, "L = -log sigma(beta s+ - lam beta s-) + bc_weight BC,  s = sum_t gamma^t log pi,  "
+           "BC = -(s+ + s-) / (2 S) (bc_data='all') or -s+ / S ('chosen')",
+           ref=False, domains={"lam": NONNEGATIVE, "bc_weight": NONNEGATIVE, "bc_data": Choice("all", "chosen"),
+                               "segment_length": Maybe(COUNT)}, seed=True,
            values=dict.fromkeys(PAIR_SCORES.values, FINITE))
 def cpl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,
-        ref_rejected_logps=None, *, beta: float = 0.1, lam: float = 1.0,
-        bc_weight: float = 0.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+        ref_rejected_logps=None, *, beta: float = 0.1, lam: float = 0.5,
+        bc_weight: float = 0.0, bc_data: str = "all", segment_length: int | None = None, sample_weight=None,
+        reduction: str = "mean", return_metrics: bool = False):
     """Contrastive Preference Learning: regret-based preferences scored by discounted log-likelihoods.
 
     .. math:: L = -\\log\\sigma\\Big(\\alpha\\sum_t\\gamma^t\\log\\pi(a^+_t|s^+_t)
-              - \\lambda\\,\\alpha\\sum_t\\gamma^t\\log\\pi(a^-_t|s^-_t)\\Big) - w_{bc}\\,s^+
+              - \\lambda\\,\\alpha\\sum_t\\gamma^t\\log\\pi(a^-_t|s^-_t)\\Big) + w_{bc}\\,\\mathrm{BC}
 
-    ``beta`` is the paper's temperature alpha (> 0); feed discounted scores (``aggregation='discounted'``,
-    ``gamma``). ``lam < 1`` is the paper's conservative bias (``lam >= 0``); ``lam = 1`` with gamma = 1 is
-    reference-free DPO. ``bc_weight >= 0`` adds the optional behaviour-cloning term on the positive segment.
-    The paper's policies act in continuous spaces, so the scores may be log-densities: their sign is not
-    checked. Paper: Hejna et al., "Contrastive Preference Learning: Learning from Human Feedback without RL",
-    2024, arXiv:2310.13639.
+    ``beta`` is the paper's temperature alpha (> 0; 0.1 in the official configs); feed discounted scores
+    (``aggregation='discounted'``, ``gamma``; the official code sums without discount, gamma = 1). ``lam`` is
+    the conservative bias (``contrastive_bias`` in the official code, ``0 <= lam``): the default 0.5 is the
+    value of the official CPL configs (jhejna/cpl ``configs/*/cpl.yaml``), which produced the paper's CPL
+    results (the paper: lambda < 1 "conservative" CPL); ``lam = 1`` with gamma = 1 is reference-free DPO.
+
+    ``bc_weight >= 0`` adds the optional behaviour-cloning term (``bc_coeff``; 1.0 with ``lam = 1`` in the
+    official ``cpl_bc.yaml``), the negative mean log-likelihood per step, as the official code computes it
+    (``bc_loss = (-lp).mean()`` over the (2B, S) per-step log-probs of both segments, ``bc_data='all'``, its
+    default; ``'pos'`` there is ``bc_data='chosen'``, the chosen segments only). Per pair:
+    ``BC = -(s+ + s-) / (2 S)`` (``'all'``) or ``-s+ / S`` (``'chosen'``), S = ``segment_length`` (the steps
+    per segment; 64 in the official configs), so the mean over pairs is the official term. Without
+    ``segment_length`` the term is per segment, not per step (S = 1: the summed log-likelihood, ``-s+`` for
+    ``'chosen'``, this head's only form before this release). The paper's policies act in continuous
+    spaces, so the scores may be log-densities: their sign is not checked. Paper: Hejna et al., "Contrastive
+    Preference Learning: Learning from Human Feedback without RL", 2024, arXiv:2310.13639; official code
+    jhejna/cpl ``research/algs/cpl.py``.
     """
     _reference_free(ref_chosen_logps, ref_rejected_logps)
     pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
-    loss = margin_loss(beta * (pc - lam * pr)) - bc_weight * pc
+    loss = margin_loss(beta * (pc - lam * pr))
+    if bc_weight != 0:
+        steps = 1 if segment_length is None else segment_length
+        bc = -(pc + pr) / (2 * steps) if bc_data == "all" else -pc / steps
+        loss = loss + bc_weight * bc
     return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * lam * pr)
 
 
@@ -761,7 +839,9 @@ def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
     ``opponent_*_logps``: ``(B, J)`` scores under the opponents (past iterates); ``weights`` lambda_j
     (default uniform; non-negative, summing to 1: the geometric mixture's weights). ``rho`` in [0, 1];
     ``rho = 1`` is :func:`ipo` (``beta > 0`` is the paper's eta). The anchor is
-    :func:`~losskit.preference.geometric_anchor`. Detail not verified against the paper's code. Paper: Wu et
+    :func:`~losskit.preference.geometric_anchor`. Equal to the authors' ``mnpo_loss`` (smiles724/MNPO
+    ``mnpo_scripts/mnpo_trainer.py``) with ``rho = ratio``, ``beta = eta`` and normalised weights; their
+    configs use ratio 1/3, eta 0.0075 (pass them: the default ``rho = 1`` is plain IPO). Paper: Wu et
     al., "Multiplayer Nash Preference Optimization", 2025, arXiv:2509.23102.
     """
     pc = _scores("policy_chosen_logps", policy_chosen_logps)
@@ -880,36 +960,55 @@ def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tenso
 
 
 @objective("kto", family=FAMILY, input_kind=KTO_INPUTS, example=_kto_example, paper=KTO_PAPER,
-           formula="L = w_d (1 - sigma(beta (u - z0))) if desirable else w_u (1 - sigma(beta (z0 - u)))",
+           formula="L = w_d (1 - sigma(beta (u - z0))) if desirable else w_u (1 - sigma(beta (z0 - u))),  "
+                   "z0 = sg max(0, mean(l_KL - l_ref,KL)) over mismatched pairs unless given",
            module_name="KTOLoss",
-           domains={"beta": POSITIVE, "reference_point": Real(0.0, None, tensor=True),
+           domains={"beta": POSITIVE, "reference_point": Maybe(Real(0.0, None, tensor=True)),
                     "desirable_weight": NONNEGATIVE, "undesirable_weight": NONNEGATIVE})
-def kto(policy_logps, ref_logps, desirable, *, beta: float = 0.1, reference_point: float | torch.Tensor = 0.0,
-        desirable_weight: float = 1.0, undesirable_weight: float = 1.0, sample_weight=None,
-        reduction: str = "mean", return_metrics: bool = False):
+def kto(policy_logps, ref_logps, desirable, policy_kl_logps=None, ref_kl_logps=None, *, beta: float = 0.1,
+        reference_point: float | torch.Tensor | None = None, desirable_weight: float = 1.0,
+        undesirable_weight: float = 1.0, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """KTO: a prospect-theoretic value of each completion's implied reward against a reference point.
 
     .. math:: L = \\lambda_D(1 - \\sigma(\\beta(u - z_0)))\\ \\text{(desirable)},\\qquad
               \\lambda_U(1 - \\sigma(\\beta(z_0 - u)))\\ \\text{(undesirable)},\\quad u = \\ell - \\ell_{ref}
 
-    Unpaired: one score per completion with a boolean ``desirable`` flag. ``reference_point`` z0 is the
-    (detached) KL estimate ``>= 0``, see :func:`kto_reference_point`; the class weights are ``>= 0``. Metrics: ``rewards = beta u`` and the flags.
-    TRL's ``KTOTrainer`` (``loss_type='kto'``). Paper: Ethayarajh et al., "KTO: Model Alignment as Prospect
-    Theoretic Optimization", 2024, arXiv:2402.01306.
+    Unpaired: one score per completion with a boolean ``desirable`` flag; the class weights are ``>= 0``.
+    The reference point z0 (the paper's KL term): by default (``reference_point=None``) the batch estimate
+    of the paper (sec. 4.1) and of both implementations, TRL's ``KTOTrainer`` and the authors' HALOs
+    (``KTOTrainer.loss``), ``max(0, mean_j(l'_j - l'_ref,j))`` over ``policy_kl_logps`` / ``ref_kl_logps``,
+    the (M,) scores of *mismatched* (prompt, completion) pairs of the batch (TRL pairs each prompt with
+    another example's completion), detached (:func:`kto_reference_point`). ``reference_point`` (a number
+    or scalar tensor ``>= 0``, detached) overrides it: ``0.0`` is the fixed reference point of earlier
+    releases (TRL's ``apo_zero_unpaired``-style, no KL estimate) and a tensor lets you pass an estimate
+    averaged over ranks (TRL gathers it; HALOs sums over ranks). Without either, the call raises: z0 has
+    no silent default. Metrics: ``rewards = beta u``, the flags and ``reference_point``. Paper: Ethayarajh
+    et al., "KTO: Model Alignment as Prospect Theoretic Optimization", 2024, arXiv:2402.01306.
     """
     u = _scores("policy_logps", policy_logps)
     n = u.shape[0]
     u = u - _scores("ref_logps", ref_logps, n)
     if not isinstance(desirable, torch.Tensor) or desirable.dtype != torch.bool or tuple(desirable.shape) != (n,):
         raise fail("desirable", f"a boolean tensor of shape ({n},)", describe(desirable))
-    z0 = reference_point.detach() if isinstance(reference_point, torch.Tensor) else reference_point
+    if (policy_kl_logps is None) != (ref_kl_logps is None):
+        missing = "ref_kl_logps" if ref_kl_logps is None else "policy_kl_logps"
+        raise fail(missing, "a tensor when the other KL score is given (or both None)", "None")
+    if reference_point is not None:
+        z0 = reference_point.detach() if isinstance(reference_point, torch.Tensor) else reference_point
+    elif policy_kl_logps is not None:
+        pk = _scores("policy_kl_logps", policy_kl_logps)
+        z0 = kto_reference_point(pk, _scores("ref_kl_logps", ref_kl_logps, pk.shape[0]))
+    else:
+        raise fail("reference_point", "a reference point z0 >= 0, or policy_kl_logps and ref_kl_logps (the "
+                   "scores of mismatched pairs) to estimate it from the batch as KTO does", "None")
     good = desirable_weight * torch.sigmoid(-beta * (u - z0))
     bad = undesirable_weight * torch.sigmoid(-beta * (z0 - u))
     loss = torch.where(desirable, good, bad)
     out = finish(loss, reduction, sample_weight=sample_weight)
     if not return_metrics:
         return out
-    return out, {"rewards": (beta * u).detach(), "desirable": desirable}
+    return out, {"rewards": (beta * u).detach(), "desirable": desirable,
+                 "reference_point": torch.as_tensor(z0, dtype=u.dtype, device=u.device).detach()}
 
 
 DPOLoss = dpo.Module

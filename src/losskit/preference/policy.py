@@ -30,6 +30,7 @@ sign-checked.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -50,7 +51,7 @@ from .._core.validate import check_floating, check_unit_interval, describe, requ
 from ..divergences.generators import JS, KL, REVERSE_KL, TV, FGenerator
 from ._inputs import GROUP_SCORES, POLICY_TOKENS, check_logprobs, group_example, policy_example, scale_logps
 
-__all__ = ["grpo", "GRPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
+__all__ = ["grpo", "GRPOLoss", "gspo", "GSPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
            "disco", "disco_b", "AGGREGATIONS", "KL_ESTIMATORS"]
 
 FAMILY = "preference"
@@ -187,7 +188,10 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
         dual_clip: c > 1 bounds the loss of negative advantages by ``-c A`` (dual-clip PPO).
         beta: the KL coefficient, >= 0.
         importance: ``'token'`` or ``'sequence'`` (GSPO: every token of sequence i uses
-            ``s_i = exp(mean_t log(pi/pi_old))``, with the token's gradient; GSPO uses eps ~ 3e-4/4e-4).
+            ``s_i = exp(mean_t log(pi/pi_old))``, with the token's gradient). GSPO also needs its clip range
+            (3e-4 / 4e-4) and per-sequence averaging: use :func:`gspo`, which has them as defaults; ``grpo``
+            warns (``UserWarning``) when ``'sequence'`` meets a token-sum aggregation or the default
+            ``epsilon = 0.2`` (TRL's ``GRPOTrainer`` warns for the aggregation).
         clip: ``'ppo'`` or ``'cispo'`` (``-sg(min(r, 1+eps_high)) A log pi``: the clipped weight is stopped,
             every token keeps a gradient).
         kl_estimator: ``'k1' | 'k2' | 'k3'`` (see :func:`kl_estimate` for their gradients); used if beta > 0.
@@ -202,6 +206,59 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
     Models", 2024, arXiv:2402.03300 (GRPO); DAPO arXiv:2503.14476; Dr. GRPO arXiv:2503.20783; GSPO
     arXiv:2507.18071; CISPO arXiv:2506.13585.
     """
+    if importance == "sequence" and (aggregation != "grpo" or (epsilon == 0.2 and epsilon_high is None)):
+        warnings.warn(
+            "grpo(importance='sequence') with token-level settings (aggregation="
+            f"{aggregation!r}, epsilon={epsilon}, epsilon_high={epsilon_high}): GSPO (arXiv:2507.18071) averages "
+            "per sequence (aggregation='grpo') and clips the sequence ratio at 3e-4 / 4e-4; a token-sum "
+            "aggregation weights each sequence by its length. Use losskit.gspo for the paper's settings.",
+            UserWarning, stacklevel=3)
+    return _surrogate(logps, old_logps, advantages, mask, ref_logps, beta=beta, epsilon=epsilon,
+                      epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
+                      kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,
+                      num_items_in_batch=num_items_in_batch, world_size=world_size, reduction=reduction,
+                      return_metrics=return_metrics)
+
+
+GSPO_PAPER = Paper("Group Sequence Policy Optimization", 2025, "2507.18071", "Zheng et al.")
+
+
+@objective("gspo", family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=GSPO_PAPER,
+           per_sample=False, sample_weight=False, module_name="GSPOLoss", domains=GRPO_DOMAINS,
+           formula="L = -mean_i min(s_i A_i, clip(s_i, 1-eps, 1+eps_high) A_i),  "
+                   "s_i = exp(mean_t log(pi/pi_old)),  eps = 3e-4, eps_high = 4e-4")
+def gspo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.0, epsilon: float = 3e-4,
+         epsilon_high: float | None = 4e-4, dual_clip: float | None = None, importance: str = "sequence",
+         clip: str = "ppo", kl_estimator: str = "k3", aggregation: str = "grpo",
+         max_completion_length: int | None = None, num_items_in_batch=None, world_size: int = 1,
+         reduction: str = "mean", return_metrics: bool = False):
+    """Group Sequence Policy Optimization: :func:`grpo` with the sequence-level ratio and GSPO's defaults.
+
+    .. math:: L = -\\frac1G\\sum_i \\min\\big(s_iA_i,\\ \\mathrm{clip}(s_i, 1-\\varepsilon, 1+\\varepsilon_h)A_i\\big),
+              \\quad s_i = \\Big(\\prod_t \\frac{\\pi(y_{it})}{\\pi_{old}(y_{it})}\\Big)^{1/|y_i|}
+
+    The same computation as :func:`grpo` (one implementation), with the defaults of the GSPO paper:
+    ``importance='sequence'`` (the geometric mean of the token ratios, one clip decision per sequence),
+    ``epsilon = 3e-4`` left and ``epsilon_high = 4e-4`` right (sec. 5.1), ``aggregation='grpo'`` (per-sequence
+    averaging: each sequence counts once, whatever its length), no KL term (``beta = 0``). Every token of
+    sequence i carries ``s_i`` with the gradient of its own log-prob (GSPO-token's form, eq. 13), which for
+    per-sequence advantages equals GSPO's gradient exactly. Matches TRL's ``GRPOTrainer`` with
+    ``importance_sampling_level='sequence'``, ``loss_type='grpo'``, ``epsilon=3e-4``, ``epsilon_high=4e-4``,
+    ``beta=0``. Options and inputs as :func:`grpo` (a token-sum aggregation with ``importance='sequence'``
+    weights sequences by length, as TRL warns). Paper: Zheng et al., "Group Sequence Policy Optimization",
+    2025, arXiv:2507.18071.
+    """
+    return _surrogate(logps, old_logps, advantages, mask, ref_logps, beta=beta, epsilon=epsilon,
+                      epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
+                      kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,
+                      num_items_in_batch=num_items_in_batch, world_size=world_size, reduction=reduction,
+                      return_metrics=return_metrics)
+
+
+def _surrogate(logps, old_logps, advantages, mask, ref_logps, *, beta, epsilon, epsilon_high, dual_clip, importance,
+               clip, kl_estimator, aggregation, max_completion_length, num_items_in_batch, world_size, reduction,
+               return_metrics):
+    """The clipped policy-gradient surrogate of :func:`grpo` and :func:`gspo` (one implementation)."""
     check_floating("logps", logps)
     if logps.dim() != 2:
         raise fail("logps", "(B, T) per-token log-probs", describe(logps))
@@ -331,6 +388,10 @@ def fdpg(policy_logps, proposal_logps, target_logps, *, divergence: str = "rever
     forward KL ``-1/t``, JS ``1/2 log(2t/(1+t))``, TV ``1/2 sign(t - 1)``. ``baseline``: b = the
     importance-weighted mean of R (a control variate: the gradient's expectation is unchanged), else 0. Its
     expected gradient is ``grad D_f(pi_theta || p)`` (exactly, with exact Z). Batch-coupled (Z_hat, b).
+    The authors' code (naver/disco ``disco/tuners/losses/f_divergence.py``) agrees with ``baseline=False`` and
+    its Z set to the batch estimate, except for ``'js'``, where its f' is ``log(2t/(1+t))``, twice this JS
+    generator's (the loss and its gradient are half of theirs: a learning-rate factor); its baseline is a
+    moving average of past rewards and its Z a running estimate, state kept outside the loss.
     Paper: Go et al., "Aligning Language Models with Preferences through f-divergence Minimization", 2023,
     arXiv:2302.08215.
     """
@@ -477,7 +538,10 @@ def disco(logps, labels, kl=None, *, tau: float = 10.0, beta: float = 1e3, delta
     ``labels``: correctness. ``kl``: the KL estimate to the old policy, per question or a scalar; the
     constraint term's gradient is ``beta [KL - delta]_+ grad KL`` (the squared-hinge penalty; ``beta >= 0``,
     the budget ``delta >= 0``, ``tau > 0``). Questions whose answers are all correct or all wrong carry no
-    contrast: their loss is 0 and they are left out of the mean. :func:`disco_b` is the balanced (mean) form.
+    contrast: their loss is 0 and they are left out of the mean (the authors' code, Optimization-AI/DisCO
+    ``core_algos.py``, divides the valid questions' sum by all G questions instead: its loss is this one times
+    n_valid / G, the constraint term apart; its negative term is written ``S / sg(S)``, value 1 with the
+    gradient of ``log S``, so only gradients agree). :func:`disco_b` is the balanced (mean) form.
     Paper: Li et al., "DisCO: Reinforcing Large Reasoning Models with Discriminative Constrained Optimization",
     2025, arXiv:2505.12366.
     """
@@ -503,3 +567,4 @@ def disco_b(logps, labels, kl=None, *, beta: float = 1e3, delta: float = 1e-4, s
 
 
 GRPOLoss = grpo.Module
+GSPOLoss = gspo.Module

@@ -69,7 +69,7 @@ class Preference(Task):
                    "total-variation distance to the known optimum (BT: pi_ref exp(r/beta) normalised; "
                    "cyclic: the game's Nash equilibrium), and to the beta-regularised Nash equilibrium "
                    "of the preference game (pi = pi_ref exp(P pi / beta) / Z, what online IPO, EGPO and "
-                   "Nash-MP target). Every head gets the task's beta. KTO sees chosen as "
+                   "Nash-MP target). Every head gets the task's beta. KTO (z0 from the batch) sees chosen as "
                    "desirable and rejected as undesirable; EGPO's opponent is the current policy (exact "
                    "expectations, plain gradient steps); Nash-MP samples from the policy, previous iterate "
                    "refreshed every epoch")
@@ -163,7 +163,9 @@ class Preference(Task):
                       # EGPO: P(y > y'') against the current policy as opponent (exact expectation)
                       "chosen_preference": (Pf @ pi_now)[c], "rejected_preference": (Pf @ pi_now)[rj]}
             if entry.input_kind.name == "unpaired scores":  # KTO: chosen are desirable, rejected not
-                inputs.update(policy_logps=torch.cat([lp[c], lp[rj]]), ref_logps=torch.cat([ref_lp[c], ref_lp[rj]]),
+                pol, ref = torch.cat([lp[c], lp[rj]]), torch.cat([ref_lp[c], ref_lp[rj]])
+                # z0 estimated from the batch as KTO does (a bandit has no prompts to mismatch: the batch's completions)
+                inputs.update(policy_logps=pol, ref_logps=ref, policy_kl_logps=pol, ref_kl_logps=ref,
                               desirable=torch.cat([torch.ones(len(idx), dtype=torch.bool),
                                                    torch.zeros(len(idx), dtype=torch.bool)]))
             elif entry.input_kind.name == "on-policy samples":  # Nash-MP: samples from the policy itself
