@@ -274,7 +274,8 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: 
     Optimization-AI/ICML2023_LDR, ``loss.py``: the loss their reported results were trained with);
     ``"l1"`` maps them to ``z / mean_k |z_k|`` (their ``ALDRLoss_V1`` default); ``normalize=False`` is the
     paper's formula on the raw logits, the only form that is convex and shift-invariant (the
-    normalised loss is neither; at ``lam=10, c=0.1`` the two differ by ~0.25 relative on N(0, 1) logits).
+    normalised loss is neither; at ``lam=10, c=0.1`` the two can differ by a large factor: 2.2 relative on
+    N(0, 1) logits with K = 10).
     Masked (``-inf``) logits stay masked and the normalising mean runs over the others (the authors'
     code has no masking).
 
