@@ -48,6 +48,13 @@ ORACLES = [
                        "(the listing's support and sqrt(2) are float32: 2e-7 relative); sigma = 0.75 bin "
                        "width as in the paper; losskit clips y to [v_min, v_max] (the listing renormalises by a "
                        "mass near 0 outside it) and forms the bin masses without cancellation in the tails"),
+    Oracle(objective="normalized_softmax_loss", repo="happynear/NormFace", path="prototxt/scaled_cosine_softmax.prototxt",
+           commit="8438887d33023bf35f16ba5e8c21a422c49cd520", agreement="1e-12",
+           differences="the authors' code is a Caffe network definition (Normalize -> InnerProduct with normalize: "
+                       "true, no bias -> Scale -> SoftmaxWithLoss), ported layer by layer; the C++ of the Normalize "
+                       "and normalised InnerProduct layers (happynear/caffe-windows) is not ported (their epsilon, "
+                       "if any, is not reproduced: losskit rejects zero vectors); the authors learn the scale "
+                       "(initialised at 10, kept >= 0.01), losskit takes it as scale= (default 16)"),
     NoReference(objective="two_hot_loss",
                 reason="the Stop Regressing paper (arXiv:2403.03950) gives code only for HL-Gauss (Appendix A); no "
                        "repository for it (searched GitHub and the paper); the two-hot split of its Section 3 is "
@@ -320,6 +327,36 @@ def test_decoupled_softmax_rows_without_positives_relation():
     got = losskit.decoupled_softmax_loss(z, pos)
     torch.testing.assert_close(got * 4 / 6, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(losskit.decoupled_softmax_loss(z, pos, reduction="sum") / 6, ref, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------- NormFace softmax
+# Port of happynear/NormFace, prototxt/scaled_cosine_softmax.prototxt (the four layers), commit 8438887d.
+def official_normface(last_ip_layer, weight, scale, label):
+    norm1 = F.normalize(last_ip_layer, p=2, dim=1)  # "Normalize"
+    cosine = norm1 @ F.normalize(weight, p=2, dim=1).T  # "InnerProduct", normalize: true, bias_term: false
+    cosine = scale * cosine  # "Scale", num_axes: 0 (one learnable scalar)
+    return F.cross_entropy(cosine, label)  # "SoftmaxWithLoss"
+
+
+@pytest.mark.parametrize("case", ["random", "batch_of_one", "aligned", "large_scale"])
+def test_normalized_softmax_matches_normface(case):
+    g = torch.Generator().manual_seed(17)
+    n, k, d = (1, 6, 4) if case == "batch_of_one" else (7, 6, 4)
+    x = 5.0 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(k, d, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=g)
+    scale = 64.0 if case == "large_scale" else 10.0
+    if case == "aligned":
+        x = 3.0 * w[y]  # each feature on its own prototype: cos = 1
+    x1, x2 = _grad_pair(x)
+    w1, w2 = _grad_pair(w)
+    ref = official_normface(x1, w1, scale, y)
+    got = losskit.normalized_softmax_loss(x2, w2, y, scale=scale)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- HL-Gauss

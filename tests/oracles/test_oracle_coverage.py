@@ -43,7 +43,6 @@ PENDING = frozenset({  # one name per line
     "mv_dhel",
     "mv_infonce",
     "nash_mp",
-    "normalized_softmax_loss",
     "proto_triplet",
     "ps_kd",
     "sinkhorn_divergence",
