@@ -43,9 +43,9 @@ def test_known_values_from_the_catalogue():
     assert losskit.comp_sum(z, y, tau=1.5).item() == pytest.approx(0.342289, abs=1e-6)
     assert losskit.comp_sum(z, y, tau=2.0).item() == pytest.approx(0.312998, abs=1e-6)
     assert losskit.mae(z, y).item() == pytest.approx(0.312998, abs=1e-6)
-    assert losskit.ldr_kl(z, y, lam=1.0, c=0.0).item() == pytest.approx(-1.010876, abs=1e-6)
+    assert losskit.ldr_kl(z, y, lam=1.0, c=0.0, normalize=False).item() == pytest.approx(-1.010876, abs=1e-6)
     zero = torch.zeros(1, 4, dtype=torch.float64)
-    assert losskit.ldr_kl(zero, y, lam=10.0, c=0.1).item() == pytest.approx(0.0750936, abs=1e-6)
+    assert losskit.ldr_kl(zero, y, lam=10.0, c=0.1, normalize=False).item() == pytest.approx(0.0750936, abs=1e-6)
     assert losskit.spherical_z_loss(z, y, a=1.0, b=1.0).item() == pytest.approx(0.490720, abs=1e-6)
     assert losskit.spherical_z_loss(3 * z + 7, y, a=1.0, b=1.0).item() == pytest.approx(0.490720, abs=1e-6)
     torch.testing.assert_close(losskit.stablemax(z), torch.tensor([[.4762, .2381, .0794, .2063]],
@@ -79,7 +79,8 @@ def test_gce_mae_sce_poly_match_hand_formulas():
     cases = {
         "gce": (losskit.gce(z, y, q=0.7, reduction="none"), (1 - py ** 0.7) / 0.7),
         "mae": (losskit.mae(z, y, reduction="none"), 1 - py),
-        "sce": (losskit.sce(z, y, alpha=0.1, beta=1.0, reduction="none"), 0.1 * ce + 4.0 * (1 - py)),
+        "sce": (losskit.sce(z, y, alpha=0.1, beta=1.0, A=-4.0, reduction="none"), 0.1 * ce + 4.0 * (1 - py)),
+        "sce_default_a": (losskit.sce(z, y, reduction="none"), 0.1 * ce - math.log(1e-4) * (1 - py)),
         "poly": (losskit.poly_loss(z, y, epsilon=2.0, reduction="none"), ce + 2.0 * (1 - py)),
     }
     for name, (got, ref) in cases.items():
@@ -94,7 +95,7 @@ def test_identities_hold():
                                losskit.comp_sum(z, y, tau=1.4, reduction="none"), rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(losskit.mae(z, y, reduction="none"),
                                losskit.comp_sum(z, y, tau=2.0, reduction="none"), rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(losskit.ldr_kl(z, y, lam=1.0, c=0.0, reduction="none"), ce - math.log(5),
+    torch.testing.assert_close(losskit.ldr_kl(z, y, lam=1.0, c=0.0, normalize=False, reduction="none"), ce - math.log(5),
                                rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(losskit.poly_loss(z, y, epsilon=0.0, reduction="none"), ce)
     torch.testing.assert_close(losskit.sce(z, y, alpha=1.0, beta=0.0, reduction="none"), ce)
@@ -123,7 +124,7 @@ def _ldr_ref(z, y, lam, c):
 @pytest.mark.parametrize(("lam", "c"), [(10.0, 0.1), (1.0, 0.5), (0.3, 1.0), (50.0, 0.0)])
 def test_ldr_kl_matches_hand_formula(lam, c):
     z, y = _rand(seed=5)
-    got = losskit.ldr_kl(z, y, lam=lam, c=c, reduction="none")
+    got = losskit.ldr_kl(z, y, lam=lam, c=c, normalize=False, reduction="none")
     ref = [_ldr_ref(z[i].numpy(), int(y[i]), lam, c) for i in range(len(y))]
     torch.testing.assert_close(got, torch.tensor(ref, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
@@ -132,10 +133,10 @@ def test_ldr_kl_limits_crammer_singer_and_weston_watkins():
     z, y = _rand(seed=6)
     d = margin_vector(z, y, 1.0)
     cs = d.max(-1).values.clamp(min=0)  # d_y = 0 keeps it >= 0
-    got = losskit.ldr_kl(z, y, lam=1e-4, c=1.0, reduction="none")
+    got = losskit.ldr_kl(z, y, lam=1e-4, c=1.0, normalize=False, reduction="none")
     torch.testing.assert_close(got, cs, atol=2e-3, rtol=0)
     ww = d.mean(-1)
-    got = losskit.ldr_kl(z, y, lam=1e5, c=1.0, reduction="none")
+    got = losskit.ldr_kl(z, y, lam=1e5, c=1.0, normalize=False, reduction="none")
     torch.testing.assert_close(got, ww, atol=1e-3, rtol=0)
 
 
@@ -144,13 +145,18 @@ def test_ldr_kl_normalize_option_matches_official_normalisation():
     sp = F.softplus(z)
     zn = sp / sp.mean(-1, keepdim=True)
     torch.testing.assert_close(losskit.ldr_kl(z, y, normalize=True, reduction="none"),
-                               losskit.ldr_kl(zn, y, reduction="none"), rtol=1e-13, atol=1e-13)
+                               losskit.ldr_kl(zn, y, normalize=False, reduction="none"), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(losskit.ldr_kl(z, y, reduction="none"),  # the default: the authors' normalisation
+                               losskit.ldr_kl(zn, y, normalize=False, reduction="none"), rtol=1e-13, atol=1e-13)
+    zl = z / z.abs().mean(-1, keepdim=True)
+    torch.testing.assert_close(losskit.ldr_kl(z, y, normalize="l1", reduction="none"),
+                               losskit.ldr_kl(zl, y, normalize=False, reduction="none"), rtol=1e-13, atol=1e-13)
 
 
 def test_aldr_kl_is_the_maximum_over_lambda():
     z, y = _rand(seed=8, scale=3.0)
     lam0, c, alpha = 10.0, 0.1, 2.0
-    got = losskit.aldr_kl(z, y, lam0=lam0, c=c, alpha=alpha, reduction="none")
+    got = losskit.aldr_kl(z, y, lam0=lam0, c=c, alpha=alpha, normalize=False, reduction="none")
     for i in range(len(y)):
         zi, yi = z[i].numpy(), int(y[i])
         k = len(zi)

@@ -140,10 +140,12 @@ def test_out_of_domain_options_raise_naming_the_option(name, option, value):
         ex.call(entry.fn, **{option: value})
 
 
-def test_sce_keeps_its_default_a():
+def test_sce_default_a_is_the_authors_code():
     import inspect
 
-    assert inspect.signature(losskit.sce).parameters["A"].default == -4.0
+    # issue 17: the authors' code (and so their reported results) uses A = log(1e-4), the paper's text -4
+    assert inspect.signature(losskit.sce).parameters["A"].default == math.log(1e-4)
+    assert inspect.signature(losskit.sce).parameters["p_min"].default is None
 
 
 # ---------------------------------------------------------------------------------- label dtypes

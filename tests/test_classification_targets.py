@@ -111,7 +111,7 @@ def _hard_case():
     return logits, y, pred
 
 
-@pytest.mark.parametrize("metric", ["accuracy", "f1", "fbeta", "gmean", "balanced_accuracy", "mcc"])
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "fbeta", "gmean", "gmean_sqrt", "balanced_accuracy", "mcc"])
 def test_anyloss_equals_one_minus_the_metric_on_confident_predictions(metric):
     logits, y, pred = _hard_case()
     yt, yp = y.numpy().astype(int), pred.numpy().astype(int)
@@ -119,7 +119,8 @@ def test_anyloss_equals_one_minus_the_metric_on_confident_predictions(metric):
         "accuracy": skm.accuracy_score(yt, yp),
         "f1": skm.f1_score(yt, yp),
         "fbeta": skm.fbeta_score(yt, yp, beta=2.0),
-        "gmean": math.sqrt(skm.recall_score(yt, yp) * skm.recall_score(1 - yt, 1 - yp)),
+        "gmean": skm.recall_score(yt, yp) * skm.recall_score(1 - yt, 1 - yp),  # the authors' (no square root)
+        "gmean_sqrt": math.sqrt(skm.recall_score(yt, yp) * skm.recall_score(1 - yt, 1 - yp)),
         "balanced_accuracy": skm.balanced_accuracy_score(yt, yp),
         "mcc": skm.matthews_corrcoef(yt, yp),
     }[metric]
@@ -141,7 +142,7 @@ def test_anyloss_soft_confusion_matrix_hand_formula_and_gradient():
 
 def test_anyloss_batch_without_negatives_is_finite():
     z = torch.randn(5, dtype=torch.float64, requires_grad=True)
-    for metric in ("gmean", "balanced_accuracy", "mcc"):
+    for metric in ("gmean", "gmean_sqrt", "balanced_accuracy", "mcc"):
         out = losskit.anyloss(z, torch.ones(5, dtype=torch.float64), metric=metric)
         out.backward()
         assert torch.isfinite(out) and torch.isfinite(z.grad).all()

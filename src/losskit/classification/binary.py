@@ -17,7 +17,7 @@ ANYLOSS_PAPER = Paper("AnyLoss: Transforming Classification Metrics into Loss Fu
 ENSLOSS_PAPER = Paper("EnsLoss: Stochastic Calibrated Loss Ensembles for Preventing Overfitting in Classification",
                       2024, "2409.00908", "Dai")
 
-ANYLOSS_METRICS = ("accuracy", "f1", "fbeta", "gmean", "balanced_accuracy", "mcc")
+ANYLOSS_METRICS = ("accuracy", "f1", "fbeta", "gmean", "gmean_sqrt", "balanced_accuracy", "mcc")
 
 
 def _binary_inputs(logits, target):
@@ -50,16 +50,23 @@ def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L
               \\qquad \\ell = 1 - M(TP, FN, FP, TN)
 
     ``metric``: ``'accuracy'`` (TP+TN)/N; ``'f1'`` 2TP/(2TP+FN+FP); ``'fbeta'``
-    (1+b²)TP/((1+b²)TP + b²FN + FP) with ``beta``; ``'gmean'`` sqrt(TPR·TNR); ``'balanced_accuracy'``
-    (TPR+TNR)/2; ``'mcc'`` (TP·TN − FP·FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) (so the loss lies in
-    [0, 2]). ``L > 0``, ``beta > 0``. A rate whose denominator is 0 in this batch (e.g. no negatives) is taken as 0, never NaN.
+    (1+b²)TP/((1+b²)TP + b²FN + FP) with ``beta``; ``'gmean'`` TPR·TNR = TP·TN/(n₁·n₀);
+    ``'gmean_sqrt'`` sqrt(TPR·TNR); ``'balanced_accuracy'`` (TPR+TNR)/2; ``'mcc'``
+    (TP·TN − FP·FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) (so the loss lies in [0, 2]). ``L > 0``,
+    ``beta > 0``. A rate whose denominator is 0 in this batch (e.g. no negatives) is taken as 0, never NaN.
+    † ``'gmean'`` is the authors' G-mean loss, 1 − TP·TN/(n₁·n₀), without the square root of the
+    G-mean itself (``Any_Gmean`` in the first author's code, doheonhan/anyloss_extension, ``README.md`` /
+    ``AnyLoss_Code.ipynb``): the same maximiser, but other values (0.26–0.53 relative on random
+    batches of 64) and gradient scale; ``'gmean_sqrt'`` is 1 − sqrt(TPR·TNR). The authors' code adds
+    ``s = 1e-5`` to every denominator; losskit does not (a relative difference of at most
+    ``1e-5 / denominator``).
     Batch-coupled: the loss is one number for the batch, whatever ``reduction`` says.
     † ``L = 73`` is the paper's amplification scale, chosen so that ``A`` maps the probability range the
     authors consider to within a small distance of 0/1 while keeping gradients usable; MCC is losskit's
     addition (the paper treats accuracy, Fβ, G-mean and balanced accuracy).
 
     Paper: Han, Moniz, Chawla, "AnyLoss: Transforming Classification Metrics into Loss Functions",
-    2024, arXiv:2405.14745.
+    2024, arXiv:2405.14745. Code: doheonhan/anyloss_extension (the first author's; ``AnyLoss_Code.ipynb``).
     """
     y = _binary_inputs(logits, target)
     a = torch.sigmoid(L * (torch.sigmoid(logits) - 0.5))
@@ -73,6 +80,8 @@ def anyloss(logits: torch.Tensor, target: torch.Tensor, *, metric: str = "f1", L
         b2 = 1.0 if metric == "f1" else beta ** 2
         m = _ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
     elif metric == "gmean":
+        m = _ratio(tp, tp + fn) * _ratio(tn, tn + fp)
+    elif metric == "gmean_sqrt":
         prod = _ratio(tp, tp + fn) * _ratio(tn, tn + fp)
         m = torch.sqrt(torch.where(prod > 0, prod, torch.ones_like(prod))) * (prod > 0)
     elif metric == "balanced_accuracy":

@@ -12,7 +12,7 @@ import math
 import torch
 
 from .._core import Paper, fail, objective
-from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, Real
+from .._core.domains import COUNT, HALF_OPEN_UNIT, NONNEGATIVE, POSITIVE, Choice, Maybe, Real
 from .._core.inputs import LOGITS_LABELS, logits_labels_example
 from ._targets import ROWS_CHECKED, class_last, classwise_loss, reduce_classwise, resolve_targets
 from .margins import comp_sum_transform, ldr_transform, log_rival_mass, margin_logsumexp, margin_vector
@@ -129,30 +129,66 @@ def mae(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.Tensor | No
 @objective(
     "sce", family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
     paper=SCE_PAPER, properties={"nonnegative", "calibrated"} | _MARGIN_PROPS,
-    formula="L = alpha CE + beta RCE,  RCE(z, y) = -A (1 - p_y),  A = log 0 clipped (-4)",
+    formula="L = alpha CE + beta RCE,  RCE(z, y) = -A sum_{k!=y} p_k = -A (1 - p_y),  A = log(1e-4); "
+            "p_min: p_k -> max(p_k, p_min) in RCE",
     module_name="SCELoss",
-    domains={"alpha": NONNEGATIVE, "beta": NONNEGATIVE, "A": Real(None, 0.0, hi_open=True)},
+    domains={"alpha": NONNEGATIVE, "beta": NONNEGATIVE, "A": Real(None, 0.0, hi_open=True),
+             "p_min": Maybe(HALF_OPEN_UNIT)},
 )
-def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0,
-        weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0,
-        sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta: float = 1.0,
+        A: float = math.log(1e-4), p_min: float | None = None, weight: torch.Tensor | None = None,
+        ignore_index: int = -100, label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
+        reduction: str = "mean") -> torch.Tensor:
     """Symmetric cross-entropy: CE plus the reverse cross-entropy ``-sum_k p_k log t_k``.
 
     .. math:: \\ell = \\alpha\\, \\mathrm{CE} + \\beta\\, \\mathrm{RCE},\\qquad
-              \\mathrm{RCE}(z, y) = -\\sum_k p_k \\log e_{y,k} = -A (1 - p_y)
+              \\mathrm{RCE}(z, y) = -\\sum_k p_k \\log e_{y,k} = -A \\sum_{k \\ne y} p_k = -A (1 - p_y)
 
-    with ``log 0`` replaced by ``A = -4`` (the paper's choice). Defaults ``alpha=0.1, beta=1`` (the
-    paper's CIFAR-10 setting); ``alpha, beta >= 0`` (a negative weight would reward the error it
-    measures) and ``A < 0``. Soft targets enter linearly (the expectation of the per-label loss),
-    i.e. RCE becomes ``-A (1 - sum_k t_k p_k)``, not ``-sum_k p_k clip(log t_k)``.
+    with ``log 0`` replaced by ``A``. † ``A = log(1e-4) ~ -9.21`` by default: the authors' code
+    (HanxunH/SCELoss-Reproduce, ``loss.py``, which clamps the one-hot label to ``[1e-4, 1]`` before the
+    log) and so the value their reported results were trained with; the paper's text says ``A = -4``
+    (pass ``A=-4.0`` for it; at the defaults the two differ by a factor ~0.54 in the RCE term).
+    ``p_min``: the authors' code also clamps the predicted probabilities to ``[1e-7, 1]`` in the RCE
+    term; ``p_min=1e-7`` reproduces it exactly (RCE ``= -A sum_{k != y} max(p_k, p_min)``). The
+    default ``None`` does not clamp: the clamp changes a per-sample value by at most
+    ``beta |A| (K - 1) p_min`` (8.3e-6 for CIFAR-10 at the defaults) and the gradient by less, so the
+    reported results do not depend on it, while it would make the loss of a perfect prediction
+    non-zero and, where it binds, zero the gradient of the clamped classes.
+    Defaults ``alpha=0.1, beta=1`` (the paper's CIFAR-10 setting); ``alpha, beta >= 0`` (a negative
+    weight would reward the error it measures), ``A < 0`` and ``p_min`` in ``[0, 1)``. Soft targets
+    enter linearly (the expectation of the per-label loss), i.e. RCE becomes ``-A (1 - sum_k t_k p_k)``,
+    not ``-sum_k p_k clip(log t_k)``.
 
     Paper: Wang, Ma, Chen, Luo, Yi, Bailey, "Symmetric Cross Entropy for Robust Learning with Noisy
-    Labels", 2019, arXiv:1908.06112.
+    Labels", 2019, arXiv:1908.06112. Code: HanxunH/SCELoss-Reproduce (``loss.py``, ``SCELoss``).
     """
-    def score(s):
-        return alpha * s + beta * (-A) * (-torch.expm1(-s))
+    if p_min is None:
+        def score(s):
+            return alpha * s + beta * (-A) * (-torch.expm1(-s))
 
-    return _classwise(score, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction)
+        return _classwise(score, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction)
+    return _classwise(None, logits, target, weight, ignore_index, label_smoothing, sample_weight, reduction,
+                      base=_clamped_sce_base(alpha, beta, A, p_min))
+
+
+def _clamped_sce_base(alpha: float, beta: float, A: float, p_min: float):
+    """Per-class SCE scores with the RCE's probabilities clamped below at ``p_min`` (the ``p_min`` option)."""
+    def parts(z):
+        lp = torch.log_softmax(z, -1)
+        return lp, torch.clamp(lp.exp(), min=p_min)  # the documented p_min option: max(p_k, p_min)
+
+    def base(z):  # every candidate label (soft targets, smoothing): sum_{k != j} q_k = sum_k q_k - q_j
+        lp, q = parts(z)
+        return alpha * (-lp) + beta * (-A) * (q.sum(-1, keepdim=True) - q)
+
+    def at(z, index):  # the labels only: the rival sum formed directly, without cancellation
+        lp, q = parts(z)
+        idx = index.unsqueeze(-1)
+        rival = q.scatter(-1, idx, 0.0).sum(-1)
+        return alpha * (-lp.gather(-1, idx).squeeze(-1)) + beta * (-A) * rival
+
+    base.at = at  # type: ignore[attr-defined]  # read by classwise_loss
+    return base
 
 
 @objective(
@@ -181,25 +217,43 @@ def poly_loss(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1.
 
 
 # ------------------------------------------------------------------------------------------ LDR
-def normalize_logits(logits: torch.Tensor) -> torch.Tensor:
-    """The LDR official code's logit normalisation: ``softplus(z) / mean_k softplus(z)`` (``-inf`` stays masked)."""
+def normalize_logits(logits: torch.Tensor, kind: str = "softplus") -> torch.Tensor:
+    """The LDR official code's logit normalisations (``-inf`` entries stay masked, the mean is over the rest).
+
+    ``"softplus"``: ``softplus(z) / mean_k softplus(z)`` (``LDRLoss_V1``, and ``ALDRLoss_V1`` with
+    ``softplus=True``); ``"l1"``: ``z / mean_k |z_k|`` (``ALDRLoss_V1``'s default). A row whose mean is 0
+    (all-zero logits under ``"l1"``) maps to zeros with zero gradient (``0/0 := 0``).
+    """
     finite = torch.isfinite(logits)
-    sp = torch.nn.functional.softplus(torch.where(finite, logits, torch.zeros_like(logits)))
-    sp = torch.where(finite, sp, torch.zeros_like(sp))
-    n = finite.sum(-1, keepdim=True).clamp(min=1).to(sp.dtype)
-    mean = sp.sum(-1, keepdim=True) / n
-    out = sp / mean.clamp(min=torch.finfo(sp.dtype).tiny)
+    zf = torch.where(finite, logits, torch.zeros_like(logits))
+    v = torch.nn.functional.softplus(zf) if kind == "softplus" else zf
+    mag = (v if kind == "softplus" else v.abs()) * finite
+    n = finite.sum(-1, keepdim=True).clamp(min=1).to(v.dtype)
+    mean = mag.sum(-1, keepdim=True) / n
+    ok = mean > 0
+    out = torch.where(ok, v / torch.where(ok, mean, torch.ones_like(mean)), torch.zeros_like(v))
     return torch.where(finite, out, logits)
+
+
+def _normalization(normalize) -> str | None:
+    """The ``normalize`` option of ldr_kl / aldr_kl as a kind: ``True`` is the LDR code's ``"softplus"``."""
+    if normalize is False:
+        return None
+    return "softplus" if normalize is True else normalize
+
+
+_NORMALIZE = Choice(False, True, "softplus", "l1")
 
 
 @objective(
     "ldr_kl", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
-    paper=LDR_PAPER, properties={"convex", "calibrated"} | _MARGIN_PROPS,
-    formula="L(z, y) = lam log((1/K) sum_k exp(d_k / lam)),  d_k = z_k - z_y + c [k != y]",
-    module_name="LDRKLLoss", domains={"lam": POSITIVE, "c": NONNEGATIVE, "normalize": FLAG},
+    paper=LDR_PAPER, properties={"calibrated", "permutation_equivariant"},
+    formula="L(z, y) = lam log((1/K) sum_k exp(d_k / lam)),  d_k = z_k - z_y + c [k != y], on the logits "
+            "softplus(z) / mean_k softplus(z) (normalize=True, the default) or z (normalize=False)",
+    module_name="LDRKLLoss", domains={"lam": POSITIVE, "c": NONNEGATIVE, "normalize": _NORMALIZE},
 )
 def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: float = 0.1,
-           normalize: bool = False, weight: torch.Tensor | None = None, ignore_index: int = -100,
+           normalize: bool | str = True, weight: torch.Tensor | None = None, ignore_index: int = -100,
            label_smoothing: float = 0.0, sample_weight: torch.Tensor | None = None,
            reduction: str = "mean") -> torch.Tensor:
     """Label-distributionally-robust loss with a KL ball: the worst case over label distributions.
@@ -213,15 +267,26 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 10.0, c: 
     ``CE - log K`` (so it can be negative: not claimed non-negative). Defaults ``lam=10, c=0.1``;
     ``lam > 0`` and the margin ``c >= 0`` (a negative margin accepts wrong predictions in the hinge limit).
     Computed as ``lam softplus(c/lam + log u) - lam log K`` with the rival mass
-    ``u = sum_{k != y} e^{(z_k - z_y)/lam}`` formed in log space (accurate also as ``lam -> 0``). ``normalize=True`` first maps the
-    logits to ``softplus(z) / mean softplus(z)`` as the authors' code does (then the loss is neither
-    shift-invariant nor convex).
+    ``u = sum_{k != y} e^{(z_k - z_y)/lam}`` formed in log space (accurate also as ``lam -> 0``).
+
+    † ``normalize=True`` (the default, also spelled ``"softplus"``) first maps the logits to
+    ``softplus(z) / mean_k softplus(z)``, as the authors' code always does (``LDRLoss_V1`` in
+    Optimization-AI/ICML2023_LDR, ``loss.py``: the loss their reported results were trained with);
+    ``"l1"`` maps them to ``z / mean_k |z_k|`` (their ``ALDRLoss_V1`` default); ``normalize=False`` is the
+    paper's formula on the raw logits, the only form that is convex and shift-invariant (the
+    normalised loss is neither; at ``lam=10, c=0.1`` the two can differ by a large factor: 2.2 relative on
+    N(0, 1) logits with K = 10).
+    Masked (``-inf``) logits stay masked and the normalising mean runs over the others (the authors'
+    code has no masking).
 
     Paper: Zhu, Ying, Yang, "Label Distributionally Robust Losses for Multi-class Classification:
-    Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869.
+    Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869. Code: Optimization-AI/ICML2023_LDR
+    (``loss.py``, ``LDRLoss_V1``).
     """
+    kind = _normalization(normalize)
+
     def rival(z):
-        return log_rival_mass(normalize_logits(z) if normalize else z, lam)
+        return log_rival_mass(normalize_logits(z, kind) if kind else z, lam)
 
     k = class_last(logits).shape[-1]
     return _classwise(lambda v: ldr_transform(v, lam, c, k), logits, target, weight, ignore_index, label_smoothing,
@@ -237,15 +302,16 @@ def _kl_to_uniform(q_logits: torch.Tensor) -> torch.Tensor:
 
 @objective(
     "aldr_kl", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=LOGITS_LABELS, example=logits_labels_example,
-    paper=LDR_PAPER, properties={"convex"} | _MARGIN_PROPS,
+    paper=LDR_PAPER, properties={"permutation_equivariant"},
     formula="L(z, y) = max_{lam in [lam0(1-1/alpha), lam0]} lam log((1/K) sum_k e^{d_k/lam}) "
-            "- (alpha log K / (2 lam0)) (lam - lam0)^2",
+            "- (alpha log K / (2 lam0)) (lam - lam0)^2,  d on the logits z / mean_k |z_k| (normalize='l1', the "
+            "default), softplus(z) / mean_k softplus(z) (True) or z (False)",
     module_name="ALDRKLLoss",
-    domains={"lam0": POSITIVE, "c": NONNEGATIVE, "alpha": Real(1.0, None, lo_open=True), "normalize": FLAG,
+    domains={"lam0": POSITIVE, "c": NONNEGATIVE, "alpha": Real(1.0, None, lo_open=True), "normalize": _NORMALIZE,
              "n_iter": COUNT},
 )
 def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 10.0, c: float = 0.1, alpha: float = 2.0,
-            normalize: bool = False, n_iter: int = 50, ignore_index: int = -100,
+            normalize: bool | str = "l1", n_iter: int = 50, ignore_index: int = -100,
             sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Adaptive LDR-KL: each sample picks its own robustness temperature ``lam_i``.
 
@@ -257,22 +323,30 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 10.0, c
     update once per visit and stores ``lam_i`` per sample index (stateful); losskit solves the
     one-dimensional problem to convergence per call (bisection on the derivative over
     ``[lam0 (1 - 1/alpha), lam0]``, where it changes sign; ``alpha > 1``), so the loss is stateless and
-    its gradient, with ``lam_i`` held fixed, is exact (envelope theorem). ``q`` uses the margins ``d``
-    including ``c`` (the DRO formulation). Class-index targets only (``lam_i`` is defined per label).
+    its gradient, with ``lam_i`` held fixed, is exact (envelope theorem): the value the authors' update
+    reaches when a sample is visited until ``lam_i`` settles. ``q`` uses the margins ``d`` including
+    ``c`` (the DRO formulation; the authors' update forms ``q`` from the logits without ``c``, and adds
+    1e-5 to it before the log, so with ``c > 0`` their fixed point differs slightly).
+    Class-index targets only (``lam_i`` is defined per label).
     Defaults ``lam0=10, c=0.1, alpha=2`` (``lam0 > 0``, ``c >= 0``, ``alpha > 1``, ``n_iter >= 1``
-    bisection steps); ``normalize`` as in :func:`ldr_kl`. Convex in the logits
-    (without ``normalize``): a pointwise maximum over ``lam`` of functions convex in ``z``.
+    bisection steps). † ``normalize="l1"`` (the default) maps the logits to ``z / mean_k |z_k|`` first,
+    as ``ALDRLoss_V1`` in the authors' code does in every reported experiment but CIFAR-100, where it
+    runs with ``softplus=True`` (``normalize=True``: ``softplus(z) / mean_k softplus(z)``, as in
+    :func:`ldr_kl`); ``normalize=False`` is the paper's formula on the raw logits, which is convex in
+    the logits (a pointwise maximum over ``lam`` of functions convex in ``z``) and shift-invariant.
 
     Paper: Zhu, Ying, Yang, "Label Distributionally Robust Losses for Multi-class Classification:
-    Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869.
+    Consistency, Robustness and Adaptivity", 2023, arXiv:2112.14869. Code: Optimization-AI/ICML2023_LDR
+    (``loss.py``, ``ALDRLoss_V1``; ``experiment.py`` for the settings).
     """
     t = resolve_targets(class_last(logits), target, ignore_index=ignore_index)
     z = t.logits  # ignored rows get zero gradient: a fully masked ignored row gives 0, not NaN
     if t.index is None:
         raise fail("target", "class indices (ALDR-KL adapts lambda per labelled sample)",
                    f"probabilities of shape {tuple(target.shape)}")
-    if normalize:
-        z = normalize_logits(z)
+    kind = _normalization(normalize)
+    if kind:
+        z = normalize_logits(z, kind)
     k = z.shape[-1]
     d = margin_vector(z, t.index, c)
     a = alpha * math.log(k) / lam0
