@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .registry import BadInput, Example, InputKind
+from .values import UNIT_VALUES
 
 __all__ = ["LOGITS_LABELS", "BINARY_LOGITS", "TWO_DISTRIBUTIONS", "logits_labels_example",
            "binary_example", "distributions_example", "scale_input"]
@@ -83,6 +84,7 @@ BINARY_LOGITS = InputKind(
     "logits of any shape and targets in [0, 1] of the same shape",
     bad_inputs=_binary_bad,
     extreme=scale_input("logits"),
+    values={"target": UNIT_VALUES},
 )
 
 

@@ -26,7 +26,7 @@ import torch
 from . import validate as _validate
 from .errors import fail
 
-__all__ = ["Values", "FINITE", "FINITE_OR_NEG_INF", "PROBABILITY", "NONNEGATIVE_VALUES", "check_values",
+__all__ = ["Values", "FINITE", "FINITE_OR_NEG_INF", "LOGIT_ROWS", "LOGIT_ROWS_DIM1", "PROBABILITY", "UNIT_VALUES", "NONNEGATIVE_VALUES", "check_values",
            "CAT_ELEMS"]
 
 #: Inputs sharing a domain are concatenated for one reduction while their total size is at most this
@@ -43,6 +43,15 @@ class Values:
     hi: float = math.inf
     neg_inf: bool = False
     description: str = "finite values"
+    #: Logits along a class dimension: ``rows=dim`` reduces each row to its maximum first, so NaN and +inf
+    #: still fail, ``-inf`` entries mask, and a row masked entirely (maximum ``-inf``) fails.
+    rows: int | None = None
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """What the bounds apply to: ``x`` itself, or its row maxima for a ``rows`` domain."""
+        if self.rows is None or not -x.dim() <= self.rows < x.dim():  # (a wrong shape is the family's error)
+            return x
+        return x.amax(self.rows)
 
     def holds(self, mn: float, mx: float) -> bool:
         """Whether a tensor with minimum ``mn`` and maximum ``mx`` (Python floats; NaN if any entry is NaN)
@@ -51,7 +60,7 @@ class Values:
 
     def bad(self, x: torch.Tensor) -> torch.Tensor:
         """A 0-d bool tensor, true when ``x`` has an entry outside the domain (device-side)."""
-        mn, mx = torch.aminmax(x.detach())
+        mn, mx = torch.aminmax(self.reduce(x.detach()))
         ok = (mx <= self.hi) & (mx < math.inf) & (mn >= self.lo)
         if not self.neg_inf:
             ok = ok & (mn > -math.inf)
@@ -61,7 +70,12 @@ class Values:
         """The first offending entry and its position (for the eager error message)."""
         x = x.detach()
         bad = torch.isnan(x) | (x == math.inf) | (x > self.hi) | (x < self.lo)
-        if not self.neg_inf:
+        if self.rows is not None and not bad.any():
+            masked = (self.reduce(x) == -math.inf).nonzero()
+            if len(masked):
+                row = tuple(masked[0].tolist())
+                return f"a row masked entirely (every entry -inf) at {row[0] if len(row) == 1 else row}"
+        elif not self.neg_inf:
             bad = bad | (x == -math.inf)
         idx = bad.nonzero()
         if len(idx) == 0:
@@ -72,8 +86,12 @@ class Values:
 
 
 FINITE = Values()
+LOGIT_ROWS = Values(rows=-1, description="logits with no NaN or +inf (-inf masks a class; no row masked entirely)")
+LOGIT_ROWS_DIM1 = Values(rows=1, description="logits with no NaN or +inf (-inf masks a class; no row masked "
+                                           "entirely)")
 FINITE_OR_NEG_INF = Values(neg_inf=True, description="finite values (or -inf to mask)")
 PROBABILITY = Values(0.0, 1.0, description="probabilities in [0, 1]")
+UNIT_VALUES = Values(0.0, 1.0, description="values in [0, 1]")
 NONNEGATIVE_VALUES = Values(0.0, description="finite values >= 0")
 
 
@@ -89,7 +107,7 @@ def check_values(pairs: list[tuple[str, torch.Tensor, Values]]) -> None:
         if _all_hold(pairs):
             return
         for name, x, dom in pairs:  # something failed: find which, with its position
-            mn, mx = torch.aminmax(x.detach())
+            mn, mx = torch.aminmax(dom.reduce(x.detach()))
             if not dom.holds(mn.item(), mx.item()):
                 raise fail(name, dom.description, dom.first_bad(x))
         return
@@ -102,7 +120,7 @@ def _all_hold(pairs) -> bool:
     """One reduction per group of inputs sharing a domain (concatenated while small), one host read."""
     dom0 = pairs[0][2]
     if len(pairs) == 1:
-        mn, mx = torch.aminmax(pairs[0][1].detach())
+        mn, mx = torch.aminmax(dom0.reduce(pairs[0][1].detach()))
         return dom0.holds(mn.item(), mx.item())
     if all(dom is dom0 for _, _, dom in pairs):  # the common case: one group
         groups = [(dom0, [x for _, x, _ in pairs])]
@@ -114,9 +132,11 @@ def _all_hold(pairs) -> bool:
     doms, ext = [], []
     for dom, xs in groups:
         if len(xs) > 1 and sum(x.numel() for x in xs) <= CAT_ELEMS:
-            xs = [torch.cat([x.detach().reshape(-1) for x in xs])]
+            xs = [torch.cat([dom.reduce(x.detach()).reshape(-1) for x in xs])]
+        else:
+            xs = [dom.reduce(x.detach()) for x in xs]
         for x in xs:
-            ext += torch.aminmax(x.detach())
+            ext += torch.aminmax(x)
             doms.append(dom)
     if len(ext) == 2:
         return dom0.holds(ext[0].item(), ext[1].item())

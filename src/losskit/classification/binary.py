@@ -8,7 +8,7 @@ import torch
 from .._core import Paper, fail, finish, objective
 from .._core.domains import POSITIVE, REAL, Choice, Maybe, Tensor
 from .._core.inputs import BINARY_LOGITS, binary_example
-from .._core.validate import check_floating, check_same_shape, check_unit_interval, require
+from .._core.validate import check_floating, check_same_shape, require
 
 __all__ = ["anyloss", "AnyLoss", "ensloss", "EnsLoss", "ANYLOSS_METRICS"]
 
@@ -23,8 +23,7 @@ ANYLOSS_METRICS = ("accuracy", "f1", "fbeta", "gmean", "gmean_sqrt", "balanced_a
 def _binary_inputs(logits, target):
     check_floating("logits", logits)
     check_floating("target", target)
-    check_same_shape("target", target, "logits", logits)
-    check_unit_interval("target", target)
+    check_same_shape("target", target, "logits", logits)  # values in [0, 1]: declared (BINARY_LOGITS)
     return target.to(logits.dtype)
 
 

@@ -7,7 +7,7 @@ import torch
 from .._core import Paper, finish, objective
 from .._core.domains import NONNEGATIVE, UNIT, Maybe
 from .._core.inputs import BINARY_LOGITS, LOGITS_LABELS, binary_example, logits_labels_example
-from .._core.validate import check_floating, check_same_shape, check_unit_interval
+from .._core.validate import check_floating, check_same_shape
 from ._targets import ROWS_CHECKED, classwise_loss
 from .margins import guarded, margin_logsumexp, softplus
 
@@ -111,7 +111,7 @@ def binary_focal(logits: torch.Tensor, target: torch.Tensor, *, alpha: float | N
     check_floating("logits", logits)
     check_floating("target", target)
     check_same_shape("target", target, "logits", logits)
-    check_unit_interval("target", target)
+    # target in [0, 1]: declared by BINARY_LOGITS, checked by the wrapper
     target = target.to(logits.dtype)
     # BCE = y softplus(-x) + (1 - y) softplus(x), each term only where its weight is non-zero, so a -inf
     # logit with target 0 gives 0 (torch's binary_cross_entropy_with_logits gives NaN there).

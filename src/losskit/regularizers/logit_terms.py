@@ -15,7 +15,8 @@ import torch
 from .._core import BadInput, Example, InputKind, Paper, fail, finish, objective
 from .._core.domains import NONNEGATIVE, POSITIVE, Maybe
 from .._core.inputs import scale_input
-from .._core.validate import check_floating, check_probabilities, check_rows
+from .._core.validate import check_floating, check_probabilities
+from .._core.values import LOGIT_ROWS
 
 __all__ = ["logit_z_loss", "confidence_penalty", "attention_entropy", "eata_entropy", "entropy",
            "LogitZLoss", "ConfidencePenalty", "AttentionEntropy", "EATAEntropy", "LOGITS", "logits_example"]
@@ -33,7 +34,7 @@ def _logits_bad(ex: Example) -> list[BadInput]:
 
 
 LOGITS = InputKind("logits", "logits (N, ..., K), the class dimension last", bad_inputs=_logits_bad,
-                   extreme=scale_input("logits"))
+                   extreme=scale_input("logits"), values={"logits": LOGIT_ROWS})
 
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -42,8 +43,7 @@ def _check_logits(logits: torch.Tensor) -> torch.Tensor:
         raise fail("logits", "shape (N, ..., K)", f"shape {tuple(logits.shape)}")
     if logits.dim() < 2:
         raise fail("logits", "shape (N, ..., K) with a batch and a class dimension", f"shape {tuple(logits.shape)}")
-    check_rows("logits", logits, dim=-1)
-    return logits
+    return logits  # values: LOGIT_ROWS, checked by the wrapper
 
 
 def entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import os
 
 import torch
@@ -526,6 +527,45 @@ def check_ignore_index(entry: Objective) -> None:
             raise AssertionError(f"{entry.name}: an all-ignored batch gave {red}={out}, expected 0")
 
 
+def check_values(entry: Objective) -> None:
+    """Every declared value domain of an input (``InputKind.values`` / ``@objective(values=...)``) is
+    enforced: one entry of that input set just outside a finite bound (above ``hi``, below ``lo``), or a
+    row of a ``rows`` domain masked entirely, raises LossInputError naming the input."""
+    ex = entry.make_example()
+    cases = 0
+    for name, dom in entry.values.items():
+        x = ex.inputs.get(name)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+            continue
+        bad = []
+        if dom.hi < math.inf:
+            bad.append(("above", dom.hi + max(1.0, abs(dom.hi))))
+        if dom.lo > -math.inf:
+            bad.append(("below", dom.lo - max(1.0, abs(dom.lo))))
+        for where, value in bad:
+            y = x.detach().clone()
+            y.reshape(-1)[0] = value
+            _expect_raises(entry, f"{name} {where} its domain ({dom.description})", ex.replace({name: y}), name)
+            cases += 1
+        if dom.rows is not None and x.dim() >= 2:
+            y = x.detach().clone()
+            y[0].fill_(float("-inf"))  # every row of the first sample
+            _expect_raises(entry, f"{name} with a row masked entirely", ex.replace({name: y}), name)
+            cases += 1
+    if not cases:
+        raise Skip("no input declares a value domain with a finite bound")
+
+
+def _expect_raises(entry: Objective, label: str, ex: Example, name: str) -> None:
+    try:
+        _call(entry, ex)
+    except LossInputError as e:
+        if not str(e).startswith(f"{name}:"):
+            raise AssertionError(f"{entry.name}: {label}: the error should name {name}, got: {e}") from None
+        return
+    raise AssertionError(f"{entry.name}: {label}: no LossInputError (a silent value on invalid input)")
+
+
 CHECKS = {
     "example": check_example,
     "documented": check_documented,
@@ -546,6 +586,7 @@ CHECKS = {
     "batch_mismatch": check_batch_mismatch,
     "ignore_index": check_ignore_index,
     "label_grad": check_label_grad,
+    "values": check_values,
 }
 
 
