@@ -28,7 +28,29 @@ def test_info_shows_formula_paper_signature_properties(capsys):
 
 def test_info_unknown_name_suggests(capsys):
     assert main(["info", "focall"]) == 1
-    assert "did you mean focal" in capsys.readouterr().out
+    assert "did you mean focal" in capsys.readouterr().err
+
+
+def test_info_prints_every_formula_verbatim(capsys, monkeypatch):
+    """rich must not read formulas, signatures or docstrings as markup (``[...]`` would vanish): for every
+    registered objective, ``losskit info`` prints the registry's formula and signature character for
+    character, at 80 columns (one unwrapped line each)."""
+    import inspect
+
+    import losskit
+
+    monkeypatch.setenv("COLUMNS", "80")
+    with_brackets = 0
+    for e in losskit.objectives():
+        assert main(["info", e.name]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        formula = [ln for ln in lines if ln.startswith("formula")]
+        assert formula == [f"formula     {e.formula}"], e.name
+        assert f"signature   losskit.{e.signature}" in lines, e.name
+        doc = inspect.getdoc(e.fn).splitlines()
+        assert lines[-len(doc):] == doc, e.name
+        with_brackets += "[" in e.formula
+    assert with_brackets >= 20  # the test exercises formulas that rich markup would have damaged
 
 
 def test_import_does_not_load_rich():

@@ -37,39 +37,48 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _err(message: str) -> None:
+    """An error line on stderr (every command reports errors there, plain text)."""
+    print(f"losskit: {message}", file=sys.stderr)
+
+
 def cmd_info(args) -> int:
-    from rich.panel import Panel
+    from rich.text import Text
 
     import losskit
 
     try:
         e = losskit.get(args.name)
     except KeyError as err:
-        _console().print(f"[red]{err.args[0]}[/]")
+        _err(err.args[0])
         return 1
-    doc = inspect.getdoc(e.fn) or ""
-    lines = [
-        f"[bold]{e.name}[/]  ({e.family})   module: losskit.{e.module.__name__}",
-        f"[bold]formula[/]     {e.formula}",
-        f"[bold]paper[/]       {e.paper.cite()}",
-        f"[bold]signature[/]   losskit.{e.signature}",
-        f"[bold]input[/]       {e.input_kind.name}: {e.input_kind.description}",
-        "[bold]properties[/]  " + ("none claimed" if not e.properties else ""),
-    ]
-    for p in sorted(e.properties):
-        lines.append(f"  - {p}: {losskit.PROPERTIES[p]}")
-    from rich.markup import escape
+    console = _console()
 
+    def line(label: str, value: str = "") -> None:
+        # Text objects, not markup: formulas and signatures hold [...] that rich would eat as tags; one
+        # logical line each, unwrapped (soft_wrap), so the formula is printed verbatim at any width.
+        console.print(Text.assemble((f"{label:<12}" if value else label, "bold"), value), soft_wrap=True)
+
+    console.print(Text.assemble((e.name, "bold"), f"  ({e.family})   module: losskit.{e.module.__name__}"),
+                  soft_wrap=True)
+    line("formula", e.formula)
+    line("paper", e.paper.cite())
+    line("signature", f"losskit.{e.signature}")
+    line("input", f"{e.input_kind.name}: {e.input_kind.description}")
+    line("properties", "" if e.properties else "none claimed")
+    for p in sorted(e.properties):
+        console.print(Text(f"  - {p}: {losskit.PROPERTIES[p]}"), soft_wrap=True)
     if e.domains:
-        lines.append("[bold]options[/]")
-        lines += [f"  - {k}: {escape(d.description)}" for k, d in e.domains.items()]
+        line("options")
+        for k, d in e.domains.items():
+            console.print(Text(f"  - {k}: {d.description}"), soft_wrap=True)
     flags = [k for k, v in (("batch-coupled", not e.per_sample),
                             ("one loss for the whole batch: reduction has no effect", e.batch_scalar)) if v]
     flags += [f"{k}={v}" for k, v in e.tags.items()]
     if flags:
-        lines.append("[bold]notes[/]       " + ", ".join(flags))
-    _console().print(Panel("\n".join(lines), title=e.name, expand=False))
-    _console().print(doc, markup=False, highlight=False)
+        line("notes", ", ".join(flags))
+    console.rule()
+    console.print(Text(inspect.getdoc(e.fn) or ""), soft_wrap=True)
     return 0
 
 
