@@ -64,3 +64,12 @@ def test_bad_usage_exits_nonzero(bad):
     with pytest.raises(SystemExit) as e:
         main(bad)
     assert e.value.code != 0
+
+
+def test_version(capsys):
+    import losskit
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"losskit {losskit.__version__}"

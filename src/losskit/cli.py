@@ -88,7 +88,10 @@ DELEGATED = {"arena": "losskit.arena", "check": "losskit.checks.cli"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from losskit import __version__
+
     ap = argparse.ArgumentParser(prog="losskit", description="Training objectives for PyTorch.")
+    ap.add_argument("--version", action="version", version=f"losskit {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the registered objectives")
     p.add_argument("--family", default=None, help="only this family")
