@@ -43,6 +43,7 @@ __all__ = [
     "make_module",
     "list_objectives",
     "objectives",
+    "resolve_family",
     "get",
     "unregister",
 ]
@@ -494,18 +495,38 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+def resolve_family(family: str) -> str:
+    """The registry's name of a family, accepting the package names and plurals the docs use
+    (``divergences`` / ``divergence``, ``regularizers`` / ``regularisers`` / ``regularizer``), any case.
+    An unknown name raises :class:`ValueError` listing the families."""
+    known = families()
+    key = family.strip().lower().replace("iser", "izer")
+    for name in known:
+        if key in (name, name + "s"):
+            return name
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown family {family!r}{hint}; families: {', '.join(known)} "
+                     f"(plural forms such as 'divergences' are accepted too)")
+
+
 def objectives(family: str | None = None) -> builtins.list[Objective]:
-    """Registry entries, sorted by family then name; only ``family`` if given."""
+    """Registry entries, sorted by family then name; only ``family`` if given (``'divergences'`` and
+    ``'divergence'`` alike: :func:`resolve_family`; an unknown family raises :class:`ValueError`)."""
+    if family is not None:
+        family = resolve_family(family)
     items = [o for o in _REGISTRY.values() if family is None or o.family == family]
     return sorted(items, key=lambda o: (o.family, o.name))
 
 
 def list_objectives(family: str | None = None) -> builtins.list[str]:
-    """Names of the registered objectives (``losskit.list``)."""
+    """Names of the registered objectives (``losskit.list``), of one family if given (aliases accepted,
+    an unknown family raises :class:`ValueError` with the valid choices)."""
     return [o.name for o in objectives(family)]
 
 
 def families() -> builtins.list[str]:
+    """The families' registry names (``losskit list --family`` accepts their plurals too)."""
     return sorted({o.family for o in _REGISTRY.values()})
 
 
