@@ -380,12 +380,31 @@ def make_module(fn: Callable, class_name: str, doc: str | None = None) -> type[n
     def extra_repr(self):
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._option_names)
 
+    # A real signature for introspection, IDEs and help(): the constructor takes the functional's
+    # keyword-only options (same names, defaults, annotations), forward its inputs (and option overrides).
+    params = sig.parameters.values()
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    __init__.__signature__ = inspect.Signature(
+        [self_param, *(p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)])
+    forward.__signature__ = inspect.Signature(
+        [self_param, *(p for p in params if p.name in input_names),
+         inspect.Parameter("overrides", inspect.Parameter.VAR_KEYWORD)], return_annotation=sig.return_annotation)
+    __init__.__doc__ = (f"Options as the keyword arguments of :func:`losskit.{fn.__name__}` "
+                        f"({', '.join(option_names)}); tensor options become buffers.")
+    forward.__doc__ = (f"``{fn.__name__}({', '.join(input_names)}, **options)`` with this module's options; "
+                       f"keyword arguments override them for this call.")
+    for method in (__init__, forward, extra_repr):
+        method.__qualname__ = f"{class_name}.{method.__name__}"
+    fn_doc = inspect.getdoc(fn)
+    header = (f"Module form of :func:`losskit.{fn.__name__}`: ``{class_name}(**options)(inputs)`` = "
+              f"``{fn.__name__}(inputs, **options)``; options ({', '.join(option_names)}), inputs "
+              f"({', '.join(input_names)}).")
     cls = type(class_name, (nn.Module,), {
         "__init__": __init__, "forward": forward, "extra_repr": extra_repr,
-        "__doc__": doc or f"Module form of :func:`losskit.{fn.__name__}`; options as its keyword "
-                          f"arguments ({', '.join(option_names)}), inputs ({', '.join(input_names)}).",
+        "__doc__": doc or (f"{header}\n\n{fn_doc}" if fn_doc else header),
         "functional": staticmethod(fn),
         "__module__": fn.__module__,
+        "__qualname__": class_name,
     })
     return cls
 
