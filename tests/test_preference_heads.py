@@ -598,3 +598,14 @@ def test_seeds_module_and_extragradient_step_keep_their_import_paths():
     assert losskit.ddo.__module__ == "losskit.preference.heads"
     assert losskit.sparsepo.__module__ == "losskit.preference.tokens"
     assert losskit.nash_mp.__module__ == "losskit.preference.policy"
+
+
+def test_per_token_logps_given_to_a_pairwise_head_point_to_sequence_scores():
+    tok = -torch.rand(4, 7, dtype=torch.float64)
+    for head in (lambda t: losskit.dpo(t, t, t, t), lambda t: losskit.simpo(t, t)):
+        with pytest.raises(losskit.LossInputError, match=r"losskit\.preference\.sequence_scores") as e:
+            head(tok)
+        assert "policy_chosen_logps" in str(e.value)
+    with pytest.raises(losskit.LossInputError) as e:  # other shapes: no such hint
+        losskit.dpo(tok[None], tok[None], tok[None], tok[None])
+    assert "sequence_scores" not in str(e.value)

@@ -7,7 +7,7 @@
 >>> losskit.list(family="classification")                    # registry
 >>> losskit.get("focal").properties
 
-Conventions (reduction, weights, ignore_index, dtype and NaN policy): :mod:`losskit._core.conventions`.
+Your own objective: :func:`losskit.register` (:mod:`losskit.extend`). Conventions (reduction, weights, ignore_index, dtype and NaN policy): :mod:`losskit._core.conventions`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from ._core import list_objectives as list  # noqa: A001  (losskit.list(), as th
 from .classification import *  # noqa: F401,F403
 from .distillation import *  # noqa: F401,F403
 from .divergences import *  # noqa: F401,F403
+from .extend import register, unregister
 from .fused import *  # noqa: F401,F403
 from .optim import *  # noqa: F401,F403
 from .preference import *  # noqa: F401,F403

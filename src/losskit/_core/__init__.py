@@ -25,5 +25,6 @@ from .registry import (
     objective,
     objectives,
     register_property,
+    resolve_family,
     unregister,
 )

@@ -44,6 +44,7 @@ __all__ = [
     "make_module",
     "list_objectives",
     "objectives",
+    "resolve_family",
     "get",
     "unregister",
 ]
@@ -365,12 +366,31 @@ def make_module(fn: Callable, class_name: str, doc: str | None = None) -> type[n
     def extra_repr(self):
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._option_names)
 
+    # A real signature for introspection, IDEs and help(): the constructor takes the functional's
+    # keyword-only options (same names, defaults, annotations), forward its inputs (and option overrides).
+    params = sig.parameters.values()
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    __init__.__signature__ = inspect.Signature(
+        [self_param, *(p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)])
+    forward.__signature__ = inspect.Signature(
+        [self_param, *(p for p in params if p.name in input_names),
+         inspect.Parameter("overrides", inspect.Parameter.VAR_KEYWORD)], return_annotation=sig.return_annotation)
+    __init__.__doc__ = (f"Options as the keyword arguments of :func:`losskit.{fn.__name__}` "
+                        f"({', '.join(option_names)}); tensor options become buffers.")
+    forward.__doc__ = (f"``{fn.__name__}({', '.join(input_names)}, **options)`` with this module's options; "
+                       f"keyword arguments override them for this call.")
+    for method in (__init__, forward, extra_repr):
+        method.__qualname__ = f"{class_name}.{method.__name__}"
+    fn_doc = inspect.getdoc(fn)
+    header = (f"Module form of :func:`losskit.{fn.__name__}`: ``{class_name}(**options)(inputs)`` = "
+              f"``{fn.__name__}(inputs, **options)``; options ({', '.join(option_names)}), inputs "
+              f"({', '.join(input_names)}).")
     cls = type(class_name, (nn.Module,), {
         "__init__": __init__, "forward": forward, "extra_repr": extra_repr,
-        "__doc__": doc or f"Module form of :func:`losskit.{fn.__name__}`; options as its keyword "
-                          f"arguments ({', '.join(option_names)}), inputs ({', '.join(input_names)}).",
+        "__doc__": doc or (f"{header}\n\n{fn_doc}" if fn_doc else header),
         "functional": staticmethod(fn),
         "__module__": fn.__module__,
+        "__qualname__": class_name,
     })
     return cls
 
@@ -486,18 +506,38 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+def resolve_family(family: str) -> str:
+    """The registry's name of a family, accepting the package names and plurals the docs use
+    (``divergences`` / ``divergence``, ``regularizers`` / ``regularisers`` / ``regularizer``), any case.
+    An unknown name raises :class:`ValueError` listing the families."""
+    known = families()
+    key = family.strip().lower().replace("iser", "izer")
+    for name in known:
+        if key in (name, name + "s"):
+            return name
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown family {family!r}{hint}; families: {', '.join(known)} "
+                     f"(plural forms such as 'divergences' are accepted too)")
+
+
 def objectives(family: str | None = None) -> builtins.list[Objective]:
-    """Registry entries, sorted by family then name; only ``family`` if given."""
+    """Registry entries, sorted by family then name; only ``family`` if given (``'divergences'`` and
+    ``'divergence'`` alike: :func:`resolve_family`; an unknown family raises :class:`ValueError`)."""
+    if family is not None:
+        family = resolve_family(family)
     items = [o for o in _REGISTRY.values() if family is None or o.family == family]
     return sorted(items, key=lambda o: (o.family, o.name))
 
 
 def list_objectives(family: str | None = None) -> builtins.list[str]:
-    """Names of the registered objectives (``losskit.list``)."""
+    """Names of the registered objectives (``losskit.list``), of one family if given (aliases accepted,
+    an unknown family raises :class:`ValueError` with the valid choices)."""
     return [o.name for o in objectives(family)]
 
 
 def families() -> builtins.list[str]:
+    """The families' registry names (``losskit list --family`` accepts their plurals too)."""
     return sorted({o.family for o in _REGISTRY.values()})
 
 

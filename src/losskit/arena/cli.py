@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from .claims import task_claims
+from .claims import task_claims, verdict_meaning
 from .store import DEFAULT_STORE
 
 #: The old name (tests and older code import it from here); the report and this CLI both use :mod:`.claims`.
@@ -239,9 +239,11 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     if claims:
         con.print("[bold]paper claims at this scale[/]")
         for c in claims:
-            colour = {"reproduced": "green", "partly": "yellow", "inconclusive": "yellow",
-                      "not reproduced": "red"}.get(c.verdict, "dim")
+            colour = {"reproduced": "green", "mixed": "yellow", "inconclusive": "yellow",
+                      "not reproduced": "red", "partly tested": "cyan"}.get(c.verdict, "dim")
             con.print(f"  [{colour}]{c.verdict}[/]: {escape(c.statement)}\n    [dim]{escape(c.evidence)}[/]")
+        for word in dict.fromkeys(c.verdict for c in claims):
+            con.print(f"  [dim]{word}: {escape(verdict_meaning(word))}[/]")
 
 
 def _cfg_text(b) -> str:

@@ -76,15 +76,39 @@ class Report:
         return {"loss": self.loss, "kind": self.kind, "setting": self.setting, "seconds": self.seconds,
                 "ok": self.ok, "verdicts": [v.as_dict() for v in self.verdicts]}
 
-    def __str__(self) -> str:
-        width = max([len(v.name) for v in self.verdicts] + [8])
-        head = f"losskit check {self.loss}  [{self.kind}; {self.setting}]  {self.seconds:.2f} s"
-        lines = [head, f"{'property':<{width}}  claimed  verdict  evidence"]
-        for v in self.verdicts:
-            mark = {PASS: "HOLDS", FAIL: "FAILS", SKIP: "skip"}[v.status]
-            lines.append(f"{v.name:<{width}}  {'yes' if v.claimed else '-':<7}  {mark:<7}  {v.evidence}")
+    def format(self, width: int = 80) -> str:
+        """The report as text in lines of at most ``width`` characters: the claimed properties first
+        (HOLDS / FAILS: a claim found false fails the check), then the others, for information (a property
+        nobody claimed "does not hold"; it never fails the check), each with its evidence below it."""
+        import textwrap
+
+        width = max(width, 40)
+
+        def wrap(text: str, indent: str) -> list[str]:
+            return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent,
+                                 break_long_words=True, break_on_hyphens=False) or [indent.rstrip()]
+
+        lines = wrap(f"losskit check {self.loss}  ({self.seconds:.2f} s)", "")
+        lines += wrap(f"{self.kind}; {self.setting}", "  ")
+        claimed = [v for v in self.verdicts if v.claimed]
+        other = [v for v in self.verdicts if not v.claimed]
+        for title, group, words in (
+                ("claimed properties", claimed, {PASS: "HOLDS", FAIL: "FAILS", SKIP: "skipped"}),
+                ("not claimed (for information: these never fail the check)", other,
+                 {PASS: "holds", FAIL: "does not hold", SKIP: "skipped"})):
+            if not group:
+                continue
+            lines += wrap(title, "")
+            for v in group:
+                lines += wrap(f"{v.name}: {words[v.status]}", "  ")
+                lines += wrap(v.evidence, "      ")
+        if not claimed:
+            lines.append("no property claimed")
         if self.failed_claims:
-            lines.append("claimed but false: " + ", ".join(v.name for v in self.failed_claims))
+            lines += wrap("claimed but false: " + ", ".join(v.name for v in self.failed_claims), "")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
 
     __repr__ = __str__

@@ -80,34 +80,54 @@ def main(argv: list[str]) -> int:
     except (KeyError, ValueError, TypeError, ImportError) as e:
         print(f"losskit check: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    print(json.dumps(report.as_dict(), indent=2, default=str) if args.json else report)
+    print(json.dumps(report.as_dict(), indent=2, default=str) if args.json else report.format(_width()))
     return 0 if report.ok else 1
+
+
+def _width() -> int:
+    """The terminal's width (``COLUMNS`` when set; 80 when not a terminal)."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
 
 
 def _check_all(family: str | None, as_json: bool) -> int:
     """Every registered objective's claims, one line each; exit status 1 if a claim is false."""
     import json
+    import textwrap
 
     from .._core.registry import objectives
 
-    entries = objectives(family)
-    if not entries:
-        print(f"losskit check: no objectives in family {family!r}", file=sys.stderr)
+    try:
+        entries = objectives(family)
+    except ValueError as e:
+        print(f"losskit check: {e}", file=sys.stderr)
         return 2
     reports = [check(e, sorted(e.properties)) for e in entries]
     if as_json:
         print(json.dumps([r.as_dict() for r in reports], indent=2, default=str))
     else:
-        width = max(len(r.loss) for r in reports)
+        width = _width()
+        name_w = max(len(r.loss) for r in reports)
         for r in reports:
             done = [v for v in r if v.status != SKIP]
             skip = [v for v in r if v.status == SKIP]
-            line = f"{r.loss:<{width}}  {len(done) - len(r.failed_claims)}/{len(r.verdicts)} claims hold"
+            if not r.verdicts:
+                line = "no property claimed"
+            else:
+                line = f"{len(done) - len(r.failed_claims)}/{len(r.verdicts)} claims hold"
             if r.failed_claims:
-                line += "  FALSE: " + ", ".join(v.name for v in r.failed_claims)
+                line += "; FALSE: " + ", ".join(v.name for v in r.failed_claims)
             if skip:
-                line += f"  not checked: {', '.join(v.name for v in skip)} ({skip[0].evidence})"
-            print(line)
+                line += f"; not checked: {', '.join(v.name for v in skip)} ({skip[0].evidence})"
+            if width - name_w - 2 >= 30:  # a column of names, the verdicts beside them
+                first, indent = f"{r.loss:<{name_w}}  ", " " * (name_w + 2)
+            else:
+                first, indent = f"{r.loss}  ", "    "
+            out = textwrap.wrap(line, width, initial_indent=first, subsequent_indent=indent,
+                                break_on_hyphens=False)
+            print("\n".join(out))
     bad = [r.loss for r in reports if not r.ok]
-    print(f"{len(reports)} objectives, {len(bad)} with a false claim" + (f": {', '.join(bad)}" if bad else ""))
+    print(textwrap.fill(f"{len(reports)} objectives, {len(bad)} with a false claim"
+                        + (f": {', '.join(bad)}" if bad else ""), _width()))
     return 1 if bad else 0

@@ -116,7 +116,9 @@ def _scores(name: str, x, n: int | None = None) -> torch.Tensor:
     inputs are checked by the wrapper against their declared domain (:data:`LOGPROB_INPUTS`)."""
     check_floating(name, x)
     if x.dim() != 1:
-        raise fail(name, "a (B,) tensor of sequence scores (aggregate per-token log-probs first)", describe(x))
+        raise fail(name, "a (B,) tensor of sequence scores" + (
+            " (a (B, T) tensor looks like per-token log-probs: aggregate them per sequence first with "
+            "losskit.preference.sequence_scores(token_logps, mask))" if x.dim() == 2 else ""), describe(x))
     if n is not None and x.shape[0] != n:
         raise fail(name, f"a batch of {n} (as policy_chosen_logps)", f"shape {tuple(x.shape)}")
     return x
