@@ -30,7 +30,18 @@ import torch
 from torch import nn
 
 from .._core import LossInputError, Paper, fail, finish, objective
-from .._core.domains import COUNT, NONNEGATIVE, POSITIVE, UNIT, Choice, Domain, Integer, Maybe, Seq, check_option
+from .._core.domains import (
+    COUNT,
+    NONNEGATIVE,
+    POSITIVE,
+    UNIT,
+    Choice,
+    Domain,
+    Integer,
+    Maybe,
+    Seq,
+    check_option,
+)
 from .._core.validate import check_floating, check_labels, check_rows, require
 from ..divergences.categorical import categorical_divergence
 from ..divergences.generators import GENERATORS, JS, KL, REVERSE_KL, FGenerator, get_generator
