@@ -138,8 +138,16 @@ def test_binary_kl_and_dual_head_by_hand():
     np.testing.assert_allclose(losskit.binary_kl(t, aux).sum(1).numpy(), bkl, rtol=1e-10)
     T = 4.0
     kd = losskit.kd_loss(s, t, y, temperature=T, alpha=1.0, beta=1.0, reduction="none").numpy()
-    got = losskit.dual_head_kd(s, t, y, aux, temperature=T, gamma=0.7, reduction="none").numpy()
+    got = losskit.dual_head_kd(s, t, y, aux, temperature=T, beta=1.0, gamma=0.7, binary="kl", binary_temperature=1.0,
+                               reduction="none").numpy()
     np.testing.assert_allclose(got, kd + 0.7 * bkl, rtol=1e-10)
+    # BinaryKL-Norm (the default): KL(Bern 1/2 || Bern sigmoid((h2 - z_t) / tau)) * tau^2, no KD term (beta = 0)
+    tau = 2.0
+    q = sig((aux.numpy() - t.numpy()) / tau)
+    bnorm = (scipy.special.rel_entr(0.5, q) + scipy.special.rel_entr(0.5, 1 - q)).sum(1)
+    ce = losskit.kd_loss(s, t, y, alpha=1.0, beta=0.0, reduction="none").numpy()
+    np.testing.assert_allclose(losskit.dual_head_kd(s, t, y, aux, reduction="none").numpy(), ce + tau ** 2 * bnorm,
+                               rtol=1e-10)
     # the auxiliary head gets only the binary term's gradient; the main head none of it
     s1, a1 = s.clone().requires_grad_(True), aux.clone().requires_grad_(True)
     losskit.dual_head_kd(s1, t, y, a1, alpha=0.0, beta=0.0).backward()

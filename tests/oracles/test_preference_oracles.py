@@ -70,8 +70,9 @@ ORACLES = [
            differences="none (_compute_losses, one chunk)"),
     Oracle("mnpo", "smiles724/MNPO", "mnpo_scripts/mnpo_trainer.py", MNPO_C, "1e-12",
            differences="equal with rho = ratio, beta = eta and weights normalised (the official code normalises "
-                       "them, losskit requires them summed to 1) in float64 (the official casts to float32); the "
-                       "official defaults are ratio 1/3, eta 0.0075 where losskit defaults to rho = 1 (IPO)"),
+                       "them, losskit requires them summed to 1) in float64 (the official casts to float32); losskit's "
+                       "defaults rho = 1/3, beta = 0.0075 are the official configs' ratio and eta (so the "
+                       "opponents' scores are required; rho = 1 is IPO)"),
     NoReference("ddo", reason="the official repository NVlabs/DDO (@ d7b366bd1867) holds only sampling scripts "
                               "(EDM2_sample.py, VAR_sample.py) and checkpoints, no training loss; no peer "
                               "implementation found (GitHub code search for the paper title and 'DDO loss')",
@@ -664,3 +665,17 @@ def test_mnpo_matches_official(ratio, weights, b):
     _close(ours(pc), _ref_mnpo(pc, pr, rc, rr, history, ratio, eta, weights), tol=1e-10)
     _close(_grad(ours, pc), _grad(lambda x: _ref_mnpo(x, pr, rc, rr, history, ratio, eta, weights), pc),
            tol=1e-10)
+
+
+def test_mnpo_defaults_are_the_official_configs():
+    # smiles724/MNPO configs: ratio 1/3, eta 0.0075 (uniform weights over the J opponents)
+    g = torch.Generator().manual_seed(88)
+    pc, pr, rc, rr = (-(0.5 + 5 * torch.rand(5, generator=g, dtype=torch.float64)) for _ in range(4))
+    oc, orr = (-(0.5 + 5 * torch.rand(5, 3, generator=g, dtype=torch.float64)) for _ in range(2))
+    history = [(oc[:, j], orr[:, j]) for j in range(3)]
+    _close(losskit.mnpo(pc, pr, rc, rr, oc, orr), _ref_mnpo(pc, pr, rc, rr, history, 1 / 3, 0.0075, [1.0] * 3),
+           tol=1e-10)
+    with pytest.raises(losskit.LossInputError, match="^opponent_chosen_logps:.*rho=1.0 is IPO"):
+        losskit.mnpo(pc, pr, rc, rr)
+    _close(losskit.mnpo(pc, pr, rc, rr, rho=1.0, beta=0.0075), losskit.ipo(pc, pr, rc, rr, beta=0.0075), tol=1e-12)
+

@@ -831,7 +831,7 @@ def _opponent_weights(weights, j: int, like: torch.Tensor) -> torch.Tensor:
            domains={"rho": UNIT, "weights": Anything("None or J opponent weights lambda_j (a sequence, array or "
                                                      "tensor; non-negative, summing to 1)")}, seed=True)
 def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-         opponent_chosen_logps=None, opponent_rejected_logps=None, *, beta: float = 0.1, rho: float = 1.0,
+         opponent_chosen_logps=None, opponent_rejected_logps=None, *, beta: float = 0.0075, rho: float = 1 / 3,
          weights=None, sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
     """MNPO: IPO against a geometric mixture of the reference and J opponent policies.
 
@@ -840,11 +840,13 @@ def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
 
     ``opponent_*_logps``: ``(B, J)`` scores under the opponents (past iterates); ``weights`` lambda_j
     (default uniform; non-negative, summing to 1: the geometric mixture's weights). ``rho`` in [0, 1];
-    ``rho = 1`` is :func:`ipo` (``beta > 0`` is the paper's eta). The anchor is
-    :func:`~losskit.preference.geometric_anchor`. Equal to the authors' ``mnpo_loss`` (smiles724/MNPO
-    ``mnpo_scripts/mnpo_trainer.py``) with ``rho = ratio``, ``beta = eta`` and normalised weights; their
-    configs use ratio 1/3, eta 0.0075 (pass them: the default ``rho = 1`` is plain IPO). Paper: Wu et
-    al., "Multiplayer Nash Preference Optimization", 2025, arXiv:2509.23102.
+    ``rho = 1`` is :func:`ipo` (``beta > 0`` is the paper's eta; the opponents are then not read). The
+    anchor is :func:`~losskit.preference.geometric_anchor`. Equal to the authors' ``mnpo_loss``
+    (smiles724/MNPO ``mnpo_scripts/mnpo_trainer.py``) with ``rho = ratio``, ``beta = eta`` and normalised
+    weights. The defaults ``rho = 1/3``, ``beta = 0.0075`` are the official configs' ``ratio`` and ``eta``
+    (the runs behind the paper's results), so the opponents' scores are required unless ``rho = 1``
+    (before this release the defaults were ``rho = 1, beta = 0.1``: plain IPO). Paper: Wu et al.,
+    "Multiplayer Nash Preference Optimization", 2025, arXiv:2509.23102.
     """
     pc = _scores("policy_chosen_logps", policy_chosen_logps)
     n = pc.shape[0]
@@ -859,7 +861,9 @@ def mnpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejec
         for name, o in (("opponent_chosen_logps", opponent_chosen_logps),
                         ("opponent_rejected_logps", opponent_rejected_logps)):
             if not isinstance(o, torch.Tensor) or o.dim() != 2 or o.shape[0] != n:
-                raise fail(name, f"a (B={n}, J) tensor of opponents' scores when rho != 1", describe(o))
+                raise fail(name, f"a (B={n}, J) tensor of the J opponents' (past iterates') scores: MNPO's anchor "
+                                 f"mixes them in with weight 1 - rho = {1 - rho:.4g} (the default rho = 1/3 follows "
+                                 "the official configs; rho=1.0 is IPO and needs no opponents)", describe(o))
             check_floating(name, o)
         j = opponent_chosen_logps.shape[1]
         if opponent_rejected_logps.shape[1] != j:

@@ -307,8 +307,10 @@ def sparsepo(chosen_logratios, rejected_logratios, chosen_kl, rejected_kl, chose
     ``*_logratios``: per-token ``log pi - log pi_ref`` (B, T; log-ratios, any sign); ``*_kl``: per-token
     full-vocabulary ``KL(pi_ref || pi)`` (:func:`~losskit.preference.token_logprobs` with ``anchor_logits``);
     masks m^u, m^d in [0, 1] (B, T), by default the completion masks (the paper learns them or derives them
-    from activations: compute them outside and pass them); ``beta > 0``. Masked tokens are never read. Detail
-    not verified against the paper's code (the sign convention of the KL term follows TDPO). Paper:
+    from activations: compute them outside and pass them); ``beta > 0``. Masked tokens are never read. Equal to
+    the authors' loss (huawei-noah/HEBO ``SparsePO/src/trainers/sparse_trainer.py``, whose per-token "KL" is
+    ``-KL(ref || pi)``) with their masks passed here; their optional L1 penalties on the masks
+    (``l1_norm_param_u/d``) belong to the mask model: add them to the loss yourself. Paper:
     Christopoulou et al., "SparsePO: Controlling Preference Alignment of LLMs via Sparse Token Masks", 2024,
     arXiv:2410.05102.
     """

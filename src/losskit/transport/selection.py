@@ -288,7 +288,10 @@ def whitened_ot(candidates: torch.Tensor, target: torch.Tensor, *, a: torch.Tens
         candidates, target: features ``(B, n, d)``, ``(B, m, d)`` or unbatched ``(n, d)``, ``(m, d)``;
             the pooled covariance must have full rank (else ``ridge > 0``).
         a, b: non-negative weights (uniform by default), equal totals.
-        eps: entropic regularisation in cost units (costs lie in ``[0, 2^p]`` when normalised) †.
+        eps: entropic regularisation in cost units (costs lie in ``[0, 2^p]`` when normalised) †. The
+            reference code (vita-epfl/TAROT) uses GeomLoss with ``blur = 0.01`` on this (unhalved) ``p = 1``
+            cost, i.e. ``eps = blur^2 = 1e-4``, and an absolute whitening ridge ``1e-5 I`` (``ridge = 1e-5 d /
+            tr Sigma`` here); the default 0.01 is kept until the solver is verified at ``eps = 1e-4``.
         p: cost exponent, ``p >= 1``; normalize: put whitened points on the unit sphere; ridge: see :func:`whiten`.
         tol, max_iter, scaling, online: solver options, as :func:`losskit.sinkhorn`.
 
