@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import torch
 
+from .._core.errors import fail
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import require
+from .._core.validate import check_floating, describe, require
 from .._core.values import Values
 
 __all__ = ["PAIR_SCORES", "PAIR_MEAN_SCORES", "GROUP_SCORES", "POLICY_TOKENS", "pair_example", "scale_logps",
@@ -37,8 +38,21 @@ LOGPROB = Values(hi=LOGP_TOLERANCE, description="log-probabilities <= 0 (log pi 
 LOGPROB_INPUTS = dict.fromkeys(
     ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps", "policy_logps",
      "ref_logps", "policy_kl_logps", "ref_kl_logps", "prev_chosen_logps", "prev_rejected_logps",
-     "opponent_chosen_logps", "opponent_rejected_logps"),
+     "opponent_chosen_logps", "opponent_rejected_logps", "prev_logps"),
     LOGPROB)
+
+
+def sequence_input(name: str, x, n: int | None = None, like: str = "policy_chosen_logps") -> torch.Tensor:
+    """A ``(B,)`` floating tensor of per-sequence scores (of ``n`` samples, as input ``like``). Shapes only:
+    the values of registered inputs are checked by the wrapper against their declared domain."""
+    check_floating(name, x)
+    if x.dim() != 1:
+        raise fail(name, "a (B,) tensor of sequence scores" + (
+            " (a (B, T) tensor looks like per-token log-probs: aggregate them per sequence first with "
+            "losskit.preference.sequence_scores(token_logps, mask))" if x.dim() == 2 else ""), describe(x))
+    if n is not None and x.shape[0] != n:
+        raise fail(name, f"a batch of {n} (as {like})", f"shape {tuple(x.shape)}")
+    return x
 
 
 def check_logprobs(name: str, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -50,7 +50,14 @@ from .._core.domains import (
 from .._core.errors import fail
 from .._core.validate import check_floating, check_nonnegative, describe, require
 from .._core.values import FINITE, PROBABILITY
-from ._inputs import LOGPROB_INPUTS, PAIR_MEAN_SCORES, PAIR_SCORES, check_logprobs, pair_example
+from ._inputs import (
+    LOGPROB_INPUTS,
+    PAIR_MEAN_SCORES,
+    PAIR_SCORES,
+    check_logprobs,
+    pair_example,
+    sequence_input,
+)
 from .scores import _transform, geometric_anchor
 
 __all__ = ["margin_loss", "LINKS", "pair_rewards", "dpo", "cdpo", "robust_dpo", "hinge_dpo", "ipo", "exo",
@@ -112,16 +119,7 @@ def margin_loss(z: torch.Tensor, link: str = "logistic", *, label_smoothing: flo
 
 
 def _scores(name: str, x, n: int | None = None) -> torch.Tensor:
-    """A ``(B,)`` floating tensor of sequence scores (of ``n`` pairs). Shapes only: the values of registered
-    inputs are checked by the wrapper against their declared domain (:data:`LOGPROB_INPUTS`)."""
-    check_floating(name, x)
-    if x.dim() != 1:
-        raise fail(name, "a (B,) tensor of sequence scores" + (
-            " (a (B, T) tensor looks like per-token log-probs: aggregate them per sequence first with "
-            "losskit.preference.sequence_scores(token_logps, mask))" if x.dim() == 2 else ""), describe(x))
-    if n is not None and x.shape[0] != n:
-        raise fail(name, f"a batch of {n} (as policy_chosen_logps)", f"shape {tuple(x.shape)}")
-    return x
+    return sequence_input(name, x, n)
 
 
 def _pair(pc, pr, rc, rr):

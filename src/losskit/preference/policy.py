@@ -47,9 +47,19 @@ from .._core.domains import (
     Real,
 )
 from .._core.errors import fail
-from .._core.validate import check_floating, check_unit_interval, describe, require
+from .._core.validate import check_floating, describe, require
+from .._core.values import PROBABILITY
 from ..divergences.generators import JS, KL, REVERSE_KL, TV, FGenerator
-from ._inputs import GROUP_SCORES, POLICY_TOKENS, check_logprobs, group_example, policy_example, scale_logps
+from ._inputs import (
+    GROUP_SCORES,
+    LOGPROB_INPUTS,
+    POLICY_TOKENS,
+    check_logprobs,
+    group_example,
+    policy_example,
+    scale_logps,
+    sequence_input,
+)
 
 __all__ = ["grpo", "GRPOLoss", "gspo", "GSPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
            "disco", "disco_b", "AGGREGATIONS", "KL_ESTIMATORS"]
@@ -438,19 +448,12 @@ def _nash_bad(ex):
 
 
 ON_POLICY = InputKind("on-policy samples", "(B,) sequence log-probs of samples y ~ pi_theta with their "
-                      "preferences and the anchors' log-probs", bad_inputs=_nash_bad, extreme=scale_logps())
+                      "preferences and the anchors' log-probs", bad_inputs=_nash_bad, extreme=scale_logps(),
+                      values={**LOGPROB_INPUTS, "preference": PROBABILITY})
 
 
 def _sequence(name, x, n=None):
-    """A (B,) floating tensor (of ``n`` samples)."""
-    check_floating(name, x)
-    if x.dim() != 1:
-        raise fail(name, "a (B,) tensor of sequence scores" + (
-            " (a (B, T) tensor looks like per-token log-probs: aggregate them per sequence first with "
-            "losskit.preference.sequence_scores(token_logps, mask))" if x.dim() == 2 else ""), describe(x))
-    if n is not None and x.shape[0] != n:
-        raise fail(name, f"a batch of {n} (as policy_logps)", f"shape {tuple(x.shape)}")
-    return x
+    return sequence_input(name, x, n, like="policy_logps")
 
 
 @objective("nash_mp", seed=True, family=FAMILY, input_kind=ON_POLICY, example=_nash_example, paper=NASHMP_PAPER,
@@ -478,11 +481,9 @@ def nash_mp(policy_logps, preference, ref_logps, prev_logps, *, beta: float = 0.
     """
     lp = _sequence("policy_logps", policy_logps)
     n = lp.shape[0]
-    p = check_unit_interval("preference", _sequence("preference", preference, n))
+    p = _sequence("preference", preference, n)  # values: declared by ON_POLICY (probability, log-probs)
     ref = _sequence("ref_logps", ref_logps, n)
     prev = _sequence("prev_logps", prev_logps, n)
-    for name, x in (("policy_logps", lp), ("ref_logps", ref), ("prev_logps", prev)):
-        check_logprobs(name, x)
     w = (-(p - 0.5) + beta * (lp - ref) + (lp - prev) / eta).detach()
     loss = w + w * (lp - lp.detach())
     return finish(loss, reduction, sample_weight=sample_weight)
