@@ -266,7 +266,10 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
     """
     sig = inspect.signature(fn)
     params = sig.parameters
-    values = values or {}
+    # each argument's value domain, resolved once: declared, else finite (-inf allowed in allow_neg_inf);
+    # None for the unchecked ones
+    domain_of = {k: None if k in unchecked else (values or {}).get(k)
+                 or (FINITE_OR_NEG_INF if k in allow_neg_inf else FINITE) for k in params}
     first_input = next(iter(params), None)
     inputs = tuple(p.name for p in params.values()
                    if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
@@ -307,9 +310,8 @@ def _wrap(fn: Callable, allow_neg_inf: tuple[str, ...], unchecked: tuple[str, ..
                                      "are not supported)", "a meta tensor")
         if isinstance(first, torch.Tensor) and first.numel() == 0:
             raise fail(first_input, "a non-empty batch", f"shape {tuple(first.shape)} with no elements")
-        check_values([(k, v, values.get(k) or (FINITE_OR_NEG_INF if k in allow_neg_inf else FINITE))
-                      for k, v in arguments.items() if isinstance(v, torch.Tensor)
-                      and v.is_floating_point() and v.numel() and k not in unchecked])
+        check_values([(k, v, domain_of[k]) for k, v in arguments.items() if isinstance(v, torch.Tensor)
+                      and v.is_floating_point() and v.numel() and domain_of.get(k) is not None])
         if promote_half:
             for name, value in arguments.items():
                 if isinstance(value, torch.Tensor):
