@@ -7,6 +7,7 @@ import torch
 
 from .._core.inputs import scale_input
 from .._core.registry import BadInput, Example, InputKind
+from .._core.values import LOGIT_ROWS
 
 __all__ = ["MULTILABEL", "multilabel_example", "REGRESSION_LOGITS", "regression_example", "LEVEL_PAIRS",
            "level_pairs_example", "BAGS", "bags_example"]
@@ -65,7 +66,8 @@ def _regression_bad(ex: Example) -> list[BadInput]:
 
 
 REGRESSION_LOGITS = InputKind("logits+real targets", "logits (N, K) over bins and real targets (N,)",
-                              bad_inputs=_regression_bad, extreme=scale_input("logits"))
+                              bad_inputs=_regression_bad, extreme=scale_input("logits"),
+                              values={"logits": LOGIT_ROWS})
 
 
 # ------------------------------------------------------------------------------ paired level logits

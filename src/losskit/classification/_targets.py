@@ -47,6 +47,13 @@ class Targets:
     logits: torch.Tensor | None = None  # (N, *, K) class-last logits; ignored rows get zero gradient
 
 
+def built_distribution(logits_last: torch.Tensor, dist: torch.Tensor) -> Targets:
+    """Targets that losskit built itself (a distribution per row by construction, e.g. HL-Gauss bins):
+    resolved without re-checking them. The caller's logits must have been checked (declared
+    ``LOGIT_ROWS``: no NaN/+inf, no row masked entirely)."""
+    return Targets(None, dist, None, logits_last.shape[-1], 0.0, logits_last)
+
+
 def class_last(logits: torch.Tensor, name: str = "logits") -> torch.Tensor:
     """(N, K, *) -> (N, *, K), checking there is a class dimension."""
     check_floating(name, logits)
@@ -183,7 +190,11 @@ def classwise_loss(logits: torch.Tensor, target: torch.Tensor, base_fn, transfor
     # The label-only log-sum-exp path on CPU checks the logits' rows from its per-sample values (below)
     fast = (at is not None and getattr(base_fn, "lse", False) and label_smoothing == 0 and isinstance(target, torch.Tensor)
             and not target.is_floating_point() and zl.device.type == "cpu" and has_values(zl))
-    t = resolve_targets(zl, target, ignore_index=ignore_index, label_smoothing=label_smoothing, defer_rows=fast)
+    if isinstance(target, Targets):  # already resolved (built_distribution)
+        t = target
+    else:
+        t = resolve_targets(zl, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                            defer_rows=fast)
     z = t.logits
     w = check_class_weights(weight, t.num_classes)
     if fast:

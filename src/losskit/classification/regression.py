@@ -8,7 +8,7 @@ from .._core import Paper, fail, finish, objective
 from .._core.domains import POSITIVE, REAL, Maybe, Tensor
 from .._core.validate import check_floating, check_unit_interval
 from ._inputs import LEVEL_PAIRS, REGRESSION_LOGITS, level_pairs_example, regression_example
-from ._targets import ROWS_CHECKED, class_last, classwise_loss
+from ._targets import built_distribution, class_last, classwise_loss
 from .margins import margin_logsumexp
 from .targets import _hl_gauss, _two_hot, ndtr
 
@@ -23,18 +23,18 @@ DEQA_PAPER = Paper("Teaching LLMs to Regress Accurate Image Quality Scores using
 
 
 def _bin_targets(logits, target, builder, **kw):
-    # target's finiteness was checked by the registry wrapper: the builders' unchecked forms are used
+    # target's finiteness and the logits' rows (LOGIT_ROWS) were checked by the registry wrapper
     z = class_last(logits)
     if z.dim() != 2:
         raise fail("logits", "shape (N, K) over the bins", f"shape {tuple(logits.shape)}")
     y = check_floating("target", target)
     if tuple(y.shape) != (z.shape[0],):
         raise fail("target", f"one real value per sample, shape ({z.shape[0]},)", f"shape {tuple(y.shape)}")
-    return builder(y.to(z.dtype), num_bins=z.shape[-1], **kw)
+    return built_distribution(z, builder(y.to(z.dtype), num_bins=z.shape[-1], **kw))
 
 
 @objective(
-    "hl_gauss_loss", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
+    "hl_gauss_loss", seed=True, family="classification", input_kind=REGRESSION_LOGITS, example=regression_example,
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t_i = Phi((e_{i+1} - y)/sigma) - Phi((e_i - y)/sigma) "
             "(renormalised on [v_min, v_max])",
@@ -60,7 +60,7 @@ def hl_gauss_loss(logits: torch.Tensor, target: torch.Tensor, *, v_min: float, v
 
 
 @objective(
-    "two_hot_loss", seed=True, family="classification", unchecked=ROWS_CHECKED, input_kind=REGRESSION_LOGITS, example=regression_example,
+    "two_hot_loss", seed=True, family="classification", input_kind=REGRESSION_LOGITS, example=regression_example,
     paper=HLGAUSS_PAPER, properties={"nonnegative", "convex", "shift_invariant"},
     formula="L(z, y) = -sum_i t_i log softmax(z)_i,  t = two-hot split of y between neighbouring bin centres",
     module_name="TwoHotLoss", domains={"v_min": REAL, "v_max": REAL},
