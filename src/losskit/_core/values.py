@@ -26,7 +26,7 @@ import torch
 from . import validate as _validate
 from .errors import fail
 
-__all__ = ["Values", "FINITE", "FINITE_OR_NEG_INF", "LOGIT_ROWS", "LOGIT_ROWS_DIM1", "PROBABILITY", "UNIT_VALUES", "NONNEGATIVE_VALUES", "check_values",
+__all__ = ["Values", "FINITE", "FINITE_OR_NEG_INF", "LOGIT_ROWS", "LOGIT_ROWS_DIM1", "PROBABILITY", "UNIT_VALUES", "NONNEGATIVE_VALUES", "POSITIVE_VALUES", "check_values",
            "CAT_ELEMS"]
 
 #: Inputs sharing a domain are concatenated for one reduction while their total size is at most this
@@ -43,6 +43,7 @@ class Values:
     hi: float = math.inf
     neg_inf: bool = False
     description: str = "finite values"
+    lo_open: bool = False  # ``lo < x`` instead of ``lo <= x`` (positive values)
     #: Logits along a class dimension: ``rows=dim`` reduces each row to its maximum first, so NaN and +inf
     #: still fail, ``-inf`` entries mask, and a row masked entirely (maximum ``-inf``) fails.
     rows: int | None = None
@@ -56,12 +57,13 @@ class Values:
     def holds(self, mn: float, mx: float) -> bool:
         """Whether a tensor with minimum ``mn`` and maximum ``mx`` (Python floats; NaN if any entry is NaN)
         is inside the domain. Comparisons with NaN are false, so NaN fails."""
-        return mx <= self.hi and mx < math.inf and mn >= self.lo and (mn > -math.inf or self.neg_inf)
+        above = mn > self.lo if self.lo_open else mn >= self.lo
+        return mx <= self.hi and mx < math.inf and above and (mn > -math.inf or self.neg_inf)
 
     def bad(self, x: torch.Tensor) -> torch.Tensor:
         """A 0-d bool tensor, true when ``x`` has an entry outside the domain (device-side)."""
         mn, mx = torch.aminmax(self.reduce(x.detach()))
-        ok = (mx <= self.hi) & (mx < math.inf) & (mn >= self.lo)
+        ok = (mx <= self.hi) & (mx < math.inf) & ((mn > self.lo) if self.lo_open else (mn >= self.lo))
         if not self.neg_inf:
             ok = ok & (mn > -math.inf)
         return ~ok
@@ -69,12 +71,12 @@ class Values:
     def first_bad(self, x: torch.Tensor) -> str:
         """The first offending entry and its position (for the eager error message)."""
         x = x.detach()
-        bad = torch.isnan(x) | (x == math.inf) | (x > self.hi) | (x < self.lo)
+        bad = torch.isnan(x) | (x == math.inf) | (x > self.hi) | ((x <= self.lo) if self.lo_open else (x < self.lo))
         if self.rows is not None and not bad.any():
             masked = (self.reduce(x) == -math.inf).nonzero()
             if len(masked):
                 row = tuple(masked[0].tolist())
-                return f"a row masked entirely (every entry -inf) at {row[0] if len(row) == 1 else row}"
+                return f"a fully masked row (every entry -inf) at {row[0] if len(row) == 1 else row}"
         elif not self.neg_inf:
             bad = bad | (x == -math.inf)
         idx = bad.nonzero()
@@ -86,13 +88,14 @@ class Values:
 
 
 FINITE = Values()
-LOGIT_ROWS = Values(rows=-1, description="logits with no NaN or +inf (-inf masks a class; no row masked entirely)")
-LOGIT_ROWS_DIM1 = Values(rows=1, description="logits with no NaN or +inf (-inf masks a class; no row masked "
-                                           "entirely)")
+LOGIT_ROWS = Values(rows=-1, description="logits with no NaN or +inf (-inf masks a class; no fully masked row)")
+LOGIT_ROWS_DIM1 = Values(rows=1, description="logits with no NaN or +inf (-inf masks a class; no fully masked "
+                                           "row)")
 FINITE_OR_NEG_INF = Values(neg_inf=True, description="finite values (or -inf to mask)")
 PROBABILITY = Values(0.0, 1.0, description="probabilities in [0, 1]")
 UNIT_VALUES = Values(0.0, 1.0, description="values in [0, 1]")
 NONNEGATIVE_VALUES = Values(0.0, description="finite values >= 0")
+POSITIVE_VALUES = Values(0.0, lo_open=True, description="finite values > 0")
 
 
 def check_values(pairs: list[tuple[str, torch.Tensor, Values]]) -> None:

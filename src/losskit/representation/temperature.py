@@ -15,7 +15,8 @@ from .._core import distributed as D
 from .._core.domains import FLAG, NONNEGATIVE, Choice, Domain
 from .._core.inputs import LOGITS_LABELS
 from .._core.registry import BadInput, Example, InputKind
-from .._core.validate import check_batch, check_floating, check_labels, check_rows, require
+from .._core.validate import check_batch, check_floating, check_labels
+from .._core.values import LOGIT_ROWS_DIM1, Values
 from ._inputs import pair_example, scale_all
 from .contrastive import _everything, _index_positive, _pair, _supcon_rows
 from .core import contrast, embed
@@ -62,6 +63,9 @@ def _cross_log_mean_exp_h(z1, z2, tau1, tau2, normalize, gather=False, group=Non
     return torch.stack(out, 1) - math.log(n - 1)
 
 
+POSITIVE_TEMPERATURES = Values(0.0, lo_open=True, description="positive temperatures")
+
+
 def _check_tau(tau: torch.Tensor, n: int, what: str, per_view: bool = False) -> None:
     """``tau`` (n,) (or (n, 2) with ``per_view``): positive temperatures (a value check: the validation
     mode, no host synchronisation)."""
@@ -69,7 +73,7 @@ def _check_tau(tau: torch.Tensor, n: int, what: str, per_view: bool = False) -> 
     if tuple(tau.shape) != (n,) and not (per_view and tuple(tau.shape) == (n, 2)):
         shapes = f"shape ({n},)" + (f" or ({n}, 2) (one per view)" if per_view else "")
         raise fail("tau", f"one temperature per {what}, {shapes}", f"shape {tuple(tau.shape)}")
-    require("tau", tau, lambda: (tau <= 0).any(), "positive temperatures", lambda: f"min {tau.min().item():.6g}")
+    # positive values: the declared domain of the objectives' ``tau`` input (POSITIVE_VALUES), checked by the wrapper
 
 
 class ISogCLRState(nn.Module):
@@ -283,6 +287,7 @@ TEMP_KIND = InputKind("embedding pair + temperatures", "z1, z2 (N, D) and one te
 
 @objective(
     "tempnet_dro", seed=True, family=FAMILY, input_kind=TEMP_KIND, example=_tempnet_example, paper=TEMPNET, per_sample=False,
+    values={"tau": POSITIVE_TEMPERATURES},
     module_name="TempNetDROLoss", domains={"rho": NONNEGATIVE, "normalize": FLAG, "negatives": Choice("cross", "all")},
     formula="l_i = tau_i log mean_{z in S_i^-} exp((s(x_i, z) - s(x_i, x_i^+)) / tau_i) + rho tau_i",
 )
@@ -335,7 +340,8 @@ def _lm_example(gen, dtype, n: int = 6, k: int = 5) -> Example:
 
 @objective(
     "tempnet_lm", seed=True, family=FAMILY, input_kind=LOGITS_LABELS, example=_lm_example, paper=TEMPNET,
-    module_name="TempNetLMLoss", domains={"rho": NONNEGATIVE}, unchecked=("logits",),
+    module_name="TempNetLMLoss", domains={"rho": NONNEGATIVE},
+    values={"logits": LOGIT_ROWS_DIM1, "tau": POSITIVE_TEMPERATURES},
     formula="l_i = tau_i CE(z_i / tau_i, y_i) + (rho - log K) tau_i",
 )
 def tempnet_lm(logits: torch.Tensor, target: torch.Tensor, tau: torch.Tensor, *, rho: float = 8.0,
@@ -361,7 +367,7 @@ def tempnet_lm(logits: torch.Tensor, target: torch.Tensor, tau: torch.Tensor, *,
     if target.dim() != 1:
         raise fail("target", f"class indices of shape ({n},)", f"shape {tuple(target.shape)}")
     _check_tau(tau, n, "row")
-    check_rows("logits", logits, dim=1)  # a fully masked row (every logit -inf) has no distribution
+    # logits: LOGIT_ROWS_DIM1 (no NaN/+inf, no row masked entirely), checked by the wrapper
     t = tau.to(logits.dtype).unsqueeze(1)
     scaled = logits / t
     ce = torch.logsumexp(scaled, 1) - scaled.gather(1, target.unsqueeze(1)).squeeze(1)
