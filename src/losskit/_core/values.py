@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import validate as _validate
+from .conventions import _has_data, validation_enabled
 from .errors import fail
 
 __all__ = ["Values", "FINITE", "FINITE_OR_NEG_INF", "LOGIT_ROWS", "LOGIT_ROWS_DIM1", "PROBABILITY", "UNIT_VALUES", "NONNEGATIVE_VALUES", "POSITIVE_VALUES", "check_values",
@@ -103,10 +104,15 @@ def check_values(pairs: list[tuple[str, torch.Tensor, Values]]) -> None:
     of its domain (by the validation mode; see the module docstring for what it costs)."""
     if not pairs:
         return
-    modes = {_validate.value_check_mode(x) for _, x, _ in pairs}
-    if modes == {None}:
+    if not validation_enabled():  # off, or tracing
         return
-    if modes == {"eager"}:
+    x0 = pairs[0][1]
+    mode = _validate.value_check_mode(x0)
+    # the mode depends on the tensor only through its device and whether it has data
+    same = all(x.device == x0.device and _has_data(x) == (mode is not None) for _, x, _ in pairs[1:])
+    if same and mode is None:
+        return
+    if same and mode == "eager":
         if _all_hold(pairs):
             return
         for name, x, dom in pairs:  # something failed: find which, with its position
@@ -117,6 +123,10 @@ def check_values(pairs: list[tuple[str, torch.Tensor, Values]]) -> None:
     for name, x, dom in pairs:
         _validate.require(name, x, lambda x=x, dom=dom: dom.bad(x), dom.description,
                           lambda x=x, dom=dom: dom.first_bad(x))
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dim() == 1 else x.reshape(-1)  # (reshape costs a microsecond even when it is a no-op)
 
 
 def _all_hold(pairs) -> bool:
@@ -135,7 +145,7 @@ def _all_hold(pairs) -> bool:
     doms, ext = [], []
     for dom, xs in groups:
         if len(xs) > 1 and sum(x.numel() for x in xs) <= CAT_ELEMS:
-            xs = [torch.cat([dom.reduce(x.detach()).reshape(-1) for x in xs])]
+            xs = [torch.cat([_flat(dom.reduce(x.detach())) for x in xs])]
         else:
             xs = [dom.reduce(x.detach()) for x in xs]
         for x in xs:
