@@ -28,6 +28,8 @@ from .multilabel_bce import *  # noqa: F401,F403
 from .regression import *  # noqa: F401,F403
 from .robust import *  # noqa: F401,F403
 from .targets import *  # noqa: F401,F403
+from .tempered import *  # noqa: F401,F403
 
 __all__ = sorted({*aggregate.__all__, *binary.__all__, *links.__all__, *losses.__all__, *link_losses.__all__,
-                  *multilabel.__all__, *multilabel_bce.__all__, *regression.__all__, *robust.__all__, *targets.__all__})
+                  *multilabel.__all__, *multilabel_bce.__all__, *regression.__all__, *robust.__all__, *targets.__all__,
+                  *tempered.__all__})
