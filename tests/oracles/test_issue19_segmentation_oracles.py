@@ -218,8 +218,8 @@ def test_dice_tversky_focal_tversky_closed_form(seed, per_image):
              (losskit.focal_tversky_loss, dict(), (0.3, 0.7, 0.75, 1.0)),
              (losskit.focal_tversky_loss, dict(gamma=2.0, smooth=0.0), (0.3, 0.7, 2.0, 0.0))]
     for fn, opts, (al, be, ga, sm) in cases:
-        a, b, g_a, g_b = _both(lambda t: fn(t, y, per_image=per_image, **opts),
-                               lambda t: tversky_loop(t, y, al, be, ga, sm, per_image), z)
+        a, b, g_a, g_b = _both(lambda t, fn=fn, opts=opts: fn(t, y, per_image=per_image, **opts),
+                               lambda t, al=al, be=be, ga=ga, sm=sm: tversky_loop(t, y, al, be, ga, sm, per_image), z)
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(g_a, g_b, rtol=1e-9, atol=1e-12)
     # Tversky at alpha = beta = 1/2 is Dice; a perfect prediction costs 0
