@@ -61,12 +61,25 @@ def smooth_labels(target: torch.Tensor, epsilon: float = 0.1, num_classes: int |
     return (1 - epsilon) * t + epsilon / t.shape[-1]
 
 
-def mix_targets(target: torch.Tensor, lam: float, perm: torch.Tensor, num_classes: int | None = None,
-                dtype: torch.dtype | None = None) -> torch.Tensor:
-    """MixUp targets ``lam t + (1 - lam) t[perm]`` (Zhang et al. 2018, arXiv:1710.09412)."""
+def mix_targets(target: torch.Tensor, lam: float, perm: torch.Tensor | None = None, num_classes: int | None = None,
+                dtype: torch.dtype | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+    """MixUp / CutMix targets ``lam t + (1 - lam) t[perm]`` (Zhang et al. 2018, arXiv:1710.09412).
+
+    ``perm=None`` pairs each sample with the batch reversed (``t.flip(0)``), as timm's ``Mixup`` does;
+    ``label_smoothing`` smooths ``t`` first (``(1 - eps) t + eps / K``: timm's on/off values
+    ``1 - eps + eps/K`` and ``eps/K``), so ``mix_targets(y, lam, num_classes=K, label_smoothing=eps)`` is
+    timm's ``mixup_target(y, K, lam, eps)``. For CutMix pass the area-corrected ``lam = 1 - box area / (H W)``
+    (timm's ``correct_lam``). ``cross_entropy(z, mix_targets(...))`` is timm's ``SoftTargetCrossEntropy``.
+    """
     if not 0.0 <= lam <= 1.0:
         raise fail("lam", "a value in [0, 1]", repr(lam))
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise fail("label_smoothing", "a value in [0, 1]", repr(label_smoothing))
     t = _as_dist(target, num_classes, dtype)
+    if label_smoothing:
+        t = (1 - label_smoothing) * t + label_smoothing / t.shape[-1]
+    if perm is None:
+        return lam * t + (1 - lam) * t.flip(0)
     if perm.shape[:1] != t.shape[:1]:
         raise fail("perm", f"a permutation of the batch of {t.shape[0]}", f"shape {tuple(perm.shape)}")
     return lam * t + (1 - lam) * t[perm]
