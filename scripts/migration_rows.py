@@ -1,0 +1,3 @@
+"""placeholder"""
+def page():
+    return "# Migration\n"
