@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,arena,bench,ray
+EXTRAS ?= dev,arena,bench,ray,docs
 
-.PHONY: setup demo arena test lint bench clean
+.PHONY: setup demo arena test lint bench clean docs docs-serve
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,9 +27,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
+# The documentation site (mkdocs.yml): pages generated from the registry, built strictly into site/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache

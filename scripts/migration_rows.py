@@ -1,0 +1,303 @@
+"""The migration tables: "peer call -> losskit call", one :class:`Row` per peer call, defined once.
+
+``scripts/build_docs.py`` writes the site's migration page from :data:`ROWS` (:func:`page`), and
+``tests/test_migration.py`` runs every row: it executes the section's setup, evaluates the peer call and
+the losskit call on the same input, and checks the row's relation (``peer == losskit`` where the
+conventions agree, else the stated relation, e.g. ``peer == losskit / 2``). The page shows exactly the
+code that the test runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    modules: tuple[str, ...]  # what must be importable (the test skips the rows otherwise)
+    setup: str  # code run once before each row (defines the shared inputs)
+
+
+@dataclass(frozen=True)
+class Row:
+    section: str
+    peer_call: str  # an expression, the peer's value
+    losskit_call: str  # an expression, losskit's value
+    relation: str = "peer == losskit"  # "LHS == RHS" over `peer`, `losskit` and the setup's names
+    note: str = ""  # the convention that differs, in words
+    rtol: float = 1e-9
+    atol: float = 1e-10
+
+    @property
+    def id(self) -> str:
+        return f"{self.section}: {self.peer_call.split('(')[0]}"
+
+
+_TORCH = """\
+import torch
+import torch.nn.functional as F
+import losskit
+
+g = torch.Generator().manual_seed(0)
+logits = torch.randn(8, 5, generator=g, dtype=torch.float64)
+target = torch.randint(0, 5, (8,), generator=g)
+p_logits = torch.randn(8, 5, generator=g, dtype=torch.float64)
+q_logits = torch.randn(8, 5, generator=g, dtype=torch.float64)
+p, q = p_logits.softmax(-1), q_logits.softmax(-1)
+x = torch.randn(8, generator=g, dtype=torch.float64)
+t = torch.rand(8, generator=g, dtype=torch.float64)
+anc, pos, neg = (torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(3))
+"""
+
+_POT = """\
+import numpy as np
+import ot
+import torch
+import losskit
+import losskit.transport
+
+g = torch.Generator().manual_seed(0)
+x = torch.randn(30, 2, generator=g, dtype=torch.float64)
+y = torch.randn(25, 2, generator=g, dtype=torch.float64) + 0.5
+a, b = ot.unif(30, type_as=x), ot.unif(25, type_as=x)
+M = ot.dist(x, y)  # squared Euclidean: losskit's default cost ||x - y||^p with p = 2
+reg = 0.5
+theta = torch.randn(16, 2, generator=g, dtype=torch.float64)
+theta = theta / theta.norm(dim=1, keepdim=True)  # 16 unit directions, shared by both calls
+
+def kl_plan(P, a, b):  # KL(P | a (x) b), the entropic term POT's sinkhorn2 leaves out
+    ab = a[:, None] * b[None, :]
+    return (P * (P / ab).log() - P + ab).sum()
+
+def linear_divergence(x, y, eps):  # POT's recipe: linear parts <P, C> of the three problems
+    lin = lambda u, v: losskit.transport.solve(u, v, eps=eps, tol=1e-12).linear_cost().squeeze()
+    return lin(x, y) - (lin(x, x) + lin(y, y)) / 2
+"""
+
+_GEOMLOSS = """\
+import torch
+import geomloss
+import losskit
+
+g = torch.Generator().manual_seed(0)
+x = torch.randn(30, 2, generator=g, dtype=torch.float64)
+y = torch.randn(25, 2, generator=g, dtype=torch.float64) + 0.5
+n, m = len(x), len(y)
+blur = 0.4
+"""
+
+_PML = """\
+import torch
+from pytorch_metric_learning import losses, reducers
+import losskit
+
+g = torch.Generator().manual_seed(0)
+emb = torch.randn(9, 4, generator=g, dtype=torch.float64)
+labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])  # classes of equal size: see the notes
+z1, z2 = (torch.randn(8, 6, generator=g, dtype=torch.float64) for _ in range(2))
+
+def nonzero_fraction(emb, labels, margin):  # share of triplets with a positive loss (brute force)
+    e = torch.nn.functional.normalize(emb, dim=1)
+    d = torch.cdist(e, e)
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool)
+    trip = pos[:, :, None] & ~same[:, None, :]
+    loss = (d[:, :, None] - d[:, None, :] + margin)[trip]
+    return (loss > 0).double().mean()
+"""
+
+_ENTMAX = """\
+import torch
+import entmax
+import losskit
+
+g = torch.Generator().manual_seed(0)
+logits = torch.randn(8, 6, generator=g, dtype=torch.float64)
+target = torch.randint(0, 6, (8,), generator=g)
+"""
+
+_LION = """\
+import torch
+import lion_pytorch
+import losskit.optim
+
+def run(make_optimizer, steps=20):  # parameters after `steps` steps on a fixed quadratic
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5))
+    target = torch.randn(5)
+    opt = make_optimizer([w])
+    for _ in range(steps):
+        opt.zero_grad()
+        ((w - target) ** 2).sum().backward()
+        opt.step()
+    return w.detach()
+
+lr, wd = 0.03, 0.3
+"""
+
+SECTIONS = [
+    Section("pytorch", "PyTorch (`torch.nn.functional`)", ("torch",), _TORCH),
+    Section("pot", "POT (Python Optimal Transport)", ("ot",), _POT),
+    Section("geomloss", "GeomLoss", ("geomloss",), _GEOMLOSS),
+    Section("pml", "pytorch-metric-learning", ("pytorch_metric_learning",), _PML),
+    Section("entmax", "entmax", ("entmax",), _ENTMAX),
+    Section("lion", "lion-pytorch", ("lion_pytorch",), _LION),
+]
+
+ROWS = [
+    # ------------------------------------------------------------------------------------ PyTorch
+    Row("pytorch", "F.cross_entropy(logits, target)", "losskit.cross_entropy(logits, target)"),
+    Row("pytorch", "F.cross_entropy(logits, target, weight=torch.arange(1.0, 6.0, dtype=torch.float64), "
+                   "label_smoothing=0.1)",
+        "losskit.cross_entropy(logits, target, weight=torch.arange(1.0, 6.0, dtype=torch.float64), "
+        "label_smoothing=0.1)",
+        note="same weighted-mean denominator as torch (the sum of the targets' class weights)"),
+    Row("pytorch", "F.kl_div(F.log_softmax(q_logits, -1), F.softmax(p_logits, -1), reduction='batchmean')",
+        "losskit.kl_divergence(p_logits, q_logits)",
+        note="torch takes (log q, p) and computes KL(p || q); losskit takes (p, q) in the order of the name, "
+             "as logits by default. Use `reduction='batchmean'` in torch: its default 'mean' divides by "
+             "the number of entries (next row)"),
+    Row("pytorch", "F.kl_div(F.log_softmax(q_logits, -1), F.softmax(p_logits, -1))",
+        "losskit.kl_divergence(p_logits, q_logits)", relation="peer == losskit / 5",
+        note="torch's default reduction='mean' averages over the N * K entries, not the N distributions"),
+    Row("pytorch", "F.kl_div(q.log(), p, reduction='batchmean')",
+        "losskit.kl_divergence(p, q, input_space='probs')",
+        note="probabilities need `input_space='probs'`: without it losskit reads them as logits and "
+             "computes a different (much smaller) divergence"),
+    Row("pytorch", "F.binary_cross_entropy_with_logits(x, t)",
+        "losskit.binary_focal(x, t, alpha=None, gamma=0.0)",
+        note="binary focal with gamma = 0 and no alpha balancing is the binary cross-entropy"),
+    Row("pytorch", "F.triplet_margin_loss(anc, pos, neg, margin=1.0, reduction='none')",
+        "torch.stack([losskit.triplet_margin(torch.stack([anc[i], pos[i], neg[i]]), torch.tensor([0, 0, 1]), "
+        "margin=1.0, reduction='none')[0] for i in range(len(anc))])",
+        note="torch takes explicit (anchor, positive, negative) triplets; losskit mines the triplets of a "
+             "labelled batch. One explicit triplet is a batch of three points labelled (0, 0, 1), read at "
+             "the anchor. torch adds eps = 1e-6 inside the distance, hence the tolerance",
+        rtol=1e-5, atol=1e-5),
+    # ----------------------------------------------------------------------------------------- POT
+    Row("pot", "ot.emd2(a, b, M)", "losskit.exact_ot(x, y)"),
+    Row("pot", "ot.sinkhorn2(a, b, M, reg, method='sinkhorn_log', stopThr=1e-12, numItermax=10000)",
+        "losskit.sinkhorn(x, y, eps=reg, tol=1e-12)",
+        relation="losskit == peer + reg * kl_plan(ot.sinkhorn(a, b, M, reg, method='sinkhorn_log', "
+                 "stopThr=1e-12, numItermax=10000), a, b)",
+        note="losskit.sinkhorn is the full entropic cost <P, C> + eps KL(P | a (x) b); POT's sinkhorn2 "
+             "returns the linear part <P, C> only", rtol=1e-7),
+    Row("pot", "ot.sinkhorn2(a, b, M, reg, method='sinkhorn_log', stopThr=1e-12, numItermax=10000)",
+        "losskit.transport.solve(x, y, eps=reg, tol=1e-12).linear_cost().squeeze()",
+        note="the linear part, as POT reports it: `losskit.transport.solve(...).linear_cost()`", rtol=1e-7),
+    Row("pot", "ot.bregman.empirical_sinkhorn_divergence(x, y, reg, a=a, b=b)",
+        "linear_divergence(x, y, reg)",
+        note="POT builds its divergence from linear parts; losskit.sinkhorn_divergence from entropic costs "
+             "(the debiased form of Feydy et al. 2019): they differ, by 7.7% on this setup. To match POT, combine "
+             "the linear parts of `losskit.transport.solve` (`linear_divergence` in the setup)",
+        rtol=1e-6),
+    Row("pot", "ot.sliced_wasserstein_distance(x, y, projections=theta.T, p=2)",
+        "losskit.sliced_wasserstein(x, y, projections=theta)", relation="peer ** 2 == losskit",
+        note="POT returns SW_p = (mean of W_p^p)^(1/p); losskit returns SW_p^p (no root: smooth at 0). "
+             "POT's projections are (d, L), losskit's (L, d)", rtol=1e-10),
+    # ------------------------------------------------------------------------------------ GeomLoss
+    Row("geomloss", "geomloss.SamplesLoss('sinkhorn', p=2, blur=blur, scaling=0.995, backend='tensorized')(x, y)",
+        "losskit.sinkhorn_divergence(x, y, eps=2 * blur ** 2, tol=1e-12)", relation="peer == losskit / 2",
+        note="GeomLoss's cost is |x - y|^2 / 2 with eps = blur^2; losskit's is |x - y|^2, so "
+             "eps = 2 blur^2 and a factor 2. GeomLoss stops after its eps-scaling schedule (no "
+             "tolerance), hence the tolerance of the row", rtol=5e-4),
+    Row("geomloss", "geomloss.SamplesLoss('gaussian', blur=blur, backend='tensorized')(x, y)",
+        "losskit.mmd(x, y, kernel='gaussian', bandwidth=blur, estimator='biased')", relation="peer == losskit / 2",
+        note="GeomLoss reports half the biased MMD^2; losskit's default estimator is the unbiased one",
+        rtol=1e-8),
+    Row("geomloss", "geomloss.SamplesLoss('energy', backend='tensorized')(x, y)",
+        "losskit.energy_distance(x, y)", relation="losskit == 2 * peer + 1e-4 * (1 / n + 1 / m)",
+        note="half the (biased) energy distance; GeomLoss clamps the squared distances at 1e-8, so its "
+             "diagonal distances are 1e-4, not 0", rtol=1e-8),
+    # ------------------------------------------------------------------------- metric learning (PML)
+    Row("pml", "losses.TripletMarginLoss(margin=0.2, reducer=reducers.MeanReducer())(emb, labels)",
+        "losskit.triplet_margin(emb, labels, margin=0.2, normalize=True)",
+        note="PML's default margin is 0.05 (losskit: 0.2) and it normalises the embeddings (losskit: "
+             "`normalize=True`); its MeanReducer averages all triplets, losskit the per-anchor means: equal "
+             "when every anchor has as many triplets (classes of equal size)"),
+    Row("pml", "losses.TripletMarginLoss()(emb, labels)",
+        "losskit.triplet_margin(emb, labels, margin=0.05, normalize=True)",
+        relation="peer * nonzero_fraction(emb, labels, 0.05) == losskit",
+        note="PML's default reducer (AvgNonZeroReducer) averages only the triplets with a positive loss; "
+             "losskit averages them all (it has no such reducer today)"),
+    Row("pml", "losses.ContrastiveLoss(pos_margin=0, neg_margin=1, reducer=reducers.MeanReducer())(emb, labels)",
+        "losskit.contrastive_margin(emb, labels, power=1.0, normalize=True)",
+        note="PML's hinge is not squared (losskit's default `power=2`); its default reducer averages "
+             "non-zero pairs only"),
+    Row("pml", "losses.NTXentLoss(temperature=0.1)(torch.cat([z1, z2]), torch.cat([torch.arange(8)] * 2))",
+        "losskit.nt_xent(z1, z2, temperature=0.1)",
+        note="PML's default temperature is 0.07 (losskit: 0.1); PML takes one batch with labels, losskit "
+             "the two views"),
+    Row("pml", "losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5)(emb, labels)",
+        "losskit.multi_similarity(emb, labels, miner=None)",
+        note="PML's loss has no miner (its MultiSimilarityMiner is separate); losskit mines by default"),
+    Row("pml", "losses.SupConLoss(temperature=0.1)(emb, labels)", "losskit.supcon(emb, labels, temperature=0.1)"),
+    # ------------------------------------------------------------------------------------- entmax
+    Row("entmax", "entmax.SparsemaxLoss()(logits, target)", "losskit.sparsemax_loss(logits, target)",
+        note="entmax's 'elementwise_mean' (its default) is the mean over the batch, losskit's 'mean'"),
+    Row("entmax", "entmax.Entmax15Loss()(logits, target)",
+        "losskit.entmax_loss(logits, target, alpha=1.5)", rtol=1e-6, atol=1e-8),
+    # -------------------------------------------------------------------------------- lion-pytorch
+    Row("lion", "run(lambda ps: lion_pytorch.Lion(ps, lr=lr, weight_decay=wd))",
+        "run(lambda ps: losskit.optim.Lion(ps, lr=lr, weight_decay=wd))", rtol=1e-6, atol=1e-6),
+    Row("lion", "run(lambda ps: lion_pytorch.Lion(ps, lr=lr, weight_decay=wd, decoupled_weight_decay=True))",
+        "run(lambda ps: losskit.optim.Lion(ps, lr=lr, weight_decay=wd / lr))", rtol=1e-6, atol=1e-6,
+        note="lion-pytorch's `decoupled_weight_decay=True` decays by wd (times lr / initial lr) per step, "
+             "independently of the learning rate; losskit's weight decay is always lr-scaled "
+             "(theta *= 1 - lr * wd, what the paper and lion-pytorch's default do): divide by lr"),
+]
+
+
+def available(section: Section) -> str | None:
+    """None when the section's peers are importable, else the reason to skip."""
+    missing = [m for m in section.modules if importlib.util.find_spec(m) is None]
+    return f"{', '.join(missing)} not installed (the bench extra)" if missing else None
+
+
+def evaluate(row: Row):
+    """(lhs, rhs) of the row's relation, computed on the section's inputs."""
+    import torch
+
+    section = next(s for s in SECTIONS if s.key == row.section)
+    ns: dict = {"__name__": "__migration__"}
+    exec(compile(section.setup, f"<setup {section.key}>", "exec"), ns)
+    values = {"peer": eval(row.peer_call, ns), "losskit": eval(row.losskit_call, ns)}
+    rel = {**ns, **values}  # (a copy: the setup's functions keep seeing the losskit module)
+    lhs, rhs = row.relation.split("==")
+
+    def as_t(v):
+        v = torch.as_tensor(v, dtype=torch.float64)
+        return v.reshape(()) if v.numel() == 1 else v  # (POT returns some values as shape (1,))
+
+    return as_t(eval(lhs, rel)), as_t(eval(rhs, rel))
+
+
+def page() -> str:
+    lines = ["# Migration", "",
+             "<!-- generated by scripts/build_docs.py from scripts/migration_rows.py; do not edit -->", "",
+             "From a peer library to losskit: one row per peer call. **Every row is a test** "
+             "(`tests/test_migration.py`): it runs the section's setup, then the peer call and the losskit "
+             "call on the same inputs, and checks the relation in the row (`peer == losskit` where the "
+             "conventions agree; otherwise the relation the note explains). Rows whose peer is not "
+             "installed are skipped with that reason.", ""]
+    for s in SECTIONS:
+        rows = [r for r in ROWS if r.section == s.key]
+        lines += [f"## {s.title}", "", "Setup:", "", "```python", s.setup.rstrip(), "```", "",
+                  "| peer call | losskit call | relation | note |", "|---|---|---|---|"]
+        for r in rows:
+            rel = "equal" if r.relation == "peer == losskit" else f"`{r.relation}`"
+            lines.append(f"| `{_cell(r.peer_call)}` | `{_cell(r.losskit_call)}` | {_cell(rel)} | "
+                         f"{_cell(_esc(r.note))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(s: str) -> str:
+    return " ".join(s.split()).replace("|", r"\|")
+
+
+def _esc(s: str) -> str:
+    return s.replace("<", "&lt;").replace(">", "&gt;").replace("*", r"\*").replace("_", r"\_")
