@@ -279,3 +279,20 @@ def test_median_bandwidth_default_reads_no_values(name):
         fn(torch.ones(4, 2), torch.ones(5, 2))
     sigma = losskit.divergences.median_bandwidth(x, y)
     torch.testing.assert_close(fn(x, y), fn(x, y, bandwidth=sigma), rtol=1e-5, atol=1e-6)
+
+
+def test_probabilities_passed_as_logits_warn_at_the_callers_line():
+    import warnings
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.softmax(torch.randn(4, 5, generator=g, dtype=torch.float64), -1)
+    q = torch.softmax(torch.randn(4, 5, generator=g, dtype=torch.float64), -1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        losskit.kl_divergence(p, q)
+    assert len(caught) == 1 and "input_space='probs'" in str(caught[0].message)
+    assert caught[0].filename == __file__  # attributed to the user's call, not losskit's internals
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        losskit.kl_divergence(p, q, input_space="probs")  # the right call: silent
+        losskit.kl_divergence(torch.log(p) + 1.0, q.log() - 2.0)  # real logits: silent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LossInputError", "fail"]
+__all__ = ["LossInputError", "fail", "warn"]
 
 
 class LossInputError(ValueError):
@@ -23,3 +23,17 @@ class LossInputError(ValueError):
 def fail(argument: str, expected: str, got: str) -> LossInputError:
     """Build (not raise) a :class:`LossInputError`; use as ``raise fail(...)``."""
     return LossInputError(argument, expected, got)
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside losskit (the user's line), whatever the
+    depth of the call inside (the registry's wrapper, a family's engine)."""
+    import os
+    import sys
+    import warnings
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../losskit
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)

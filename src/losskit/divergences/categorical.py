@@ -20,6 +20,7 @@ import torch
 
 from .._core import Paper, fail, finish, objective
 from .._core.domains import HALF_OPEN_UNIT, OPEN_UNIT, REAL, Choice, Dim, Either, Real
+from .._core.errors import warn
 from .._core.inputs import TWO_DISTRIBUTIONS, distributions_example
 from .._core.validate import check_floating, check_probabilities, check_rows, require, value_check_mode
 from .generators import (
@@ -91,7 +92,23 @@ def _pair(p, q, input_space, dim, rows=True):
         raise fail("p", "a tensor with a class dimension", "a scalar")
     if isinstance(dim, bool) or not -p.dim() <= dim < p.dim():
         raise fail("dim", f"a dimension of p (ndim {p.dim()})", repr(dim))
+    if input_space == "logits":
+        _warn_if_probabilities(p, dim)
     return log_probs(p, input_space, dim, "p", rows=rows), log_probs(q, input_space, dim, "q", rows=rows)
+
+
+def _warn_if_probabilities(p: torch.Tensor, dim: int) -> None:
+    """The usual mistake: probabilities passed with the default ``input_space='logits'`` are read as logits
+    (a KL of 0.010 where the probabilities' KL is 0.530). Legal logits can look like that, so it is a
+    warning, not an error; one host read on the eager path (validation on, CPU), nothing elsewhere."""
+    if p.shape[dim] < 2 or value_check_mode(p) != "eager":
+        return
+    x = p.detach()
+    lo, dev = torch.stack([x.amin(), (x.sum(dim) - 1).abs().amax()]).tolist()
+    if lo >= 0 and dev <= 1e-4:
+        warn("p looks like probabilities (entries >= 0, rows summing to 1) but input_space='logits' "
+                      "reads it as logits (softmax is applied); pass input_space='probs' if these are "
+                      "probabilities")
 
 
 def _kl_terms(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

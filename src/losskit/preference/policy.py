@@ -30,7 +30,6 @@ sign-checked.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
@@ -46,7 +45,7 @@ from .._core.domains import (
     Maybe,
     Real,
 )
-from .._core.errors import fail
+from .._core.errors import fail, warn
 from .._core.validate import check_floating, describe, require
 from .._core.values import PROBABILITY
 from ..divergences.generators import JS, KL, REVERSE_KL, TV, FGenerator
@@ -217,12 +216,11 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
     arXiv:2507.18071; CISPO arXiv:2506.13585.
     """
     if importance == "sequence" and (aggregation != "grpo" or (epsilon == 0.2 and epsilon_high is None)):
-        warnings.warn(
+        warn(
             "grpo(importance='sequence') with token-level settings (aggregation="
             f"{aggregation!r}, epsilon={epsilon}, epsilon_high={epsilon_high}): GSPO (arXiv:2507.18071) averages "
             "per sequence (aggregation='grpo') and clips the sequence ratio at 3e-4 / 4e-4; a token-sum "
-            "aggregation weights each sequence by its length. Use losskit.gspo for the paper's settings.",
-            UserWarning, stacklevel=3)
+            "aggregation weights each sequence by its length. Use losskit.gspo for the paper's settings.")
     return _surrogate(logps, old_logps, advantages, mask, ref_logps, beta=beta, epsilon=epsilon,
                       epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
                       kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,

@@ -7,6 +7,7 @@ import torch
 
 from .._core import Paper, finish, objective
 from .._core.compiler import eager
+from .._core.errors import warn
 from .._core.registry import BadInput, Example, InputKind
 from . import _domains as D
 from . import _validate as V
@@ -433,10 +434,8 @@ def solve_sparse(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gamma: float
     P = np.zeros((n, m))
     fs, Ps, ok = _solve_sparse_np(Cn[np.ix_(ri, cj)], an[ri], bn[cj], gamma, k)
     if not ok:
-        import warnings
-
-        warnings.warn("sparse_ot: the semi-dual maximiser could not be certified (value and gradient are "
-                      "approximate); try a larger gamma", RuntimeWarning, stacklevel=3)
+        warn("sparse_ot: the semi-dual maximiser could not be certified (value and gradient are "
+                      "approximate); try a larger gamma", RuntimeWarning)
     f[ri] = fs
     P[np.ix_(ri, cj)] = Ps
     if len(ri) < n:                              # largest f_i that leaves row i out of every column
