@@ -32,7 +32,7 @@ from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
 from .core import DISTANCE, check_int_labels, distance_matrix, embed, masked_logsumexp
 
 __all__ = ["pairs", "Pairs", "mine", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
-           "MINERS", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+           "MINERS", "REDUCERS", "reduce_terms", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
 
 FAMILY = "representation"
@@ -189,11 +189,12 @@ def _masked_mean(v, mask):
     return s / torch.where(cnt > 0, cnt, cnt.new_ones(())).to(v.dtype), cnt > 0
 
 
-def _all_triplets_mean(d, pos, neg, margin):
-    """mean_{p in P(a), n in N(a)} [d_ap - d_an + m]_+ per anchor in O(N M log M) time and O(N M)
-    memory (never the N x M x M triplet tensor): with the anchor's negative distances sorted, a
-    positive p beats the c_p negatives below t_p = d_ap + m, and its hinge sum is
-    c_p t_p - (sum of those c_p distances), read from a cumulative sum."""
+def _all_triplets(d, pos, neg, margin):
+    """Per anchor, over its triplets (p in P(a), n in N(a)): the hinge sum ``sum [d_ap - d_an + m]_+``, the
+    number of non-zero hinges and the number of triplets, in O(N M log M) time and O(N M) memory (never
+    the N x M x M triplet tensor): with the anchor's negative distances sorted, a positive p beats the c_p
+    negatives below t_p = d_ap + m, and its hinge sum is c_p t_p - (sum of those c_p distances), read from
+    a cumulative sum."""
     inf = d.new_full((), float("inf"))
     sorted_neg = torch.sort(torch.where(neg, d, inf), dim=1).values  # negatives first, +inf after
     finite = torch.where(torch.isfinite(sorted_neg), sorted_neg, d.new_zeros(()))
@@ -202,8 +203,41 @@ def _all_triplets_mean(d, pos, neg, margin):
     count = torch.searchsorted(sorted_neg.detach().contiguous(), thr.detach().contiguous())  # #{n: d_an < t}
     hinge = count.to(d.dtype) * thr - torch.gather(csum, 1, count)
     total = torch.where(pos, hinge, d.new_zeros(())).sum(1)
-    n_trip = (pos.sum(1) * neg.sum(1)).to(d.dtype)
-    return total / torch.where(n_trip > 0, n_trip, n_trip.new_ones(()))
+    active = torch.where(pos, count, count.new_zeros(())).sum(1).to(d.dtype)
+    return total, active, (pos.sum(1) * neg.sum(1)).to(d.dtype)
+
+
+# ------------------------------------------------------------------------------------------ reducers
+#: Reducers over a loss's terms (its pairs or triplets), as pytorch-metric-learning composes them: ``'mean'``
+#: (``MeanReducer``: the mean over every term) and ``'nonzero'`` (``AvgNonZeroReducer``, PML's default for
+#: its triplet and contrastive losses: the mean over the terms > 0, 0 when none is).
+REDUCERS = ("mean", "nonzero")
+#: A ``reducer=`` option: None (per-anchor losses, then ``reduction``) or a name in :data:`REDUCERS`.
+REDUCER = Maybe(Choice(*REDUCERS))
+
+
+def reduce_terms(total: torch.Tensor, count: torch.Tensor, *, gather: bool = False, group=None) -> torch.Tensor:
+    """The reducer's value ``total / count`` (0 when ``count`` is 0) from a loss's summed terms ``total``
+    (differentiable, 0-dim) and the number of terms the reducer averages over ``count`` (0-dim, no
+    gradient: all terms for ``'mean'``, the non-zero ones for ``'nonzero'``). With ``gather`` the count is
+    every rank's and the value is the whole batch's (each rank's gradient is its own terms')."""
+    count = count.detach()
+    if gather:
+        count = D.global_sum(count, group)
+    local = total / torch.where(count > 0, count, count.new_ones(()))
+    return D.global_value(local, group) if gather else local
+
+
+def _check_reducer(reducer, reduction, sample_weight):
+    if reducer is None:
+        return
+    if reducer not in REDUCERS:
+        raise fail("reducer", f"None or one of {REDUCERS}", repr(reducer))
+    if reduction != "mean" or sample_weight is not None:
+        raise fail("reducer", "no reducer when reduction is not 'mean' or sample_weight is given (a reducer "
+                   "averages terms over the whole batch: one value)",
+                   f"reducer={reducer!r} with reduction={reduction!r}"
+                   + (" and a sample_weight" if sample_weight is not None else ""))
 
 
 @objective(
@@ -211,13 +245,13 @@ def _all_triplets_mean(d, pos, neg, margin):
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=FACENET, per_sample=False,
     properties={"nonnegative"}, module_name="TripletMarginLoss",
     domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice("all", "batch_hard"), "normalize": FLAG,
-             "miner": MINER},
+             "miner": MINER, "reducer": REDUCER},
     formula="l_a = mean_{p in P(a), n in N(a)} [d(a, p) - d(a, n) + m]_+  (mining='all'); "
             "batch_hard: [max_p d(a, p) - min_n d(a, n) + m]_+",
 )
 def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float = 0.2,
                    distance="euclidean", mining: str = "all", normalize: bool = False, miner=None,
-                   gather: bool = False, group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+                   reducer: str | None = None, gather: bool = False, group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Triplet margin loss over the batch's triplets, with a pluggable distance.
 
     .. math:: \\ell_a = \\operatorname{mean}_{p \\in P(a),\\, n \\in N(a)} [d(a,p) - d(a,n) + m]_+
@@ -232,23 +266,38 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     pytorch-metric-learning's ``TripletMarginLoss(margin, reducer=MeanReducer())`` with its default
     normalised L2 distance equals ``normalize=True`` when every anchor has as many triplets.
 
+    ``reducer``: None (default) gives per-anchor means reduced by ``reduction``; ``'mean'`` the mean over
+    every triplet of the batch, ``'nonzero'`` the mean over the triplets with a positive hinge (0 when
+    none), pytorch-metric-learning's ``MeanReducer`` and default ``AvgNonZeroReducer``: its default
+    ``TripletMarginLoss(margin)`` is ``triplet_margin(margin=margin, normalize=True, reducer='nonzero')``.
+    A reducer gives one value for the batch (``reduction`` 'mean', no ``sample_weight``). With
+    ``mining='batch_hard'`` the terms are the anchors' hardest triplets.
+
     Paper: Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face Recognition and
     Clustering", 2015, arXiv:1503.03832.
     """
     check_reduction(reduction)
+    _check_reducer(reducer, reduction, sample_weight)
     if mining not in ("all", "batch_hard"):
         raise fail("mining", "'all' or 'batch_hard'", repr(mining))
     pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
     d = pr.dist
     has = pr.pos.any(1) & pr.neg.any(1)
     if mining == "all":
-        loss = _all_triplets_mean(d, pr.pos, pr.neg, margin)
+        total, active, n_trip = _all_triplets(d, pr.pos, pr.neg, margin)
+        if reducer is not None:
+            return reduce_terms(total.sum(), (active if reducer == "nonzero" else n_trip).sum(),
+                                gather=gather, group=group)
+        loss = total / torch.where(n_trip > 0, n_trip, n_trip.new_ones(()))
     else:
         far = torch.where(pr.pos, d, d.new_full((), float("-inf"))).amax(1)
         near = torch.where(pr.neg, d, d.new_full((), float("inf"))).amin(1)
         gap = torch.where(has, far - near, d.new_zeros(()))
         loss = torch.relu(gap + margin)
     loss = torch.where(has, loss, loss.new_zeros(()))
+    if reducer is not None:
+        keep = has & (loss > 0) if reducer == "nonzero" else has
+        return reduce_terms(loss.sum(), keep.sum().to(loss.dtype), gather=gather, group=group)
     return finish(loss, reduction, sample_weight=sample_weight, mask=has, gathered=gather, group=group)
 
 
@@ -257,13 +306,13 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=HADSELL, per_sample=False,
     properties={"nonnegative"}, module_name="ContrastiveMarginLoss",
     domains={"pos_margin": NONNEGATIVE, "neg_margin": NONNEGATIVE, "power": Real(1.0, None), "distance": DISTANCE,
-             "normalize": FLAG, "miner": MINER},
+             "normalize": FLAG, "miner": MINER, "reducer": REDUCER},
     formula="l_a = mean_{p} [d(a, p) - m+]_+^q + mean_{n} [m- - d(a, n)]_+^q",
 )
 def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_margin: float = 0.0,
                        neg_margin: float = 1.0, power: float = 2.0, distance="euclidean", normalize: bool = False,
-                       miner=None, gather: bool = False, group=None, sample_weight: torch.Tensor | None = None,
-                       reduction: str = "mean") -> torch.Tensor:
+                       miner=None, reducer: str | None = None, gather: bool = False, group=None,
+                       sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Contrastive (pair margin) loss: positives pulled within ``pos_margin``, negatives pushed past ``neg_margin``.
 
     .. math:: \\ell_a = \\operatorname{mean}_{p \\in P(a)} [d(a,p) - m^+]_+^q
@@ -274,12 +323,28 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
     pair): the means run over the kept pairs. Margins >= 0; ``power`` q >= 1 (q < 1 has an infinite
     gradient at the margin).
 
+    ``reducer``: None (default) gives the per-anchor losses above reduced by ``reduction``; ``'mean'`` /
+    ``'nonzero'`` average the positive-pair terms over all (non-zero) positive pairs of the batch and the
+    negative-pair terms likewise, and add the two, as pytorch-metric-learning's reducers do per sub-loss:
+    its default ``ContrastiveLoss(pos_margin, neg_margin)`` is ``contrastive_margin(pos_margin=...,
+    neg_margin=..., power=1, normalize=True, reducer='nonzero')``. One value for the batch.
+
     Paper: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", 2006.
     """
     check_reduction(reduction)
+    _check_reducer(reducer, reduction, sample_weight)
     pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
-    pos, _ = _masked_mean(torch.relu(pr.dist - pos_margin).pow(power), pr.pos)
-    neg, _ = _masked_mean(torch.relu(neg_margin - pr.dist).pow(power), pr.neg)
+    pos_terms = torch.relu(pr.dist - pos_margin).pow(power)
+    neg_terms = torch.relu(neg_margin - pr.dist).pow(power)
+    if reducer is not None:
+        out = 0
+        for t, m in ((pos_terms, pr.pos), (neg_terms, pr.neg)):
+            keep = m & (t > 0) if reducer == "nonzero" else m
+            out = out + reduce_terms(torch.where(m, t, t.new_zeros(())).sum(), keep.sum().to(t.dtype),
+                                     gather=gather, group=group)
+        return out
+    pos, _ = _masked_mean(pos_terms, pr.pos)
+    neg, _ = _masked_mean(neg_terms, pr.neg)
     return finish(pos + neg, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
