@@ -3,6 +3,8 @@ float64, 1e-6 or tighter), and self-supervised objectives against the papers' re
 below, with citations) or closed forms."""
 
 
+import math
+
 import pytest
 import torch
 from helpers import randn64
@@ -85,3 +87,99 @@ def test_reducer_edges():
         losskit.contrastive_margin(x, y, reducer="threshold")
     # reducer=None is unchanged: the per-anchor mean
     assert losskit.triplet_margin(x, y).item() == losskit.triplet_margin(x, y, reducer=None).item()
+
+
+# ------------------------------------------------------------------------------ proxies and margins
+N, D, C = 12, 5, 4
+
+
+def _proxy_batch(seed, k=1):
+    x, _ = _batch(seed, n=N, d=D)
+    g = torch.Generator().manual_seed(100 + seed)
+    return x, torch.randint(0, C, (N,), generator=g), randn64(C * k, D, seed=200 + seed)
+
+
+def _with_w(peer, proxies, attr="W"):
+    peer = peer.double()
+    with torch.no_grad():
+        getattr(peer, attr).data = (proxies.T if attr == "W" else proxies).clone()
+    return peer
+
+
+MARGIN_CASES = [
+    ("arcface", lambda P: _with_w(L.ArcFaceLoss(C, D), P), dict(margin=math.radians(28.6))),
+    ("arcface", lambda P: _with_w(L.ArcFaceLoss(C, D, margin=10.0, scale=8.0), P),
+     dict(margin=math.radians(10.0), scale=8.0)),
+    ("cosface", lambda P: _with_w(L.CosFaceLoss(C, D), P), {}),
+    ("cosface", lambda P: _with_w(L.CosFaceLoss(C, D, margin=0.1, scale=3.0), P), dict(margin=0.1, scale=3.0)),
+    ("large_margin_softmax", lambda P: _with_w(L.LargeMarginSoftmaxLoss(C, D), P), {}),
+    ("large_margin_softmax", lambda P: _with_w(L.LargeMarginSoftmaxLoss(C, D, margin=3, scale=2.0), P),
+     dict(margin=3, scale=2.0)),
+    ("sphereface", lambda P: _with_w(L.SphereFaceLoss(C, D), P), {}),
+    ("sphereface", lambda P: _with_w(L.SphereFaceLoss(C, D, margin=2, scale=0.5), P), dict(margin=2, scale=0.5)),
+    ("proxy_nca", lambda P: _with_w(L.ProxyNCALoss(C, D), P, "proxies"), {}),
+    ("proxy_nca", lambda P: _with_w(L.ProxyNCALoss(C, D, softmax_scale=3.0), P, "proxies"), dict(scale=3.0)),
+    ("proxy_anchor", lambda P: _with_w(L.ProxyAnchorLoss(C, D), P, "proxies"), {}),
+    ("proxy_anchor", lambda P: _with_w(L.ProxyAnchorLoss(C, D, margin=0.3, alpha=8.0), P, "proxies"),
+     dict(margin=0.3, alpha=8.0)),
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("name", "make", "opts"), MARGIN_CASES)
+def test_proxy_losses_match_pml(name, make, opts, seed):
+    x, y, P = _proxy_batch(seed)
+    fn = getattr(losskit, name)
+    _close(fn(x, y, P, **opts), make(P)(x, y))
+    # gradients w.r.t. the embeddings and the proxies
+    x1, P1 = x.clone().requires_grad_(True), P.clone().requires_grad_(True)
+    fn(x1, y, P1, **opts).backward()
+    peer = make(P)
+    x2 = x.clone().requires_grad_(True)
+    peer(x2, y).backward()
+    w = peer.W.grad.T if hasattr(peer, "W") else peer.proxies.grad
+    _close(x1.grad, x2.grad, rtol=1e-8, atol=1e-10)
+    _close(P1.grad, w, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_subcenter_arcface_matches_pml(k):
+    for seed in range(3):
+        x, y, P = _proxy_batch(seed, k=k)
+        peer = _with_w(L.SubCenterArcFaceLoss(num_classes=C, embedding_size=D, sub_centers=k), P)
+        _close(losskit.subcenter_arcface(x, y, P, sub_centers=k, margin=math.radians(28.6)), peer(x, y))
+    # K = 1 is ArcFace
+    x, y, P = _proxy_batch(0)
+    _close(losskit.subcenter_arcface(x, y, P, sub_centers=1), losskit.arcface(x, y, P))
+
+
+def test_proxy_edges():
+    x, y, P = _proxy_batch(0)
+    # an embedding on its proxy (cos = 1) and one opposite it (cos = -1, the monotone branch of ArcFace):
+    # values as PML's, and our gradient stays finite there (PML's acos has an infinite one)
+    x = x.clone()
+    x[0] = 3 * P[y[0]]
+    x[1] = -2 * P[y[1]]
+    # (at cos = 1, sin(theta) = sqrt(1 - cos^2) turns a rounding of 1e-16 in the cosine into 1e-8: both
+    # implementations are that far from the exact value there, hence 1e-6 on these rows)
+    edge = dict(rtol=1e-6, atol=1e-8)
+    for name, make, opts in MARGIN_CASES[:8]:
+        _close(getattr(losskit, name)(x, y, P, **opts), make(P)(x, y), **edge)
+        xg = x.clone().requires_grad_(True)
+        getattr(losskit, name)(xg, y, P, **opts).backward()
+        assert torch.isfinite(xg.grad).all(), name
+    # batch of 1, a single class present (ProxyAnchor: one positive proxy)
+    for name, make, opts in MARGIN_CASES:
+        _close(getattr(losskit, name)(x[:1], y[:1], P, **opts), make(P)(x[:1], y[:1]), **edge)
+    # extreme scale: logits of +-1e3 stay finite and agree
+    _close(losskit.cosface(x, y, P, scale=1e3), _with_w(L.CosFaceLoss(C, D, scale=1e3), P)(x, y))
+    # denominator='negatives': the paper's ProxyNCA, its positive proxy out of the denominator
+    xn, pn = torch.nn.functional.normalize(x, dim=1), torch.nn.functional.normalize(P, dim=1)
+    d2 = torch.cdist(xn, pn) ** 2
+    ref = torch.stack([d2[i, y[i]] + torch.logsumexp(-d2[i][torch.arange(C) != y[i]], 0) for i in range(N)])
+    _close(losskit.proxy_nca(x, y, P, denominator="negatives", reduction="none"), ref)
+    # labels out of range, proxies of the wrong width
+    with pytest.raises(LossInputError, match="^labels"):
+        losskit.arcface(x, y + C, P)
+    with pytest.raises(LossInputError, match="^proxies"):
+        losskit.subcenter_arcface(x, y, P, sub_centers=3)

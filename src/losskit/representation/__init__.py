@@ -42,6 +42,22 @@ from .metric import (
     tcm,
     triplet_margin,
 )
+from .proxy import (
+    ArcFaceLoss,
+    CosFaceLoss,
+    LargeMarginSoftmaxLoss,
+    ProxyAnchorLoss,
+    ProxyNCALoss,
+    SphereFaceLoss,
+    SubCenterArcFaceLoss,
+    arcface,
+    cosface,
+    large_margin_softmax,
+    proxy_anchor,
+    proxy_nca,
+    sphereface,
+    subcenter_arcface,
+)
 from .redundancy import (
     BarlowTwinsLoss,
     MixedBarlowTwinsLoss,
@@ -70,4 +86,7 @@ __all__ = [
     "proto_triplet", "ProtoTripletLoss", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
     "isogclr", "ISogCLRLoss", "ISogCLRState", "TempNet", "tempnet_dro", "TempNetDROLoss", "tempnet_lm",
     "TempNetLMLoss",
+    "arcface", "ArcFaceLoss", "cosface", "CosFaceLoss", "subcenter_arcface", "SubCenterArcFaceLoss",
+    "large_margin_softmax", "LargeMarginSoftmaxLoss", "sphereface", "SphereFaceLoss", "proxy_nca", "ProxyNCALoss",
+    "proxy_anchor", "ProxyAnchorLoss",
 ]
