@@ -183,3 +183,75 @@ def test_proxy_edges():
         losskit.arcface(x, y + C, P)
     with pytest.raises(LossInputError, match="^proxies"):
         losskit.subcenter_arcface(x, y, P, sub_centers=3)
+
+
+# --------------------------------------------------------- circle, lifted structure, FastAP, SoftTriple, N-pairs
+PAIR_CASES = [
+    ("circle_loss", lambda: L.CircleLoss(), {}),
+    ("circle_loss", lambda: L.CircleLoss(m=0.25, gamma=256), dict(m=0.25, gamma=256.0)),
+    ("lifted_structure", lambda: L.LiftedStructureLoss(), dict(normalize=True, reducer="nonzero")),
+    ("lifted_structure", lambda: L.LiftedStructureLoss(neg_margin=0.3, pos_margin=0.2),
+     dict(neg_margin=0.3, pos_margin=0.2, normalize=True, reducer="nonzero")),
+    ("lifted_structure", lambda: L.LiftedStructureLoss(reducer=R.MeanReducer()),
+     dict(normalize=True, reducer="mean")),
+    ("fast_ap", lambda: L.FastAPLoss(), {}),
+    ("fast_ap", lambda: L.FastAPLoss(num_bins=4), dict(num_bins=4)),
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("name", "make", "opts"), PAIR_CASES)
+def test_pair_losses_match_pml(name, make, opts, seed):
+    x, y = _batch(seed)
+    fn = getattr(losskit, name)
+    _close(fn(x, y, **opts), make()(x, y))
+    _grads(lambda e: fn(e, y, **opts), lambda e: make()(e, y), x)
+
+
+def test_pair_losses_edges():
+    x, y = _batch(0)
+    for name, make, opts in PAIR_CASES:
+        fn = getattr(losskit, name)
+        # a single positive pair in the batch; a single class (no negative); ties (duplicated embeddings)
+        y1 = torch.arange(12)
+        y1[5] = 0
+        _close(fn(x, y1, **opts), make()(x, y1))
+        if name != "fast_ap":  # FastAP without negatives: PML and losskit agree on the value below
+            _close(fn(x, torch.zeros_like(y), **opts), make()(x, torch.zeros_like(y)))
+        xt = torch.cat([x[:6], x[:6]])
+        _close(fn(xt, y, **opts), make()(xt, y), rtol=1e-7, atol=1e-9)
+    # the lifted structure's 'mean' is the paper's 1 / (2|P|) sum over unordered pairs (a loop)
+    xn = torch.nn.functional.normalize(x, dim=1)
+    d = torch.cdist(xn, xn)
+    terms = []
+    for i in range(12):
+        for j in range(i + 1, 12):
+            if y[i] == y[j]:
+                negs = [torch.exp(1 - d[i, k]) for k in range(12) if y[k] != y[i]]
+                negs += [torch.exp(1 - d[j, k]) for k in range(12) if y[k] != y[j]]
+                terms.append(torch.relu(torch.log(sum(negs)) + d[i, j]) ** 2)
+    _close(losskit.lifted_structure(x, y, normalize=True), sum(terms) / (2 * len(terms)))
+    assert losskit.fast_ap(x, torch.zeros_like(y)).item() == pytest.approx(0.0, abs=1e-12)  # all positives: AP 1
+
+
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_soft_triple_matches_pml(k):
+    for seed in range(3):
+        x, y, P = _proxy_batch(seed, k=k)
+        peer = _with_w(L.SoftTripleLoss(C, D, centers_per_class=k), P, "fc")
+        peer.fc.data = P.T.clone()
+        _close(losskit.soft_triple(x, y, P, centers_per_class=k), peer(x, y))
+        peer2 = L.SoftTripleLoss(C, D, centers_per_class=k, la=5.0, gamma=0.5, margin=0.2).double()
+        peer2.fc.data = P.T.clone()
+        _close(losskit.soft_triple(x, y, P, centers_per_class=k, la=5.0, gamma=0.5, margin=0.2), peer2(x, y))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_n_pairs_matches_pml(seed):
+    a, p = randn64(6, 5, seed=seed), randn64(6, 5, seed=seed + 10)
+    lab = torch.cat([torch.arange(6), torch.arange(6)])
+    _close(losskit.n_pairs(a, p, normalize=True), L.NPairsLoss()(torch.cat([a, p]), lab))
+    # the paper's form on raw inner products: log(1 + sum_{j != i} exp(a_i p_j - a_i p_i)), a loop
+    s = a @ p.T
+    ref = torch.stack([torch.log1p(sum(torch.exp(s[i, j] - s[i, i]) for j in range(6) if j != i)) for i in range(6)])
+    _close(losskit.n_pairs(a, p, reduction="none"), ref)

@@ -24,7 +24,7 @@ import torch
 
 from .._core import Paper, check_reduction, fail, finish, objective
 from .._core import distributed as D
-from .._core.domains import FLAG, NONNEGATIVE, POSITIVE, Choice, Either, Maybe, Real
+from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, REAL, Choice, Either, Maybe, Real
 from .._core.domains import Callable as CallableOption
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, require
@@ -33,6 +33,7 @@ from .core import DISTANCE, check_int_labels, distance_matrix, embed, masked_log
 
 __all__ = ["pairs", "Pairs", "mine", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
            "MINERS", "REDUCERS", "reduce_terms", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+           "circle_loss", "lifted_structure", "fast_ap", "CircleLoss", "LiftedStructureLoss", "FastAPLoss",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
 
 FAMILY = "representation"
@@ -47,6 +48,8 @@ SUSANA = Paper("SuSana Distancia is all you need: Enforcing class separability i
                "novel distance-based loss functions for few-shot image classification", 2023, "2305.09062",
                "Mendez-Ruiz, Gonzalez-Zapata et al.")
 
+#: a margin on distances (any real number)
+REAL_MARGIN = REAL
 #: a cosine-similarity threshold
 COSINE = Real(-1.0, 1.0)
 
@@ -520,8 +523,146 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
     return finish(torch.relu(d_pos - d_neg + margin), reduction, sample_weight=sample_weight)
 
 
+# ------------------------------------------------------------------------------------- circle loss
+CIRCLE = Paper("Circle Loss: A Unified Perspective of Pair Similarity Optimization", 2020, "2002.10857",
+               "Sun, Cheng, Zhang, Zhang, Zheng, Wang, Wei")
+LIFTED = Paper("Deep Metric Learning via Lifted Structured Feature Embedding", 2016, "1511.06452",
+               "Oh Song, Xiang, Jegelka, Savarese")
+FASTAP = Paper("Deep Metric Learning to Rank", 2019, None, "Cakir, He, Xia, Kulis, Sclaroff (CVPR 2019)")
+
+
+@objective(
+    "circle_loss", family=FAMILY, input_kind=FEATURES_LABELS,
+    example=lambda g, d: _rename(features_labels_example(g, d)), paper=CIRCLE, per_sample=False,
+    properties={"nonnegative"}, module_name="CircleLoss", gradcheck=False,
+    domains={"m": Real(0.0, 1.0), "gamma": POSITIVE, "miner": MINER},
+    formula="l_a = softplus(lse_p(-g [1 + m - s_ap]_+ (s_ap - 1 + m)) + lse_n(g [s_an + m]_+ (s_an - m))), "
+            "s cosine, weights [.]_+ without gradient",
+)
+def circle_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, m: float = 0.4, gamma: float = 80.0, miner=None,
+                gather: bool = False, group=None, sample_weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+    """Circle loss (pair-wise labels): each similarity is re-weighted by its distance from its optimum.
+
+    .. math:: \\ell_a = \\log\\Big(1 + \\sum_{n} e^{\\gamma \\alpha_n (s_{an} - \\Delta_n)}
+              \\sum_{p} e^{-\\gamma \\alpha_p (s_{ap} - \\Delta_p)}\\Big),\\quad
+              \\alpha_p = [1 + m - s_{ap}]_+,\\ \\alpha_n = [s_{an} + m]_+,\\ \\Delta_p = 1 - m,\\ \\Delta_n = m
+
+    s: cosine similarities; the weights alpha are constants in the gradient (the paper's and
+    pytorch-metric-learning's ``detach``). ``m`` in [0, 1] the relaxation (0.4), ``gamma`` > 0 the scale (80),
+    pytorch-metric-learning's defaults (the paper: m 0.25, gamma 256 for faces). Anchors without a positive or
+    a negative are left out of the mean ('none' gives 0): PML's ``CircleLoss`` (its ``AvgNonZeroReducer``
+    over anchors) gives the same value. ``miner``: a pair miner (module docstring). Computed as
+    ``softplus(logsumexp + logsumexp)`` (no overflow at gamma = 256). ``'none'`` returns (N,).
+
+    Paper: Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity Optimization", 2020,
+    arXiv:2002.10857.
+    """
+    check_reduction(reduction)
+    pr = mine(pairs(embeddings, labels, distance="cosine", gather=gather, group=group), miner)
+    s = 1 - pr.dist
+    sd = s.detach()
+    lp = -gamma * torch.relu(1 + m - sd) * (s - (1 - m))
+    ln = gamma * torch.relu(sd + m) * (s - m)
+    has = pr.pos.any(1) & pr.neg.any(1)
+    z = masked_logsumexp(lp, pr.pos) + masked_logsumexp(ln, pr.neg)
+    loss = torch.nn.functional.softplus(torch.where(has, z, z.new_zeros(())))
+    loss = torch.where(has, loss, loss.new_zeros(()))
+    return finish(loss, reduction, sample_weight=sample_weight, mask=has, gathered=gather, group=group)
+
+
+# ---------------------------------------------------------------------------------- lifted structure
+@objective(
+    "lifted_structure", family=FAMILY, input_kind=FEATURES_LABELS,
+    example=lambda g, d: _rename(features_labels_example(g, d)), paper=LIFTED, per_sample=False,
+    batch_scalar=True, sample_weight=False, properties={"nonnegative"}, module_name="LiftedStructureLoss",
+    domains={"neg_margin": REAL_MARGIN, "pos_margin": REAL_MARGIN, "distance": DISTANCE, "normalize": FLAG,
+             "reducer": Choice(*REDUCERS)},
+    formula="L = 1/(2|P|) sum_{(i,j) in P} [log(sum_{k in N(i)} e^{a - d_ik} + sum_{l in N(j)} e^{a - d_jl}) "
+            "+ d_ij - m+]_+^2",
+)
+def lifted_structure(embeddings: torch.Tensor, labels: torch.Tensor, *, neg_margin: float = 1.0,
+                     pos_margin: float = 0.0, distance="euclidean", normalize: bool = False, reducer: str = "mean",
+                     reduction: str = "mean") -> torch.Tensor:
+    """Lifted structured loss: every positive pair against all the negatives of both its ends.
+
+    .. math:: J_{ij} = \\log\\Big(\\sum_{k \\in N(i)} e^{\\alpha - d_{ik}} + \\sum_{l \\in N(j)}
+              e^{\\alpha - d_{jl}}\\Big) + d_{ij} - m^+,\\qquad
+              \\mathcal L = \\frac{1}{2|P|} \\sum_{(i, j) \\in P} [J_{ij}]_+^2
+
+    over the positive pairs P (unordered; computed over the ordered pairs, each term halved).
+    ``neg_margin`` alpha (1), ``pos_margin`` m+ (0, an extension of pytorch-metric-learning). ``reducer``:
+    ``'mean'`` (the paper: over every positive pair) or ``'nonzero'`` (over the pairs with ``J > 0``,
+    pytorch-metric-learning's default): its ``LiftedStructureLoss(neg_margin, pos_margin)`` is
+    ``lifted_structure(..., normalize=True, reducer='nonzero')``. ``distance`` pluggable as in
+    :func:`triplet_margin` (Euclidean, the paper's). A batch-level loss (every reduction returns the one
+    value); 0 without a positive pair or a negative.
+
+    Paper: Oh Song, Xiang, Jegelka, Savarese, "Deep Metric Learning via Lifted Structured Feature
+    Embedding", 2016, arXiv:1511.06452.
+    """
+    check_reduction(reduction)
+    if reducer not in REDUCERS:
+        raise fail("reducer", f"one of {REDUCERS}", repr(reducer))
+    pr = pairs(embeddings, labels, distance=distance, normalize=normalize)
+    d = pr.dist
+    neg_lse = masked_logsumexp(neg_margin - d, pr.neg)  # (N,): -inf for an anchor without negatives
+    both = torch.logaddexp(neg_lse.unsqueeze(1), neg_lse.unsqueeze(0))
+    ok = pr.pos & torch.isfinite(both)
+    j = torch.where(ok, both + d - pos_margin, d.new_zeros(()))
+    terms = torch.relu(j).pow(2) / 2
+    keep = ok & (j > 0) if reducer == "nonzero" else ok
+    return reduce_terms(torch.where(ok, terms, terms.new_zeros(())).sum(), keep.sum().to(d.dtype))
+
+
+# -------------------------------------------------------------------------------------------- FastAP
+@objective(
+    "fast_ap", family=FAMILY, input_kind=FEATURES_LABELS,
+    example=lambda g, d: _rename(features_labels_example(g, d)), paper=FASTAP, per_sample=False,
+    properties={"nonnegative", "bounded"}, module_name="FastAPLoss", domains={"num_bins": COUNT},
+    formula="l_a = 1 - 1/N+_a sum_b h+_b H+_b / H_b  (histograms of ||x_a - x||^2 over b bins of [0, 4], "
+            "triangular kernel)",
+)
+def fast_ap(embeddings: torch.Tensor, labels: torch.Tensor, *, num_bins: int = 10,
+            sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """FastAP: one minus a differentiable average precision of each anchor's ranking, from distance histograms.
+
+    .. math:: \\ell_a = 1 - \\frac{1}{N^+_a} \\sum_{b=0}^{B} \\frac{h^+_b H^+_b}{H_b},\\qquad
+              h^\\pm_b = \\sum_{x \\in \\pm} \\delta_b(\\|\\hat a - \\hat x\\|^2)
+
+    with ``delta_b(d) = [1 - |d - c_b| / Delta]_+`` the triangular kernel around the B + 1 bin centres
+    ``c_b = 4 b / B`` (``Delta = 4 / B``) on the squared distances of the L2-normalised embeddings (in
+    [0, 4]), ``H`` the cumulative histograms (``H+`` of positives, ``H`` of all) and ``N+`` the anchor's
+    number of positives; bins with ``h+ H+ = 0`` or ``H = 0`` contribute 0. Anchors without a positive are
+    left out of the mean ('none' gives 0 there). ``num_bins`` B >= 1 (10, as pytorch-metric-learning's
+    ``FastAPLoss``, whose value this equals). In [0, 1]. ``'none'`` returns (N,).
+
+    Paper: Cakir, He, Xia, Kulis, Sclaroff, "Deep Metric Learning to Rank", CVPR 2019 (no arXiv version).
+    """
+    check_reduction(reduction)
+    pr = pairs(embeddings, labels, distance="squared_euclidean", normalize=True)
+    d = pr.dist
+    delta = 4.0 / num_bins
+    centres = torch.linspace(0.0, 4.0, num_bins + 1, dtype=d.dtype, device=d.device).view(-1, 1, 1)
+    pulse = torch.relu(1 - (d.unsqueeze(0) - centres).abs() / delta)  # (B + 1, N, N)
+    pos_f, neg_f = pr.pos.to(d.dtype), pr.neg.to(d.dtype)
+    h_pos = (pulse * pos_f).sum(2).T  # (N, B + 1)
+    h_all = h_pos + (pulse * neg_f).sum(2).T
+    prod = h_pos * torch.cumsum(h_pos, 1)
+    tot = torch.cumsum(h_all, 1)
+    safe = (prod > 0) & (tot > 0)
+    ap = torch.where(safe, prod / torch.where(safe, tot, tot.new_ones(())), prod.new_zeros(())).sum(1)
+    n_pos = pos_f.sum(1)
+    has = n_pos > 0
+    loss = torch.where(has, 1 - ap / torch.where(has, n_pos, n_pos.new_ones(())), ap.new_zeros(()))
+    return finish(loss, reduction, sample_weight=sample_weight, mask=has)
+
+
 TripletMarginLoss = triplet_margin.Module
 ContrastiveMarginLoss = contrastive_margin.Module
 MultiSimilarityLoss = multi_similarity.Module
 TCMLoss = tcm.Module
 ProtoTripletLoss = proto_triplet.Module
+CircleLoss = circle_loss.Module
+LiftedStructureLoss = lifted_structure.Module
+FastAPLoss = fast_ap.Module

@@ -31,9 +31,9 @@ from ._inputs import scale_all
 from .core import check_int_labels, masked_logsumexp
 
 __all__ = ["PROXIES", "proxies_example", "check_proxies", "margin_softmax", "arcface", "cosface",
-           "subcenter_arcface", "sphereface", "large_margin_softmax", "proxy_nca", "proxy_anchor",
+           "subcenter_arcface", "sphereface", "large_margin_softmax", "proxy_nca", "proxy_anchor", "soft_triple",
            "ArcFaceLoss", "CosFaceLoss", "SubCenterArcFaceLoss", "SphereFaceLoss", "LargeMarginSoftmaxLoss",
-           "ProxyNCALoss", "ProxyAnchorLoss"]
+           "ProxyNCALoss", "ProxyAnchorLoss", "SoftTripleLoss"]
 
 FAMILY = "representation"
 ARCFACE = Paper("ArcFace: Additive Angular Margin Loss for Deep Face Recognition", 2019, "1801.07698",
@@ -400,6 +400,44 @@ def proxy_anchor(embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.
     return pos.sum() / torch.where(n_pos > 0, n_pos, n_pos.new_ones(())) + neg.sum() / c
 
 
+# ------------------------------------------------------------------------------------------ SoftTriple
+SOFTTRIPLE = Paper("SoftTriple Loss: Deep Metric Learning Without Triplet Sampling", 2019, "1909.05235",
+                   "Qian, Shang, Sun, Hu, Li, Jin")
+
+
+@objective(
+    "soft_triple", family=FAMILY, input_kind=PROXIES, example=_proxy_example(10), paper=SOFTTRIPLE,
+    properties={"nonnegative"}, module_name="SoftTripleLoss",
+    domains={"centers_per_class": COUNT, "la": POSITIVE, "gamma": POSITIVE, "margin": NONNEGATIVE},
+    formula="l_i = CE(la (S - delta 1_y), y),  S_c = sum_k softmax_k(cos(x, w_ck) / gamma) cos(x, w_ck)",
+)
+def soft_triple(embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor, *,
+                centers_per_class: int = 10, la: float = 20.0, gamma: float = 0.1, margin: float = 0.01,
+                sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """SoftTriple: a softmax loss over K centres per class, each class scored by a soft maximum of its centres.
+
+    .. math:: \\mathcal S_{i,c} = \\sum_k \\frac{e^{s_{i,ck}/\\gamma}}{\\sum_{k'} e^{s_{i,ck'}/\\gamma}}\\, s_{i,ck},
+              \\qquad \\ell_i = -\\log \\frac{e^{\\lambda (\\mathcal S_{i,y_i} - \\delta)}}{e^{\\lambda
+              (\\mathcal S_{i,y_i} - \\delta)} + \\sum_{c \\ne y_i} e^{\\lambda \\mathcal S_{i,c}}}
+
+    s: cosine similarities to the centres; ``proxies`` (C K, D), row ``c K + k`` centre k of class c
+    (``centers_per_class`` K >= 1, 10). ``la`` lambda > 0 (20), ``gamma`` > 0 (0.1), ``margin`` delta >= 0
+    (0.01): the paper's and pytorch-metric-learning's ``SoftTripleLoss`` defaults (equal with its ``fc`` set to
+    ``proxies.T``). The paper's regulariser merging similar centres (``tau``) is not included, as in PML.
+    ``embeddings`` (N, D), ``labels`` (N,) in [0, C); the centres are an input (the Module holds none).
+    ``'none'`` returns (N,).
+
+    Paper: Qian, Shang, Sun, Hu, Li, Jin, "SoftTriple Loss: Deep Metric Learning Without Triplet Sampling",
+    2019, arXiv:1909.05235.
+    """
+    check_reduction(reduction)
+    check_proxies(embeddings, labels, proxies, centers_per_class)
+    s = (_unit(embeddings) @ _unit(proxies).T).reshape(embeddings.shape[0], -1, centers_per_class)
+    score = (torch.softmax(s / gamma, -1) * s).sum(-1)  # (N, C)
+    per = margin_softmax(score, labels, lambda c: c - margin, la)
+    return finish(per, reduction, sample_weight=sample_weight)
+
+
 ArcFaceLoss = arcface.Module
 CosFaceLoss = cosface.Module
 SubCenterArcFaceLoss = subcenter_arcface.Module
@@ -407,3 +445,4 @@ LargeMarginSoftmaxLoss = large_margin_softmax.Module
 SphereFaceLoss = sphereface.Module
 ProxyNCALoss = proxy_nca.Module
 ProxyAnchorLoss = proxy_anchor.Module
+SoftTripleLoss = soft_triple.Module
