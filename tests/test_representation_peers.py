@@ -255,3 +255,158 @@ def test_n_pairs_matches_pml(seed):
     s = a @ p.T
     ref = torch.stack([torch.log1p(sum(torch.exp(s[i, j] - s[i, i]) for j in range(6) if j != i)) for i in range(6)])
     _close(losskit.n_pairs(a, p, reduction="none"), ref)
+
+
+# ----------------------------------------------------------------------- self-supervised (paper code)
+def test_negative_cosine_closed_forms():
+    p, z = randn64(7, 5, seed=1), randn64(7, 5, seed=2)
+    cos = torch.nn.functional.cosine_similarity(p, z, dim=1)
+    _close(losskit.negative_cosine(p, z, reduction="none"), -cos)
+    _close(losskit.negative_cosine(p, z, form="byol", reduction="none"), 2 - 2 * cos)
+    # BYOL's form is the squared distance of the normalised vectors (the paper's Eq. 2)
+    pn, zn = torch.nn.functional.normalize(p, dim=1), torch.nn.functional.normalize(z, dim=1)
+    _close(losskit.negative_cosine(p, z, form="byol", reduction="none"), ((pn - zn) ** 2).sum(1))
+    # stop-gradient: no gradient reaches z; without it, the cosine's derivative does
+    pg, zg = p.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    losskit.negative_cosine(pg, zg).backward()
+    assert zg.grad is None or (zg.grad == 0).all()
+    zg2 = z.clone().requires_grad_(True)
+    losskit.negative_cosine(p, zg2, stop_gradient=False).backward()
+    assert zg2.grad.abs().sum() > 0
+    # a prediction equal (up to scale) to its target: -1; opposite: +1
+    _close(losskit.negative_cosine(3 * z, z, reduction="none"), -torch.ones(7, dtype=torch.float64))
+    _close(losskit.negative_cosine(-z, z, reduction="none"), torch.ones(7, dtype=torch.float64))
+
+
+def _dino_reference(student_output, teacher_output, center, ncrops, student_temp, teacher_temp):
+    """Ported from facebookresearch/dino, main_dino.py, DINOLoss.forward (lines 380-404), commit
+    7c446df5b9f45747937fb0d72314eb9f7b66930a; inputs view-major (V B, K); the teacher temperature schedule
+    replaced by its value and the centre update left out (tested separately)."""
+    F_ = torch.nn.functional
+    student_out = student_output / student_temp
+    student_out = student_out.chunk(ncrops)
+    teacher_out = F_.softmax((teacher_output - center) / teacher_temp, dim=-1)
+    teacher_out = teacher_out.detach().chunk(2)
+    total_loss = 0
+    n_loss_terms = 0
+    for iq, q in enumerate(teacher_out):
+        for v in range(len(student_out)):
+            if v == iq:
+                continue
+            loss = torch.sum(-q * F_.log_softmax(student_out[v], dim=-1), dim=-1)
+            total_loss += loss.mean()
+            n_loss_terms += 1
+    total_loss /= n_loss_terms
+    return total_loss
+
+
+@pytest.mark.parametrize(("vs", "scale"), [(2, 1.0), (4, 1.0), (6, 3.0), (3, 30.0)])
+def test_dino_matches_authors_code(vs, scale):
+    b, k = 5, 7
+    s = randn64(vs * b, k, seed=vs, scale=scale)
+    t = randn64(2 * b, k, seed=vs + 1, scale=scale)
+    c = randn64(1, k, seed=vs + 2)
+    ref = _dino_reference(s, t, c, vs, 0.1, 0.04)
+    to_b = lambda x, v: x.view(v, b, k).transpose(0, 1)  # noqa: E731
+    _close(losskit.dino(to_b(s, vs), to_b(t, 2), c[0]), ref)
+    # gradient w.r.t. the student
+    s1, s2 = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    losskit.dino(to_b(s1, vs), to_b(t, 2), c[0], student_temperature=0.2, teacher_temperature=0.07).backward()
+    _dino_reference(s2, t, c, vs, 0.2, 0.07).backward()
+    _close(s1.grad, s2.grad)
+    # centre update: m c + (1 - m) mean of the teacher outputs (main_dino.py, update_center, lines 406-415)
+    _close(losskit.representation.dino_center(c[0], to_b(t, 2), 0.9), 0.9 * c[0] + 0.1 * t.mean(0))
+    # batch of 1
+    _close(losskit.dino(to_b(s, vs)[:1], to_b(t, 2)[:1], c[0]),
+           _dino_reference(to_b(s, vs)[:1].transpose(0, 1).reshape(-1, k), to_b(t, 2)[:1].transpose(0, 1).reshape(-1, k),
+                           c, vs, 0.1, 0.04))
+
+
+def _swav_reference(output, bs, nmb_crops, crops_for_assign, temperature, epsilon, sinkhorn_iterations):
+    """Ported from facebookresearch/swav, main_swav.py (train loop lines 290-315 without the queue, and
+    distributed_sinkhorn lines 354-375 on one process), commit 06b1b7cbaf6ba2a792300d79c7299db98b93b7f9."""
+    F_ = torch.nn.functional
+
+    @torch.no_grad()
+    def distributed_sinkhorn(out):
+        Q = torch.exp(out / epsilon).t()
+        B = Q.shape[1]
+        K = Q.shape[0]
+        sum_Q = torch.sum(Q)
+        Q /= sum_Q
+        for _ in range(sinkhorn_iterations):
+            sum_of_rows = torch.sum(Q, dim=1, keepdim=True)
+            Q /= sum_of_rows
+            Q /= K
+            Q /= torch.sum(Q, dim=0, keepdim=True)
+            Q /= B
+        Q *= B
+        return Q.t()
+
+    loss = 0
+    for crop_id in crops_for_assign:
+        with torch.no_grad():
+            out = output[bs * crop_id: bs * (crop_id + 1)].detach()
+            q = distributed_sinkhorn(out)[-bs:]
+        subloss = 0
+        for v in [i for i in range(nmb_crops) if i != crop_id]:
+            x = output[bs * v: bs * (v + 1)] / temperature
+            subloss -= torch.mean(torch.sum(q * F_.log_softmax(x, dim=1), dim=1))
+        loss += subloss / (nmb_crops - 1)
+    loss /= len(crops_for_assign)
+    return loss
+
+
+@pytest.mark.parametrize(("v", "assign", "iters", "eps"), [(2, (0, 1), 3, 0.05), (4, (0, 1), 3, 0.05),
+                                                          (3, (0,), 1, 0.1), (5, (0, 2), 10, 0.03)])
+def test_swav_matches_authors_code(v, assign, iters, eps):
+    b, k, d = 6, 4, 8
+    z = torch.nn.functional.normalize(randn64(v * b, d, seed=v), dim=1)
+    c = torch.nn.functional.normalize(randn64(k, d, seed=v + 1), dim=1)
+    out = z @ c.T  # view-major (V B, K) prototype scores, as the authors' model outputs
+    ref = _swav_reference(out, b, v, assign, 0.1, eps, iters)
+    scores = out.view(v, b, k).transpose(0, 1)
+    _close(losskit.swav(scores, epsilon=eps, sinkhorn_iterations=iters, crops_for_assign=assign), ref)
+    o1, o2 = out.clone().requires_grad_(True), out.clone().requires_grad_(True)
+    losskit.swav(o1.view(v, b, k).transpose(0, 1), epsilon=eps, sinkhorn_iterations=iters,
+                 crops_for_assign=assign).backward()
+    _swav_reference(o2, b, v, assign, 0.1, eps, iters).backward()
+    _close(o1.grad, o2.grad)
+
+
+def test_swav_codes_are_balanced_and_overflow_free():
+    s = randn64(6, 4, seed=3)
+    q = losskit.representation.swav_codes(s, 0.05, 50)
+    _close(q.sum(1), torch.ones(6, dtype=torch.float64))
+    _close(q.sum(0), torch.full((4,), 6 / 4, dtype=torch.float64), rtol=1e-6, atol=1e-8)
+    # scores of 10 at eps 0.05: exp(200) overflows float32 in the reference code; the log domain does not
+    q32 = losskit.representation.swav_codes((10 * s).float(), 0.05, 3)
+    assert torch.isfinite(q32).all()
+    _close(q32.double(), losskit.representation.swav_codes(10 * s, 0.05, 3), rtol=1e-4, atol=1e-5)
+
+
+def _siglip_reference(img_emb, txt_emb, t, b):
+    """The paper's Algorithm 1 (Zhai et al. 2023, arXiv:2303.15343), in torch."""
+    zimg = torch.nn.functional.normalize(img_emb, dim=-1)
+    ztxt = torch.nn.functional.normalize(txt_emb, dim=-1)
+    logits = zimg @ ztxt.T * t + b
+    n = img_emb.shape[0]
+    labels = 2 * torch.eye(n, dtype=logits.dtype) - 1
+    return -torch.sum(torch.nn.functional.logsigmoid(labels * logits)) / n
+
+
+@pytest.mark.parametrize(("t", "b"), [(10.0, -10.0), (1.0, 0.0), (100.0, -3.0), (1e3, 5.0)])
+def test_siglip_matches_paper(t, b):
+    x, y = randn64(7, 5, seed=1), randn64(7, 5, seed=2)
+    _close(losskit.siglip(x, y, logit_scale=t, logit_bias=b), _siglip_reference(x, y, t, b))
+    # learnable scale and bias (0-dim tensors) get their gradients
+    tp = torch.tensor(math.log(t), dtype=torch.float64, requires_grad=True)
+    bb = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    tp2 = tp.detach().clone().requires_grad_(True)
+    bb2 = bb.detach().clone().requires_grad_(True)
+    losskit.siglip(x, y, logit_scale=tp.exp(), logit_bias=bb).backward()
+    _siglip_reference(x, y, tp2.exp(), bb2).backward()
+    _close(tp.grad, tp2.grad)
+    _close(bb.grad, bb2.grad)
+    # batch of 1: only the positive pair
+    _close(losskit.siglip(x[:1], y[:1], logit_scale=t, logit_bias=b), _siglip_reference(x[:1], y[:1], t, b))

@@ -76,6 +76,18 @@ from .redundancy import (
     mixed_barlow_twins,
     vicreg,
 )
+from .selfsup import (
+    DINOLoss,
+    NegativeCosineLoss,
+    SigLIPLoss,
+    SwAVLoss,
+    dino,
+    dino_center,
+    negative_cosine,
+    siglip,
+    swav,
+    swav_codes,
+)
 from .temperature import (
     ISogCLRLoss,
     ISogCLRState,
@@ -100,4 +112,6 @@ __all__ = [
     "large_margin_softmax", "LargeMarginSoftmaxLoss", "sphereface", "SphereFaceLoss", "proxy_nca", "ProxyNCALoss",
     "proxy_anchor", "ProxyAnchorLoss", "circle_loss", "CircleLoss", "lifted_structure", "LiftedStructureLoss",
     "fast_ap", "FastAPLoss", "soft_triple", "SoftTripleLoss", "n_pairs", "NPairsLoss",
+    "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
+    "siglip", "SigLIPLoss",
 ]
