@@ -72,6 +72,29 @@ def test_contrastive_nonzero_reducer_is_pml_default(seed, mp, mn):
            lambda e: L.ContrastiveLoss(pos_margin=mp, neg_margin=mn)(e, y), x)
 
 
+THRESHOLDS = [(0.0, None), (None, 0.3), (0.05, 0.4), (-1.0, 0.2), (0.5, 0.1), (None, 0.0), (0.1, None)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("low", "high"), THRESHOLDS)
+def test_threshold_reducer_matches_pml(seed, low, high):
+    from losskit.representation.metric import ThresholdReducer
+
+    x, y = _batch(seed)
+    ours = ThresholdReducer(low=low, high=high)
+
+    def peer():
+        return R.ThresholdReducer(low=low, high=high)
+
+    _close(losskit.triplet_margin(x, y, margin=0.3, normalize=True, reducer=ours),
+           L.TripletMarginLoss(margin=0.3, reducer=peer())(x, y))
+    _close(losskit.contrastive_margin(x, y, power=1, normalize=True, pos_margin=0.2, neg_margin=0.9, reducer=ours),
+           L.ContrastiveLoss(pos_margin=0.2, neg_margin=0.9, reducer=peer())(x, y))
+    _close(losskit.lifted_structure(x, y, normalize=True, reducer=ours), L.LiftedStructureLoss(reducer=peer())(x, y))
+    _grads(lambda e: losskit.triplet_margin(e, y, margin=0.3, normalize=True, reducer=ours),
+           lambda e: L.TripletMarginLoss(margin=0.3, reducer=peer())(e, y), x)
+
+
 def test_reducer_edges():
     x, y = _batch(0)
     # every hinge inactive: the nonzero mean of nothing is 0 (PML's zero loss)
@@ -85,6 +108,8 @@ def test_reducer_edges():
         losskit.contrastive_margin(x, y, reducer="mean", sample_weight=torch.ones(12, dtype=torch.float64))
     with pytest.raises(LossInputError, match="^reducer"):
         losskit.contrastive_margin(x, y, reducer="threshold")
+    with pytest.raises(LossInputError, match="^low"):
+        losskit.representation.metric.ThresholdReducer(low=float("nan"))
     # reducer=None is unchanged: the per-anchor mean
     assert losskit.triplet_margin(x, y).item() == losskit.triplet_margin(x, y, reducer=None).item()
 

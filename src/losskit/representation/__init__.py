@@ -40,6 +40,7 @@ from .metric import (
     PairMiner,
     ProtoTripletLoss,
     TCMLoss,
+    ThresholdReducer,
     TripletMarginLoss,
     circle_loss,
     contrastive_margin,
@@ -113,5 +114,5 @@ __all__ = [
     "proxy_anchor", "ProxyAnchorLoss", "circle_loss", "CircleLoss", "lifted_structure", "LiftedStructureLoss",
     "fast_ap", "FastAPLoss", "soft_triple", "SoftTripleLoss", "n_pairs", "NPairsLoss",
     "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
-    "siglip", "SigLIPLoss",
+    "siglip", "SigLIPLoss", "ThresholdReducer",
 ]

@@ -18,13 +18,14 @@ Pair miners
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .._core import Paper, check_reduction, fail, finish, objective
 from .._core import distributed as D
-from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, REAL, Choice, Either, Maybe, Real
+from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, REAL, Choice, Domain, Either, Maybe, Real
 from .._core.domains import Callable as CallableOption
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, require
@@ -32,7 +33,7 @@ from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
 from .core import DISTANCE, check_int_labels, distance_matrix, embed, masked_logsumexp
 
 __all__ = ["pairs", "Pairs", "mine", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
-           "MINERS", "REDUCERS", "reduce_terms", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+           "MINERS", "REDUCERS", "ThresholdReducer", "resolve_reducer", "reduce_terms", "reduce_masked", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
            "circle_loss", "lifted_structure", "fast_ap", "CircleLoss", "LiftedStructureLoss", "FastAPLoss",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
 
@@ -192,37 +193,68 @@ def _masked_mean(v, mask):
     return s / torch.where(cnt > 0, cnt, cnt.new_ones(())).to(v.dtype), cnt > 0
 
 
-def _all_triplets(d, pos, neg, margin):
-    """Per anchor, over its triplets (p in P(a), n in N(a)): the hinge sum ``sum [d_ap - d_an + m]_+``, the
-    number of non-zero hinges and the number of triplets, in O(N M log M) time and O(N M) memory (never
-    the N x M x M triplet tensor): with the anchor's negative distances sorted, a positive p beats the c_p
-    negatives below t_p = d_ap + m, and its hinge sum is c_p t_p - (sum of those c_p distances), read from
-    a cumulative sum."""
-    inf = d.new_full((), float("inf"))
-    sorted_neg = torch.sort(torch.where(neg, d, inf), dim=1).values  # negatives first, +inf after
-    finite = torch.where(torch.isfinite(sorted_neg), sorted_neg, d.new_zeros(()))
-    csum = torch.cat([d.new_zeros(d.shape[0], 1), torch.cumsum(finite, dim=1)], dim=1)
-    thr = d + margin
-    count = torch.searchsorted(sorted_neg.detach().contiguous(), thr.detach().contiguous())  # #{n: d_an < t}
-    hinge = count.to(d.dtype) * thr - torch.gather(csum, 1, count)
-    total = torch.where(pos, hinge, d.new_zeros(())).sum(1)
-    active = torch.where(pos, count, count.new_zeros(())).sum(1).to(d.dtype)
-    return total, active, (pos.sum(1) * neg.sum(1)).to(d.dtype)
-
-
 # ------------------------------------------------------------------------------------------ reducers
-#: Reducers over a loss's terms (its pairs or triplets), as pytorch-metric-learning composes them: ``'mean'``
-#: (``MeanReducer``: the mean over every term) and ``'nonzero'`` (``AvgNonZeroReducer``, PML's default for
-#: its triplet and contrastive losses: the mean over the terms > 0, 0 when none is).
-REDUCERS = ("mean", "nonzero")
-#: A ``reducer=`` option: None (per-anchor losses, then ``reduction``) or a name in :data:`REDUCERS`.
-REDUCER = Maybe(Choice(*REDUCERS))
+@dataclass(frozen=True)
+class ThresholdReducer:
+    """A reducer over a loss's terms (its triplets or pairs): the mean of the terms strictly between ``low``
+    and ``high`` (either bound may be None), 0 when no term is kept -- pytorch-metric-learning's
+    ``ThresholdReducer(low, high)``. ``'nonzero'`` is ``ThresholdReducer(low=0)`` (PML's
+    ``AvgNonZeroReducer``, the default of its triplet, contrastive, lifted-structure and circle losses) and
+    ``'mean'`` is ``ThresholdReducer()`` (``MeanReducer``)."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self):
+        for name in ("low", "high"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise fail(name, "None or a finite real number", repr(v))
+
+    def keep(self, terms: torch.Tensor) -> torch.Tensor:
+        """The boolean mask of the terms this reducer averages."""
+        k = torch.ones_like(terms, dtype=torch.bool)
+        if self.low is not None:
+            k = k & (terms > self.low)
+        if self.high is not None:
+            k = k & (terms < self.high)
+        return k
+
+
+#: The reducers ``reducer=`` accepts by name.
+REDUCERS = {"mean": ThresholdReducer(), "nonzero": ThresholdReducer(low=0.0)}
+
+
+class _ReducerDomain(Domain):
+    description = "None, 'mean', 'nonzero' or a ThresholdReducer(low, high)"
+
+    def contains(self, value, arguments=None) -> bool:
+        return value is None or isinstance(value, ThresholdReducer) or (isinstance(value, str) and value in REDUCERS)
+
+    def invalid(self) -> list:
+        return ["no-such-reducer", 0.5]
+
+    def boundaries(self) -> list:
+        return ["mean", "nonzero", ThresholdReducer(low=0.0, high=0.5)]
+
+
+#: A ``reducer=`` option: None (per-anchor losses, then ``reduction``), a name in :data:`REDUCERS` or a
+#: :class:`ThresholdReducer`.
+REDUCER = _ReducerDomain()
+
+
+def resolve_reducer(reducer) -> ThresholdReducer | None:
+    """None, or the :class:`ThresholdReducer` a ``reducer=`` option names."""
+    if reducer is None or isinstance(reducer, ThresholdReducer):
+        return reducer
+    if isinstance(reducer, str) and reducer in REDUCERS:
+        return REDUCERS[reducer]
+    raise fail("reducer", REDUCER.description, repr(reducer))
 
 
 def reduce_terms(total: torch.Tensor, count: torch.Tensor, *, gather: bool = False, group=None) -> torch.Tensor:
-    """The reducer's value ``total / count`` (0 when ``count`` is 0) from a loss's summed terms ``total``
-    (differentiable, 0-dim) and the number of terms the reducer averages over ``count`` (0-dim, no
-    gradient: all terms for ``'mean'``, the non-zero ones for ``'nonzero'``). With ``gather`` the count is
+    """The reducer's value ``total / count`` (0 when ``count`` is 0) from the sum of the kept terms ``total``
+    (differentiable, 0-dim) and their number ``count`` (0-dim, no gradient). With ``gather`` the count is
     every rank's and the value is the whole batch's (each rank's gradient is its own terms')."""
     count = count.detach()
     if gather:
@@ -231,16 +263,49 @@ def reduce_terms(total: torch.Tensor, count: torch.Tensor, *, gather: bool = Fal
     return D.global_value(local, group) if gather else local
 
 
+def reduce_masked(terms: torch.Tensor, mask: torch.Tensor, reducer: ThresholdReducer, *, gather: bool = False,
+                  group=None) -> torch.Tensor:
+    """``reducer`` over the entries of ``terms`` where ``mask`` holds."""
+    keep = mask & reducer.keep(terms.detach())
+    return reduce_terms(torch.where(keep, terms, terms.new_zeros(())).sum(), keep.sum().to(terms.dtype),
+                        gather=gather, group=group)
+
+
 def _check_reducer(reducer, reduction, sample_weight):
-    if reducer is None:
-        return
-    if reducer not in REDUCERS:
-        raise fail("reducer", f"None or one of {REDUCERS}", repr(reducer))
-    if reduction != "mean" or sample_weight is not None:
+    red = resolve_reducer(reducer)
+    if red is not None and (reduction != "mean" or sample_weight is not None):
         raise fail("reducer", "no reducer when reduction is not 'mean' or sample_weight is given (a reducer "
                    "averages terms over the whole batch: one value)",
                    f"reducer={reducer!r} with reduction={reduction!r}"
                    + (" and a sample_weight" if sample_weight is not None else ""))
+    return red
+
+
+def _all_triplets(d, pos, neg, margin, reducer: ThresholdReducer):
+    """Per anchor, over its triplets (p in P(a), n in N(a)) with terms ``[d_ap - d_an + m]_+``: the sum and the
+    number of the terms ``reducer`` keeps, in O(N M log M) time and O(N M) memory (never the N x M x M triplet
+    tensor). With the anchor's negative distances sorted and t_p = d_ap + m, a term is positive iff
+    ``d_an < t_p`` and lies in (L, H) iff ``t_p - H < d_an < t_p - L``: two binary searches give the count c
+    and a cumulative sum the total ``c t_p - sum d_an`` of those negatives; the zero terms (``d_an >= t_p``)
+    are kept when ``L < 0 < H``."""
+    inf = d.new_full((), float("inf"))
+    sorted_neg = torch.sort(torch.where(neg, d, inf), dim=1).values  # negatives first, +inf after
+    finite = torch.where(torch.isfinite(sorted_neg), sorted_neg, d.new_zeros(()))
+    csum = torch.cat([d.new_zeros(d.shape[0], 1), torch.cumsum(finite, dim=1)], dim=1)
+    thr = d + margin
+    sd, td = sorted_neg.detach().contiguous(), thr.detach().contiguous()
+    low = 0.0 if reducer.low is None else max(reducer.low, 0.0)
+    below_t = torch.searchsorted(sd, td)  # #{n: d_an < t}: the positive terms
+    hi = torch.searchsorted(sd, td - low) if low > 0 else below_t  # #{n: d_an < t - L}
+    lo = (torch.searchsorted(sd, td - reducer.high, right=True) if reducer.high is not None
+          else torch.zeros_like(hi)).clamp(max=hi)  # #{n: d_an <= t - H}
+    count = hi - lo
+    hinge = count.to(d.dtype) * thr - (torch.gather(csum, 1, hi) - torch.gather(csum, 1, lo))
+    if (reducer.low is None or reducer.low < 0) and (reducer.high is None or reducer.high > 0):
+        count = count + (neg.sum(1, keepdim=True) - below_t)  # the zero terms
+    total = torch.where(pos, hinge, d.new_zeros(())).sum(1)
+    kept = torch.where(pos, count, count.new_zeros(())).sum(1).to(d.dtype)
+    return total, kept
 
 
 @objective(
@@ -280,27 +345,25 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     Clustering", 2015, arXiv:1503.03832.
     """
     check_reduction(reduction)
-    _check_reducer(reducer, reduction, sample_weight)
+    red = _check_reducer(reducer, reduction, sample_weight)
     if mining not in ("all", "batch_hard"):
         raise fail("mining", "'all' or 'batch_hard'", repr(mining))
     pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
     d = pr.dist
     has = pr.pos.any(1) & pr.neg.any(1)
     if mining == "all":
-        total, active, n_trip = _all_triplets(d, pr.pos, pr.neg, margin)
-        if reducer is not None:
-            return reduce_terms(total.sum(), (active if reducer == "nonzero" else n_trip).sum(),
-                                gather=gather, group=group)
-        loss = total / torch.where(n_trip > 0, n_trip, n_trip.new_ones(()))
+        total, kept = _all_triplets(d, pr.pos, pr.neg, margin, red or REDUCERS["mean"])
+        if red is not None:
+            return reduce_terms(total.sum(), kept.sum(), gather=gather, group=group)
+        loss = total / torch.where(kept > 0, kept, kept.new_ones(()))
     else:
         far = torch.where(pr.pos, d, d.new_full((), float("-inf"))).amax(1)
         near = torch.where(pr.neg, d, d.new_full((), float("inf"))).amin(1)
         gap = torch.where(has, far - near, d.new_zeros(()))
         loss = torch.relu(gap + margin)
     loss = torch.where(has, loss, loss.new_zeros(()))
-    if reducer is not None:
-        keep = has & (loss > 0) if reducer == "nonzero" else has
-        return reduce_terms(loss.sum(), keep.sum().to(loss.dtype), gather=gather, group=group)
+    if red is not None:
+        return reduce_masked(loss, has, red, gather=gather, group=group)
     return finish(loss, reduction, sample_weight=sample_weight, mask=has, gathered=gather, group=group)
 
 
@@ -335,17 +398,13 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
     Paper: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", 2006.
     """
     check_reduction(reduction)
-    _check_reducer(reducer, reduction, sample_weight)
+    red = _check_reducer(reducer, reduction, sample_weight)
     pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
     pos_terms = torch.relu(pr.dist - pos_margin).pow(power)
     neg_terms = torch.relu(neg_margin - pr.dist).pow(power)
-    if reducer is not None:
-        out = 0
-        for t, m in ((pos_terms, pr.pos), (neg_terms, pr.neg)):
-            keep = m & (t > 0) if reducer == "nonzero" else m
-            out = out + reduce_terms(torch.where(m, t, t.new_zeros(())).sum(), keep.sum().to(t.dtype),
-                                     gather=gather, group=group)
-        return out
+    if red is not None:
+        return (reduce_masked(pos_terms, pr.pos, red, gather=gather, group=group)
+                + reduce_masked(neg_terms, pr.neg, red, gather=gather, group=group))
     pos, _ = _masked_mean(pos_terms, pr.pos)
     neg, _ = _masked_mean(neg_terms, pr.neg)
     return finish(pos + neg, reduction, sample_weight=sample_weight, gathered=gather, group=group)
@@ -577,12 +636,12 @@ def circle_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, m: float = 0.
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=LIFTED, per_sample=False,
     batch_scalar=True, sample_weight=False, properties={"nonnegative"}, module_name="LiftedStructureLoss",
     domains={"neg_margin": REAL_MARGIN, "pos_margin": REAL_MARGIN, "distance": DISTANCE, "normalize": FLAG,
-             "reducer": Choice(*REDUCERS)},
+             "reducer": REDUCER},
     formula="L = 1/(2|P|) sum_{(i,j) in P} [log(sum_{k in N(i)} e^{a - d_ik} + sum_{l in N(j)} e^{a - d_jl}) "
             "+ d_ij - m+]_+^2",
 )
 def lifted_structure(embeddings: torch.Tensor, labels: torch.Tensor, *, neg_margin: float = 1.0,
-                     pos_margin: float = 0.0, distance="euclidean", normalize: bool = False, reducer: str = "mean",
+                     pos_margin: float = 0.0, distance="euclidean", normalize: bool = False, reducer="mean",
                      reduction: str = "mean") -> torch.Tensor:
     """Lifted structured loss: every positive pair against all the negatives of both its ends.
 
@@ -602,17 +661,16 @@ def lifted_structure(embeddings: torch.Tensor, labels: torch.Tensor, *, neg_marg
     Embedding", 2016, arXiv:1511.06452.
     """
     check_reduction(reduction)
-    if reducer not in REDUCERS:
-        raise fail("reducer", f"one of {REDUCERS}", repr(reducer))
+    red = resolve_reducer(reducer)
+    if red is None:
+        raise fail("reducer", "'mean', 'nonzero' or a ThresholdReducer (a batch-level loss)", "None")
     pr = pairs(embeddings, labels, distance=distance, normalize=normalize)
     d = pr.dist
     neg_lse = masked_logsumexp(neg_margin - d, pr.neg)  # (N,): -inf for an anchor without negatives
     both = torch.logaddexp(neg_lse.unsqueeze(1), neg_lse.unsqueeze(0))
     ok = pr.pos & torch.isfinite(both)
     j = torch.where(ok, both + d - pos_margin, d.new_zeros(()))
-    terms = torch.relu(j).pow(2) / 2
-    keep = ok & (j > 0) if reducer == "nonzero" else ok
-    return reduce_terms(torch.where(ok, terms, terms.new_zeros(())).sum(), keep.sum().to(d.dtype))
+    return reduce_masked(torch.relu(j).pow(2) / 2, ok, red)
 
 
 # -------------------------------------------------------------------------------------------- FastAP
