@@ -95,6 +95,16 @@ def test_threshold_reducer_matches_pml(seed, low, high):
            lambda e: L.TripletMarginLoss(margin=0.3, reducer=peer())(e, y), x)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_per_anchor_reducer_is_the_default(seed):
+    # PML's PerAnchorReducer (pair losses; it refuses triplets): each anchor's mean over its pairs, then the mean
+    # over every anchor (0 for an anchor without pairs) -- contrastive_margin's default reducer=None
+    x, y = _batch(seed)
+    y[0] = 7  # an anchor without a positive
+    _close(losskit.contrastive_margin(x, y, power=1, normalize=True),
+           L.ContrastiveLoss(reducer=R.PerAnchorReducer())(x, y))
+
+
 def test_reducer_edges():
     x, y = _batch(0)
     # every hinge inactive: the nonzero mean of nothing is 0 (PML's zero loss)
