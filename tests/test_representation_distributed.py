@@ -57,6 +57,10 @@ def _cases():
         ("info_nce_blocked", lambda t, **kw: losskit.info_nce(t["z1"], t["z2"], block_size=2, **kw), ("z1", "z2")),
         ("siglip", lambda t, **kw: losskit.siglip(t["z1"], t["z2"], logit_scale=3.0, logit_bias=-1.0, **kw),
          ("z1", "z2")),
+        ("siglip_ring", lambda t, **kw: losskit.siglip(t["z1"], t["z2"], logit_scale=3.0, logit_bias=-1.0, ring=True,
+                                                       **kw), ("z1", "z2")),
+        ("siglip_ring_weighted", lambda t, **kw: losskit.siglip(t["z1"], t["z2"], ring=True, sample_weight=t["w"], **kw),
+         ("z1", "z2")),
         ("n_pairs", lambda t, **kw: losskit.n_pairs(t["z1"], t["z2"], **kw), ("z1", "z2")),
         ("circle_loss", lambda t, **kw: losskit.circle_loss(t["z1"], t["labels"], gamma=8.0, **kw), ("z1",)),
         # reducers average terms over every rank's batch (one value: the reduction is left at 'mean')

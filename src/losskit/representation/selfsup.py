@@ -269,6 +269,74 @@ def swav(scores: torch.Tensor, *, temperature=0.1, epsilon: float = 0.05, sinkho
 
 
 # ------------------------------------------------------------------------------------------- SigLIP
+def _peer(group, r: int) -> int:
+    import torch.distributed as dist
+
+    return r if group is None else dist.get_global_rank(group, r)
+
+
+def _ring_shift(x: torch.Tensor, n_in: int, group) -> torch.Tensor:
+    """Send ``x`` to the next rank of the ring and receive the previous rank's (``n_in`` rows)."""
+    import torch.distributed as dist
+
+    rank, ws = D.world(group)
+    buf = x.new_empty((n_in,) + tuple(x.shape[1:]))
+    ops = [dist.P2POp(dist.isend, x.contiguous(), _peer(group, (rank + 1) % ws), group),
+           dist.P2POp(dist.irecv, buf, _peer(group, (rank - 1) % ws), group)]
+    for req in dist.batch_isend_irecv(ops):
+        req.wait()
+    return buf
+
+
+def _sigmoid_block(x, chunk, t, b, diagonal: bool):
+    logits = t * (x @ chunk.T) + b
+    sign = -torch.ones_like(logits)
+    if diagonal:
+        sign = torch.where(torch.eye(*logits.shape, dtype=torch.bool, device=logits.device), 1.0, sign)
+    return logits, sign
+
+
+class _RingSigmoid(torch.autograd.Function):
+    """Per-row SigLIP losses of the local images against every rank's texts, the texts travelling around
+    the ring one chunk per step (the paper's chunked implementation); the backward sends each chunk's
+    gradient around with it, back to its owner."""
+
+    @staticmethod
+    def forward(ctx, x, y, t, b, group, sizes):
+        rank, ws = D.world(group)
+        per = x.new_zeros(x.shape[0])
+        chunk, owner = y.detach(), rank
+        for r in range(ws):
+            logits, sign = _sigmoid_block(x, chunk, t, b, owner == rank)
+            per = per - F.logsigmoid(sign * logits).sum(1)
+            if r < ws - 1:
+                owner = (owner - 1) % ws
+                chunk = _ring_shift(chunk, sizes[owner], group)
+        ctx.save_for_backward(x, y, t, b)
+        ctx.group, ctx.sizes = group, sizes
+        return per
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, t, b = ctx.saved_tensors
+        group, sizes = ctx.group, ctx.sizes
+        rank, ws = D.world(group)
+        chunk, gchunk, owner = y, torch.zeros_like(y), rank
+        gx, gt, gb = torch.zeros_like(x), torch.zeros_like(t), torch.zeros_like(b)
+        for r in range(ws):
+            logits, sign = _sigmoid_block(x, chunk, t, b, owner == rank)
+            dl = g.unsqueeze(1) * (-sign * torch.sigmoid(-sign * logits))  # d(-log sigmoid(s l)) / dl
+            gx = gx + t * (dl @ chunk)
+            gchunk = gchunk + t * (dl.T @ x)
+            gt = gt + (dl * (x @ chunk.T)).sum()
+            gb = gb + dl.sum()
+            owner = (owner - 1) % ws
+            if r < ws - 1:
+                chunk = _ring_shift(chunk, sizes[owner], group)
+            gchunk = _ring_shift(gchunk, sizes[owner], group)  # with its chunk; the last shift returns it home
+        return gx, gchunk, gt, gb, None, None
+
+
 LOGIT_SCALE = Real(0.0, None, lo_open=True, tensor=True)
 LOGIT_BIAS = Real(None, None, tensor=True)
 
@@ -276,11 +344,11 @@ LOGIT_BIAS = Real(None, None, tensor=True)
 @objective(
     "siglip", family=FAMILY, input_kind=SIAMESE, example=_siamese_example(("image", "text")), paper=SIGLIP,
     per_sample=False, properties={"nonnegative"}, module_name="SigLIPLoss",
-    domains={"logit_scale": LOGIT_SCALE, "logit_bias": LOGIT_BIAS, "normalize": FLAG},
+    domains={"logit_scale": LOGIT_SCALE, "logit_bias": LOGIT_BIAS, "normalize": FLAG, "ring": FLAG},
     formula="l_i = -sum_j log sigmoid(z_ij (t <x_i, y_j> + b)),  z_ij = 1 if i = j else -1",
 )
 def siglip(image: torch.Tensor, text: torch.Tensor, *, logit_scale=10.0, logit_bias=-10.0, normalize: bool = True,
-           gather: bool = False, group=None, sample_weight: torch.Tensor | None = None,
+           gather: bool = False, ring: bool = False, group=None, sample_weight: torch.Tensor | None = None,
            reduction: str = "mean") -> torch.Tensor:
     """SigLIP: an independent binary (sigmoid) loss on every image-text pair of the batch.
 
@@ -291,9 +359,11 @@ def siglip(image: torch.Tensor, text: torch.Tensor, *, logit_scale=10.0, logit_b
     ``logit_scale`` t > 0 and ``logit_bias`` b: floats or (learnable) 0-dim tensors; the paper learns
     ``t = exp(t')`` from t' = log 10 and b from -10 (the defaults): pass ``t_prime.exp()``. 'mean' is the
     paper's ``-1/|B| sum_i sum_j``, the mean over images of the per-image sums (``'none'`` gives (N,)), as
-    big_vision and open_clip's ``SigLipLoss``. ``gather=True``: every rank's images against all ranks' texts
-    (one all-gather of the text embeddings instead of the paper's ring of chunks; the same value and exact
-    gradients, memory O(N_local x N_global)); the mean is over every rank's images.
+    big_vision and open_clip's ``SigLipLoss``. ``gather=True``: every rank's images against all ranks' texts,
+    the mean over every rank's images, exact value and gradients: by one all-gather of the text embeddings
+    (memory O(N_local x N_global)), or with ``ring=True`` as the paper's chunked implementation, the text chunks
+    passed around the ranks one step at a time (``world_size - 1`` exchanges; memory O(N_local^2); the backward
+    sends each chunk's gradient around with it). ``ring`` has no effect without ``gather`` and a process group.
 
     Paper: Zhai, Mustafa, Kolesnikov, Beyer, "Sigmoid Loss for Language Image Pre-Training", 2023,
     arXiv:2303.15343.
@@ -301,9 +371,14 @@ def siglip(image: torch.Tensor, text: torch.Tensor, *, logit_scale=10.0, logit_b
     check_reduction(reduction)
     _check_pair(("image", "text"), image, text)
     x, y = embed("image", image, normalize), embed("text", text, normalize)
-    yc, offset = D.all_gather(y, group) if gather else (y, 0)
     t = logit_scale.to(x.dtype) if isinstance(logit_scale, torch.Tensor) else logit_scale
     bias = logit_bias.to(x.dtype) if isinstance(logit_bias, torch.Tensor) else logit_bias
+    if gather and ring and D.is_distributed(group):
+        sizes = [int(v) for v in D.all_gather_nograd(torch.tensor([x.shape[0]], device=x.device), group).tolist()]
+        per = _RingSigmoid.apply(x, y, torch.as_tensor(t, dtype=x.dtype, device=x.device),
+                                 torch.as_tensor(bias, dtype=x.dtype, device=x.device), group, sizes)
+        return finish(per, reduction, sample_weight=sample_weight, gathered=True, group=group)
+    yc, offset = D.all_gather(y, group) if gather else (y, 0)
     logits = t * (x @ yc.T) + bias  # (n, M)
     rows = torch.arange(x.shape[0], device=x.device) + offset
     sign = torch.where(rows.unsqueeze(1) == torch.arange(yc.shape[0], device=x.device).unsqueeze(0), 1.0, -1.0)
