@@ -445,3 +445,117 @@ def test_siglip_matches_paper(t, b):
     _close(bb.grad, bb2.grad)
     # batch of 1: only the positive pair
     _close(losskit.siglip(x[:1], y[:1], logit_scale=t, logit_bias=b), _siglip_reference(x[:1], y[:1], t, b))
+
+
+def _koleo_reference(student_output, eps=1e-8):
+    """Ported from facebookresearch/dinov2, dinov2/loss/koleo_loss.py (KoLeoLoss, lines 22-48), commit
+    b8931f7bf91576930313be2c6d6af376033b35f0 (without the autocast context)."""
+    F_ = torch.nn.functional
+    pdist = torch.nn.PairwiseDistance(2, eps=1e-8)
+    student_output = F_.normalize(student_output, eps=eps, p=2, dim=-1)
+    dots = torch.mm(student_output, student_output.t())
+    n = student_output.shape[0]
+    dots.view(-1)[:: (n + 1)].fill_(-1)
+    _, idx = torch.max(dots, dim=1)
+    distances = pdist(student_output, student_output[idx])
+    return -torch.log(distances + eps).mean()
+
+
+@pytest.mark.parametrize(("n", "d", "scale"), [(7, 4, 1.0), (2, 3, 1.0), (16, 8, 100.0)])
+def test_koleo_matches_dinov2(n, d, scale):
+    x = randn64(n, d, seed=n, scale=scale)
+    # PairwiseDistance adds its eps (1e-8) to every coordinate difference: 1e-8-relative differences
+    _close(losskit.koleo(x), _koleo_reference(x), rtol=1e-6, atol=1e-7)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    losskit.koleo(x1).backward()
+    _koleo_reference(x2).backward()
+    _close(x1.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    # the closed form: -log of each point's nearest-neighbour distance on the sphere
+    xn = torch.nn.functional.normalize(x, dim=1)
+    dist = torch.cdist(xn, xn) + torch.diag(torch.full((n,), 9.0, dtype=torch.float64))
+    _close(losskit.koleo(x, eps=0.0, reduction="none"), -torch.log(dist.min(1).values), rtol=1e-9, atol=1e-9)
+
+
+def test_koleo_duplicates_stay_finite():
+    x = randn64(5, 3, seed=1)
+    x = torch.cat([x, x[:1]]).requires_grad_(True)
+    out = losskit.koleo(x)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(x.grad).all()
+    # the duplicated pair: -log(0 + eps) here; DINOv2's PairwiseDistance measures |0 + eps 1| = eps sqrt(D)
+    # there, so its terms are -log(eps (sqrt(D) + 1)): the stated difference, and nothing else
+    per = losskit.koleo(x.detach(), reduction="none")
+    _close(per[[0, 5]], torch.full((2,), -math.log(1e-8), dtype=torch.float64))
+    ref = _koleo_reference(x.detach()) * 6
+    _close(per.sum() - 2 * (-math.log(1e-8)), ref - 2 * (-math.log(1e-8 * (math.sqrt(3) + 1))), rtol=1e-6, atol=1e-6)
+
+
+def _msn_reference(anchors, targets, prototypes, temperature=0.1, sinkhorn_iterations=3, regularization_weight=1.0,
+                   target_sharpen_temperature=0.25):
+    """Ported from lightly-ai/lightly, lightly/loss/msn_loss.py (prototype_probabilities, sharpen, sinkhorn,
+    MSNLoss.forward and regularization_loss), commit e8d317fc5a87f4387a85a35e689869039ec249ee; single process.
+    ``anchors`` view-major (V B, D)."""
+    F_ = torch.nn.functional
+
+    def prototype_probabilities(queries, prototypes, temperature):
+        return F_.softmax(torch.matmul(queries, prototypes.T) / temperature, dim=1)
+
+    def sharpen(probabilities, temperature):
+        probabilities = probabilities ** (1.0 / temperature)
+        probabilities /= torch.sum(probabilities, dim=1, keepdim=True)
+        return probabilities
+
+    @torch.no_grad()
+    def sinkhorn(probabilities, iterations=3):
+        if iterations <= 0:
+            return probabilities
+        num_targets, num_prototypes = probabilities.shape
+        probabilities = probabilities.T
+        sum_probabilities = torch.sum(probabilities)
+        probabilities = probabilities / sum_probabilities
+        for _ in range(iterations):
+            row_sum = torch.sum(probabilities, dim=1, keepdim=True)
+            probabilities /= row_sum
+            probabilities /= num_prototypes
+            probabilities /= torch.sum(probabilities, dim=0, keepdim=True)
+            probabilities /= num_targets
+        probabilities *= num_targets
+        return probabilities.T
+
+    num_views = anchors.shape[0] // targets.shape[0]
+    anchors = F_.normalize(anchors, dim=1)
+    targets = F_.normalize(targets, dim=1)
+    prototypes = F_.normalize(prototypes, dim=1)
+    anchor_probs = prototype_probabilities(anchors, prototypes, temperature=temperature)
+    with torch.no_grad():
+        target_probs = prototype_probabilities(targets, prototypes, temperature=temperature)
+        target_probs = sharpen(target_probs, temperature=target_sharpen_temperature)
+        if sinkhorn_iterations > 0:
+            target_probs = sinkhorn(probabilities=target_probs, iterations=sinkhorn_iterations)
+        target_probs = target_probs.repeat((num_views, 1))
+    loss = torch.mean(torch.sum(torch.log(anchor_probs ** (-target_probs)), dim=1))
+    if regularization_weight > 0:
+        mean_anchor_probs = torch.mean(anchor_probs, dim=0)
+        reg = -torch.sum(torch.log(mean_anchor_probs ** (-mean_anchor_probs)))
+        reg += math.log(float(len(mean_anchor_probs)))
+        loss += regularization_weight * reg
+    return loss
+
+
+@pytest.mark.parametrize(("v", "opts"), [(1, {}), (3, {}), (2, dict(sinkhorn_iterations=0)),
+                                         (2, dict(regularization_weight=0.0, temperature=0.3)),
+                                         (4, dict(sharpen_temperature=1.0, sinkhorn_iterations=7,
+                                                  regularization_weight=2.5))])
+def test_msn_matches_lightly(v, opts):
+    b, d, k = 6, 5, 4
+    a, t, p = randn64(b, v, d, seed=v), randn64(b, d, seed=v + 1), randn64(k, d, seed=v + 2)
+    ref_opts = {"sharpen_temperature": "target_sharpen_temperature"}
+    ropts = {ref_opts.get(key, key): val for key, val in opts.items()}
+    a_vm = a.transpose(0, 1).reshape(-1, d)
+    _close(losskit.msn(a, t, p, **opts), _msn_reference(a_vm, t, p, **ropts))
+    a1, p1 = a.clone().requires_grad_(True), p.clone().requires_grad_(True)
+    a2, p2 = a_vm.clone().requires_grad_(True), p.clone().requires_grad_(True)
+    losskit.msn(a1, t, p1, **opts).backward()
+    _msn_reference(a2, t, p2, **ropts).backward()
+    _close(a1.grad.transpose(0, 1).reshape(-1, d), a2.grad)
+    _close(p1.grad, p2.grad)

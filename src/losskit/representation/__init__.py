@@ -79,11 +79,15 @@ from .redundancy import (
 )
 from .selfsup import (
     DINOLoss,
+    KoLeoLoss,
+    MSNLoss,
     NegativeCosineLoss,
     SigLIPLoss,
     SwAVLoss,
     dino,
     dino_center,
+    koleo,
+    msn,
     negative_cosine,
     siglip,
     swav,
@@ -114,5 +118,5 @@ __all__ = [
     "proxy_anchor", "ProxyAnchorLoss", "circle_loss", "CircleLoss", "lifted_structure", "LiftedStructureLoss",
     "fast_ap", "FastAPLoss", "soft_triple", "SoftTripleLoss", "n_pairs", "NPairsLoss",
     "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
-    "siglip", "SigLIPLoss", "ThresholdReducer",
+    "siglip", "SigLIPLoss", "ThresholdReducer", "koleo", "KoLeoLoss", "msn", "MSNLoss",
 ]

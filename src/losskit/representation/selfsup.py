@@ -18,11 +18,12 @@ from .._core import distributed as D
 from .._core.domains import COUNT, FLAG, POSITIVE, Choice, Integer, Real, Seq
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_floating
+from ..ops.pairwise import safe_sqrt, sq_dist
 from ._inputs import scale_all
 from .core import TEMPERATURE, check_temperature, embed
 
-__all__ = ["negative_cosine", "dino", "dino_center", "swav", "swav_codes", "siglip", "NegativeCosineLoss",
-           "DINOLoss", "SwAVLoss", "SigLIPLoss"]
+__all__ = ["negative_cosine", "dino", "dino_center", "swav", "swav_codes", "siglip", "koleo", "msn",
+           "NegativeCosineLoss", "DINOLoss", "SwAVLoss", "SigLIPLoss", "KoLeoLoss", "MSNLoss"]
 
 FAMILY = "representation"
 SIMSIAM = Paper("Exploring Simple Siamese Representation Learning", 2021, "2011.10566", "Chen, He")
@@ -390,3 +391,136 @@ NegativeCosineLoss = negative_cosine.Module
 DINOLoss = dino.Module
 SwAVLoss = swav.Module
 SigLIPLoss = siglip.Module
+
+
+# -------------------------------------------------------------------------------------------- KoLeo
+KOLEO = Paper("Spreading vectors for similarity search", 2019, "1806.03198", "Sablayrolles, Douze, Schmid, Jegou")
+MSN = Paper("Masked Siamese Networks for Label-Efficient Learning", 2022, "2204.07141", "Assran et al.")
+
+
+def _embeddings_example(gen, dtype, n: int = 7, d: int = 4) -> Example:
+    return Example({"embeddings": torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype)},
+                   grad=("embeddings",))
+
+
+def _embeddings_bad(ex: Example) -> list[BadInput]:
+    x = ex.inputs["embeddings"]
+    return [BadInput("no feature dimension", ex.replace({"embeddings": x[:, 0]}), "embeddings"),
+            BadInput("a single embedding", ex.replace({"embeddings": x[:1]}), "embeddings"),
+            BadInput("integer embeddings", ex.replace({"embeddings": x.round().long()}), "embeddings")]
+
+
+EMBEDDINGS = InputKind("embeddings", "one batch of embeddings (N, D), N >= 2", bad_inputs=_embeddings_bad,
+                       extreme=scale_all())
+
+
+@objective(
+    "koleo", family=FAMILY, input_kind=EMBEDDINGS, example=_embeddings_example, paper=KOLEO, per_sample=False,
+    module_name="KoLeoLoss", domains={"eps": Real(0.0, None)},
+    formula="l_i = -log(min_{j != i} ||x_i/|x_i| - x_j/|x_j||| + eps)",
+)
+def koleo(embeddings: torch.Tensor, *, eps: float = 1e-8, sample_weight: torch.Tensor | None = None,
+          reduction: str = "mean") -> torch.Tensor:
+    """KoLeo (Kozachenko-Leonenko) spreading regulariser: push each embedding away from its nearest neighbour.
+
+    .. math:: \\ell_i = -\\log\\big(\\min_{j \\ne i} \\|\\hat x_i - \\hat x_j\\| + \\varepsilon\\big),\\qquad
+              \\hat x = x / \\|x\\|
+
+    The differential-entropy estimator of Kozachenko and Leonenko on the L2-normalised batch (up to
+    constants), used as a regulariser by DINOv2 (weight 0.1) and lightly. ``eps`` >= 0 (1e-8, as
+    DINOv2's ``KoLeoLoss``; it keeps coincident embeddings finite). The distance is exact (DINOv2's
+    ``nn.PairwiseDistance(eps=1e-8)`` adds eps to every coordinate difference: 1e-8-relative differences).
+    Batch-coupled (each term depends on the batch); ``'none'`` returns (N,). Needs N >= 2.
+
+    Paper: Sablayrolles, Douze, Schmid, Jegou, "Spreading vectors for similarity search", 2019,
+    arXiv:1806.03198.
+    """
+    check_reduction(reduction)
+    check_floating("embeddings", embeddings)
+    if embeddings.dim() != 2 or embeddings.shape[0] < 2:
+        raise fail("embeddings", "embeddings of shape (N, D) with N >= 2", f"shape {tuple(embeddings.shape)}")
+    x = embed("embeddings", embeddings, True)
+    d2 = sq_dist(x, x, expand=False)
+    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    nearest = safe_sqrt(torch.where(eye, d2.new_full((), 5.0), d2).amin(1))  # unit vectors: d^2 <= 4 < 5
+    return finish(-torch.log(nearest + eps), reduction, sample_weight=sample_weight)
+
+
+# ---------------------------------------------------------------------------------------------- MSN
+def _msn_example(gen, dtype, b: int = 5, v: int = 2, d: int = 4, k: int = 6) -> Example:
+    t = torch.randn(b, d, generator=gen, dtype=torch.float64)
+    a = t.unsqueeze(1) + 0.5 * torch.randn(b, v, d, generator=gen, dtype=torch.float64)
+    p = torch.randn(k, d, generator=gen, dtype=torch.float64)
+    # the gradient w.r.t. the prototypes is not the derivative of the value (their target branch is
+    # stop-gradient): the float64 gradcheck runs on the anchors; the tests compare both with lightly's
+    return Example({"anchors": a.to(dtype), "targets": t.to(dtype), "prototypes": p.to(dtype)},
+                   grad=("anchors",), batched=("anchors", "targets"))
+
+
+def _msn_bad(ex: Example) -> list[BadInput]:
+    a, t, p = (ex.inputs[k] for k in ("anchors", "targets", "prototypes"))
+    return [BadInput("anchors without a view dimension", ex.replace({"anchors": a[:, 0]}), "anchors"),
+            BadInput("targets of another batch", ex.replace({"targets": t[:-1]}), "targets"),
+            BadInput("prototypes of another width", ex.replace({"prototypes": p[:, :-1]}), "prototypes"),
+            BadInput("integer anchors", ex.replace({"anchors": a.round().long()}), "anchors")]
+
+
+MSN_INPUTS = InputKind("anchors+targets+prototypes", "anchor views (B, V, D), target embeddings (B, D) and "
+                       "prototypes (K, D)", bad_inputs=_msn_bad, extreme=scale_all())
+
+
+@objective(
+    "msn", family=FAMILY, input_kind=MSN_INPUTS, example=_msn_example, paper=MSN, per_sample=False,
+    batch_scalar=True, sample_weight=False, properties={"nonnegative"}, module_name="MSNLoss",
+    domains={"temperature": TEMPERATURE, "sharpen_temperature": POSITIVE, "sinkhorn_iterations": Integer(0, None),
+             "regularization_weight": Real(0.0, None)},
+    formula="L = mean_{b,v} H(q_b, p_bv) + lambda (log K - H(mean_{b,v} p_bv)),  p = softmax(cos(a, P) / tau), "
+            "q = SK(sharpen(softmax(cos(t, P) / tau), T))",
+)
+def msn(anchors: torch.Tensor, targets: torch.Tensor, prototypes: torch.Tensor, *, temperature=0.1,
+        sharpen_temperature: float = 0.25, sinkhorn_iterations: int = 3, regularization_weight: float = 1.0,
+        reduction: str = "mean") -> torch.Tensor:
+    """MSN (masked siamese networks): masked anchor views predict the sharpened prototype assignment of the target.
+
+    .. math:: \\mathcal L = \\frac{1}{BV} \\sum_{b, v} H(q_b, p_{bv}) + \\lambda \\big(\\log K -
+              H(\\bar p)\\big),\\qquad p_{bv} = \\operatorname{softmax}\\Big(\\frac{\\langle \\hat a_{bv},
+              \\hat P\\rangle}{\\tau}\\Big),\\quad \\bar p = \\frac{1}{BV} \\sum_{b,v} p_{bv}
+
+    ``anchors`` (B, V, D): the V (masked) anchor views of each sample; ``targets`` (B, D): the target
+    encoder's output (no gradient); ``prototypes`` (K, D), an input (the Module holds none; their gradient comes
+    from the anchor branch only, the target branch being stop-gradient as in the paper). The targets'
+    prototype probabilities are sharpened (``p^(1/T)``, ``sharpen_temperature`` T > 0, 0.25) and balanced by
+    ``sinkhorn_iterations`` (3; 0 disables) of Sinkhorn-Knopp over the batch (:func:`swav_codes`, log
+    domain), without a gradient. The mean-entropy-maximisation term (``regularization_weight`` lambda >= 0,
+    1) is ``KL(p_bar || uniform)``. Cosine similarities; ``temperature`` tau > 0 (0.1). A batch-level loss
+    (every reduction returns the one value). lightly's ``MSNLoss`` (``anchors`` view-major ``(V B, D)``:
+    ``anchors.transpose(0, 1).reshape(-1, D)``) gives the same value.
+
+    Paper: Assran et al., "Masked Siamese Networks for Label-Efficient Learning", 2022, arXiv:2204.07141.
+    """
+    check_reduction(reduction)
+    for name, x in (("anchors", anchors), ("targets", targets), ("prototypes", prototypes)):
+        check_floating(name, x)
+    if anchors.dim() != 3:
+        raise fail("anchors", "anchor views of shape (B, V, D)", f"shape {tuple(anchors.shape)}")
+    b, v, d = anchors.shape
+    if tuple(targets.shape) != (b, d):
+        raise fail("targets", f"targets of shape ({b}, {d})", f"shape {tuple(targets.shape)}")
+    if prototypes.dim() != 2 or prototypes.shape[1] != d:
+        raise fail("prototypes", f"prototypes of shape (K, {d})", f"shape {tuple(prototypes.shape)}")
+    tau = check_temperature(temperature)
+    protos = embed("prototypes", prototypes, True)
+    logp = torch.log_softmax(embed("anchors", anchors, True) @ protos.T / tau, -1)  # (B, V, K)
+    with torch.no_grad():
+        t_logp = torch.log_softmax(embed("targets", targets, True) @ protos.T / tau, -1)
+        q = swav_codes(torch.log_softmax(t_logp / sharpen_temperature, -1), 1.0, sinkhorn_iterations)  # (B, K)
+    ce = -(q.unsqueeze(1) * logp).sum(-1).mean()
+    if regularization_weight == 0:
+        return ce
+    log_mean = torch.logsumexp(logp.reshape(-1, logp.shape[-1]), 0) - math.log(b * v)  # log p_bar
+    neg_entropy = (log_mean.exp() * log_mean).sum()
+    return ce + regularization_weight * (math.log(logp.shape[-1]) + neg_entropy)
+
+
+KoLeoLoss = koleo.Module
+MSNLoss = msn.Module
