@@ -105,6 +105,38 @@ def test_per_anchor_reducer_is_the_default(seed):
            L.ContrastiveLoss(reducer=R.PerAnchorReducer())(x, y))
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", ["hard", "semihard"])
+@pytest.mark.parametrize(("margin", "mm"), [(0.2, None), (0.3, 0.1), (0.1, 0.5)])
+def test_triplet_mining_matches_pml_miner(seed, kind, margin, mm):
+    from losskit.representation.metric import ThresholdReducer
+
+    x, y = _batch(seed)
+    miner = M.TripletMarginMiner(margin=margin if mm is None else mm, type_of_triplets=kind)
+    for ours, peer in (("nonzero", R.AvgNonZeroReducer()), ("mean", R.MeanReducer()),
+                       (ThresholdReducer(0.05, 0.3), R.ThresholdReducer(0.05, 0.3))):
+        _close(losskit.triplet_margin(x, y, margin=margin, mining=kind, mining_margin=mm, normalize=True, reducer=ours),
+               L.TripletMarginLoss(margin=margin, reducer=peer)(x, y, miner(x, y)))
+    _grads(lambda e: losskit.triplet_margin(e, y, margin=margin, mining=kind, mining_margin=mm, normalize=True,
+                                            reducer="nonzero"),
+           lambda e: L.TripletMarginLoss(margin=margin)(e, y, miner(e, y)), x)
+    # per-anchor means over each anchor's mined triplets (a loop), anchors without one left out
+    xn = torch.nn.functional.normalize(x, dim=1)
+    d = torch.cdist(xn, xn)
+    m2 = margin if mm is None else mm
+    per, has = [], []
+    for a in range(12):
+        terms = [torch.relu(d[a, p] - d[a, n] + margin) for p in range(12) for n in range(12)
+                 if p != a and y[p] == y[a] and y[n] != y[a]
+                 and ((d[a, n] <= d[a, p]) if kind == "hard" else (d[a, p] < d[a, n] <= d[a, p] + m2))]
+        per.append(sum(terms) / len(terms) if terms else torch.tensor(0.0, dtype=torch.float64))
+        has.append(bool(terms))
+    _close(losskit.triplet_margin(x, y, margin=margin, mining=kind, mining_margin=mm, normalize=True, reduction="none"),
+           torch.stack(per))
+    _close(losskit.triplet_margin(x, y, margin=margin, mining=kind, mining_margin=mm, normalize=True),
+           torch.stack(per)[torch.tensor(has)].mean())
+
+
 def test_reducer_edges():
     x, y = _batch(0)
     # every hinge inactive: the nonzero mean of nothing is 0 (PML's zero loss)

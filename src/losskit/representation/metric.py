@@ -33,7 +33,7 @@ from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
 from .core import DISTANCE, check_int_labels, distance_matrix, embed, masked_logsumexp
 
 __all__ = ["pairs", "Pairs", "mine", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
-           "MINERS", "REDUCERS", "ThresholdReducer", "resolve_reducer", "reduce_terms", "reduce_masked", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+           "MINERS", "TRIPLET_MINING", "REDUCERS", "ThresholdReducer", "resolve_reducer", "reduce_terms", "reduce_masked", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
            "circle_loss", "lifted_structure", "fast_ap", "CircleLoss", "LiftedStructureLoss", "FastAPLoss",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
 
@@ -281,51 +281,79 @@ def _check_reducer(reducer, reduction, sample_weight):
     return red
 
 
-def _all_triplets(d, pos, neg, margin, reducer: ThresholdReducer):
+def _all_triplets(d, pos, neg, margin, reducer: ThresholdReducer, window=(None, None)):
     """Per anchor, over its triplets (p in P(a), n in N(a)) with terms ``[d_ap - d_an + m]_+``: the sum and the
     number of the terms ``reducer`` keeps, in O(N M log M) time and O(N M) memory (never the N x M x M triplet
-    tensor). With the anchor's negative distances sorted and t_p = d_ap + m, a term is positive iff
-    ``d_an < t_p`` and lies in (L, H) iff ``t_p - H < d_an < t_p - L``: two binary searches give the count c
-    and a cumulative sum the total ``c t_p - sum d_an`` of those negatives; the zero terms (``d_an >= t_p``)
-    are kept when ``L < 0 < H``."""
+    tensor). ``window = (lo, hi)`` mines the triplets with ``d_ap + lo < d_an <= d_ap + hi`` (None: unbounded).
+
+    With the anchor's negative distances sorted and t_p = d_ap + m, a term is positive iff ``d_an < t_p`` and
+    lies in (L, H) iff ``t_p - H < d_an < t_p - L``: binary searches give the count c of the negatives in the
+    intersection of that interval with the mining window, and a cumulative sum the total ``c t_p - sum d_an``;
+    the zero terms (``d_an >= t_p``, in the window) are counted when ``L < 0 < H``."""
     inf = d.new_full((), float("inf"))
     sorted_neg = torch.sort(torch.where(neg, d, inf), dim=1).values  # negatives first, +inf after
     finite = torch.where(torch.isfinite(sorted_neg), sorted_neg, d.new_zeros(()))
     csum = torch.cat([d.new_zeros(d.shape[0], 1), torch.cumsum(finite, dim=1)], dim=1)
     thr = d + margin
-    sd, td = sorted_neg.detach().contiguous(), thr.detach().contiguous()
+    sd, td, dd = sorted_neg.detach().contiguous(), thr.detach().contiguous(), d.detach().contiguous()
+
+    def lt(v):  # #{n: d_an < v}
+        return torch.searchsorted(sd, v)
+
+    def le(v):  # #{n: d_an <= v}
+        return torch.searchsorted(sd, v, right=True)
+
+    mine_lo, mine_hi = window
     low = 0.0 if reducer.low is None else max(reducer.low, 0.0)
-    below_t = torch.searchsorted(sd, td)  # #{n: d_an < t}: the positive terms
-    hi = torch.searchsorted(sd, td - low) if low > 0 else below_t  # #{n: d_an < t - L}
-    lo = (torch.searchsorted(sd, td - reducer.high, right=True) if reducer.high is not None
-          else torch.zeros_like(hi)).clamp(max=hi)  # #{n: d_an <= t - H}
+    # the positive terms in the window: lower bounds (strict) t - H and d_ap + lo; upper t - L (strict), d_ap + hi
+    lower = None if reducer.high is None else td - reducer.high
+    if mine_lo is not None:
+        lower = dd + mine_lo if lower is None else torch.maximum(lower, dd + mine_lo)
+    lo = le(lower) if lower is not None else torch.zeros_like(lt(td))
+    hi = lt(td - low)
+    if mine_hi is not None:
+        hi = torch.where(dd + mine_hi < td - low, le(dd + mine_hi), hi)
+    hi = torch.maximum(hi, lo)
     count = hi - lo
     hinge = count.to(d.dtype) * thr - (torch.gather(csum, 1, hi) - torch.gather(csum, 1, lo))
     if (reducer.low is None or reducer.low < 0) and (reducer.high is None or reducer.high > 0):
-        count = count + (neg.sum(1, keepdim=True) - below_t)  # the zero terms
+        z_hi = le(dd + mine_hi) if mine_hi is not None else neg.sum(1, keepdim=True).expand_as(hi)
+        z_lo = lt(td) if mine_lo is None else torch.where(td > dd + mine_lo, lt(td), le(dd + mine_lo))
+        count = count + (z_hi - z_lo).clamp(min=0)  # the zero terms
     total = torch.where(pos, hinge, d.new_zeros(())).sum(1)
     kept = torch.where(pos, count, count.new_zeros(())).sum(1).to(d.dtype)
     return total, kept
+
+
+#: ``mining=`` of :func:`triplet_margin`: the mined window of ``d_an - d_ap`` (lower exclusive, upper
+#: inclusive), relative to the mining margin (``'hard'``: ``d_an <= d_ap``; ``'semihard'``:
+#: ``d_ap < d_an <= d_ap + margin``, FaceNet's semi-hard negatives and pytorch-metric-learning's
+#: ``TripletMarginMiner`` types).
+TRIPLET_MINING = ("all", "batch_hard", "hard", "semihard")
 
 
 @objective(
     "triplet_margin", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=FACENET, per_sample=False,
     properties={"nonnegative"}, module_name="TripletMarginLoss",
-    domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice("all", "batch_hard"), "normalize": FLAG,
-             "miner": MINER, "reducer": REDUCER},
+    domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice(*TRIPLET_MINING), "normalize": FLAG,
+             "miner": MINER, "reducer": REDUCER, "mining_margin": Maybe(NONNEGATIVE)},
     formula="l_a = mean_{p in P(a), n in N(a)} [d(a, p) - d(a, n) + m]_+  (mining='all'); "
             "batch_hard: [max_p d(a, p) - min_n d(a, n) + m]_+",
 )
 def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float = 0.2,
-                   distance="euclidean", mining: str = "all", normalize: bool = False, miner=None,
-                   reducer: str | None = None, gather: bool = False, group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+                   distance="euclidean", mining: str = "all", mining_margin: float | None = None,
+                   normalize: bool = False, miner=None, reducer: str | None = None, gather: bool = False, group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Triplet margin loss over the batch's triplets, with a pluggable distance.
 
     .. math:: \\ell_a = \\operatorname{mean}_{p \\in P(a),\\, n \\in N(a)} [d(a,p) - d(a,n) + m]_+
 
     ``mining='all'``: every (positive, negative) of the anchor; ``'batch_hard'`` (Hermans et al.):
-    the farthest positive and nearest negative only. ``miner``: a pair miner (see the module docstring;
+    the farthest positive and nearest negative only; ``'semihard'``: the triplets with
+    ``d(a,p) < d(a,n) <= d(a,p) + mining_margin`` (FaceNet's semi-hard negatives); ``'hard'``: those with
+    ``d(a,n) <= d(a,p)``. ``mining_margin`` >= 0 (None: ``margin``). These two are pytorch-metric-learning's
+    ``TripletMarginMiner(mining_margin, type_of_triplets)`` (tested with its miner and reducers); the
+    per-anchor mean then runs over each anchor's mined triplets and anchors without one are left out. ``miner``: a pair miner (see the module docstring;
     None, the default, keeps every pair) applied before the triplets are formed: the triplets of an
     anchor are its kept positives times its kept negatives. ``distance``: ``'euclidean'``,
     ``'squared_euclidean'``, ``'cosine'`` (1 - cos) or a callable ``(x (n, D), y (m, D)) -> (n, m)``.
@@ -346,16 +374,19 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     """
     check_reduction(reduction)
     red = _check_reducer(reducer, reduction, sample_weight)
-    if mining not in ("all", "batch_hard"):
-        raise fail("mining", "'all' or 'batch_hard'", repr(mining))
+    if mining not in TRIPLET_MINING:
+        raise fail("mining", f"one of {TRIPLET_MINING}", repr(mining))
     pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
     d = pr.dist
     has = pr.pos.any(1) & pr.neg.any(1)
-    if mining == "all":
-        total, kept = _all_triplets(d, pr.pos, pr.neg, margin, red or REDUCERS["mean"])
+    if mining != "batch_hard":
+        mm = margin if mining_margin is None else mining_margin
+        window = {"all": (None, None), "hard": (None, 0.0), "semihard": (0.0, mm)}[mining]
+        total, kept = _all_triplets(d, pr.pos, pr.neg, margin, red or REDUCERS["mean"], window)
         if red is not None:
             return reduce_terms(total.sum(), kept.sum(), gather=gather, group=group)
-        loss = total / torch.where(kept > 0, kept, kept.new_ones(()))
+        has = kept > 0
+        loss = total / torch.where(has, kept, kept.new_ones(()))
     else:
         far = torch.where(pr.pos, d, d.new_full((), float("-inf"))).amax(1)
         near = torch.where(pr.neg, d, d.new_full((), float("inf"))).amin(1)
