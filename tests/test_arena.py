@@ -656,5 +656,5 @@ def test_tasks_read_registry_metadata_not_names():
     have = set(losskit.list())
     assert which("distillation", _self_distillation) == {"ps_kd"} & have
     assert which("distillation", _mixes_heads) == {"dho_loss"} & have
-    assert which("representation", Representation.sees_labels) == {"supcon", "triplet_margin"} & have
+    assert which("representation", Representation.sees_labels) == {"supcon", "triplet_margin", "circle_loss"} & have
     assert which("transport", lambda e: e.input_kind.name == ONE_D_KIND) == {"wasserstein_1d"} & have

@@ -55,6 +55,19 @@ def _cases():
         ("tcm", lambda t, **kw: losskit.tcm(t["z1"], t["labels"], margin_minus=0.0, **kw), ("z1",)),
         ("tempnet_dro", lambda t, **kw: losskit.tempnet_dro(t["z1"], t["z2"], t["tau"], **kw), ("z1", "z2", "tau")),
         ("info_nce_blocked", lambda t, **kw: losskit.info_nce(t["z1"], t["z2"], block_size=2, **kw), ("z1", "z2")),
+        ("siglip", lambda t, **kw: losskit.siglip(t["z1"], t["z2"], logit_scale=3.0, logit_bias=-1.0, **kw),
+         ("z1", "z2")),
+        ("siglip_ring", lambda t, **kw: losskit.siglip(t["z1"], t["z2"], logit_scale=3.0, logit_bias=-1.0, ring=True,
+                                                       **kw), ("z1", "z2")),
+        ("siglip_ring_weighted", lambda t, **kw: losskit.siglip(t["z1"], t["z2"], ring=True, sample_weight=t["w"], **kw),
+         ("z1", "z2")),
+        ("n_pairs", lambda t, **kw: losskit.n_pairs(t["z1"], t["z2"], **kw), ("z1", "z2")),
+        ("circle_loss", lambda t, **kw: losskit.circle_loss(t["z1"], t["labels"], gamma=8.0, **kw), ("z1",)),
+        # reducers average terms over every rank's batch (one value: the reduction is left at 'mean')
+        ("triplet_nonzero", lambda t, reduction, **kw: losskit.triplet_margin(
+            t["z1"], t["labels"], margin=1.0, reducer="nonzero", **kw), ("z1",)),
+        ("contrastive_mean", lambda t, reduction, **kw: losskit.contrastive_margin(
+            t["z1"], t["labels"], reducer="mean", **kw), ("z1",)),
     ]
 
 

@@ -21,7 +21,7 @@ from .._core.validate import check_batch, check_finite, check_floating, check_no
 from ._inputs import FEATURES_LABELS, PAIR, VIEWS, features_labels_example, pair_example, views_example
 from .core import BLOCK_SIZE, TEMPERATURE, check_int_labels, check_temperature, contrast, embed
 
-__all__ = ["info_nce", "nt_xent", "supcon", "clip_loss", "cwcl", "dcl", "mv_infonce", "mv_dhel",
+__all__ = ["info_nce", "n_pairs", "NPairsLoss", "nt_xent", "supcon", "clip_loss", "cwcl", "dcl", "mv_infonce", "mv_dhel",
            "InfoNCELoss", "NTXentLoss", "SupConLoss", "CLIPLoss", "CWCLLoss", "DCLLoss", "MVInfoNCELoss",
            "MVDHELLoss"]
 
@@ -175,6 +175,43 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, *, temperature=0.1, negatives: 
             raise fail("negatives", f"extra negatives of shape (K, {z1.shape[1]})", f"shape {tuple(negatives.shape)}")
         extra = embed("negatives", negatives.to(a.dtype), normalize)  # in the compute dtype of z1, z2
     loss = _directional(a, c, tau, gather=gather, group=group, block_size=block_size, extra=extra)
+    return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
+
+
+def _npairs_example(ex: Example) -> Example:
+    return Example({"anchors": ex.inputs["z1"], "positives": ex.inputs["z2"]}, grad=("anchors", "positives"))
+
+
+NPAIRS = Paper("Improved Deep Metric Learning with Multi-class N-pair Loss Objective", 2016, None, "Sohn (NeurIPS 2016)")
+
+
+@objective(
+    "n_pairs", family=FAMILY, input_kind=PAIR, example=lambda g, d: _npairs_example(pair_example(g, d)), paper=NPAIRS, per_sample=False,
+    properties={"nonnegative"}, module_name="NPairsLoss",
+    domains={"temperature": TEMPERATURE, "normalize": FLAG, "block_size": BLOCK_SIZE},
+    formula="l_i = log(1 + sum_{j != i} exp(<a_i, p_j> - <a_i, p_i>)) = -log softmax_j(<a_i, p_j>)_i",
+)
+def n_pairs(anchors: torch.Tensor, positives: torch.Tensor, *, temperature=1.0, normalize: bool = False,
+            gather: bool = False, group=None, block_size: int | None = None,
+            sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Multi-class N-pair loss: N (anchor, positive) pairs of N distinct classes, each anchor picking its
+    positive among the N positives by inner product.
+
+    .. math:: \\ell_i = \\log\\Big(1 + \\sum_{j \\ne i} e^{\\langle a_i, p_j\\rangle - \\langle a_i, p_i\\rangle}\\Big)
+
+    Row i of ``anchors`` and ``positives`` (N, D) share a class, distinct rows have distinct classes. This is
+    :func:`info_nce` on raw inner products (``normalize=False``, ``temperature`` 1, the paper's); the options
+    are info_nce's. pytorch-metric-learning's ``NPairsLoss`` on ``cat([anchors, positives])`` with labels
+    ``cat([arange N, arange N])`` normalises the embeddings (its default distance): it equals
+    ``n_pairs(..., normalize=True)``. The paper's L2 penalty on the embeddings is left to the
+    user (add ``lam * (anchors.square().sum(1) + positives.square().sum(1)).mean()``). ``'none'`` returns (N,).
+
+    Paper: Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
+    """
+    _pair(anchors, positives, ("anchors", "positives"))
+    tau = check_temperature(temperature)
+    a, c = embed("anchors", anchors, normalize), embed("positives", positives, normalize)
+    loss = _directional(a, c, tau, gather=gather, group=group, block_size=block_size)
     return finish(loss, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
@@ -478,6 +515,7 @@ def mv_dhel(views, *, temperature=0.2, normalize: bool = True, gather: bool = Fa
 
 
 InfoNCELoss = info_nce.Module
+NPairsLoss = n_pairs.Module
 NTXentLoss = nt_xent.Module
 SupConLoss = supcon.Module
 CLIPLoss = clip_loss.Module

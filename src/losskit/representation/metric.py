@@ -18,13 +18,14 @@ Pair miners
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .._core import Paper, check_reduction, fail, finish, objective
 from .._core import distributed as D
-from .._core.domains import FLAG, NONNEGATIVE, POSITIVE, Choice, Either, Maybe, Real
+from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, REAL, Choice, Domain, Either, Maybe, Real
 from .._core.domains import Callable as CallableOption
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating, require
@@ -32,7 +33,8 @@ from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
 from .core import DISTANCE, check_int_labels, distance_matrix, embed, masked_logsumexp
 
 __all__ = ["pairs", "Pairs", "mine", "PairMiner", "MultiSimilarityMiner", "BatchHardMiner", "PairMarginMiner",
-           "MINERS", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+           "MINERS", "TRIPLET_MINING", "REDUCERS", "ThresholdReducer", "resolve_reducer", "reduce_terms", "reduce_masked", "triplet_margin", "contrastive_margin", "multi_similarity", "tcm", "proto_triplet",
+           "circle_loss", "lifted_structure", "fast_ap", "CircleLoss", "LiftedStructureLoss", "FastAPLoss",
            "TripletMarginLoss", "ContrastiveMarginLoss", "MultiSimilarityLoss", "TCMLoss", "ProtoTripletLoss"]
 
 FAMILY = "representation"
@@ -47,6 +49,8 @@ SUSANA = Paper("SuSana Distancia is all you need: Enforcing class separability i
                "novel distance-based loss functions for few-shot image classification", 2023, "2305.09062",
                "Mendez-Ruiz, Gonzalez-Zapata et al.")
 
+#: a margin on distances (any real number)
+REAL_MARGIN = REAL
 #: a cosine-similarity threshold
 COSINE = Real(-1.0, 1.0)
 
@@ -189,41 +193,167 @@ def _masked_mean(v, mask):
     return s / torch.where(cnt > 0, cnt, cnt.new_ones(())).to(v.dtype), cnt > 0
 
 
-def _all_triplets_mean(d, pos, neg, margin):
-    """mean_{p in P(a), n in N(a)} [d_ap - d_an + m]_+ per anchor in O(N M log M) time and O(N M)
-    memory (never the N x M x M triplet tensor): with the anchor's negative distances sorted, a
-    positive p beats the c_p negatives below t_p = d_ap + m, and its hinge sum is
-    c_p t_p - (sum of those c_p distances), read from a cumulative sum."""
+# ------------------------------------------------------------------------------------------ reducers
+@dataclass(frozen=True)
+class ThresholdReducer:
+    """A reducer over a loss's terms (its triplets or pairs): the mean of the terms strictly between ``low``
+    and ``high`` (either bound may be None), 0 when no term is kept -- pytorch-metric-learning's
+    ``ThresholdReducer(low, high)``. ``'nonzero'`` is ``ThresholdReducer(low=0)`` (PML's
+    ``AvgNonZeroReducer``, the default of its triplet, contrastive, lifted-structure and circle losses) and
+    ``'mean'`` is ``ThresholdReducer()`` (``MeanReducer``)."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self):
+        for name in ("low", "high"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise fail(name, "None or a finite real number", repr(v))
+
+    def keep(self, terms: torch.Tensor) -> torch.Tensor:
+        """The boolean mask of the terms this reducer averages."""
+        k = torch.ones_like(terms, dtype=torch.bool)
+        if self.low is not None:
+            k = k & (terms > self.low)
+        if self.high is not None:
+            k = k & (terms < self.high)
+        return k
+
+
+#: The reducers ``reducer=`` accepts by name.
+REDUCERS = {"mean": ThresholdReducer(), "nonzero": ThresholdReducer(low=0.0)}
+
+
+class _ReducerDomain(Domain):
+    description = "None, 'mean', 'nonzero' or a ThresholdReducer(low, high)"
+
+    def contains(self, value, arguments=None) -> bool:
+        return value is None or isinstance(value, ThresholdReducer) or (isinstance(value, str) and value in REDUCERS)
+
+    def invalid(self) -> list:
+        return ["no-such-reducer", 0.5]
+
+    def boundaries(self) -> list:
+        return ["mean", "nonzero", ThresholdReducer(low=0.0, high=0.5)]
+
+
+#: A ``reducer=`` option: None (per-anchor losses, then ``reduction``), a name in :data:`REDUCERS` or a
+#: :class:`ThresholdReducer`.
+REDUCER = _ReducerDomain()
+
+
+def resolve_reducer(reducer) -> ThresholdReducer | None:
+    """None, or the :class:`ThresholdReducer` a ``reducer=`` option names."""
+    if reducer is None or isinstance(reducer, ThresholdReducer):
+        return reducer
+    if isinstance(reducer, str) and reducer in REDUCERS:
+        return REDUCERS[reducer]
+    raise fail("reducer", REDUCER.description, repr(reducer))
+
+
+def reduce_terms(total: torch.Tensor, count: torch.Tensor, *, gather: bool = False, group=None) -> torch.Tensor:
+    """The reducer's value ``total / count`` (0 when ``count`` is 0) from the sum of the kept terms ``total``
+    (differentiable, 0-dim) and their number ``count`` (0-dim, no gradient). With ``gather`` the count is
+    every rank's and the value is the whole batch's (each rank's gradient is its own terms')."""
+    count = count.detach()
+    if gather:
+        count = D.global_sum(count, group)
+    local = total / torch.where(count > 0, count, count.new_ones(()))
+    return D.global_value(local, group) if gather else local
+
+
+def reduce_masked(terms: torch.Tensor, mask: torch.Tensor, reducer: ThresholdReducer, *, gather: bool = False,
+                  group=None) -> torch.Tensor:
+    """``reducer`` over the entries of ``terms`` where ``mask`` holds."""
+    keep = mask & reducer.keep(terms.detach())
+    return reduce_terms(torch.where(keep, terms, terms.new_zeros(())).sum(), keep.sum().to(terms.dtype),
+                        gather=gather, group=group)
+
+
+def _check_reducer(reducer, reduction, sample_weight):
+    red = resolve_reducer(reducer)
+    if red is not None and (reduction != "mean" or sample_weight is not None):
+        raise fail("reducer", "no reducer when reduction is not 'mean' or sample_weight is given (a reducer "
+                   "averages terms over the whole batch: one value)",
+                   f"reducer={reducer!r} with reduction={reduction!r}"
+                   + (" and a sample_weight" if sample_weight is not None else ""))
+    return red
+
+
+def _all_triplets(d, pos, neg, margin, reducer: ThresholdReducer, window=(None, None)):
+    """Per anchor, over its triplets (p in P(a), n in N(a)) with terms ``[d_ap - d_an + m]_+``: the sum and the
+    number of the terms ``reducer`` keeps, in O(N M log M) time and O(N M) memory (never the N x M x M triplet
+    tensor). ``window = (lo, hi)`` mines the triplets with ``d_ap + lo < d_an <= d_ap + hi`` (None: unbounded).
+
+    With the anchor's negative distances sorted and t_p = d_ap + m, a term is positive iff ``d_an < t_p`` and
+    lies in (L, H) iff ``t_p - H < d_an < t_p - L``: binary searches give the count c of the negatives in the
+    intersection of that interval with the mining window, and a cumulative sum the total ``c t_p - sum d_an``;
+    the zero terms (``d_an >= t_p``, in the window) are counted when ``L < 0 < H``."""
     inf = d.new_full((), float("inf"))
     sorted_neg = torch.sort(torch.where(neg, d, inf), dim=1).values  # negatives first, +inf after
     finite = torch.where(torch.isfinite(sorted_neg), sorted_neg, d.new_zeros(()))
     csum = torch.cat([d.new_zeros(d.shape[0], 1), torch.cumsum(finite, dim=1)], dim=1)
     thr = d + margin
-    count = torch.searchsorted(sorted_neg.detach().contiguous(), thr.detach().contiguous())  # #{n: d_an < t}
-    hinge = count.to(d.dtype) * thr - torch.gather(csum, 1, count)
+    sd, td, dd = sorted_neg.detach().contiguous(), thr.detach().contiguous(), d.detach().contiguous()
+
+    def lt(v):  # #{n: d_an < v}
+        return torch.searchsorted(sd, v)
+
+    def le(v):  # #{n: d_an <= v}
+        return torch.searchsorted(sd, v, right=True)
+
+    mine_lo, mine_hi = window
+    low = 0.0 if reducer.low is None else max(reducer.low, 0.0)
+    # the positive terms in the window: lower bounds (strict) t - H and d_ap + lo; upper t - L (strict), d_ap + hi
+    lower = None if reducer.high is None else td - reducer.high
+    if mine_lo is not None:
+        lower = dd + mine_lo if lower is None else torch.maximum(lower, dd + mine_lo)
+    lo = le(lower) if lower is not None else torch.zeros_like(lt(td))
+    hi = lt(td - low)
+    if mine_hi is not None:
+        hi = torch.where(dd + mine_hi < td - low, le(dd + mine_hi), hi)
+    hi = torch.maximum(hi, lo)
+    count = hi - lo
+    hinge = count.to(d.dtype) * thr - (torch.gather(csum, 1, hi) - torch.gather(csum, 1, lo))
+    if (reducer.low is None or reducer.low < 0) and (reducer.high is None or reducer.high > 0):
+        z_hi = le(dd + mine_hi) if mine_hi is not None else neg.sum(1, keepdim=True).expand_as(hi)
+        z_lo = lt(td) if mine_lo is None else torch.where(td > dd + mine_lo, lt(td), le(dd + mine_lo))
+        count = count + (z_hi - z_lo).clamp(min=0)  # the zero terms
     total = torch.where(pos, hinge, d.new_zeros(())).sum(1)
-    n_trip = (pos.sum(1) * neg.sum(1)).to(d.dtype)
-    return total / torch.where(n_trip > 0, n_trip, n_trip.new_ones(()))
+    kept = torch.where(pos, count, count.new_zeros(())).sum(1).to(d.dtype)
+    return total, kept
+
+
+#: ``mining=`` of :func:`triplet_margin`: the mined window of ``d_an - d_ap`` (lower exclusive, upper
+#: inclusive), relative to the mining margin (``'hard'``: ``d_an <= d_ap``; ``'semihard'``:
+#: ``d_ap < d_an <= d_ap + margin``, FaceNet's semi-hard negatives and pytorch-metric-learning's
+#: ``TripletMarginMiner`` types).
+TRIPLET_MINING = ("all", "batch_hard", "hard", "semihard")
 
 
 @objective(
     "triplet_margin", family=FAMILY, input_kind=FEATURES_LABELS,
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=FACENET, per_sample=False,
     properties={"nonnegative"}, module_name="TripletMarginLoss",
-    domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice("all", "batch_hard"), "normalize": FLAG,
-             "miner": MINER},
+    domains={"margin": NONNEGATIVE, "distance": DISTANCE, "mining": Choice(*TRIPLET_MINING), "normalize": FLAG,
+             "miner": MINER, "reducer": REDUCER, "mining_margin": Maybe(NONNEGATIVE)},
     formula="l_a = mean_{p in P(a), n in N(a)} [d(a, p) - d(a, n) + m]_+  (mining='all'); "
             "batch_hard: [max_p d(a, p) - min_n d(a, n) + m]_+",
 )
 def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: float = 0.2,
-                   distance="euclidean", mining: str = "all", normalize: bool = False, miner=None,
-                   gather: bool = False, group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+                   distance="euclidean", mining: str = "all", mining_margin: float | None = None,
+                   normalize: bool = False, miner=None, reducer: str | None = None, gather: bool = False, group=None, sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Triplet margin loss over the batch's triplets, with a pluggable distance.
 
     .. math:: \\ell_a = \\operatorname{mean}_{p \\in P(a),\\, n \\in N(a)} [d(a,p) - d(a,n) + m]_+
 
     ``mining='all'``: every (positive, negative) of the anchor; ``'batch_hard'`` (Hermans et al.):
-    the farthest positive and nearest negative only. ``miner``: a pair miner (see the module docstring;
+    the farthest positive and nearest negative only; ``'semihard'``: the triplets with
+    ``d(a,p) < d(a,n) <= d(a,p) + mining_margin`` (FaceNet's semi-hard negatives); ``'hard'``: those with
+    ``d(a,n) <= d(a,p)``. ``mining_margin`` >= 0 (None: ``margin``). These two are pytorch-metric-learning's
+    ``TripletMarginMiner(mining_margin, type_of_triplets)`` (tested with its miner and reducers); the
+    per-anchor mean then runs over each anchor's mined triplets and anchors without one are left out. ``miner``: a pair miner (see the module docstring;
     None, the default, keeps every pair) applied before the triplets are formed: the triplets of an
     anchor are its kept positives times its kept negatives. ``distance``: ``'euclidean'``,
     ``'squared_euclidean'``, ``'cosine'`` (1 - cos) or a callable ``(x (n, D), y (m, D)) -> (n, m)``.
@@ -232,23 +362,39 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     pytorch-metric-learning's ``TripletMarginLoss(margin, reducer=MeanReducer())`` with its default
     normalised L2 distance equals ``normalize=True`` when every anchor has as many triplets.
 
+    ``reducer``: None (default) gives per-anchor means reduced by ``reduction``; ``'mean'`` the mean over
+    every triplet of the batch, ``'nonzero'`` the mean over the triplets with a positive hinge (0 when
+    none), pytorch-metric-learning's ``MeanReducer`` and default ``AvgNonZeroReducer``: its default
+    ``TripletMarginLoss(margin)`` is ``triplet_margin(margin=margin, normalize=True, reducer='nonzero')``.
+    A reducer gives one value for the batch (``reduction`` 'mean', no ``sample_weight``). With
+    ``mining='batch_hard'`` the terms are the anchors' hardest triplets.
+
     Paper: Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face Recognition and
     Clustering", 2015, arXiv:1503.03832.
     """
     check_reduction(reduction)
-    if mining not in ("all", "batch_hard"):
-        raise fail("mining", "'all' or 'batch_hard'", repr(mining))
+    red = _check_reducer(reducer, reduction, sample_weight)
+    if mining not in TRIPLET_MINING:
+        raise fail("mining", f"one of {TRIPLET_MINING}", repr(mining))
     pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
     d = pr.dist
     has = pr.pos.any(1) & pr.neg.any(1)
-    if mining == "all":
-        loss = _all_triplets_mean(d, pr.pos, pr.neg, margin)
+    if mining != "batch_hard":
+        mm = margin if mining_margin is None else mining_margin
+        window = {"all": (None, None), "hard": (None, 0.0), "semihard": (0.0, mm)}[mining]
+        total, kept = _all_triplets(d, pr.pos, pr.neg, margin, red or REDUCERS["mean"], window)
+        if red is not None:
+            return reduce_terms(total.sum(), kept.sum(), gather=gather, group=group)
+        has = kept > 0
+        loss = total / torch.where(has, kept, kept.new_ones(()))
     else:
         far = torch.where(pr.pos, d, d.new_full((), float("-inf"))).amax(1)
         near = torch.where(pr.neg, d, d.new_full((), float("inf"))).amin(1)
         gap = torch.where(has, far - near, d.new_zeros(()))
         loss = torch.relu(gap + margin)
     loss = torch.where(has, loss, loss.new_zeros(()))
+    if red is not None:
+        return reduce_masked(loss, has, red, gather=gather, group=group)
     return finish(loss, reduction, sample_weight=sample_weight, mask=has, gathered=gather, group=group)
 
 
@@ -257,13 +403,13 @@ def triplet_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, margin: fl
     example=lambda g, d: _rename(features_labels_example(g, d)), paper=HADSELL, per_sample=False,
     properties={"nonnegative"}, module_name="ContrastiveMarginLoss",
     domains={"pos_margin": NONNEGATIVE, "neg_margin": NONNEGATIVE, "power": Real(1.0, None), "distance": DISTANCE,
-             "normalize": FLAG, "miner": MINER},
+             "normalize": FLAG, "miner": MINER, "reducer": REDUCER},
     formula="l_a = mean_{p} [d(a, p) - m+]_+^q + mean_{n} [m- - d(a, n)]_+^q",
 )
 def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_margin: float = 0.0,
                        neg_margin: float = 1.0, power: float = 2.0, distance="euclidean", normalize: bool = False,
-                       miner=None, gather: bool = False, group=None, sample_weight: torch.Tensor | None = None,
-                       reduction: str = "mean") -> torch.Tensor:
+                       miner=None, reducer: str | None = None, gather: bool = False, group=None,
+                       sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Contrastive (pair margin) loss: positives pulled within ``pos_margin``, negatives pushed past ``neg_margin``.
 
     .. math:: \\ell_a = \\operatorname{mean}_{p \\in P(a)} [d(a,p) - m^+]_+^q
@@ -274,12 +420,24 @@ def contrastive_margin(embeddings: torch.Tensor, labels: torch.Tensor, *, pos_ma
     pair): the means run over the kept pairs. Margins >= 0; ``power`` q >= 1 (q < 1 has an infinite
     gradient at the margin).
 
+    ``reducer``: None (default) gives the per-anchor losses above reduced by ``reduction``; ``'mean'`` /
+    ``'nonzero'`` average the positive-pair terms over all (non-zero) positive pairs of the batch and the
+    negative-pair terms likewise, and add the two, as pytorch-metric-learning's reducers do per sub-loss:
+    its default ``ContrastiveLoss(pos_margin, neg_margin)`` is ``contrastive_margin(pos_margin=...,
+    neg_margin=..., power=1, normalize=True, reducer='nonzero')``. One value for the batch.
+
     Paper: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", 2006.
     """
     check_reduction(reduction)
+    red = _check_reducer(reducer, reduction, sample_weight)
     pr = mine(pairs(embeddings, labels, distance=distance, normalize=normalize, gather=gather, group=group), miner)
-    pos, _ = _masked_mean(torch.relu(pr.dist - pos_margin).pow(power), pr.pos)
-    neg, _ = _masked_mean(torch.relu(neg_margin - pr.dist).pow(power), pr.neg)
+    pos_terms = torch.relu(pr.dist - pos_margin).pow(power)
+    neg_terms = torch.relu(neg_margin - pr.dist).pow(power)
+    if red is not None:
+        return (reduce_masked(pos_terms, pr.pos, red, gather=gather, group=group)
+                + reduce_masked(neg_terms, pr.neg, red, gather=gather, group=group))
+    pos, _ = _masked_mean(pos_terms, pr.pos)
+    neg, _ = _masked_mean(neg_terms, pr.neg)
     return finish(pos + neg, reduction, sample_weight=sample_weight, gathered=gather, group=group)
 
 
@@ -455,8 +613,145 @@ def proto_triplet(query: torch.Tensor, query_labels: torch.Tensor, support: torc
     return finish(torch.relu(d_pos - d_neg + margin), reduction, sample_weight=sample_weight)
 
 
+# ------------------------------------------------------------------------------------- circle loss
+CIRCLE = Paper("Circle Loss: A Unified Perspective of Pair Similarity Optimization", 2020, "2002.10857",
+               "Sun, Cheng, Zhang, Zhang, Zheng, Wang, Wei")
+LIFTED = Paper("Deep Metric Learning via Lifted Structured Feature Embedding", 2016, "1511.06452",
+               "Oh Song, Xiang, Jegelka, Savarese")
+FASTAP = Paper("Deep Metric Learning to Rank", 2019, None, "Cakir, He, Xia, Kulis, Sclaroff (CVPR 2019)")
+
+
+@objective(
+    "circle_loss", family=FAMILY, input_kind=FEATURES_LABELS,
+    example=lambda g, d: _rename(features_labels_example(g, d)), paper=CIRCLE, per_sample=False,
+    properties={"nonnegative"}, module_name="CircleLoss", gradcheck=False,
+    domains={"m": Real(0.0, 1.0), "gamma": POSITIVE, "miner": MINER},
+    formula="l_a = softplus(lse_p(-g [1 + m - s_ap]_+ (s_ap - 1 + m)) + lse_n(g [s_an + m]_+ (s_an - m))), "
+            "s cosine, weights [.]_+ without gradient",
+)
+def circle_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, m: float = 0.4, gamma: float = 80.0, miner=None,
+                gather: bool = False, group=None, sample_weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+    """Circle loss (pair-wise labels): each similarity is re-weighted by its distance from its optimum.
+
+    .. math:: \\ell_a = \\log\\Big(1 + \\sum_{n} e^{\\gamma \\alpha_n (s_{an} - \\Delta_n)}
+              \\sum_{p} e^{-\\gamma \\alpha_p (s_{ap} - \\Delta_p)}\\Big),\\quad
+              \\alpha_p = [1 + m - s_{ap}]_+,\\ \\alpha_n = [s_{an} + m]_+,\\ \\Delta_p = 1 - m,\\ \\Delta_n = m
+
+    s: cosine similarities; the weights alpha are constants in the gradient (the paper's and
+    pytorch-metric-learning's ``detach``). ``m`` in [0, 1] the relaxation (0.4), ``gamma`` > 0 the scale (80),
+    pytorch-metric-learning's defaults (the paper: m 0.25, gamma 256 for faces). Anchors without a positive or
+    a negative are left out of the mean ('none' gives 0): PML's ``CircleLoss`` (its ``AvgNonZeroReducer``
+    over anchors) gives the same value. ``miner``: a pair miner (module docstring). Computed as
+    ``softplus(logsumexp + logsumexp)`` (no overflow at gamma = 256). ``'none'`` returns (N,).
+
+    Paper: Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity Optimization", 2020,
+    arXiv:2002.10857.
+    """
+    check_reduction(reduction)
+    pr = mine(pairs(embeddings, labels, distance="cosine", gather=gather, group=group), miner)
+    s = 1 - pr.dist
+    sd = s.detach()
+    lp = -gamma * torch.relu(1 + m - sd) * (s - (1 - m))
+    ln = gamma * torch.relu(sd + m) * (s - m)
+    has = pr.pos.any(1) & pr.neg.any(1)
+    z = masked_logsumexp(lp, pr.pos) + masked_logsumexp(ln, pr.neg)
+    loss = torch.nn.functional.softplus(torch.where(has, z, z.new_zeros(())))
+    loss = torch.where(has, loss, loss.new_zeros(()))
+    return finish(loss, reduction, sample_weight=sample_weight, mask=has, gathered=gather, group=group)
+
+
+# ---------------------------------------------------------------------------------- lifted structure
+@objective(
+    "lifted_structure", family=FAMILY, input_kind=FEATURES_LABELS,
+    example=lambda g, d: _rename(features_labels_example(g, d)), paper=LIFTED, per_sample=False,
+    batch_scalar=True, sample_weight=False, properties={"nonnegative"}, module_name="LiftedStructureLoss",
+    domains={"neg_margin": REAL_MARGIN, "pos_margin": REAL_MARGIN, "distance": DISTANCE, "normalize": FLAG,
+             "reducer": REDUCER},
+    formula="L = 1/(2|P|) sum_{(i,j) in P} [log(sum_{k in N(i)} e^{a - d_ik} + sum_{l in N(j)} e^{a - d_jl}) "
+            "+ d_ij - m+]_+^2",
+)
+def lifted_structure(embeddings: torch.Tensor, labels: torch.Tensor, *, neg_margin: float = 1.0,
+                     pos_margin: float = 0.0, distance="euclidean", normalize: bool = False, reducer="mean",
+                     reduction: str = "mean") -> torch.Tensor:
+    """Lifted structured loss: every positive pair against all the negatives of both its ends.
+
+    .. math:: J_{ij} = \\log\\Big(\\sum_{k \\in N(i)} e^{\\alpha - d_{ik}} + \\sum_{l \\in N(j)}
+              e^{\\alpha - d_{jl}}\\Big) + d_{ij} - m^+,\\qquad
+              \\mathcal L = \\frac{1}{2|P|} \\sum_{(i, j) \\in P} [J_{ij}]_+^2
+
+    over the positive pairs P (unordered; computed over the ordered pairs, each term halved).
+    ``neg_margin`` alpha (1), ``pos_margin`` m+ (0, an extension of pytorch-metric-learning). ``reducer``:
+    ``'mean'`` (the paper: over every positive pair) or ``'nonzero'`` (over the pairs with ``J > 0``,
+    pytorch-metric-learning's default): its ``LiftedStructureLoss(neg_margin, pos_margin)`` is
+    ``lifted_structure(..., normalize=True, reducer='nonzero')``. ``distance`` pluggable as in
+    :func:`triplet_margin` (Euclidean, the paper's). A batch-level loss (every reduction returns the one
+    value); 0 without a positive pair or a negative.
+
+    Paper: Oh Song, Xiang, Jegelka, Savarese, "Deep Metric Learning via Lifted Structured Feature
+    Embedding", 2016, arXiv:1511.06452.
+    """
+    check_reduction(reduction)
+    red = resolve_reducer(reducer)
+    if red is None:
+        raise fail("reducer", "'mean', 'nonzero' or a ThresholdReducer (a batch-level loss)", "None")
+    pr = pairs(embeddings, labels, distance=distance, normalize=normalize)
+    d = pr.dist
+    neg_lse = masked_logsumexp(neg_margin - d, pr.neg)  # (N,): -inf for an anchor without negatives
+    both = torch.logaddexp(neg_lse.unsqueeze(1), neg_lse.unsqueeze(0))
+    ok = pr.pos & torch.isfinite(both)
+    j = torch.where(ok, both + d - pos_margin, d.new_zeros(()))
+    return reduce_masked(torch.relu(j).pow(2) / 2, ok, red)
+
+
+# -------------------------------------------------------------------------------------------- FastAP
+@objective(
+    "fast_ap", family=FAMILY, input_kind=FEATURES_LABELS,
+    example=lambda g, d: _rename(features_labels_example(g, d)), paper=FASTAP, per_sample=False,
+    properties={"nonnegative", "bounded"}, module_name="FastAPLoss", domains={"num_bins": COUNT},
+    formula="l_a = 1 - 1/N+_a sum_b h+_b H+_b / H_b  (histograms of ||x_a - x||^2 over b bins of [0, 4], "
+            "triangular kernel)",
+)
+def fast_ap(embeddings: torch.Tensor, labels: torch.Tensor, *, num_bins: int = 10,
+            sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """FastAP: one minus a differentiable average precision of each anchor's ranking, from distance histograms.
+
+    .. math:: \\ell_a = 1 - \\frac{1}{N^+_a} \\sum_{b=0}^{B} \\frac{h^+_b H^+_b}{H_b},\\qquad
+              h^\\pm_b = \\sum_{x \\in \\pm} \\delta_b(\\|\\hat a - \\hat x\\|^2)
+
+    with ``delta_b(d) = [1 - |d - c_b| / Delta]_+`` the triangular kernel around the B + 1 bin centres
+    ``c_b = 4 b / B`` (``Delta = 4 / B``) on the squared distances of the L2-normalised embeddings (in
+    [0, 4]), ``H`` the cumulative histograms (``H+`` of positives, ``H`` of all) and ``N+`` the anchor's
+    number of positives; bins with ``h+ H+ = 0`` or ``H = 0`` contribute 0. Anchors without a positive are
+    left out of the mean ('none' gives 0 there). ``num_bins`` B >= 1 (10, as pytorch-metric-learning's
+    ``FastAPLoss``, whose value this equals). In [0, 1]. ``'none'`` returns (N,).
+
+    Paper: Cakir, He, Xia, Kulis, Sclaroff, "Deep Metric Learning to Rank", CVPR 2019 (no arXiv version).
+    """
+    check_reduction(reduction)
+    pr = pairs(embeddings, labels, distance="squared_euclidean", normalize=True)
+    d = pr.dist
+    delta = 4.0 / num_bins
+    centres = torch.linspace(0.0, 4.0, num_bins + 1, dtype=d.dtype, device=d.device).view(-1, 1, 1)
+    pulse = torch.relu(1 - (d.unsqueeze(0) - centres).abs() / delta)  # (B + 1, N, N)
+    pos_f, neg_f = pr.pos.to(d.dtype), pr.neg.to(d.dtype)
+    h_pos = (pulse * pos_f).sum(2).T  # (N, B + 1)
+    h_all = h_pos + (pulse * neg_f).sum(2).T
+    prod = h_pos * torch.cumsum(h_pos, 1)
+    tot = torch.cumsum(h_all, 1)
+    safe = (prod > 0) & (tot > 0)
+    ap = torch.where(safe, prod / torch.where(safe, tot, tot.new_ones(())), prod.new_zeros(())).sum(1)
+    n_pos = pos_f.sum(1)
+    has = n_pos > 0
+    loss = torch.where(has, 1 - ap / torch.where(has, n_pos, n_pos.new_ones(())), ap.new_zeros(()))
+    return finish(loss, reduction, sample_weight=sample_weight, mask=has)
+
+
 TripletMarginLoss = triplet_margin.Module
 ContrastiveMarginLoss = contrastive_margin.Module
 MultiSimilarityLoss = multi_similarity.Module
 TCMLoss = tcm.Module
 ProtoTripletLoss = proto_triplet.Module
+CircleLoss = circle_loss.Module
+LiftedStructureLoss = lifted_structure.Module
+FastAPLoss = fast_ap.Module

@@ -43,7 +43,7 @@ class Representation(Task):
     name = "representation"
     description = ("digits, an MLP encoder trained on pairs of augmented views (shift, pixel dropout, noise); "
                    "metrics: linear-probe test accuracy on frozen embeddings, recall@1 (nearest test neighbour "
-                   "has the same label). supcon and triplet use labels; the rest are self-supervised")
+                   "has the same label). supcon, triplet and circle use labels; the rest are self-supervised")
     metrics = ("probe_accuracy", "recall_at_1")
     baseline = "info_nce"
     defaults = {"dim": 32, "hidden": 128, "epochs": 40, "lr": 2e-3, "batch_size": 256, "eval_every": 10}
@@ -52,7 +52,8 @@ class Representation(Task):
 
     def candidates(self):
         return [*[Candidate(n) for n in ("info_nce", "nt_xent", "supcon", "cwcl", "dcl", "mv_infonce",
-                                          "mv_dhel", "barlow_twins", "vicreg")],
+                                          "mv_dhel", "barlow_twins", "vicreg", "siglip", "n_pairs",
+                                          "circle_loss")],
                 # batch-hard mining, cosine distance: "all" builds an (n, n, n) tensor (512^3 floats here) and the
                 # Euclidean distance an (n, n, D) one
                 Candidate("triplet_margin", {"mining": "batch_hard", "distance": "cosine"}, label="triplet_margin")]
@@ -79,7 +80,8 @@ class Representation(Task):
                       "embeddings": torch.cat([z1, z2])}
             if supervised:
                 inputs["labels"] = _labels_for(entry.fn, inputs, yb)
-            aliases = {"p": ["z1"], "q": ["z2"], "image_features": ["z1"], "text_features": ["z2"]}
+            aliases = {"p": ["z1"], "q": ["z2"], "image_features": ["z1"], "text_features": ["z2"],
+                       "image": ["z1"], "text": ["z2"], "anchors": ["z1"], "positives": ["z2"]}
             return bind_call(entry.fn, inputs, opts, aliases=aliases)
 
         def probe():
