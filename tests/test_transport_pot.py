@@ -80,3 +80,63 @@ def test_bures_wasserstein_edges():
     with pytest.raises(losskit.LossInputError, match="^x:"):
         losskit.bures_wasserstein(flat, x, reg=0.0)
     assert torch.isfinite(losskit.bures_wasserstein(flat, x, reg=1e-6))
+
+
+# ----------------------------------------------------------------------- unbalanced Sinkhorn divergence
+def _kl(p, q):
+    """Generalised KL, sum p log(p/q) - p + q (POT's nx.kl_div has no mass terms by default)."""
+    return float(np.sum(p * np.log(p / q)) - p.sum() + q.sum())
+
+
+def _pot_unbalanced(ot, a, b, C, eps, rho):
+    """The primal OT_eps,rho at POT's plan (ot.unbalanced.sinkhorn_unbalanced, reg_type='kl': reference a b^T)."""
+    P = ot.unbalanced.sinkhorn_unbalanced(a, b, C, reg=eps, reg_m=rho, reg_type="kl", numItermax=200000,
+                                          stopThr=1e-15)
+    return float((P * C).sum()) + eps * _kl(P, np.outer(a, b)) + rho * _kl(P.sum(1), a) + rho * _kl(P.sum(0), b)
+
+
+@pytest.mark.parametrize("eps, rho", [(0.5, 1.0), (0.2, 0.3), (1.0, 10.0)])
+def test_unbalanced_sinkhorn_divergence_matches_pot(eps, rho):
+    ot = pytest.importorskip("ot")
+    n, m = 9, 7
+    x, y = _rand(n, 2, seed=21), _rand(m, 2, seed=22, shift=0.6)
+    a, b = _simplex(n, 23), 1.7 * _simplex(m, 24)                 # total masses 1 and 1.7
+    xn, yn, an, bn = x.numpy(), y.numpy(), a.numpy(), b.numpy()
+    C = lambda u, v: ot.dist(u, v)                                  # noqa: E731 - squared Euclidean
+    ref = (_pot_unbalanced(ot, an, bn, C(xn, yn), eps, rho) - 0.5 * _pot_unbalanced(ot, an, an, C(xn, xn), eps, rho)
+           - 0.5 * _pot_unbalanced(ot, bn, bn, C(yn, yn), eps, rho) + 0.5 * eps * (an.sum() - bn.sum()) ** 2)
+    got = losskit.unbalanced_sinkhorn_divergence(x, y, a=a, b=b, eps=eps, rho=rho, tol=1e-13, max_iter=100000)
+    assert abs(got.item() - ref) < 1e-9 * max(1.0, abs(ref)), (got.item(), ref)
+    # the registered name is sinkhorn_divergence(rho=...)
+    same = losskit.sinkhorn_divergence(x, y, a=a, b=b, eps=eps, rho=rho, tol=1e-13, max_iter=100000)
+    assert got.item() == same.item()
+    # and the unbalanced OT term alone is POT's primal
+    ot_xy = losskit.sinkhorn(x, y, a=a, b=b, eps=eps, rho=rho, tol=1e-13, max_iter=100000)
+    assert abs(ot_xy.item() - _pot_unbalanced(ot, an, bn, C(xn, yn), eps, rho)) < 1e-9
+
+
+def test_unbalanced_sinkhorn_divergence_geomloss_reach_convention():
+    geomloss = pytest.importorskip("geomloss")
+    x, y = _rand(40, 2, seed=25), _rand(30, 2, seed=26, shift=0.5)
+    blur, reach = 0.5, 1.0
+    # GeomLoss: cost |x - y|^2 / 2, eps = blur^2, rho = reach^2; a slow annealing (scaling 0.99) leaves it
+    # near its fixed point at the final eps (GeomLoss runs no extra iterations there)
+    loss = geomloss.SamplesLoss("sinkhorn", p=2, blur=blur, reach=reach, scaling=0.99, debias=True,
+                                backend="tensorized")
+    ref = loss(x, y).item()
+    got = losskit.unbalanced_sinkhorn_divergence(x, y, eps=2 * blur ** 2, rho=2 * reach ** 2, tol=1e-12,
+                                                 max_iter=100000)
+    # its last iterate is 3e-4 relative from the fixed point here (0.18816 vs 0.18810; 0.18873 at scaling 0.9)
+    assert abs(0.5 * got.item() - ref) < 1e-3 * abs(ref), (0.5 * got.item(), ref)
+
+
+def test_unbalanced_sinkhorn_divergence_edges():
+    x = _rand(10, 2, seed=27)
+    assert abs(losskit.unbalanced_sinkhorn_divergence(x, x.clone(), tol=1e-12).item()) < 1e-10
+    with pytest.raises(losskit.LossInputError, match="^rho:"):
+        losskit.unbalanced_sinkhorn_divergence(x, x, rho=None)
+    # large rho: towards the balanced divergence (gap O(1/rho): 6.5e-3 relative at rho = 1e3, 6.6e-4 at 1e4)
+    y = _rand(12, 2, seed=28, shift=1.0)
+    bal = losskit.sinkhorn_divergence(x, y, eps=0.5, tol=1e-12).item()
+    unb = losskit.unbalanced_sinkhorn_divergence(x, y, eps=0.5, rho=1e3, tol=1e-8, max_iter=100000).item()
+    assert 0 < bal - unb < 1e-2 * bal
