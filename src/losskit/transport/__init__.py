@@ -35,3 +35,12 @@ from .selection import SelectionResult, ot_select, whiten, whitened_features, wh
 
 WhitenedOt = whitened_ot.Module
 __all__ += ["whitened_ot", "WhitenedOt"]
+
+# Issue 19: the Gaussian closed form, the unbalanced Sinkhorn divergence, (fused) Gromov-Wasserstein,
+# partial OT (gaussian.py, losses.py, gromov.py, partial.py).
+from .gaussian import bures_wasserstein, gaussian_w2, weighted_moments  # noqa: E402
+from .losses import unbalanced_sinkhorn_divergence  # noqa: E402
+
+BuresWasserstein = bures_wasserstein.Module
+UnbalancedSinkhornDivergence = unbalanced_sinkhorn_divergence.Module
+__all__ += ["bures_wasserstein", "BuresWasserstein", "unbalanced_sinkhorn_divergence", "UnbalancedSinkhornDivergence"]

@@ -27,7 +27,7 @@ from .._core.domains import (
 from .._core.domains import Callable as CallableOption
 from .._core.validate import require
 
-__all__ = ["EXPONENT", "EPS", "SOLVER", "DOMAINS", "domains", "check"]
+__all__ = ["EXPONENT", "EPS", "POSITIVE", "SOLVER", "DOMAINS", "domains", "check"]
 
 
 #: the cost exponent of ``C_ij = ||x_i - y_j||^p`` (every objective and solver of the family)

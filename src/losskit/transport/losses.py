@@ -30,7 +30,7 @@ from .sinkhorn import (
     _solve_points,
 )
 
-__all__ = ["sinkhorn", "sinkhorn_divergence", "self_transport", "monge_gap"]
+__all__ = ["sinkhorn", "sinkhorn_divergence", "unbalanced_sinkhorn_divergence", "self_transport", "monge_gap"]
 
 _SOLVER_SKIPS = {"compile": "an iterative solver that reads values (convergence tests) and runs outside the "
                             "graph (torch.compiler.disable)"}
@@ -159,6 +159,12 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | N
     Paper: Feydy, Séjourné, Vialard, Amari, Trouvé, Peyré, "Interpolating between Optimal Transport and
     MMD using Sinkhorn Divergences", 2019, arXiv:1810.08278 (Genevay, Peyré, Cuturi 2018).
     """
+    return _divergence(x, y, a, b, eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling,
+                       online=online, sample_weight=sample_weight, reduction=reduction)
+
+
+def _divergence(x, y, a, b, *, eps, p, cost, rho, tol, max_iter, scaling, online, sample_weight, reduction):
+    """The debiased divergence of :func:`sinkhorn_divergence` (balanced, or unbalanced with ``rho``)."""
     unbatched = x.dim() == 2
     xb, yb, ab, bb = _points(x, y, a, b, p, cost, balanced=rho is None)
     kw = dict(eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online)
@@ -170,6 +176,46 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | N
         s = s + 0.5 * torch.as_tensor(eps, dtype=s.dtype) * (ab.sum(1) - bb.sum(1)) ** 2
     v = s[0] if unbatched else s
     return finish(v, reduction, sample_weight=sample_weight)
+
+
+UNBALANCED_PAPER = Paper("Sinkhorn Divergences for Unbalanced Optimal Transport", 2019, "1910.12958",
+                         "Séjourné, Feydy, Vialard, Trouvé, Peyré")
+
+
+@objective(
+    "unbalanced_sinkhorn_divergence", family="transport", input_kind=TWO_SAMPLES, example=functools.partial(two_samples_example, rho=1.0),
+    paper=UNBALANCED_PAPER, properties={"nonnegative"}, meta=False, compile=False, skip_reasons=_SOLVER_SKIPS,
+    domains={**D.domains("a", "b", "p", "cost", "eps", "tol", "max_iter", "scaling", "online"), "rho": D.POSITIVE},
+    formula="S_eps,rho(a, b) = OT_eps,rho(a, b) - OT_eps,rho(a, a)/2 - OT_eps,rho(b, b)/2 + eps/2 (|a| - |b|)^2,  "
+            "OT_eps,rho = min_P <P, C> + eps KL(P | a (x) b) + rho KL(P1 | a) + rho KL(P^T 1 | b)",
+)
+def unbalanced_sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
+                                   b: torch.Tensor | None = None, rho: float = 1.0, eps: float = 0.05,
+                                   p: float = 2.0, cost: Callable | None = None, tol: float = 1e-3,
+                                   max_iter: int = 2000, scaling: float | None = 0.5, online: bool | None = None,
+                                   sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Unbalanced Sinkhorn divergence: debiased entropic OT with KL-relaxed marginals (masses may differ).
+
+    .. math:: S_{\\varepsilon,\\rho}(\\alpha, \\beta) = \\mathrm{OT}_{\\varepsilon,\\rho}(\\alpha, \\beta)
+              - \\tfrac12 \\mathrm{OT}_{\\varepsilon,\\rho}(\\alpha, \\alpha)
+              - \\tfrac12 \\mathrm{OT}_{\\varepsilon,\\rho}(\\beta, \\beta)
+              + \\tfrac\\varepsilon2 (|\\alpha| - |\\beta|)^2
+
+    with ``OT_eps,rho = min_P <P, C> + eps KL(P | a (x) b) + rho KL(P 1 | a) + rho KL(P^T 1 | b)`` (generalised
+    KL, ``KL(p | q) = sum p log(p/q) - p + q``). The same computation as
+    ``sinkhorn_divergence(x, y, rho=rho)``, under the name users look for and with the marginal relaxation
+    ``rho > 0`` required (default 1; ``rho -> inf`` is the balanced divergence). The weights ``a``, ``b``
+    need not have equal totals. ``rho`` is in cost units: GeomLoss's ``reach`` is ``rho = reach^p`` on its
+    halved cost, so ``SamplesLoss('sinkhorn', p=2, blur=s, reach=r) = 0.5 * this(eps=2 s^2, rho=2 r^2)``;
+    POT's ``ot.unbalanced.sinkhorn_unbalanced2(a, b, C, reg=eps, reg_m=rho, returnCost='total')`` omits the
+    mass terms of its KLs (``-p + q``), the primal above evaluated at POT's plan is the value here
+    (tests/test_transport_pot.py). Solver options as :func:`sinkhorn`.
+
+    Paper: Séjourné, Feydy, Vialard, Trouvé, Peyré, "Sinkhorn Divergences for Unbalanced Optimal Transport",
+    2019, arXiv:1910.12958.
+    """
+    return _divergence(x, y, a, b, eps=eps, p=p, cost=cost, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling,
+                       online=online, sample_weight=sample_weight, reduction=reduction)
 
 
 MONGE_GAP_PAPER = Paper("The Monge Gap: A Regularizer to Learn All Transport Maps", 2023, "2302.04953",
