@@ -22,6 +22,7 @@ from .._core import Paper, fail, finish, objective
 from .._core.domains import HALF_OPEN_UNIT, OPEN_UNIT, REAL, Choice, Dim, Either, Real
 from .._core.errors import warn
 from .._core.inputs import TWO_DISTRIBUTIONS, distributions_example
+from .._core import validate as _validate
 from .._core.validate import check_floating, check_probabilities, check_rows, require, value_check_mode
 from .generators import (
     GENERATOR_DOMAIN,
@@ -101,7 +102,7 @@ def _warn_if_probabilities(p: torch.Tensor, dim: int) -> None:
     """The usual mistake: probabilities passed with the default ``input_space='logits'`` are read as logits
     (a KL of 0.010 where the probabilities' KL is 0.530). Legal logits can look like that, so it is a
     warning, not an error; one host read on the eager path (validation on, CPU), nothing elsewhere."""
-    if p.shape[dim] < 2 or value_check_mode(p) != "eager":
+    if p.shape[dim] < 2 or _validate.value_check_mode(p) != "eager":
         return
     x = p.detach()
     lo, dev = torch.stack([x.amin(), (x.sum(dim) - 1).abs().amax()]).tolist()
