@@ -7,13 +7,14 @@ more (``InputKind(values={"policy_chosen_logps": LOGPROB})``, ``@objective(..., 
 probabilities at most 0, probabilities in [0, 1], non-negative weights. The registry's wrapper checks
 them all before the objective's code runs, so families do not re-check what is declared.
 
-Cost. A check needs each input's minimum and maximum. On CPU with validation on (eager mode) all the
-declared inputs of a call are reduced together: inputs sharing a domain are concatenated when small
-(one ``cat`` and one ``aminmax`` instead of one per input), the extremes of every group are stacked and
-read in one host transfer, and the bounds are compared in Python. Only when that test fails are the
-inputs examined one by one, to name the argument and the first offending position. Elsewhere
-(accelerators: ``torch._assert_async``, no host synchronisation; meta tensors, tracing, validation off:
-nothing) each input goes through :func:`~losskit._core.validate.require`.
+Cost. A check needs each input's extremes, or only whether it is finite. On CPU with validation on (eager
+mode) all the declared inputs of a call are checked together, with autograd off: inputs sharing a domain
+are concatenated while small (one reduction instead of one per input), and each group takes the
+cheapest reductions that decide its domain (a ``sum`` for finiteness, ``amax``/``amin`` for bounds,
+one host read each); the bounds are compared in Python. Only when that test fails are the inputs
+examined one by one, to name the argument and the first offending position. Elsewhere (accelerators:
+``torch._assert_async``, no host synchronisation; meta tensors, tracing, validation off: nothing) each
+input goes through :func:`~losskit._core.validate.require`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ __all__ = ["Values", "FINITE", "FINITE_OR_NEG_INF", "LOGIT_ROWS", "LOGIT_ROWS_DI
            "CAT_ELEMS"]
 
 #: Inputs sharing a domain are concatenated for one reduction while their total size is at most this
-#: many elements (a copy of up to 1 MiB in float32 costs less than the dispatch of a reduction per input).
-CAT_ELEMS = 1 << 18
+#: many elements (below it a copy costs less than the dispatch of one reduction per input; above it the
+#: copy costs more than the reductions it saves).
+CAT_ELEMS = 1 << 15
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,14 +110,18 @@ def check_values(pairs: list[tuple[str, torch.Tensor, Values]]) -> None:
         return
     x0 = pairs[0][1]
     mode = _validate.value_check_mode(x0)
-    # the mode depends on the tensor only through its device and whether it has data
-    same = all(x.device == x0.device and _has_data(x) == (mode is not None) for _, x, _ in pairs[1:])
+    # the mode depends on the tensor only through its device and whether it has data; on CPU (the hot
+    # case) ``is_cpu`` is the cheap test of "same device" (a device object costs 0.3 us to build)
+    if x0.is_cpu:
+        same = all(x.is_cpu and _has_data(x) == (mode is not None) for _, x, _ in pairs[1:])
+    else:
+        same = all(x.device == x0.device and _has_data(x) == (mode is not None) for _, x, _ in pairs[1:])
     if same and mode is None:
         return
     if same and mode == "eager":
         if _all_hold(pairs):
             return
-        for name, x, dom in pairs:  # something failed: find which, with its position
+        for name, x, dom in pairs:  # something failed (or a sum overflowed): find which, with its position
             mn, mx = torch.aminmax(dom.reduce(x.detach()))
             if not dom.holds(mn.item(), mx.item()):
                 raise fail(name, dom.description, dom.first_bad(x))
@@ -130,11 +136,45 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def _all_hold(pairs) -> bool:
-    """One reduction per group of inputs sharing a domain (concatenated while small), one host read."""
+    """One reduction per group of inputs sharing a domain (concatenated while small), one host read each.
+
+    A domain with no bounds but finiteness (:data:`FINITE`, and the row maxima of :data:`LOGIT_ROWS`) is
+    tested by a sum: finite exactly when every entry is, unless it overflows, in which case the caller
+    examines the inputs one by one and finds nothing (a false alarm costs time, never a wrong verdict).
+    Runs with autograd off: no graph for the copies (``detach`` per input costs more)."""
+    prev = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)
+    try:
+        return _groups_hold(pairs)
+    finally:
+        torch._C._set_grad_enabled(prev)
+
+
+def _holds(dom: Values, x: torch.Tensor) -> bool:
+    """Whether every entry of ``x`` is in ``dom``, with the fewest and cheapest reductions: ``amax`` and
+    ``amin`` propagate NaN and see the bounds; a ``sum`` is finite exactly when every entry is (short of
+    an overflow, which only sends the caller to the exact per-input check). ``aminmax`` is avoided: on
+    CPU it runs at a third of ``amax``'s speed."""
+    if dom.hi < math.inf:  # amax: NaN, +inf and the upper bound
+        if not x.amax().item() <= dom.hi:
+            return False
+        if dom.lo > -math.inf:
+            return (x.amin().item() > dom.lo) if dom.lo_open else (x.amin().item() >= dom.lo)
+        return dom.neg_inf or x.sum().item() > -math.inf  # (+inf and NaN are excluded already)
+    if dom.lo > -math.inf:  # amin: NaN, -inf and the lower bound; a sum for +inf
+        mn = x.amin().item()
+        if not ((mn > dom.lo) if dom.lo_open else (mn >= dom.lo)):
+            return False
+        return x.sum().item() < math.inf
+    if dom.neg_inf:  # finite or -inf: the maximum must be below +inf (NaN fails the comparison)
+        return x.amax().item() < math.inf
+    return math.isfinite(x.sum().item())
+
+
+def _groups_hold(pairs) -> bool:
     dom0 = pairs[0][2]
     if len(pairs) == 1:
-        mn, mx = torch.aminmax(dom0.reduce(pairs[0][1].detach()))
-        return dom0.holds(mn.item(), mx.item())
+        return _holds(dom0, dom0.reduce(pairs[0][1]))
     if all(dom is dom0 for _, _, dom in pairs):  # the common case: one group
         groups = [(dom0, [x for _, x, _ in pairs])]
     else:
@@ -142,16 +182,11 @@ def _all_hold(pairs) -> bool:
         for _, x, dom in pairs:
             by.setdefault(id(dom), (dom, []))[1].append(x)
         groups = list(by.values())
-    doms, ext = [], []
     for dom, xs in groups:
         if len(xs) > 1 and sum(x.numel() for x in xs) <= CAT_ELEMS:
-            xs = [torch.cat([_flat(dom.reduce(x.detach())) for x in xs])]
+            xs = [torch.cat([_flat(dom.reduce(x)) for x in xs])]
         else:
-            xs = [dom.reduce(x.detach()) for x in xs]
-        for x in xs:
-            ext += torch.aminmax(x)
-            doms.append(dom)
-    if len(ext) == 2:
-        return dom0.holds(ext[0].item(), ext[1].item())
-    vals = torch.stack(ext).tolist()
-    return all(dom.holds(vals[2 * i], vals[2 * i + 1]) for i, dom in enumerate(doms))
+            xs = [dom.reduce(x) for x in xs]
+        if not all(_holds(dom, x) for x in xs):
+            return False
+    return True
