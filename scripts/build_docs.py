@@ -30,6 +30,9 @@ GUIDES = {"classification": "classification.md", "distillation": "distillation.m
           "divergence": "divergences.md", "fused": "fused.md", "preference": "preference.md",
           "representation": "representation.md", "transport": "transport.md"}
 
+#: the stored arena run the family pages embed (written by ``scripts/arena_snapshot.py`` from a results store)
+ARENA_SNAPSHOT = ROOT / "docs" / "arena" / "results.json"
+
 #: families whose objectives solve an inner problem at every call: no 1-D plot (build time)
 NO_PLOT_FAMILIES = {"transport"}
 
@@ -372,7 +375,71 @@ def objective_page(o, reg, oracles, link, plot: bool) -> tuple[str, bytes | None
     return "\n".join(lines), png
 
 
-def family_page(family: str, objs, reg) -> str:
+def arena_snapshot(path: pathlib.Path = ARENA_SNAPSHOT):
+    """``(meta, boards, claims)`` of the stored arena run, recomputed from its raw trial rows with the arena's
+    own leaderboard and claim code (the file holds results, never verdicts); ``None`` without the file."""
+    import json
+
+    if not path.exists():
+        return None
+    from losskit.arena.claims import task_claims
+    from losskit.arena.leaderboard import boards
+    from losskit.arena.store import Row
+
+    data = json.loads(path.read_text())
+    bs = boards([Row(**r) for r in data["rows"]])
+    return data["meta"], bs, task_claims(bs)
+
+
+def _fmt(v: float) -> str:
+    return "nan" if v != v else f"{v:.4g}"
+
+
+def arena_section(family: str, reg, snapshot, link) -> list[str]:
+    """The leaderboards of the stored arena run in which objectives of ``family`` competed, and the paper
+    claims those tasks check, with the verdicts this run gives them."""
+    if snapshot is None:
+        return []
+    meta, bs, _ = snapshot
+    names = {o.name for o in reg.objectives(family)}
+    mine = [b for b in bs if any(e.objective in names for e in b.entries)]
+    if not mine:
+        return []
+    lines = ["## In the arena", "",
+             f"From a stored run (`{_escape_text(meta['command'])}`, {meta['date']}, losskit {meta['losskit']}, "
+             f"torch {meta['torch']}; `docs/arena/results.json`, written by `scripts/arena_snapshot.py`). "
+             "Mean ± std over seeds; ▲/▼: significantly better/worse than the task's baseline (paired t-test, "
+             "p < 0.05), ·: not significant, ?: too few seeds. Rerun it yourself with the command above and "
+             "`losskit arena report`.", ""]
+    for b in mine:
+        cfg = ", ".join(f"{k}={v}" for k, v in sorted(b.config.items()))
+        lines += [f"### {b.task}" + (f" ({_escape_text(cfg)})" if cfg else ""), ""]
+        head = " | ".join(f"{m} ({'lower' if not b.higher_is_better(m) else 'higher'} is better)"
+                          for m in b.metrics)
+        lines += [f"| rank | candidate | seeds | {head} | vs baseline |",
+                  "|---|---|---|" + "---|" * len(b.metrics) + "---|"]
+        for i, e in enumerate(b.ranked(), 1):
+            url = link(e.objective)
+            who = f"[`{e.label}`]({url})" if url else f"`{e.label}`"
+            vals = " | ".join(f"{_fmt(e.mean(m))} ± {_fmt(e.std(m))}" for m in b.metrics)
+            lines.append(f"| {i} | {who} | {e.n} | {vals} | {b.marker(e, b.metrics[0])} |")
+        lines.append("")
+    # the claims of these tasks, checked on every board of the tasks (a claim may compare configurations)
+    from losskit.arena.claims import task_claims
+
+    tasks = {b.task for b in mine}
+    mine_claims = task_claims([b for b in bs if b.task in tasks])
+    if mine_claims:
+        lines += ["### Paper claims checked in this run", "", "| claim | source | verdict | evidence |",
+                  "|---|---|---|---|"]
+        for c in mine_claims:
+            lines.append(f"| {_cell(_escape_text(c.statement))} | {_cell(_escape_text(c.source))} | "
+                         f"**{c.verdict}** | {_cell(_escape_text(c.evidence))} |")
+        lines.append("")
+    return lines
+
+
+def family_page(family: str, objs, reg, snapshot=None, link=None) -> str:
     guide = GUIDES.get(family)
     lines = [f"# {family}", ""]
     if guide:
@@ -385,7 +452,9 @@ def family_page(family: str, objs, reg) -> str:
             if o.paper.arxiv else _escape_text(o.paper.cite()))
         claims = ", ".join(sorted(o.properties))
         lines.append(f"| [`{o.name}`]({o.name}.md) | {_cell(_escape_text(o.summary))} | {paper} | {claims} |")
-    return "\n".join(lines) + "\n"
+    if snapshot is not None:
+        lines += [""] + arena_section(family, reg, snapshot, link or (lambda name: None))
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def build(plots: bool = True) -> Site:
@@ -406,16 +475,19 @@ def _build(plots: bool) -> Site:
     by_name = {o.name: o for o in objs}
     files: dict[str, str | bytes] = {}
     nav_families = []
+    snapshot = arena_snapshot()
     for family in reg.families():
         fobjs = sorted(reg.objectives(family), key=lambda o: o.name)
-        files[f"objectives/{family}/index.md"] = family_page(family, fobjs, reg)
+
+        def link(name, _fam=family):
+            t = by_name.get(name)
+            if t is None:
+                return None
+            return f"{t.name}.md" if t.family == _fam else f"../{t.family}/{t.name}.md"
+
+        files[f"objectives/{family}/index.md"] = family_page(family, fobjs, reg, snapshot, link)
         entries = [f"objectives/{family}/index.md"]
         for o in fobjs:
-            def link(name, _fam=family):
-                t = by_name.get(name)
-                if t is None:
-                    return None
-                return f"{t.name}.md" if t.family == _fam else f"../{t.family}/{t.name}.md"
 
             md, png = objective_page(o, reg, oracles, link, plot=plots)
             files[page_path(o)] = md

@@ -45,6 +45,23 @@ def test_objective_page_content(site):
     assert "log-probabilities &lt;= 0" in dpo  # the declared value domain of the inputs
 
 
+def test_family_page_embeds_the_stored_arena_run(site):
+    """The classification page shows the stored run's leaderboards (every candidate linked to its page) and
+    the verdicts of the claims its tasks check, recomputed from the raw rows; the rows name only registered
+    objectives, so a renamed objective fails here rather than leaving a dead entry."""
+    import json
+
+    data = json.loads(build_docs.ARENA_SNAPSHOT.read_text())
+    names = {r["objective"] for r in data["rows"]}
+    assert names <= set(losskit.list()), names - set(losskit.list())
+    page = site.files["objectives/classification/index.md"]
+    assert "## In the arena" in page and "### Paper claims checked in this run" in page
+    assert "| 1 | [`" in page  # a ranked, linked candidate
+    assert re.search(r"\*\*(reproduced|not reproduced|partly tested|inconclusive)[^*]*\*\*", page), page[-2000:]
+    # a family with no arena task gets no section
+    assert "## In the arena" not in site.files["objectives/fused/index.md"]
+
+
 @pytest.mark.parametrize("name", losskit.list())
 def test_generated_example_runs(name):
     """The example on each page (the site's doctests): it runs and prints a finite loss."""
