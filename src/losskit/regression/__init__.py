@@ -1,0 +1,8 @@
+"""Regression, ordinal and survival objectives: quantile (pinball) loss and the weighted interval score
+with monotone rearrangement, the (weighted) Cox partial likelihood, cumulative-logit ordinal losses
+(proportional odds and PRESTO), proximal matching, and the Cauchy–Schwarz information bottleneck."""
+
+from .quantile import *  # noqa: F401,F403
+from .quantile import __all__ as _quantile
+
+__all__ = [*_quantile]
