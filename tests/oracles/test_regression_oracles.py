@@ -9,6 +9,7 @@ from oracle_meta import Oracle
 import losskit
 
 QA_COMMIT = "bc7b068fcf825a4b109f7006546b3ee863475cd7"  # amazon-science/quantile-aggregation
+BIOFUSION_COMMIT = "17229d94cf949c771e9aa7a4f968139a9795f99b"  # raktim-mondol/BioFusionNet
 
 ORACLES = [
     Oracle(objective="pinball_loss", repo="amazon-science/quantile-aggregation", path="util/metric.py (pinball_loss)",
@@ -19,6 +20,15 @@ ORACLES = [
            differences="the official code reports the per-interval mean interval scores IS_alpha (and the pinball "
                        "loss per level), not their weighted sum: losskit's WIS = 1/(K + 1/2) (1/2 mean|y - m| + "
                        "sum_k alpha_k/2 IS_k) from them, and = 2 x mean(pinball_loss_np), asserted to 1e-12."),
+    Oracle(objective="cox_ph_loss", repo="raktim-mondol/BioFusionNet", path="loss_function.py (loss_fn)",
+           commit=BIOFUSION_COMMIT, agreement="relation",
+           differences="the official loss_fn builds the risk sets by sorting on the predicted risk (descending), "
+                       "not on the survival time (it takes no times); losskit sorts on time as the partial "
+                       "likelihood defines. When the risk order equals the time order (no ties) the two are the "
+                       "same: loss_fn(risk, event, w) = cox_ph_loss(risk, time, event, weight=(1, w_event)) with "
+                       "w = w_event on events and 1 on the censored (train_loop.py), asserted to 1e-12 with "
+                       "gradients. Breslow, tie-free; Efron and ties are checked against statsmodels PHReg and "
+                       "lifelines in tests/test_regression_survival.py."),
 ]
 
 
@@ -89,3 +99,53 @@ def test_wis_from_quantile_aggregation_interval_scores():
     wis = (0.5 * median + sum(a / 2 * s for a, s in zip(alphas, scores))) / (k + 0.5)
     assert got == pytest.approx(wis, rel=1e-12, abs=1e-13)
     assert got == pytest.approx(2 * _ref_pinball_loss_np(pn, yn[:, 0], QUANTILE_LIST, mean=True), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- survival
+# Port of raktim-mondol/BioFusionNet @ 17229d94, loss_function.py: loss_fn, verbatim but for the name.
+def _ref_biofusion_loss_fn(risks, events, weights, device):
+    risks = risks.to(device)
+    events = events.to(device)
+    weights = weights.to(device)
+
+    events = events.view(-1)
+    risks = risks.view(-1)
+    weights = weights.view(-1)
+
+    total_weighted_events = torch.sum(weights * events)
+
+    # Sort by risk score
+    order = torch.argsort(risks, descending=True)
+    risks = risks[order]
+    events = events[order]
+    weights = weights[order]
+
+    # Calculate the risk set for each time
+    hazard_ratio = torch.exp(risks)
+    weighted_cumulative_hazard = torch.cumsum(weights * hazard_ratio, dim=0)
+    log_risk = torch.log(weighted_cumulative_hazard)
+    uncensored_likelihood = weights * (risks - log_risk)
+
+    # Only consider uncensored events
+    censored_likelihood = uncensored_likelihood * events
+    neg_likelihood = -torch.sum(censored_likelihood) / total_weighted_events
+
+    return neg_likelihood
+
+
+@pytest.mark.parametrize("event_weight", [1.0, 3.0, 0.25])
+def test_cox_matches_biofusionnet_when_risk_order_is_time_order(event_weight):
+    g = torch.Generator().manual_seed(4)
+    n = 50
+    risk = 2 * torch.randn(n, generator=g, dtype=torch.float64)
+    time = torch.argsort(torch.argsort(risk)).to(torch.float64) * 0.7 + 1.0  # same order as the risk, no ties
+    event = torch.rand(n, generator=g) < 0.4
+    weights = torch.ones(n, dtype=torch.float64)
+    weights[event] = event_weight  # train_loop.py
+    r1, r2 = risk.clone().requires_grad_(True), risk.clone().requires_grad_(True)
+    got = losskit.cox_ph_loss(r1, time, event, weight=torch.tensor([1.0, event_weight], dtype=torch.float64))
+    ref = _ref_biofusion_loss_fn(r2, event.to(torch.float64), weights, "cpu")
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    got.backward()
+    ref.backward()
+    torch.testing.assert_close(r1.grad, r2.grad, rtol=1e-10, atol=1e-13)

@@ -4,5 +4,7 @@ with monotone rearrangement, the (weighted) Cox partial likelihood, cumulative-l
 
 from .quantile import *  # noqa: F401,F403
 from .quantile import __all__ as _quantile
+from .survival import *  # noqa: F401,F403
+from .survival import __all__ as _survival
 
-__all__ = [*_quantile]
+__all__ = [*_quantile, *_survival]
