@@ -10,6 +10,7 @@ import losskit
 
 QA_COMMIT = "bc7b068fcf825a4b109f7006546b3ee863475cd7"  # amazon-science/quantile-aggregation
 BIOFUSION_COMMIT = "17229d94cf949c771e9aa7a4f968139a9795f99b"  # raktim-mondol/BioFusionNet
+PRESTO_COMMIT = "9462b3f096ab0fc15e77fd29b247821cdacc5c92"  # gregfaletto/presto
 
 ORACLES = [
     Oracle(objective="pinball_loss", repo="amazon-science/quantile-aggregation", path="util/metric.py (pinball_loss)",
@@ -29,6 +30,13 @@ ORACLES = [
                        "w = w_event on events and 1 on the censored (train_loop.py), asserted to 1e-12 with "
                        "gradients. Breslow, tie-free; Efron and ties are checked against statsmodels PHReg and "
                        "lifelines in tests/test_regression_survival.py."),
+    Oracle(objective="presto_loss", repo="gregfaletto/presto",
+           path="presto_func.R (predictPrestoProbs, getParamEstsMod), ported from R to NumPy",
+           commit=PRESTO_COMMIT, agreement="1e-12",
+           differences="the authors fit PRESTO with a modified ordinalNet (cumulative logit, lasso alpha = 1) on "
+                       "psi, Beta[, k] = Beta[, k-1] + psi_k: the objective -(1/n) sum log p_hat[y] + lambda sum "
+                       "|psi| with p_hat from predictPrestoProbs. ordinalNet standardizes the covariates before "
+                       "penalising; the test passes standardized features, where the two coincide."),
 ]
 
 
@@ -149,3 +157,49 @@ def test_cox_matches_biofusionnet_when_risk_order_is_time_order(event_weight):
     got.backward()
     ref.backward()
     torch.testing.assert_close(r1.grad, r2.grad, rtol=1e-10, atol=1e-13)
+
+
+# ----------------------------------------------------------------------------------------- ordinal
+# Port of gregfaletto/presto @ 9462b3f0, presto_func.R: predictPrestoProbs (class probabilities from
+# alpha_hat (K-1,) and Beta_hat (p, K-1)) and the psi parametrisation of getParamEstsMod
+# (Beta[, 1] = psi_1, Beta[, k] = Beta[, k-1] + psi_k), from R to NumPy line by line.
+def _plogis(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def _ref_predict_presto_probs(alpha_hat, Beta_hat, X_test):
+    K = len(alpha_hat) + 1
+    p = Beta_hat.shape[0]
+    assert K >= 3 and Beta_hat.shape == (p, K - 1)
+    n = X_test.shape[0]
+    p_hat = np.full((n, K), np.nan)
+    p_hat[:, 0] = _plogis(alpha_hat[0] + X_test @ Beta_hat[:, 0])
+    for k in range(2, K):  # R: for(k in 2:(K - 1)), 1-based columns
+        p_hat[:, k - 1] = _plogis(alpha_hat[k - 1] + X_test @ Beta_hat[:, k - 1]) - \
+            _plogis(alpha_hat[k - 2] + X_test @ Beta_hat[:, k - 2])
+    p_hat[:, K - 1] = 1 - _plogis(alpha_hat[K - 2] + X_test @ Beta_hat[:, K - 2])
+    assert np.all(p_hat >= 0) and np.all(p_hat <= 1)
+    return p_hat
+
+
+def _ref_psi(Beta_hat):
+    psi = [Beta_hat[:, 0]]
+    for k in range(1, Beta_hat.shape[1]):
+        psi.append(Beta_hat[:, k] - Beta_hat[:, k - 1])
+    return np.concatenate(psi)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.05, 1.0])
+def test_presto_matches_the_authors_objective(lam):
+    rng = np.random.default_rng(6)
+    n, p, k = 200, 4, 5
+    x = rng.standard_normal((n, p))
+    x = (x - x.mean(0)) / x.std(0)  # ordinalNet standardizes before penalising
+    beta0 = rng.standard_normal(p) * 0.5
+    Beta = beta0[:, None] + np.cumsum(0.1 * rng.standard_normal((p, k - 1)) * (rng.random((p, k - 1)) < 0.4), 1)
+    alpha = np.array([-2.5, -0.5, 1.0, 3.0])
+    probs = _ref_predict_presto_probs(alpha, Beta, x)
+    y = np.array([rng.choice(k, p=row / row.sum()) for row in probs])
+    ref = -np.mean(np.log(probs[np.arange(n), y])) + lam * np.abs(_ref_psi(Beta)).sum()
+    got = losskit.presto_loss(torch.tensor(x), torch.tensor(Beta), torch.tensor(alpha), torch.tensor(y), lam=lam)
+    assert got.item() == pytest.approx(ref, rel=1e-12, abs=1e-12)

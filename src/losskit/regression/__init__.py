@@ -2,9 +2,11 @@
 with monotone rearrangement, the (weighted) Cox partial likelihood, cumulative-logit ordinal losses
 (proportional odds and PRESTO), proximal matching, and the Cauchy–Schwarz information bottleneck."""
 
+from .ordinal import *  # noqa: F401,F403
+from .ordinal import __all__ as _ordinal
 from .quantile import *  # noqa: F401,F403
 from .quantile import __all__ as _quantile
 from .survival import *  # noqa: F401,F403
 from .survival import __all__ as _survival
 
-__all__ = [*_quantile, *_survival]
+__all__ = [*_quantile, *_survival, *_ordinal]

@@ -173,7 +173,7 @@ def _head_bad(ex: Example) -> list[BadInput]:
 
 ORDINAL_HEAD = InputKind("features+boundary weights+ordinal labels",
                          "features (N, p), per-boundary coefficients (p, K-1), intercepts (K-1,), classes (N,)",
-                         bad_inputs=_head_bad, extreme=_scale_all())
+                         bad_inputs=_head_bad, extreme=scale_input("bias"))
 
 
 # ------------------------------------------------------------------------------------------ paired
