@@ -11,6 +11,7 @@ import losskit
 QA_COMMIT = "bc7b068fcf825a4b109f7006546b3ee863475cd7"  # amazon-science/quantile-aggregation
 BIOFUSION_COMMIT = "17229d94cf949c771e9aa7a4f968139a9795f99b"  # raktim-mondol/BioFusionNet
 PRESTO_COMMIT = "9462b3f096ab0fc15e77fd29b247821cdacc5c92"  # gregfaletto/presto
+LPN_COMMIT = "8e8ae6ba1a627beea022875c5217670b48e90eee"  # ZhenghanFang/learned-proximal-networks
 
 ORACLES = [
     Oracle(objective="pinball_loss", repo="amazon-science/quantile-aggregation", path="util/metric.py (pinball_loss)",
@@ -37,6 +38,14 @@ ORACLES = [
                        "psi, Beta[, k] = Beta[, k-1] + psi_k: the objective -(1/n) sum log p_hat[y] + lambda sum "
                        "|psi| with p_hat from predictPrestoProbs. ordinalNet standardizes the covariates before "
                        "penalising; the test passes standardized features, where the two coincide."),
+    Oracle(objective="proximal_matching_loss", repo="ZhenghanFang/learned-proximal-networks",
+           path="lpn/utils/utils.py (exp_func, ExpDiracSrgt, get_loss_hparams_and_lr)", commit=LPN_COMMIT,
+           agreement="1e-12",
+           differences="the first author's repository of the paper (the project page's code; "
+                       "Sulam-Group/learned-proximal-networks is not in the index). The official loss takes the "
+                       "square root of the "
+                       "squared distance and squares it again, whose gradient is NaN at an exact match; "
+                       "losskit uses the squared distance directly (gradient 0 there)."),
 ]
 
 
@@ -203,3 +212,48 @@ def test_presto_matches_the_authors_objective(lam):
     ref = -np.mean(np.log(probs[np.arange(n), y])) + lam * np.abs(_ref_psi(Beta)).sum()
     got = losskit.presto_loss(torch.tensor(x), torch.tensor(Beta), torch.tensor(alpha), torch.tensor(y), lam=lam)
     assert got.item() == pytest.approx(ref, rel=1e-12, abs=1e-12)
+
+
+# -------------------------------------------------------------------------------- proximal matching
+# Port of ZhenghanFang/learned-proximal-networks @ 8e8ae6ba, lpn/utils/utils.py: exp_func, ExpDiracSrgt
+# and the gamma ("sigma") schedule of get_loss_hparams_and_lr (with lpn/train.py's sigma_min default).
+def _ref_exp_func(x, sigma):
+    return -torch.exp(-((x / sigma) ** 2)) + 1
+
+
+def _ref_exp_dirac_srgt(input, target, sigma):
+    bsize = input.shape[0]
+    dist = (input - target).pow(2).reshape(bsize, -1).sum(1).sqrt()
+    return _ref_exp_func(dist, sigma).mean()
+
+
+def _ref_gamma(global_step, num_steps, num_steps_pretrain, num_stages, sigma_min):
+    num_steps = num_steps - num_steps_pretrain
+    step = global_step - num_steps_pretrain
+    num_steps_per_stage = num_steps // num_stages
+    stage = step // num_steps_per_stage
+    if stage >= num_stages:
+        stage = num_stages - 1
+    return sigma_min * (2 ** (num_stages - 1 - stage))
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 10.0])
+def test_proximal_matching_matches_lpn(scale):
+    from losskit.regression import proximal_matching_gamma
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64)
+    out = x + scale * torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64)
+    sigma_min = 0.08 * np.sqrt(8 * 8 * 1)  # lpn/train.py default
+    for step in (20000, 25000, 31000, 39999):  # after the 20000 L1 pretraining steps of 40000
+        sigma = _ref_gamma(step, 40000, 20000, 4, sigma_min)
+        assert proximal_matching_gamma(step - 20000, 20000, dim=64) == pytest.approx(sigma, rel=1e-15)
+        o1, o2 = out.clone().requires_grad_(True), out.clone().requires_grad_(True)
+        got = losskit.proximal_matching_loss(o1, x, gamma=sigma)
+        ref = _ref_exp_dirac_srgt(o2, x, sigma)
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+        got.backward()
+        ref.backward()
+        torch.testing.assert_close(o1.grad, o2.grad, rtol=1e-10, atol=1e-15)
+    torch.testing.assert_close(losskit.proximal_matching_loss(out, x), _ref_exp_dirac_srgt(out, x, sigma_min),
+                               rtol=1e-12, atol=1e-14)

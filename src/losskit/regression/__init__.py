@@ -4,9 +4,11 @@ with monotone rearrangement, the (weighted) Cox partial likelihood, cumulative-l
 
 from .ordinal import *  # noqa: F401,F403
 from .ordinal import __all__ as _ordinal
+from .proximal import *  # noqa: F401,F403
+from .proximal import __all__ as _proximal
 from .quantile import *  # noqa: F401,F403
 from .quantile import __all__ as _quantile
 from .survival import *  # noqa: F401,F403
 from .survival import __all__ as _survival
 
-__all__ = [*_quantile, *_survival, *_ordinal]
+__all__ = [*_quantile, *_survival, *_ordinal, *_proximal]
