@@ -12,6 +12,7 @@ QA_COMMIT = "bc7b068fcf825a4b109f7006546b3ee863475cd7"  # amazon-science/quantil
 BIOFUSION_COMMIT = "17229d94cf949c771e9aa7a4f968139a9795f99b"  # raktim-mondol/BioFusionNet
 PRESTO_COMMIT = "9462b3f096ab0fc15e77fd29b247821cdacc5c92"  # gregfaletto/presto
 LPN_COMMIT = "8e8ae6ba1a627beea022875c5217670b48e90eee"  # ZhenghanFang/learned-proximal-networks
+CSIB_COMMIT = "1789cd50eec0e578a21ab3de271abfdaab9b4fc8"  # SJYuCNEL/Cauchy-Schwarz-Information-Bottleneck
 
 ORACLES = [
     Oracle(objective="pinball_loss", repo="amazon-science/quantile-aggregation", path="util/metric.py (pinball_loss)",
@@ -46,6 +47,14 @@ ORACLES = [
                        "square root of the "
                        "squared distance and squares it again, whose gradient is NaN at an exact match; "
                        "losskit uses the squared distance directly (gradient 0 there)."),
+    Oracle(objective="cs_ib_loss", repo="SJYuCNEL/Cauchy-Schwarz-Information-Bottleneck",
+           path="loss_cs.py (GaussianMatrix, CS_Div, CS_QMI, CS_QMI_normalized); CS_IB_Housing.py (train)",
+           commit=CSIB_COMMIT, agreement="relation",
+           differences="the official code takes base-2 logarithms, divides the prediction term by sum_i K_ji^2 "
+                       "where Proposition 1 has (sum_i K_ji)^2, and trains with the normalized CS-QMI; losskit "
+                       "defaults to the paper (natural logs, (sum_i K_ji)^2, I_CS). With compression='normalized', "
+                       "denominator='authors': CS_Div + beta CS_QMI_normalized = cs_ib_loss(beta ln 2) / ln 2; "
+                       "CS_QMI = I_CS / ln 2 (Proposition 2 exactly), asserted to 1e-10 with gradients."),
 ]
 
 
@@ -257,3 +266,79 @@ def test_proximal_matching_matches_lpn(scale):
         torch.testing.assert_close(o1.grad, o2.grad, rtol=1e-10, atol=1e-15)
     torch.testing.assert_close(losskit.proximal_matching_loss(out, x), _ref_exp_dirac_srgt(out, x, sigma_min),
                                rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------- CS-IB
+# Port of SJYuCNEL/Cauchy-Schwarz-Information-Bottleneck @ 1789cd50, loss_cs.py: GaussianMatrix, CS_Div,
+# CS_QMI (the sigma-given branch), CS_QMI_normalized, verbatim but for names; the training loss of
+# CS_IB_Housing.py's train(): CS_div + beta * IXZ with sigma = 1.
+def _ref_gaussian_matrix(X, Y, sigma):
+    size1 = X.size()
+    size2 = Y.size()
+    G = (X * X).sum(-1)
+    H = (Y * Y).sum(-1)
+    Q = G.unsqueeze(-1).repeat(1, size2[0])
+    R = H.unsqueeze(-1).T.repeat(size1[0], 1)
+    H = Q + R - 2 * X @ (Y.T)
+    H = torch.clamp(torch.exp(-H / 2 / sigma**2), min=0)
+    return H
+
+
+def _ref_cs_div(x, y1, y2, sigma):
+    K = _ref_gaussian_matrix(x, x, sigma)
+    L1 = _ref_gaussian_matrix(y1, y1, sigma)
+    L2 = _ref_gaussian_matrix(y2, y2, sigma)
+    L21 = _ref_gaussian_matrix(y2, y1, sigma)
+    H1 = K * L1
+    self_term1 = (H1.sum(-1) / (K**2).sum(-1)).sum(0)
+    H2 = K * L2
+    self_term2 = (H2.sum(-1) / (K**2).sum(-1)).sum(0)
+    H3 = K * L21
+    cross_term = (H3.sum(-1) / (K**2).sum(-1)).sum(0)
+    return -2 * torch.log2(cross_term) + torch.log2(self_term1) + torch.log2(self_term2)
+
+
+def _ref_cs_qmi(x, y, sigma):
+    N = x.shape[0]
+    Kx = _ref_gaussian_matrix(x, x, sigma)
+    Ky = _ref_gaussian_matrix(y, y, sigma)
+    self_term1 = torch.trace(Kx @ Ky.T) / (N**2)
+    self_term2 = (torch.sum(Kx) * torch.sum(Ky)) / (N**4)
+    term_a = torch.ones(1, N).to(x.device, x.dtype)
+    term_b = torch.ones(N, 1).to(x.device, x.dtype)
+    cross_term = (term_a @ Kx.T @ Ky @ term_b) / (N**3)
+    return -2 * torch.log2(cross_term) + torch.log2(self_term1) + torch.log2(self_term2)
+
+
+def _ref_cs_qmi_normalized(x, y, sigma):
+    QMI = _ref_cs_qmi(x, y, sigma)
+    var1 = torch.sqrt(_ref_cs_qmi(x, x, sigma))
+    var2 = torch.sqrt(_ref_cs_qmi(y, y, sigma))
+    return QMI / (var1 * var2)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.01, 0.5])
+def test_cs_ib_matches_the_authors_training_loss(beta):
+    import math
+
+    g = torch.Generator().manual_seed(8)
+    n = 32
+    x = torch.randn(n, 8, generator=g, dtype=torch.float64)  # standardized inputs, as get_california_housing
+    t = torch.tanh(x @ torch.randn(8, 5, generator=g, dtype=torch.float64)) * 2
+    y = x[:, :3].sum(1, keepdim=True) / 2 + 0.2 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    yh = y + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    h1, h2 = yh.clone().requires_grad_(True), yh.clone().requires_grad_(True)
+    t1, t2 = t.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    got = losskit.cs_ib_loss(h1, y, x, t1, beta=beta * math.log(2), sigma=1.0, compression="normalized",
+                             denominator="authors") / math.log(2)
+    ref = _ref_cs_div(x, y, h2, sigma=1) + beta * _ref_cs_qmi_normalized(x, t2, sigma=1)
+    torch.testing.assert_close(got, ref.reshape(()), rtol=1e-10, atol=1e-12)
+    (got + 0 * t1.sum()).backward()
+    (ref.reshape(()) + 0 * t2.sum()).backward()
+    torch.testing.assert_close(h1.grad, h2.grad, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(t1.grad, t2.grad, rtol=1e-8, atol=1e-12)
+    # Proposition 2 as the authors compute it (no normalisation): CS_QMI = I_CS / ln 2
+    from losskit.regression import cs_quadratic_mutual_information
+
+    torch.testing.assert_close(cs_quadratic_mutual_information(x, t) / math.log(2), _ref_cs_qmi(x, t, 1.0).reshape(()),
+                               rtol=1e-10, atol=1e-12)
