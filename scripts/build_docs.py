@@ -28,7 +28,7 @@ SCRIPTS = ROOT / "scripts"
 #: registry family -> the hand-written guide in docs/ (where there is one)
 GUIDES = {"classification": "classification.md", "distillation": "distillation.md",
           "divergence": "divergences.md", "fused": "fused.md", "preference": "preference.md",
-          "representation": "representation.md", "transport": "transport.md"}
+          "regression": "regression.md", "representation": "representation.md", "transport": "transport.md"}
 
 #: families whose objectives solve an inner problem at every call: no 1-D plot (build time)
 NO_PLOT_FAMILIES = {"transport"}
