@@ -5,7 +5,6 @@ force of the class probabilities sigmoid(z_k) - sigmoid(z_{k-1}), mpmath at 50 d
 differences lose precision, and PRESTO's structure (equal boundary coefficients = proportional odds).
 """
 
-import mpmath
 import numpy as np
 import pytest
 import torch
@@ -39,6 +38,7 @@ def test_cumulative_logit_is_stable_where_the_difference_cancels():
     z = torch.tensor([[40.0, 40.5], [-60.0, -59.0], [3.0, 3.0 + 1e-9]], dtype=torch.float64)
     y = torch.tensor([1, 1, 1])
     got = losskit.cumulative_logit_loss(z, y, reduction="none")
+    mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 50
     for row, v in zip(z.tolist(), got.tolist()):
         a, b = (mpmath.mpf(x) for x in row)
@@ -50,7 +50,7 @@ def test_cumulative_logit_is_stable_where_the_difference_cancels():
 
 
 def test_proportional_odds_matches_statsmodels_ordered_model():
-    from statsmodels.miscmodels.ordinal_model import OrderedModel
+    OrderedModel = pytest.importorskip("statsmodels.miscmodels.ordinal_model").OrderedModel  # the bench extra
 
     rng = np.random.default_rng(1)
     n, p, k = 120, 3, 5
