@@ -40,6 +40,7 @@ from .extend import register, unregister
 from .fused import *  # noqa: F401,F403
 from .optim import *  # noqa: F401,F403
 from .preference import *  # noqa: F401,F403
+from .regression import *  # noqa: F401,F403
 from .regularizers import *  # noqa: F401,F403
 from .representation import *  # noqa: F401,F403
 from .transport import *  # noqa: F401,F403
