@@ -10,6 +10,7 @@ import losskit
 
 AT_COMMIT = "893df5488f93691799f082a70e2521a9dc2ddf2d"
 MDISTILLER_COMMIT = "e8c5bb331e78c9d79a8894ca233caae78531cf7f"
+FITNETS_COMMIT = "c3d390579cc0bf9710db9edf54e23b423872f578"
 
 ORACLES = [
     Oracle(objective="attention_transfer", repo="szagoruyko/attention-transfer",
@@ -22,10 +23,16 @@ ORACLES = [
                        "caller's"),
     Oracle(objective="fitnet_loss", repo="megvii-research/mdistiller",
            path="mdistiller/distillers/FitNet.py (forward_train), mdistiller/distillers/_common.py (ConvReg)",
-           commit=MDISTILLER_COMMIT, agreement="1e-12",
-           differences="mdistiller's loss_feat without its FEAT_WEIGHT factor (the caller's); the ConvReg "
+           commit=MDISTILLER_COMMIT, agreement="1e-12", source="peer",
+           differences="the most used PyTorch implementation (the authors' Pylearn2 cost is compared by relation, "
+                       "next entry). mdistiller's loss_feat without its FEAT_WEIGHT factor (the caller's); the ConvReg "
                        "regressor is passed as regressor= (the Module owns it); the paper's 1/2 ||.||^2 sum is "
                        "D / 2 times the per-sample mean (stated in the docstring)"),
+    Oracle(objective="fitnet_loss", repo="adri-romsor/FitNets", path="costs/HintCost.py (HintCost.expr, MSE branch)",
+           commit=FITNETS_COMMIT, agreement="relation",
+           differences="the authors' Theano/Pylearn2 cost is mean(sum over axis 1 of 0.5 (hint - r(f_s))^2): for "
+                       "(N, C, H, W) maps it is C / 2 times losskit's 'mean', for (N, D) hints D / 2 times; the "
+                       "tanh / sigmoid hint layers' cross-entropy branches are not implemented"),
 ]
 
 
@@ -178,3 +185,23 @@ def test_fitnet_feat_weight_and_linear_hints():
     ft = torch.randn(6, 10, generator=g, dtype=torch.float64)
     torch.testing.assert_close(100.0 * losskit.fitnet_loss(fs, ft), _ref_fitnet_feat_loss(nn.Identity(), fs, ft, 100.0),
                                rtol=1e-12, atol=1e-12)
+
+
+# Port of adri-romsor/FitNets @ c3d39057, costs/HintCost.py HintCost.expr, the MSE branch (Theano -> torch):
+# cost = 0.5*(hint - student_output)**2; cost = T.sum(cost, axis=1); return T.mean(cost)
+def _ref_hint_cost(hint, student_output):
+    cost = 0.5 * (hint - student_output) ** 2
+    cost = torch.sum(cost, dim=1)
+    return torch.mean(cost)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 5, 5), (3, 8)])
+def test_fitnet_relation_to_the_authors_hint_cost(shape):
+    g = _gen(13)
+    fs = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    ft = torch.randn(*shape, generator=g, dtype=torch.float64)
+    ref = _ref_hint_cost(ft, fs)
+    got = losskit.fitnet_loss(fs, ft) * shape[1] / 2
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(_grads(got, (fs,)), _grads(ref, (fs,))):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -55,8 +55,10 @@ def fitnet_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, 
     ``D`` the number of feature entries per sample (``C · H · W``). The paper writes
     ``½ ‖u_h − r(v_g)‖²`` (a sum); losskit takes the mean over the entries, as mdistiller's
     ``F.mse_loss``, so ``reduction='mean'`` is exactly ``F.mse_loss(r(f_s), f_t)`` (the paper's value is
-    ``D / 2`` times the per-sample loss: a constant factor for a layer pair, absorbed in the loss weight;
-    mdistiller's CIFAR weight is 100).
+    ``D / 2`` times the per-sample loss; the authors' Pylearn2 cost, ``adri-romsor/FitNets``
+    ``costs/HintCost.py``, sums ``½ (·)²`` over the channel axis and averages over the batch and the
+    positions: ``C / 2`` times losskit's ``'mean'``. Constant factors for a layer pair, absorbed in the
+    loss weight; mdistiller's CIFAR weight is 100).
 
     **The regressor.** The student's guided layer is usually thinner than the teacher's hint layer, so a
     learnable regressor ``r`` maps it to the teacher's shape (the paper: a convolutional regressor;
