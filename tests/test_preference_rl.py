@@ -191,3 +191,31 @@ def test_xpo_with_alpha_zero_is_online_dpo():
     torch.testing.assert_close(losskit.xpo(pm, rm, pr, rr, wins, alpha=0.5) - losskit.xpo(pm, rm, pr, rr, wins,
                                                                                               alpha=0.0),
                                0.5 * pr.mean())
+
+
+# ------------------------------------------------------------------------- SAPO and GRPO's TRL options
+def test_sapo_on_policy_gradient_is_the_policy_gradient():
+    lp, _, ref, _, mask = _batch(10)
+    adv = torch.randn(B, dtype=torch.float64)
+    old = lp.detach()
+    torch.testing.assert_close(_grad(lambda x: losskit.sapo(x, old, adv, mask), lp),
+                               _grad(lambda x: losskit.grpo(x, old, adv, mask, aggregation="grpo"), lp))
+    # off-policy the gate's slope 4 sigma(1 - sigma) < 1: the gradient shrinks smoothly instead of vanishing
+    far = lp.detach() - 1.5
+    g = _grad(lambda x: losskit.sapo(x, far, adv, mask), lp)
+    assert (g[mask] != 0).all()
+
+
+def test_grpo_sampling_weights_and_entropy_mask_are_identities_at_their_defaults():
+    lp, old, ref, _, mask = _batch(11)
+    adv = torch.randn(B, dtype=torch.float64)
+    base = losskit.grpo(lp, old, adv, mask, ref, beta=0.04)
+    torch.testing.assert_close(losskit.grpo(lp, old, adv, mask, ref, old, beta=0.04), base)
+    ent = torch.rand(B, T, dtype=torch.float64)
+    torch.testing.assert_close(losskit.grpo(lp, old, adv, mask, ref, entropies=ent, beta=0.04), base)
+    with pytest.raises(LossInputError, match="^entropies"):
+        losskit.grpo(lp, old, adv, mask, ref, beta=0.04, top_entropy_quantile=0.2)
+    # q = 0.2 keeps the policy loss of about the top fifth of the tokens: the others contribute only the KL term
+    kept = losskit.grpo(lp, old, adv, mask, None, entropies=ent, aggregation="bnpo", top_entropy_quantile=0.2,
+                        return_metrics=True)[1]["per_token_loss"]
+    assert 0 < (kept[mask] != 0).sum() <= 0.25 * mask.sum() + 1

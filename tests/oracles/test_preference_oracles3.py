@@ -45,6 +45,12 @@ ORACLES = [
            "1e-12", source="peer",
            differences="the Nash-MD authors (Google DeepMind) released no code; TRL's NashMDTrainer loss (padding "
                        "filled with 0): equal (values and gradients)"),
+    Oracle("sapo", TRL, "trl/trainer/grpo_trainer.py (GRPOTrainer._compute_loss, loss_type='sapo')", TRL_C, "1e-12",
+           source="peer",
+           differences="the SAPO authors (Qwen) released no code with arXiv:2511.20347; TRL's sapo branch with its "
+                       "temperatures 1.0 / 1.05 and grpo aggregation: equal; also grpo's sampling_correction (TRL's "
+                       "vllm_importance_sampling_correction, the four modes) and top_entropy_quantile "
+                       "(get_high_entropy_mask, one process) equal TRL's"),
     Oracle("xpo", TRL, "trl/experimental/xpo/xpo_trainer.py (XPOTrainer._compute_losses)", TRL_C, "1e-12",
            source="peer",
            differences="no official code with arXiv:2405.21046; TRL's XPOTrainer loss (sigmoid and ipo): equal"),
@@ -426,3 +432,125 @@ def test_xpo_matches_trl(loss_type, alpha, scale):
         ours(*xs).backward()
         trl(*ys).backward()
         _close(xs[i].grad, ys[i].grad)
+
+
+# ------------------------------------------------------------- SAPO, vLLM importance sampling, entropy masking
+def _ref_trl_high_entropy_mask(entropies, mask, threshold):
+    # huggingface/trl trl/trainer/grpo_trainer.py @ f2cd5771, GRPOTrainer.get_high_entropy_mask (lines 1413-1432),
+    # one process (the gather and its padding are the identity)
+    local = entropies[mask.bool()]  # .float() dropped: float64 throughout
+    if local.numel() == 0:
+        return torch.zeros_like(entropies, dtype=torch.bool)
+    entropy_threshold = torch.quantile(local, threshold)
+    masked_entropies = entropies * mask.float()
+    entropy_mask = masked_entropies >= entropy_threshold
+    return entropy_mask & mask.bool()
+
+
+def _ref_trl_is_ratio(old_per_token_logps, sampling_per_token_logps, mask, mode, clip_min, clip_max):
+    # huggingface/trl trl/trainer/grpo_trainer.py @ f2cd5771, _generate_and_score_completions (lines 2579-2620)
+    per_token_logps_diff = (old_per_token_logps - sampling_per_token_logps) * mask
+    if mode in ["sequence_mask", "sequence_truncate"]:
+        logps_diff = per_token_logps_diff.sum(dim=-1, keepdim=True)
+    else:
+        logps_diff = per_token_logps_diff
+    ratio = torch.exp(logps_diff)
+    if mode in ["sequence_truncate", "token_truncate"]:
+        return torch.clamp(ratio, min=clip_min, max=clip_max)
+    min_val = clip_min if clip_min is not None else -float("inf")
+    max_val = clip_max if clip_max is not None else float("inf")
+    return ratio.masked_fill((ratio < min_val) | (ratio > max_val), value=0.0)
+
+
+def _ref_trl_grpo_loss(per_token_logps, old_per_token_logps, advantages, mask, ref_per_token_logps, *, beta,
+                       loss_type, epsilon_low=0.2, epsilon_high=0.2, tau_pos=1.0, tau_neg=1.05, entropies=None,
+                       top_entropy_quantile=1.0, importance_sampling_ratio=None):
+    # huggingface/trl trl/trainer/grpo_trainer.py @ f2cd5771, GRPOTrainer._compute_loss (lines 3020-3133):
+    # token-level importance, the grpo / bnpo / sapo branches, entropy mask, vLLM importance-sampling weight, k3 KL
+    entropy_mask = (_ref_trl_high_entropy_mask(entropies, mask, 1 - top_entropy_quantile)
+                    if top_entropy_quantile < 1.0 else None)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    coef_1 = torch.exp(per_token_logps - old_per_token_logps)
+    if beta != 0.0:
+        per_token_kl = (torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps)
+                        - 1)
+    if loss_type == "sapo":
+        temperatures = torch.where(advantages > 0, tau_pos, tau_neg)
+        soft_coef_1 = torch.sigmoid(temperatures * (coef_1 - 1)) * 4 / temperatures
+        per_token_loss = -soft_coef_1 * advantages
+    else:
+        coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
+        per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)
+    if entropy_mask is not None:
+        per_token_loss = per_token_loss * entropy_mask
+    if importance_sampling_ratio is not None:
+        per_token_loss = per_token_loss * importance_sampling_ratio
+    if beta != 0.0:
+        per_token_loss = per_token_loss + beta * per_token_kl
+    if loss_type in ["grpo", "sapo"]:
+        return ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)  # bnpo
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+@pytest.mark.parametrize("case", ["plain", "empty_row", "far_off_policy"])
+def test_sapo_matches_trl(beta, case):
+    lp, old, ref, _, mask = _policy_batch(71, spread=2.0 if case == "far_off_policy" else 0.3,
+                                          empty_row=case == "empty_row")
+    adv = torch.randn(lp.shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def trl(x):
+        return _ref_trl_grpo_loss(x, old, adv, mask, ref, beta=beta, loss_type="sapo")
+
+    def ours(x):
+        return losskit.sapo(x, old, adv, mask.bool(), ref, beta=beta)
+
+    _close(ours(lp), trl(lp))
+    _close(_grad(ours, lp), _grad(trl, lp))
+    _close(losskit.grpo(lp, old, adv, mask.bool(), ref, beta=beta, clip="sapo", aggregation="grpo"), trl(lp))
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"])
+@pytest.mark.parametrize("clip_min,clip_max", [(None, 3.0), (0.5, 1.5), (None, None)])
+@pytest.mark.parametrize("loss_type", ["grpo", "sapo", "bnpo"])
+def test_grpo_sampling_correction_matches_trl(mode, clip_min, clip_max, loss_type):
+    if clip_min is None and clip_max is None and mode.endswith("truncate"):
+        pytest.skip("TRL's torch.clamp raises without bounds (losskit: no truncation)")
+    lp, old, ref, _, mask = _policy_batch(72)
+    g = torch.Generator().manual_seed(5)
+    sampling = (old + 0.4 * torch.randn(old.shape, generator=g, dtype=torch.float64)).clamp(max=-1e-3)
+    adv = torch.randn(lp.shape[0], generator=g, dtype=torch.float64)
+    w = _ref_trl_is_ratio(old, sampling, mask, mode, clip_min, clip_max)
+
+    def trl(x):
+        return _ref_trl_grpo_loss(x, old, adv, mask, ref, beta=0.04, loss_type=loss_type, importance_sampling_ratio=w)
+
+    def ours(x):
+        return losskit.grpo(x, old, adv, mask.bool(), ref, sampling, beta=0.04,
+                            aggregation="grpo" if loss_type == "sapo" else loss_type,
+                            clip="sapo" if loss_type == "sapo" else "ppo", sampling_correction=mode,
+                            sampling_clip_min=clip_min, sampling_clip_max=clip_max)
+
+    _close(ours(lp), trl(lp))
+    _close(_grad(ours, lp), _grad(trl, lp))
+
+
+@pytest.mark.parametrize("q", [0.2, 0.5, 0.99])
+@pytest.mark.parametrize("case", ["plain", "empty_row"])
+def test_grpo_top_entropy_mask_matches_trl(q, case):
+    lp, old, ref, _, mask = _policy_batch(73, empty_row=case == "empty_row")
+    g = torch.Generator().manual_seed(6)
+    ent = 3 * torch.rand(lp.shape, generator=g, dtype=torch.float64)
+    adv = torch.randn(lp.shape[0], generator=g, dtype=torch.float64)
+
+    def trl(x):
+        return _ref_trl_grpo_loss(x, old, adv, mask, ref, beta=0.04, loss_type="grpo", entropies=ent,
+                                  top_entropy_quantile=q)
+
+    def ours(x):
+        return losskit.grpo(x, old, adv, mask.bool(), ref, entropies=ent, beta=0.04, aggregation="grpo",
+                            top_entropy_quantile=q)
+
+    _close(ours(lp), trl(lp))
+    _close(_grad(ours, lp), _grad(trl, lp))
