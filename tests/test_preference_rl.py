@@ -219,3 +219,44 @@ def test_grpo_sampling_weights_and_entropy_mask_are_identities_at_their_defaults
     kept = losskit.grpo(lp, old, adv, mask, None, entropies=ent, aggregation="bnpo", top_entropy_quantile=0.2,
                         return_metrics=True)[1]["per_token_loss"]
     assert 0 < (kept[mask] != 0).sum() <= 0.25 * mask.sum() + 1
+
+
+# ------------------------------------------------------------------------------------------------ WPO, TPO
+def test_wpo_weights_and_head():
+    from losskit.preference import wpo_weights
+
+    g = torch.Generator().manual_seed(12)
+    logits = torch.randn(4, 5, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 6, (4, 5), generator=g)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    mask[2] = False
+    p = logits.softmax(-1)
+    ratio = p.gather(-1, labels[..., None]).squeeze(-1) / (p ** 2).sum(-1)
+    want = torch.exp((torch.log(ratio) * mask).sum(-1) / mask.sum(-1).clamp_min(1))
+    torch.testing.assert_close(wpo_weights(logits, labels, mask), want)
+    torch.testing.assert_close(wpo_weights(logits, labels, mask, chunk_rows=3), want)
+    assert wpo_weights(logits, labels, mask)[2] == 1  # an empty completion weighs 1
+    # uniform weights 1: DPO
+    pc, pr, rc, rr = (-3 * torch.rand(4, B, generator=g, dtype=torch.float64)).unbind()
+    one = torch.ones(B, dtype=torch.float64)
+    torch.testing.assert_close(losskit.wpo(pc, pr, rc, rr, one, one), losskit.dpo(pc, pr, rc, rr))
+    w = torch.rand(B, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(losskit.wpo(pc, pr, rc, rr, w, one, reduction="none"),
+                               w * losskit.dpo(pc, pr, rc, rr, reduction="none"))
+    with pytest.raises(LossInputError, match="^chosen_weights"):
+        losskit.wpo(pc, pr, rc, rr)
+
+
+def test_tpo_links():
+    g = torch.Generator().manual_seed(13)
+    pc, pr = (-3 * torch.rand(2, B, generator=g, dtype=torch.float64)).unbind()
+    nll = torch.rand(B, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(losskit.tpo(pc, pr, gold_nll=nll, beta=0.1, alpha=0.5),
+                               losskit.cpo(pc, pr, beta=0.1, alpha=0.5, chosen_nll=nll))
+    torch.testing.assert_close(losskit.tpo(pc, pr, alpha=0.0, link="tpo-l", beta=0.1, gamma=0.3),
+                               losskit.simpo(pc, pr, beta=0.1, gamma=0.3))
+    with pytest.raises(LossInputError, match="^gold_nll"):
+        losskit.tpo(pc, pr)
+    with pytest.raises(LossInputError, match="^ref_chosen_logps"):
+        losskit.tpo(pc, pr, pc, pr, gold_nll=nll)

@@ -51,6 +51,14 @@ ORACLES = [
                        "temperatures 1.0 / 1.05 and grpo aggregation: equal; also grpo's sampling_correction (TRL's "
                        "vllm_importance_sampling_correction, the four modes) and top_entropy_quantile "
                        "(get_high_entropy_mask, one process) equal TRL's"),
+    Oracle("wpo", TRL, "trl/trainer/dpo_trainer.py (DPOTrainer._compute_loss, use_weighting=True)", TRL_C, "1e-12",
+           source="peer",
+           differences="the authors' release is not ported (TRL is the reference); TRL's use_weighting (eq. 2, sampled "
+                       "alignment) with the sigmoid loss, weights from wpo_weights: equal (values and gradients)"),
+    Oracle("tpo", TRL, "trl/experimental/tpo/tpo_trainer.py (TPOTrainer._compute_loss)", TRL_C, "1e-12",
+           source="peer",
+           differences="the authors' release is not ported (TRL is the reference); TRL's TPOTrainer (sigmoid, hinge, ipo, "
+                       "tpo-l; the gold NLL averaged over the batch's gold tokens with gold_lengths): equal"),
     Oracle("xpo", TRL, "trl/experimental/xpo/xpo_trainer.py (XPOTrainer._compute_losses)", TRL_C, "1e-12",
            source="peer",
            differences="no official code with arXiv:2405.21046; TRL's XPOTrainer loss (sigmoid and ipo): equal"),
@@ -554,3 +562,116 @@ def test_grpo_top_entropy_mask_matches_trl(q, case):
 
     _close(ours(lp), trl(lp))
     _close(_grad(ours, lp), _grad(trl, lp))
+
+
+# ------------------------------------------------------------------------------------------------ WPO, TPO
+def _selective_log_softmax(logits, index):
+    return torch.gather(logits.log_softmax(-1), dim=-1, index=index.unsqueeze(-1)).squeeze(-1)
+
+
+def _ref_trl_wpo(shift_logits, shift_labels, shift_completion_mask, ref_shift_logits, beta):
+    # huggingface/trl trl/trainer/dpo_trainer.py @ f2cd5771, DPOTrainer._compute_loss: per-token log-probs and
+    # sums (lines 1347-1362, 1385-1398, reverse KL), the sigmoid loss (lines 1434-1435) and use_weighting
+    # (lines 1565-1578); the batch is [chosen, rejected]
+    per_token_logps = _selective_log_softmax(shift_logits, shift_labels)
+    per_token_logps[shift_completion_mask == 0] = 0.0
+    chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
+    ref_per_token_logps = _selective_log_softmax(ref_shift_logits, shift_labels)
+    ref_per_token_logps[shift_completion_mask == 0] = 0.0
+    ref_chosen_logps, ref_rejected_logps = ref_per_token_logps.sum(dim=1).chunk(2, dim=0)
+    delta_score = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+    per_sequence_loss = -F.logsigmoid(beta * delta_score)
+    completion_lengths = shift_completion_mask.sum(dim=1).clamp_min(1)
+    with torch.no_grad():
+        lse1 = torch.logsumexp(shift_logits, dim=-1)
+        lse2 = torch.logsumexp(2.0 * shift_logits, dim=-1)
+        log_denom = lse2 - 2.0 * lse1
+        aligned_logps = (per_token_logps - log_denom) * shift_completion_mask
+    mean_logps = aligned_logps.sum(dim=1) / completion_lengths
+    weights = torch.exp(mean_logps)
+    chosen_weights, rejected_weights = weights.chunk(2, dim=0)
+    per_sequence_loss *= chosen_weights * rejected_weights
+    return per_sequence_loss.mean()
+
+
+@pytest.mark.parametrize("scale", [1.0, 5.0])
+@pytest.mark.parametrize("empty", [False, True])
+def test_wpo_matches_trl(scale, empty):
+    g = torch.Generator().manual_seed(81)
+    b, t, v = 4, 6, 9
+    logits = scale * torch.randn(2 * b, t, v, generator=g, dtype=torch.float64)
+    ref_logits = scale * torch.randn(2 * b, t, v, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, v, (2 * b, t), generator=g)
+    mask = (torch.arange(t)[None] < torch.randint(1, t + 1, (2 * b,), generator=g)[:, None]).long()
+    if empty:
+        mask[0] = 0
+    from losskit.preference import sequence_scores, token_logprobs, wpo_weights
+
+    def ours(z):
+        lp = sequence_scores(token_logprobs(z, labels, mask.bool()).logps, mask.bool())
+        with torch.no_grad():
+            ref = sequence_scores(token_logprobs(ref_logits, labels, mask.bool()).logps, mask.bool())
+        w = wpo_weights(z, labels, mask.bool(), chunk_rows=5)
+        pc, pr = lp.chunk(2)
+        rc, rr = ref.chunk(2)
+        wc, wr = w.chunk(2)
+        return losskit.wpo(pc, pr, rc, rr, wc, wr, beta=0.1)
+
+    def trl(z):
+        return _ref_trl_wpo(z, labels, mask, ref_logits, 0.1)
+
+    _close(ours(logits), trl(logits))
+    _close(_grad(ours, logits), _grad(trl, logits))
+
+
+def _ref_trl_tpo(chosen_logps, rejected_logps, ref_logits, ref_labels, ref_mask, beta, loss_type, label_smoothing,
+                 tpo_l_gamma, tpo_alpha):
+    # huggingface/trl trl/experimental/tpo/tpo_trainer.py @ f2cd5771, TPOTrainer._compute_loss (lines 661-702), on
+    # the per-sequence scores of lines 643-659 (summed, or length-normalised for ipo / tpo-l: passed in)
+    delta_score = chosen_logps - rejected_logps
+    if loss_type == "sigmoid":
+        per_sequence_loss = (-F.logsigmoid(beta * delta_score) * (1 - label_smoothing)
+                             - F.logsigmoid(-beta * delta_score) * label_smoothing)
+    elif loss_type == "hinge":
+        per_sequence_loss = torch.relu(1 - beta * delta_score)
+    elif loss_type == "ipo":
+        per_sequence_loss = (delta_score - 1 / (2 * beta)) ** 2
+    else:  # tpo-l
+        gamma_logratios = tpo_l_gamma / beta
+        shifted_delta = delta_score - gamma_logratios
+        per_sequence_loss = (-F.logsigmoid(beta * shifted_delta) * (1 - label_smoothing)
+                             - F.logsigmoid(-beta * shifted_delta) * label_smoothing)
+    loss = per_sequence_loss.mean()
+    ref_mask = ref_mask.bool()
+    nll_loss = F.cross_entropy(ref_logits[ref_mask], ref_labels[ref_mask])
+    return loss + tpo_alpha * nll_loss
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo", "tpo-l"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_tpo_matches_trl(loss_type, label_smoothing):
+    if loss_type in ("hinge", "ipo") and label_smoothing:
+        pytest.skip("label smoothing applies to the logistic links only")
+    g = torch.Generator().manual_seed(82)
+    b, t, v = 5, 6, 7
+    pc, pr = (-3 * torch.rand(2, b, generator=g, dtype=torch.float64)).unbind()
+    ref_logits = torch.randn(b, t, v, generator=g, dtype=torch.float64)
+    ref_labels = torch.randint(0, v, (b, t), generator=g)
+    ref_mask = torch.arange(t)[None] < torch.randint(1, t + 1, (b,), generator=g)[:, None]
+    from losskit.preference import token_logprobs
+
+    def nll(z):
+        return -(token_logprobs(z, ref_labels, ref_mask).logps.sum(-1))
+
+    beta, alpha = 0.5, 0.7
+
+    def ours(x, z):
+        return losskit.tpo(x, pr, gold_nll=nll(z), gold_lengths=ref_mask.sum(-1), beta=beta, alpha=alpha,
+                           link=loss_type, gamma=0.5, label_smoothing=label_smoothing)
+
+    def trl(x, z):
+        return _ref_trl_tpo(x, pr, z, ref_labels, ref_mask, beta, loss_type, label_smoothing, 0.5, alpha)
+
+    _close(ours(pc, ref_logits), trl(pc, ref_logits))
+    _close(_grad(lambda x: ours(x, ref_logits), pc), _grad(lambda x: trl(x, ref_logits), pc))
+    _close(_grad(lambda z: ours(pc, z), ref_logits), _grad(lambda z: trl(pc, z), ref_logits))
