@@ -3,8 +3,8 @@
 GRPO's family differs in three places, each a parameter here:
 
 * the ratio: per token ``r_t = pi/pi_old`` or GSPO's sequence ratio ``s_i = exp(mean_t log r_t)``;
-* the clip: PPO's ``min(r A, clip(r, 1-eps, 1+eps_high) A)``, dual-clip (bounded for A < 0), or CISPO's
-  clipped, stopped importance weight times ``log pi``;
+* the clip: PPO's ``min(r A, clip(r, 1-eps, 1+eps_high) A)``, dual-clip (bounded for A < 0), CISPO's
+  clipped, stopped importance weight times ``log pi``, or SAPO's soft gate ``(4/tau) sigmoid(tau (r - 1)) A``;
 * the aggregation of token losses ``l_it`` into one number (the one most often wrong in practice):
 
   =========== =================================================== ===============================
