@@ -191,3 +191,18 @@ def test_srat_separation_term_vanishes_for_separated_features():
     logits = torch.zeros(4, 2, dtype=torch.float64)
     with_sep = srat(logits, y, h, lam=1.0, margin=1.0, reduction="none")
     torch.testing.assert_close(with_sep, torch.full((4,), np.log(2), dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------------------------ arena
+def test_arena_adversarial_task_tiny():
+    from losskit.arena import get_task
+
+    t = get_task("adversarial")
+    cfg = t.config({"epochs": 2, "eval_every": 1, "eval_steps": 3})
+    names = {c.objective for c in t.candidates()}
+    assert {"cross_entropy", "doubly_robust_at", "weat", "srat"} <= names
+    for c in t.candidates()[::2]:
+        res = t.run(c, 0, cfg)
+        assert set(res.metrics) == {"robust_accuracy", "accuracy"}
+        assert 0 <= res.metrics["robust_accuracy"] <= res.metrics["accuracy"] + 0.05 <= 1.05
+        assert len(res.curve) == 2
