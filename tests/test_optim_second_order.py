@@ -254,3 +254,20 @@ def test_registry_entries():
     assert get_optimizer("mfac").cls is MFAC and get_optimizer("mfac").paper.arxiv == "2107.03356"
     assert get_optimizer("uba").cls is UBA and issubclass(UBA, torch.optim.lr_scheduler.LRScheduler)
     assert get_optimizer("sso").cls is SSO and get_optimizer("normalized_lr_gd").cls is NormalizedGD
+
+
+# ------------------------------------------------------------------------------------------- ParetoDA
+def test_pareto_da_directions_align_with_the_preference_and_descend():
+    from losskit.optim import pareto_da_weights
+
+    g = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.5, 0.2, 1.0]], dtype=torch.float64)
+    pref = torch.tensor([0.2, 1.0, -0.1], dtype=torch.float64)
+    a_bal = pareto_da_weights(g, pref, val_loss=1.0)
+    d = g.T @ a_bal
+    assert a_bal.sum().item() == pytest.approx(1.0) and (a_bal >= 0).all()
+    assert d @ pref >= max((row @ pref).item() for row in g) - 1e-9 or (g @ d >= -1e-9).all()
+    assert (g @ d)[1] >= -1e-12  # the most aligned objective is not increased
+    a_dom = pareto_da_weights(g, pref, val_loss=0.0)
+    assert (g @ (g.T @ a_dom) >= -1e-9).all()  # a common descent direction for every objective
+    with pytest.raises(ValueError):
+        pareto_da_weights(g, pref[:2], val_loss=1.0)

@@ -209,3 +209,64 @@ def test_sso_surrogate_is_the_authors_up_to_scale_and_shares_its_minimiser(eta_a
         model.zero_grad()
         fn().backward()
         assert model.weight.grad.abs().max().item() < 1e-12
+
+
+# ---------------------------------------------------------------------------- ParetoDA (authors' LP)
+def _epo_lp_program(G, G_val, loss_val, eps=1e-3, relax=False):
+    """BIT-DA/ParetoDA tools/epo_lp_dna.py @ 6691766010f415a48ef32d8bbcc526f8410f4006, EPO_LP.get_alpha:
+    the program it hands to cvxpy (objective vector and constraint rows), written out as functions of alpha
+    (cvxpy/GLPK are not installed here: the test maximises over a fine grid of the simplex instead)."""
+    import numpy as np
+
+    C = G @ G.T
+    Ca = G @ G_val
+    rl = np.mean(G * G_val, axis=1)
+    if loss_val > eps:
+        J = Ca > 0
+        if len(np.where(J)[0]) > 0:
+            J_star_idx = np.where(rl == np.max(rl))[0]
+            rhs = Ca.copy()
+            rhs[J] = -np.inf
+            rhs[J_star_idx] = 0
+        else:
+            rhs = np.zeros_like(Ca)
+        return (lambda a: a @ Ca), (lambda a: bool(np.all(C @ a >= rhs - 1e-9)))
+    extra = (lambda a: True) if relax else (lambda a: a @ Ca >= -max(-np.max(Ca), 0) - 1e-9)
+    return (lambda a: np.sum(a @ C)), (lambda a: bool(np.all(C @ a >= -1e-9)) and extra(a))
+
+
+def _simplex_grid(step=300):
+    import numpy as np
+
+    pts = [(i, j, step - i - j) for i in range(step + 1) for j in range(step + 1 - i)]
+    return np.array(pts, dtype=float) / step
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_pareto_da_weights_solve_the_authors_program(case):
+    import numpy as np
+
+    from losskit.optim import pareto_da_weights
+
+    gen = torch.Generator().manual_seed(case)
+    G = torch.randn(3, 7, generator=gen, dtype=torch.float64)
+    g_val = torch.randn(7, generator=gen, dtype=torch.float64)
+    if case == 4:  # no objective aligned with the preference
+        g_val = -(G.sum(0))
+    loss_val = 0.5 if case % 2 == 0 else 1e-4  # balance and dominance modes
+    relax = case == 5
+    obj, feasible = _epo_lp_program(G.numpy(), g_val.numpy(), loss_val, relax=relax)
+    try:
+        alpha = pareto_da_weights(G, g_val, loss_val, relax=relax).numpy()
+    except RuntimeError:
+        alpha = None
+    grid = [a for a in _simplex_grid() if feasible(a)]
+    if alpha is None:
+        assert not grid, "losskit found the program infeasible, the grid did not"
+        return
+    assert alpha.min() >= 0 and abs(alpha.sum() - 1) < 1e-12 and feasible(alpha)
+    best = max(obj(a) for a in grid) if grid else -np.inf
+    assert obj(alpha) >= best - 1e-9  # at least as good as every feasible grid point
+    # and the grid's best is within its resolution of the LP optimum
+    lip = np.abs(G.numpy() @ G.numpy().T).sum() + np.abs(G.numpy() @ g_val.numpy()).sum()
+    assert obj(alpha) <= best + lip * 2 / 300

@@ -1,5 +1,6 @@
 """Family F (optimisers): Lion, Lion-K, ⊥Grad, the extragradient step, M-FAC, SSO, normalised LR+GD,
-the UBA learning-rate schedule; and the optimiser registry.
+the UBA learning-rate schedule, ParetoDA's
+gradient-combination weights; and the optimiser registry.
 
 Optimisers are a registry kind of their own: :func:`list_optimizers` / :func:`get_optimizer`.
 """
@@ -13,11 +14,12 @@ from .extragradient import extragradient_step
 from .lion import K_GRADIENTS, Lion, LionK, huber_grad, lp_grad
 from .mfac import MFAC, SlidingFisherInverse
 from .orthograd import OrthoGrad, orthogonalize_gradients
+from .pareto import pareto_da_weights
 from .surrogate import SSO, NormalizedGD
 from .uba import UBA, uba_factor
 
 __all__ = ["Lion", "LionK", "OrthoGrad", "orthogonalize_gradients", "K_GRADIENTS", "huber_grad", "lp_grad",
-           "extragradient_step", "MFAC", "SlidingFisherInverse", "SSO", "NormalizedGD", "UBA", "uba_factor",
+           "extragradient_step", "MFAC", "SlidingFisherInverse", "SSO", "NormalizedGD", "UBA", "uba_factor", "pareto_da_weights",
            "OptimizerEntry", "list_optimizers", "get_optimizer"]
 
 
@@ -52,6 +54,10 @@ _OPTIMIZERS = {
         OptimizerEntry("uba", UBA, Paper("Stepsize anything: A unified learning rate schedule for budgeted-iteration "
                                          "training", 2025, "2505.24452", "Tang, Dong, Zeng, Zhou, Lin"),
                        "learning-rate schedule (an LRScheduler) for a fixed iteration budget"),
+        OptimizerEntry("pareto_da", pareto_da_weights,
+                       Paper("Pareto Domain Adaptation", 2021, "2112.04137",
+                             "Lv, Liang, Gong, Li, Liu, Li, Liu, Wang"),
+                       "a function: gradient-combination weights (an LP) steered by a held-out target gradient"),
     )
 }
 
