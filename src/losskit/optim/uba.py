@@ -10,6 +10,10 @@ at its middle (c = 1) and ``eta_min`` at its end (c = 0). ``phi`` is the schedul
 ``phi = 2`` is cosine annealing, smaller ``phi`` keeps the rate high longer, larger ``phi`` decays it
 sooner (the paper ties ``phi`` to the landscape's condition number).
 
+No code of the authors was found; the formula is the paper's as we read it (an independent
+implementation in the public code index writes the same expression). The tests check it at the phase
+boundaries and middles, step by step, and its ``phi = 2`` case against ``CosineAnnealingLR``.
+
 Paper: Tang, Dong, Zeng, Zhou, Lin, "Stepsize anything: A unified learning rate schedule for
 budgeted-iteration training", NeurIPS 2025, arXiv:2505.24452.
 """
