@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from scipy.optimize import minimize
 
 import losskit
-from losskit.adversarial import doubly_robust_at, dro_weights, energy, pgd, srat, weat, weat_weights
+from losskit.adversarial import doubly_robust_at, dro_weights, logit_energy, pgd, srat, weat, weat_weights
 
 
 def _model(seed=0, d=6, k=3, dropout=True):
@@ -151,7 +151,7 @@ def test_weat_weights_are_detached_and_low_for_high_energy_magnitude():
     nat = torch.tensor([[0.0, 0.0], [20.0, 0.0], [-20.0, -20.0]], dtype=torch.float64, requires_grad=True)
     w = weat_weights(nat)
     assert not w.requires_grad
-    e = energy(nat.detach())
+    e = logit_energy(nat.detach())
     assert torch.argmin(w) == torch.argmax(e.abs())
     adv = nat.detach() + 0.5
     y = torch.tensor([0, 1, 0])

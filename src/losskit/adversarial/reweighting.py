@@ -17,7 +17,7 @@ from .._core.validate import check_batch, check_floating, check_labels, check_sa
 from ..ops.pairwise import safe_sqrt, sq_dist
 from ._inputs import ADV_FEATURES, LOSSES, NAT_ADV, adv_features_example, losses_example, nat_adv_example
 
-__all__ = ["dro_weights", "doubly_robust_at", "DoublyRobustATLoss", "energy", "weat_weights", "weat", "WEATLoss",
+__all__ = ["dro_weights", "doubly_robust_at", "DoublyRobustATLoss", "logit_energy", "weat_weights", "weat", "WEATLoss",
            "srat", "SRATLoss"]
 
 FAMILY = "adversarial"
@@ -82,14 +82,14 @@ DoublyRobustATLoss = doubly_robust_at.Module
 
 
 # ------------------------------------------------------------------------------------------- WEAT
-def energy(logits: torch.Tensor) -> torch.Tensor:
+def logit_energy(logits: torch.Tensor) -> torch.Tensor:
     """The energy of each input under the classifier read as an energy-based model: ``-logsumexp(logits, 1)``."""
     return -torch.logsumexp(logits, 1)
 
 
 def weat_weights(nat_logits: torch.Tensor) -> torch.Tensor:
     """WEAT's sample weights ``1 / log(1 + exp(|E(x)|))`` from the natural inputs' energies (detached)."""
-    return 1.0 / F.softplus(energy(nat_logits.detach()).abs())
+    return 1.0 / F.softplus(logit_energy(nat_logits.detach()).abs())
 
 
 def _two_logits(nat_logits, adv_logits, target):
