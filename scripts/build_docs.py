@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 
 #: registry family -> the hand-written guide in docs/ (where there is one)
-GUIDES = {"classification": "classification.md", "distillation": "distillation.md",
+GUIDES = {"adversarial": "adversarial.md", "classification": "classification.md", "distillation": "distillation.md",
           "detection": "detection.md", "divergence": "divergences.md", "fused": "fused.md", "preference": "preference.md",
           "regression": "regression.md", "representation": "representation.md", "transport": "transport.md"}
 

@@ -48,7 +48,7 @@ def test_python_list_accepts_family_aliases_and_refuses_unknown():
         losskit.list(family="regularizer") != []
     with pytest.raises(ValueError, match="unknown family 'divergencez'.*did you mean 'divergence'.*transport"):
         losskit.list(family="divergencez")
-    with pytest.raises(ValueError, match="families: classification"):
+    with pytest.raises(ValueError, match="families: adversarial, classification"):
         losskit.objectives("nope")
 
 

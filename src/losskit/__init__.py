@@ -33,6 +33,7 @@ from ._core import (
     validation_enabled,
 )
 from ._core import list_objectives as list  # noqa: A001  (losskit.list(), as the docs promise)
+from .adversarial import *  # noqa: F401,F403
 from .classification import *  # noqa: F401,F403
 from .detection import *  # noqa: F401,F403
 from .distillation import *  # noqa: F401,F403

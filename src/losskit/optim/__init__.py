@@ -1,4 +1,6 @@
-"""Family F (optimisers): Lion, Lion-K, ⊥Grad, the extragradient step; and the optimiser registry.
+"""Family F (optimisers): Lion, Lion-K, ⊥Grad, the extragradient step, M-FAC, SSO, normalised LR+GD,
+the UBA learning-rate schedule, ParetoDA's
+gradient-combination weights; and the optimiser registry.
 
 Optimisers are a registry kind of their own: :func:`list_optimizers` / :func:`get_optimizer`.
 """
@@ -10,10 +12,15 @@ from dataclasses import dataclass
 from .._core import Paper
 from .extragradient import extragradient_step
 from .lion import K_GRADIENTS, Lion, LionK, huber_grad, lp_grad
+from .mfac import MFAC, SlidingFisherInverse
 from .orthograd import OrthoGrad, orthogonalize_gradients
+from .pareto import pareto_da_weights
+from .surrogate import SSO, NormalizedGD
+from .uba import UBA, uba_factor
 
 __all__ = ["Lion", "LionK", "OrthoGrad", "orthogonalize_gradients", "K_GRADIENTS", "huber_grad", "lp_grad",
-           "extragradient_step", "OptimizerEntry", "list_optimizers", "get_optimizer"]
+           "extragradient_step", "MFAC", "SlidingFisherInverse", "SSO", "NormalizedGD", "UBA", "uba_factor", "pareto_da_weights",
+           "OptimizerEntry", "list_optimizers", "get_optimizer"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,23 @@ _OPTIMIZERS = {
         OptimizerEntry("orthograd", OrthoGrad, Paper("Grokking at the Edge of Numerical Stability", 2025,
                                                      "2501.04697", "Prieto, Barsbey, Mediano, Birdal"),
                        "wrapper: gradient orthogonal to the weights, norm kept"),
+        OptimizerEntry("mfac", MFAC, Paper("M-FAC: Efficient Matrix-Free Approximations of Second-Order Information",
+                                           2021, "2107.03356", "Frantar, Kurtic, Alistarh"),
+                       "preconditioned SGD: inverse empirical Fisher over a sliding window of gradients"),
+        OptimizerEntry("sso", SSO, Paper("Target-based Surrogates for Stochastic Optimization", 2023, "2302.02607",
+                                         "Lavington, Vaswani, Babanezhad, Schmidt, Le Roux"),
+                       "wrapper: inner steps on a target-space surrogate per (expensive) loss gradient"),
+        OptimizerEntry("normalized_lr_gd", NormalizedGD,
+                       Paper("From Logistic Regression to the Perceptron Algorithm: Exploring Gradient Descent "
+                             "with Large Step Sizes", 2024, "2412.08424", "Tyurin"),
+                       "gradient step divided by the current loss"),
+        OptimizerEntry("uba", UBA, Paper("Stepsize anything: A unified learning rate schedule for budgeted-iteration "
+                                         "training", 2025, "2505.24452", "Tang, Dong, Zeng, Zhou, Lin"),
+                       "learning-rate schedule (an LRScheduler) for a fixed iteration budget"),
+        OptimizerEntry("pareto_da", pareto_da_weights,
+                       Paper("Pareto Domain Adaptation", 2021, "2112.04137",
+                             "Lv, Liang, Gong, Li, Liu, Li, Liu, Wang"),
+                       "a function: gradient-combination weights (an LP) steered by a held-out target gradient"),
     )
 }
 

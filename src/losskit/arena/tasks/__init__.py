@@ -11,6 +11,7 @@ not import them.
 from __future__ import annotations
 
 from ..task import register_task
+from .adversarial import Adversarial
 from .distillation import Distillation
 from .imbalanced import Imbalanced
 from .noisy_labels import NoisyLabels
@@ -19,10 +20,11 @@ from .representation import Representation
 from .transport import Transport
 
 __all__ = ["BUILTIN", "DEFAULT_SUITE", "NoisyLabels", "Imbalanced", "Distillation", "Representation",
-           "Preference", "Transport"]
+           "Preference", "Transport", "Adversarial"]
 
 #: The built-in tasks, in the order ``losskit arena list`` shows them.
-BUILTIN: tuple[type, ...] = (NoisyLabels, Imbalanced, Distillation, Representation, Preference, Transport)
+BUILTIN: tuple[type, ...] = (NoisyLabels, Imbalanced, Distillation, Representation, Preference, Transport,
+                             Adversarial)
 
 #: The tasks ``losskit arena`` (no task named) runs, with their quick candidates and settings.
 DEFAULT_SUITE: tuple[str, ...] = ("noisy_labels", "imbalanced", "distillation", "representation",

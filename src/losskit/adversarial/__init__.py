@@ -1,0 +1,9 @@
+"""Adversarial training: the PGD attack helper and instance-reweighted adversarial-training objectives
+(doubly robust KL-DRO weights, WEAT's energy weights, SRAT's separable re-weighting)."""
+
+from .attacks import *  # noqa: F401,F403
+from .attacks import __all__ as _attacks
+from .reweighting import *  # noqa: F401,F403
+from .reweighting import __all__ as _reweighting
+
+__all__ = [*_attacks, *_reweighting]
