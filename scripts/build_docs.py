@@ -502,7 +502,9 @@ def _build(plots: bool) -> Site:
 
 
 def _all_page(objs) -> str:
-    lines = ["# Objectives", "", f"{len(objs)} registered objectives (`losskit.list()`), one page each.", "",
+    lines = ["# Objectives", "", f"{len(objs)} registered objectives (`losskit.list()`), one page each. "
+             "Which seed papers they implement, and why the others are not here: "
+             "[coverage](../coverage.md).", "",
              "| objective | family | summary |", "|---|---|---|"]
     for o in sorted(objs, key=lambda o: o.name):
         lines.append(f"| [`{o.name}`]({o.family}/{o.name}.md) | [{o.family}]({o.family}/index.md) | "
