@@ -84,7 +84,10 @@ def _consistency(pred, target, sigma, sigma_next, metric, c, weighting, sample_w
     cc = pseudo_huber_c(diff.shape[1]) if c is None else float(c)
     sq = (diff * diff).sum(-1)
     if metric == "pseudo_huber":
-        per = torch.sqrt(sq + cc * cc) - cc
+        # sqrt(sq + c^2) - c without cancellation (sq << c^2); an overflowed sq stays +inf, without NaN
+        big = torch.isinf(sq)
+        safe = torch.where(big, torch.zeros_like(sq), sq)
+        per = torch.where(big, sq, safe / (torch.sqrt(safe + cc * cc) + cc))
     elif metric == "cauchy":
         per = torch.log1p(sq / (2 * cc * cc))
     else:
