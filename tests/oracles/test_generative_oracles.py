@@ -22,6 +22,7 @@ FM_COMMIT = "11568d37f8d5a080e12aa7b5305d9c35ae07d136"  # facebookresearch/flow_
 KINYUGO_COMMIT = "07683cc10e854dabbe9e86fd79784a1f9d38f15a"  # Kinyugo/consistency_models
 PFGMPP_COMMIT = "140465e2b6a9cae99257024bd3f9cebf6020512f"  # Newbeeer/pfgmpp
 SLCT_COMMIT = "3f750d7c7fb2c727aeca54c33736f01ace713d16"  # quandao10/sLCT (README only)
+FASTGEN_COMMIT = "34f30e8ff1a563555fc0c7d59f1c1409dacd8af2"  # NVlabs/FastGen
 
 ORACLES = [
     Oracle(objective="flow_matching_loss", repo="facebookresearch/flow_matching",
@@ -57,6 +58,21 @@ ORACLES = [
                        "r sqrt(b / (1 - b)), b ~ Beta(N/2, D/2), times a uniform direction with NumPy; losskit's "
                        "pfgmpp_perturbation draws the same law as sigma sqrt(D) g / ||h|| (normal draws only, for "
                        "a torch generator): the identity is asserted on shared draws, the law by a KS test."),
+    Oracle(objective="f_distill_loss", repo="NVlabs/FastGen",
+           path="fastgen/methods/distribution_matching/f_distill.py (all_f_div_weighting_function, "
+                "FdistillModel._get_f_div_weighting_h); fastgen/methods/common_loss.py "
+                "(variational_score_distillation_loss)", commit=FASTGEN_COMMIT, agreement="relation",
+           differences="NVIDIA's distillation library led by two of the paper's authors (Nie, Vahdat), with "
+                       "f-distill. It works in x0-predictions on the clean generated sample with DMD's normaliser "
+                       "w = 1/(mean|gen - teacher_x0| + 1e-6) and returns 1/2 mse(gen, sg(gen - w h (fake_x0 - "
+                       "teacher_x0))), a mean over all B x d entries; its weighting table omits constant factors "
+                       "(js r/(1+r), sh sqrt(r), neyman 1/r: losskit's generators give 1/2, 1/2, 2 times these) "
+                       "and always divides h by (its batch mean + 1e-6). Relation asserted (1e-6, the epsilon): "
+                       "with normalize=True, x_t = gen, scores = the x0-predictions and sample_weight = w, the "
+                       "gradient of losskit's 'sum' is B d times the library's, for rkl, kl, js, sh, neyman, jf "
+                       "(the time-binned EMA ratio normalisation and the ratio clamps are the training loop's). The "
+                       "library's rkl weighting returns a 0-d tensor, on which its h.sum() / len(h) raises "
+                       "TypeError; the port expands it to the batch."),
 ]
 
 
@@ -241,3 +257,46 @@ def test_pfgmpp_against_the_authors():
     h2 = gaussian.square().sum(1) * (1 - torch.from_numpy(beta)) / torch.from_numpy(beta)
     ours_n = (sigma * math.sqrt(D) / h2.sqrt())[:, None] * gaussian
     torch.testing.assert_close(ours_n.view_as(images), y - images, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ NVlabs/FastGen
+FASTGEN_H = {
+    "rkl": lambda r: torch.tensor(1, dtype=r.dtype, device=r.device),
+    "kl": lambda r: r,
+    "js": lambda r: 1 - 1 / (1 + r),
+    "neyman": lambda r: 1 / torch.clamp(r, min=1e-8),
+    "sh": lambda r: r ** 0.5,
+    "jf": lambda r: 1 + r,
+}
+LOSSKIT_NAME = {"rkl": "reverse_kl", "kl": "kl", "js": "js", "neyman": "neyman", "sh": "hellinger", "jf": "jeffreys"}
+
+
+def fastgen_f_distill(gen_data, teacher_x0, fake_score_x0, fake_logits, f_div):
+    """_get_f_div_weighting_h (ratio_normalization=False, single process) then
+    variational_score_distillation_loss(..., additional_scale=h)."""
+    ratio = torch.exp(torch.clamp(fake_logits.mean(dim=1), min=-10.0, max=10.0)).detach()
+    h = FASTGEN_H[f_div](ratio).expand_as(ratio)  # rkl's is 0-d: len(h) below raises in the library itself
+    h = h / (h.sum() / len(h) + 1e-6)
+    dims = tuple(range(1, teacher_x0.ndim))
+    with torch.no_grad():
+        w = 1 / ((gen_data - teacher_x0).abs().mean(dim=dims, keepdim=True) + 1e-6)
+        w = w * h.reshape(-1, *([1] * (gen_data.ndim - 1)))
+        pseudo_target = gen_data - (fake_score_x0 - teacher_x0) * w
+    return 0.5 * torch.nn.functional.mse_loss(gen_data, pseudo_target, reduction="mean")
+
+
+def test_f_distill_against_fastgen():
+    g = torch.Generator().manual_seed(9)
+    B, shape = 6, (3, 4, 4)
+    gen = torch.randn(B, *shape, generator=g, dtype=torch.float64)
+    teacher = gen + 0.3 * torch.randn(B, *shape, generator=g, dtype=torch.float64)
+    fake = gen + 0.3 * torch.randn(B, *shape, generator=g, dtype=torch.float64)
+    logits = torch.randn(B, 1, generator=g, dtype=torch.float64)
+    w = 1 / ((gen - teacher).abs().flatten(1).mean(1) + 1e-6)
+    for f_div, name in LOSSKIT_NAME.items():
+        ref_x = gen.clone().requires_grad_(True)
+        fastgen_f_distill(ref_x, teacher, fake, logits, f_div).backward()
+        x = gen.clone().requires_grad_(True)
+        losskit.f_distill_loss(x, teacher, fake, logits.mean(1), divergence=name, normalize=True, sample_weight=w,
+                               reduction="sum").backward()
+        torch.testing.assert_close(x.grad / gen.numel(), ref_x.grad, rtol=1e-5, atol=1e-12)

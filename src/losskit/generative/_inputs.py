@@ -10,7 +10,8 @@ from .._core.inputs import scale_input
 from .._core.registry import BadInput, Example, InputKind
 from .._core.values import POSITIVE_VALUES, UNIT_VALUES
 
-__all__ = ["FLOW", "flow_example", "CONSISTENCY", "consistency_example", "DENOISER", "denoiser_example"]
+__all__ = ["FLOW", "flow_example", "CONSISTENCY", "consistency_example", "DENOISER", "denoiser_example",
+           "DISTRIBUTION_MATCHING", "distribution_matching_example"]
 
 N, D = 6, 3
 
@@ -97,3 +98,22 @@ def _denoiser_bad(ex: Example) -> list[BadInput]:
 DENOISER = InputKind("denoiser output", "denoiser output (N, ...) at the perturbed data, clean data x of the same "
                      "shape, noise levels sigma (N,) > 0", bad_inputs=_denoiser_bad,
                      extreme=scale_input("denoised"), values={"sigma": POSITIVE_VALUES})
+
+
+# ---------------------------------------------------------------------------- distribution matching
+def distribution_matching_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
+    x_t = torch.randn(N, D, generator=gen, dtype=torch.float64)
+    real = -(x_t - 0.5)
+    fake = -x_t + 0.2 * torch.randn(N, D, generator=gen, dtype=torch.float64)
+    log_ratio = 0.5 * torch.randn(N, generator=gen, dtype=torch.float64)
+    return Example({"x_t": x_t.to(dtype), "real_score": real.to(dtype), "fake_score": fake.to(dtype),
+                    "log_ratio": log_ratio.to(dtype)}, grad=("x_t",))
+
+
+def _dm_bad(ex: Example) -> list[BadInput]:
+    return _shape_bad(ex, "x_t", ("real_score", "fake_score"), "log_ratio")
+
+
+DISTRIBUTION_MATCHING = InputKind(
+    "diffused samples + scores", "the student's diffused samples x_t (N, ...), the teacher's and the student's "
+    "scores there (same shape), log density ratios log p/q (N,)", bad_inputs=_dm_bad, extreme=scale_input("x_t"))
