@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..task import register_task
 from .distillation import Distillation
+from .generative import Generative
 from .imbalanced import Imbalanced
 from .noisy_labels import NoisyLabels
 from .preference import Preference
@@ -19,14 +20,15 @@ from .representation import Representation
 from .transport import Transport
 
 __all__ = ["BUILTIN", "DEFAULT_SUITE", "NoisyLabels", "Imbalanced", "Distillation", "Representation",
-           "Preference", "Transport"]
+           "Preference", "Transport", "Generative"]
 
 #: The built-in tasks, in the order ``losskit arena list`` shows them.
-BUILTIN: tuple[type, ...] = (NoisyLabels, Imbalanced, Distillation, Representation, Preference, Transport)
+BUILTIN: tuple[type, ...] = (NoisyLabels, Imbalanced, Distillation, Representation, Preference, Transport,
+                             Generative)
 
 #: The tasks ``losskit arena`` (no task named) runs, with their quick candidates and settings.
 DEFAULT_SUITE: tuple[str, ...] = ("noisy_labels", "imbalanced", "distillation", "representation",
-                                  "preference", "transport")
+                                  "preference", "transport", "generative")
 
 for _cls in BUILTIN:
     register_task(_cls())
