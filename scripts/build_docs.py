@@ -27,8 +27,9 @@ SCRIPTS = ROOT / "scripts"
 
 #: registry family -> the hand-written guide in docs/ (where there is one)
 GUIDES = {"classification": "classification.md", "distillation": "distillation.md",
-          "divergence": "divergences.md", "fused": "fused.md", "generative": "generative.md",
-          "preference": "preference.md", "regression": "regression.md", "representation": "representation.md", "transport": "transport.md"}
+          "detection": "detection.md", "divergence": "divergences.md", "fused": "fused.md",
+          "generative": "generative.md", "preference": "preference.md", "regression": "regression.md",
+          "representation": "representation.md", "transport": "transport.md"}
 
 #: the stored arena run the family pages embed (written by ``scripts/arena_snapshot.py`` from a results store)
 ARENA_SNAPSHOT = ROOT / "docs" / "arena" / "results.json"

@@ -138,6 +138,18 @@ def run(make_optimizer, steps=20):  # parameters after `steps` steps on a fixed 
 lr, wd = 0.03, 0.3
 """
 
+_TORCHVISION = """\
+import torch
+import torchvision
+import losskit
+
+g = torch.Generator().manual_seed(0)
+c1, c2 = (10 * torch.rand(8, 2, generator=g, dtype=torch.float64) for _ in range(2))
+wh1, wh2 = (1 + 5 * torch.rand(8, 2, generator=g, dtype=torch.float64) for _ in range(2))
+b1 = torch.cat([c1 - wh1 / 2, c1 + wh1 / 2], 1)  # boxes (x1, y1, x2, y2), some pairs overlapping
+b2 = torch.cat([c2 - wh2 / 2, c2 + wh2 / 2], 1)
+"""
+
 SECTIONS = [
     Section("pytorch", "PyTorch (`torch.nn.functional`)", ("torch",), _TORCH),
     Section("pot", "POT (Python Optimal Transport)", ("ot",), _POT),
@@ -145,6 +157,7 @@ SECTIONS = [
     Section("pml", "pytorch-metric-learning", ("pytorch_metric_learning",), _PML),
     Section("entmax", "entmax", ("entmax",), _ENTMAX),
     Section("lion", "lion-pytorch", ("lion_pytorch",), _LION),
+    Section("torchvision", "torchvision (`torchvision.ops` box losses)", ("torchvision",), _TORCHVISION),
 ]
 
 ROWS = [
@@ -248,6 +261,17 @@ ROWS = [
         note="lion-pytorch's `decoupled_weight_decay=True` decays by wd (times lr / initial lr) per step, "
              "independently of the learning rate; losskit's weight decay is always lr-scaled "
              "(theta *= 1 - lr * wd, what the paper and lion-pytorch's default do): divide by lr"),
+    # -------------------------------------------------------------------------------- torchvision
+    Row("torchvision", "torchvision.ops.generalized_box_iou_loss(b1, b2)",
+        "losskit.giou_loss(b1, b2, reduction='none')",
+        note="torchvision's default reduction is 'none', losskit's 'mean'; malformed boxes (x2 < x1) give "
+             "torchvision a silently wrong value and losskit a LossInputError", rtol=1e-12, atol=1e-12),
+    Row("torchvision", "torchvision.ops.distance_box_iou_loss(b1, b2, reduction='mean')",
+        "losskit.diou_loss(b1, b2)", rtol=1e-12, atol=1e-12),
+    Row("torchvision", "torchvision.ops.complete_box_iou_loss(b1, b2, reduction='sum')",
+        "losskit.ciou_loss(b1, b2, reduction='sum')",
+        note="equal at the default eps = 1e-7; torchvision passes another eps to alpha only, losskit to the "
+             "IoU and the enclosing diagonal too", rtol=1e-12, atol=1e-12),
 ]
 
 

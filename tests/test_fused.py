@@ -151,18 +151,18 @@ def test_gradient_accumulation_two_micro_batches():
         torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-14)
 
 
-def test_second_backward_raises_unless_recompute():
-    x, W, b, y = _data()
-    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b)
-    loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="second backward"):
+def test_second_backward_through_a_retained_graph():
+    """The gradients formed in the forward are saved tensors of the operator, not consumed state: a second
+    backward through a retained graph adds the same gradients again, as with recompute=True (the
+    autograd.Function before the custom operator refused it)."""
+    for recompute in (False, True):
+        x, W, b, y = _data()
+        loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, recompute=recompute)
+        loss.backward(retain_graph=True)
+        g1 = x.grad.clone(), W.grad.clone()
         loss.backward()
-    x.grad = None
-    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, recompute=True)
-    loss.backward(retain_graph=True)
-    g1 = x.grad.clone()
-    loss.backward()
-    torch.testing.assert_close(x.grad, 2 * g1)
+        torch.testing.assert_close(x.grad, 2 * g1[0])
+        torch.testing.assert_close(W.grad, 2 * g1[1])
 
 
 def test_leading_dimensions():
@@ -400,6 +400,64 @@ def test_compile_with_ignored_tokens_equals_eager():
                                losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, label_smoothing=0.1))
 
 
+_COMPILE_CASES = [dict(), dict(label_smoothing=0.1, z_loss=1e-3), dict(reduction="sum", softcap=3.0),
+                  dict(reduction="none"), dict(recompute=True), dict(return_outputs=True), dict(bias=True)]
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("case", _COMPILE_CASES, ids=lambda c: ",".join(c) or "default")
+def test_cross_entropy_compiles_without_a_graph_break(case):
+    """The single-shard cross-entropy pass is a custom operator (losskit::fused_linear_ce): a model step
+    whose loss is fused_linear_cross_entropy compiles with fullgraph=True (no graph break: dynamo raises
+    otherwise) and gives the eager loss and gradients, for every way the pass forms its gradients (in the
+    forward, recomputed for reduction='none', recompute=True, or per-token outputs returned)."""
+    case = dict(case)
+    bias = case.pop("bias", False)
+    x, W, b, y = _data()
+    y[[0, 3]] = -100
+    b = b if bias else None
+
+    def step(x, W, b):
+        out = losskit.fused_linear_cross_entropy(torch.tanh(x), W, y, linear_bias=b, chunk_size=3, **case)
+        if case.get("return_outputs"):
+            return out.loss + 0.5 * out.token_losses.sum() + 0.1 * out.lse.sum()
+        return out.sum() if case.get("reduction") == "none" else out
+
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, W) + ((b,) if bias else ())]
+    args = leaves + ([] if bias else [None])
+    eager = step(*args)
+    g_eager = torch.autograd.grad(eager, leaves)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)(*args)
+    g_comp = torch.autograd.grad(compiled, leaves)
+    torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6)
+    for a, e in zip(g_comp, g_eager):
+        torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
+    # and the eager value is the naive loss (through the custom operator as well)
+    if not case:
+        naive = torch.nn.functional.cross_entropy(torch.tanh(args[0]) @ args[1].T + (0 if b is None else args[2]), y)
+        torch.testing.assert_close(eager, naive, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.compile
+def test_cross_entropy_operator_has_a_meta_kernel_and_opcheck():
+    """torch.library.opcheck: the fake (shape) kernels agree with the real ones, the schema is honest
+    (no input mutated), and the autograd registration is complete."""
+    from losskit.fused._ops import fused_linear_ce, fused_linear_ce_backward
+
+    x, W, b, y = _data()
+    y[1] = -100
+    n = x.shape[0]
+    coef = torch.full((n,), 1.0 / n, dtype=x.dtype)
+    for grad_in_forward in (True, False):
+        args = (x.requires_grad_(True), W.requires_grad_(True), b, y, None, coef, -100, 0.1, 0.0, None, 4, False,
+                grad_in_forward, True, True, False)
+        torch.library.opcheck(fused_linear_ce, args, test_utils=("test_schema", "test_faketensor",
+                                                                  "test_autograd_registration"))
+    args = (x.detach(), W.detach(), b, y, None, coef, None, -100, 0.0, 0.0, None, 4, False, True, True, False)
+    torch.library.opcheck(fused_linear_ce_backward, args, test_utils=("test_schema", "test_faketensor"))
+
+
 # ------------------------------------------------------------------------------------------- memory
 _MEM_SCRIPT = r"""
 import resource, sys, torch, losskit
@@ -634,7 +692,7 @@ _FIRST_CALL_COMPILED = r"""
 import torch, losskit, torch._dynamo
 g = torch.Generator().manual_seed(0)
 x, W, y = torch.randn(9, 4, generator=g), torch.randn(7, 4, generator=g), torch.randint(0, 7, (9,), generator=g)
-f = lambda x, W, y: losskit.fused_linear_cross_entropy(x.sin(), W, y) * 2
+f = lambda x, W, y: losskit.fused_linear_distillation(x.sin(), W, x, W, y) * 2
 expl = torch._dynamo.explain(f)(x, W, y)   # the first call of the fused pass happens while dynamo traces
 got = torch.compile(f, backend="aot_eager")(x, W, y)
 print(expl.graph_break_count, bool(torch.allclose(got, f(x, W, y))))
@@ -643,8 +701,9 @@ print(expl.graph_break_count, bool(torch.allclose(got, f(x, W, y))))
 
 @pytest.mark.compile
 def test_first_call_under_compile_is_a_graph_break():
-    """The lazily applied disable behaves as the decorator did: the pass is skipped by dynamo (one graph
-    break, eager value) even when its first call happens while torch.compile traces."""
+    """The lazily applied disable behaves as the decorator did: the pass (here the distillation one, which
+    still runs eagerly) is skipped by dynamo (one graph break, eager value) even when its first call happens
+    while torch.compile traces."""
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
     out = subprocess.run([sys.executable, "-c", _FIRST_CALL_COMPILED], capture_output=True, text=True, env=env,
                          timeout=300)

@@ -34,6 +34,7 @@ from ._core import (
 )
 from ._core import list_objectives as list  # noqa: A001  (losskit.list(), as the docs promise)
 from .classification import *  # noqa: F401,F403
+from .detection import *  # noqa: F401,F403
 from .distillation import *  # noqa: F401,F403
 from .divergences import *  # noqa: F401,F403
 from .extend import register, unregister

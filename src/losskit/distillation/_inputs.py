@@ -6,7 +6,8 @@ import torch
 
 from .._core.registry import BadInput, Example, InputKind
 
-__all__ = ["STUDENT_TEACHER", "kd_example", "REGRESSION_SD", "regression_sd_example"]
+__all__ = ["STUDENT_TEACHER", "kd_example", "REGRESSION_SD", "regression_sd_example", "FEATURES",
+           "features_example"]
 
 
 def kd_example(gen: torch.Generator, dtype: torch.dtype, n: int = 6, k: int = 5, *,
@@ -76,5 +77,36 @@ REGRESSION_SD = InputKind(
     "student+teacher outputs+targets",
     "student outputs (N, *), previous-generation outputs and targets of the same shape",
     bad_inputs=_sd_bad,
+    extreme=lambda ex: ex.map_floats(lambda x: (x * 1e4).float()),
+)
+
+
+def features_example(gen: torch.Generator, dtype: torch.dtype, n: int = 6, student_channels: int = 4,
+                     teacher_channels: int = 4, spatial: tuple[int, ...] = (3, 3)) -> Example:
+    """Intermediate feature maps: student ``(N, C_s, *spatial)`` and teacher ``(N, C_t, *spatial)``."""
+    fs = torch.randn(n, student_channels, *spatial, generator=gen, dtype=torch.float64)
+    ft = torch.randn(n, teacher_channels, *spatial, generator=gen, dtype=torch.float64)
+    return Example({"student_features": fs.to(dtype), "teacher_features": ft.to(dtype)},
+                   grad=("student_features", "teacher_features"))
+
+
+def _features_bad(ex: Example) -> list[BadInput]:
+    fs, ft = ex.inputs["student_features"], ex.inputs["teacher_features"]
+    return [
+        BadInput("teacher spatial shape mismatch", ex.replace({"teacher_features": ft[..., :-1]}),
+                 "teacher_features"),
+        BadInput("teacher batch mismatch", ex.replace({"teacher_features": ft[:-1]}), "teacher_features"),
+        BadInput("integer student features", ex.replace({"student_features": fs.round().long()}),
+                 "student_features"),
+        BadInput("student features without a feature axis", ex.replace({"student_features": fs[:, 0, 0, 0]}),
+                 "student_features"),
+        BadInput("+inf teacher feature", ex.replace({"teacher_features": _inf_at(ft)}), "teacher_features"),
+    ]
+
+
+FEATURES = InputKind(
+    "student+teacher features",
+    "student features (N, C_s, *spatial) and teacher features (N, C_t, *spatial) from matching layers",
+    bad_inputs=_features_bad,
     extreme=lambda ex: ex.map_floats(lambda x: (x * 1e4).float()),
 )

@@ -19,10 +19,10 @@ import math
 import torch
 
 from .._core import Paper, fail, finish, objective
+from .._core import validate as _validate
 from .._core.domains import HALF_OPEN_UNIT, OPEN_UNIT, REAL, Choice, Dim, Either, Real
 from .._core.errors import warn
 from .._core.inputs import TWO_DISTRIBUTIONS, distributions_example
-from .._core import validate as _validate
 from .._core.validate import check_floating, check_probabilities, check_rows, require, value_check_mode
 from .generators import (
     GENERATOR_DOMAIN,

@@ -8,5 +8,7 @@ from ._engine import chunk_rows
 from ._inputs import FUSED
 from .losses import *  # noqa: F401,F403
 from .losses import __all__ as _losses_all
+from .policy import *  # noqa: F401,F403
+from .policy import __all__ as _policy_all
 
-__all__ = [*_losses_all, "chunk_rows", "FUSED"]
+__all__ = [*_losses_all, *_policy_all, "chunk_rows", "FUSED"]

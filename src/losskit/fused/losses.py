@@ -40,6 +40,7 @@ from ._engine import (
 )
 from ._heads import CrossEntropyHead, DistillationHead
 from ._inputs import FUSED, distill_example, hidden_example, preference_example
+from ._ops import cross_entropy_pass
 
 __all__ = ["fused_linear_cross_entropy", "FusedLinearCrossEntropy", "vocab_parallel_cross_entropy",
            "VocabParallelCrossEntropy", "fused_linear_distillation", "FusedLinearDistillation",
@@ -144,7 +145,6 @@ def _coefficients(valid, lead, reduction, sample_weight, dtype, denominator=None
 
 
 # --------------------------------------------------------------------------------- cross-entropy
-@eager
 def _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing, z_loss,
                    softcap, sample_weight, reduction, outputs, chunk_size, recompute, bf16_matmul,
                    group=None, vocab_start=0, vocab_total=None):
@@ -158,16 +158,22 @@ def _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_in
     h = hidden.reshape(-1, hidden.shape[-1])
     y = target.reshape(-1)
     valid = y != ignore_index
-    head = CrossEntropyHead(y, weight, label_smoothing, z_loss, softcap, vocab_start, vt, group)
+    head = None if group is None else CrossEntropyHead(y, weight, label_smoothing, z_loss, softcap, vocab_start,
+                                                       vt, group)
     wy = None
     if reduction == "mean" and weight is not None:
         yl = (y - vocab_start).clamp(0, vl - 1)
         hit = valid & (y >= vocab_start) & (y < vocab_start + vl)
         wy = all_reduce(torch.where(hit, weight.to(cd).index_select(0, yl), weight.new_zeros((), dtype=cd)), group)
     coef = _coefficients(valid, lead, reduction, sample_weight, cd, wy)
-    opts = FusedOptions(chunk_size=chunk_size, recompute=recompute, bf16_matmul=bf16_matmul, group=group)
-    reduced, tok, lse = FusedLinearFunction.apply(h, linear_weight, linear_bias, head, token_rows(valid), coef,
-                                                  opts)
+    if group is None:  # one shard: the custom operator (no graph break under torch.compile)
+        reduced, tok, lse = cross_entropy_pass(
+            h, linear_weight, linear_bias, y, weight, coef, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, chunk_size=chunk_size,
+            recompute=recompute, bf16_matmul=bf16_matmul, outputs_used=outputs or reduction == "none")
+    else:
+        opts = FusedOptions(chunk_size=chunk_size, recompute=recompute, bf16_matmul=bf16_matmul, group=group)
+        reduced, tok, lse = _sharded_pass(h, linear_weight, linear_bias, head, valid, coef, opts)
     if reduction == "none":
         loss = finish(tok.reshape(lead), "none", sample_weight=sample_weight, mask=valid.reshape(lead))
     else:
@@ -177,6 +183,13 @@ def _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_in
     return loss
 
 
+@eager
+def _sharded_pass(h, W, b, head, valid, coef, opts):
+    """The vocabulary-parallel pass (a process group is no operator argument): the autograd Function, run
+    eagerly (a graph break under torch.compile)."""
+    return FusedLinearFunction.apply(h, W, b, head, token_rows(valid), coef, opts)
+
+
 _CE_FORMULA = ("l_i = (1-eps) w_y (lse_i - z'_iy) + eps/V sum_k w_k (lse_i - z'_ik) + lam lse_i^2, "
                "z' = s tanh((h W^T + b)/s), chunk by chunk; mean = sum_i s_i l_i / sum_i s_i w_{y_i}")
 
@@ -184,7 +197,7 @@ _CE_FORMULA = ("l_i = (1-eps) w_y (lse_i - z'_iy) + eps/V sum_k w_k (lse_i - z'_
 @objective(
     "fused_linear_cross_entropy", family="fused", input_kind=FUSED, example=hidden_example, paper=CCE,
     properties={"nonnegative"}, formula=_CE_FORMULA, module_name="FusedLinearCrossEntropy",
-    allow_neg_inf=(), promote_half=False, domains=_CE_DOMAINS, compile=False, skip_reasons=_NO_COMPILE,
+    allow_neg_inf=(), promote_half=False, domains=_CE_DOMAINS,
 )
 def fused_linear_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor, *,
                                linear_bias: torch.Tensor | None = None, weight: torch.Tensor | None = None,
@@ -225,7 +238,9 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor
     An all-ignored batch gives 0 (every reduction) with zero gradients. Half inputs return a float32
     loss. Only the non-ignored tokens are visited (selecting them reads their count on the host: one
     synchronisation on accelerators); meta tensors visit every token and give the result's shape. Under
-    ``torch.compile`` the pass runs eagerly (a graph break; ``fullgraph=True`` is not supported). Cut Cross-Entropy (Cut Your Losses in Large-Vocabulary Language Models, 2024, arXiv
+    ``torch.compile`` the pass is one opaque node, the custom operator ``losskit::fused_linear_ce`` (with its
+    shape function and autograd formula; :mod:`losskit.fused._ops`): ``fullgraph=True`` holds, and a model
+    whose loss this is compiles without a graph break. Cut Cross-Entropy (Cut Your Losses in Large-Vocabulary Language Models, 2024, arXiv
     2411.09009) and Liger-Kernel (arXiv 2410.10989) are the GPU peers.
     """
     return _cross_entropy(hidden, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing,

@@ -5,7 +5,9 @@
 2. sequence scores (:mod:`.scores`): aggregation, token weights, anchors, reward shapes;
 3. heads (:mod:`.heads`): pairwise heads as links of one margin, with their variants on extra inputs
    (anchors, opponents, preference probabilities), and the pointwise KTO;
-4. on-policy objectives (:mod:`.policy`): the GRPO family with explicit aggregation, f-DPG, Nash-MP, DisCO.
+4. on-policy objectives (:mod:`.policy`): the GRPO family with explicit aggregation, f-DPG, Nash-MP, DisCO;
+   and beside them (:mod:`.rl`) the advantage estimators (RLOO, REINFORCE++, GAE), RLOO, REINFORCE++, PPO's
+   policy and value losses, the Bradley-Terry reward-model loss, Nash-MD and XPO.
 
 ``losskit.preference.seeds`` re-exports the objectives that used to live there (compatibility), and
 ``extragradient_step`` (now :func:`losskit.optim.extragradient_step`) stays importable from here.
@@ -15,12 +17,14 @@ from .heads import *
 from .heads import __all__ as _heads
 from .policy import *
 from .policy import __all__ as _policy
+from .rl import *
+from .rl import __all__ as _rl
 from .scores import *
 from .scores import __all__ as _scores
 from .tokens import *
 from .tokens import __all__ as _tokens
 
-__all__ = [n for n in _tokens + _scores + _heads + _policy if n not in ("AGGREGATIONS",)]
+__all__ = [n for n in _tokens + _scores + _heads + _policy + _rl if n not in ("AGGREGATIONS",)]
 
 
 def __getattr__(name):

@@ -27,12 +27,13 @@ Rules every head applies (declared domains, checked by the registry wrapper, and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
-from .._core import BadInput, InputKind, Paper, finish, objective
+from .._core import BadInput, Example, InputKind, Paper, finish, objective
 from .._core.domains import (
     COUNT,
     FLAG,
@@ -49,7 +50,7 @@ from .._core.domains import (
 )
 from .._core.errors import fail
 from .._core.validate import check_floating, check_nonnegative, describe, require
-from .._core.values import FINITE, PROBABILITY
+from .._core.values import FINITE, NONNEGATIVE_VALUES, PROBABILITY
 from ._inputs import (
     LOGPROB_INPUTS,
     PAIR_MEAN_SCORES,
@@ -63,7 +64,7 @@ from .scores import _transform, geometric_anchor
 __all__ = ["margin_loss", "LINKS", "pair_rewards", "dpo", "cdpo", "robust_dpo", "hinge_dpo", "ipo", "exo",
            "nca", "bco", "sppo_hard", "aot", "apo_zero", "apo_down", "discopop", "f_dpo", "kto", "orpo", "cpo",
            "simpo", "alphapo", "kto_reference_point", "ddo", "d2o", "cpl", "egpo", "mnpo", "apo", "mapl",
-           "DPOLoss", "IPOLoss", "SimPOLoss", "ORPOLoss", "CPOLoss", "KTOLoss"]
+           "wpo", "tpo", "DPOLoss", "IPOLoss", "SimPOLoss", "ORPOLoss", "CPOLoss", "KTOLoss"]
 
 FAMILY = "preference"
 DPO_PAPER = Paper("Direct Preference Optimization: Your Language Model is Secretly a Reward Model", 2023,
@@ -931,6 +932,128 @@ def mapl(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_
 
 
 # --------------------------------------------------------------------------------------- pointwise: KTO
+# --------------------------------------------------------------------------------------- WPO and TPO
+WPO_PAPER = Paper("WPO: Enhancing RLHF with Weighted Preference Optimization", 2024, "2406.11827",
+                  "Zhou, Agrawal, Zhang, Cheng, Yu, Li, Zhang")
+
+
+def _weight(gen, n):
+    return 0.1 + 0.9 * torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+@_register("wpo", WPO_PAPER, "L = w(y_w) w(y_l) [-log sigma(beta m)],  w(y) = exp(mean_t log(pi(y_t) / sum_v pi(v)^2))",
+           extras={"chosen_weights": _weight, "rejected_weights": _weight}, domains={"label_smoothing": FLIP_RATE},
+           seed=True,
+           values={"chosen_weights": NONNEGATIVE_VALUES, "rejected_weights": NONNEGATIVE_VALUES})
+def wpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None,
+        chosen_weights=None, rejected_weights=None, *, beta: float = 0.1, label_smoothing: float = 0.0,
+        sample_weight=None, reduction: str = "mean", return_metrics: bool = False):
+    """Weighted Preference Optimization: DPO with each pair weighted by the policy's probability of both answers.
+
+    .. math:: L = w(y_w)\\,w(y_l)\\,\\big[-\\log\\sigma(\\beta m)\\big],\\quad
+              w(y) = \\exp\\Big(\\frac1{|y|}\\sum_t\\log\\frac{\\pi(y_t)}{\\sum_v\\pi(v)^2}\\Big)
+
+    Off-policy preference data is reweighted toward what the current policy would sample: the weights come
+    from the policy's logits (:func:`~losskit.preference.wpo_weights`, detached here whatever they carry),
+    ``(B,)`` and ``>= 0``; both are required. The per-pair loss is the weighted DPO (cDPO with
+    ``label_smoothing``) loss, and ``reduction='mean'`` is the plain mean of the weighted losses (not
+    normalised by the weights), as TRL's ``DPOTrainer(use_weighting=True)``. Paper: Zhou et al., "WPO:
+    Enhancing RLHF with Weighted Preference Optimization", 2024, arXiv:2406.11827.
+    """
+    u_w, u_l = _pair(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    n = u_w.shape[0]
+    for name, w in (("chosen_weights", chosen_weights), ("rejected_weights", rejected_weights)):
+        if w is None:
+            raise fail(name, "a (B,) tensor of WPO weights (losskit.preference.wpo_weights)", "None")
+        _scores(name, w, n)
+    pair = (chosen_weights * rejected_weights).detach()
+    loss = pair * margin_loss(beta * (u_w - u_l), "logistic", label_smoothing=label_smoothing)
+    return _finish(loss, reduction, sample_weight, return_metrics, beta * u_w, beta * u_l)
+
+
+TPO_PAPER = Paper("Triple Preference Optimization: Achieving Better Alignment using a Single Step Optimization",
+                  2024, "2405.16681", "Saeidi, Verma, RRV, Kumar, Baral")
+TPO_LINKS = ("sigmoid", "hinge", "ipo", "tpo-l")
+
+
+def _gold(gen, n):
+    return 0.5 + 3 * torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+def _tpo_example(gen, dtype):
+    ex = pair_example(ref=False, extras={"gold_nll": _gold})(gen, dtype)
+    i = ex.inputs  # the reference slots stay None (a reference-free head), so the inputs are positional
+    return Example({"policy_chosen_logps": i["policy_chosen_logps"], "policy_rejected_logps": i["policy_rejected_logps"],
+                    "ref_chosen_logps": None, "ref_rejected_logps": None, "gold_nll": i["gold_nll"]}, ex.options,
+                   grad=ex.grad, batched=("policy_chosen_logps", "policy_rejected_logps", "gold_nll"))
+
+
+def _tpo_extreme(ex):
+    ex = ex.map_floats(lambda t: t.float())
+    return ex.replace({k: ex.inputs[k] * 2e3 for k in ("policy_chosen_logps", "policy_rejected_logps")})
+
+
+TPO_SCORES = dataclasses.replace(PAIR_SCORES, name="pair scores and gold NLL",
+                                 description="(B,) sequence scores of chosen and rejected completions, (B,) NLLs of "
+                                             "gold completions", extreme=_tpo_extreme)
+
+
+@objective("tpo", seed=True, family=FAMILY, input_kind=TPO_SCORES, paper=TPO_PAPER, example=_tpo_example,
+           formula="L = l(beta (l_w - l_l)) + alpha NLL(y_gold)",
+           domains={**PAIR_DOMAINS, "alpha": NONNEGATIVE, "link": Choice(*TPO_LINKS), "gamma": REAL,
+                    "label_smoothing": FLIP_RATE,
+                    "gold_lengths": Maybe(Tensor("a (B,) tensor of gold token counts (>= 0, positive sum)"))},
+           values={"gold_nll": NONNEGATIVE_VALUES})
+def tpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, gold_nll=None, *,
+        beta: float = 0.01, alpha: float = 1.0, link: str = "sigmoid", gamma: float = 0.5,
+        label_smoothing: float = 0.0, gold_lengths=None, sample_weight=None, reduction: str = "mean",
+        return_metrics: bool = False):
+    """Triple Preference Optimization: a reference-free preference term plus the NLL of a gold answer.
+
+    .. math:: L = \\ell\\big(\\beta(\\ell_w - \\ell_l)\\big) + \\alpha\\,\\mathrm{NLL}(y_{gold})
+
+    Each prompt has three answers: chosen, rejected and a gold (reference) one, which is imitated (the
+    "reference" of TPO is this answer, not a reference model: the head is reference-free). ``link``:
+    ``'sigmoid'`` ``-log sigma(beta d)`` (cDPO with ``label_smoothing``), ``'hinge'`` ``relu(1 - beta d)``,
+    ``'ipo'`` ``(d - 1/(2 beta))^2``, ``'tpo-l'`` ``-log sigma(beta d - gamma)`` (TPO-L's target margin),
+    ``d = l_w - l_l``; TRL's ``TPOTrainer`` feeds summed log-probs to ``'sigmoid'`` / ``'hinge'`` and
+    length-normalised ones to ``'ipo'`` / ``'tpo-l'`` (pass scores aggregated accordingly). ``gold_nll``
+    ``(B,)``: each gold answer's NLL, required when ``alpha > 0``: the per-sequence token mean, or, with
+    ``gold_lengths`` (token counts), the summed NLL, averaged over every gold token of the batch (TRL's
+    ``F.cross_entropy`` over the gold completion tokens; written per pair as ``B NLL_i / sum_j n_j``). TRL's
+    defaults: ``beta = 0.01``, ``alpha = 1``, ``gamma = 0.5``. Paper: Saeidi et al., "Triple Preference
+    Optimization: Achieving Better Alignment using a Single Step Optimization", 2024, arXiv:2405.16681.
+    """
+    _reference_free(ref_chosen_logps, ref_rejected_logps)
+    pc, pr = _pair(policy_chosen_logps, policy_rejected_logps, None, None)
+    d = pc - pr
+    if link == "sigmoid":
+        loss = margin_loss(beta * d, "logistic", label_smoothing=label_smoothing)
+    elif link == "hinge":
+        loss = margin_loss(beta * d, "hinge")
+    elif link == "ipo":
+        loss = margin_loss(d, "squared", target=1 / (2 * beta))
+    elif link == "tpo-l":
+        loss = margin_loss(beta * d - gamma, "logistic", label_smoothing=label_smoothing)
+    else:
+        raise fail("link", f"one of {TPO_LINKS}", repr(link))
+    if alpha != 0:
+        n = pc.shape[0]
+        if gold_nll is None:
+            raise fail("gold_nll", "a (B,) tensor of the gold answers' NLLs when alpha != 0", "None")
+        nll = _scores("gold_nll", gold_nll, n)
+        if gold_lengths is not None:
+            lengths = check_nonnegative("gold_lengths", _scores("gold_lengths", gold_lengths.to(pc.dtype)
+                                                                if isinstance(gold_lengths, torch.Tensor)
+                                                                else gold_lengths, n), "token counts >= 0")
+            total = lengths.sum()
+            require("gold_lengths", lengths, lambda: ~(total > 0), "token counts with a positive sum",
+                    lambda: f"sum {total.item():g}")
+            nll = nll * (n / total)
+        loss = loss + alpha * nll
+    return _finish(loss, reduction, sample_weight, return_metrics, beta * pc, beta * pr)
+
+
 KTO_PAPER = Paper("KTO: Model Alignment as Prospect Theoretic Optimization", 2024, "2402.01306",
                   "Ethayarajh, Xu, Muennighoff, Jurafsky, Kiela")
 

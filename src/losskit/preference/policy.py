@@ -3,8 +3,8 @@
 GRPO's family differs in three places, each a parameter here:
 
 * the ratio: per token ``r_t = pi/pi_old`` or GSPO's sequence ratio ``s_i = exp(mean_t log r_t)``;
-* the clip: PPO's ``min(r A, clip(r, 1-eps, 1+eps_high) A)``, dual-clip (bounded for A < 0), or CISPO's
-  clipped, stopped importance weight times ``log pi``;
+* the clip: PPO's ``min(r A, clip(r, 1-eps, 1+eps_high) A)``, dual-clip (bounded for A < 0), CISPO's
+  clipped, stopped importance weight times ``log pi``, or SAPO's soft gate ``(4/tau) sigmoid(tau (r - 1)) A``;
 * the aggregation of token losses ``l_it`` into one number (the one most often wrong in practice):
 
   =========== =================================================== ===============================
@@ -60,12 +60,13 @@ from ._inputs import (
     sequence_input,
 )
 
-__all__ = ["grpo", "GRPOLoss", "gspo", "GSPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
+__all__ = ["grpo", "GRPOLoss", "gspo", "GSPOLoss", "sapo", "SAPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
            "disco", "disco_b", "AGGREGATIONS", "KL_ESTIMATORS"]
 
 FAMILY = "preference"
 AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+SAMPLING_CORRECTIONS = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 GRPO_PAPER = Paper("DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models", 2024,
                    "2402.03300", "Shao et al.")
 
@@ -165,11 +166,14 @@ def _token_count(num_items_in_batch):
 GRPO_DOMAINS = {
     "beta": NONNEGATIVE, "epsilon": OPEN_UNIT, "epsilon_high": Maybe(POSITIVE),
     "dual_clip": Maybe(Real(1.0, None, lo_open=True)), "importance": Choice("token", "sequence"),
-    "clip": Choice("ppo", "cispo"), "kl_estimator": Choice(*KL_ESTIMATORS), "aggregation": Choice(*AGGREGATIONS),
+    "clip": Choice("ppo", "cispo", "sapo"), "kl_estimator": Choice(*KL_ESTIMATORS), "aggregation": Choice(*AGGREGATIONS),
     "max_completion_length": Maybe(COUNT),
     "num_items_in_batch": Anything("None or the step's completion-token count >= 0 (a number or one-element "
                                    "tensor)"),
     "world_size": COUNT,
+    "sapo_tau_pos": POSITIVE, "sapo_tau_neg": POSITIVE,
+    "sampling_correction": Choice(*SAMPLING_CORRECTIONS), "sampling_clip_min": Maybe(NONNEGATIVE),
+    "sampling_clip_max": Maybe(POSITIVE), "top_entropy_quantile": Real(0.0, 1.0, lo_open=True),
 }
 
 
@@ -177,11 +181,13 @@ GRPO_DOMAINS = {
            per_sample=False, sample_weight=False, module_name="GRPOLoss", domains=GRPO_DOMAINS,
            formula="l_t = -min(r_t A, clip(r_t, 1-eps, 1+eps_high) A) + beta k(log pi_ref - log pi),  "
                    "r_t = pi/pi_old; aggregated by grpo | bnpo | dapo | dr_grpo")
-def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.0, epsilon: float = 0.2,
+def grpo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None, entropies=None, *, beta: float = 0.0, epsilon: float = 0.2,
          epsilon_high: float | None = None, dual_clip: float | None = None, importance: str = "token",
          clip: str = "ppo", kl_estimator: str = "k3", aggregation: str = "dapo",
          max_completion_length: int | None = None, num_items_in_batch=None, world_size: int = 1,
-         reduction: str = "mean", return_metrics: bool = False):
+         sapo_tau_pos: float = 1.0, sapo_tau_neg: float = 1.05, sampling_correction: str = "token_truncate",
+         sampling_clip_min: float | None = None, sampling_clip_max: float | None = 3.0,
+         top_entropy_quantile: float = 1.0, reduction: str = "mean", return_metrics: bool = False):
     """The GRPO family of clipped policy-gradient surrogates with the aggregation as a parameter.
 
     .. math:: \\ell_{it} = -\\min\\big(r_{it}A_i,\\ \\mathrm{clip}(r_{it}, 1-\\varepsilon, 1+\\varepsilon_h)A_i\\big)
@@ -206,6 +212,18 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
         kl_estimator: ``'k1' | 'k2' | 'k3'`` (see :func:`kl_estimate` for their gradients); used if beta > 0.
         aggregation: see the module docstring; ``num_items_in_batch``, ``world_size`` for ``'dapo'``,
             ``max_completion_length`` for ``'dr_grpo'`` (default T).
+        clip ``'sapo'``: SAPO's soft gate ``-(4/tau) sigmoid(tau (r - 1)) A`` instead of the hard clip, with
+            ``sapo_tau_pos`` for A > 0 and ``sapo_tau_neg`` otherwise (TRL's 1.0 / 1.05; :func:`sapo`).
+        sampling_logps: ``(B, T)`` log-probs under the inference engine that sampled (vLLM); with them every
+            token loss is multiplied by the detached weight ``pi_old / pi_sampler`` (TRL's
+            ``vllm_importance_sampling_correction``): ``sampling_correction`` ``'token_truncate'`` (clamped to
+            ``[sampling_clip_min, sampling_clip_max]``, TIS, TRL's default with max 3), ``'token_mask'`` (0
+            outside), ``'sequence_truncate'`` / ``'sequence_mask'`` (one weight per sequence, the exp of the
+            summed log-ratio). The KL term is not weighted.
+        entropies, top_entropy_quantile: with q < 1 only the tokens whose entropy is at least the (1 - q)
+            quantile of this batch's completion tokens keep their policy loss (TRL's ``top_entropy_quantile``;
+            "Beyond the 80/20 rule", arXiv:2506.01939, trains on the top 20%); the others still count in the
+            aggregation's denominators. TRL takes the quantile over every rank's tokens: here over the call's.
         reduction: ``'none'``: per-sequence losses L_i whose mean is the aggregated loss; ``'sum'``: their sum;
             ``'mean'``: the aggregated loss.
 
@@ -225,7 +243,10 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
                       epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
                       kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,
                       num_items_in_batch=num_items_in_batch, world_size=world_size, reduction=reduction,
-                      return_metrics=return_metrics)
+                      return_metrics=return_metrics, sampling_logps=sampling_logps, entropies=entropies,
+                      sapo_tau_pos=sapo_tau_pos, sapo_tau_neg=sapo_tau_neg, sampling_correction=sampling_correction,
+                      sampling_clip_min=sampling_clip_min, sampling_clip_max=sampling_clip_max,
+                      top_entropy_quantile=top_entropy_quantile)
 
 
 GSPO_PAPER = Paper("Group Sequence Policy Optimization", 2025, "2507.18071", "Zheng et al.")
@@ -235,11 +256,13 @@ GSPO_PAPER = Paper("Group Sequence Policy Optimization", 2025, "2507.18071", "Zh
            per_sample=False, sample_weight=False, module_name="GSPOLoss", domains=GRPO_DOMAINS,
            formula="L = -mean_i min(s_i A_i, clip(s_i, 1-eps, 1+eps_high) A_i),  "
                    "s_i = exp(mean_t log(pi/pi_old)),  eps = 3e-4, eps_high = 4e-4")
-def gspo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.0, epsilon: float = 3e-4,
+def gspo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None, entropies=None, *, beta: float = 0.0, epsilon: float = 3e-4,
          epsilon_high: float | None = 4e-4, dual_clip: float | None = None, importance: str = "sequence",
          clip: str = "ppo", kl_estimator: str = "k3", aggregation: str = "grpo",
          max_completion_length: int | None = None, num_items_in_batch=None, world_size: int = 1,
-         reduction: str = "mean", return_metrics: bool = False):
+         sapo_tau_pos: float = 1.0, sapo_tau_neg: float = 1.05, sampling_correction: str = "token_truncate",
+         sampling_clip_min: float | None = None, sampling_clip_max: float | None = 3.0,
+         top_entropy_quantile: float = 1.0, reduction: str = "mean", return_metrics: bool = False):
     """Group Sequence Policy Optimization: :func:`grpo` with the sequence-level ratio and GSPO's defaults.
 
     .. math:: L = -\\frac1G\\sum_i \\min\\big(s_iA_i,\\ \\mathrm{clip}(s_i, 1-\\varepsilon, 1+\\varepsilon_h)A_i\\big),
@@ -260,17 +283,86 @@ def gspo(logps, old_logps, advantages, mask, ref_logps=None, *, beta: float = 0.
                       epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
                       kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,
                       num_items_in_batch=num_items_in_batch, world_size=world_size, reduction=reduction,
-                      return_metrics=return_metrics)
+                      return_metrics=return_metrics, sampling_logps=sampling_logps, entropies=entropies,
+                      sapo_tau_pos=sapo_tau_pos, sapo_tau_neg=sapo_tau_neg, sampling_correction=sampling_correction,
+                      sampling_clip_min=sampling_clip_min, sampling_clip_max=sampling_clip_max,
+                      top_entropy_quantile=top_entropy_quantile)
+
+
+SAPO_PAPER = Paper("Soft Adaptive Policy Optimization", 2025, "2511.20347", "Gao et al.")
+
+
+@objective("sapo", seed=True, family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=SAPO_PAPER,
+           per_sample=False, sample_weight=False, module_name="SAPOLoss", domains=GRPO_DOMAINS,
+           formula="l_t = -(4/tau) sigmoid(tau (r_t - 1)) A + beta k(log pi_ref - log pi),  tau = tau_pos if A > 0 "
+                   "else tau_neg,  r_t = pi/pi_old; per-sequence token means, then their mean")
+def sapo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None, entropies=None, *,
+         beta: float = 0.0, epsilon: float = 0.2, epsilon_high: float | None = None, dual_clip: float | None = None,
+         importance: str = "token", clip: str = "sapo", kl_estimator: str = "k3", aggregation: str = "grpo",
+         max_completion_length: int | None = None, num_items_in_batch=None, world_size: int = 1,
+         sapo_tau_pos: float = 1.0, sapo_tau_neg: float = 1.05, sampling_correction: str = "token_truncate",
+         sampling_clip_min: float | None = None, sampling_clip_max: float | None = 3.0,
+         top_entropy_quantile: float = 1.0, reduction: str = "mean", return_metrics: bool = False):
+    """Soft Adaptive Policy Optimization: :func:`grpo` with a smooth, temperature-controlled gate for the clip.
+
+    .. math:: \\ell_{it} = -\\frac{4}{\\tau_i}\\,\\sigma\\big(\\tau_i(r_{it} - 1)\\big)A_i,\\quad
+              \\tau_i = \\tau_{pos}\\ [A_i > 0],\\ \\tau_{neg}\\ \\text{otherwise}
+
+    The gate's slope ``4 sigma (1 - sigma)`` is 1 at ``r = 1`` (on-policy, the plain policy gradient) and
+    decays smoothly as the ratio leaves 1, where PPO's clip cuts the gradient off; a larger ``tau_neg``
+    (1.05 > 1.0) damps negative-advantage tokens faster. The same computation as :func:`grpo` (one
+    implementation) with ``clip='sapo'`` and TRL's defaults for ``loss_type='sapo'``: per-token ratios,
+    per-sequence token means (``aggregation='grpo'``), ``sapo_tau_pos = 1.0``, ``sapo_tau_neg = 1.05``,
+    no KL term. ``epsilon`` / ``epsilon_high`` / ``dual_clip`` apply only to ``clip='ppo'``; the other
+    options as :func:`grpo`. Paper: Gao et al., "Soft Adaptive Policy Optimization", 2025, arXiv:2511.20347.
+    """
+    return _surrogate(logps, old_logps, advantages, mask, ref_logps, beta=beta, epsilon=epsilon,
+                      epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
+                      kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,
+                      num_items_in_batch=num_items_in_batch, world_size=world_size, reduction=reduction,
+                      return_metrics=return_metrics, sampling_logps=sampling_logps, entropies=entropies,
+                      sapo_tau_pos=sapo_tau_pos, sapo_tau_neg=sapo_tau_neg, sampling_correction=sampling_correction,
+                      sampling_clip_min=sampling_clip_min, sampling_clip_max=sampling_clip_max,
+                      top_entropy_quantile=top_entropy_quantile)
+
+
+def _high_entropy_mask(entropies, mask, quantile):
+    """Tokens whose entropy is at least the ``1 - quantile`` quantile of the completion tokens' (TRL)."""
+    if entropies is None:
+        raise fail("entropies", "(B, T) per-token entropies when top_entropy_quantile < 1", "None")
+    ent = entropies.detach()
+    local = ent[mask].to(torch.float32 if ent.dtype in (torch.float16, torch.bfloat16) else ent.dtype)
+    if local.numel() == 0:
+        return torch.zeros_like(mask)
+    threshold = torch.quantile(local, 1 - quantile)
+    return (torch.where(mask, ent, 0.0) >= threshold) & mask
+
+
+def _sampling_weight(old, sampling, mask, mode, lo, hi):
+    """The truncated or masked importance weight ``pi_old / pi_sampler`` (per token or per sequence), detached."""
+    diff = torch.where(mask, old - sampling, 0.0)
+    if mode.startswith("sequence"):
+        diff = diff.sum(-1, keepdim=True)
+    w = torch.exp(diff)
+    if mode.endswith("truncate"):
+        return w if lo is None and hi is None else torch.clamp(w, min=lo, max=hi)
+    if mode.endswith("mask"):
+        bad = (w < (-math.inf if lo is None else lo)) | (w > (math.inf if hi is None else hi))
+        return w.masked_fill(bad, 0.0)
+    raise fail("sampling_correction", f"one of {SAMPLING_CORRECTIONS}", repr(mode))
 
 
 def _surrogate(logps, old_logps, advantages, mask, ref_logps, *, beta, epsilon, epsilon_high, dual_clip, importance,
                clip, kl_estimator, aggregation, max_completion_length, num_items_in_batch, world_size, reduction,
-               return_metrics):
+               return_metrics, sampling_logps=None, entropies=None, sapo_tau_pos=1.0, sapo_tau_neg=1.05,
+               sampling_correction="token_truncate", sampling_clip_min=None, sampling_clip_max=3.0,
+               top_entropy_quantile=1.0):
     """The clipped policy-gradient surrogate of :func:`grpo` and :func:`gspo` (one implementation)."""
     check_floating("logps", logps)
     if logps.dim() != 2:
         raise fail("logps", "(B, T) per-token log-probs", describe(logps))
-    for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps)):
+    for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps), ("sampling_logps", sampling_logps),
+                    ("entropies", entropies)):
         if x is not None:
             check_floating(name, x)
             if x.shape != logps.shape:
@@ -283,7 +375,8 @@ def _surrogate(logps, old_logps, advantages, mask, ref_logps, *, beta, epsilon, 
                    f"shape {tuple(advantages.shape)}")
     _token_count(num_items_in_batch)
     mask = mask.bool()
-    for name, x in (("logps", logps), ("old_logps", old_logps), ("ref_logps", ref_logps)):
+    for name, x in (("logps", logps), ("old_logps", old_logps), ("ref_logps", ref_logps),
+                    ("sampling_logps", sampling_logps)):
         if x is not None:
             check_logprobs(name, x, mask)  # masked positions are never read
     zero = logps.new_zeros(())
@@ -303,10 +396,21 @@ def _surrogate(logps, old_logps, advantages, mask, ref_logps, *, beta, epsilon, 
         if dual_clip is not None:
             tok = torch.where(adv < 0, torch.minimum(tok, -dual_clip * adv), tok)
         is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
-    else:  # CISPO: stopped, clipped importance weight times log pi (value -w A, gradient -w A grad log pi)
+    elif clip == "cispo":  # stopped, clipped importance weight times log pi (value -w A, gradient -w A grad log pi)
         w = torch.clamp(ratio, max=1 + eps_high).detach()
         tok = -w * adv * torch.exp(lp - lp.detach())
         is_clipped = ratio > 1 + eps_high
+    elif clip == "sapo":  # SAPO's soft gate (4 / tau) sigmoid(tau (r - 1)): slope 1 at r = 1, decaying off-policy
+        tau = torch.where(adv > 0, sapo_tau_pos, sapo_tau_neg).to(ratio.dtype)
+        tok = -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * adv
+        is_clipped = torch.zeros_like(mask)
+    else:
+        raise fail("clip", "one of 'ppo', 'cispo', 'sapo'", repr(clip))
+    if top_entropy_quantile < 1:
+        tok = tok * _high_entropy_mask(entropies, mask, top_entropy_quantile)
+    if sampling_logps is not None:
+        tok = tok * _sampling_weight(old, torch.where(mask, sampling_logps, zero).detach(), mask,
+                                     sampling_correction, sampling_clip_min, sampling_clip_max).to(tok.dtype)
     kl = None
     if beta != 0:
         if ref_logps is None:
@@ -569,3 +673,4 @@ def disco_b(logps, labels, kl=None, *, beta: float = 1e3, delta: float = 1e-4, s
 
 GRPOLoss = grpo.Module
 GSPOLoss = gspo.Module
+SAPOLoss = sapo.Module

@@ -26,7 +26,8 @@ from .._core.errors import fail
 from .._core.validate import check_floating, check_tensor, check_unit_interval, describe, require
 from .heads import PAIR_DOMAINS, _finish, margin_loss
 
-__all__ = ["TokenLogProbs", "token_logprobs", "naive_token_logprobs", "default_chunk_rows", "sparsepo"]
+__all__ = ["TokenLogProbs", "token_logprobs", "naive_token_logprobs", "default_chunk_rows", "sparsepo",
+           "wpo_weights"]
 
 #: Bytes of compute-dtype workspace one chunk may use (per temporary).
 CHUNK_BYTES = 16 * 2**20
@@ -340,3 +341,39 @@ def sparsepo(chosen_logratios, rejected_logratios, chosen_kl, rejected_kl, chose
                                                                                    chosen_kl_mask))
     loss = margin_loss(r_w - r_l - kl_term)
     return _finish(loss, reduction, sample_weight, return_metrics, r_w, r_l)
+
+
+def wpo_weights(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None, *,
+                ignore_index: int = -100, chunk_rows: int | None = None) -> torch.Tensor:
+    """WPO's sequence weights: the geometric mean over tokens of ``pi(y_t) / sum_v pi(v)^2`` (detached, ``(B,)``).
+
+    .. math:: w(y) = \\exp\\Big(\\frac{1}{|y|}\\sum_t \\log\\frac{\\pi(y_t)}{\\sum_v \\pi(v)^2}\\Big)
+
+    The weight of an off-policy completion under the current policy, aligned so that a completion sampled
+    from it weighs about 1 (eq. 2 of the paper, the "sampled alignment" TRL's ``use_weighting`` computes:
+    ``log pi(y_t) - (lse(2 z) - 2 lse(z))``). ``logits`` ``(B, T, V)`` score ``labels`` ``(B, T)`` (shifted as
+    for :func:`token_logprobs`), ``mask`` the completion tokens; computed chunk by chunk without a gradient. An
+    empty completion weighs 1. Pass the chosen and rejected weights to :func:`~losskit.preference.wpo`.
+    Paper: Zhou et al., "WPO: Enhancing RLHF with Weighted Preference Optimization", 2024, arXiv:2406.11827.
+    """
+    mask = _check_inputs(logits, labels, mask, ignore_index, None)
+    if logits.dim() != 3:
+        raise fail("logits", "(B, T, V) logits", describe(logits))
+    with torch.no_grad():
+        v = logits.shape[-1]
+        dt = compute_dtype(logits.dtype)
+        flat = logits.detach().reshape(-1, v)
+        valid = mask.reshape(-1)
+        lab = torch.where(valid, labels.reshape(-1), torch.zeros((), dtype=labels.dtype, device=labels.device))
+        rows = chunk_rows or default_chunk_rows(v, logits.dtype)
+        out = torch.zeros(flat.shape[0], dtype=dt, device=logits.device)
+        for s in range(0, flat.shape[0], rows):
+            e = min(s + rows, flat.shape[0])
+            z = _chunk(flat, valid, s, e, dt, 1.0)
+            lse1 = torch.logsumexp(z, -1)
+            lse2 = torch.logsumexp(2.0 * z, -1)
+            zy = z.gather(1, lab[s:e, None].long()).squeeze(1)
+            out[s:e] = torch.where(valid[s:e], zy - lse1 - (lse2 - 2.0 * lse1), 0.0)
+        out = out.reshape(labels.shape)
+        n = mask.sum(-1).clamp_min(1).to(dt)
+        return torch.exp(out.sum(-1) / n)
