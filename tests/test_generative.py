@@ -144,6 +144,10 @@ def test_flow_matching_rejects_t_outside_unit_interval():
         losskit.flow_matching_loss(x, x, x, torch.tensor([0.5, 1.5]))
     with pytest.raises(losskit.LossInputError, match="^path:"):
         losskit.flow_matching_loss(x, x, x, torch.tensor([0.5, 0.5]), path="ve")
+    for opts in ({"path": "vp"}, {"path": "linear_vp"}, {"weighting": "snr"}):
+        with pytest.raises(losskit.LossInputError, match="^t:"):
+            losskit.flow_matching_loss(x, x, x, torch.tensor([0.5, 1.0]), **opts)
+    assert torch.isfinite(losskit.flow_matching_loss(x, x, x, torch.tensor([0.0, 1.0]), weighting="min_snr"))
 
 
 # ----------------------------------------------------------------------------- consistency training

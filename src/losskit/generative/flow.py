@@ -7,11 +7,15 @@ import torch
 
 from .._core import Paper, finish, objective
 from .._core.domains import Choice
+from .._core.validate import require
 from ._common import check_pair, per_sample_mean
 from ._inputs import FLOW, flow_example
 from .paths import PATHS, PREDICTIONS, WEIGHTINGS, conditional_target, path_weight
 
 __all__ = ["flow_matching_loss", "FlowMatchingLoss"]
+
+#: paths whose d(sigma_t)/dt is infinite at t = 1 (sigma_1 = 0 reached with an infinite slope)
+SINGULAR_AT_1 = frozenset({"linear_vp", "vp"})
 
 KO_PAPER = Paper("On Kinetic Optimal Probability Paths for Generative Models", 2023, "2306.06626",
                  "Shaul, Chen, Nickel, Le, Lipman")
@@ -45,7 +49,8 @@ def flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, t
     ``facebookresearch/flow_matching`` defines them). ``prediction``: ``'velocity'`` (default), ``'data'``
     (``x1``) or ``'noise'`` (``x0``, the epsilon loss of diffusion models). ``weighting``: ``'uniform'``,
     ``'snr'`` (``alpha^2/sigma^2``), ``'min_snr'`` (``min(snr, 5)``). The per-sample loss is the mean over the
-    non-batch dimensions (``torch.nn.MSELoss`` when reduced with ``'mean'``).
+    non-batch dimensions (``torch.nn.MSELoss`` when reduced with ``'mean'``). ``t = 1`` is refused where the
+    target or the weight is infinite there (``'linear_vp'``, ``'vp'``, ``weighting='snr'``).
 
     Paper: Shaul, Chen, Nickel, Le, Lipman, "On Kinetic Optimal Probability Paths for Generative Models",
     ICML 2023, arXiv:2306.06626 (flow matching: Lipman et al., arXiv:2210.02747). The data-dependent
@@ -53,6 +58,9 @@ def flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, t
     function) are not built.
     """
     check_pair("pred", pred, "x0", x0, "t", t, ("x1", x1))
+    if path in SINGULAR_AT_1 or weighting == "snr":
+        require("t", t, lambda: (t >= 1).any(), f"times below 1 (path={path!r}, weighting={weighting!r} is "
+                "infinite at t = 1)", lambda: "t = 1")
     target = conditional_target(x0, x1, t, path, prediction)
     per = per_sample_mean((pred - target) ** 2)
     if weighting != "uniform":
