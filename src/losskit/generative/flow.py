@@ -44,7 +44,7 @@ def flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, t
     al. 2023, Theorem 2), so at the true conditional target the loss is exactly 0.
 
     ``path``: ``'cond_ot'`` (default; ``alpha_t = t``, ``sigma_t = 1 - t``), which Shaul et al. prove kinetic
-    optimal among Gaussian paths when the data separation function is 1, the limit ``n/d -> 0`` of any
+    optimal among Gaussian paths when the data separation function is 1, the limit ``n/sqrt(d) -> 0`` of any
     normalised data set; ``'cosine'``, ``'linear_vp'``, ``'vp'`` (diffusion paths, as
     ``facebookresearch/flow_matching`` defines them). ``prediction``: ``'velocity'`` (default), ``'data'``
     (``x1``) or ``'noise'`` (``x0``, the epsilon loss of diffusion models). ``weighting``: ``'uniform'``,

@@ -72,7 +72,7 @@ PATHS: dict[str, GaussianPath] = {
     "cond_ot": GaussianPath("cond_ot", alpha=lambda t: t, sigma=lambda t: 1 - t,
                             d_alpha=torch.ones_like, d_sigma=lambda t: -torch.ones_like(t),
                             description="alpha_t = t, sigma_t = 1 - t: conditional optimal transport, the "
-                                        "kinetic-optimal Gaussian path as n/d -> 0 (Shaul et al. 2023)"),
+                                        "kinetic-optimal Gaussian path as n/sqrt(d) -> 0 (Shaul et al. 2023)"),
     "cosine": GaussianPath("cosine", alpha=lambda t: torch.sin(math.pi / 2 * t),
                            sigma=lambda t: torch.cos(math.pi / 2 * t),
                            d_alpha=lambda t: math.pi / 2 * torch.cos(math.pi / 2 * t),
