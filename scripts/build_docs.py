@@ -27,8 +27,9 @@ SCRIPTS = ROOT / "scripts"
 
 #: registry family -> the hand-written guide in docs/ (where there is one)
 GUIDES = {"adversarial": "adversarial.md", "classification": "classification.md", "distillation": "distillation.md",
-          "detection": "detection.md", "divergence": "divergences.md", "fused": "fused.md", "preference": "preference.md",
-          "regression": "regression.md", "representation": "representation.md", "transport": "transport.md"}
+          "detection": "detection.md", "divergence": "divergences.md", "fused": "fused.md",
+          "generative": "generative.md", "preference": "preference.md", "regression": "regression.md",
+          "representation": "representation.md", "transport": "transport.md"}
 
 #: the stored arena run the family pages embed (written by ``scripts/arena_snapshot.py`` from a results store)
 ARENA_SNAPSHOT = ROOT / "docs" / "arena" / "results.json"
@@ -502,7 +503,9 @@ def _build(plots: bool) -> Site:
 
 
 def _all_page(objs) -> str:
-    lines = ["# Objectives", "", f"{len(objs)} registered objectives (`losskit.list()`), one page each.", "",
+    lines = ["# Objectives", "", f"{len(objs)} registered objectives (`losskit.list()`), one page each. "
+             "Which seed papers they implement, and why the others are not here: "
+             "[coverage](../coverage.md).", "",
              "| objective | family | summary |", "|---|---|---|"]
     for o in sorted(objs, key=lambda o: o.name):
         lines.append(f"| [`{o.name}`]({o.family}/{o.name}.md) | [{o.family}]({o.family}/index.md) | "

@@ -40,6 +40,7 @@ from .distillation import *  # noqa: F401,F403
 from .divergences import *  # noqa: F401,F403
 from .extend import register, unregister
 from .fused import *  # noqa: F401,F403
+from .generative import *  # noqa: F401,F403
 from .optim import *  # noqa: F401,F403
 from .preference import *  # noqa: F401,F403
 from .regression import *  # noqa: F401,F403

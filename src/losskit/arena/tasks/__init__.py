@@ -13,6 +13,7 @@ from __future__ import annotations
 from ..task import register_task
 from .adversarial import Adversarial
 from .distillation import Distillation
+from .generative import Generative
 from .imbalanced import Imbalanced
 from .noisy_labels import NoisyLabels
 from .preference import Preference
@@ -20,15 +21,15 @@ from .representation import Representation
 from .transport import Transport
 
 __all__ = ["BUILTIN", "DEFAULT_SUITE", "NoisyLabels", "Imbalanced", "Distillation", "Representation",
-           "Preference", "Transport", "Adversarial"]
+           "Preference", "Transport", "Adversarial", "Generative"]
 
 #: The built-in tasks, in the order ``losskit arena list`` shows them.
 BUILTIN: tuple[type, ...] = (NoisyLabels, Imbalanced, Distillation, Representation, Preference, Transport,
-                             Adversarial)
+                             Adversarial, Generative)
 
 #: The tasks ``losskit arena`` (no task named) runs, with their quick candidates and settings.
 DEFAULT_SUITE: tuple[str, ...] = ("noisy_labels", "imbalanced", "distillation", "representation",
-                                  "preference", "transport")
+                                  "preference", "transport", "generative")
 
 for _cls in BUILTIN:
     register_task(_cls())
