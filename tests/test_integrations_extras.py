@@ -24,6 +24,7 @@ def test_missing_extra_names_it():
 @pytest.mark.parametrize("module,extra,blocked", [
     ("losskit.integrations.transformers", "hf", "transformers"),
     ("losskit.integrations.trl", "hf", "trl"),
+    ("losskit.integrations.lightning", "lightning", "lightning"),
 ])
 def test_integration_module_without_its_extra(module, extra, blocked):
     """With the extra's package made unimportable, importing the integration says which extra to install."""
