@@ -14,6 +14,10 @@ and of the reference, or their mean over the completion (``aggregation='mean'``:
 length-normalised scores, IPO, SimPO, ORPO, AlphaPO, as TRL's IPO does). TRL's ``loss_type`` is not used:
 the losskit head replaces it. ``beta`` defaults to ``DPOConfig.beta`` for heads that take it.
 
+:class:`LosskitGRPOTrainer` subclasses ``trl.GRPOTrainer`` and computes its surrogate with :func:`losskit.grpo`,
+the aggregation explicit (``'grpo'``, ``'bnpo'``, ``'dapo'``, ``'dr_grpo'``): TRL's generation, rewards and
+advantages are kept.
+
 Heads with inputs beyond the four sequence scores (EGPO's preference probabilities, MNPO's opponents, APO's
 previous iterate, ...) take them from :meth:`LosskitDPOTrainer.head_inputs`, which a subclass overrides;
 reference-free heads (SimPO, ORPO, CPO, AlphaPO) skip the reference forward pass. The agreement with TRL's own
@@ -33,8 +37,10 @@ require("hf", "transformers")
 trl = require("hf", "trl")
 
 from .._core import get  # noqa: E402
+from ..preference import grpo  # noqa: E402
+from ..preference.policy import AGGREGATIONS  # noqa: E402
 
-__all__ = ["LosskitDPOTrainer", "PAIRWISE_KINDS", "resolve_head", "sequence_scores_from_batch"]
+__all__ = ["LosskitDPOTrainer", "LosskitGRPOTrainer", "PAIRWISE_KINDS", "resolve_head", "sequence_scores_from_batch"]
 
 #: The input kinds of the heads DPOTrainer's batches can feed (a chosen and a rejected sequence score each).
 PAIRWISE_KINDS = ("pair scores", "pair mean scores")
@@ -159,4 +165,87 @@ class LosskitDPOTrainer(trl.DPOTrainer):
             with torch.no_grad():
                 outputs = model(**model_kwargs)
             return loss, outputs
+        return loss
+
+
+class LosskitGRPOTrainer(trl.GRPOTrainer):
+    """``trl.GRPOTrainer`` whose loss is :func:`losskit.grpo` with an explicit aggregation.
+
+    Args (beyond ``trl.GRPOTrainer``'s):
+        aggregation: ``'grpo'`` (per-sequence mean, then mean), ``'bnpo'`` (this micro-batch's token mean),
+            ``'dapo'`` (the token mean over the whole optimiser step: TRL's ``num_items_in_batch``),
+            ``'dr_grpo'`` (``B * max_completion_length``); default: ``GRPOConfig.loss_type`` when it is one of
+            these (``'cispo'``: ``'dapo'`` with CISPO's clip).
+        kl_estimator: ``'k3'`` (TRL's), ``'k1'`` or ``'k2'``, used when ``beta > 0``.
+        dual_clip: dual-clip PPO's ``c > 1`` (losskit's; TRL has none).
+
+    Conventions (tested against TRL's own ``_compute_loss``): the clip range is TRL's ``epsilon`` and
+    ``epsilon_high``; CISPO's cap is TRL's ``epsilon_high`` as an absolute ratio bound, losskit's
+    ``1 + epsilon_high``, converted here, and CISPO's logged value differs (TRL's per-token ``-w A log pi``,
+    losskit's ``-w A``; the gradients are equal); the loss is scaled for gradient accumulation as TRL scales it. TRL
+    options with no losskit counterpart are refused: ``sapo``, ``vespo`` and ``luspo`` loss types, two-sided
+    clipping (``delta``), entropy masks and bonuses, off-policy masks, vLLM importance-sampling correction,
+    the KL bias correction.
+    """
+
+    def __init__(self, *args, aggregation: str | None = None, kl_estimator: str = "k3",
+                 dual_clip: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        a = self.args
+        self.losskit_clip = "cispo" if self.loss_type == "cispo" else "ppo"
+        default = "dapo" if self.loss_type == "cispo" else self.loss_type
+        self.losskit_aggregation = aggregation or default
+        if self.losskit_aggregation not in AGGREGATIONS:
+            raise NotImplementedError(f"GRPOConfig.loss_type={self.loss_type!r} has no losskit aggregation; pass "
+                                      f"aggregation= one of {AGGREGATIONS}")
+        if self.loss_type not in (*AGGREGATIONS, "cispo"):
+            raise NotImplementedError(f"GRPOConfig.loss_type={self.loss_type!r} is not losskit.grpo's surrogate")
+        for option, bad in (("delta", a.delta is not None), ("top_entropy_quantile", self.top_entropy_quantile < 1),
+                            ("off_policy_mask_threshold", self.off_policy_mask_threshold is not None),
+                            ("entropy_coef", self._entropy_bonus_enabled),
+                            ("vllm_importance_sampling_correction",
+                             self.use_vllm and self.vllm_importance_sampling_correction),
+                            ("use_bias_correction_kl", self.beta != 0.0 and a.use_bias_correction_kl)):
+            if bad:
+                raise NotImplementedError(f"LosskitGRPOTrainer does not support GRPOConfig.{option}")
+        self.losskit_kl_estimator, self.losskit_dual_clip = kl_estimator, dual_clip
+
+    def _compute_loss(self, model, inputs):
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+        logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled)
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        ref = inputs["ref_per_token_logps"] if self.beta != 0.0 else None
+        mode = "train" if self.model.training else "eval"
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        num_items, world = None, 1
+        if self.losskit_aggregation == "dapo":
+            # TRL's num_items_in_batch counts the generation batch (steps_per_generation micro-batches)
+            num_items = inputs["num_items_in_batch"].clamp(min=1.0)
+            if mode == "train":
+                num_items = num_items * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+            world = self.accelerator.num_processes
+        epsilon_high = self.epsilon_high - 1 if self.losskit_clip == "cispo" else self.epsilon_high
+        loss, metrics = grpo(logps, old, inputs["advantages"], mask, ref, beta=self.beta, epsilon=self.epsilon_low,
+                             epsilon_high=epsilon_high, dual_clip=self.losskit_dual_clip,
+                             importance=self.importance_sampling_level, clip=self.losskit_clip,
+                             kl_estimator=self.losskit_kl_estimator, aggregation=self.losskit_aggregation,
+                             max_completion_length=self.max_completion_length, num_items_in_batch=num_items,
+                             world_size=world, return_metrics=True)
+        if self.losskit_aggregation != "dapo":
+            loss = loss / accumulation
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
+        log = self._metrics[mode]
+        total = self.accelerator.reduce(torch.stack([(entropies * mask).sum(), mask.sum().float()]), reduction="sum")
+        log["entropy"].append((total[0] / total[1].clamp(min=1.0)).item())
+        for key in ("clip_fraction", "ratio_mean", "kl_mean"):
+            if metrics.get(key) is not None:
+                log[f"losskit/{key}"].append(self.accelerator.gather(metrics[key].detach().reshape(1)).mean().item())
         return loss
