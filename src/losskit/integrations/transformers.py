@@ -33,7 +33,12 @@ require("hf", "transformers")
 
 from ..fused import fused_linear_cross_entropy  # noqa: E402
 
-__all__ = ["FusedCausalLMLoss", "fused_causal_lm_loss"]
+__all__ = ["FusedCausalLMLoss", "fused_causal_lm_loss", "tiny_llama", "TINY_LLAMA"]
+
+#: The tiny Llama of the tests, the README recipes and the arena (``--policy tiny-llama``): built from a config,
+#: nothing downloaded.
+TINY_LLAMA = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2)
 
 
 class FusedCausalLMLoss:
@@ -95,3 +100,14 @@ class FusedCausalLMLoss:
 def fused_causal_lm_loss(model: torch.nn.Module, **options) -> FusedCausalLMLoss:
     """:class:`FusedCausalLMLoss` for ``model``: pass it as ``transformers.Trainer(compute_loss_func=...)``."""
     return FusedCausalLMLoss(model, **options)
+
+
+def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, **config):
+    """A randomly initialised ``LlamaForCausalLM`` of :data:`TINY_LLAMA`'s size (``config`` overrides it), seeded
+    by ``seed`` (the global RNG's state is restored)."""
+    import transformers
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**TINY_LLAMA, **config}))
+    return model.to(dtype)
