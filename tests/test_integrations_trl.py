@@ -290,3 +290,41 @@ if __name__ == "__main__":
         trl_opts = ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("dtype", "aggregation"))
         trl_opts += " (float32)" if "dtype" in settings else ""
         print(f"| `{name}` | `{head}`{f' ({opts})' if opts else ''} | {trl_opts or '–'} | {agreement(name):.1e} |")
+
+
+def test_precomputed_reference_and_evaluation(tmp_path):
+    """TRL's precomputed reference log-probs feed the head (no reference model kept), and evaluation runs the
+    same loss."""
+    model, tokenizer, ds = tiny_setup()
+    args = trl.DPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8,
+                         per_device_eval_batch_size=8, learning_rate=5e-3, report_to=[], save_strategy="no",
+                         use_cpu=True, beta=0.1, disable_tqdm=True, max_length=32, precompute_ref_log_probs=True)
+    trainer = LosskitDPOTrainer(model=model, args=args, train_dataset=ds, eval_dataset=ds.select(range(8)),
+                                processing_class=tokenizer, head="ipo")
+    assert trainer.ref_model is None and trainer.head_aggregation == "mean"
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate()["eval_loss"]
+    assert math.isclose(before, 25.0, rel_tol=1e-4)    # IPO at margin 0: (1/(2 beta))^2
+    assert after < before
+
+
+def test_a_head_with_extra_inputs_through_head_inputs(tmp_path):
+    """EGPO needs preference probabilities against an opponent: a subclass supplies them from the batch."""
+
+    class EGPOTrainer(LosskitDPOTrainer):
+        def head_inputs(self, inputs):
+            n = inputs["input_ids"].shape[0] // 2
+            return {"chosen_preference": torch.full((n,), 0.8), "rejected_preference": torch.full((n,), 0.2)}
+
+    model, tokenizer, ds = tiny_setup()
+    args = trl.DPOConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=16, learning_rate=5e-3,
+                         logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, beta=0.1,
+                         disable_tqdm=True, max_length=32)
+    trainer = EGPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=ds,
+                          processing_class=tokenizer, head="egpo")
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses[-1] < losses[0], losses
+    with pytest.raises(NotImplementedError, match="head_inputs"):
+        LosskitDPOTrainer.head_inputs(trainer, {})
