@@ -174,3 +174,29 @@ def test_arena_cli_policy_flag(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "policy=tiny-llama" in out and "ran 1 trials" in out
+
+
+def test_gradient_accumulation_step_equals_the_models_own(tmp_path):
+    """One optimiser step with gradient accumulation (2 micro-batches of unequal token counts): the parameters
+    after it equal those of the Trainer's default loss (the model's own, with ``num_items_in_batch``)."""
+    datasets = pytest.importorskip("datasets", reason="needs the hf extra: pip install 'losskit[hf]'")
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 256, (4, 12), generator=g)
+    labels = ids.clone()
+    labels[0, :9] = -100
+    labels[1, :2] = -100                         # micro-batches of 2 + 9 and 11 + 11 predicted tokens
+    ds = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels.tolist()})
+    after = []
+    for fused in (False, True):
+        model = tiny_llama(torch.float64)
+        args = transformers.TrainingArguments(output_dir=str(tmp_path / str(fused)), max_steps=1,
+                                              per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                                              optim="sgd", learning_rate=0.5, report_to=[], save_strategy="no",
+                                              use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
+        kw = {"compute_loss_func": fused_causal_lm_loss(model)} if fused else {}
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=ds, **kw)
+        trainer.train()
+        after.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    moved = (after[0] - torch.cat([p.detach().flatten() for p in tiny_llama(torch.float64).parameters()])).abs()
+    assert moved.max() > 1e-3                    # the step did move the parameters
+    assert (after[0] - after[1]).abs().max() < 1e-5
