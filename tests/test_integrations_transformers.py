@@ -200,3 +200,17 @@ def test_gradient_accumulation_step_equals_the_models_own(tmp_path):
     moved = (after[0] - torch.cat([p.detach().flatten() for p in tiny_llama(torch.float64).parameters()])).abs()
     assert moved.max() > 1e-3                    # the step did move the parameters
     assert (after[0] - after[1]).abs().max() < 1e-5
+
+
+def test_bfloat16_model():
+    """A bfloat16 model: the fused loss (float32 GEMMs on upcast operands, float32 result) is within bfloat16
+    rounding of the model's own loss (bfloat16 logits, upcast), and its gradients reach every parameter."""
+    model = tiny_llama(torch.bfloat16)
+    ids, labels = batch()
+    ref = model(input_ids=ids, labels=labels).loss
+    loss_fn = fused_causal_lm_loss(model)
+    loss = loss_fn(model.train()(input_ids=ids), labels)
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - ref.item()) < 2e-2 * abs(ref.item())
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -255,6 +255,7 @@ def test_dpo_trainer_run_with_a_losskit_head_decreases_the_loss(tmp_path):
     assert math.isclose(losses[0], (math.log(2) + 1) / 2, abs_tol=1e-3)   # discopop at margin 0 (policy = ref)
 
 
+@pytest.mark.slow
 def test_dpo_trainer_run_with_a_head_trl_lacks(tmp_path):
     """A head TRL does not implement (DDO), and a reference-free one (SimPO, mean scores)."""
     for head, kw in (("ddo", {}), ("simpo", {"beta": 2.0, "gamma": 0.5})):
