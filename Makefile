@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,arena,bench,ray,docs
+EXTRAS ?= dev,arena,bench,ray,docs,hf,lightning
 
 .PHONY: setup demo arena test lint bench clean docs docs-serve
 

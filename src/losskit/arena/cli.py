@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--noise", default=None, help="label-noise rate(s), e.g. 0.4 or 0,0.2,0.4 (a sweep)")
     ap.add_argument("--noise-type", default=None, choices=("symmetric", "asymmetric"))
     ap.add_argument("--dataset", default=None, help="digits | breast_cancer | wine (noisy_labels)")
+    ap.add_argument("--policy", default=None, choices=("bandit", "tiny-llama"),
+                    help="preference: the bandit (default) or a tiny transformers Llama (needs losskit[hf])")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a task setting (repeatable; comma-separated values make a sweep)")
     ap.add_argument("--quick", action="store_true", help="the quick settings and candidates of each task")
@@ -124,6 +126,8 @@ def cmd_run(args) -> int:
         overrides["noise_type"] = [args.noise_type]
     if args.dataset:
         overrides["dataset"] = args.dataset.split(",")
+    if args.policy:
+        overrides["policy"] = [args.policy]
     for kv in args.set:
         k, sep, v = kv.partition("=")
         if not sep:

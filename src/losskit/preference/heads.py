@@ -215,7 +215,8 @@ def cdpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_
 
     .. math:: L = -(1-\\varepsilon)\\log\\sigma(\\beta m) - \\varepsilon\\log\\sigma(-\\beta m)
 
-    TRL's ``loss_type='sigmoid'`` with ``label_smoothing``.
+    TRL's ``loss_type='sigmoid'`` with ``label_smoothing`` in TRL < 1.16 (TRL 1.16's ``sigmoid`` has none: there
+    cDPO is ``(1-eps)`` sigmoid plus ``eps`` sigmoid with the pair swapped, tested in tests/test_integrations_trl.py).
     Paper: Mitchell, "A note on DPO with noisy preferences & relationship to IPO", 2023 (technical note).
     """
     return _pairwise(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
@@ -394,8 +395,8 @@ def bco(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_r
 
     .. math:: L = -\\log\\sigma(r_w - \\delta) - \\log\\sigma(-(r_l - \\delta)),\\quad r = \\beta(\\ell-\\ell_{ref})
 
-    ``delta`` is the reward shift; the paper and TRL (``loss_type='bco_pair'``) use a running mean of past
-    rewards, which is state outside the loss: pass it (a float or scalar tensor, detached). ``2 log 2`` at
+    ``delta`` is the reward shift; the paper uses a running mean of past rewards, which is state outside the
+    loss: pass it (a float or scalar tensor, detached). TRL 1.16's ``loss_type='bco_pair'`` has delta = 0. ``2 log 2`` at
     zero rewards and delta = 0. Paper: Jung et al., "Binary Classifier Optimization for Large Language Model
     Alignment", 2024, arXiv:2404.04656.
     """

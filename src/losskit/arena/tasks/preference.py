@@ -1,5 +1,12 @@
 """The ``preference`` task: a K-armed bandit policy trained on pairwise preferences with a known ground
-truth (Bradley-Terry or a cyclic, non-transitive preference)."""
+truth (Bradley-Terry or a cyclic, non-transitive preference).
+
+``policy=tiny-llama`` (``losskit arena preference --policy tiny-llama``, needs ``pip install 'losskit[hf]'``)
+replaces the bandit's logits by a real autoregressive model: the K responses are K fixed token sequences after
+one fixed prompt, their scores are a tiny Llama's sequence log-probabilities (sums over the response tokens,
+true log-probabilities, not normalised over the K), the reference is the initial model, and the metrics are
+computed on the model's distribution restricted to the K responses (the DPO optimum and the Nash equilibria
+are statements about that conditional distribution)."""
 
 from __future__ import annotations
 
@@ -72,25 +79,40 @@ class Preference(Task):
                    "Nash-MP target). Every head gets the task's beta. KTO (z0 from the batch) sees chosen as "
                    "desirable and rejected as undesirable; EGPO's opponent is the current policy (exact "
                    "expectations, plain gradient steps); Nash-MP samples from the policy, previous iterate "
-                   "refreshed every epoch")
+                   "refreshed every epoch. `policy=tiny-llama`: the K responses are token sequences scored by a "
+                   "tiny Llama (`response_length` tokens, Adam at `llama_lr`), metrics on its distribution "
+                   "restricted to the K")
     metrics = ("win_rate", "kl_to_ref", "dist_to_opt", "dist_to_nash")
     lower_is_better = frozenset({"kl_to_ref", "dist_to_opt", "dist_to_nash"})
     baseline = "dpo"
     claims = (_nash_claim,)
     defaults = {"truth": "bt", "vocab": 16, "pairs": 2048, "epochs": 30, "lr": 0.05, "batch_size": 256,
-                "beta": 0.5, "eval_every": 3}
+                "beta": 0.5, "eval_every": 3, "policy": "bandit", "llama_lr": 0.003, "response_length": 4}
     quick_config = {"epochs": 20, "eval_every": 2}
     quick_sweep = {"truth": ["bt", "cyclic"]}
     quick = ("dpo", "ipo", "simpo", "kto", "orpo", "cpl", "egpo", "nash_mp")
+
+    #: settings of ``policy=tiny-llama`` only: dropped from the bandit's configuration, so that bandit runs keep
+    #: the configuration (and the stored results) they had before the option existed
+    LLAMA_ONLY = ("policy", "llama_lr", "response_length")
+
+    def config(self, overrides=None, quick=False):
+        cfg = super().config(overrides, quick)
+        if cfg["policy"] == "bandit":
+            cfg = {k: v for k, v in cfg.items() if k not in self.LLAMA_ONLY}
+        return cfg
 
     def candidates(self):
         return [Candidate(n) for n in ("dpo", "ipo", "simpo", "kto", "orpo", "d2o", "ddo", "cpl", "egpo",
                                         "nash_mp")]
 
-    def world(self, seed, config):
+    def world(self, seed, config, ref_logits=None):
+        """The ground truth and the preference pairs; ``ref_logits``: the reference's (unnormalised) log-probs
+        of the K responses (default: random, the bandit's)."""
         k = config["vocab"]
         g = torch.Generator().manual_seed(50_000 + seed)
-        ref_logits = 0.5 * torch.randn(k, generator=g, dtype=torch.float64)
+        drawn = 0.5 * torch.randn(k, generator=g, dtype=torch.float64)
+        ref_logits = drawn if ref_logits is None else ref_logits.double()
         if config["truth"] == "bt":
             r = torch.randn(k, generator=g, dtype=torch.float64)
             P = torch.sigmoid(r[:, None] - r[None, :])
@@ -114,13 +136,34 @@ class Preference(Task):
 
     def run(self, candidate, seed, config):
         entry = entry_of(candidate)
-        ref_logits, r, P, chosen, rejected = self.world(seed, config)
+        policy = config.get("policy", "bandit")
+        if policy == "tiny-llama":
+            model, scores, length = _llama_policy(seed, config)
+            with torch.no_grad():
+                ref_scores = scores().detach()
+            ref_logits, r, P, chosen, rejected = self.world(seed, config, ref_logits=ref_scores)
+            lr = config["llama_lr"]
+        elif policy == "bandit":
+            ref_logits, r, P, chosen, rejected = self.world(seed, config)
+            theta = torch.nn.Parameter(ref_logits.clone().float())
+
+            class _Policy(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.theta = theta
+
+            model, length, lr = _Policy(), 1, config["lr"]
+            ref_scores = torch.log_softmax(ref_logits.float(), 0).detach()
+
+            def scores():
+                return torch.log_softmax(model.theta, 0)
+        else:
+            raise ValueError(f"policy: expected 'bandit' or 'tiny-llama', got {policy!r}")
         opts = dict(candidate.options)
         beta = float(opts.get("beta", config["beta"]))
         if "beta" in kwonly(entry.fn):
             opts.setdefault("beta", beta)
-        theta = torch.nn.Parameter(ref_logits.clone().float())
-        ref_lp = torch.log_softmax(ref_logits.float(), 0).detach()
+        ref_lp = ref_scores.float()
         if r is not None:
             opt_pi = torch.softmax(ref_logits + r / beta, 0)
         else:
@@ -129,19 +172,14 @@ class Preference(Task):
         reg_nash = torch.tensor(_regularised_nash(P.numpy(), ref_pi.numpy(), beta))
 
         def measures():
-            pi = torch.softmax(theta.detach().double(), 0)
+            with torch.no_grad():  # the bandit: its logits in float64, as before the tiny-llama option
+                pi = torch.softmax((model.theta if policy == "bandit" else scores()).detach().double(), 0)
             win = float(pi @ P @ ref_pi)
             kl = float((pi * (pi.log() - ref_pi.log())).sum())
             tv = float(0.5 * (pi - opt_pi).abs().sum())
             tv_nash = float(0.5 * (pi - reg_nash).abs().sum())
             return {"win_rate": win, "kl_to_ref": kl, "dist_to_opt": tv, "dist_to_nash": tv_nash}
 
-        class _Policy(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.theta = theta
-
-        model = _Policy()
         Pf = P.float()
         gen = torch.Generator().manual_seed(80_000 + seed)
         steps_per_epoch = -(-len(chosen) // config["batch_size"])
@@ -153,10 +191,10 @@ class Preference(Task):
             uses_ref = True
 
         def loss(idx, step):
-            lp = torch.log_softmax(model.theta, 0)
+            lp = scores()
             c, rj = chosen[idx], rejected[idx]
-            ones = torch.ones(len(idx))
-            pi_now = lp.detach().exp()
+            ones = torch.full((len(idx),), float(length))
+            pi_now = lp.detach().exp() if policy == "bandit" else torch.softmax(lp.detach(), 0)
             inputs = {"policy_chosen_logps": lp[c], "policy_rejected_logps": lp[rj],
                       **({"ref_chosen_logps": ref_lp[c], "ref_rejected_logps": ref_lp[rj]} if uses_ref else {}),
                       "chosen_lengths": ones, "rejected_lengths": ones, "lengths": ones,
@@ -176,10 +214,30 @@ class Preference(Task):
                               preference=(Pf @ pi_now)[ys])
             return bind_call(entry.fn, inputs, opts, aliases=_PREF_ALIASES)
 
-        curve = T.train(model, loss, len(chosen), epochs=config["epochs"], lr=config["lr"],
+        curve = T.train(model, loss, len(chosen), epochs=config["epochs"], lr=lr,
                         batch_size=config["batch_size"], seed=seed, eval_every=config["eval_every"],
                         evaluate=lambda: measures()["win_rate"])
         return TrialResult(measures(), curve, "win rate vs reference")
+
+
+def _llama_policy(seed, config):
+    """A tiny Llama and ``scores()``: its sequence log-probs of the K responses after one prompt, ``(K,)``."""
+    from ...integrations.transformers import tiny_llama
+
+    k, length = config["vocab"], config["response_length"]
+    vocab = 64
+    model = tiny_llama(seed=70_000 + seed, vocab_size=vocab)
+    g = torch.Generator().manual_seed(60_000 + seed)
+    responses = torch.randint(0, vocab, (4 * k, length), generator=g).unique(dim=0)
+    responses = responses[torch.randperm(len(responses), generator=g)[:k]]
+    prompt = torch.randint(0, vocab, (1, 2), generator=g).expand(k, 2)
+    ids = torch.cat([prompt, responses], 1)
+
+    def scores():
+        logits = model(input_ids=ids).logits[:, prompt.shape[1] - 1:-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, responses[..., None]).squeeze(-1).sum(-1)
+
+    return model, scores, length
 
 
 _PREF_ALIASES = {
