@@ -55,17 +55,49 @@ def _sweep(overrides: dict[str, list[str]]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
+    from .store import StoreError
+
     argv = list(argv)
-    if argv and argv[0] == "list":
-        return cmd_list()
-    if argv and argv[0] in ("report", "show"):
-        ap = argparse.ArgumentParser(prog=f"losskit arena {argv[0]}")
-        ap.add_argument("tasks", nargs="*")
-        ap.add_argument("--store", default=DEFAULT_STORE)
-        ap.add_argument("--out", default="arena_report", help="report folder (index.html + PNGs)")
-        args = ap.parse_args(argv[1:])
-        return cmd_report(args) if argv[0] == "report" else cmd_show(args)
-    return cmd_run(_parser().parse_args(argv))
+    try:
+        if argv and argv[0] == "list":
+            return cmd_list()
+        if argv and argv[0] in ("report", "show"):
+            ap = argparse.ArgumentParser(prog=f"losskit arena {argv[0]}")
+            ap.add_argument("tasks", nargs="*")
+            ap.add_argument("--store", default=DEFAULT_STORE)
+            ap.add_argument("--out", default="arena_report", help="report folder (index.html + PNGs)")
+            args = ap.parse_args(argv[1:])
+            return cmd_report(args) if argv[0] == "report" else cmd_show(args)
+        args = _parser().parse_args(argv)
+        problem = _check_args(args)
+        if problem:
+            return _refuse(problem)
+        return cmd_run(args)
+    except StoreError as err:
+        return _refuse(str(err))
+
+
+def _refuse(message: str, con=None) -> int:
+    """One line (never wrapped) in red; the exit status of a refused command."""
+    (con or _console()).print(f"[red]{_esc(message)}[/]", soft_wrap=True)
+    return 2
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _check_args(args) -> str | None:
+    """What is wrong with the numeric options (``None``: nothing); checked before anything runs."""
+    if args.seeds < 1:
+        return f"--seeds: expected a number of seeds >= 1, got {args.seeds}"
+    if args.workers is not None and args.workers < 1:
+        return f"--workers: expected a number of parallel trials >= 1, got {args.workers}"
+    if args.trial_timeout is not None and (args.trial_timeout < 0 or args.trial_timeout != args.trial_timeout):
+        return f"--trial-timeout: expected seconds >= 0 (0: no limit), got {args.trial_timeout:g}"
+    return None
 
 
 def _console():
@@ -115,8 +147,7 @@ def cmd_run(args) -> int:
     try:
         selected = [get_task(n) for n in names]
     except KeyError as err:
-        con.print(f"[red]{err.args[0]}[/]")
-        return 2
+        return _refuse(err.args[0], con)
     overrides: dict[str, list[str]] = {}
     if args.noise is not None:
         overrides["noise"] = args.noise.split(",")
@@ -127,31 +158,39 @@ def cmd_run(args) -> int:
     for kv in args.set:
         k, sep, v = kv.partition("=")
         if not sep:
-            con.print(f"[red]--set: expected KEY=VALUE, got {kv!r}[/]")
-            return 2
+            return _refuse(f"--set: expected KEY=VALUE, got {kv!r}", con)
         overrides[k.strip()] = v.split(",")
     unknown = [k for k in overrides if not any(k in t.defaults for t in selected)]
     if unknown:
-        con.print(f"[red]no selected task has the setting(s) {', '.join(unknown)}[/]")
-        return 2
+        from .task import _did_you_mean
+
+        known = sorted({k for t in selected for k in t.defaults})
+        hint = "".join(_did_you_mean(k, known) for k in unknown)
+        return _refuse(f"no selected task has the setting(s) {', '.join(unknown)}{hint}; settings: "
+                       f"{', '.join(known)}", con)
     objectives = [s.strip() for s in _split_specs(args.objectives)] if args.objectives else None
 
-    store = Store(args.store)
-    summary = Summary()
-    trials, runs = [], []
+    # everything is checked before the store is opened and before any trial starts
+    work = []
     try:
+        per_task = _objectives_per_task(selected, objectives)
         for t in selected:
             own = {k: v for k, v in overrides.items() if k in t.defaults}
             if quick:
                 own = {**{k: [str(x) for x in v] for k, v in t.quick_sweep.items()}, **own}
-            cands = t.select(objectives, quick=quick and objectives is None)
+            if objectives is not None and not per_task[t.name]:
+                continue  # none of the named objectives competes on this task
+            cands = t.select(per_task[t.name], quick=quick and objectives is None)
             for combo in _sweep(own):
-                cfg = t.config(combo, quick=quick)
-                runs.append((t.name, cfg))
-                trials += plan(t, cfg, cands, range(args.seeds), store, summary)
+                work.append((t, t.config(combo, quick=quick), cands))
     except ValueError as err:
-        con.print(f"[red]{err}[/]")
-        return 2
+        return _refuse(str(err), con)
+    store = Store(args.store)
+    summary = Summary()
+    trials, runs = [], []
+    for t, cfg, cands in work:
+        runs.append((t.name, cfg))
+        trials += plan(t, cfg, cands, range(args.seeds), store, summary)
 
     con.print(f"[bold]losskit arena[/]: {len(trials)} trials to run, {summary.reused} already in "
               f"{os.path.abspath(args.store)}; backend {args.backend}")
@@ -169,6 +208,27 @@ def cmd_run(args) -> int:
               f"({summary.reused} reused from the store); "
               f"HTML report: losskit arena report --store {args.store}")
     return 0
+
+
+def _objectives_per_task(selected, objectives):
+    """The named objectives each selected task takes. A name no selected task can run is refused
+    (``ValueError`` with the reason); one that only some tasks take goes to those."""
+    if objectives is None:
+        return {t.name: None for t in selected}
+    out: dict[str, list[str]] = {t.name: [] for t in selected}
+    for spec in objectives:
+        errors = []
+        for t in selected:
+            try:
+                t.select([spec])
+            except ValueError as err:
+                errors.append(str(err))
+            else:
+                out[t.name].append(spec)
+        if len(errors) == len(selected):
+            raise ValueError(errors[0] if len(selected) == 1 or len(set(errors)) == 1
+                             else f"{spec}: no selected task can run it ({'; '.join(errors)})")
+    return out
 
 
 def _split_specs(text: str) -> list[str]:
@@ -260,12 +320,19 @@ def _cfg_text(b) -> str:
 
 def cmd_show(args) -> int:
     from .store import Store
+    from .task import _did_you_mean, tasks
 
-    if not os.path.exists(args.store):
-        _console().print(f"[red]no results store at {args.store}[/]; run `losskit arena` first")
-        return 1
-    store = Store(args.store)
-    print_boards(_console(), store, None)
+    store = Store(args.store, readonly=True)
+    known = {t.name for t in tasks()} | {r.task for r in store.rows()}
+    for name in args.tasks:
+        if name not in known:
+            return _refuse(f"no arena task {name!r}{_did_you_mean(name, known)}; tasks: {', '.join(sorted(known))}")
+    runs = None
+    if args.tasks:
+        from .leaderboard import boards
+
+        runs = [(b.task, b.config) for b in boards(store.rows()) if b.task in args.tasks]
+    print_boards(_console(), store, runs)
     return 0
 
 
@@ -273,9 +340,6 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .store import Store
 
-    if not os.path.exists(args.store):
-        _console().print(f"[red]no results store at {args.store}[/]; run `losskit arena` first")
-        return 1
-    path = write_report(Store(args.store), args.out)
+    path = write_report(Store(args.store, readonly=True), args.out)
     _console().print(f"report written: {path}")
     return 0

@@ -70,10 +70,41 @@ def plan(task: Task, config: dict[str, Any], candidates: Sequence[Candidate], se
     return todo
 
 
-def _init_worker(threads: int = 1) -> None:
+def _init_worker(threads: int = 1, parent: int | None = None) -> None:
+    """A pool worker's set-up: one torch thread, and it dies with the arena process (``parent``)."""
     import torch
 
     torch.set_num_threads(threads)
+    if parent is not None:
+        _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` (the arena) dies, even by SIGKILL: Linux's parent-death signal
+    (``prctl(PR_SET_PDEATHSIG)``, which fires when the process that forked us (the forkserver) exits)
+    and, everywhere, a watchdog thread that polls whether ``parent`` is still alive."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - a pid we may not signal: not our parent any more
+                os._exit(1)
+
+    threading.Thread(target=watch, name="losskit-arena-watchdog", daemon=True).start()
 
 
 class TrialTimeout(Exception):
@@ -171,18 +202,62 @@ def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backe
         finally:
             torch.set_num_threads(prev)
     elif backend == "process":
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-            futs = {pool.submit(execute, t.task, t.config, t.candidate, t.seed, timeout): t for t in trials}
-            for f in as_completed(futs):
-                record(futs[f], f.result())
+        _run_pool(trials, record, workers, timeout)
     else:
         _run_ray(trials, record, workers, address, timeout)
     summary.wall_s += time.perf_counter() - t0
     return summary
+
+
+def _run_pool(trials, record, workers: int, timeout=None) -> None:
+    """Run ``trials`` on a local process pool. A worker that dies (killed, out of memory, a crash in
+    native code) breaks the pool: the trials it may have been running are rerun one at a time in a pool
+    of their own, so the one that kills its worker again is recorded as failed with the reason, and the
+    rest of the run goes on in a fresh pool."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    queue = list(trials)
+    while queue:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(1, os.getpid())) as pool:
+            futs = [(pool.submit(execute, t.task, t.config, t.candidate, t.seed, timeout), t) for t in queue]
+            order = {f: i for i, (f, _) in enumerate(futs)}
+            trial_of = dict(futs)
+            pending, unfinished = set(trial_of), []
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in sorted(done, key=order.get):
+                    try:
+                        out = f.result()
+                    except BrokenProcessPool:
+                        unfinished.append(f)
+                        continue
+                    record(trial_of[f], out)
+                if unfinished:
+                    unfinished += list(pending)
+                    break
+        # the pool runs trials in submission order: the earliest unfinished ones were on the workers
+        unfinished.sort(key=order.get)
+        suspects = [trial_of[f] for f in unfinished[:workers + 1]]
+        queue = [trial_of[f] for f in unfinished[workers + 1:]]
+        for t in suspects:
+            record(t, _isolated(t, ctx, timeout))
+
+
+def _isolated(t: Trial, ctx, timeout):
+    """One trial in a one-worker pool of its own: its result, or a failure if its worker dies."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker,
+                             initargs=(1, os.getpid())) as pool:
+        try:
+            return pool.submit(execute, t.task, t.config, t.candidate, t.seed, timeout).result()
+        except BrokenProcessPool as err:
+            return ("fail", f"the worker process running this trial died ({err})"[:300], 0.0)
 
 
 def _run_ray(trials, record, workers, address, timeout=None):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Store", "Row", "DEFAULT_STORE"]
+__all__ = ["Store", "StoreError", "Row", "DEFAULT_STORE"]
 
 DEFAULT_STORE = "losskit_results.sqlite"
 
@@ -36,6 +36,67 @@ CREATE TABLE IF NOT EXISTS notes (
     label TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (task, config, objective, hparams, kind));
 """
+
+
+class StoreError(Exception):
+    """The results store cannot be used (what is wrong with which file, and what to do); nothing was written."""
+
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def check_path(path: str, write: bool = True) -> None:
+    """Raise :class:`StoreError` (one clear line) unless ``path`` is a usable results store; reads only."""
+    if path == ":memory:":
+        return
+    where = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise StoreError(f"results store {where} is a directory; pass a file path with --store (e.g. "
+                         f"{os.path.join(path, DEFAULT_STORE)})")
+    parent = os.path.dirname(where)
+    if not os.path.isdir(parent):
+        raise StoreError(f"results store {where}: the directory {parent} does not exist; create it or choose "
+                         f"another --store")
+    if os.path.exists(path):
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"results store {where} is not readable (permissions); fix them or choose another --store")
+        size = os.path.getsize(path)
+        if size:
+            with open(path, "rb") as f:
+                head = f.read(100)
+            if not head.startswith(_HEADER):
+                raise StoreError(f"results store {where} is not an SQLite database (not written by losskit "
+                                 f"arena?); left untouched; choose another --store or move the file away")
+            if len(head) < 100 or size < 512 or size % 512:
+                raise StoreError(f"results store {where} is truncated or corrupted ({size} bytes); left "
+                                 f"untouched; restore it from a backup or choose another --store")
+            err = _quick_check(path)
+            if err:
+                raise StoreError(f"results store {where} is corrupted ({err}); left untouched; restore it from a "
+                                 f"backup or choose another --store")
+        if write and (not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222):
+            raise StoreError(f"results store {where} is read-only; make it writable or choose another --store")
+    if write and (not os.access(parent, os.W_OK) or not os.stat(parent).st_mode & 0o222):
+        raise StoreError(f"results store {where}: its directory {parent} is read-only (SQLite needs to write "
+                         f"its journal beside the file); choose another --store")
+
+
+def _quick_check(path: str) -> str:
+    """SQLite's own check of every page, through a read-only connection (the file is not modified)."""
+    try:
+        # immutable: no -wal / -shm files are created beside a file that may not even be a store
+        flags = "?mode=ro" if os.path.exists(path + "-wal") else "?mode=ro&immutable=1"
+        uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23") + flags
+        conn = sqlite3.connect(uri, uri=True, timeout=10)
+        try:
+            res = conn.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            conn.close()
+        return "" if res == "ok" else str(res).splitlines()[0]
+    except sqlite3.DatabaseError as err:
+        if "locked" in str(err):
+            return ""
+        return str(err)
 
 
 @dataclass(frozen=True)
@@ -59,18 +120,37 @@ def _versions() -> tuple[str, str]:
 
 
 class Store:
-    """A results store at ``path`` (created on first use)."""
+    """A results store at ``path`` (created on first use; ``":memory:"``: in this process only).
 
-    def __init__(self, path: str | os.PathLike = DEFAULT_STORE, timeout: float = 120.0):
+    A path that cannot hold a store (a directory, a missing parent directory, a file that is not an
+    SQLite database or is corrupted, a read-only file or directory) raises :class:`StoreError` with one
+    clear line, before anything is written.
+    """
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_STORE, timeout: float = 120.0, readonly: bool = False):
         self.path = os.fspath(path)
         self.timeout = timeout
+        self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
         self._pid = None
-        with self._connect() as c:
-            self._retry(lambda: c.executescript(_SCHEMA))
+        if readonly and not os.path.exists(self.path):
+            raise StoreError(f"no results store at {os.path.abspath(self.path)}; run `losskit arena` first")
+        check_path(self.path, write=not readonly)
+        try:
+            with self._connect() as c:
+                if not readonly:
+                    self._retry(lambda: c.executescript(_SCHEMA))
+        except sqlite3.DatabaseError as err:
+            self.close()
+            raise StoreError(f"results store {os.path.abspath(self.path)}: {err}; choose another --store") from None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
+            if getattr(self, "readonly", False):
+                uri = "file:" + os.path.abspath(self.path).replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+                self._conn, self._pid = conn, os.getpid()
+                return _Ctx(conn)
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
@@ -93,10 +173,10 @@ class Store:
             self._conn = None
 
     def __getstate__(self):
-        return {"path": self.path, "timeout": self.timeout}
+        return {"path": self.path, "timeout": self.timeout, "readonly": self.readonly}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], state["timeout"])
+        self.__init__(state["path"], state["timeout"], state.get("readonly", False))
 
     # -------------------------------------------------------------------------------------- writes
     def write_trial(self, task: str, config: str, objective: str, hparams: str, label: str, seed: int,
