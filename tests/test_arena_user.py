@@ -211,3 +211,174 @@ def test_workers_die_with_a_sigkilled_arena(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# ------------------------------------------------------------------------ the user's own data (API)
+TINY = {"epochs": 3, "hidden": 16, "eval_every": 1}
+
+
+def _breast_cancer(noise=0.2, seed=0):
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    flip = rng.random(len(y)) < noise
+    y = y.copy()
+    y[flip] = 1 - y[flip]
+    return x, y
+
+
+def _write_files(tmp_path, noise=0.2):
+    """scikit-learn's breast_cancer with injected label noise, as CSV, Parquet and .npz."""
+    import numpy as np
+
+    x, y = _breast_cancer(noise)
+    names = [f"f{i}" for i in range(x.shape[1])]
+    lines = [",".join([*names, "label"])] + [",".join([*(f"{v:.6g}" for v in row), str(int(t))]) for row, t in zip(x, y)]
+    (tmp_path / "bc.csv").write_text("\n".join(lines) + "\n")
+    np.savez(tmp_path / "bc.npz", X=x, label=y)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = {n: x[:, i] for i, n in enumerate(names)}
+        cols["label"] = y
+        pq.write_table(pa.table(cols), tmp_path / "bc.parquet")
+    except ImportError:  # pragma: no cover
+        pass
+    return x, y
+
+
+def my_loss(logits, target):
+    """A user's objective: cross-entropy with heavy label smoothing."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, target, label_smoothing=0.3)
+
+
+def test_compare_on_arrays_with_user_objectives_and_failures():
+    import torch
+
+    x, y = _breast_cancer()
+
+    def nan_loss(logits, target):
+        return logits.sum() * float("nan")
+
+    def broken(logits, target):
+        raise RuntimeError("my loss is broken")
+
+    task = losskit.arena.Task.from_arrays(x, y, **TINY)
+    res = losskit.arena.compare(task, ["gce(q=0.7)", my_loss, nan_loss, broken], seeds=2)
+    labels = [r["objective"] for r in res.leaderboard]
+    assert sorted(labels) == ["cross_entropy", "gce(q=0.7)", "my_loss"]            # the baseline is added
+    assert "the objective returned nan at step 0" in res.failed["nan_loss"]
+    assert "RuntimeError: my loss is broken" in res.failed["broken"]
+    assert len(res.trials) == 6 and {"accuracy", "balanced_accuracy", "seed"} <= set(res.trials[0])
+    assert res.recommendation.startswith(("Recommendation:", "No significant difference"))
+    base = next(r for r in res.leaderboard if r["objective"] == "cross_entropy")
+    assert base["p_holm"] is None and all(r["p_holm"] is not None for r in res.leaderboard if r is not base)
+    assert str(res).splitlines()[0] == res.recommendation
+    # torch tensors, a Dataset, a user model and a user metric
+    ds = torch.utils.data.TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+
+    def auc(y_true, scores):
+        from sklearn.metrics import roc_auc_score
+
+        return roc_auc_score(y_true, scores[:, 1] - scores[:, 0])
+
+    made = []
+
+    def model_fn(d_in, k):
+        made.append((d_in, k))
+        return torch.nn.Sequential(torch.nn.Linear(d_in, 8), torch.nn.Tanh(), torch.nn.Linear(8, k))
+
+    t2 = losskit.arena.Task.from_dataset(ds, model_fn=model_fn, metric=auc, name="bc_dataset", **TINY)
+    res2 = losskit.arena.compare(t2, {"my_loss": my_loss}, seeds=2)
+    assert res2.metric == "auc" and made[0] == (30, 2) and 0.5 < res2.leaderboard[0]["mean"] <= 1
+
+
+def test_compare_refuses_bad_objectives_before_any_trial():
+    x, y = _breast_cancer()
+    task = losskit.arena.Task.from_arrays(x, y, **TINY)
+    def focal(logits, target):
+        return logits.sum()
+
+    for objectives, message in ((["binary_focall"], "did you mean binary_focal"), (["dpo"], "preference objective"),
+                                (["gce(q=2)"], r"expected a real number in \(0, 1\]"),
+                                ([lambda a, b: a.sum()], "name your objective"),
+                                ([focal], "has the name of a registered objective")):
+        with pytest.raises((ValueError, TypeError), match=message):
+            losskit.arena.compare(task, objectives, seeds=1)
+    with pytest.raises(ValueError, match="seeds"):
+        losskit.arena.compare(task, ["focal"], seeds=0)
+
+
+def test_files_csv_parquet_npz_and_bad_data(tmp_path):
+    import numpy as np
+
+    from losskit.arena.user import DataError
+
+    x, y = _write_files(tmp_path)
+    for name in ("bc.csv", "bc.parquet", "bc.npz"):
+        if not (tmp_path / name).exists():
+            continue
+        t = losskit.arena.Task.from_file(tmp_path / name, target="label", **TINY)
+        assert t.data.x.shape == x.shape and (t.data.y == y).all()
+        assert np.allclose(t.data.x, x, rtol=1e-5)
+    text = (tmp_path / "bc.csv").read_text().splitlines()
+    bad = {
+        "missing.csv": [text[0], *text[1:8], ",".join(["", *text[8].split(",")[1:]]), *text[9:]],
+        "nonnum.csv": [text[0], *text[1:4], ",".join(["abc", *text[4].split(",")[1:]]), *text[5:]],
+        "single.csv": [text[0], *(",".join([*r.split(",")[:-1], "1"]) for r in text[1:])],
+        "few.csv": text[:6],
+        "rare.csv": [*text[:40], ",".join([*text[40].split(",")[:-1], "7"])],
+    }
+    for name, lines in bad.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    cases = {
+        "missing.csv": "column 'f0' has a missing value at line 9",
+        "nonnum.csv": "column 'f0' is not numeric (line 5: 'abc')",
+        "single.csv": "has a single class",
+        "few.csv": "5 rows are fewer than the 10",
+        "rare.csv": "class 7 of 'label' has 1 row",
+    }
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            losskit.arena.Task.from_file(tmp_path / name, target="label")
+    with pytest.raises(DataError, match=r"no column 'lable' \(did you mean label\?\)"):
+        losskit.arena.Task.from_file(tmp_path / "bc.csv", target="lable")
+    with pytest.raises(DataError, match="imbalanced template is binary"):
+        losskit.arena.Task.from_arrays(np.random.rand(30, 2), np.arange(30) % 3, task="imbalanced")
+
+
+def test_imbalanced_template_and_resume_from_a_store(tmp_path):
+    import numpy as np
+
+    x, y = _breast_cancer(noise=0.0)
+    keep = np.concatenate([np.flatnonzero(y == 1), np.flatnonzero(y == 0)[:40]])   # malignant: the minority
+    task = losskit.arena.Task.from_arrays(x[keep], y[keep], task="imbalanced", **TINY)
+    store = tmp_path / "s.sqlite"
+    res = losskit.arena.compare(task, ["weighted_ce", "binary_focal"], seeds=2, store=store)
+    assert res.metric == "f1" and {r["objective"] for r in res.leaderboard} == {"cross_entropy", "weighted_ce",
+                                                                                "binary_focal"}
+    again = losskit.arena.compare(task, ["weighted_ce", "binary_focal"], seeds=2, store=store)
+    assert again.summary.ran == 0 and again.summary.reused == 6 and again.leaderboard == res.leaderboard
+
+
+def test_cli_on_a_csv_and_list_tasks(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _write_files(tmp_path)
+    rc, out = _main(capsys, "--data", "bc.csv", "--target", "label", "--objectives", "ce,focal,gce", "--seeds", "2",
+                    "--set", "epochs=3", "--set", "hidden=16", "--no-progress", "--workers", "1")
+    assert rc == 0, out
+    assert "ran 6 trials" in out and "classification:bc" in out
+    assert "No significant difference" in out or "Recommendation:" in out
+    for args, message in ((["--data", "bc.csv", "--target", "lable"], "no column 'lable'"),
+                          (["--data", "bc.csv"], "--data needs --target"),
+                          (["--data", "bc.csv", "--target", "label", "-o", "sinkhorn"], "transport objective"),
+                          (["--data", "nope.csv", "--target", "label"], "no such file")):
+        rc, out = _main(capsys, *args, "--no-progress")
+        assert rc == 2 and message in out, out
+    rc, out = _main(capsys, "--list-tasks")
+    assert rc == 0 and "classification" in out and "imbalanced" in out and "noisy_labels" in out

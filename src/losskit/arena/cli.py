@@ -15,6 +15,8 @@ _claims = task_claims
 USAGE = """\
 losskit arena                      quick default suite: every task, its quick candidates, 3 seeds
 losskit arena TASK [TASK ...] [options]
+losskit arena --data my.csv --target label [--task classification] [--objectives ce,focal,gce] [--seeds 5]
+losskit arena --list-tasks         the templates for your own data (--task) and the embedded tasks
 losskit arena list                 tasks, their settings and candidates (registered or not)
 losskit arena show [TASK]          leaderboards of what the store holds
 losskit arena report [--out DIR]   HTML report with plots (PNG files beside it)
@@ -44,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                     help="import MODULE first (it registers your own tasks); repeatable")
+    ap.add_argument("--data", default=None, metavar="FILE",
+                    help="your own data: a CSV (header line), Parquet or .npz file (with --target)")
+    ap.add_argument("--target", default=None, help="the label column of --data")
+    ap.add_argument("--task", default="classification", dest="template",
+                    help="the task template for --data (losskit arena --list-tasks); default classification")
+    ap.add_argument("--list-tasks", action="store_true", help="the task templates for --data, and the embedded tasks")
     return ap
 
 
@@ -129,6 +137,26 @@ def cmd_list() -> int:
     return 0
 
 
+def cmd_list_tasks(con) -> int:
+    from rich.markup import escape
+
+    from .task import tasks
+    from .user import TEMPLATES
+
+    con.print("[bold]templates for your own data[/] (losskit arena --data FILE --target COLUMN --task NAME)")
+    for name, cls in TEMPLATES.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        cands = ", ".join(c.name for c in cls.candidates(cls.__new__(cls)))
+        con.print(f"  [cyan]{name}[/]: {escape(doc)}\n    metrics: {', '.join(cls.metrics)}; default objectives: "
+                  f"{escape(cands)}; settings: {', '.join(f'{k}={v}' for k, v in cls.defaults.items())}",
+                  soft_wrap=True)
+    con.print("[bold]embedded tasks[/] (losskit arena TASK; details: losskit arena list)")
+    for t in tasks():
+        if not getattr(t, "template", ""):
+            con.print(f"  [cyan]{t.name}[/]: {escape(t.description)}", soft_wrap=True)
+    return 0
+
+
 def cmd_run(args) -> int:
     from rich.markup import escape
 
@@ -142,6 +170,20 @@ def cmd_run(args) -> int:
 
     for mod in args.plugin:
         importlib.import_module(mod)
+    if args.list_tasks:
+        return cmd_list_tasks(con)
+    if args.data is not None:
+        from .user import DataError, make_task
+
+        if args.tasks:
+            return _refuse(f"--data runs one task template (--task); drop the task names {' '.join(args.tasks)}", con)
+        if not args.target and not args.data.endswith(".npz"):
+            return _refuse("--data needs --target: the name of the label column", con)
+        try:
+            user_task = make_task(args.data, args.target or "y", args.template)
+        except (DataError, ValueError) as err:
+            return _refuse(str(err), con)
+        args.tasks = [user_task.name]
     quick = args.quick or not args.tasks
     names = args.tasks or list(DEFAULT_SUITE)
     try:
@@ -275,6 +317,8 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     wanted = None if runs is None else {(t, canonical(c)) for t, c in runs}
     bs = [b for b in boards(store.rows()) if wanted is None or (b.task, canonical(b.config)) in wanted]
     for b in bs:
+        con.print(f"[bold]{escape(b.task)}[/] {escape(_cfg_text(b))}: [bold]{escape(board_recommendation(b))}[/]",
+                  soft_wrap=True)
         table = Table(title=f"[bold]{b.task}[/]  {_cfg_text(b)}", title_justify="left")
         table.add_column("#", justify="right")
         table.add_column("objective", overflow="fold", min_width=14)
@@ -304,6 +348,18 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
             con.print(f"  [{colour}]{c.verdict}[/]: {escape(c.statement)}\n    [dim]{escape(c.evidence)}[/]")
         for word in dict.fromkeys(c.verdict for c in claims):
             con.print(f"  [dim]{word}: {escape(verdict_meaning(word))}[/]")
+
+
+def board_recommendation(b, alpha: float = 0.05) -> str:
+    """The recommendation sentence of a leaderboard (paired t-tests vs the baseline, Holm-corrected)."""
+    from .stats import recommendation, versus_baseline
+
+    m = b.metrics[0] if b.metrics else None
+    if m is None or b.baseline_entry is None:
+        return "No recommendation: the baseline has no results."
+    values = {e.label: e.values.get(m, {}) for e in b.entries}
+    comps = versus_baseline(values, b.baseline, b.higher_is_better(m), alpha)
+    return recommendation(comps, b.baseline, m, alpha, b.higher_is_better(m))
 
 
 def _cfg_text(b) -> str:

@@ -252,6 +252,7 @@ class Task:
                 self.check_candidate(spec)
                 out.append(spec)
                 continue
+            spec = ALIASES.get(spec, spec)
             hits = [c for c in pool if c.name == spec] or [c for c in pool if c.objective == spec]
             if not hits:
                 c = parse_candidate(spec)
@@ -268,8 +269,36 @@ class Task:
     def higher_is_better(self, metric: str) -> bool:
         return metric not in self.lower_is_better
 
+    # ------------------------------------------------------------------------- the user's own data
+    @staticmethod
+    def from_file(path, target: str, task: str = "classification", **kw) -> Task:
+        """A task template (``classification``, ``imbalanced``) over a CSV / Parquet / ``.npz`` file;
+        ``kw``: ``name``, ``model_fn(input_dim, n_classes)``, ``metric(y_true, scores)``, settings such as
+        ``noise`` or ``epochs``. The data are checked now (see :mod:`losskit.arena.user`)."""
+        from .user import make_task
+
+        return make_task(path, target, task, **kw)
+
+    @staticmethod
+    def from_arrays(x, y, task: str = "classification", **kw) -> Task:
+        """A task template over numpy / torch arrays ``x`` (rows x features) and labels ``y``."""
+        from .user import make_task
+
+        return make_task((x, y), kw.pop("target", None), task, **kw)
+
+    @staticmethod
+    def from_dataset(dataset, task: str = "classification", **kw) -> Task:
+        """A task template over a ``torch.utils.data.Dataset`` of ``(features, label)`` items."""
+        from .user import from_dataset, make_task
+
+        return make_task(from_dataset(dataset), None, task, **kw)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+#: Short names accepted for objectives on the command line and in ``compare``.
+ALIASES = {"ce": "cross_entropy", "bce": "binary_cross_entropy"}
 
 
 def _coerce(value: Any, like: Any) -> Any:

@@ -1,0 +1,435 @@
+"""The arena on the user's own data: task templates over a table (CSV / Parquet / ``.npz``), arrays or a
+``torch.utils.data.Dataset``, the user's model and metric, and the user's own objectives.
+
+Everything about the data is checked when the task is built, before any trial starts: a target column
+that does not exist, missing values, non-numeric or non-finite feature values, a single class, too few
+rows for the train/test split; each error names the file, the column and the row. A user objective is any
+callable ``fn(logits, target) -> scalar tensor``; one that raises or returns NaN makes its trials failed
+rows with the message, and the run goes on.
+
+Templates (``losskit arena --list-tasks``):
+
+* ``classification``: multi-class (or binary) classification, optionally with injected symmetric label
+  noise on the training split (``noise``) to test robustness; metrics: accuracy, balanced accuracy (on
+  the untouched test split).
+* ``imbalanced``: binary classification where the positive class is the minority; metrics: F1,
+  balanced accuracy, MCC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._core.domains import Anything, Real
+from . import _train as T
+from .task import Candidate, Task, TrialResult, Unavailable, _did_you_mean, bind_call, register_task
+
+__all__ = ["DataError", "UserData", "load_table", "from_arrays", "from_dataset", "TEMPLATES", "make_task",
+           "UserClassification", "UserImbalanced", "user_candidate"]
+
+
+class DataError(ValueError):
+    """The user's data cannot make a task (the message names the file, column and row)."""
+
+
+class UserData:
+    """Features ``x`` (float32, n x d), integer class labels ``y`` (0..K-1), and where they came from."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, features: Sequence[str] | None = None,
+                 target: str = "target", classes: Sequence[Any] | None = None, source: str = "arrays"):
+        self.x, self.y = x, y
+        self.features = list(features) if features is not None else [f"x{i}" for i in range(x.shape[1])]
+        self.target, self.source = target, source
+        self.classes = list(classes) if classes is not None else sorted(set(y.tolist()))
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the data (the store keys trials by it: new data, new trials)."""
+        h = hashlib.sha1()
+        h.update(np.ascontiguousarray(self.x).tobytes())
+        h.update(np.ascontiguousarray(self.y).tobytes())
+        return h.hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return f"UserData({self.source}: {self.x.shape[0]} rows, {self.x.shape[1]} features, {len(self.classes)} classes)"
+
+
+# -------------------------------------------------------------------------------------------- loading
+def _is_missing(v) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    return isinstance(v, str) and v.strip().lower() in ("", "na", "nan", "null", "none", "n/a", "?")
+
+
+def _columns_from_csv(path: str) -> tuple[list[str], list[list[Any]], int]:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataError(f"{path}: the file is empty (expected a header line with the column names)")
+    header = [h.strip() for h in rows[0]]
+    body = rows[1:]
+    for i, r in enumerate(body):
+        if len(r) != len(header):
+            raise DataError(f"{path}: line {i + 2} has {len(r)} fields, the header has {len(header)}")
+    cols = [[r[j] for r in body] for j in range(len(header))]
+    return header, cols, 2  # data row i is on line i + 2
+
+
+def _columns_from_parquet(path: str) -> tuple[list[str], list[list[Any]], int]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'losskit[arena]'") from err
+    table = pq.read_table(path)
+    return list(table.column_names), [table.column(n).to_pylist() for n in table.column_names], 0
+
+
+def load_table(path: str | os.PathLike, target: str) -> UserData:
+    """A CSV (header line), Parquet or ``.npz`` file as :class:`UserData`; ``target`` names the label column
+    (for ``.npz``: the array of labels; the features are the array ``X`` or every other array)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if target not in arrays:
+            raise DataError(f"{path}: no array {target!r}{_did_you_mean(target, arrays)}; arrays: "
+                            f"{', '.join(arrays)}")
+        y = arrays.pop(target)
+        if "X" in arrays:
+            x = arrays["X"]
+        else:
+            x = np.column_stack([arrays[k] for k in arrays]) if arrays else np.zeros((len(y), 0))
+        return from_arrays(x, y, target=target, source=path)
+    if ext in (".parquet", ".pq"):
+        header, cols, first = _columns_from_parquet(path)
+        where = "row"
+    elif ext in (".csv", ".tsv", ".txt"):
+        header, cols, first = _columns_from_csv(path)
+        where = "line"
+    else:
+        raise DataError(f"{path}: unknown file type {ext!r}; expected .csv, .parquet or .npz")
+    if target not in header:
+        raise DataError(f"{path}: no column {target!r}{_did_you_mean(target, header)}; columns: "
+                        f"{', '.join(header)}")
+    features = [h for h in header if h != target]
+    if not features:
+        raise DataError(f"{path}: no feature columns besides the target {target!r}")
+    ycol = cols[header.index(target)]
+    n = len(ycol)
+    x = np.empty((n, len(features)), dtype=np.float32)
+    for j, name in enumerate(features):
+        col = cols[header.index(name)]
+        for i, v in enumerate(col):
+            if _is_missing(v):
+                count = sum(_is_missing(u) for u in col)
+                raise DataError(f"{path}: column {name!r} has a missing value at {where} {i + first}"
+                                f"{f' (and {count - 1} more)' if count > 1 else ''}; impute or drop those rows")
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: column {name!r} is not numeric ({where} {i + first}: {v!r}); encode it "
+                                f"as numbers or drop the column") from None
+            if not math.isfinite(f):
+                raise DataError(f"{path}: column {name!r} has a non-finite value {v!r} at {where} {i + first}")
+            x[i, j] = f
+    for i, v in enumerate(ycol):
+        if _is_missing(v):
+            raise DataError(f"{path}: the target column {target!r} has a missing value at {where} {i + first}")
+    return from_arrays(x, ycol, features=features, target=target, source=path, first_row=first, where=where)
+
+
+def _labels(y: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Class indices 0..K-1 for any hashable labels (numbers or strings), and the labels in index order."""
+    vals = [v.item() if hasattr(v, "item") else v for v in y]
+    if vals and all(isinstance(v, str) for v in vals):  # a CSV's numbers arrive as text
+        try:
+            vals = [float(v) for v in vals]
+        except ValueError:
+            vals = [v.strip() for v in vals]
+    vals = [int(v) if isinstance(v, float) and v.is_integer() else v for v in vals]
+    try:
+        classes = sorted(set(vals))
+    except TypeError:
+        classes = sorted(set(vals), key=str)
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[v] for v in vals], dtype=np.int64), classes
+
+
+def from_arrays(x, y, *, features=None, target: str = "target", source: str = "arrays", first_row: int = 0,
+                where: str = "row") -> UserData:
+    """Numpy / torch arrays ``x`` (n x d) and ``y`` (n labels) as checked :class:`UserData`."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise DataError(f"{source}: features must be a 2-d array (rows x features), got shape {x.shape}")
+    try:
+        x = x.astype(np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: the features are not numeric (dtype {x.dtype})") from None
+    if len(y) != len(x):
+        raise DataError(f"{source}: {len(x)} rows of features but {len(y)} labels")
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        i, j = bad[0]
+        name = features[j] if features else f"column {j}"
+        raise DataError(f"{source}: {name!r} has a missing or non-finite value at {where} {i + first_row} "
+                        f"({len(bad)} in all); impute or drop those rows")
+    yi, classes = _labels(list(y))
+    if len(classes) < 2:
+        raise DataError(f"{source}: the target {target!r} has a single class ({classes[0]!r}) in {len(yi)} rows; "
+                        f"a classification task needs at least two")
+    counts = np.bincount(yi, minlength=len(classes))
+    rare = [(classes[k], int(c)) for k, c in enumerate(counts) if c < 2]
+    if rare:
+        raise DataError(f"{source}: class {rare[0][0]!r} of {target!r} has {rare[0][1]} row; the stratified "
+                        f"train/test split needs at least 2 rows per class (drop or merge it)")
+    if len(yi) < max(10, 2 * len(classes)):
+        raise DataError(f"{source}: {len(yi)} rows are fewer than the {max(10, 2 * len(classes))} a train/test "
+                        f"split over {len(classes)} classes needs")
+    return UserData(x, yi, features=features, target=target, classes=classes, source=source)
+
+
+def from_dataset(ds, *, target: str = "target", limit: int | None = None) -> UserData:
+    """A ``torch.utils.data.Dataset`` of ``(features, label)`` items as :class:`UserData`."""
+    xs, ys = [], []
+    for i in range(len(ds) if limit is None else min(limit, len(ds))):
+        item = ds[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(f"dataset item {i}: expected (features, label), got {type(item).__name__}")
+        xi, yi = item[0], item[1]
+        xs.append(np.asarray(xi.detach().cpu() if isinstance(xi, torch.Tensor) else xi, dtype=np.float32).ravel())
+        ys.append(yi.item() if isinstance(yi, torch.Tensor) else yi)
+    if not xs:
+        raise DataError("the dataset is empty")
+    if len({len(v) for v in xs}) > 1:
+        raise DataError("dataset items have features of different sizes")
+    return from_arrays(np.stack(xs), ys, target=target, source=type(ds).__name__)
+
+
+# ---------------------------------------------------------------------------------- user objectives
+def user_candidate(obj, name: str | None = None) -> Candidate:
+    """A :class:`Candidate` for a user callable ``fn(logits, target) -> loss`` (named by ``name`` or the
+    function's ``__name__``)."""
+    from .._core import list_objectives
+
+    if not callable(obj):
+        raise TypeError(f"a user objective must be callable, got {type(obj).__name__}")
+    name = name or getattr(obj, "__name__", None)
+    if not name or name == "<lambda>":
+        raise ValueError("name your objective: pass a def'd function, or objectives={'my_loss': fn}")
+    if name in list_objectives():
+        raise ValueError(f"user objective {name!r} has the name of a registered objective; rename it")
+    return Candidate(name, {}, label=name, fn=obj)
+
+
+# ---------------------------------------------------------------------------------------- templates
+class _UserTask(Task):
+    """What the templates share: the data, the split, the model (the user's ``model_fn`` or an MLP),
+    one training loop, the user's metric."""
+
+    template = ""
+    baseline = "cross_entropy"
+    settings = {"test_fraction": Real(0.0, 1.0, lo_open=True, hi_open=True), "data": Anything("a fingerprint")}
+    quick = None
+    claims = ()
+
+    def __init__(self, data: UserData, *, name: str | None = None, model_fn: Callable | None = None,
+                 metric: Callable | None = None, metric_name: str | None = None, higher_is_better: bool = True,
+                 **settings):
+        self.data = data
+        stem = os.path.splitext(os.path.basename(data.source))[0] if data.source != "arrays" else "data"
+        self.name = name or f"{self.template}:{stem}"
+        self.model_fn, self.metric = model_fn, metric
+        self.defaults = {**type(self).defaults, "data": data.fingerprint}
+        extra = set(settings) - set(self.defaults)
+        if extra:
+            raise ValueError(f"template {self.template!r} has no setting(s) {', '.join(sorted(extra))}; settings: "
+                             f"{', '.join(k for k in self.defaults if k != 'data')}")
+        self.defaults.update(settings)
+        base_metrics = type(self).metrics
+        if metric is not None:
+            self.metric_name = metric_name or getattr(metric, "__name__", "metric")
+            self.metrics = (self.metric_name, *base_metrics)
+            if not higher_is_better:
+                self.lower_is_better = frozenset({self.metric_name})
+        self.description = (f"{self.template} on {data.source} (target {data.target!r}, {len(data.y)} rows, "
+                            f"{data.x.shape[1]} features, {len(data.classes)} classes)")
+        self.check_config(self.defaults)
+
+    def k_out(self, entry) -> int:
+        return len(self.data.classes)
+
+    def run(self, candidate, seed, config):
+        return fit(self, candidate, seed, config)
+
+
+class UserClassification(_UserTask):
+    """Classification on the user's data; ``noise`` injects symmetric label noise in the training split."""
+
+    template = "classification"
+    metrics = ("accuracy", "balanced_accuracy")
+    defaults = {"noise": 0.0, "epochs": 30, "hidden": 64, "lr": 3e-3, "batch_size": 64, "eval_every": 5,
+                "test_fraction": 0.3}
+
+    def candidates(self):
+        return [Candidate("cross_entropy"), Candidate("focal", {"gamma": 2.0}), Candidate("gce", {"q": 0.7}),
+                Candidate("sce"), Candidate("cross_entropy", {"label_smoothing": 0.1})]
+
+    def accepts(self, entry):
+        if entry.family != "classification":
+            return (f"{entry.name} is a {entry.family} objective; the classification template takes "
+                    f"classification objectives")
+        if "binary" in entry.input_kind.name and len(self.data.classes) != 2:
+            return f"{entry.name} is a binary objective; {self.data.source} has {len(self.data.classes)} classes"
+        return None
+
+
+class UserImbalanced(_UserTask):
+    """Binary classification with a minority positive class; F1, balanced accuracy, MCC."""
+
+    template = "imbalanced"
+    metrics = ("f1", "balanced_accuracy", "mcc")
+    defaults = {"epochs": 30, "hidden": 32, "lr": 3e-3, "batch_size": 64, "eval_every": 5, "test_fraction": 0.3}
+    symbolic_options = {"cross_entropy": {"weight": ("inverse_frequency",)}}
+
+    def __init__(self, data: UserData, **kw):
+        if len(data.classes) != 2:
+            raise DataError(f"{data.source}: the imbalanced template is binary; target {data.target!r} has "
+                            f"{len(data.classes)} classes")
+        counts = np.bincount(data.y, minlength=2)
+        if counts[1] > counts[0]:  # the minority is the positive class
+            data = UserData(data.x, 1 - data.y, features=data.features, target=data.target,
+                            classes=data.classes[::-1], source=data.source)
+        super().__init__(data, **kw)
+
+    def candidates(self):
+        return [Candidate("cross_entropy"), Candidate("cross_entropy", {"weight": "inverse_frequency"},
+                                                      label="weighted_ce"),
+                Candidate("binary_focal"), Candidate("anyloss", {"metric": "f1"})]
+
+    def accepts(self, entry):
+        if entry.family != "classification":
+            return (f"{entry.name} is a {entry.family} objective; the imbalanced template takes classification "
+                    f"objectives")
+        return None
+
+
+TEMPLATES: dict[str, type[_UserTask]] = {"classification": UserClassification, "imbalanced": UserImbalanced}
+
+
+def make_task(data, target: str | None = None, template: str = "classification", *, register: bool = True,
+              **kw) -> _UserTask:
+    """A task over the user's data: ``data`` is a path (CSV / Parquet / .npz, with ``target``), a pair
+    ``(X, y)`` of arrays, a ``torch.utils.data.Dataset`` or :class:`UserData`."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown task template {template!r}{_did_you_mean(template, TEMPLATES)}; templates: "
+                         f"{', '.join(TEMPLATES)}")
+    if isinstance(data, UserData):
+        ud = data
+    elif isinstance(data, (str, os.PathLike)):
+        if target is None:
+            raise ValueError("name the target column: target='label'")
+        ud = load_table(data, target)
+    elif isinstance(data, tuple) and len(data) == 2:
+        ud = from_arrays(*data, target=target or "target")
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        ud = from_dataset(data, target=target or "target")
+    else:
+        raise TypeError(f"data: expected a file path, (X, y) arrays or a Dataset, got {type(data).__name__}")
+    task = TEMPLATES[template](ud, **kw)
+    if register:
+        register_task(task)
+    return task
+
+
+def fit(task: _UserTask, candidate: Candidate, seed: int, config: dict) -> TrialResult:
+    """One trial of a template: split, (noise), model, train with the candidate, test metrics."""
+    from .tasks.imbalanced import _binary_metrics, _f1
+
+    d = task.data
+    xtr, ytr, xte, yte = T.split(d.x, d.y, seed, test_fraction=config["test_fraction"])
+    k = len(d.classes)
+    if config.get("noise", 0.0) > 0:
+        ytr = T.corrupt(ytr, config["noise"], "symmetric", k, seed)
+    if candidate.fn is not None:
+        fn, binary, opts = candidate.fn, False, {}
+    else:
+        if candidate.missing():
+            raise Unavailable(f"not registered: {', '.join(candidate.missing())}")
+        entry = candidate.entry()
+        why = task.accepts(entry)
+        if why:
+            raise Unavailable(why)
+        fn, binary, opts = entry.fn, "binary" in entry.input_kind.name, dict(candidate.options)
+    if opts.get("weight") == "inverse_frequency":
+        counts = torch.bincount(ytr, minlength=k).float().clamp_min(1)
+        opts["weight"] = counts.sum() / (k * counts)
+    out = 1 if binary else k
+    torch.manual_seed(seed)
+    model = task.model_fn(d.x.shape[1], out) if task.model_fn is not None else T.mlp(d.x.shape[1], config["hidden"],
+                                                                                    out, seed)
+
+    def forward(x):
+        o = model(x)
+        return o.squeeze(-1) if binary else o
+
+    def predict(x):
+        o = forward(x)
+        return (o > 0).long() if binary else o.argmax(-1)
+
+    user = candidate.fn is not None
+
+    def loss(idx, step):
+        logits = forward(xtr[idx])
+        tgt = ytr[idx].float() if binary else ytr[idx]
+        value = fn(logits, tgt) if user else bind_call(fn, {"logits": logits, "target": tgt}, opts)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise TypeError(f"{candidate.name} must return a scalar tensor, got "
+                            f"{type(value).__name__}{'' if not isinstance(value, torch.Tensor) else tuple(value.shape)}")
+        return value.reshape(())
+
+    def evaluate():
+        return _first_metric(task, predict, forward, xte, yte, _f1)
+
+    curve = T.train(model, loss, len(ytr), epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"],
+                    seed=seed, eval_every=config["eval_every"], evaluate=evaluate, nonfinite="raise")
+    with torch.no_grad():
+        pred, scores = predict(xte), forward(xte)
+    if task.template == "imbalanced":
+        metrics = _binary_metrics(pred, yte)
+    else:
+        metrics = {"accuracy": T.accuracy_of(pred, yte), "balanced_accuracy": _balanced_accuracy(pred, yte, k)}
+    if task.metric is not None:
+        metrics = {task.metric_name: float(task.metric(yte.numpy(), scores.numpy())), **metrics}
+    return TrialResult(metrics, curve, f"test {task.metrics[0]}")
+
+
+def _first_metric(task, predict, forward, xte, yte, f1) -> float:
+    if task.metric is not None:
+        return float(task.metric(yte.numpy(), forward(xte).numpy()))
+    pred = predict(xte)
+    return f1(pred, yte) if task.template == "imbalanced" else T.accuracy_of(pred, yte)
+
+
+def _balanced_accuracy(pred: torch.Tensor, y: torch.Tensor, k: int) -> float:
+    recalls = [float((pred[y == c] == c).float().mean()) for c in range(k) if (y == c).any()]
+    return sum(recalls) / len(recalls)
