@@ -382,3 +382,77 @@ def test_cli_on_a_csv_and_list_tasks(tmp_path, monkeypatch, capsys):
         assert rc == 2 and message in out, out
     rc, out = _main(capsys, "--list-tasks")
     assert rc == 0 and "classification" in out and "imbalanced" in out and "noisy_labels" in out
+
+
+# ------------------------------------------------------------------------------------- statistics
+def test_holm_by_hand():
+    from losskit.arena.stats import holm
+
+    # p sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> running max 0.06)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])                       # capped at 1
+    assert holm([0.2]) == [0.2]
+
+
+def test_paired_against_scipy_and_the_recommendation():
+    import numpy as np
+    from scipy import stats
+
+    from losskit.arena.stats import holm, paired, recommendation, versus_baseline
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.80, 0.02, 8)
+    x = base + rng.normal(0.03, 0.01, 8)
+    r = paired(list(x), list(base))
+    ref = stats.ttest_rel(x, base)
+    assert r["p"] == pytest.approx(ref.pvalue) and r["diff"] == pytest.approx(float(np.mean(x - base)))
+    lo, hi = ref.confidence_interval(0.95)
+    assert r["ci"] == pytest.approx((lo, hi))
+    assert r["d_z"] == pytest.approx(np.mean(x - base) / np.std(x - base, ddof=1))
+    values = {"ce": dict(enumerate(base)), "good": dict(enumerate(x)),
+              "same": dict(enumerate(base + rng.normal(0, 0.01, 8)))}
+    comps = versus_baseline(values, "ce")
+    good = next(c for c in comps if c.label == "good")
+    assert good.better and [c.p_holm for c in comps] == pytest.approx(holm([c.p for c in comps]))
+    text = recommendation(comps, "ce", "accuracy")
+    assert text.startswith("Recommendation: good: accuracy") and "Holm-adjusted p=" in text and "95% CI" in text
+    flat = versus_baseline({"ce": {0: 0.8, 1: 0.81, 2: 0.79}, "x": {0: 0.81, 1: 0.80, 2: 0.79}}, "ce")
+    assert recommendation(flat, "ce", "accuracy").startswith("No significant difference")
+    # lower is better: a significantly smaller error wins
+    err = versus_baseline({"ce": dict(enumerate(1 - base)), "good": dict(enumerate(1 - x))}, "ce",
+                          higher_is_better=False)
+    assert err[0].better and recommendation(err, "ce", "error", higher_is_better=False).startswith(
+        "Recommendation: good")
+
+
+def test_friedman_and_nemenyi_against_scipy_and_demsar():
+    import numpy as np
+    from scipy import stats
+
+    from losskit.arena.stats import average_ranks, friedman, nemenyi_cd
+
+    rng = np.random.default_rng(0)
+    for n, k in ((6, 4), (10, 3), (5, 7)):
+        s = rng.normal(size=(n, k)).round(1)            # rounding makes ties: the tie correction matters
+        stat, p = friedman(s.tolist())
+        ref = stats.friedmanchisquare(*s.T)
+        assert stat == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    # Demšar (2006), Table 5(a): q_0.05 for k = 2..10
+    q = [1.960, 2.343, 2.569, 2.728, 2.850, 2.949, 3.031, 3.102, 3.164]
+    for k, qk in zip(range(2, 11), q):
+        assert nemenyi_cd(k, 1) / np.sqrt(k * (k + 1) / 6) == pytest.approx(qk, abs=2e-3)
+    assert nemenyi_cd(4, 14) == pytest.approx(2.569 * np.sqrt(4 * 5 / (6 * 14)), abs=2e-3)
+    assert average_ranks([[0.9, 0.8, 0.8], [0.7, 0.9, 0.5]]) == pytest.approx([1.5, 1.75, 2.75])
+
+
+def test_across_boards_summary():
+    from losskit.arena.leaderboard import Board, Entry, across
+
+    def board(task, scores):
+        return Board(task, {}, ("accuracy",), frozenset(), "a",
+                     [Entry(lab, lab, "{}", {"accuracy": {0: v}}) for lab, v in scores.items()])
+
+    bs = [board(f"t{i}", {"a": 0.5 + 0.01 * i, "b": 0.6 + 0.01 * i, "c": 0.7}) for i in range(6)]
+    s = across(bs)
+    assert s.labels == ["a", "b", "c"] and s.ranks == pytest.approx([3.0, 2.0, 1.0]) and s.p < 0.05
+    assert "c ranks best" in s.text() and "Nemenyi critical difference" in s.text()

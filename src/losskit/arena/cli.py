@@ -333,6 +333,11 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
                 cells.append(f"{e.mean(m):.3f} ± {e.std(m):.3f} {mk}")
             table.add_row(str(i), escape(e.label), *cells, str(e.n))
         con.print(table)
+    from .leaderboard import across
+
+    summary = across(bs)
+    if summary is not None:
+        con.print(f"[bold]{escape(summary.text())}[/]", soft_wrap=True)
     if bs:
         con.print("[dim]mean ± std over seeds; ▲/▼ significantly better/worse than the task's baseline "
                   "(paired t-test over seeds, p < 0.05), · not significant, ? too few seeds[/]")

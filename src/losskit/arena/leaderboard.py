@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .store import Row
 
-__all__ = ["Entry", "Board", "boards", "marker"]
+__all__ = ["Entry", "Board", "boards", "marker", "across"]
 
 
 @dataclass
@@ -116,3 +116,52 @@ def boards(rows: list[Row]) -> list[Board]:
             metrics, lower, baseline = tuple(metric_order[(task, cfg)]), frozenset(), ""
         out.append(Board(task, json.loads(cfg), metrics, frozenset(lower), baseline, list(entries.values())))
     return sorted(out, key=lambda b: (b.task, json.dumps(b.config, sort_keys=True)))
+
+
+@dataclass
+class Across:
+    """The objectives every board ran, ranked over the boards (tasks / configurations): average ranks,
+    the Friedman test and Nemenyi's critical difference (Demšar 2006)."""
+
+    labels: list[str]
+    boards: int
+    ranks: list[float]
+    statistic: float | None
+    p: float | None
+    cd: float
+
+    def text(self) -> str:
+        order = sorted(range(len(self.labels)), key=lambda i: self.ranks[i])
+        ranks = ", ".join(f"{self.labels[i]} {self.ranks[i]:.2f}" for i in order)
+        head = (f"Friedman chi2={self.statistic:.2f}, p={self.p:.3g}" if self.statistic is not None
+                else "Friedman test needs 3+ objectives")
+        best = self.labels[order[0]]
+        tied = [self.labels[i] for i in order[1:] if self.ranks[i] - self.ranks[order[0]] < self.cd]
+        verdict = (f"{best} ranks best; within the critical difference of it: {', '.join(tied)}" if tied
+                   else f"{best} ranks best, ahead of every other by more than the critical difference")
+        if self.p is not None and self.p >= 0.05:
+            verdict = "no significant difference in ranks across the boards"
+        return (f"Across {self.boards} boards (average rank, 1 = best): {ranks}. {head}; Nemenyi critical "
+                f"difference {self.cd:.2f} (alpha 0.05): {verdict}.")
+
+
+def across(bs: list[Board]) -> Across | None:
+    """Ranks of the objectives that every board in ``bs`` ran, on each board's first metric (None with fewer
+    than 2 boards or 2 shared objectives)."""
+    from .stats import average_ranks, friedman, nemenyi_cd
+
+    if len(bs) < 2:
+        return None
+    common = set.intersection(*({e.label for e in b.entries if not math.isnan(e.mean(b.metrics[0]))} for b in bs))
+    labels = sorted(common)
+    if len(labels) < 2:
+        return None
+    rows = []
+    for b in bs:
+        m = b.metrics[0]
+        sign = 1 if b.higher_is_better(m) else -1
+        by = {e.label: e for e in b.entries}
+        rows.append([sign * by[lab].mean(m) for lab in labels])
+    ranks = average_ranks(rows, higher_is_better=True)
+    stat, p = friedman(rows) if len(labels) >= 3 else (None, None)
+    return Across(labels, len(bs), ranks, stat, p, nemenyi_cd(len(labels), len(bs)))
