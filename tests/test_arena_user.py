@@ -456,3 +456,46 @@ def test_across_boards_summary():
     s = across(bs)
     assert s.labels == ["a", "b", "c"] and s.ranks == pytest.approx([3.0, 2.0, 1.0]) and s.p < 0.05
     assert "c ranks best" in s.text() and "Nemenyi critical difference" in s.text()
+
+
+# ------------------------------------------------------------------------------ the README examples
+def _readme_examples():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Choose a loss for your data", 1)[1].split("\n## ", 1)[0]
+    [bash] = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    [py] = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    return bash.strip(), py
+
+
+def _write_my_csv(tmp_path):
+    """breast_cancer (scikit-learn's bundled copy) with 20% of the labels flipped, as my.csv."""
+    x, y = _breast_cancer(noise=0.2)
+    names = [f"f{i}" for i in range(x.shape[1])]
+    lines = [",".join([*names, "label"])] + [",".join([*(f"{v:.6g}" for v in r), str(int(t))]) for r, t in zip(x, y)]
+    (tmp_path / "my.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_readme_cli_line_runs_on_a_csv(tmp_path):
+    import shlex
+
+    _write_my_csv(tmp_path)
+    bash, _ = _readme_examples()
+    argv = shlex.split(bash)
+    assert argv[:2] == ["losskit", "arena"]
+    out = subprocess.run([PY, "-m", "losskit.cli", *argv[1:], "--no-progress"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ran 15 trials" in out.stdout                         # ce, focal, gce x 5 seeds
+    assert "Recommendation:" in out.stdout or "No significant difference" in out.stdout
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    _write_my_csv(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    _, py = _readme_examples()
+    exec(compile(py, "<README>", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert out.startswith(("Recommendation:", "No significant difference"))
+    assert "smooth_ce" in out and "cross_entropy" in out

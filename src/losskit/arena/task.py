@@ -187,6 +187,8 @@ class Task:
         kinds = self._kinds()
         if not kinds or (entry.family, entry.input_kind.name) in kinds:
             return None
+        if entry.family == "custom":  # registered by the user (losskit.register): fed by its parameter names
+            return None
         fams = sorted({f for f, _ in kinds})
         if entry.family not in fams:
             return (f"{entry.name} is a {entry.family} objective; task {self.name!r} takes "

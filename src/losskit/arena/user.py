@@ -295,7 +295,7 @@ class UserClassification(_UserTask):
                 Candidate("sce"), Candidate("cross_entropy", {"label_smoothing": 0.1})]
 
     def accepts(self, entry):
-        if entry.family != "classification":
+        if entry.family not in ("classification", "custom"):
             return (f"{entry.name} is a {entry.family} objective; the classification template takes "
                     f"classification objectives")
         if "binary" in entry.input_kind.name and len(self.data.classes) != 2:
@@ -327,7 +327,7 @@ class UserImbalanced(_UserTask):
                 Candidate("binary_focal"), Candidate("anyloss", {"metric": "f1"})]
 
     def accepts(self, entry):
-        if entry.family != "classification":
+        if entry.family not in ("classification", "custom"):
             return (f"{entry.name} is a {entry.family} objective; the imbalanced template takes classification "
                     f"objectives")
         return None
