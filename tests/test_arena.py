@@ -257,6 +257,10 @@ def test_two_concurrent_cli_runs_share_a_store(tmp_path):
     con = sqlite3.connect(st.path)
     # 3 seeds x 3 metrics, no duplicates
     assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 3 * 3
+    # the runs claim trials: together they ran each trial once (issue 21), and both boards show 3 seeds
+    ran = [int(re.search(r"ran (\d+) trials", o).group(1)) for o in outs]
+    assert sum(ran) == 3, outs
+    assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0      # no claim left behind
 
 
 # ----------------------------------------------------------------- built-in tasks' pieces

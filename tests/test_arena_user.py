@@ -499,3 +499,55 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith(("Recommendation:", "No significant difference"))
     assert "smooth_ce" in out and "cross_entropy" in out
+
+
+# ------------------------------------------------------------------ resume and sharing on user tasks
+def test_a_sigkilled_user_run_resumes_without_repeating(tmp_path, monkeypatch, capsys):
+    import re
+    import sqlite3
+
+    _write_files(tmp_path)
+    args = ["--data", "bc.csv", "--target", "label", "-o", "ce", "--seeds", "10", "--backend", "serial",
+            "--set", "epochs=4", "--set", "hidden=16", "--no-progress"]
+    proc = subprocess.Popen([PY, "-m", "losskit.cli", "arena", *args], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "losskit_results.sqlite"
+    deadline, n = time.time() + 120, 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        if db.exists():
+            try:
+                n = sqlite3.connect(db, timeout=5).execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if n >= 2:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= n < 10, "the run finished before it could be killed"
+    before = dict(sqlite3.connect(db).execute("SELECT seed, created FROM results WHERE metric='accuracy'"))
+    monkeypatch.chdir(tmp_path)
+    rc, out = _main(capsys, *args)                         # the dead run's claim is taken over
+    assert rc == 0, out
+    ran = int(re.search(r"ran (\d+) trials", out).group(1))
+    assert ran + len(before) == 10 and f"{len(before)} already in" in out
+    after = dict(sqlite3.connect(db).execute("SELECT seed, created FROM results WHERE metric='accuracy'"))
+    assert sorted(after) == list(range(10)) and all(after[s] == before[s] for s in before)
+
+
+def test_claims_share_trials_between_runs(tmp_path):
+    st = Store(tmp_path / "s.db")
+    key = ("t", "{}", "o", "{}", 0)
+    assert st.claim(*key, "a") == "mine"
+    assert st.claim(*key, "b") == "busy"                    # a live run holds it
+    assert st.claim(*key, "a") == "mine"                    # re-entrant for its owner
+    st.release(*key, "a")
+    assert st.claim(*key, "b") == "mine"
+    st.write_trial("t", "{}", "o", "{}", "o", 0, {"m": 1.0})
+    assert st.claim(*key, "c") == "done"
+    con = st._connect().conn
+    con.execute("UPDATE claims SET pid=999999999 WHERE owner='b'")   # its process is gone
+    key1 = ("t", "{}", "o", "{}", 1)
+    st.claim(*key1, "b")
+    con.execute("UPDATE claims SET pid=999999999 WHERE owner='b'")
+    assert st.claim(*key1, "c") == "mine"                   # a dead run's claim is taken over

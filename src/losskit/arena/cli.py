@@ -292,10 +292,17 @@ def _run_with_progress(trials, store, summary, args, run_trials, con):
         run_trials(trials, store, summary, backend=args.backend, workers=args.workers, address=args.address,
                    timeout=args.trial_timeout)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=con, transient=False) as prog:
+                  TextColumn("eta"), TimeRemainingColumn(), console=con, transient=False) as prog:
         bar = prog.add_task("trials", total=len(trials))
 
         def done(trial, status):

@@ -191,60 +191,146 @@ def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backe
 
     if not trials:
         return summary
-    if backend == "serial" or (backend == "process" and workers == 1):
-        import torch
+    claims = _Claims(store, summary, on_done)
+    try:
+        if backend == "serial" or (backend == "process" and workers == 1):
+            import torch
 
-        prev = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            for t in trials:
-                record(t, execute(t.task, t.config, t.candidate, t.seed, timeout))
-        finally:
-            torch.set_num_threads(prev)
-    elif backend == "process":
-        _run_pool(trials, record, workers, timeout)
-    else:
-        _run_ray(trials, record, workers, address, timeout)
+            prev = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                queue = list(trials)
+                while queue:
+                    for t in claims.take(queue):
+                        record(t, execute(t.task, t.config, t.candidate, t.seed, timeout))
+                        claims.release(t)
+                    queue = claims.wait(claims.deferred())
+            finally:
+                torch.set_num_threads(prev)
+        elif backend == "process":
+            _run_pool(trials, record, workers, timeout, claims)
+        else:
+            _run_ray(trials, record, workers, address, timeout)
+    finally:
+        claims.release_all()
     summary.wall_s += time.perf_counter() - t0
     return summary
 
 
-def _run_pool(trials, record, workers: int, timeout=None) -> None:
-    """Run ``trials`` on a local process pool. A worker that dies (killed, out of memory, a crash in
-    native code) breaks the pool: the trials it may have been running are rerun one at a time in a pool
-    of their own, so the one that kills its worker again is recorded as failed with the reason, and the
-    rest of the run goes on in a fresh pool."""
+class _Claims:
+    """Claims of trials in the store, so that concurrent runs on one store share the work: a trial another
+    live run has claimed is deferred; at the end this run waits for it (its result is then reused) or takes
+    it over if that run died."""
+
+    def __init__(self, store: Store, summary: Summary, on_done=None):
+        import uuid
+
+        self.store, self.summary, self.on_done = store, summary, on_done
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._deferred: list[Trial] = []
+
+    def _key(self, t: Trial):
+        c = t.candidate
+        return (t.task.name, canonical(t.config), c.objective, c.hparams, t.seed)
+
+    def try_one(self, t: Trial) -> bool:
+        """True: this run has the trial; otherwise it was done elsewhere (counted) or is deferred."""
+        state = self.store.claim(*self._key(t), self.owner)
+        if state == "mine":
+            return True
+        if state == "done":
+            self.summary.reused += 1
+            if self.on_done:
+                self.on_done(t, "reused")
+        else:
+            self._deferred.append(t)
+        return False
+
+    def take(self, trials):
+        """The trials of ``trials`` this run can run now (a generator: each is claimed when it is reached)."""
+        for t in trials:
+            if self.try_one(t):
+                yield t
+
+    def deferred(self) -> list[Trial]:
+        out, self._deferred = self._deferred, []
+        return out
+
+    def wait(self, trials: list[Trial], poll: float = 0.5) -> list[Trial]:
+        """Block until some of ``trials`` (claimed by other runs) are done (counted as reused) or free;
+        returns the free ones, now claimed by this run (empty when all were done elsewhere)."""
+        while trials:
+            mine = [t for t in trials if self.try_one(t)]
+            trials = self.deferred()
+            if mine:
+                self._deferred = trials
+                return mine
+            if trials:
+                time.sleep(poll)
+        return []
+
+    def release(self, t: Trial) -> None:
+        self.store.release(*self._key(t), self.owner)
+
+    def release_all(self) -> None:
+        try:
+            self.store.release_all(self.owner)
+        except Exception:  # noqa: BLE001 - the store may be gone; claims of a dead process expire anyway
+            pass
+
+
+def _run_pool(trials, record, workers: int, timeout=None, claims: _Claims | None = None) -> None:
+    """Run ``trials`` on a local process pool, at most ``workers + 1`` submitted at a time (each claimed
+    in the store when submitted). A worker that dies (killed, out of memory, a crash in native code)
+    breaks the pool: the trials in flight are rerun one at a time in a pool of their own, so the one that
+    kills its worker again is recorded as failed with the reason, and the rest of the run goes on in a
+    fresh pool."""
+    import itertools
     import multiprocessing as mp
+    from collections import deque
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    queue = list(trials)
+    queue = deque(trials)
+    counter = itertools.count()
+    take = claims.try_one if claims is not None else (lambda t: True)
+    release = claims.release if claims is not None else (lambda t: None)
     while queue:
+        suspects: list[Trial] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(1, os.getpid())) as pool:
-            futs = [(pool.submit(execute, t.task, t.config, t.candidate, t.seed, timeout), t) for t in queue]
-            order = {f: i for i, (f, _) in enumerate(futs)}
-            trial_of = dict(futs)
-            pending, unfinished = set(trial_of), []
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in sorted(done, key=order.get):
+            inflight: dict = {}
+
+            def fill(pool=pool, inflight=inflight):
+                while queue and len(inflight) < workers + 1:
+                    t = queue.popleft()
+                    if take(t):
+                        f = pool.submit(execute, t.task, t.config, t.candidate, t.seed, timeout)
+                        inflight[f] = (next(counter), t)
+
+            fill()
+            while inflight:
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                broken = False
+                for f in sorted(done, key=lambda f: inflight[f][0]):
                     try:
                         out = f.result()
                     except BrokenProcessPool:
-                        unfinished.append(f)
+                        broken = True
                         continue
-                    record(trial_of[f], out)
-                if unfinished:
-                    unfinished += list(pending)
+                    _, t = inflight.pop(f)
+                    record(t, out)
+                    release(t)
+                if broken:  # every trial still in flight may have been on the dead worker
+                    suspects = [t for _, t in sorted(inflight.values(), key=lambda v: v[0])]
                     break
-        # the pool runs trials in submission order: the earliest unfinished ones were on the workers
-        unfinished.sort(key=order.get)
-        suspects = [trial_of[f] for f in unfinished[:workers + 1]]
-        queue = [trial_of[f] for f in unfinished[workers + 1:]]
+                fill()
         for t in suspects:
             record(t, _isolated(t, ctx, timeout))
+            release(t)
+        if not queue and claims is not None:
+            queue.extend(claims.wait(claims.deferred()))
 
 
 def _isolated(t: Trial, ctx, timeout):

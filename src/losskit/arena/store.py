@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS notes (
     task TEXT NOT NULL, config TEXT NOT NULL, objective TEXT NOT NULL, hparams TEXT NOT NULL,
     label TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (task, config, objective, hparams, kind));
+CREATE TABLE IF NOT EXISTS claims (
+    task TEXT NOT NULL, config TEXT NOT NULL, objective TEXT NOT NULL, hparams TEXT NOT NULL,
+    seed INTEGER NOT NULL, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (task, config, objective, hparams, seed));
 """
 
 
@@ -218,6 +222,49 @@ class Store:
                 "DELETE FROM notes WHERE task=? AND config=? AND objective=? AND hparams=?",
                 (task, config, objective, hparams)))
 
+    # -------------------------------------------------------------------------------------- claims
+    def claim(self, task: str, config: str, objective: str, hparams: str, seed: int, owner: str,
+              ttl: float = 6 * 3600.0) -> str:
+        """Claim a trial for ``owner`` so that concurrent runs on this store share the work: ``"mine"``
+        (run it), ``"busy"`` (another live run has it) or ``"done"`` (its results are in the store). A claim
+        whose process is gone (same host) or older than ``ttl`` seconds is taken over."""
+        import socket
+
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        key = (task, config, objective, hparams, int(seed))
+
+        def op():
+            with self._connect() as c:
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    if c.execute("SELECT 1 FROM results WHERE task=? AND config=? AND objective=? AND hparams=? "
+                                 "AND seed=? LIMIT 1", key).fetchone():
+                        c.execute("COMMIT")
+                        return "done"
+                    row = c.execute("SELECT owner, host, pid, created FROM claims WHERE task=? AND config=? AND "
+                                    "objective=? AND hparams=? AND seed=?", key).fetchone()
+                    if row and row[0] != owner and not (row[1] == host and not _alive(row[2])) \
+                            and row[3] > now - ttl:
+                        c.execute("COMMIT")
+                        return "busy"
+                    c.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?,?,?,?)", (*key, owner, host, pid, now))
+                    c.execute("COMMIT")
+                    return "mine"
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+
+        return self._retry(op)
+
+    def release(self, task: str, config: str, objective: str, hparams: str, seed: int, owner: str) -> None:
+        with self._connect() as c:
+            self._retry(lambda: c.execute("DELETE FROM claims WHERE task=? AND config=? AND objective=? AND hparams=? "
+                                          "AND seed=? AND owner=?", (task, config, objective, hparams, int(seed), owner)))
+
+    def release_all(self, owner: str) -> None:
+        with self._connect() as c:
+            self._retry(lambda: c.execute("DELETE FROM claims WHERE owner=?", (owner,)))
+
     # --------------------------------------------------------------------------------------- reads
     def done(self, task: str, config: str) -> set[tuple[str, str, int]]:
         """``(objective, hparams, seed)`` of the trials of ``task``/``config`` already in the store."""
@@ -256,6 +303,16 @@ class Store:
     def integrity(self) -> str:
         with self._connect() as c:
             return c.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Ctx:
