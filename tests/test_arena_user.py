@@ -551,3 +551,33 @@ def test_claims_share_trials_between_runs(tmp_path):
     st.claim(*key1, "b")
     con.execute("UPDATE claims SET pid=999999999 WHERE owner='b'")
     assert st.claim(*key1, "c") == "mine"                   # a dead run's claim is taken over
+
+
+def test_regression_template_hl_gauss_two_hot_vs_mse(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+
+    from losskit.arena.user import DataError
+
+    x, y = load_diabetes(return_X_y=True)
+    task = losskit.arena.Task.from_arrays(x, y, task="regression", epochs=3, hidden=16, eval_every=1)
+    res = losskit.arena.compare(task, ["hl_gauss_loss(sigma=0.2)", "two_hot_loss"], seeds=2)
+    assert res.metric == "rmse" and not res.higher_is_better and res.baseline == "mse"
+    assert {r["objective"] for r in res.leaderboard} == {"mse", "hl_gauss_loss(sigma=0.2)", "two_hot_loss"}
+    assert all(0 < r["mean"] < 200 for r in res.leaderboard) and {"mae", "r2"} <= set(res.trials[0])
+    with pytest.raises(ValueError, match="focal takes logits\\+labels; the regression template"):
+        losskit.arena.compare(task, ["focal"], seeds=1)
+    with pytest.raises(DataError, match="is constant"):
+        losskit.arena.Task.from_arrays(x, np.ones(len(x)), task="regression")
+    # the CLI on a Parquet file
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    cols = {f"f{i}": x[:, i] for i in range(x.shape[1])}
+    cols["progression"] = y
+    pq.write_table(pa.table(cols), tmp_path / "diabetes.parquet")
+    monkeypatch.chdir(tmp_path)
+    rc, out = _main(capsys, "--data", "diabetes.parquet", "--target", "progression", "--task", "regression",
+                    "-o", "hl_gauss_loss", "--seeds", "2", "--set", "epochs=2", "--set", "hidden=8", "--no-progress",
+                    "--workers", "2")
+    assert rc == 0 and "ran 4 trials" in out and "regression:diabetes" in out, out

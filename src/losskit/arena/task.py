@@ -291,9 +291,9 @@ class Task:
     @staticmethod
     def from_dataset(dataset, task: str = "classification", **kw) -> Task:
         """A task template over a ``torch.utils.data.Dataset`` of ``(features, label)`` items."""
-        from .user import from_dataset, make_task
+        from .user import make_task
 
-        return make_task(from_dataset(dataset), None, task, **kw)
+        return make_task(dataset, kw.pop("target", None), task, **kw)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -372,7 +372,7 @@ def _setting_domains() -> dict[str, Any]:
     return {"epochs": COUNT, "teacher_epochs": COUNT, "hidden": COUNT, "teacher_hidden": COUNT,
             "student_hidden": COUNT, "batch_size": COUNT, "eval_every": NONNEG_INT, "lr": POSITIVE,
             "noise": HALF_OPEN_UNIT, "ratio": Real(0.0, 1.0, lo_open=True), "n": Integer(2), "dim": COUNT,
-            "repeats": COUNT, "pairs": COUNT, "vocab": Integer(2), "temperature": POSITIVE, "beta": POSITIVE}
+            "repeats": COUNT, "pairs": COUNT, "vocab": Integer(2), "bins": Integer(2), "temperature": POSITIVE, "beta": POSITIVE}
 
 
 #: The common domains of settings, by name (a task's ``settings`` wins).

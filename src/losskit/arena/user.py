@@ -58,7 +58,8 @@ class UserData:
         return h.hexdigest()[:12]
 
     def __repr__(self) -> str:
-        return f"UserData({self.source}: {self.x.shape[0]} rows, {self.x.shape[1]} features, {len(self.classes)} classes)"
+        what = f"{len(self.classes)} classes" if self.classes else "real target"
+        return f"UserData({self.source}: {self.x.shape[0]} rows, {self.x.shape[1]} features, {what})"
 
 
 # -------------------------------------------------------------------------------------------- loading
@@ -95,7 +96,7 @@ def _columns_from_parquet(path: str) -> tuple[list[str], list[list[Any]], int]:
     return list(table.column_names), [table.column(n).to_pylist() for n in table.column_names], 0
 
 
-def load_table(path: str | os.PathLike, target: str) -> UserData:
+def load_table(path: str | os.PathLike, target: str, regression: bool = False) -> UserData:
     """A CSV (header line), Parquet or ``.npz`` file as :class:`UserData`; ``target`` names the label column
     (for ``.npz``: the array of labels; the features are the array ``X`` or every other array)."""
     path = os.fspath(path)
@@ -113,7 +114,7 @@ def load_table(path: str | os.PathLike, target: str) -> UserData:
             x = arrays["X"]
         else:
             x = np.column_stack([arrays[k] for k in arrays]) if arrays else np.zeros((len(y), 0))
-        return from_arrays(x, y, target=target, source=path)
+        return from_arrays(x, y, target=target, source=path, regression=regression)
     if ext in (".parquet", ".pq"):
         header, cols, first = _columns_from_parquet(path)
         where = "row"
@@ -149,7 +150,8 @@ def load_table(path: str | os.PathLike, target: str) -> UserData:
     for i, v in enumerate(ycol):
         if _is_missing(v):
             raise DataError(f"{path}: the target column {target!r} has a missing value at {where} {i + first}")
-    return from_arrays(x, ycol, features=features, target=target, source=path, first_row=first, where=where)
+    return from_arrays(x, ycol, features=features, target=target, source=path, first_row=first, where=where,
+                       regression=regression)
 
 
 def _labels(y: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -170,8 +172,9 @@ def _labels(y: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
 
 
 def from_arrays(x, y, *, features=None, target: str = "target", source: str = "arrays", first_row: int = 0,
-                where: str = "row") -> UserData:
-    """Numpy / torch arrays ``x`` (n x d) and ``y`` (n labels) as checked :class:`UserData`."""
+                where: str = "row", regression: bool = False) -> UserData:
+    """Numpy / torch arrays ``x`` (n x d) and ``y`` (n labels; real targets with ``regression``) as
+    checked :class:`UserData`."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     if isinstance(y, torch.Tensor):
@@ -193,6 +196,8 @@ def from_arrays(x, y, *, features=None, target: str = "target", source: str = "a
         name = features[j] if features else f"column {j}"
         raise DataError(f"{source}: {name!r} has a missing or non-finite value at {where} {i + first_row} "
                         f"({len(bad)} in all); impute or drop those rows")
+    if regression:
+        return _regression_data(x, y, features, target, source, first_row, where)
     yi, classes = _labels(list(y))
     if len(classes) < 2:
         raise DataError(f"{source}: the target {target!r} has a single class ({classes[0]!r}) in {len(yi)} rows; "
@@ -208,7 +213,27 @@ def from_arrays(x, y, *, features=None, target: str = "target", source: str = "a
     return UserData(x, yi, features=features, target=target, classes=classes, source=source)
 
 
-def from_dataset(ds, *, target: str = "target", limit: int | None = None) -> UserData:
+def _regression_data(x, y, features, target, source, first_row, where) -> UserData:
+    vals = []
+    for i, v in enumerate(list(y)):
+        try:
+            f = float(v.item() if hasattr(v, "item") else v)
+        except (TypeError, ValueError):
+            raise DataError(f"{source}: the target {target!r} is not numeric at {where} {i + first_row} ({v!r}); "
+                            f"the regression template needs real targets") from None
+        if not math.isfinite(f):
+            raise DataError(f"{source}: the target {target!r} has a missing or non-finite value at {where} "
+                            f"{i + first_row}")
+        vals.append(f)
+    yr = np.asarray(vals, dtype=np.float32)
+    if len(yr) < 10:
+        raise DataError(f"{source}: {len(yr)} rows are fewer than the 10 a train/test split needs")
+    if float(yr.std()) == 0.0:
+        raise DataError(f"{source}: the target {target!r} is constant ({yr[0]:g}); nothing to regress")
+    return UserData(x, yr, features=features, target=target, classes=[], source=source)
+
+
+def from_dataset(ds, *, target: str = "target", limit: int | None = None, regression: bool = False) -> UserData:
     """A ``torch.utils.data.Dataset`` of ``(features, label)`` items as :class:`UserData`."""
     xs, ys = [], []
     for i in range(len(ds) if limit is None else min(limit, len(ds))):
@@ -222,7 +247,7 @@ def from_dataset(ds, *, target: str = "target", limit: int | None = None) -> Use
         raise DataError("the dataset is empty")
     if len({len(v) for v in xs}) > 1:
         raise DataError("dataset items have features of different sizes")
-    return from_arrays(np.stack(xs), ys, target=target, source=type(ds).__name__)
+    return from_arrays(np.stack(xs), ys, target=target, source=type(ds).__name__, regression=regression)
 
 
 # ---------------------------------------------------------------------------------- user objectives
@@ -271,8 +296,9 @@ class _UserTask(Task):
             self.metrics = (self.metric_name, *base_metrics)
             if not higher_is_better:
                 self.lower_is_better = frozenset({self.metric_name})
+        what = f"{len(data.classes)} classes" if data.classes else "real target"
         self.description = (f"{self.template} on {data.source} (target {data.target!r}, {len(data.y)} rows, "
-                            f"{data.x.shape[1]} features, {len(data.classes)} classes)")
+                            f"{data.x.shape[1]} features, {what})")
         self.check_config(self.defaults)
 
     def k_out(self, entry) -> int:
@@ -333,7 +359,109 @@ class UserImbalanced(_UserTask):
         return None
 
 
-TEMPLATES: dict[str, type[_UserTask]] = {"classification": UserClassification, "imbalanced": UserImbalanced}
+def mse(pred, target):
+    """Mean squared error (the regression template's baseline; not a registry objective)."""
+    return ((pred - target) ** 2).mean()
+
+
+class UserRegression(_UserTask):
+    """Regression (a real target): MSE against regression-by-classification (HL-Gauss, two-hot)."""
+
+    template = "regression"
+    baseline = "mse"
+    metrics = ("rmse", "mae", "r2")
+    lower_is_better = frozenset({"rmse", "mae"})
+    defaults = {"bins": 32, "epochs": 60, "hidden": 64, "lr": 3e-3, "batch_size": 64, "eval_every": 5,
+                "test_fraction": 0.3}
+    regression = True
+
+    def candidates(self):
+        return [Candidate("mse", label="mse", fn=mse), Candidate("hl_gauss_loss"), Candidate("two_hot_loss"),
+                Candidate("proximal_matching_loss")]
+
+    def accepts(self, entry):
+        kind = entry.input_kind.name
+        if kind in ("logits+real targets", "prediction+target") or entry.family == "custom":
+            return None
+        return (f"{entry.name} takes {kind}; the regression template feeds logits over bins with real targets "
+                f"(hl_gauss_loss, two_hot_loss) or one prediction per row with real targets")
+
+    def check_candidate(self, c):
+        if c.fn is None and c.objective in ("hl_gauss_loss", "two_hot_loss"):
+            c = Candidate(c.objective, {k: v for k, v in c.options.items() if k not in ("v_min", "v_max")})
+        super().check_candidate(c)
+
+    def run(self, candidate, seed, config):
+        return fit_regression(self, candidate, seed, config)
+
+
+def fit_regression(task: UserRegression, candidate: Candidate, seed: int, config: dict) -> TrialResult:
+    """One regression trial: split, standardise x and y with the training statistics, train, test metrics in
+    the target's units. Bin objectives get ``v_min``/``v_max`` from the (standardised) training targets."""
+    from sklearn.model_selection import train_test_split
+
+    from ..classification.targets import bin_centers, expected_value
+
+    d = task.data
+    xtr, xte, ytr, yte = train_test_split(d.x, d.y, test_size=config["test_fraction"], random_state=seed)
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    ym, ys = float(ytr.mean()), float(ytr.std()) or 1.0
+    xtr, xte = (torch.tensor((a - mu) / sd, dtype=torch.float32) for a in (xtr, xte))
+    ttr = torch.tensor((ytr - ym) / ys, dtype=torch.float32)
+    yte_t = torch.tensor(yte, dtype=torch.float32)
+    if candidate.fn is not None:
+        fn, opts, bins = candidate.fn, {}, False
+    else:
+        if candidate.missing():
+            raise Unavailable(f"not registered: {', '.join(candidate.missing())}")
+        entry = candidate.entry()
+        why = task.accepts(entry)
+        if why:
+            raise Unavailable(why)
+        fn, opts, bins = entry.fn, dict(candidate.options), entry.input_kind.name == "logits+real targets"
+    centers = None
+    if bins:
+        lo, hi = float(ttr.min()), float(ttr.max())
+        pad = 0.1 * (hi - lo)
+        opts.setdefault("v_min", lo - pad)
+        opts.setdefault("v_max", hi + pad)
+        centers = bin_centers(opts["v_min"], opts["v_max"], config["bins"], dtype=torch.float32)
+    out = config["bins"] if bins else 1
+    torch.manual_seed(seed)
+    model = task.model_fn(d.x.shape[1], out) if task.model_fn is not None else T.mlp(d.x.shape[1], config["hidden"],
+                                                                                    out, seed)
+
+    def predict(x):  # standardised units
+        o = model(x)
+        return expected_value(o, centers) if bins else o.squeeze(-1)
+
+    def loss(idx, step):
+        o = model(xtr[idx])
+        value = fn(o.squeeze(-1), ttr[idx]) if candidate.fn is not None else (
+            bind_call(fn, {"logits": o, "target": ttr[idx]}, opts) if bins
+            else bind_call(fn, {"pred": o.squeeze(-1), "prediction": o.squeeze(-1), "target": ttr[idx]}, opts))
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise TypeError(f"{candidate.name} must return a scalar tensor, got {type(value).__name__}")
+        return value.reshape(())
+
+    def metrics():
+        p = predict(xte) * ys + ym
+        err = p - yte_t
+        rmse = float(err.pow(2).mean().sqrt())
+        ss = float((yte_t - yte_t.mean()).pow(2).sum())
+        return {"rmse": rmse, "mae": float(err.abs().mean()), "r2": 1.0 - float(err.pow(2).sum()) / max(ss, 1e-12)}
+
+    curve = T.train(model, loss, len(ttr), epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"],
+                    seed=seed, eval_every=config["eval_every"], evaluate=lambda: metrics()["rmse"], nonfinite="raise")
+    with torch.no_grad():
+        m = metrics()
+        if task.metric is not None:
+            m = {task.metric_name: float(task.metric(yte, (predict(xte) * ys + ym).numpy())), **m}
+    return TrialResult(m, curve, "test RMSE")
+
+
+TEMPLATES: dict[str, type[_UserTask]] = {"classification": UserClassification, "imbalanced": UserImbalanced,
+                                         "regression": UserRegression}
 
 
 def make_task(data, target: str | None = None, template: str = "classification", *, register: bool = True,
@@ -343,16 +471,17 @@ def make_task(data, target: str | None = None, template: str = "classification",
     if template not in TEMPLATES:
         raise ValueError(f"unknown task template {template!r}{_did_you_mean(template, TEMPLATES)}; templates: "
                          f"{', '.join(TEMPLATES)}")
+    reg = getattr(TEMPLATES[template], "regression", False)
     if isinstance(data, UserData):
         ud = data
     elif isinstance(data, (str, os.PathLike)):
         if target is None:
             raise ValueError("name the target column: target='label'")
-        ud = load_table(data, target)
+        ud = load_table(data, target, regression=reg)
     elif isinstance(data, tuple) and len(data) == 2:
-        ud = from_arrays(*data, target=target or "target")
+        ud = from_arrays(*data, target=target or "target", regression=reg)
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        ud = from_dataset(data, target=target or "target")
+        ud = from_dataset(data, target=target or "target", regression=reg)
     else:
         raise TypeError(f"data: expected a file path, (X, y) arrays or a Dataset, got {type(data).__name__}")
     task = TEMPLATES[template](ud, **kw)
