@@ -581,3 +581,30 @@ def test_regression_template_hl_gauss_two_hot_vs_mse(tmp_path, monkeypatch, caps
                     "-o", "hl_gauss_loss", "--seeds", "2", "--set", "epochs=2", "--set", "hidden=8", "--no-progress",
                     "--workers", "2")
     assert rc == 0 and "ran 4 trials" in out and "regression:diabetes" in out, out
+
+
+def test_fair_tuning_same_budget_and_the_test_split_once(monkeypatch):
+    from losskit.arena import user
+
+    x, y = _breast_cancer()
+    task = losskit.arena.Task.from_arrays(x, y, epochs=2, hidden=8, eval_every=1)
+    calls = []
+    real = user.fit
+
+    def spy(t, c, seed, config, validation=False):
+        calls.append((c.objective, seed, validation, config["lr"], dict(c.options)))
+        return real(t, c, seed, config, validation)
+
+    monkeypatch.setattr(user, "fit", spy)
+    res = losskit.arena.compare(task, ["focal(gamma=2.0)", "gce(q=0.7)"], seeds=2, tune=3)
+    for obj in ("cross_entropy", "focal", "gce"):
+        for seed in (0, 1):
+            mine = [c for c in calls if c[0] == obj and c[1] == seed]
+            assert [c[2] for c in mine] == [True, True, True, False]          # 3 on validation, test once
+    lrs = {obj: [c[3] for c in calls if c[0] == obj and c[1] == 0 and c[2]] for obj in ("cross_entropy", "gce")}
+    assert lrs["cross_entropy"] == lrs["gce"]                                  # the same learning rates for all
+    qs = [c[4]["q"] for c in calls if c[0] == "gce" and c[2]]
+    assert len(set(qs)) > 1 and all(0 < q <= 1 for q in qs)                    # q searched inside its domain
+    row = next(r for r in res.trials if r["objective"] == "gce(q=0.7)")
+    assert "tuned_lr" in row and 0 < row["tuned_q"] <= 1
+    assert user.tune_space(losskit.arena.Candidate("focal", {"gamma": 2.0})) == {"gamma": (0.2, 20.0, True)}

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--target", default=None, help="the label column of --data")
     ap.add_argument("--task", default="classification", dest="template",
                     help="the task template for --data (losskit arena --list-tasks); default classification")
+    ap.add_argument("--tune", type=int, default=None, metavar="N",
+                    help="fair tuning (templates for --data): N configurations per objective on a validation split")
     ap.add_argument("--list-tasks", action="store_true", help="the task templates for --data, and the embedded tasks")
     return ap
 
@@ -197,6 +199,8 @@ def cmd_run(args) -> int:
         overrides["noise_type"] = [args.noise_type]
     if args.dataset:
         overrides["dataset"] = args.dataset.split(",")
+    if args.tune is not None:
+        overrides["tune"] = [str(args.tune)]
     for kv in args.set:
         k, sep, v = kv.partition("=")
         if not sep:

@@ -372,7 +372,7 @@ def _setting_domains() -> dict[str, Any]:
     return {"epochs": COUNT, "teacher_epochs": COUNT, "hidden": COUNT, "teacher_hidden": COUNT,
             "student_hidden": COUNT, "batch_size": COUNT, "eval_every": NONNEG_INT, "lr": POSITIVE,
             "noise": HALF_OPEN_UNIT, "ratio": Real(0.0, 1.0, lo_open=True), "n": Integer(2), "dim": COUNT,
-            "repeats": COUNT, "pairs": COUNT, "vocab": Integer(2), "bins": Integer(2), "temperature": POSITIVE, "beta": POSITIVE}
+            "repeats": COUNT, "pairs": COUNT, "vocab": Integer(2), "bins": Integer(2), "tune": NONNEG_INT, "temperature": POSITIVE, "beta": POSITIVE}
 
 
 #: The common domains of settings, by name (a task's ``settings`` wins).

@@ -304,8 +304,14 @@ class _UserTask(Task):
     def k_out(self, entry) -> int:
         return len(self.data.classes)
 
+    def fit(self, candidate, seed, config, validation=False):
+        return fit(self, candidate, seed, config, validation)
+
     def run(self, candidate, seed, config):
-        return fit(self, candidate, seed, config)
+        n = int(config.get("tune", 0))
+        if n <= 0:
+            return self.fit(candidate, seed, config)
+        return tune(self, candidate, seed, config, n)
 
 
 class UserClassification(_UserTask):
@@ -314,7 +320,7 @@ class UserClassification(_UserTask):
     template = "classification"
     metrics = ("accuracy", "balanced_accuracy")
     defaults = {"noise": 0.0, "epochs": 30, "hidden": 64, "lr": 3e-3, "batch_size": 64, "eval_every": 5,
-                "test_fraction": 0.3}
+                "test_fraction": 0.3, "tune": 0}
 
     def candidates(self):
         return [Candidate("cross_entropy"), Candidate("focal", {"gamma": 2.0}), Candidate("gce", {"q": 0.7}),
@@ -334,7 +340,7 @@ class UserImbalanced(_UserTask):
 
     template = "imbalanced"
     metrics = ("f1", "balanced_accuracy", "mcc")
-    defaults = {"epochs": 30, "hidden": 32, "lr": 3e-3, "batch_size": 64, "eval_every": 5, "test_fraction": 0.3}
+    defaults = {"epochs": 30, "hidden": 32, "lr": 3e-3, "batch_size": 64, "eval_every": 5, "test_fraction": 0.3, "tune": 0}
     symbolic_options = {"cross_entropy": {"weight": ("inverse_frequency",)}}
 
     def __init__(self, data: UserData, **kw):
@@ -359,6 +365,66 @@ class UserImbalanced(_UserTask):
         return None
 
 
+def tune_space(candidate: Candidate) -> dict[str, tuple[float, float, bool]]:
+    """The hyper-parameters of ``candidate`` that tuning searches: each real-valued option the candidate
+    sets, over a range read from the registry's declared domain: ``(lo, hi, log)``. A bounded domain is
+    searched uniformly (open ends nudged inside); a half-bounded one log-uniformly over [v / 10, 10 v]
+    around the given value ``v`` (clipped to the domain)."""
+    from .._core.domains import Real
+
+    if candidate.fn is not None or candidate.missing():
+        return {}
+    doms = candidate.entry().domains
+    out = {}
+    for k, v in candidate.options.items():
+        dom = doms.get(k)
+        if not isinstance(dom, Real) or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if dom.lo is not None and dom.hi is not None:
+            eps = 1e-3 * (dom.hi - dom.lo)
+            out[k] = (dom.lo + (eps if dom.lo_open else 0.0), dom.hi - (eps if dom.hi_open else 0.0), False)
+        elif v > 0 and (dom.lo is None or dom.lo >= 0):
+            out[k] = (max(v / 10, dom.lo or 0.0) or v / 10, v * 10, True)
+        elif v == 0 and dom.lo == 0:
+            out[k] = (0.0, 1.0, False)
+    return out
+
+
+def tune(task: _UserTask, candidate: Candidate, seed: int, config: dict, n: int) -> TrialResult:
+    """Fair tuning: ``n`` configurations for every objective (the same ``n`` learning rates, log-uniform in
+    [lr / 10, 10 lr], for all of them; its own options from :func:`tune_space`), each trained on 75% of the
+    training split and scored on the other 25%; the best is retrained on the whole training split and
+    evaluated once on the test split. The chosen values are stored as ``tuned_*`` metrics."""
+    import dataclasses
+
+    space = tune_space(candidate)
+    lr_rng = np.random.default_rng(50_000 + seed)        # the same learning rates for every objective
+    opt_rng = np.random.default_rng(60_000 + seed)
+    m0 = task.metrics[0]
+    sign = 1.0 if task.higher_is_better(m0) else -1.0
+    best, last_err = None, None
+    for _ in range(n):
+        lr = float(config["lr"] * 10 ** lr_rng.uniform(-1, 1))
+        opts = {}
+        for k, (lo, hi, log) in space.items():
+            opts[k] = float(math.exp(opt_rng.uniform(math.log(lo), math.log(hi))) if log else opt_rng.uniform(lo, hi))
+        c = dataclasses.replace(candidate, options={**candidate.options, **opts})
+        try:
+            res = task.fit(c, seed, {**config, "lr": lr}, validation=True)
+        except (FloatingPointError, RuntimeError, ValueError) as err:
+            last_err = err
+            continue
+        score = sign * res.metrics[m0]
+        if math.isfinite(score) and (best is None or score > best[0]):
+            best = (score, lr, opts, c)
+    if best is None:
+        raise last_err if last_err is not None else RuntimeError("no tuning configuration finished")
+    _, lr, opts, c = best
+    res = task.fit(c, seed, {**config, "lr": lr})
+    res.metrics.update({"tuned_lr": lr, **{f"tuned_{k}": v for k, v in opts.items()}})
+    return res
+
+
 def mse(pred, target):
     """Mean squared error (the regression template's baseline; not a registry objective)."""
     return ((pred - target) ** 2).mean()
@@ -372,7 +438,7 @@ class UserRegression(_UserTask):
     metrics = ("rmse", "mae", "r2")
     lower_is_better = frozenset({"rmse", "mae"})
     defaults = {"bins": 32, "epochs": 60, "hidden": 64, "lr": 3e-3, "batch_size": 64, "eval_every": 5,
-                "test_fraction": 0.3}
+                "test_fraction": 0.3, "tune": 0}
     regression = True
 
     def candidates(self):
@@ -391,11 +457,12 @@ class UserRegression(_UserTask):
             c = Candidate(c.objective, {k: v for k, v in c.options.items() if k not in ("v_min", "v_max")})
         super().check_candidate(c)
 
-    def run(self, candidate, seed, config):
-        return fit_regression(self, candidate, seed, config)
+    def fit(self, candidate, seed, config, validation=False):
+        return fit_regression(self, candidate, seed, config, validation)
 
 
-def fit_regression(task: UserRegression, candidate: Candidate, seed: int, config: dict) -> TrialResult:
+def fit_regression(task: UserRegression, candidate: Candidate, seed: int, config: dict,
+                   validation: bool = False) -> TrialResult:
     """One regression trial: split, standardise x and y with the training statistics, train, test metrics in
     the target's units. Bin objectives get ``v_min``/``v_max`` from the (standardised) training targets."""
     from sklearn.model_selection import train_test_split
@@ -404,6 +471,8 @@ def fit_regression(task: UserRegression, candidate: Candidate, seed: int, config
 
     d = task.data
     xtr, xte, ytr, yte = train_test_split(d.x, d.y, test_size=config["test_fraction"], random_state=seed)
+    if validation:
+        xtr, xte, ytr, yte = _holdout(xtr, ytr, seed, stratify=False)
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
     ym, ys = float(ytr.mean()), float(ytr.std()) or 1.0
     xtr, xte = (torch.tensor((a - mu) / sd, dtype=torch.float32) for a in (xtr, xte))
@@ -490,8 +559,20 @@ def make_task(data, target: str | None = None, template: str = "classification",
     return task
 
 
-def fit(task: _UserTask, candidate: Candidate, seed: int, config: dict) -> TrialResult:
-    """One trial of a template: split, (noise), model, train with the candidate, test metrics."""
+def _holdout(x, y, seed: int, stratify: bool):
+    """The validation split of a training split (25%, stratified where every class has 2+ rows)."""
+    from sklearn.model_selection import train_test_split
+
+    strat = None
+    if stratify:
+        counts = np.bincount(np.asarray(y))
+        strat = np.asarray(y) if (counts[counts > 0] >= 2).all() else None
+    return train_test_split(x, y, test_size=0.25, random_state=10_000 + seed, stratify=strat)
+
+
+def fit(task: _UserTask, candidate: Candidate, seed: int, config: dict, validation: bool = False) -> TrialResult:
+    """One trial of a template: split, (noise), model, train with the candidate, test metrics (with
+    ``validation``: train on 75% of the training split, metrics on the other 25%; the test split unused)."""
     from .tasks.imbalanced import _binary_metrics, _f1
 
     d = task.data
@@ -499,6 +580,8 @@ def fit(task: _UserTask, candidate: Candidate, seed: int, config: dict) -> Trial
     k = len(d.classes)
     if config.get("noise", 0.0) > 0:
         ytr = T.corrupt(ytr, config["noise"], "symmetric", k, seed)
+    if validation:
+        xtr, xte, ytr, yte = _holdout(xtr, ytr, seed, stratify=True)
     if candidate.fn is not None:
         fn, binary, opts = candidate.fn, False, {}
     else:
