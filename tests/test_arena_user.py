@@ -608,3 +608,26 @@ def test_fair_tuning_same_budget_and_the_test_split_once(monkeypatch):
     row = next(r for r in res.trials if r["objective"] == "gce(q=0.7)")
     assert "tuned_lr" in row and 0 < row["tuned_q"] <= 1
     assert user.tune_space(losskit.arena.Candidate("focal", {"gamma": 2.0})) == {"gamma": (0.2, 20.0, True)}
+
+
+def test_report_of_a_user_task_recommends_shows_tuning_and_critical_difference(tmp_path):
+    from losskit.arena.report import write_report
+    from losskit.arena.task import _TASKS
+
+    x, y = _breast_cancer()
+    store = tmp_path / "s.sqlite"
+    task = losskit.arena.Task.from_arrays(x, y, name="mine", epochs=2, hidden=8, eval_every=1)
+    for noise in (0.0, 0.3):
+        losskit.arena.compare(task, ["gce(q=0.7)", "sce"], seeds=2, store=store, config={"noise": noise}, tune=2)
+    _TASKS.pop("mine")                                # a later process: the task is not registered there
+    st = Store(store, readonly=True)
+    [b0, b1] = st.boards()
+    assert b0.baseline == "cross_entropy" and b0.metrics == ("accuracy", "balanced_accuracy")
+    assert "tuned_lr" not in b0.metrics and set(b0.tuned()["gce(q=0.7)"]) == {"lr", "q"}
+    path = write_report(st, tmp_path / "rep")
+    html = Path(path).read_text()
+    first = html.split("<h2", 2)[2]                   # after the contents: the Recommendations section
+    assert first.split(">", 1)[1].startswith("Recommendations")
+    assert ("No significant difference" in first.split("</ul>")[0]) or ("Recommendation:" in first.split("</ul>")[0])
+    assert "critical-difference.png" in html and (tmp_path / "rep" / "critical-difference.png").exists()
+    assert "Tuned hyper-parameters" in html and "Nemenyi critical difference" in html

@@ -322,13 +322,12 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .leaderboard import boards
     from .task import canonical, get_task
 
     wanted = None if runs is None else {(t, canonical(c)) for t, c in runs}
-    bs = [b for b in boards(store.rows()) if wanted is None or (b.task, canonical(b.config)) in wanted]
+    bs = [b for b in store.boards() if wanted is None or (b.task, canonical(b.config)) in wanted]
     for b in bs:
-        con.print(f"[bold]{escape(b.task)}[/] {escape(_cfg_text(b))}: [bold]{escape(board_recommendation(b))}[/]",
+        con.print(f"[bold]{escape(b.task)}[/] {escape(_cfg_text(b))}: [bold]{escape(b.recommendation())}[/]",
                   soft_wrap=True)
         table = Table(title=f"[bold]{b.task}[/]  {_cfg_text(b)}", title_justify="left")
         table.add_column("#", justify="right")
@@ -366,18 +365,6 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
             con.print(f"  [dim]{word}: {escape(verdict_meaning(word))}[/]")
 
 
-def board_recommendation(b, alpha: float = 0.05) -> str:
-    """The recommendation sentence of a leaderboard (paired t-tests vs the baseline, Holm-corrected)."""
-    from .stats import recommendation, versus_baseline
-
-    m = b.metrics[0] if b.metrics else None
-    if m is None or b.baseline_entry is None:
-        return "No recommendation: the baseline has no results."
-    values = {e.label: e.values.get(m, {}) for e in b.entries}
-    comps = versus_baseline(values, b.baseline, b.higher_is_better(m), alpha)
-    return recommendation(comps, b.baseline, m, alpha, b.higher_is_better(m))
-
-
 def _cfg_text(b) -> str:
     from .task import get_task
 
@@ -401,9 +388,8 @@ def cmd_show(args) -> int:
             return _refuse(f"no arena task {name!r}{_did_you_mean(name, known)}; tasks: {', '.join(sorted(known))}")
     runs = None
     if args.tasks:
-        from .leaderboard import boards
 
-        runs = [(b.task, b.config) for b in boards(store.rows()) if b.task in args.tasks]
+        runs = [(b.task, b.config) for b in store.boards() if b.task in args.tasks]
     print_boards(_console(), store, runs)
     return 0
 

@@ -71,6 +71,27 @@ class Board:
         p = float(ttest_rel(x, y).pvalue)
         return None if math.isnan(p) else p
 
+    def recommendation(self, alpha: float = 0.05) -> str:
+        """The sentence: the objective to use with its evidence (paired t-tests against the baseline over
+        seeds, Holm-corrected across the objectives), or "No significant difference"."""
+        from .stats import recommendation, versus_baseline
+
+        m = self.metrics[0] if self.metrics else None
+        if m is None or self.baseline_entry is None:
+            return "No recommendation: the baseline has no results."
+        values = {e.label: e.values.get(m, {}) for e in self.entries}
+        comps = versus_baseline(values, self.baseline, self.higher_is_better(m), alpha)
+        return recommendation(comps, self.baseline, m, alpha, self.higher_is_better(m))
+
+    def tuned(self) -> dict[str, dict[str, list[float]]]:
+        """Tuned hyper-parameters per objective (``tuned_*`` values stored with each seed), if any."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for e in self.entries:
+            for k, v in e.values.items():
+                if k.startswith("tuned_"):
+                    out.setdefault(e.label, {})[k[len("tuned_"):]] = [v[s] for s in sorted(v)]
+        return out
+
     def ranked(self) -> list[Entry]:
         m = self.metrics[0]
         sign = -1 if self.higher_is_better(m) else 1
@@ -94,8 +115,9 @@ def marker(p: float | None, diff: float, higher_is_better: bool) -> str:
     return "▲" if better else "▼"
 
 
-def boards(rows: list[Row]) -> list[Board]:
-    """One board per (task, config) in ``rows``; task metadata from the task registry when known."""
+def boards(rows: list[Row], meta: dict[str, dict] | None = None) -> list[Board]:
+    """One board per (task, config) in ``rows``; task metadata from the task registry when known, else from
+    ``meta`` (what :meth:`Store.task_meta` remembers: the user's own tasks)."""
     from .task import get_task
 
     grouped: dict[tuple[str, str], dict[tuple[str, str], Entry]] = defaultdict(dict)
@@ -113,7 +135,12 @@ def boards(rows: list[Row]) -> list[Board]:
             metrics = tuple(m for m in t.metrics if m in metric_order[(task, cfg)])
             lower, baseline = t.lower_is_better, t.baseline
         except KeyError:
-            metrics, lower, baseline = tuple(metric_order[(task, cfg)]), frozenset(), ""
+            m = (meta or {}).get(task)
+            if m:
+                metrics = tuple(x for x in m["metrics"] if x in metric_order[(task, cfg)])
+                lower, baseline = frozenset(m["lower_is_better"]), m["baseline"]
+            else:
+                metrics, lower, baseline = tuple(metric_order[(task, cfg)]), frozenset(), ""
         out.append(Board(task, json.loads(cfg), metrics, frozenset(lower), baseline, list(entries.values())))
     return sorted(out, key=lambda b: (b.task, json.dumps(b.config, sort_keys=True)))
 

@@ -51,6 +51,7 @@ def plan(task: Task, config: dict[str, Any], candidates: Sequence[Candidate], se
          store: Store, summary: Summary) -> list[Trial]:
     """The trials still to run; candidates whose objectives are not registered are noted and skipped."""
     cfg = canonical(config)
+    store.describe(task)
     done = store.done(task.name, cfg)
     todo = []
     for c in candidates:

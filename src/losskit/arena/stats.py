@@ -69,7 +69,11 @@ def paired(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> 
         p = 1.0 if mean == 0 else 0.0
         dz = 0.0 if mean == 0 else math.copysign(math.inf, mean)
     else:
-        p = float(stats.ttest_rel(x, y).pvalue)
+        import warnings
+
+        with warnings.catch_warnings():  # nearly identical scores: SciPy warns, the p-value is still right
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.ttest_rel(x, y).pvalue)
         dz = mean / sd
     return {"n": n, "diff": mean, "ci": (mean - half, mean + half), "p": p, "d_z": dz}
 

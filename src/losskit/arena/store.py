@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS notes (
     task TEXT NOT NULL, config TEXT NOT NULL, objective TEXT NOT NULL, hparams TEXT NOT NULL,
     label TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (task, config, objective, hparams, kind));
+CREATE TABLE IF NOT EXISTS tasks (
+    task TEXT PRIMARY KEY, meta TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (
     task TEXT NOT NULL, config TEXT NOT NULL, objective TEXT NOT NULL, hparams TEXT NOT NULL,
     seed INTEGER NOT NULL, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, created REAL NOT NULL,
@@ -222,6 +224,21 @@ class Store:
                 "DELETE FROM notes WHERE task=? AND config=? AND objective=? AND hparams=?",
                 (task, config, objective, hparams)))
 
+    def describe(self, task) -> None:
+        """Remember a task's metrics, baseline and description, so that leaderboards and reports of tasks
+        that are not registered in the reading process (the user's own) still know them."""
+        meta = json.dumps({"metrics": list(task.metrics), "lower_is_better": sorted(task.lower_is_better),
+                           "baseline": task.baseline, "description": task.description})
+        with self._connect() as c:
+            self._retry(lambda: c.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?)", (task.name, meta)))
+
+    def task_meta(self) -> dict[str, dict]:
+        try:
+            with self._connect() as c:
+                return {t: json.loads(m) for t, m in c.execute("SELECT task, meta FROM tasks")}
+        except sqlite3.OperationalError:  # a store written before the table existed, opened read-only
+            return {}
+
     # -------------------------------------------------------------------------------------- claims
     def claim(self, task: str, config: str, objective: str, hparams: str, seed: int, owner: str,
               ttl: float = 6 * 3600.0) -> str:
@@ -290,6 +307,12 @@ class Store:
             args = (task,)
         with self._connect() as c:
             return [(*r[:6], json.loads(r[6])) for r in c.execute(q, args)]
+
+    def boards(self, task: str | None = None):
+        """The leaderboards of what this store holds (task metadata from the registry or the store)."""
+        from .leaderboard import boards
+
+        return boards(self.rows(task), self.task_meta())
 
     def notes(self) -> list[tuple[str, str, str, str, str]]:
         """``(task, config, label, kind, message)`` of skipped / failed candidates."""
