@@ -631,3 +631,38 @@ def test_report_of_a_user_task_recommends_shows_tuning_and_critical_difference(t
     assert ("No significant difference" in first.split("</ul>")[0]) or ("Recommendation:" in first.split("</ul>")[0])
     assert "critical-difference.png" in html and (tmp_path / "rep" / "critical-difference.png").exists()
     assert "Tuned hyper-parameters" in html and "Nemenyi critical difference" in html
+
+
+def test_embeddings_and_distillation_templates_on_user_data():
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from losskit.arena.user import DataError
+
+    x, y = load_digits(return_X_y=True)
+    x, y = x[:400], y[:400]
+    calls = []
+
+    def jitter(v, g):                                     # the user's augmentation
+        calls.append(1)
+        return v + 0.2 * torch.randn(v.shape, generator=g)
+
+    emb = losskit.arena.Task.from_arrays(x, y, task="embeddings", augment=jitter, epochs=2, eval_every=2, dim=8,
+                                         hidden=16)
+    res = losskit.arena.compare(emb, ["supcon", "vicreg"], seeds=2)
+    assert res.metric == "probe_accuracy" and calls and {r["objective"] for r in res.leaderboard} == {
+        "info_nce", "supcon", "vicreg"}
+    with pytest.raises(ValueError, match="dpo is a preference objective"):
+        losskit.arena.compare(emb, ["dpo"], seeds=1)
+    teacher = LogisticRegression(max_iter=300).fit(x, y)
+    for t in (teacher.decision_function(x),                                           # its logits
+              lambda v: torch.tensor(teacher.decision_function(v.numpy()))):          # or a callable
+        dist = losskit.arena.Task.from_arrays(x, y, task="distillation", teacher=t, epochs=2, eval_every=1)
+        res = losskit.arena.compare(dist, ["kd_loss(divergence=forward)"], seeds=2)
+        assert res.metric == "accuracy" and "agreement" in res.trials[0] and len(res.leaderboard) == 2
+    with pytest.raises(DataError, match=r"teacher: expected logits of shape \(400, 10\)"):
+        losskit.arena.Task.from_arrays(x, y, task="distillation", teacher=np.zeros((400, 3)))
+    with pytest.raises(ValueError, match="needs teacher="):
+        losskit.arena.Task.from_arrays(x, y, task="distillation")

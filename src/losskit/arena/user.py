@@ -30,9 +30,12 @@ import torch
 from .._core.domains import Anything, Real
 from . import _train as T
 from .task import Candidate, Task, TrialResult, Unavailable, _did_you_mean, bind_call, register_task
+from .tasks.distillation import Distillation
+from .tasks.representation import Representation
 
 __all__ = ["DataError", "UserData", "load_table", "from_arrays", "from_dataset", "TEMPLATES", "make_task",
-           "UserClassification", "UserImbalanced", "user_candidate"]
+           "UserClassification", "UserImbalanced", "UserRegression", "UserEmbeddings", "UserDistillation",
+           "user_candidate", "tune", "tune_space"]
 
 
 class DataError(ValueError):
@@ -529,8 +532,107 @@ def fit_regression(task: UserRegression, candidate: Candidate, seed: int, config
     return TrialResult(m, curve, "test RMSE")
 
 
+def default_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """The embeddings template's default view of standardised features: 20% of the features dropped,
+    Gaussian noise of standard deviation 0.3."""
+    keep = (torch.rand(x.shape, generator=g) > 0.2).float()
+    return x * keep + 0.3 * torch.randn(x.shape, generator=g)
+
+
+class UserEmbeddings(_UserTask, Representation):
+    """Embeddings of the user's features from two augmented views (``augment(x, generator)``); the labels
+    are used only to evaluate (linear probe, recall@1), and by the supervised objectives."""
+
+    template = "embeddings"
+    baseline = Representation.baseline
+    metrics = Representation.metrics
+    settings = {"test_fraction": Real(0.0, 1.0, lo_open=True, hi_open=True), "data": Anything("a fingerprint")}
+    defaults = {**Representation.defaults, "test_fraction": 0.3}
+    run = Representation.run
+
+    def __init__(self, data: UserData, *, augment: Callable | None = None, **kw):
+        if kw.get("metric") is not None:
+            raise ValueError("the embeddings template has its own metrics (linear probe, recall@1)")
+        self._augment = augment or default_augment
+        super().__init__(data, **kw)
+
+    def candidates(self):
+        return Representation.candidates(self)
+
+    def accepts(self, entry):
+        return Task.accepts(self, entry)
+
+    def split(self, seed):
+        d = self.data
+        return T.split(d.x, d.y, seed, test_fraction=self.defaults["test_fraction"])
+
+    def augment(self, x, g):
+        return self._augment(x, g)
+
+    def encoder(self, d_in, config, seed):
+        if self.model_fn is not None:
+            torch.manual_seed(seed)
+            return self.model_fn(d_in, config["dim"])
+        return T.mlp(d_in, config["hidden"], config["dim"], seed)
+
+
+class UserDistillation(_UserTask, Distillation):
+    """Distillation from the user's teacher (a model or callable on the raw features, or its logits) into a
+    small student MLP; metrics: student test accuracy, top-1 agreement with the teacher."""
+
+    template = "distillation"
+    baseline = Distillation.baseline
+    metrics = Distillation.metrics
+    settings = {"test_fraction": Real(0.0, 1.0, lo_open=True, hi_open=True), "data": Anything("a fingerprint")}
+    defaults = {k: v for k, v in Distillation.defaults.items() if not k.startswith("teacher_")} | {
+        "test_fraction": 0.3}
+    run = Distillation.run
+
+    def __init__(self, data: UserData, *, teacher=None, **kw):
+        if teacher is None:
+            raise ValueError("the distillation template needs teacher=: a model / callable on the features, or "
+                             "its logits (rows x classes)")
+        if kw.get("metric") is not None or kw.get("model_fn") is not None:
+            raise ValueError("the distillation template trains its own two-head student MLP (no model_fn / metric)")
+        if callable(teacher):
+            with torch.no_grad():
+                logits = teacher(torch.tensor(data.x, dtype=torch.float32))
+        else:
+            logits = teacher
+        if isinstance(logits, torch.Tensor):
+            logits = logits.detach().cpu().numpy()
+        logits = np.asarray(logits, dtype=np.float32)
+        k = len(data.classes)
+        if logits.shape != (len(data.y), k):
+            raise DataError(f"teacher: expected logits of shape ({len(data.y)}, {k}) (rows x classes), got "
+                            f"{logits.shape}")
+        if not np.isfinite(logits).all():
+            raise DataError(f"teacher: non-finite logits at row {int(np.argwhere(~np.isfinite(logits))[0][0])}")
+        self.teacher_logits = logits
+        super().__init__(data, **kw)
+        self.defaults["teacher"] = hashlib.sha1(logits.tobytes()).hexdigest()[:12]
+
+    def candidates(self):
+        return Distillation.candidates(self)
+
+    def accepts(self, entry):
+        return Task.accepts(self, entry)
+
+    def split(self, seed, config):
+        from sklearn.model_selection import train_test_split
+
+        d = self.data
+        itr, ite = train_test_split(np.arange(len(d.y)), test_size=config["test_fraction"], random_state=seed,
+                                    stratify=d.y)
+        mu, sd = d.x[itr].mean(0), d.x[itr].std(0) + 1e-6
+        t = lambda a: torch.tensor((a - mu) / sd, dtype=torch.float32)  # noqa: E731
+        tl = torch.tensor(self.teacher_logits)
+        return (t(d.x[itr]), torch.tensor(d.y[itr]), t(d.x[ite]), torch.tensor(d.y[ite]), tl[itr], tl[ite])
+
+
 TEMPLATES: dict[str, type[_UserTask]] = {"classification": UserClassification, "imbalanced": UserImbalanced,
-                                         "regression": UserRegression}
+                                         "regression": UserRegression, "embeddings": UserEmbeddings,
+                                         "distillation": UserDistillation}
 
 
 def make_task(data, target: str | None = None, template: str = "classification", *, register: bool = True,
