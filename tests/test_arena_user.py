@@ -666,3 +666,27 @@ def test_embeddings_and_distillation_templates_on_user_data():
         losskit.arena.Task.from_arrays(x, y, task="distillation", teacher=np.zeros((400, 3)))
     with pytest.raises(ValueError, match="needs teacher="):
         losskit.arena.Task.from_arrays(x, y, task="distillation")
+
+
+def test_transport_template_between_user_point_clouds(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from losskit.arena.user import DataError
+
+    rng = np.random.default_rng(0)
+    src, tgt = rng.normal(size=(150, 3)), rng.normal(size=(90, 3)) + 1.0
+    task = losskit.arena.Task.from_arrays(src, tgt, task="transport", n=24, repeats=1)
+    res = losskit.arena.compare(task, ["sinkhorn", "sliced_wasserstein"], seeds=2)
+    assert res.baseline == "exact_ot" and res.metric == "rel_error" and not res.higher_is_better
+    board = {r["objective"]: r for r in res.leaderboard}
+    assert board["exact_ot"]["mean"] < 1e-6 and board["sinkhorn"]["mean"] > 0
+    assert "wasserstein_1d" not in {c.objective for c in task.candidates()}          # 3-d clouds
+    with pytest.raises(DataError, match="3 and 2 dimensions"):
+        losskit.arena.Task.from_arrays(src, tgt[:, :2], task="transport")
+    with pytest.raises(ValueError, match="setting n=500 is invalid"):
+        losskit.arena.Task.from_arrays(src, tgt, task="transport", n=500)
+    np.savez(tmp_path / "clouds.npz", source=src, target=tgt)
+    monkeypatch.chdir(tmp_path)
+    rc, out = _main(capsys, "--data", "clouds.npz", "--task", "transport", "-o", "sinkhorn", "--seeds", "2",
+                    "--set", "n=16", "--set", "repeats=1", "--no-progress", "--workers", "1")
+    assert rc == 0 and "ran 4 trials" in out and "transport:clouds" in out, out

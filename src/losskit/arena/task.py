@@ -286,7 +286,7 @@ class Task:
         """A task template over numpy / torch arrays ``x`` (rows x features) and labels ``y``."""
         from .user import make_task
 
-        return make_task((x, y), kw.pop("target", None), task, **kw)
+        return make_task((x, y), kw.pop("target", None), task, **kw)  # transport: (source, target) clouds
 
     @staticmethod
     def from_dataset(dataset, task: str = "classification", **kw) -> Task:

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._core.domains import Anything, Real
+from .._core.domains import Anything, Integer, Real
 from . import _train as T
 from .task import Candidate, Task, TrialResult, Unavailable, _did_you_mean, bind_call, register_task
 from .tasks.distillation import Distillation
 from .tasks.representation import Representation
+from .tasks.transport import Transport
 
 __all__ = ["DataError", "UserData", "load_table", "from_arrays", "from_dataset", "TEMPLATES", "make_task",
            "UserClassification", "UserImbalanced", "UserRegression", "UserEmbeddings", "UserDistillation",
@@ -630,9 +631,84 @@ class UserDistillation(_UserTask, Distillation):
         return (t(d.x[itr]), torch.tensor(d.y[itr]), t(d.x[ite]), torch.tensor(d.y[ite]), tl[itr], tl[ite])
 
 
-TEMPLATES: dict[str, type[_UserTask]] = {"classification": UserClassification, "imbalanced": UserImbalanced,
+def _cloud(a, what: str, source: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    try:
+        a = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: the {what} point cloud is not numeric") from None
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or len(a) < 2:
+        raise DataError(f"{source}: the {what} point cloud must be (points x dims) with 2+ points, got shape {a.shape}")
+    bad = np.argwhere(~np.isfinite(a))
+    if len(bad):
+        raise DataError(f"{source}: the {what} point cloud has a missing or non-finite value at row {bad[0][0]}")
+    return a
+
+
+class UserTransport(Transport):
+    """OT between the user's two point clouds: each seed draws ``n`` points of each (without replacement);
+    solvers against the exact assignment cost; metrics: relative error, time."""
+
+    template = "transport"
+    defaults = {"n": 128, "repeats": 3}
+    quick = None
+    claims = ()
+
+    def __init__(self, source, target, *, name: str | None = None, origin: str = "arrays", **settings):
+        self.source, self.target = _cloud(source, "source", origin), _cloud(target, "target", origin)
+        if self.source.shape[1] != self.target.shape[1]:
+            raise DataError(f"{origin}: the clouds have {self.source.shape[1]} and {self.target.shape[1]} dimensions")
+        stem = os.path.splitext(os.path.basename(origin))[0] if origin != "arrays" else "clouds"
+        self.name = name or f"transport:{stem}"
+        h = hashlib.sha1(self.source.tobytes())
+        h.update(self.target.tobytes())
+        n = min(len(self.source), len(self.target), 128)
+        self.defaults = {"n": n, "repeats": 3, "data": h.hexdigest()[:12]}
+        extra = set(settings) - set(self.defaults)
+        if extra:
+            raise ValueError(f"template 'transport' has no setting(s) {', '.join(sorted(extra))}; settings: n, repeats")
+        self.defaults.update(settings)
+        self.description = (f"transport between {origin}'s point clouds ({len(self.source)} and {len(self.target)} "
+                            f"points in {self.source.shape[1]} dimensions), `n` drawn per seed")
+        self.settings = {"n": Integer(2, min(len(self.source), len(self.target))), "data": Anything("a fingerprint")}
+        self.check_config(self.defaults)
+
+    def candidates(self):
+        d = self.source.shape[1] if hasattr(self, "source") else 1
+        return [c for c in Transport.candidates(self) if d == 1 or c.objective != "wasserstein_1d"]
+
+    def clouds(self, seed, config):
+        rng = np.random.default_rng(60_000 + seed)
+        n = config["n"]
+        xs = self.source[rng.choice(len(self.source), n, replace=False)]
+        ys = self.target[rng.choice(len(self.target), n, replace=False)]
+        return torch.tensor(xs), torch.tensor(ys)
+
+
+TEMPLATES: dict[str, type] = {"classification": UserClassification, "imbalanced": UserImbalanced,
                                          "regression": UserRegression, "embeddings": UserEmbeddings,
-                                         "distillation": UserDistillation}
+                                         "distillation": UserDistillation, "transport": UserTransport}
+
+
+def _transport_task(data, **kw) -> UserTransport:
+    """Two clouds: a pair of arrays, or an ``.npz`` with arrays ``source`` and ``target``."""
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such file")
+        if not path.endswith(".npz"):
+            raise DataError(f"{path}: the transport template reads an .npz with arrays 'source' and 'target'")
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("source", "target") if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: no array {missing[0]!r}; arrays: {', '.join(z.files)}")
+            return UserTransport(z["source"], z["target"], origin=path, **kw)
+    if isinstance(data, tuple) and len(data) == 2:
+        return UserTransport(*data, **kw)
+    raise TypeError("the transport template takes (source, target) point clouds or an .npz with both")
 
 
 def make_task(data, target: str | None = None, template: str = "classification", *, register: bool = True,
@@ -642,6 +718,11 @@ def make_task(data, target: str | None = None, template: str = "classification",
     if template not in TEMPLATES:
         raise ValueError(f"unknown task template {template!r}{_did_you_mean(template, TEMPLATES)}; templates: "
                          f"{', '.join(TEMPLATES)}")
+    if template == "transport":
+        task = _transport_task(data, **kw)
+        if register:
+            register_task(task)
+        return task
     reg = getattr(TEMPLATES[template], "regression", False)
     if isinstance(data, UserData):
         ud = data
