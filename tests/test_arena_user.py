@@ -690,3 +690,54 @@ def test_transport_template_between_user_point_clouds(tmp_path, monkeypatch, cap
     rc, out = _main(capsys, "--data", "clouds.npz", "--task", "transport", "-o", "sinkhorn", "--seeds", "2",
                     "--set", "n=16", "--set", "repeats=1", "--no-progress", "--workers", "1")
     assert rc == 0 and "ran 4 trials" in out and "transport:clouds" in out, out
+
+
+def _write_pairs(path, n=200, seed=0, ref=False):
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    k, prompts = 5, 4
+    r = rng.normal(size=(prompts, k))
+    with open(path, "w") as f:
+        for _ in range(n):
+            p = int(rng.integers(prompts))
+            a, b = (int(v) for v in rng.choice(k, 2, replace=False))
+            if rng.random() >= 1 / (1 + np.exp(-(r[p, a] - r[p, b]))):
+                a, b = b, a
+            row = {"prompt": f"q{p}", "chosen": f"answer {a}", "rejected": f"answer {b}"}
+            if ref:
+                row.update(ref_chosen_logp=-float(np.log(k)), ref_rejected_logp=-float(np.log(k)))
+            f.write(json.dumps(row) + "\n")
+
+
+def test_preference_template_from_jsonl_pairs(tmp_path, monkeypatch, capsys):
+    from losskit.arena.user import DataError
+
+    _write_pairs(tmp_path / "pairs.jsonl", ref=True)
+    task = losskit.arena.Task.from_file(tmp_path / "pairs.jsonl", target=None, task="preference", epochs=3)
+
+    def margin_loss(chosen_logratio, rejected_logratio):            # a user's preference loss
+        return (1 - (chosen_logratio - rejected_logratio)).clamp_min(0).mean()
+
+    res = losskit.arena.compare(task, ["ipo", "kto", "simpo", margin_loss], seeds=2)
+    assert res.baseline == "dpo" and res.metric == "pair_accuracy" and not res.failed
+    assert {r["objective"] for r in res.leaderboard} == {"dpo", "ipo", "kto", "simpo", "margin_loss"}
+    assert all(0 <= r["mean"] <= 1 for r in res.leaderboard) and "kl_to_ref" in res.trials[0]
+    with pytest.raises(ValueError, match="focal is a classification objective"):
+        losskit.arena.compare(task, ["focal"], seeds=1)
+    lines = (tmp_path / "pairs.jsonl").read_text().splitlines()
+    for bad, message in (([*lines[:3], "{not json", *lines[3:]], "line 4 is not JSON"),
+                         ([*lines[:5], '{"prompt": "q", "chosen": "a"}'], "line 6: no 'rejected' field"),
+                         ([*lines[:2], '{"prompt": "q", "chosen": "a", "rejected": "a"}'], "line 3: chosen and rejected"),
+                         ([lines[0].replace('"ref_chosen_logp": -1.6094379124341003', '"ref_chosen_logp": 2')],
+                          "is not a log-probability"),
+                         (lines[:5], "5 pairs are fewer than the 10")):
+        (tmp_path / "bad.jsonl").write_text("\n".join(bad) + "\n")
+        with pytest.raises(DataError, match=message):
+            losskit.arena.Task.from_file(tmp_path / "bad.jsonl", target=None, task="preference")
+    monkeypatch.chdir(tmp_path)
+    rc, out = _main(capsys, "--data", "pairs.jsonl", "--task", "preference", "-o", "ipo", "--seeds", "2",
+                    "--set", "epochs=2", "--no-progress", "--workers", "1")
+    assert rc == 0 and "ran 4 trials" in out and "preference:pairs" in out, out

@@ -179,7 +179,7 @@ def cmd_run(args) -> int:
 
         if args.tasks:
             return _refuse(f"--data runs one task template (--task); drop the task names {' '.join(args.tasks)}", con)
-        if not args.target and not args.data.endswith(".npz"):
+        if not args.target and not args.data.endswith(".npz") and args.template not in ("transport", "preference"):
             return _refuse("--data needs --target: the name of the label column", con)
         try:
             user_task = make_task(args.data, args.target or "y", args.template)

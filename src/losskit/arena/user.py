@@ -688,9 +688,177 @@ class UserTransport(Transport):
         return torch.tensor(xs), torch.tensor(ys)
 
 
+def load_pairs(path: str | os.PathLike) -> list[dict]:
+    """A JSONL of preference pairs: ``{"prompt", "chosen", "rejected"}`` per line (strings or numbers), with
+    optional reference log-probabilities ``ref_chosen_logp`` / ``ref_rejected_logp``; checked line by line."""
+    import json
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    pairs = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {i} is not JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {i}: expected an object with prompt, chosen, rejected")
+            pairs.append(_check_pair(row, f"{path}: line {i}"))
+    return pairs
+
+
+def _check_pair(row: dict, where: str) -> dict:
+    for k in ("prompt", "chosen", "rejected"):
+        if k not in row or row[k] is None:
+            raise DataError(f"{where}: no {k!r} field (each pair needs prompt, chosen, rejected)")
+    if row["chosen"] == row["rejected"]:
+        raise DataError(f"{where}: chosen and rejected are the same response ({row['chosen']!r})")
+    out = {"prompt": str(row["prompt"]), "chosen": str(row["chosen"]), "rejected": str(row["rejected"])}
+    for k in ("ref_chosen_logp", "ref_rejected_logp"):
+        if k in row:
+            try:
+                v = float(row[k])
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: {k} is not a number ({row[k]!r})") from None
+            if not math.isfinite(v) or v > 0:
+                raise DataError(f"{where}: {k}={row[k]!r} is not a log-probability (finite, <= 0)")
+            out[k] = v
+    return out
+
+
+class UserPreference(Task):
+    """Preference optimisation on the user's pairs: a tabular policy over each prompt's responses, started at
+    the reference (the pairs' ``ref_*_logp``, else uniform), trained on 70% of the pairs; metrics: accuracy
+    on the held-out pairs (policy ranks chosen above rejected), KL(policy || reference) over prompts."""
+
+    template = "preference"
+    metrics = ("pair_accuracy", "kl_to_ref")
+    lower_is_better = frozenset({"kl_to_ref"})
+    baseline = "dpo"
+    quick = None
+    claims = ()
+
+    def __init__(self, pairs: list[dict], *, name: str | None = None, origin: str = "pairs", **settings):
+        import json
+
+        if len(pairs) < 10:
+            raise DataError(f"{origin}: {len(pairs)} pairs are fewer than the 10 a train/test split needs")
+        self.pairs = pairs
+        stem = os.path.splitext(os.path.basename(origin))[0] if origin != "pairs" else "pairs"
+        self.name = name or f"preference:{stem}"
+        digest = hashlib.sha1(json.dumps(pairs, sort_keys=True).encode()).hexdigest()[:12]
+        self.defaults = {"epochs": 30, "lr": 0.05, "batch_size": 64, "beta": 0.1, "eval_every": 3,
+                         "test_fraction": 0.3, "data": digest}
+        extra = set(settings) - set(self.defaults)
+        if extra:
+            raise ValueError(f"template 'preference' has no setting(s) {', '.join(sorted(extra))}; settings: "
+                             f"{', '.join(k for k in self.defaults if k != 'data')}")
+        self.defaults.update(settings)
+        self.settings = {"test_fraction": Real(0.0, 1.0, lo_open=True, hi_open=True),
+                         "data": Anything("a fingerprint")}
+        prompts = {p["prompt"] for p in pairs}
+        self.description = f"preference on {origin} ({len(pairs)} pairs over {len(prompts)} prompts)"
+        self.check_config(self.defaults)
+
+    def candidates(self):
+        return [Candidate(n) for n in ("dpo", "ipo", "simpo", "orpo", "kto")]
+
+    def accepts(self, entry):
+        kind = entry.input_kind.name
+        if entry.family not in ("preference", "custom"):
+            return f"{entry.name} is a {entry.family} objective; the preference template takes preference objectives"
+        if kind not in ("pair scores", "pair mean scores", "unpaired scores", "preference pair"):
+            return f"{entry.name} takes {kind}; the preference template feeds pairs of log-probabilities"
+        return None
+
+    def run(self, candidate, seed, config):
+        from .tasks.preference import _PREF_ALIASES
+
+        # responses indexed per prompt; the reference log-probs where the pairs give them, else uniform
+        index: dict[tuple[str, str], int] = {}
+        ref_given: dict[int, float] = {}
+        for p in self.pairs:
+            for side in ("chosen", "rejected"):
+                j = index.setdefault((p["prompt"], p[side]), len(index))
+                if f"ref_{side}_logp" in p:
+                    ref_given[j] = p[f"ref_{side}_logp"]
+        prompts = sorted({k[0] for k in index})
+        group = torch.tensor([prompts.index(k[0]) for k in index])
+        ref_logits = torch.zeros(len(index))
+        for j, v in ref_given.items():
+            ref_logits[j] = v
+
+        def log_softmax_grouped(z):
+            m = z.detach().max()
+            norm = torch.zeros(len(prompts)).index_add(0, group, (z - m).exp())
+            return z - m - norm.log()[group]
+
+        ref_lp = log_softmax_grouped(ref_logits)
+        c_all = torch.tensor([index[(p["prompt"], p["chosen"])] for p in self.pairs])
+        r_all = torch.tensor([index[(p["prompt"], p["rejected"])] for p in self.pairs])
+        g = torch.Generator().manual_seed(90_000 + seed)
+        perm = torch.randperm(len(self.pairs), generator=g)
+        n_test = max(1, int(round(config["test_fraction"] * len(perm))))
+        te, tr = perm[:n_test], perm[n_test:]
+        theta = torch.nn.Parameter(ref_logits.clone())
+        model = torch.nn.Module()
+        model.theta = theta
+        uses_ref = True
+        if candidate.fn is not None:
+            fn, opts, unpaired = candidate.fn, {}, False
+        else:
+            if candidate.missing():
+                raise Unavailable(f"not registered: {', '.join(candidate.missing())}")
+            entry = candidate.entry()
+            why = self.accepts(entry)
+            if why:
+                raise Unavailable(why)
+            fn, opts, unpaired = entry.fn, dict(candidate.options), entry.input_kind.name == "unpaired scores"
+            if "beta" in entry.options:
+                opts.setdefault("beta", config["beta"])
+            try:  # reference-free heads (SimPO, ORPO) take no reference scores: their example says so
+                uses_ref = "ref_chosen_logps" in entry.make_example().inputs or unpaired
+            except Exception:  # noqa: BLE001
+                uses_ref = True
+
+        def loss(idx, step):
+            lp = log_softmax_grouped(model.theta)
+            c, rj = c_all[tr[idx]], r_all[tr[idx]]
+            if candidate.fn is not None:
+                return fn(lp[c] - ref_lp[c], lp[rj] - ref_lp[rj])
+            ones = torch.ones(len(idx))
+            inputs = {"policy_chosen_logps": lp[c], "policy_rejected_logps": lp[rj],
+                      **({"ref_chosen_logps": ref_lp[c], "ref_rejected_logps": ref_lp[rj]} if uses_ref else {}),
+                      "chosen_lengths": ones, "rejected_lengths": ones, "lengths": ones}
+            if unpaired:
+                pol, ref = torch.cat([lp[c], lp[rj]]), torch.cat([ref_lp[c], ref_lp[rj]])
+                inputs.update(policy_logps=pol, ref_logps=ref, policy_kl_logps=pol, ref_kl_logps=ref,
+                              desirable=torch.cat([torch.ones(len(idx), dtype=torch.bool),
+                                                   torch.zeros(len(idx), dtype=torch.bool)]))
+            return bind_call(fn, inputs, opts, aliases=_PREF_ALIASES)
+
+        def measures():
+            lp = log_softmax_grouped(theta.detach())
+            d = lp[c_all[te]] - lp[r_all[te]]
+            acc = float(((d > 0).float() + 0.5 * (d == 0).float()).mean())
+            pi = lp.exp()
+            kl = torch.zeros(len(prompts)).index_add(0, group, pi * (lp - ref_lp))
+            return {"pair_accuracy": acc, "kl_to_ref": float(kl.mean())}
+
+        curve = T.train(model, loss, len(tr), epochs=config["epochs"], lr=config["lr"],
+                        batch_size=config["batch_size"], seed=seed, eval_every=config["eval_every"],
+                        evaluate=lambda: measures()["pair_accuracy"], nonfinite="raise")
+        return TrialResult(measures(), curve, "held-out pair accuracy")
+
+
 TEMPLATES: dict[str, type] = {"classification": UserClassification, "imbalanced": UserImbalanced,
                                          "regression": UserRegression, "embeddings": UserEmbeddings,
-                                         "distillation": UserDistillation, "transport": UserTransport}
+                                         "distillation": UserDistillation, "transport": UserTransport,
+                                         "preference": UserPreference}
 
 
 def _transport_task(data, **kw) -> UserTransport:
@@ -718,8 +886,13 @@ def make_task(data, target: str | None = None, template: str = "classification",
     if template not in TEMPLATES:
         raise ValueError(f"unknown task template {template!r}{_did_you_mean(template, TEMPLATES)}; templates: "
                          f"{', '.join(TEMPLATES)}")
-    if template == "transport":
-        task = _transport_task(data, **kw)
+    if template in ("transport", "preference"):
+        if template == "transport":
+            task = _transport_task(data, **kw)
+        elif isinstance(data, (str, os.PathLike)):
+            task = UserPreference(load_pairs(data), origin=os.fspath(data), **kw)
+        else:
+            task = UserPreference([_check_pair(dict(p), f"pair {i}") for i, p in enumerate(data)], **kw)
         if register:
             register_task(task)
         return task
