@@ -147,7 +147,7 @@ def cmd_list_tasks(con) -> int:
 
     con.print("[bold]templates for your own data[/] (losskit arena --data FILE --target COLUMN --task NAME)")
     for name, cls in TEMPLATES.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         cands = ", ".join(c.name for c in cls.candidates(cls.__new__(cls)))
         con.print(f"  [cyan]{name}[/]: {escape(doc)}\n    metrics: {', '.join(cls.metrics)}; default objectives: "
                   f"{escape(cands)}; settings: {', '.join(f'{k}={v}' for k, v in cls.defaults.items())}",

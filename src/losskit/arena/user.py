@@ -741,6 +741,7 @@ class UserPreference(Task):
     baseline = "dpo"
     quick = None
     claims = ()
+    defaults = {"epochs": 30, "lr": 0.05, "batch_size": 64, "beta": 0.1, "eval_every": 3, "test_fraction": 0.3}
 
     def __init__(self, pairs: list[dict], *, name: str | None = None, origin: str = "pairs", **settings):
         import json
@@ -751,8 +752,7 @@ class UserPreference(Task):
         stem = os.path.splitext(os.path.basename(origin))[0] if origin != "pairs" else "pairs"
         self.name = name or f"preference:{stem}"
         digest = hashlib.sha1(json.dumps(pairs, sort_keys=True).encode()).hexdigest()[:12]
-        self.defaults = {"epochs": 30, "lr": 0.05, "batch_size": 64, "beta": 0.1, "eval_every": 3,
-                         "test_fraction": 0.3, "data": digest}
+        self.defaults = {**type(self).defaults, "data": digest}
         extra = set(settings) - set(self.defaults)
         if extra:
             raise ValueError(f"template 'preference' has no setting(s) {', '.join(sorted(extra))}; settings: "
