@@ -741,3 +741,14 @@ def test_preference_template_from_jsonl_pairs(tmp_path, monkeypatch, capsys):
     rc, out = _main(capsys, "--data", "pairs.jsonl", "--task", "preference", "-o", "ipo", "--seeds", "2",
                     "--set", "epochs=2", "--no-progress", "--workers", "1")
     assert rc == 0 and "ran 4 trials" in out and "preference:pairs" in out, out
+
+
+def test_fair_tuning_on_ray_tune_picks_what_the_local_search_picks(tmp_path):
+    pytest.importorskip("ray.tune")
+    x, y = _breast_cancer()
+    task = losskit.arena.Task.from_arrays(x, y, name="ray_tuned", epochs=2, hidden=8, eval_every=1)
+    local = losskit.arena.compare(task, ["gce(q=0.7)"], seeds=1, tune=2)
+    ray = losskit.arena.compare(task, ["gce(q=0.7)"], seeds=1, tune=2, tune_backend="ray")
+    pick = lambda res: sorted((r["objective"], r["tuned_lr"], r.get("tuned_q")) for r in res.trials)  # noqa: E731
+    assert pick(ray) == pick(local)
+    assert [r["mean"] for r in ray.leaderboard] == pytest.approx([r["mean"] for r in local.leaderboard])

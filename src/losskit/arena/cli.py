@@ -201,6 +201,10 @@ def cmd_run(args) -> int:
         overrides["dataset"] = args.dataset.split(",")
     if args.tune is not None:
         overrides["tune"] = [str(args.tune)]
+        if args.backend == "ray" and args.data is not None:
+            # the sweep of each trial runs on Ray Tune; the driver runs the trials one after the other
+            overrides["tune_backend"] = ["ray"]
+            args.backend = "serial"
     for kv in args.set:
         k, sep, v = kv.partition("=")
         if not sep:

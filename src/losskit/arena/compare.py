@@ -93,7 +93,8 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
             config: Mapping[str, Any] | None = None, baseline: str | None = None, backend: str = "serial",
             workers: int | None = None, trial_timeout: float | None = None, alpha: float = 0.05,
             metric: str | None = None, on_done: Callable | None = None, target: str | None = None,
-            template: str = "classification", tune: int = 0, **task_kw) -> Results:
+            template: str = "classification", tune: int = 0, tune_backend: str | None = None,
+            **task_kw) -> Results:
     """Run ``objectives`` (registry specs like ``"gce(q=0.7)"``, :class:`Candidate` s, or user callables
     ``fn(logits, target) -> loss``; a mapping ``{name: callable}`` names them) on ``task`` over
     ``seeds`` seeds and return :class:`Results`.
@@ -102,7 +103,8 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
     embedded task), a task name, or a data path / ``(X, y)`` pair (then ``target`` and ``template`` say how to
     read it and ``task_kw`` go to the template: ``model_fn``, ``metric``, ``noise``, ``epochs``...).
     ``tune=N``: fair tuning, N configurations per objective (learning rate and the objective's own options)
-    on a validation split of each seed's training data, the test split touched once (user templates).
+    on a validation split of each seed's training data, the test split touched once (user templates);
+    ``tune_backend="ray"`` evaluates the configurations on Ray Tune (a local Ray instance unless one runs).
     The baseline (the task's, or ``baseline``) is always run; every objective is compared with it by a
     paired t-test over seeds, Holm-corrected across the objectives; ``recommendation`` says which one to use.
     """
@@ -122,7 +124,8 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
         t = make_task(task, target, template, **task_kw)
     if baseline is not None and baseline != t.baseline:
         t = _with_baseline(t, baseline)
-    cfg = t.config({**dict(config or {}), **({"tune": tune} if tune else {})})
+    cfg = t.config({**dict(config or {}), **({"tune": tune} if tune else {}),
+                    **({"tune_backend": tune_backend} if tune_backend else {})})
     cands = _candidates(t, objectives)
     if cands is None:
         cands = t.select(None)

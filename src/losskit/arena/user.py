@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._core.domains import Anything, Integer, Real
+from .._core.domains import Anything, Choice, Integer, Real
 from . import _train as T
 from .task import Candidate, Task, TrialResult, Unavailable, _did_you_mean, bind_call, register_task
 from .tasks.distillation import Distillation
@@ -277,7 +277,8 @@ class _UserTask(Task):
 
     template = ""
     baseline = "cross_entropy"
-    settings = {"test_fraction": Real(0.0, 1.0, lo_open=True, hi_open=True), "data": Anything("a fingerprint")}
+    settings = {"test_fraction": Real(0.0, 1.0, lo_open=True, hi_open=True), "data": Anything("a fingerprint"),
+                "tune_backend": Choice("local", "ray")}
     quick = None
     claims = ()
 
@@ -324,7 +325,8 @@ class UserClassification(_UserTask):
     template = "classification"
     metrics = ("accuracy", "balanced_accuracy")
     defaults = {"noise": 0.0, "epochs": 30, "hidden": 64, "lr": 3e-3, "batch_size": 64, "eval_every": 5,
-                "test_fraction": 0.3, "tune": 0}
+                "test_fraction": 0.3, "tune": 0,
+                "tune_backend": "local"}
 
     def candidates(self):
         return [Candidate("cross_entropy"), Candidate("focal", {"gamma": 2.0}), Candidate("gce", {"q": 0.7}),
@@ -344,7 +346,8 @@ class UserImbalanced(_UserTask):
 
     template = "imbalanced"
     metrics = ("f1", "balanced_accuracy", "mcc")
-    defaults = {"epochs": 30, "hidden": 32, "lr": 3e-3, "batch_size": 64, "eval_every": 5, "test_fraction": 0.3, "tune": 0}
+    defaults = {"epochs": 30, "hidden": 32, "lr": 3e-3, "batch_size": 64, "eval_every": 5, "test_fraction": 0.3, "tune": 0,
+                "tune_backend": "local"}
     symbolic_options = {"cross_entropy": {"weight": ("inverse_frequency",)}}
 
     def __init__(self, data: UserData, **kw):
@@ -406,27 +409,77 @@ def tune(task: _UserTask, candidate: Candidate, seed: int, config: dict, n: int)
     opt_rng = np.random.default_rng(60_000 + seed)
     m0 = task.metrics[0]
     sign = 1.0 if task.higher_is_better(m0) else -1.0
-    best, last_err = None, None
+    configs = []
     for _ in range(n):
         lr = float(config["lr"] * 10 ** lr_rng.uniform(-1, 1))
         opts = {}
         for k, (lo, hi, log) in space.items():
             opts[k] = float(math.exp(opt_rng.uniform(math.log(lo), math.log(hi))) if log else opt_rng.uniform(lo, hi))
-        c = dataclasses.replace(candidate, options={**candidate.options, **opts})
-        try:
-            res = task.fit(c, seed, {**config, "lr": lr}, validation=True)
-        except (FloatingPointError, RuntimeError, ValueError) as err:
-            last_err = err
-            continue
-        score = sign * res.metrics[m0]
-        if math.isfinite(score) and (best is None or score > best[0]):
-            best = (score, lr, opts, c)
-    if best is None:
-        raise last_err if last_err is not None else RuntimeError("no tuning configuration finished")
-    _, lr, opts, c = best
+        configs.append((lr, opts, dataclasses.replace(candidate, options={**candidate.options, **opts})))
+    if config.get("tune_backend", "local") == "ray":
+        scores, errors = _scores_on_ray_tune(task, configs, seed, config, m0)
+    else:
+        scores, errors = [], []
+        for lr, _, c in configs:
+            try:
+                scores.append(task.fit(c, seed, {**config, "lr": lr}, validation=True).metrics[m0])
+            except (FloatingPointError, RuntimeError, ValueError, TypeError) as err:
+                scores.append(math.nan)
+                errors.append(err)
+    ok = [i for i, v in enumerate(scores) if v is not None and math.isfinite(v)]
+    if not ok:
+        if errors and isinstance(errors[-1], BaseException):
+            raise errors[-1]
+        raise RuntimeError(f"no tuning configuration finished ({errors[-1] if errors else 'no scores'})")
+    best = max(ok, key=lambda i: sign * scores[i])
+    lr, opts, c = configs[best]
     res = task.fit(c, seed, {**config, "lr": lr})
     res.metrics.update({"tuned_lr": lr, **{f"tuned_{k}": v for k, v in opts.items()}})
     return res
+
+
+def _ray_trial(params, task=None, configs=None, seed=0, config=None, metric=""):  # pragma: no cover - in Ray
+    lr, _, c = configs[params["i"]]
+    res = task.fit(c, seed, {**config, "lr": lr}, validation=True)
+    return {"score": float(res.metrics[metric])}
+
+
+def _scores_on_ray_tune(task, configs, seed, config, metric):
+    """The validation score of each configuration, evaluated by Ray Tune (a local Ray instance unless one is
+    running): a grid over the same pre-drawn configurations as the local backend, so both pick the same."""
+    import tempfile
+
+    try:
+        import ray
+        from ray import tune as rtune
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise RuntimeError("tune_backend='ray' needs Ray Tune: pip install 'losskit[ray]'") from err
+    started = False
+    if not ray.is_initialized():
+        import losskit
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(losskit.__file__)))
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(num_cpus=max(1, min(2, os.cpu_count() or 1)), include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+        started = True
+    try:
+        trainable = rtune.with_parameters(_ray_trial, task=task, configs=configs, seed=seed, config=config,
+                                          metric=metric)
+        with tempfile.TemporaryDirectory() as d:
+            tuner = rtune.Tuner(trainable, param_space={"i": rtune.grid_search(list(range(len(configs))))},
+                                run_config=ray.tune.RunConfig(storage_path=d, name="losskit", verbose=0))
+            grid = tuner.fit()
+            scores, errors = [math.nan] * len(configs), []
+            for r in grid:
+                if r.error is not None:
+                    errors.append(r.error)
+                elif r.metrics and "score" in r.metrics:
+                    scores[r.config["i"]] = r.metrics["score"]
+        return scores, errors
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def mse(pred, target):
@@ -442,7 +495,8 @@ class UserRegression(_UserTask):
     metrics = ("rmse", "mae", "r2")
     lower_is_better = frozenset({"rmse", "mae"})
     defaults = {"bins": 32, "epochs": 60, "hidden": 64, "lr": 3e-3, "batch_size": 64, "eval_every": 5,
-                "test_fraction": 0.3, "tune": 0}
+                "test_fraction": 0.3, "tune": 0,
+                "tune_backend": "local"}
     regression = True
 
     def candidates(self):
