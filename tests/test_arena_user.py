@@ -752,3 +752,26 @@ def test_fair_tuning_on_ray_tune_picks_what_the_local_search_picks(tmp_path):
     pick = lambda res: sorted((r["objective"], r["tuned_lr"], r.get("tuned_q")) for r in res.trials)  # noqa: E731
     assert pick(ray) == pick(local)
     assert [r["mean"] for r in ray.leaderboard] == pytest.approx([r["mean"] for r in local.leaderboard])
+
+
+def test_cli_exits_non_zero_when_every_trial_failed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # a task whose every trial raises: the run records the failures and exits non-zero
+    from losskit.arena.task import register_task as reg
+
+    class Broken(Task):
+        name = "test_broken"
+        metrics = ("score",)
+        baseline = "cross_entropy"
+        defaults = {"x": 1}
+
+        def candidates(self):
+            return [Candidate("cross_entropy")]
+
+        def run(self, candidate, seed, config):
+            raise RuntimeError("always broken")
+
+    reg(Broken())
+    rc, out = _main(capsys, "test_broken", "--seeds", "2", "--no-progress", "--backend", "serial")
+    assert rc == 2 and "failed test_broken/cross_entropy: RuntimeError: always broken" in out
+    assert "every trial that ran failed" in out

@@ -257,6 +257,8 @@ def cmd_run(args) -> int:
     con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s wall, {summary.cpu_s:.1f} CPU-s in trials "
               f"({summary.reused} reused from the store); "
               f"HTML report: losskit arena report --store {args.store}")
+    if trials and summary.ran == 0 and summary.failed:
+        return _refuse(f"every trial that ran failed ({len(summary.failed)} objective(s)); see the reasons above", con)
     return 0
 
 

@@ -68,7 +68,11 @@ class Board:
         x, y = [a[s] for s in seeds], [b[s] for s in seeds]
         if all(abs(u - v) < 1e-12 for u, v in zip(x, y)):
             return 1.0
-        p = float(ttest_rel(x, y).pvalue)
+        import warnings
+
+        with warnings.catch_warnings():  # nearly identical scores: SciPy warns, the p-value is still right
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(ttest_rel(x, y).pvalue)
         return None if math.isnan(p) else p
 
     def recommendation(self, alpha: float = 0.05) -> str:
