@@ -94,7 +94,7 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
             workers: int | None = None, trial_timeout: float | None = None, alpha: float = 0.05,
             metric: str | None = None, on_done: Callable | None = None, target: str | None = None,
             template: str = "classification", tune: int = 0, tune_backend: str | None = None,
-            **task_kw) -> Results:
+            budget: int | None = None, **task_kw) -> Results:
     """Run ``objectives`` (registry specs like ``"gce(q=0.7)"``, :class:`Candidate` s, or user callables
     ``fn(logits, target) -> loss``; a mapping ``{name: callable}`` names them) on ``task`` over
     ``seeds`` seeds and return :class:`Results`.
@@ -104,12 +104,18 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
     read it and ``task_kw`` go to the template: ``model_fn``, ``metric``, ``noise``, ``epochs``...).
     ``tune=N``: fair tuning, N configurations per objective (learning rate and the objective's own options)
     on a validation split of each seed's training data, the test split touched once (user templates);
-    ``tune_backend="ray"`` evaluates the configurations on Ray Tune (a local Ray instance unless one runs).
+    ``budget`` is another name for ``tune``. ``tune_backend="ray"`` evaluates the configurations on Ray Tune (a local Ray instance unless one runs).
     The baseline (the task's, or ``baseline``) is always run; every objective is compared with it by a
     paired t-test over seeds, Holm-corrected across the objectives; ``recommendation`` says which one to use.
     """
     from .user import make_task
 
+    if budget is not None:
+        if tune and tune != budget:
+            raise ValueError(f"budget={budget} and tune={tune}: they are the same setting; pass one")
+        tune = budget
+    if not isinstance(tune, int) or tune < 0:
+        raise ValueError(f"tune / budget: expected a number of configurations >= 0, got {tune!r}")
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds: expected a number of seeds >= 1, got {seeds!r}")
     if trial_timeout is not None and not trial_timeout >= 0:
