@@ -94,7 +94,7 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
             workers: int | None = None, trial_timeout: float | None = None, alpha: float = 0.05,
             metric: str | None = None, on_done: Callable | None = None, target: str | None = None,
             template: str = "classification", tune: int = 0, tune_backend: str | None = None,
-            budget: int | None = None, **task_kw) -> Results:
+            budget: int | None = None, progress: bool = False, **task_kw) -> Results:
     """Run ``objectives`` (registry specs like ``"gce(q=0.7)"``, :class:`Candidate` s, or user callables
     ``fn(logits, target) -> loss``; a mapping ``{name: callable}`` names them) on ``task`` over
     ``seeds`` seeds and return :class:`Results`.
@@ -104,7 +104,8 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
     read it and ``task_kw`` go to the template: ``model_fn``, ``metric``, ``noise``, ``epochs``...).
     ``tune=N``: fair tuning, N configurations per objective (learning rate and the objective's own options)
     on a validation split of each seed's training data, the test split touched once (user templates);
-    ``budget`` is another name for ``tune``. ``tune_backend="ray"`` evaluates the configurations on Ray Tune (a local Ray instance unless one runs).
+    ``budget`` is another name for ``tune``. ``progress=True``: a progress bar over the trials with the
+    estimated time remaining (rich). ``tune_backend="ray"`` evaluates the configurations on Ray Tune (a local Ray instance unless one runs).
     The baseline (the task's, or ``baseline``) is always run; every objective is compared with it by a
     paired t-test over seeds, Holm-corrected across the objectives; ``recommendation`` says which one to use.
     """
@@ -145,7 +146,28 @@ def compare(task: Task | str, objectives=None, *, seeds: int = 5, store: str | S
     st = store if isinstance(store, Store) else Store(":memory:" if store is None else store)
     summary = Summary()
     trials = plan(t, cfg, cands, range(seeds), st, summary)
-    run_trials(trials, st, summary, backend=backend, workers=workers, timeout=trial_timeout, on_done=on_done)
+    if progress and trials:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("eta"), TimeRemainingColumn()) as prog:
+            bar = prog.add_task(f"{t.name}: trials", total=len(trials))
+
+            def done(trial, status):
+                prog.update(bar, advance=1, description=f"{trial.candidate.name} seed {trial.seed}")
+                if on_done:
+                    on_done(trial, status)
+
+            run_trials(trials, st, summary, backend=backend, workers=workers, timeout=trial_timeout, on_done=done)
+    else:
+        run_trials(trials, st, summary, backend=backend, workers=workers, timeout=trial_timeout, on_done=on_done)
     return results_of(t, cfg, st, cands, summary, alpha=alpha, metric=metric)
 
 
