@@ -117,12 +117,16 @@ def recommendation(comparisons: Sequence[Comparison], baseline: str, metric: str
         tail = f"; significantly worse: {', '.join(losers)}" if losers else ""
         n = max(c.n for c in comparisons)
         return (f"No significant difference: no objective beats {baseline} on {metric} "
-                f"(paired t-tests over {n} seeds, Holm-corrected across {m} objectives, alpha={alpha:g}){tail}; "
+                f"(paired t-tests over {n} seeds, Holm-corrected across {_n(m, 'objective')}, alpha={alpha:g}){tail}; "
                 f"keep {baseline}.")
     best = max(winners, key=lambda c: c.diff if higher_is_better else -c.diff)
     return (f"Recommendation: {best.label}: {metric} {best.mean:.4g} vs {best.baseline_mean:.4g} for {baseline} "
             f"({best.diff:+.4g}, 95% CI [{best.ci_low:+.4g}, {best.ci_high:+.4g}], effect size d_z="
-            f"{best.effect_size:.2f}, Holm-adjusted p={best.p_holm:.3g} over {m} objectives, {best.n} seeds).")
+            f"{best.effect_size:.2f}, Holm-adjusted p={best.p_holm:.3g} over {_n(m, 'objective')}, {best.n} seeds).")
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}" + ("" if k == 1 else "s")
 
 
 def _mean(v) -> float:
