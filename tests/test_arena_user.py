@@ -274,7 +274,11 @@ def test_compare_on_arrays_with_user_objectives_and_failures():
     assert sorted(labels) == ["cross_entropy", "gce(q=0.7)", "my_loss"]            # the baseline is added
     assert "the objective returned nan at step 0" in res.failed["nan_loss"]
     assert "RuntimeError: my loss is broken" in res.failed["broken"]
-    assert len(res.trials) == 6 and {"accuracy", "balanced_accuracy", "seed"} <= set(res.trials[0])
+    ok = [r for r in res.trials if r["status"] == "ok"]
+    assert len(ok) == 6 and {"accuracy", "balanced_accuracy", "seed"} <= set(ok[0])
+    bad = sorted((r["objective"], r["seed"]) for r in res.trials if r["status"] == "failed")
+    assert bad == [("broken", 0), ("broken", 1), ("nan_loss", 0), ("nan_loss", 1)]      # one row per failed trial
+    assert all("error" in r for r in res.trials if r["status"] == "failed")
     assert res.recommendation.startswith(("Recommendation:", "No significant difference"))
     base = next(r for r in res.leaderboard if r["objective"] == "cross_entropy")
     assert base["p_holm"] is None and all(r["p_holm"] is not None for r in res.leaderboard if r is not base)

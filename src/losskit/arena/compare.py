@@ -196,9 +196,12 @@ def results_of(t: Task, cfg: dict, st: Store, cands: list[Candidate] | None, sum
     values: dict[str, dict[int, float]] = {}
     trials: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
-        trials.setdefault((r.label, r.seed), {"objective": r.label, "seed": r.seed})[r.metric] = r.value
+        trials.setdefault((r.label, r.seed), {"objective": r.label, "seed": r.seed, "status": "ok"})[r.metric] = r.value
         if r.metric == metric:
             values.setdefault(r.label, {})[r.seed] = r.value
+    for task_name, label, seed, msg in (summary.failed_trials if summary else []):
+        if task_name == t.name and (label, seed) not in trials:
+            trials[(label, seed)] = {"objective": label, "seed": seed, "status": "failed", "error": msg}
     comps = {c.label: c for c in versus_baseline(values, t.baseline, hib, alpha)}
     board = []
     for label, v in values.items():

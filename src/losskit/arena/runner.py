@@ -43,6 +43,8 @@ class Summary:
     reused: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: every failed trial: (task, candidate name, seed, message)
+    failed_trials: list[tuple[str, str, int, str]] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
 
@@ -185,6 +187,8 @@ def run_trials(trials: Sequence[Trial], store: Store, summary: Summary, *, backe
             summary.cpu_s += payload.cpu_s
         else:
             (summary.skipped if status == "skip" else summary.failed)[key] = payload
+            if status == "fail":
+                summary.failed_trials.append((trial.task.name, c.name, trial.seed, payload))
             store.note(trial.task.name, cfg, c.objective, c.hparams, c.name,
                        "skipped" if status == "skip" else "failed", payload)
         if on_done:
