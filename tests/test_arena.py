@@ -26,6 +26,7 @@ from losskit.arena import Candidate, Store, Task, TrialResult, Unavailable, bind
 from losskit.arena import run as arena_run
 from losskit.arena.leaderboard import boards
 from losskit.arena.runner import Summary, plan, run_trials
+from losskit.arena.store import DEFAULT_STORE as DEFAULT
 from losskit.arena.task import canonical, get_task, register_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +60,9 @@ class Quadratic(Task):
         return [Candidate("cross_entropy"), Candidate("focal", {"gamma": 2.0}), Candidate("not_a_loss_xyz")]
 
     def run(self, candidate, seed, config):
-        if candidate.objective == "focal" and candidate.options.get("gamma") == -1:
+        if candidate.objective == "focal" and candidate.options.get("gamma") == 101:
             raise RuntimeError("boom")
-        if candidate.objective == "focal" and candidate.options.get("gamma") == -2:
+        if candidate.objective == "focal" and candidate.options.get("gamma") == 102:
             time.sleep(30)                                   # a hung trial, for the per-trial time limit
         bump = 1.0 if candidate.objective == "focal" else 0.0
         noise = [0.1, -0.2, 0.05, 0.3, -0.1][seed % 5] * (1.5 if bump else 1.0)
@@ -113,29 +114,29 @@ def test_missing_and_failing_candidates_are_notes_not_crashes(tmp_path):
     store = Store(tmp_path / "s.db")
     t = get_task("test_quadratic")
     summary = Summary()
-    cands = t.select(["not_a_loss_xyz", "focal(gamma=-1)"])
-    assert [c.name for c in cands] == ["cross_entropy", "not_a_loss_xyz", "focal(gamma=-1)"]  # baseline added
+    cands = t.select(["not_a_loss_xyz", "focal(gamma=101)"])
+    assert [c.name for c in cands] == ["cross_entropy", "not_a_loss_xyz", "focal(gamma=101)"]  # baseline added
     trials = plan(t, t.config(), cands, range(2), store, summary)
     run_trials(trials, store, summary, backend="serial")
     assert summary.ran == 2
     assert "not registered: not_a_loss_xyz" in summary.skipped["test_quadratic/not_a_loss_xyz"]
-    assert "RuntimeError: boom" in summary.failed["test_quadratic/focal(gamma=-1)"]
+    assert "RuntimeError: boom" in summary.failed["test_quadratic/focal(gamma=101)"]
     kinds = {(label, kind) for _, _, label, kind, _ in store.notes()}
-    assert kinds == {("not_a_loss_xyz", "skipped"), ("focal(gamma=-1)", "failed")}
+    assert kinds == {("not_a_loss_xyz", "skipped"), ("focal(gamma=101)", "failed")}
 
 
 def test_a_hung_trial_is_a_failed_note_after_the_time_limit(tmp_path):
     store = Store(tmp_path / "s.db")
     t = get_task("test_quadratic")
     summary = Summary()
-    trials = plan(t, t.config(), t.select(["focal(gamma=-2)"]), range(1), store, summary)
+    trials = plan(t, t.config(), t.select(["focal(gamma=102)"]), range(1), store, summary)
     t0 = time.perf_counter()
     run_trials(trials, store, summary, backend="serial", timeout=0.5)
     assert time.perf_counter() - t0 < 10                      # not the 30 s the trial would take
     assert summary.ran == 1                                   # the baseline still ran
-    assert "TrialTimeout" in summary.failed["test_quadratic/focal(gamma=-2)"]
-    assert "0.5 s per-trial limit" in summary.failed["test_quadratic/focal(gamma=-2)"]
-    assert {(label, kind) for _, _, label, kind, _ in store.notes()} == {("focal(gamma=-2)", "failed")}
+    assert "TrialTimeout" in summary.failed["test_quadratic/focal(gamma=102)"]
+    assert "0.5 s per-trial limit" in summary.failed["test_quadratic/focal(gamma=102)"]
+    assert {(label, kind) for _, _, label, kind, _ in store.notes()} == {("focal(gamma=102)", "failed")}
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)   # no timer left armed after the run
 
 
@@ -256,6 +257,10 @@ def test_two_concurrent_cli_runs_share_a_store(tmp_path):
     con = sqlite3.connect(st.path)
     # 3 seeds x 3 metrics, no duplicates
     assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 3 * 3
+    # the runs claim trials: together they ran each trial once (issue 21), and both boards show 3 seeds
+    ran = [int(re.search(r"ran (\d+) trials", o).group(1)) for o in outs]
+    assert sum(ran) == 3, outs
+    assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0      # no claim left behind
 
 
 # ----------------------------------------------------------------- built-in tasks' pieces
@@ -444,11 +449,14 @@ def _main(capsys, *args) -> tuple[int, str]:
 
 def test_cli_run_show_list_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc,binary_focal",
+    # an unknown objective and one of the wrong input kind are refused before anything runs (issue 21)
+    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal,not_registered_abc", *TINY)
+    assert rc == 2 and "unknown objective 'not_registered_abc'" in out and not (tmp_path / DEFAULT).exists()
+    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,binary_focal", *TINY)
+    assert rc == 2 and "binary_focal takes binary logits+targets" in out
+    rc, out = _main(capsys, "noisy_labels", "--objectives", "cross_entropy,focal",
                     "--seeds", "2", "--noise", "0.0,0.4", "--workers", "2", *TINY)
     assert rc == 0, out
-    assert "skipped noisy_labels/not_registered_abc: not registered" in out
-    assert "skipped noisy_labels/binary_focal: binary_focal is a binary objective" in out  # found while running
     assert "noise=0.4" in out and "noise=0.0" in out and "(base)" in out
     assert "ran 8 trials" in out  # 2 candidates x 2 seeds x 2 noise rates, on the process pool
     assert re.search(r"backend\s+process", out)
@@ -467,7 +475,7 @@ def test_cli_run_show_list_report(tmp_path, monkeypatch, capsys):
     assert any(s.startswith("noise-") for s in srcs) and any(s.endswith("-curves.png") for s in srcs)
     for s in srcs:
         assert (tmp_path / "rep" / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "not_registered_abc" in html and "Paper claims" in html
+    assert "Paper claims" in html
 
 
 def test_cli_entry_point_runs_the_arena(tmp_path):

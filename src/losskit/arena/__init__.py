@@ -15,9 +15,10 @@ from __future__ import annotations
 from . import tasks as _builtin_tasks
 from .claims import Claim
 from .cli import main as _cli_main
+from .compare import Results, compare
 from .leaderboard import Board, Entry, boards
 from .runner import Summary, Trial, execute, plan, run_trials
-from .store import DEFAULT_STORE, Store
+from .store import DEFAULT_STORE, Store, StoreError
 from .task import (
     Candidate,
     Task,
@@ -31,8 +32,9 @@ from .task import (
 )
 
 __all__ = [
-    "Board", "Candidate", "Claim", "DEFAULT_STORE", "Entry", "Store", "Summary", "Task", "Trial", "TrialResult",
-    "Unavailable", "bind_call", "boards", "execute", "get_task", "main", "parse_candidate", "plan",
+    "Board", "Candidate", "Claim", "DEFAULT_STORE", "Entry", "Results", "Store", "StoreError", "Summary", "Task",
+    "Trial", "TrialResult", "Unavailable", "bind_call", "boards", "compare", "execute", "get_task", "main",
+    "parse_candidate", "plan",
     "register_task", "run", "run_trials", "tasks",
 ]
 

@@ -81,12 +81,14 @@ def mlp(d_in: int, hidden: int, d_out: int, seed: int, depth: int = 1) -> nn.Mod
 def train(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
           n: int, *, epochs: int, lr: float, batch_size: int, seed: int,
           evaluate: Callable[[], float] | None = None, eval_every: int = 0,
-          params=None, weight_decay: float = 0.0) -> list[tuple[float, float]]:
+          params=None, weight_decay: float = 0.0, nonfinite: str = "stop") -> list[tuple[float, float]]:
     """Mini-batch Adam for ``epochs`` passes over ``n`` examples; the one loop every task uses.
 
     ``loss_fn(index, step)`` computes the loss of the mini-batch ``index``; ``evaluate`` (no grad) is
     recorded every ``eval_every`` epochs as the learning curve. A non-finite loss stops training
-    (the trial then reports the model as it is: diverging is a result, not a crash).
+    (the trial then reports the model as it is: diverging is a result, not a crash); with
+    ``nonfinite="raise"`` it fails the trial instead, naming the step (the user tasks: a user's loss that
+    returns NaN is a failed trial with that message).
     """
     opt = torch.optim.Adam(model.parameters() if params is None else params, lr=lr,
                            weight_decay=weight_decay)
@@ -100,6 +102,9 @@ def train(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torc
             idx = perm[i:i + batch_size]
             loss = loss_fn(idx, step)
             if not torch.isfinite(loss):
+                if nonfinite == "raise":
+                    raise FloatingPointError(f"the objective returned {float(loss.detach())} at step {step} "
+                                             f"(epoch {epoch + 1})")
                 return curve
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,3 +120,8 @@ def train(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torc
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(-1) == y).float().mean())
+
+
+def accuracy_of(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of predicted class indices."""
+    return float((pred == y).float().mean())

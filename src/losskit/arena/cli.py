@@ -15,6 +15,8 @@ _claims = task_claims
 USAGE = """\
 losskit arena                      quick default suite: every task, its quick candidates, 3 seeds
 losskit arena TASK [TASK ...] [options]
+losskit arena --data my.csv --target label [--task classification] [--objectives ce,focal,gce] [--seeds 5]
+losskit arena --list-tasks         the templates for your own data (--task) and the embedded tasks
 losskit arena list                 tasks, their settings and candidates (registered or not)
 losskit arena show [TASK]          leaderboards of what the store holds
 losskit arena report [--out DIR]   HTML report with plots (PNG files beside it)
@@ -46,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                     help="import MODULE first (it registers your own tasks); repeatable")
+    ap.add_argument("--data", default=None, metavar="FILE",
+                    help="your own data: a CSV (header line), Parquet or .npz file (with --target)")
+    ap.add_argument("--target", default=None, help="the label column of --data")
+    ap.add_argument("--task", default="classification", dest="template",
+                    help="the task template for --data (losskit arena --list-tasks); default classification")
+    ap.add_argument("--tune", type=int, default=None, metavar="N",
+                    help="fair tuning (templates for --data): N configurations per objective on a validation split")
+    ap.add_argument("--list-tasks", action="store_true", help="the task templates for --data, and the embedded tasks")
     return ap
 
 
@@ -57,17 +67,49 @@ def _sweep(overrides: dict[str, list[str]]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
+    from .store import StoreError
+
     argv = list(argv)
-    if argv and argv[0] == "list":
-        return cmd_list()
-    if argv and argv[0] in ("report", "show"):
-        ap = argparse.ArgumentParser(prog=f"losskit arena {argv[0]}")
-        ap.add_argument("tasks", nargs="*")
-        ap.add_argument("--store", default=DEFAULT_STORE)
-        ap.add_argument("--out", default="arena_report", help="report folder (index.html + PNGs)")
-        args = ap.parse_args(argv[1:])
-        return cmd_report(args) if argv[0] == "report" else cmd_show(args)
-    return cmd_run(_parser().parse_args(argv))
+    try:
+        if argv and argv[0] == "list":
+            return cmd_list()
+        if argv and argv[0] in ("report", "show"):
+            ap = argparse.ArgumentParser(prog=f"losskit arena {argv[0]}")
+            ap.add_argument("tasks", nargs="*")
+            ap.add_argument("--store", default=DEFAULT_STORE)
+            ap.add_argument("--out", default="arena_report", help="report folder (index.html + PNGs)")
+            args = ap.parse_args(argv[1:])
+            return cmd_report(args) if argv[0] == "report" else cmd_show(args)
+        args = _parser().parse_args(argv)
+        problem = _check_args(args)
+        if problem:
+            return _refuse(problem)
+        return cmd_run(args)
+    except StoreError as err:
+        return _refuse(str(err))
+
+
+def _refuse(message: str, con=None) -> int:
+    """One line (never wrapped) in red; the exit status of a refused command."""
+    (con or _console()).print(f"[red]{_esc(message)}[/]", soft_wrap=True)
+    return 2
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _check_args(args) -> str | None:
+    """What is wrong with the numeric options (``None``: nothing); checked before anything runs."""
+    if args.seeds < 1:
+        return f"--seeds: expected a number of seeds >= 1, got {args.seeds}"
+    if args.workers is not None and args.workers < 1:
+        return f"--workers: expected a number of parallel trials >= 1, got {args.workers}"
+    if args.trial_timeout is not None and (args.trial_timeout < 0 or args.trial_timeout != args.trial_timeout):
+        return f"--trial-timeout: expected seconds >= 0 (0: no limit), got {args.trial_timeout:g}"
+    return None
 
 
 def _console():
@@ -99,6 +141,26 @@ def cmd_list() -> int:
     return 0
 
 
+def cmd_list_tasks(con) -> int:
+    from rich.markup import escape
+
+    from .task import tasks
+    from .user import TEMPLATES
+
+    con.print("[bold]templates for your own data[/] (losskit arena --data FILE --target COLUMN --task NAME)")
+    for name, cls in TEMPLATES.items():
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        cands = ", ".join(c.name for c in cls.candidates(cls.__new__(cls)))
+        con.print(f"  [cyan]{name}[/]: {escape(doc)}\n    metrics: {', '.join(cls.metrics)}; default objectives: "
+                  f"{escape(cands)}; settings: {', '.join(f'{k}={v}' for k, v in cls.defaults.items())}",
+                  soft_wrap=True)
+    con.print("[bold]embedded tasks[/] (losskit arena TASK; details: losskit arena list)")
+    for t in tasks():
+        if not getattr(t, "template", ""):
+            con.print(f"  [cyan]{t.name}[/]: {escape(t.description)}", soft_wrap=True)
+    return 0
+
+
 def cmd_run(args) -> int:
     from rich.markup import escape
 
@@ -112,13 +174,26 @@ def cmd_run(args) -> int:
 
     for mod in args.plugin:
         importlib.import_module(mod)
+    if args.list_tasks:
+        return cmd_list_tasks(con)
+    if args.data is not None:
+        from .user import DataError, make_task
+
+        if args.tasks:
+            return _refuse(f"--data runs one task template (--task); drop the task names {' '.join(args.tasks)}", con)
+        if not args.target and not args.data.endswith(".npz") and args.template not in ("transport", "preference"):
+            return _refuse("--data needs --target: the name of the label column", con)
+        try:
+            user_task = make_task(args.data, args.target or "y", args.template)
+        except (DataError, ValueError) as err:
+            return _refuse(str(err), con)
+        args.tasks = [user_task.name]
     quick = args.quick or not args.tasks
     names = args.tasks or list(DEFAULT_SUITE)
     try:
         selected = [get_task(n) for n in names]
     except KeyError as err:
-        con.print(f"[red]{err.args[0]}[/]")
-        return 2
+        return _refuse(err.args[0], con)
     overrides: dict[str, list[str]] = {}
     if args.noise is not None:
         overrides["noise"] = args.noise.split(",")
@@ -128,34 +203,48 @@ def cmd_run(args) -> int:
         overrides["dataset"] = args.dataset.split(",")
     if args.policy:
         overrides["policy"] = [args.policy]
+    if args.tune is not None:
+        overrides["tune"] = [str(args.tune)]
+        if args.backend == "ray" and args.data is not None:
+            # the sweep of each trial runs on Ray Tune; the driver runs the trials one after the other
+            overrides["tune_backend"] = ["ray"]
+            args.backend = "serial"
     for kv in args.set:
         k, sep, v = kv.partition("=")
         if not sep:
-            con.print(f"[red]--set: expected KEY=VALUE, got {kv!r}[/]")
-            return 2
+            return _refuse(f"--set: expected KEY=VALUE, got {kv!r}", con)
         overrides[k.strip()] = v.split(",")
     unknown = [k for k in overrides if not any(k in t.defaults for t in selected)]
     if unknown:
-        con.print(f"[red]no selected task has the setting(s) {', '.join(unknown)}[/]")
-        return 2
+        from .task import _did_you_mean
+
+        known = sorted({k for t in selected for k in t.defaults})
+        hint = "".join(_did_you_mean(k, known) for k in unknown)
+        return _refuse(f"no selected task has the setting(s) {', '.join(unknown)}{hint}; settings: "
+                       f"{', '.join(known)}", con)
     objectives = [s.strip() for s in _split_specs(args.objectives)] if args.objectives else None
 
-    store = Store(args.store)
-    summary = Summary()
-    trials, runs = [], []
+    # everything is checked before the store is opened and before any trial starts
+    work = []
     try:
+        per_task = _objectives_per_task(selected, objectives)
         for t in selected:
             own = {k: v for k, v in overrides.items() if k in t.defaults}
             if quick:
                 own = {**{k: [str(x) for x in v] for k, v in t.quick_sweep.items()}, **own}
-            cands = t.select(objectives, quick=quick and objectives is None)
+            if objectives is not None and not per_task[t.name]:
+                continue  # none of the named objectives competes on this task
+            cands = t.select(per_task[t.name], quick=quick and objectives is None)
             for combo in _sweep(own):
-                cfg = t.config(combo, quick=quick)
-                runs.append((t.name, cfg))
-                trials += plan(t, cfg, cands, range(args.seeds), store, summary)
+                work.append((t, t.config(combo, quick=quick), cands))
     except ValueError as err:
-        con.print(f"[red]{err}[/]")
-        return 2
+        return _refuse(str(err), con)
+    store = Store(args.store)
+    summary = Summary()
+    trials, runs = [], []
+    for t, cfg, cands in work:
+        runs.append((t.name, cfg))
+        trials += plan(t, cfg, cands, range(args.seeds), store, summary)
 
     con.print(f"[bold]losskit arena[/]: {len(trials)} trials to run, {summary.reused} already in "
               f"{os.path.abspath(args.store)}; backend {args.backend}")
@@ -172,7 +261,30 @@ def cmd_run(args) -> int:
     con.print(f"ran {summary.ran} trials in {summary.wall_s:.1f} s wall, {summary.cpu_s:.1f} CPU-s in trials "
               f"({summary.reused} reused from the store); "
               f"HTML report: losskit arena report --store {args.store}")
+    if trials and summary.ran == 0 and summary.failed:
+        return _refuse(f"every trial that ran failed ({len(summary.failed)} objective(s)); see the reasons above", con)
     return 0
+
+
+def _objectives_per_task(selected, objectives):
+    """The named objectives each selected task takes. A name no selected task can run is refused
+    (``ValueError`` with the reason); one that only some tasks take goes to those."""
+    if objectives is None:
+        return {t.name: None for t in selected}
+    out: dict[str, list[str]] = {t.name: [] for t in selected}
+    for spec in objectives:
+        errors = []
+        for t in selected:
+            try:
+                t.select([spec])
+            except ValueError as err:
+                errors.append(str(err))
+            else:
+                out[t.name].append(spec)
+        if len(errors) == len(selected):
+            raise ValueError(errors[0] if len(selected) == 1 or len(set(errors)) == 1
+                             else f"{spec}: no selected task can run it ({'; '.join(errors)})")
+    return out
 
 
 def _split_specs(text: str) -> list[str]:
@@ -194,10 +306,17 @@ def _run_with_progress(trials, store, summary, args, run_trials, con):
         run_trials(trials, store, summary, backend=args.backend, workers=args.workers, address=args.address,
                    timeout=args.trial_timeout)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=con, transient=False) as prog:
+                  TextColumn("eta"), TimeRemainingColumn(), console=con, transient=False) as prog:
         bar = prog.add_task("trials", total=len(trials))
 
         def done(trial, status):
@@ -213,12 +332,13 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .leaderboard import boards
     from .task import canonical, get_task
 
     wanted = None if runs is None else {(t, canonical(c)) for t, c in runs}
-    bs = [b for b in boards(store.rows()) if wanted is None or (b.task, canonical(b.config)) in wanted]
+    bs = [b for b in store.boards() if wanted is None or (b.task, canonical(b.config)) in wanted]
     for b in bs:
+        con.print(f"[bold]{escape(b.task)}[/] {escape(_cfg_text(b))}: [bold]{escape(b.recommendation())}[/]",
+                  soft_wrap=True)
         table = Table(title=f"[bold]{b.task}[/]  {_cfg_text(b)}", title_justify="left")
         table.add_column("#", justify="right")
         table.add_column("objective", overflow="fold", min_width=14)
@@ -233,6 +353,11 @@ def print_boards(con, store, runs=None, notes: bool = True) -> None:
                 cells.append(f"{e.mean(m):.3f} ± {e.std(m):.3f} {mk}")
             table.add_row(str(i), escape(e.label), *cells, str(e.n))
         con.print(table)
+    from .leaderboard import across
+
+    summary = across(bs)
+    if summary is not None:
+        con.print(f"[bold]{escape(summary.text())}[/]", soft_wrap=True)
     if bs:
         con.print("[dim]mean ± std over seeds; ▲/▼ significantly better/worse than the task's baseline "
                   "(paired t-test over seeds, p < 0.05), · not significant, ? too few seeds[/]")
@@ -264,12 +389,18 @@ def _cfg_text(b) -> str:
 
 def cmd_show(args) -> int:
     from .store import Store
+    from .task import _did_you_mean, tasks
 
-    if not os.path.exists(args.store):
-        _console().print(f"[red]no results store at {args.store}[/]; run `losskit arena` first")
-        return 1
-    store = Store(args.store)
-    print_boards(_console(), store, None)
+    store = Store(args.store, readonly=True)
+    known = {t.name for t in tasks()} | {r.task for r in store.rows()}
+    for name in args.tasks:
+        if name not in known:
+            return _refuse(f"no arena task {name!r}{_did_you_mean(name, known)}; tasks: {', '.join(sorted(known))}")
+    runs = None
+    if args.tasks:
+
+        runs = [(b.task, b.config) for b in store.boards() if b.task in args.tasks]
+    print_boards(_console(), store, runs)
     return 0
 
 
@@ -277,9 +408,6 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .store import Store
 
-    if not os.path.exists(args.store):
-        _console().print(f"[red]no results store at {args.store}[/]; run `losskit arena` first")
-        return 1
-    path = write_report(Store(args.store), args.out)
+    path = write_report(Store(args.store, readonly=True), args.out)
     _console().print(f"report written: {path}")
     return 0

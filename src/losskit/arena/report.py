@@ -15,7 +15,7 @@ import re
 import textwrap
 from collections import defaultdict
 
-from .leaderboard import Board, boards
+from .leaderboard import Board
 from .store import Store
 
 __all__ = ["write_report", "DPI"]
@@ -99,12 +99,24 @@ def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
 
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
-    bs = boards(store.rows())
+    bs = store.boards()
     curves = defaultdict(list)  # (task, config) -> [(objective, hparams, seed, metric, points)]
     for task, cfg, obj, hp, seed, metric, pts in store.curves():
         curves[(task, cfg)].append((obj, hp, seed, metric, pts))
     colours = colour_map(bs)
     page = _Page()
+
+    page.heading("Recommendations")
+    page.add("<ul class='recs'>" + "".join(
+        f"<li><b>{html.escape(_short(b))}</b>: {html.escape(b.recommendation())}</li>" for b in bs) + "</ul>")
+    from .leaderboard import across
+
+    summary = across(bs)
+    if summary is not None:
+        page.heading("Across boards: critical difference", 3)
+        png = "critical-difference.png"
+        _cd_plot(plt, summary, os.path.join(out, png), colours)
+        page.add(_figure(png, "critical difference diagram", summary.text()))
 
     claims = task_claims(bs, get_task)
     page.heading("Paper claims at this scale")
@@ -119,9 +131,17 @@ def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
         try:
             desc = get_task(b.task).description
         except KeyError:
-            desc = ""
+            desc = store.task_meta().get(b.task, {}).get("description", "")
         page.heading(_short(b), 3)
-        page.add(f"<p>{html.escape(desc)}</p><p class='cfg'>{html.escape(_config_key(b))}</p>", _table(b))
+        page.add(f"<p class='rec'><b>{html.escape(b.recommendation())}</b></p>",
+                 f"<p>{html.escape(desc)}</p><p class='cfg'>{html.escape(_config_key(b))}</p>", _table(b))
+        tuned = b.tuned()
+        if tuned:
+            page.add("<p>Tuned hyper-parameters (per seed, chosen on the validation split):</p><table>"
+                     "<tr><th>objective</th><th>hyper-parameter</th><th>values over seeds</th></tr>" + "".join(
+                         f"<tr><td>{html.escape(lab)}</td><td>{html.escape(k)}</td>"
+                         f"<td>{html.escape(', '.join(f'{x:.3g}' for x in vs))}</td></tr>"
+                         for lab, d in tuned.items() for k, vs in sorted(d.items())) + "</table>")
         png = f"{key}-scores.png"
         caption = _bar_plot(plt, b, os.path.join(out, png), colours)
         page.add(_figure(png, f"{b.task} scores", caption))
@@ -152,6 +172,42 @@ def write_report(store: Store, out: str | os.PathLike = "arena_report") -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(parts))
     return path
+
+
+def _cd_plot(plt, summary, path: str, colours: dict[str, str]) -> None:
+    """Demšar's critical-difference diagram: objectives on an average-rank axis (1 = best, left), the CD
+    as a bar, and a thick line joining objectives whose average ranks differ by less than the CD."""
+    k = len(summary.labels)
+    order = sorted(range(k), key=lambda i: summary.ranks[i])
+    fig, ax = plt.subplots(figsize=(7, 1.4 + 0.3 * k))
+    ax.set_xlim(0.8, k + 0.2)
+    ax.set_ylim(-(k + 0.5), 2.0)
+    ax.axis("off")
+    ax.plot([1, k], [0, 0], color="black", lw=1)          # the rank axis
+    for r in range(1, k + 1):
+        ax.plot([r, r], [0, 0.12], color="black", lw=1)
+        ax.text(r, 0.2, str(r), ha="center", fontsize=8)
+    for row, i in enumerate(order):
+        r, lab = summary.ranks[i], summary.labels[i]
+        y = -(row + 1)
+        ax.plot([r, r], [0, y], color=colours.get(lab, "black"), lw=1)
+        ax.plot([r], [0], "o", color=colours.get(lab, "black"))
+        ax.text(r + 0.05, y, f"{lab} ({r:.2f})", va="center", fontsize=8)
+    cd = summary.cd
+    ax.plot([1, 1 + cd], [1.2, 1.2], color="black", lw=2)
+    ax.text(1 + cd / 2, 1.35, f"critical difference = {cd:.2f}", ha="center", fontsize=8)
+    level = -0.25
+    for a in range(k):  # maximal groups within the critical difference
+        group = [i for i in order if 0 <= summary.ranks[i] - summary.ranks[order[a]] < cd]
+        if len(group) > 1 and (a == 0 or summary.ranks[group[-1]] - summary.ranks[order[a - 1]] >= cd):
+            ax.plot([summary.ranks[group[0]] - 0.03, summary.ranks[group[-1]] + 0.03], [level, level], color="black",
+                    lw=4)
+            level -= 0.2
+    ax.set_title(f"average rank over {summary.boards} boards (Friedman p = {summary.p:.3g})" if summary.p is not None
+                 else f"average rank over {summary.boards} boards", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
 
 
 def _figure(src: str, alt: str, caption: str) -> str:

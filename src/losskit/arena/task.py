@@ -69,6 +69,8 @@ class Candidate:
     options: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
     requires: tuple[str, ...] = ()
+    #: A user's own objective ``fn(logits, target) -> loss`` (not in the registry); ``objective`` names it.
+    fn: Callable | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -85,6 +87,8 @@ class Candidate:
 
     def missing(self) -> list[str]:
         """Registry names this candidate needs that are not registered (empty: runnable)."""
+        if self.fn is not None:
+            return []
         from .._core import list_objectives
 
         have = set(list_objectives())
@@ -141,6 +145,9 @@ class Task:
     quick_sweep: dict[str, list] = {}
     #: Qualitative claims from the papers that the report checks: callables (leaderboard) -> Claim.
     claims: tuple[Callable, ...] = ()
+    #: Domains of the settings (``losskit._core.domains``); a setting without one here takes the common
+    #: domain of its name (:data:`SETTING_DOMAINS`: ``epochs`` >= 1, ``noise`` in [0, 1), ...).
+    settings: dict[str, Any] = {}
 
     def candidates(self) -> list[Candidate]:
         raise NotImplementedError
@@ -156,9 +163,81 @@ class Task:
         for k, v in (overrides or {}).items():
             if k not in cfg:
                 known = ", ".join(sorted(cfg)) or "none"
-                raise ValueError(f"task {self.name!r} has no setting {k!r}; settings: {known}")
-            cfg[k] = _coerce(v, cfg[k])
+                raise ValueError(f"task {self.name!r} has no setting {k!r}{_did_you_mean(k, cfg)}; "
+                                 f"settings: {known}")
+            try:
+                cfg[k] = _coerce(v, cfg[k])
+            except ValueError:
+                raise ValueError(f"task {self.name!r}: setting {k}={v!r} is not a {type(cfg[k]).__name__}") from None
+        self.check_config(cfg)
         return cfg
+
+    def check_config(self, cfg: Mapping[str, Any]) -> None:
+        """Raise :class:`ValueError` naming the setting when a value is outside its domain."""
+        for k, v in cfg.items():
+            dom = self.settings.get(k, SETTING_DOMAINS.get(k))
+            if dom is not None and not dom.contains(v):
+                raise ValueError(f"task {self.name!r}: setting {k}={v!r} is invalid; expected {dom.description}")
+
+    def accepts(self, entry) -> str | None:
+        """Why the registry ``entry`` cannot compete on this task (``None``: it can).
+
+        The default reads the task's own candidates: an objective competes when its (family, input kind)
+        is one of theirs. A task with a finer rule overrides this."""
+        kinds = self._kinds()
+        if not kinds or (entry.family, entry.input_kind.name) in kinds:
+            return None
+        if entry.family == "custom":  # registered by the user (losskit.register): fed by its parameter names
+            return None
+        fams = sorted({f for f, _ in kinds})
+        if entry.family not in fams:
+            return (f"{entry.name} is a {entry.family} objective; task {self.name!r} takes "
+                    f"{' or '.join(fams)} objectives")
+        ok = sorted({k for f, k in kinds if f == entry.family})
+        return (f"{entry.name} takes {entry.input_kind.name}; task {self.name!r} feeds {' or '.join(ok)}")
+
+    def _kinds(self) -> set[tuple[str, str]]:
+        out = set()
+        for c in self.candidates():
+            if c.fn is None and not c.missing():
+                e = c.entry()
+                out.add((e.family, e.input_kind.name))
+        return out
+
+    def check_candidate(self, c: Candidate) -> None:
+        """Refuse (``ValueError`` naming the problem and the valid choices) a candidate the user named
+        that cannot run here: an unknown objective (with "did you mean"), one of the wrong family or
+        input kind, an unknown option or an option value outside its declared domain."""
+        if c.fn is not None:
+            return
+        from .._core import list_objectives
+
+        names = list_objectives()
+        if c.objective not in names:
+            pool = sorted({*names, *(x.name for x in self.candidates())})
+            raise ValueError(f"unknown objective {c.objective!r}{_did_you_mean(c.objective, pool)} "
+                             f"(`losskit list` shows the registered objectives)")
+        for r in c.requires:
+            if r not in names:
+                raise ValueError(f"objective {c.objective!r} needs {r!r}, which is not registered")
+        entry = c.entry()
+        why = self.accepts(entry)
+        if why:
+            raise ValueError(why)
+        options = entry.options
+        symbolic = self.symbolic_options.get(c.objective, {})
+        for k, v in c.options.items():
+            if k not in options:
+                raise ValueError(f"{c.objective}: unknown hyper-parameter {k!r}{_did_you_mean(k, options)}; "
+                                 f"its options: {', '.join(options) or 'none'}")
+            if k in symbolic and v in symbolic[k]:
+                continue
+            dom = entry.domains.get(k)
+            if dom is not None and not dom.contains(v, dict(c.options)):
+                raise ValueError(f"{c.objective}({k}={v!r}): expected {dom.description}")
+
+    #: Option values a task resolves itself before the call (``{"cross_entropy": {"weight": ("inverse_frequency",)}}``).
+    symbolic_options: dict[str, dict[str, tuple]] = {}
 
     def select(self, names: Iterable[str] | None = None, quick: bool = False) -> list[Candidate]:
         """Candidates by name: a candidate's name, a registry name (all its grid points), or a new
@@ -171,8 +250,17 @@ class Task:
             return pool
         out: list[Candidate] = []
         for spec in names:
+            if isinstance(spec, Candidate):
+                self.check_candidate(spec)
+                out.append(spec)
+                continue
+            spec = ALIASES.get(spec, spec)
             hits = [c for c in pool if c.name == spec] or [c for c in pool if c.objective == spec]
-            out.extend(hits or [parse_candidate(spec)])
+            if not hits:
+                c = parse_candidate(spec)
+                self.check_candidate(c)
+                hits = [c]
+            out.extend(hits)
         if self.baseline and all(c.name != self.baseline for c in out):
             out = [c for c in pool if c.name == self.baseline] + out
         seen: dict[str, Candidate] = {}
@@ -183,8 +271,36 @@ class Task:
     def higher_is_better(self, metric: str) -> bool:
         return metric not in self.lower_is_better
 
+    # ------------------------------------------------------------------------- the user's own data
+    @staticmethod
+    def from_file(path, target: str, task: str = "classification", **kw) -> Task:
+        """A task template (``classification``, ``imbalanced``) over a CSV / Parquet / ``.npz`` file;
+        ``kw``: ``name``, ``model_fn(input_dim, n_classes)``, ``metric(y_true, scores)``, settings such as
+        ``noise`` or ``epochs``. The data are checked now (see :mod:`losskit.arena.user`)."""
+        from .user import make_task
+
+        return make_task(path, target, task, **kw)
+
+    @staticmethod
+    def from_arrays(x, y, task: str = "classification", **kw) -> Task:
+        """A task template over numpy / torch arrays ``x`` (rows x features) and labels ``y``."""
+        from .user import make_task
+
+        return make_task((x, y), kw.pop("target", None), task, **kw)  # transport: (source, target) clouds
+
+    @staticmethod
+    def from_dataset(dataset, task: str = "classification", **kw) -> Task:
+        """A task template over a ``torch.utils.data.Dataset`` of ``(features, label)`` items."""
+        from .user import make_task
+
+        return make_task(dataset, kw.pop("target", None), task, **kw)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+#: Short names accepted for objectives on the command line and in ``compare``.
+ALIASES = {"ce": "cross_entropy", "bce": "binary_cross_entropy"}
 
 
 def _coerce(value: Any, like: Any) -> Any:
@@ -214,6 +330,8 @@ def parse_candidate(spec: str) -> Candidate:
             k, sep, v = part.partition("=")
             if not sep:
                 raise ValueError(f"objective spec {spec!r}: expected k=v, got {part!r}")
+            if not k.strip() or not v.strip():
+                raise ValueError(f"objective spec {spec!r}: {part!r} has no {'value' if k.strip() else 'name'}")
             try:
                 options[k.strip()] = json.loads(v.strip())
             except json.JSONDecodeError:
@@ -237,7 +355,28 @@ def get_task(name: str) -> Task:
     try:
         return _TASKS[name]
     except KeyError:
-        raise KeyError(f"no arena task {name!r}; tasks: {', '.join(sorted(_TASKS))}") from None
+        raise KeyError(f"no arena task {name!r}{_did_you_mean(name, _TASKS)}; "
+                       f"tasks: {', '.join(sorted(_TASKS))}") from None
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def _setting_domains() -> dict[str, Any]:
+    from .._core.domains import COUNT, HALF_OPEN_UNIT, NONNEG_INT, POSITIVE, Integer, Real
+
+    return {"epochs": COUNT, "teacher_epochs": COUNT, "hidden": COUNT, "teacher_hidden": COUNT,
+            "student_hidden": COUNT, "batch_size": COUNT, "eval_every": NONNEG_INT, "lr": POSITIVE,
+            "noise": HALF_OPEN_UNIT, "ratio": Real(0.0, 1.0, lo_open=True), "n": Integer(2), "dim": COUNT,
+            "repeats": COUNT, "pairs": COUNT, "vocab": Integer(2), "bins": Integer(2), "tune": NONNEG_INT, "temperature": POSITIVE, "beta": POSITIVE}
+
+
+#: The common domains of settings, by name (a task's ``settings`` wins).
+SETTING_DOMAINS: dict[str, Any] = _setting_domains()
 
 
 def tasks() -> list[Task]:

@@ -104,19 +104,25 @@ class Distillation(Task):
             Candidate("sinkhorn_kd"),
         ]
 
-    def run(self, candidate, seed, config):
-        entry = entry_of(candidate)
+    def split(self, seed, config):
+        """The split of one seed and the teacher's logits on it (a subclass brings its own data / teacher)."""
         x, y = T.load("digits")
         xtr, ytr, xte, yte = T.split(x, y, seed)
         t_tr, t_te = _teacher(seed, config["teacher_hidden"], config["teacher_epochs"])
-        student = _Student(xtr.shape[1], config["student_hidden"], 10, seed)
+        return xtr, ytr, xte, yte, t_tr, t_te
+
+    def run(self, candidate, seed, config):
+        entry = entry_of(candidate)
+        xtr, ytr, xte, yte, t_tr, t_te = self.split(seed, config)
+        k = t_tr.shape[1]
+        student = _Student(xtr.shape[1], config["student_hidden"], k, seed)
         opts = dict(candidate.options)
         if entry.family == "distillation" and "temperature" in kwonly(entry.fn) and "temperature" not in opts:
             opts["temperature"] = config["temperature"]
         self_kd = _self_distillation(entry)
         alpha_final = candidate.options.get("alpha", option_default(entry.fn, "alpha")) if self_kd else None
         mix_heads = _mixes_heads(entry)
-        memory = torch.zeros(len(ytr), 10)  # self-distillation: each sample's prediction from the previous epoch
+        memory = torch.zeros(len(ytr), k)  # self-distillation: each sample's prediction from the previous epoch
         steps_per_epoch = -(-len(ytr) // config["batch_size"])
 
         def loss(idx, step):

@@ -34,6 +34,7 @@ class Imbalanced(Task):
     quick_config = {"epochs": 40, "eval_every": 4}
     quick = ("cross_entropy", "weighted_ce", "binary_focal", "anyloss(metric=f1)", "ensloss")
     claims = (_anyloss_claim,)
+    symbolic_options = {"cross_entropy": {"weight": ("inverse_frequency",)}}
 
     def candidates(self):
         return [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..._core.domains import Choice
 from .. import _train as T
 from ..claims import better_than_baseline
 from ..task import Candidate, Task, TrialResult, Unavailable, bind_call
@@ -33,6 +34,7 @@ class NoisyLabels(Task):
                 "hidden": 128, "lr": 3e-3, "batch_size": 64, "eval_every": 5}
     quick_config = {"epochs": 30, "batch_size": 128, "eval_every": 3}
     quick_sweep = {"noise": [0.0, 0.2, 0.4]}
+    settings = {"dataset": Choice(*T.DATASETS), "noise_type": Choice("symmetric", "asymmetric")}
     quick = ("cross_entropy", "focal(gamma=2.0)", "gce(q=0.7)", "sce", "mae", "ldr_kl")
     claims = (_robust_claim,)
 

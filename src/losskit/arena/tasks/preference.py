@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..._core.domains import Choice
 from .. import _train as T
 from ..claims import better_than_baseline
 from ..task import Candidate, Task, TrialResult, bind_call
@@ -90,6 +91,7 @@ class Preference(Task):
                 "beta": 0.5, "eval_every": 3, "policy": "bandit", "llama_lr": 0.003, "response_length": 4}
     quick_config = {"epochs": 20, "eval_every": 2}
     quick_sweep = {"truth": ["bt", "cyclic"]}
+    settings = {"truth": Choice("bt", "cyclic")}
     quick = ("dpo", "ipo", "simpo", "kto", "orpo", "cpl", "egpo", "nash_mp")
 
     #: settings of ``policy=tiny-llama`` only: dropped from the bandit's configuration, so that bandit runs keep

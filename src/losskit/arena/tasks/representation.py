@@ -58,6 +58,17 @@ class Representation(Task):
                 # Euclidean distance an (n, n, D) one
                 Candidate("triplet_margin", {"mining": "batch_hard", "distance": "cosine"}, label="triplet_margin")]
 
+    def split(self, seed):
+        """The train/test split of one seed (a subclass brings its own data)."""
+        x, y = T.load("digits")
+        return T.split(x, y, seed)
+
+    def augment(self, x, g):
+        return _augment(x, g)
+
+    def encoder(self, d_in: int, config, seed: int):
+        return T.mlp(d_in, config["hidden"], config["dim"], seed)
+
     @staticmethod
     def sees_labels(entry) -> bool:
         """Does the objective see the labels? Read from its input kind (features+labels: supcon, triplet);
@@ -66,16 +77,16 @@ class Representation(Task):
 
     def run(self, candidate, seed, config):
         entry = entry_of(candidate)
-        x, y = T.load("digits")
-        xtr, ytr, xte, yte = T.split(x, y, seed)
-        enc = T.mlp(64, config["hidden"], config["dim"], seed)
+        xtr, ytr, xte, yte = self.split(seed)
+        enc = self.encoder(xtr.shape[1], config, seed)
         g = torch.Generator().manual_seed(40_000 + seed)
         opts = dict(candidate.options)
         supervised = self.sees_labels(entry)
+        augment = self.augment
 
         def loss(idx, step):
             xb, yb = xtr[idx], ytr[idx]
-            z1, z2 = enc(_augment(xb, g)), enc(_augment(xb, g))
+            z1, z2 = enc(augment(xb, g)), enc(augment(xb, g))
             inputs = {"z1": z1, "z2": z2, "views": [z1, z2], "features": torch.stack([z1, z2], 1),
                       "embeddings": torch.cat([z1, z2])}
             if supervised:

@@ -39,14 +39,20 @@ class Transport(Task):
                 Candidate("sinkhorn_divergence"), Candidate("sliced_wasserstein"), Candidate("wasserstein_1d"),
                 Candidate("quadratic_ot", {"gamma": 0.1})]
 
-    def run(self, candidate, seed, config):
-        from scipy.optimize import linear_sum_assignment
-
-        entry = entry_of(candidate)
+    def clouds(self, seed, config):
+        """The two point clouds of one seed, float64 ``(n, dim)`` each (a subclass brings its own)."""
         g = torch.Generator().manual_seed(60_000 + seed)
         n, d = config["n"], config["dim"]
         x = torch.randn(n, d, generator=g, dtype=torch.float64)
         y = 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64) + 1.0
+        return x, y
+
+    def run(self, candidate, seed, config):
+        from scipy.optimize import linear_sum_assignment
+
+        entry = entry_of(candidate)
+        x, y = self.clouds(seed, config)
+        n, d = x.shape
         cost = torch.cdist(x, y) ** 2
         rows, cols = linear_sum_assignment(cost.numpy())
         exact = float(cost.numpy()[rows, cols].mean())
