@@ -96,35 +96,48 @@ _STATIC = ("ignore_index", "label_smoothing", "z_loss", "softcap", "chunk_size",
 def _setup(ctx, inputs, output):
     (h, W, b, target, weight, coef, ignore_index, label_smoothing, z_loss, softcap, chunk_size, bf16_matmul,
      grad_in_forward, need_h, need_W, need_b) = inputs
+    # the grad_* outputs are results, not functions of the inputs to differentiate; and no zero tensors are
+    # materialised for outputs the caller did not use (a (V, H) zero gradient for grad_W otherwise)
+    ctx.mark_non_differentiable(*output[3:])
+    ctx.set_materialize_grads(False)
     ctx.static = (ignore_index, label_smoothing, z_loss, softcap, chunk_size, bf16_matmul)
     ctx.need = (need_h, need_W, need_b and b is not None)
     ctx.in_forward = grad_in_forward and coef is not None and any(ctx.need)
     ctx.has_b, ctx.has_weight, ctx.has_coef = b is not None, weight is not None, coef is not None
     saved = [h, W, b if b is not None else h.new_empty(0), target,
              weight if weight is not None else h.new_empty(0), coef if coef is not None else h.new_empty(0)]
-    if ctx.in_forward:
-        saved += list(output[3:])
+    # the gradients formed in the forward are held on ctx, not saved: backward hands them over and drops
+    # them, so AccumulateGrad can take the (V, H) weight gradient without a copy (a saved tensor is still
+    # referenced there and would be cloned: +V*H*4 bytes at the peak)
+    ctx.fwd = list(output[3:]) if ctx.in_forward else None
     ctx.save_for_backward(*saved)
 
 
 def _backward(ctx, g_red, g_tok, g_lse, _gh, _gW, _gb):
-    h, W, b, target, weight, coef, *fwd = ctx.saved_tensors
+    h, W, b, target, weight, coef = ctx.saved_tensors
     b = b if ctx.has_b else None
     weight = weight if ctx.has_weight else None
     coef = coef if ctx.has_coef else None
     result = [None, None, None]
-    if ctx.in_forward:
+    if ctx.in_forward and g_red is not None:
         # the scalar's gradients were formed in the forward pass; loss.backward() (upstream 1, on CPU: a free
         # read) takes them as they are, anything else scales them (no host read on accelerators or in graphs)
+        if ctx.fwd is None:
+            raise RuntimeError("losskit fused loss: a second backward through a loss whose gradients were formed "
+                               "in the forward pass; pass recompute=True to allow it")
+        fwd, ctx.fwd = ctx.fwd, None
         one = g_red.device.type == "cpu" and _has_data(g_red) and bool((g_red == 1).all())
         result = [None if not need else (g if one else g * g_red.to(g.dtype)) for g, need in zip(fwd, ctx.need)]
+        del fwd
         coef_loss = g_tok
+    elif g_red is not None and coef is not None:
+        coef_loss = g_red * coef if g_tok is None else g_tok + g_red * coef
     else:
-        coef_loss = g_tok if coef is None else g_tok + g_red * coef
+        coef_loss = g_tok
     # the recomputing pass: the per-token outputs were returned to the caller, or reduction='none', or
     # recompute=True (with gradients in the forward the caller returns the reduced loss only: the per-token
     # outputs' upstream gradients are zeros)
-    if not ctx.in_forward:
+    if not ctx.in_forward and (coef_loss is not None or g_lse is not None):
         gh, gW, gb = fused_linear_ce_backward(h, W, b, target, weight, coef_loss, g_lse, *ctx.static, *ctx.need)
         for i, g in enumerate((gh, gW, gb)):
             if ctx.need[i]:
