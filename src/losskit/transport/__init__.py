@@ -56,3 +56,6 @@ from .partial import entropic_partial_ot, partial_ot, partial_plan  # noqa: E402
 PartialOt = partial_ot.Module
 EntropicPartialOt = entropic_partial_ot.Module
 __all__ += ["partial_ot", "PartialOt", "entropic_partial_ot", "EntropicPartialOt"]
+
+# Barycenters: solvers (no registered objective), beside solve / exact_plan.
+from .barycenter import barycenter, free_support_barycenter  # noqa: E402

@@ -66,7 +66,7 @@ FGW_PAPER = Paper("Optimal Transport for structured data with application on gra
 
 #: Sinkhorn iterations allowed per outer step (warm-started: after the first steps a few suffice)
 INNER_MAX_ITER = 10000
-#: inexact inner solves: Sinkhorn tolerance = INNER_TOL_RATIO x the last plan change, in [tol, INNER_TOL_MAX]
+#: inexact inner solves: Sinkhorn tolerance = INNER_TOL_RATIO x the last plan change, in [tol / 10, INNER_TOL_MAX]
 INNER_TOL_RATIO, INNER_TOL_MAX = 1e-2, 1e-3
 LOSSES = ("square", "kl")
 
@@ -135,6 +135,9 @@ def _mirror_descent(parts, M, a, b, alpha: float, eps: float, tol: float, max_it
     err = torch.full((B,), math.inf, dtype=dtype, device=device)
     active = torch.arange(B, device=device)
     loga, logb = a.log(), b.log()
+    # the last inner solves go below the outer tolerance (a plan change cannot be measured below the
+    # inner error), but not below the dtype's resolution of the marginal error
+    floor = max(INNER_TOL_RATIO * 10 * tol, 16 * torch.finfo(dtype).eps)
     for k in range(max_iter):
         idx = active
         pk = tuple(t[idx] for t in parts)
@@ -144,7 +147,7 @@ def _mirror_descent(parts, M, a, b, alpha: float, eps: float, tol: float, max_it
         # the first step anneals eps from the cost's diameter; later steps start from the last potential.
         # Inexact inner solves: each problem's Sinkhorn tolerance follows its last plan change (down to tol),
         # so the fixed point is the same and the early steps are cheap.
-        itol = err[idx].mul(INNER_TOL_RATIO).clamp(min=tol, max=INNER_TOL_MAX)
+        itol = err[idx].mul(INNER_TOL_RATIO).clamp(min=floor, max=INNER_TOL_MAX)
         res = _solve(Cost(matrix=G), a[idx], b[idx], eps=eps, rho=None, tol=itol, max_iter=INNER_MAX_ITER,
                      scaling=0.5 if k == 0 else None, online=False, differentiate="envelope",
                      block_elems=BLOCK_ELEMS, dense_bytes=DENSE_BYTES, inputs=(None, None, None),
