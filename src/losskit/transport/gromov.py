@@ -45,7 +45,7 @@ import torch
 
 from .._core import Paper, finish, objective
 from .._core.conventions import promote
-from .._core.domains import UNIT, Choice
+from .._core.domains import UNIT, Choice, check_option
 from .._core.errors import fail
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_finite, check_floating, describe, require
@@ -240,7 +240,6 @@ def _solver_options(eps, alpha, tol, max_iter, loss) -> None:
     D.check("eps", eps)
     D.check("tol", tol)
     D.check("max_iter", max_iter)
-    from .._core.domains import check_option
     check_option("alpha", alpha, UNIT)
     check_option("loss", loss, Choice(*LOSSES))
     if isinstance(eps, torch.Tensor):
