@@ -19,7 +19,8 @@ step linearises F at the current plan, ``G = alpha grad E(T) + (1 - alpha) M`` w
 with losskit's log-domain Sinkhorn (:func:`~._solve._solve`, warm-started from the previous step's column
 potential); the new plan is its solution. A fixed point is a stationary point of F (the problem is not
 convex: a local minimum, found from ``T0 = a b^T / |a|``, as POT). The loop stops per problem when the L1
-change of the plan is below ``tol``; a converged problem is frozen (batch-independent results).
+change of the plan is below ``tol``, raised to the plan's resolution in the dtype where that is coarser:
+``8 u max|G| / eps`` (u the unit roundoff: a float32 problem with ``max|G| / eps = 100`` stops at 1e-4); a converged problem is frozen (batch-independent results).
 
 Value and gradient: the value is F at the converged plan (the entropic objective, KL term included). By
 the envelope theorem (F is stationary in T on the constraint set at the solution), its gradient in the
@@ -68,6 +69,8 @@ FGW_PAPER = Paper("Optimal Transport for structured data with application on gra
 INNER_MAX_ITER = 10000
 #: inexact inner solves: Sinkhorn tolerance = INNER_TOL_RATIO x the last plan change, in [tol / 10, INNER_TOL_MAX]
 INNER_TOL_RATIO, INNER_TOL_MAX = 1e-2, 1e-3
+#: the outer tolerance is at least TOL_FLOOR u max|G| / eps (u the unit roundoff): the plan's resolution
+TOL_FLOOR = 8
 LOSSES = ("square", "kl")
 
 
@@ -137,7 +140,8 @@ def _mirror_descent(parts, M, a, b, alpha: float, eps: float, tol: float, max_it
     loga, logb = a.log(), b.log()
     # the last inner solves go below the outer tolerance (a plan change cannot be measured below the
     # inner error), but not below the dtype's resolution of the marginal error
-    floor = max(INNER_TOL_RATIO * 10 * tol, 16 * torch.finfo(dtype).eps)
+    u = torch.finfo(dtype).eps
+    tols = torch.full((B,), float(tol), dtype=dtype, device=device)
     for k in range(max_iter):
         idx = active
         pk = tuple(t[idx] for t in parts)
@@ -147,7 +151,11 @@ def _mirror_descent(parts, M, a, b, alpha: float, eps: float, tol: float, max_it
         # the first step anneals eps from the cost's diameter; later steps start from the last potential.
         # Inexact inner solves: each problem's Sinkhorn tolerance follows its last plan change (down to tol),
         # so the fixed point is the same and the early steps are cheap.
-        itol = err[idx].mul(INNER_TOL_RATIO).clamp(min=floor, max=INNER_TOL_MAX)
+        # the plan's resolution in the dtype: log T carries an error of about u max|G| / eps, so a plan change
+        # below TOL_FLOOR times that is not measurable; the outer tolerance is at least that (documented)
+        tols[idx] = torch.maximum(tols[idx], TOL_FLOOR * u * G.abs().amax((1, 2)) / eps)
+        itol = torch.maximum(err[idx].mul(INNER_TOL_RATIO).clamp(max=INNER_TOL_MAX),
+                             (INNER_TOL_RATIO * 10 * tols[idx]).clamp(min=16 * u))
         res = _solve(Cost(matrix=G), a[idx], b[idx], eps=eps, rho=None, tol=itol, max_iter=INNER_MAX_ITER,
                      scaling=0.5 if k == 0 else None, online=False, differentiate="envelope",
                      block_elems=BLOCK_ELEMS, dense_bytes=DENSE_BYTES, inputs=(None, None, None),
@@ -161,11 +169,11 @@ def _mirror_descent(parts, M, a, b, alpha: float, eps: float, tol: float, max_it
         e = (Tn - Tk).abs().sum((1, 2))
         T[idx], logr[idx], g[idx], err[idx] = Tn, lr, res.g, e
         n_iter[idx] += 1
-        keep = ~(e < tol)          # (a NaN change is not convergence)
+        keep = ~(e < tols[idx])    # (a NaN change is not convergence)
         if not bool(keep.any()):
             break
         active = idx[keep]
-    return T, logr, n_iter, err, err < tol
+    return T, logr, n_iter, err, err < tols
 
 
 def _gw(C1, C2, M, a, b, *, alpha, eps, loss, tol, max_iter) -> GWResult:
@@ -385,7 +393,8 @@ def gromov_wasserstein(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | No
     cost ``2 L (x) T``), from ``T0 = a b^T``: the problem is not convex, the value is that of the stationary
     point reached (a local minimum). The value includes the entropic term; gradients in x, y are the
     envelope-theorem ones (plan held fixed), exact at convergence (``tol``: the L1 change of the plan
-    between outer steps; ``max_iter`` outer steps). ``eps`` is in units of the linearised cost, as POT's
+    between outer steps, raised to the plan's resolution ``8 u max|G| / eps`` in the dtype, u its unit
+    roundoff and G the linearised cost; ``max_iter`` outer steps). ``eps`` is in units of the linearised cost, as POT's
     ``epsilon``: ``ot.gromov.entropic_gromov_wasserstein2(C1, C2, p, q, 'square_loss', epsilon=eps)``
     equals ``this - eps KL(T | a (x) b)`` at the plan (tests/test_transport_pot.py). For cost matrices,
     the KL loss, the plan and POT's number use :func:`losskit.transport.solve_gromov`. Weights are
