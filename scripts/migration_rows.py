@@ -75,6 +75,21 @@ def kl_plan(P, a, b):  # KL(P | a (x) b), the entropic term POT's sinkhorn2 leav
 def linear_divergence(x, y, eps):  # POT's recipe: linear parts <P, C> of the three problems
     lin = lambda u, v: losskit.transport.solve(u, v, eps=eps, tol=1e-12).linear_cost().squeeze()
     return lin(x, y) - (lin(x, x) + lin(y, y)) / 2
+
+xs, ys = x[:12], y[:10]  # Gromov-Wasserstein: smaller clouds, their intra-domain costs, a feature cost
+C1, C2, Ms = ot.dist(xs, xs), ot.dist(ys, ys), ot.dist(xs, ys)
+p12, q10 = ot.unif(12, type_as=x), ot.unif(10, type_as=x)
+gw_eps = 2.0
+pot_gw = dict(tol=1e-11, numItermax=10000, stopThr=1e-12)  # POT's outer / inner (ot.sinkhorn) tolerances
+
+def entropy(P):  # sum P (log P - 1), the entropic term POT's partial solvers leave out of their value
+    return (P * (P.log() - 1)).sum()
+
+grid = torch.linspace(0, 1, 40, dtype=torch.float64)[:, None]
+H = torch.stack([torch.exp(-(grid[:, 0] - c) ** 2 / 0.01) for c in (0.2, 0.5, 0.8)])
+H = H / H.sum(1, keepdim=True)  # three histograms (rows) on a 40-point grid
+Mg = ot.dist(grid, grid)
+X0 = torch.randn(8, 2, generator=g, dtype=torch.float64)  # free-support barycenter start
 """
 
 _GEOMLOSS = """\
@@ -211,6 +226,33 @@ ROWS = [
         "losskit.sliced_wasserstein(x, y, projections=theta)", relation="peer ** 2 == losskit",
         note="POT returns SW_p = (mean of W_p^p)^(1/p); losskit returns SW_p^p (no root: smooth at 0). "
              "POT's projections are (d, L), losskit's (L, d)", rtol=1e-10),
+    Row("pot", "ot.gromov.entropic_gromov_wasserstein2(C1, C2, p12, q10, 'square_loss', epsilon=gw_eps, **pot_gw)",
+        "losskit.transport.solve_gromov(C1, C2, p12, q10, eps=gw_eps, tol=1e-11).loss.squeeze()",
+        note="same epsilon (units of the linearised cost), same square loss (no 1/2), same PGD iteration from "
+             "a b^T; `.loss` is POT's number (the GW loss at the plan, without the entropic term)", rtol=1e-8),
+    Row("pot", "ot.gromov.entropic_fused_gromov_wasserstein2(Ms, C1, C2, p12, q10, 'square_loss', epsilon=gw_eps, "
+               "alpha=0.5, **pot_gw)",
+        "losskit.fused_gromov_wasserstein(xs, ys, Ms, alpha=0.5, eps=gw_eps, tol=1e-11)",
+        relation="losskit == peer + gw_eps * kl_plan(ot.gromov.entropic_fused_gromov_wasserstein(Ms, C1, C2, p12, q10, "
+                 "'square_loss', epsilon=gw_eps, alpha=0.5, **pot_gw), p12, q10)",
+        note="the losskit objective is the entropic value (the envelope theorem gives its gradients); POT reports "
+             "it without eps KL(T | a (x) b). losskit takes the points (C1, C2 = ||.||^2 inside) and M",
+        rtol=1e-8),
+    Row("pot", "ot.partial.partial_wasserstein2(a, b, M, m=0.5)", "losskit.partial_ot(x, y, mass=0.5)",
+        note="`mass` is POT's m (absolute mass, at most min(|a|, |b|))", rtol=1e-10),
+    Row("pot", "ot.partial.entropic_partial_wasserstein(a, b, M, reg, m=0.5, numItermax=100000, stopThr=1e-14, "
+               "log=True)[1]['partial_w_dist']",
+        "losskit.entropic_partial_ot(x, y, mass=0.5, eps=reg, tol=1e-12)",
+        relation="losskit == peer + reg * entropy(ot.partial.entropic_partial_wasserstein(a, b, M, reg, m=0.5, "
+                 "numItermax=100000, stopThr=1e-14))",
+        note="POT's value is the linear part <P, C>; losskit's the entropic objective <P, C> + eps sum P (log P - 1) "
+             "(same entropy, same plan)", rtol=1e-8),
+    Row("pot", "ot.bregman.barycenter(H.T, Mg, 0.01, method='sinkhorn_log', numItermax=100000, stopThr=1e-11)",
+        "losskit.transport.barycenter(H, Mg, eps=0.01, tol=1e-11, max_iter=100000)",
+        note="a solver, not a loss; losskit's histograms are rows (POT's columns). POT's default method "
+             "'sinkhorn' (no log domain) stops elsewhere at small reg", rtol=1e-8, atol=1e-10),
+    Row("pot", "ot.lp.free_support_barycenter([x, y], [a, b], X0)",
+        "losskit.transport.free_support_barycenter([x, y], [a, b], X0)", rtol=1e-10, atol=1e-12),
     # ------------------------------------------------------------------------------------ GeomLoss
     Row("geomloss", "geomloss.SamplesLoss('sinkhorn', p=2, blur=blur, scaling=0.995, backend='tensorized')(x, y)",
         "losskit.sinkhorn_divergence(x, y, eps=2 * blur ** 2, tol=1e-12)", relation="peer == losskit / 2",

@@ -44,3 +44,18 @@ from .losses import unbalanced_sinkhorn_divergence  # noqa: E402
 BuresWasserstein = bures_wasserstein.Module
 UnbalancedSinkhornDivergence = unbalanced_sinkhorn_divergence.Module
 __all__ += ["bures_wasserstein", "BuresWasserstein", "unbalanced_sinkhorn_divergence", "UnbalancedSinkhornDivergence"]
+
+from .gromov import GWResult, fused_gromov_wasserstein, gromov_wasserstein, solve_gromov  # noqa: E402
+
+GromovWasserstein = gromov_wasserstein.Module
+FusedGromovWasserstein = fused_gromov_wasserstein.Module
+__all__ += ["gromov_wasserstein", "GromovWasserstein", "fused_gromov_wasserstein", "FusedGromovWasserstein"]
+
+from .partial import entropic_partial_ot, partial_ot, partial_plan  # noqa: E402
+
+PartialOt = partial_ot.Module
+EntropicPartialOt = entropic_partial_ot.Module
+__all__ += ["partial_ot", "PartialOt", "entropic_partial_ot", "EntropicPartialOt"]
+
+# Barycenters: solvers (no registered objective), beside solve / exact_plan.
+from .barycenter import barycenter, free_support_barycenter  # noqa: E402

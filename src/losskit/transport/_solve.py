@@ -43,13 +43,15 @@ def _start(kernel: _Kernel, eps, scaling):
 
 
 @torch.no_grad()
-def _sinkhorn(kernel: _Kernel, loga, logb, eps, rho, tol, max_iter, scaling) -> _Solution:
+def _sinkhorn(kernel: _Kernel, loga, logb, eps, rho, tol, max_iter, scaling, g0=None) -> _Solution:
+    """``g0``: a warm start for the column potential (zeros by default), e.g. the previous solve of an
+    outer loop whose cost changes little between calls (Gromov-Wasserstein's linearised costs)."""
     B, n, m = kernel.B, kernel.n, kernel.m
     dtype, device = kernel.dtype, kernel.device
     eps_t, eps0, done, n_iter, err = _start(kernel, eps, scaling)
     b = logb.exp()
     f = torch.zeros(B, n, dtype=dtype, device=device)
-    g = torch.zeros(B, m, dtype=dtype, device=device)
+    g = torch.zeros(B, m, dtype=dtype, device=device) if g0 is None else g0.detach().to(dtype).clone()
     s = f.clone()
     k = 0
     annealing = scaling is not None
@@ -179,7 +181,7 @@ def _unrolled(cost: Cost, a, b, eps_t, rho, tol, max_iter, scaling):
 
 @eager
 def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differentiate, block_elems,
-           dense_bytes, inputs, symmetric=False, method="sinkhorn", newton=None) -> OTResult:
+           dense_bytes, inputs, symmetric=False, method="sinkhorn", newton=None, g0=None) -> OTResult:
     B, n, m = cost.B, cost.n, cost.m
     ref = cost.matrix if cost.is_matrix else cost.x
     eps_t = _as_eps(eps, B, ref.dtype, ref.device)
@@ -211,7 +213,7 @@ def _solve(cost: Cost, a, b, *, eps, rho, tol, max_iter, scaling, online, differ
         sol = _sinkhorn_newton(kernel, ad.log(), bd.log(), eps_t, tol, max_iter, scaling, warm_tol=tol,
                                warm_iter=min(AUTO_SINKHORN_ITERS, max_iter // 2))
     else:
-        sol = _sinkhorn(kernel, ad.log(), bd.log(), eps_t, rho, tol, max_iter, scaling)
+        sol = _sinkhorn(kernel, ad.log(), bd.log(), eps_t, rho, tol, max_iter, scaling, g0)
     e1 = eps_t.view(B, 1)
     with torch.no_grad():
         mass = (ad * torch.exp((sol.f - sol.s) / e1)).sum(1)
