@@ -9,7 +9,6 @@ run (what the registry test runs), and the process's peak resident memory.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 import time
@@ -35,7 +34,9 @@ def main(argv=None) -> int:
         check(e.name, sorted(e.properties))
         claimed.append(time.perf_counter() - t)
         print(f"{e.name:<34} {full[-1]:>9.2f}s {claimed[-1]:>7.2f}s  {r.kind.split(':')[0]}")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from losskit.testing.memory import peak_rss
+
+    peak_mb = peak_rss() / 2**20
     print(f"{len(entries)} objectives: all checks median {statistics.median(full):.2f}s, max {max(full):.2f}s; "
           f"claims only median {statistics.median(claimed):.2f}s, max {max(claimed):.2f}s; "
           f"full/claims ratio {sum(full) / max(sum(claimed), 1e-9):.1f}x; peak RSS {peak_mb:.0f} MiB")

@@ -1,7 +1,7 @@
 """Time and peak memory of classification losses against their baselines, measured in one run.
 
-Each case runs forward + backward in a fresh subprocess (so peak resident memory, ``ru_maxrss`` above the
-baseline after the inputs exist, belongs to that case alone) and reports the median wall time over
+Each case runs forward + backward in a fresh subprocess (so peak resident memory, ``VmHWM`` above the
+baseline after the inputs exist and one warm-up, via ``losskit.testing.memory``, belongs to that case alone) and reports the median wall time over
 ``--repeats`` runs. Ratios are losskit / baseline from the same invocation:
 
 * ``cross_entropy`` vs ``torch.nn.functional.cross_entropy`` (validation on and off),
@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, resource, statistics, sys, time, torch
+import json, statistics, sys, time, torch
 torch.set_num_threads(int(sys.argv[5]))
 import losskit
 import torch.nn.functional as F
@@ -63,15 +63,17 @@ def run():
 
 z = z0.clone().requires_grad_(True)
 run().backward()  # warm-up
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from losskit.testing.memory import current_rss, peak_rss, reset_peak_rss
+reset_peak_rss()
+base = current_rss()
 times = []
 for _ in range(reps):
     z = z0.clone().requires_grad_(True)
     t0 = time.perf_counter()
     run().backward()
     times.append(time.perf_counter() - t0)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"ms": 1e3 * statistics.median(times), "mb": (peak - base) / 1024}))
+peak = peak_rss()
+print(json.dumps({"ms": 1e3 * statistics.median(times), "mb": (peak - base) / 2**20}))
 """
 
 PAIRS = [("ce", "ce_torch"), ("ce_novalid", "ce_torch"), ("focal", "focal_torch"),

@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh subprocess (forward + backward of ``losskit.mmd``, unbiased, Gaussian
 kernel, float32) and reports the process's peak resident memory above its baseline after the data are
-created (``resource.getrusage`` ``ru_maxrss``), and the wall time. "dense" is the same function with
+created (``VmHWM`` reset at the baseline, ``losskit.testing.memory``), and the wall time. "dense" is the same function with
 ``block_size >= n``: the whole n x n kernel matrices at once (what a direct implementation does).
 Blocked memory should grow linearly in n, dense quadratically.
 
@@ -31,13 +31,15 @@ x = torch.randn(n, d, generator=g).requires_grad_(True)
 y = (torch.randn(n, d, generator=g) + 0.3).requires_grad_(True)
 w = torch.randn(64, d, requires_grad=True)  # warm-up: autograd / checkpoint machinery loaded before the baseline
 losskit.mmd(w, w.detach() + 1, bandwidth=4.0, block_size=16).backward()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from losskit.testing.memory import current_rss, peak_rss, reset_peak_rss
+reset_peak_rss()
+base = current_rss()
 t0 = time.perf_counter()
 loss = losskit.mmd(x, y, bandwidth=4.0, block_size=block)
 loss.backward()
 dt = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"mb": (peak - base) / 1024, "s": dt, "value": loss.item()}))
+peak = peak_rss()
+print(json.dumps({"mb": (peak - base) / 2**20, "s": dt, "value": loss.item()}))
 """
 
 

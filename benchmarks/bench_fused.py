@@ -2,7 +2,8 @@
 
 Every (path, shape) runs in a fresh subprocess: it builds the inputs, runs forward+backward (one warm-up,
 then ``--repeats`` timed runs, best kept), records the peak memory growth after the inputs exist (the
-gradients of h and W included; CPU: ``ru_maxrss``, CUDA: ``max_memory_allocated``), then measures in the
+gradients of h and W included, measured after one warm-up step; CPU: the resident high-water mark
+``VmHWM`` reset at the baseline (``losskit.testing.memory``), CUDA: ``max_memory_allocated``), then measures in the
 same process the lower bound: the three GEMMs of N.H.V multiply-adds (logits, grad h, grad W) at this
 machine's GEMM rate. Ratios are time / bound and fused / naive, all measured in one run.
 
@@ -25,7 +26,7 @@ import subprocess
 import sys
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch, torch.nn.functional as F
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
@@ -37,10 +38,20 @@ def sync():
     if cuda:
         torch.cuda.synchronize()
 
+from losskit.testing.memory import current_rss, peak_rss, reset_peak_rss
+
 def mem():
     if cuda:
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss() / 2**20
+
+def baseline():
+    # resets the peak counter and returns the memory in use now (MiB)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    reset_peak_rss()
+    return current_rss() / 2**20
 
 g = torch.Generator(device="cpu").manual_seed(0)
 # filled in place: a freed temporary would leave a hole below the baseline that the gradients reuse
@@ -69,15 +80,16 @@ def fwd_bwd():
     sync()
     return loss
 
+loss = fwd_bwd()            # warm-up: kernels paged in, allocator pools formed (a training step >= 2)
+del loss
+h.grad = W.grad = None
 sync()
-if cuda:
-    torch.cuda.reset_peak_memory_stats()
-base = mem()
+base = baseline()
 times = []
-for i in range(cfg["repeats"] + 1):
+for i in range(cfg["repeats"]):
     t = time.perf_counter(); loss = fwd_bwd(); times.append(time.perf_counter() - t)
 peak = mem() - base
-t_path = min(times[1:])
+t_path = min(times)
 loss_value = float(loss)
 del loss
 h.grad = W.grad = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -23,12 +22,16 @@ import torch
 
 
 def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    from losskit.testing.memory import current_rss, reset_peak_rss
+
+    reset_peak_rss()
+    return current_rss()
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from losskit.testing.memory import peak_rss
+
+    return peak_rss()
 
 
 def run_variant(args) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -24,8 +23,11 @@ SRC = os.path.join(os.path.dirname(HERE), "src")
 
 
 def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """Resets the resident high-water mark and returns the resident size now (MiB)."""
+    from losskit.testing.memory import current_rss, reset_peak_rss
+
+    reset_peak_rss()
+    return current_rss() / 2**20
 
 
 def child(args) -> None:
@@ -56,7 +58,9 @@ def child(args) -> None:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20 - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        from losskit.testing.memory import peak_rss
+
+        peak = peak_rss() / 2**20 - base
     dt = time.perf_counter() - t0
     g = z1.grad.double()
     print(json.dumps({"loss": loss.item(), "grad_norm": g.norm().item(), "grad_sum": g.sum().item(),

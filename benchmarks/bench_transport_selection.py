@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 
@@ -52,8 +51,13 @@ def _data(n, d, m, on, nuisance, sep, seed=0):
     return cand @ q, target @ q, is_on
 
 
-def _mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _mb(reset: bool = False) -> float:
+    """Resident high-water mark (MiB); ``reset=True`` first resets it to the resident size now."""
+    from losskit.testing.memory import peak_rss, reset_peak_rss
+
+    if reset:
+        reset_peak_rss()
+    return peak_rss() / 2**20
 
 
 def main():
@@ -75,7 +79,7 @@ def main():
     print(f"pool n = {n}, d = {args.d}, target m = {args.m}, on-target fraction {args.on}, nuisance std "
           f"{args.nuisance:g}, off-target centres at {args.sep:g}, budget k = {k}, eps = {args.eps}, float32, {torch.get_num_threads()} thread(s)")
 
-    base = _mb()
+    base = _mb(reset=True)
     t0 = time.perf_counter()
     res = ot_select(cand, target, budget=k, eps=args.eps)
     t_sel = time.perf_counter() - t0

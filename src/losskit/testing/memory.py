@@ -68,7 +68,7 @@ def reset_peak_rss() -> bool:
 class PeakRSS:
     """Context manager: ``increase`` is the peak resident size inside the block minus the size at entry."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.reset = reset_peak_rss()
         self.before = current_rss()
         self.baseline_peak = peak_rss()
