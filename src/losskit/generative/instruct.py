@@ -53,8 +53,10 @@ def uni_instruct_weights(log_ratio: torch.Tensor, divergence: str | FGenerator =
     s = log_ratio.detach()
     h = f_distill_weight(s, divergence)
     if isinstance(divergence, FGenerator):
-        def H(u):
-            return f_distill_weight(u, divergence)
+        fpl = divergence.f_prime_log
+
+        def H(u):  # h(e^u) = e^u d/du f'(e^u)
+            return u.exp() * torch.func.jvp(fpl, (u,), (torch.ones_like(u),))[1]
 
         def dH(u):
             return torch.func.jvp(H, (u,), (torch.ones_like(u),))[1]
