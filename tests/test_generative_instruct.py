@@ -216,3 +216,37 @@ def test_disomap_and_dlle_closed_forms():
     m = lin + 1.0
     torch.testing.assert_close(losskit.disomap_loss(m, zr, zf, a, reduction="none"), torch.ones(5, dtype=F64))
     torch.testing.assert_close(losskit.dlle_loss(zr, zr + 2.0, reduction="none"), torch.full((5,), 4.0, dtype=F64))
+
+
+def test_uni_instruct_reverse_kl_alpha_half_is_the_fisher_divergence_gradient():
+    """At one noise level, SiD's identity: with the exact fake denoiser (its parameters held fixed) the expected
+    gradient of the reverse-KL loss with alpha = 1/2 is sigma^4 / 2 times the gradient of the Fisher divergence
+    E_{q_t} (s_p - s_q)^2 of the student's noisy marginal; alpha = 1 (the authors' code) and 1.2 (SiD's paper)
+    are not (1-D Gaussians, Gauss-Hermite quadrature over the generator's z and the noise)."""
+    import numpy as np
+
+    nodes, w = np.polynomial.hermite_e.hermegauss(40)
+    z1, w1 = torch.tensor(nodes, dtype=F64), torch.tensor(w / w.sum(), dtype=F64)
+    zz, ee = (t.reshape(-1) for t in torch.meshgrid(z1, z1, indexing="ij"))
+    ww = (w1[:, None] * w1[None, :]).reshape(-1)
+    m, v = 0.7, 1.69  # teacher N(m, v); student G(z) = mu + s z
+    for sig in (0.3, 1.0, 2.5):
+        th = torch.tensor([0.2, 0.8], dtype=F64, requires_grad=True)
+        big_v, big_w = th[1] ** 2 + sig ** 2, v + sig ** 2
+        a, b = 1 / big_v - 1 / big_w, m / big_w - th[0] / big_v        # s_p - s_q = a x + b
+        fisher = a ** 2 * (big_v + th[0] ** 2) + 2 * a * b * th[0] + b ** 2
+        (want,) = torch.autograd.grad(fisher, th)
+        ratios = {}
+        for alpha in (0.5, 1.0, 1.2):
+            t2 = th.detach().clone().requires_grad_()
+            x0 = (t2[0] + t2[1] * zz)[:, None]
+            xt = x0 + sig * ee[:, None]
+            real = xt - sig ** 2 * (xt - m) / big_w
+            fake = xt - sig ** 2 * (xt - th[0].detach()) / big_v.detach()
+            wf = (x0 - real).detach().abs()[:, 0].clamp_min(1e-5)        # cancel SiD's normaliser
+            loss = losskit.uni_instruct_loss(x0, real, fake, torch.zeros(len(zz), dtype=F64), alpha=alpha,
+                                             sample_weight=ww * wf, reduction="sum")
+            (got,) = torch.autograd.grad(loss, t2)
+            ratios[alpha] = got / (want * sig ** 4)
+        torch.testing.assert_close(ratios[0.5], torch.full((2,), 0.5, dtype=F64), rtol=1e-9, atol=1e-12)
+        assert (ratios[1.0] - 0.5).abs().max() > 1e-2 and (ratios[1.2] - 0.5).abs().max() > 1e-2

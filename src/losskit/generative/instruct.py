@@ -132,7 +132,10 @@ def uni_instruct_loss(x0: torch.Tensor, real_denoised: torch.Tensor, fake_denois
     (a discriminator's logit; detached). The denominator ``mean |x0 - D_p|`` over each sample's entries is
     SiD's detached normaliser. ``divergence`` is a generator of :mod:`losskit.divergences`
     (:func:`uni_instruct_weights`): ``'reverse_kl'`` (default, ``h = 1``, ``c = 0``: SiD's loss with
-    ``alpha``; ``alpha=1`` is the form Uni-Instruct's code uses, SiD's paper uses 1.2), ``'kl'`` (forward
+    ``alpha``; ``alpha=1``, the default, is the form Uni-Instruct's code trains with, SiD's paper uses 1.2,
+    and ``alpha=0.5`` is the one whose expected gradient, with the exact fake denoiser, is exactly
+    ``sigma^4 / 2`` times that of the Fisher divergence ``E_q ||s_p - s_q||^2`` at the noise level: checked on
+    Gaussians, where 1 and 1.2 are not), ``'kl'`` (forward
     KL, ``h = r``), ``'jeffreys'``; the paper's best, JKL ``0.4 KL + 0.6 RKL``, is an ``FGenerator`` with
     ``f_prime_log = lambda s: 0.4 (s + 1) - 0.6 exp(-s)``; ``'js'``, ``'pearson'`` (the paper's chi^2),
     ``'hellinger'``, ``'neyman'`` add the correction. ``normalize=True`` divides ``h`` (and ``c``) by the
@@ -144,7 +147,9 @@ def uni_instruct_loss(x0: torch.Tensor, real_denoised: torch.Tensor, fake_denois
     samples and grows with the batch); ``js`` is losskit's Jensen–Shannon generator, half the code's weights;
     the ratio is the caller's ``log_ratio`` (the code maps the GAN loss value ``l`` to ``-l / (1 - l)``);
     the GAN term is the training loop's. The value is a surrogate (not the divergence): its gradient is the
-    one the paper trains with.
+    one the authors' code trains with. For a non-constant ``h`` that gradient, with the ratio held fixed,
+    is not the exact gradient of ``E_q[h(r) ||s_p - s_q||^2]`` at a fixed noise level (checked on
+    Gaussians); losskit reproduces the authors' loss and claims no more than it.
 
     Paper: Wang, Bai, Zhang, Zhang, Luo, Sun, "Uni-Instruct: One-step Diffusion Model through Unified
     Diffusion Divergence Instruction", NeurIPS 2025, arXiv:2505.20755.
