@@ -83,7 +83,9 @@ def test_didi_instruct_grouped_normalisation_by_hand():
     got = losskit.didi_instruct_loss(logp, lr, group_size=4)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     whole = (-lr - (-lr).mean()) / ((-lr).std() + 1e-8)
-    torch.testing.assert_close(losskit.didi_instruct_loss(logp, lr), (-whole * logp).mean(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(losskit.didi_instruct_loss(logp, lr, group_size=None), (-whole * logp).mean(),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(losskit.didi_instruct_loss(logp, lr), want)  # default G = 4
     # the gradient pushes down the sequences whose corrupted states the student over-represents
     x = logp.clone().requires_grad_()
     losskit.didi_instruct_loss(x, lr, normalize=False, reduction="sum").backward()

@@ -176,7 +176,7 @@ UniInstructLoss = uni_instruct_loss.Module
 
 # ------------------------------------------------------------------------------------ DiDi-Instruct
 def _didi_example(gen: torch.Generator, dtype: torch.dtype) -> Example:
-    n = 6
+    n = 8
     log_prob = -5.0 - 3.0 * torch.rand(n, generator=gen, dtype=torch.float64)
     log_ratio = 0.7 * torch.randn(n, generator=gen, dtype=torch.float64)
     return Example({"log_prob": log_prob.to(dtype), "log_ratio": log_ratio.to(dtype)}, grad=("log_prob",))
@@ -230,7 +230,7 @@ def _group_normalize(r: torch.Tensor, group_size: int | None) -> torch.Tensor:
     domains={"normalize": FLAG, "group_size": Maybe(COUNT)},
 )
 def didi_instruct_loss(log_prob: torch.Tensor, log_ratio: torch.Tensor, *, normalize: bool = True,
-                       group_size: int | None = None, sample_weight: torch.Tensor | None = None,
+                       group_size: int | None = 4, sample_weight: torch.Tensor | None = None,
                        reduction: str = "mean") -> torch.Tensor:
     """DiDi-Instruct: the policy-gradient surrogate of the integral KL divergence between a few-step
     student's and the teacher's masked-diffusion marginals.
@@ -246,8 +246,8 @@ def didi_instruct_loss(log_prob: torch.Tensor, log_ratio: torch.Tensor, *, norma
     (``omega(t)`` multiplied in by the caller; detached). With ``normalize=False`` the loss is
     ``sg(log_ratio) * log_prob``, whose gradient is exactly the estimator above. With ``normalize=True``
     (default, the paper's grouped reward normalisation) the reward ``R = -log_ratio`` is standardised within
-    consecutive groups of ``group_size`` samples (the G samples drawn per prompt / noise; ``None``: the whole
-    batch is one group), ``A = (R - mean R) / (std R + 1e-8)``, and the loss is ``-sg(A) log_prob``
+    consecutive groups of ``group_size`` samples (the G samples drawn per prompt / noise, laid out group after
+    group; default 4, the released config's ``num_samples_per_prompt``; ``None``: the whole batch is one group), ``A = (R - mean R) / (std R + 1e-8)``, and the loss is ``-sg(A) log_prob``
     (batch-coupled). ``sample_weight`` weights the samples (e.g. ``omega(t)`` where it is not folded in).
 
     Not built: the intermediate-state matching regulariser, the reward-guided ancestral sampler (inference)
