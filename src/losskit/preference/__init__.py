@@ -13,6 +13,8 @@
 ``extragradient_step`` (now :func:`losskit.optim.extragradient_step`) stays importable from here.
 """
 
+from .dual_rl import *
+from .dual_rl import __all__ as _dual_rl
 from .heads import *
 from .heads import __all__ as _heads
 from .policy import *
@@ -24,7 +26,7 @@ from .scores import __all__ as _scores
 from .tokens import *
 from .tokens import __all__ as _tokens
 
-__all__ = [n for n in _tokens + _scores + _heads + _policy + _rl if n not in ("AGGREGATIONS",)]
+__all__ = [n for n in _tokens + _scores + _heads + _policy + _rl + _dual_rl if n not in ("AGGREGATIONS",)]
 
 
 def __getattr__(name):
