@@ -1,7 +1,10 @@
 """Regression, ordinal and survival objectives: quantile (pinball) loss and the weighted interval score
 with monotone rearrangement, the (weighted) Cox partial likelihood, cumulative-logit ordinal losses
-(proportional odds and PRESTO), proximal matching, and the Cauchy–Schwarz information bottleneck."""
+(proportional odds and PRESTO), proximal matching, the Cauchy–Schwarz information bottleneck, and CoLiDE's
+concomitant linear-DAG score with the log-det acyclicity penalty."""
 
+from .dag import *  # noqa: F401,F403
+from .dag import __all__ as _dag
 from .information import *  # noqa: F401,F403
 from .information import __all__ as _information
 from .ordinal import *  # noqa: F401,F403
@@ -13,4 +16,4 @@ from .quantile import __all__ as _quantile
 from .survival import *  # noqa: F401,F403
 from .survival import __all__ as _survival
 
-__all__ = [*_quantile, *_survival, *_ordinal, *_proximal, *_information]
+__all__ = [*_quantile, *_survival, *_ordinal, *_proximal, *_information, *_dag]
