@@ -10,5 +10,7 @@ from .mixup import *  # noqa: F401,F403
 from .mixup import __all__ as _c
 from .parameter_terms import *  # noqa: F401,F403
 from .parameter_terms import __all__ as _b
+from .quantization import *  # noqa: F401,F403
+from .quantization import __all__ as _f
 
-__all__ = list(_a) + list(_b) + list(_c) + list(_d) + list(_e)
+__all__ = list(_a) + list(_b) + list(_c) + list(_d) + list(_e) + list(_f)
