@@ -90,7 +90,6 @@ def test_full_objective_is_the_authors_sum():
 
 
 def test_uniform_prior_gives_entropy_and_selection_rules():
-    k = 5
     z = torch.tensor([[0.9, -0.5, -0.5, -0.5, -0.5],   # confident, known class 0
                       [-0.5, -0.5, -0.5, 0.9, -0.5],   # confident, novel class 3
                       [0.1, 0.0, 0.05, 0.0, 0.02]], dtype=torch.float64)  # not confident
