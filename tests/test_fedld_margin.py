@@ -1,4 +1,4 @@
-"""FedLD margin-control local loss (Zeng et al., MICCAI 2024, arXiv:2408.12300).
+"""FedLD margin-control local loss (Zeng et al. 2024, arXiv:2408.12300).
 
 Oracle: the authors' ``MarginalLogLoss`` (Zeng-Shuang/FedLD ``methods/fedld.py`` @
 52b27f388c8472c20d824af7470d0033e4f1c4f0; λ = ``margin_loss_penalty`` 0.03 from ``options.py``), ported

@@ -1,4 +1,4 @@
-"""Hyp-OC's hyperbolic losses (Narayan, VS, Patel, FG 2024, arXiv:2404.14406).
+"""Hyp-OC's hyperbolic losses (Narayan, Patel 2024, arXiv:2404.14406).
 
 Oracles: the ``hyptorch`` code the authors use (Kartik-3004/hyp-oc ``hyptorch/nn.py`` @
 9c25c74b608f6f6bb2eae3924cc4c244520e2e29, ``HyperbolicMLR``; its ``pmath`` from

@@ -20,7 +20,7 @@ sampled from a Gaussian around a running mean of the features (``N(alpha m_prev 
 alpha = 0.8, std = 1 in the authors' code), real and pseudo-negative features are mapped to the ball,
 Hyp-CE separates the two classes and Hyp-PC pulls the real embeddings together.
 
-Paper: Narayan, VS, Patel, "Hyp-OC: Hyperbolic One Class Classification for Face Anti-Spoofing", FG 2024,
+Paper: Narayan, Patel, "Hyp-OC: Hyperbolic One Class Classification for Face Anti-Spoofing", 2024,
 arXiv:2404.14406.
 """
 
@@ -38,7 +38,7 @@ __all__ = ["hyperbolic_cross_entropy", "HyperbolicCrossEntropyLoss", "hyperbolic
            "HyperbolicPairwiseConfusionLoss", "poincare_distance", "hyperbolic_mlr_logits", "to_poincare"]
 
 HYPOC = Paper("Hyp-OC: Hyperbolic One Class Classification for Face Anti-Spoofing", 2024, "2404.14406",
-              "Narayan, VS, Patel")
+              "Narayan, Patel")
 
 
 def _mobius_add(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
@@ -150,8 +150,8 @@ def hyperbolic_cross_entropy(embeddings: torch.Tensor, target: torch.Tensor, off
     ``hyptorch`` code used by the authors: no ``1e-5`` added to the Möbius denominator and an exact
     ``asinh`` (theirs clamps its argument's log at 1e-5).
 
-    Paper: Narayan, VS, Patel, "Hyp-OC: Hyperbolic One Class Classification for Face Anti-Spoofing",
-    FG 2024, arXiv:2404.14406 (hyperbolic MLR: Ganea, Bécigneul, Hofmann, NeurIPS 2018).
+    Paper: Narayan, Patel, "Hyp-OC: Hyperbolic One Class Classification for Face Anti-Spoofing",
+    2024, arXiv:2404.14406 (hyperbolic MLR: Ganea, Bécigneul, Hofmann, NeurIPS 2018).
     """
     for name, t in (("embeddings", embeddings), ("offsets", offsets), ("normals", normals)):
         check_floating(name, t)
@@ -212,8 +212,8 @@ def hyperbolic_pairwise_confusion(x: torch.Tensor, y: torch.Tensor, *, c: float 
     saturates at ``π/√c`` instead of growing without bound towards the boundary. losskit uses the geodesic
     distance of the paper (and of ``hyptorch``'s ``pmath.dist``). ``c`` default 0.1 as the authors'.
 
-    Paper: Narayan, VS, Patel, "Hyp-OC: Hyperbolic One Class Classification for Face Anti-Spoofing",
-    FG 2024, arXiv:2404.14406.
+    Paper: Narayan, Patel, "Hyp-OC: Hyperbolic One Class Classification for Face Anti-Spoofing",
+    2024, arXiv:2404.14406.
     """
     check_floating("x", x)
     check_floating("y", y)

@@ -133,7 +133,7 @@ def colide(X: torch.Tensor, W: torch.Tensor, *, lambda1: float = 0.05, mu: float
     (:func:`logdet_acyclicity`). One value per data set: ``reduction`` has no effect.
 
     Paper: Saboksayr, Mateos, Tepper, "CoLiDE: Concomitant Linear DAG Estimation", ICLR 2024,
-    arXiv:2310.02895 (acyclicity: Bello, Aragam, Ravikumar, "DAGMA", NeurIPS 2022, arXiv:2209.08037).
+    arXiv:2310.02895 (acyclicity: Bello, Aragam, Ravikumar, "DAGMA", NeurIPS 2022).
     """
     check_floating("X", X)
     check_floating("W", W)

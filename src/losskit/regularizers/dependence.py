@@ -154,7 +154,7 @@ def joint_distance_covariance(pred: torch.Tensor, protected: torch.Tensor, *, c:
     Zhang's choice). One statistic per batch: ``reduction`` has no effect.
 
     Papers: Lee et al. 2025 (arXiv:2509.08163); Chakraborty, Zhang, "Distance Metrics for Measuring Joint
-    Dependence with Application to Causal Inference", JASA 2019 (arXiv:1711.09179).
+    Dependence with Application to Causal Inference", JASA 2019.
     """
     x = _as_matrix("pred", pred)
     s = _as_matrix("protected", protected, x.shape[0]).to(x.dtype)

@@ -17,8 +17,8 @@ LER sharpens the predictions of unlabelled samples the model already places, con
 class, so they keep their known-class knowledge while novel classes are learned; the KL makes the two
 views agree, which makes that selection reliable.
 
-Paper: Cao, Zheng, Wang, Ma, Tan, Jiang, Sun, Li, "Solving the Catastrophic Forgetting Problem in
-Generalized Category Discovery", CVPR 2024.
+Paper: Cao, Zheng, Wang, Yu, Shen, Li, Lu, Tian, "Solving the Catastrophic Forgetting Problem in
+Generalized Category Discovery", CVPR 2024, arXiv:2501.05272.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from .._core.values import LOGIT_ROWS
 
 __all__ = ["legogcd", "LegoGCDLoss"]
 
-LEGO = Paper("Solving the Catastrophic Forgetting Problem in Generalized Category Discovery", 2024, None,
-             "Cao, Zheng, Wang, Ma, Tan, Jiang, Sun, Li")
+LEGO = Paper("Solving the Catastrophic Forgetting Problem in Generalized Category Discovery", 2024, "2501.05272",
+             "Cao, Zheng, Wang, Yu, Shen, Li, Lu, Tian")
 
 
 def _example(gen: torch.Generator, dtype: torch.dtype, n: int = 8, k: int = 6) -> Example:
@@ -95,8 +95,8 @@ def legogcd(logits_a: torch.Tensor, logits_b: torch.Tensor, labeled: torch.Tenso
     a log-softmax applied to the probabilities ``p`` rather than to the logits; that is not the KL
     divergence of the paper (it is nearly flat in the logits). losskit computes ``KL(p_a || p_b)``.
 
-    Paper: Cao, Zheng, Wang, Ma, Tan, Jiang, Sun, Li, "Solving the Catastrophic Forgetting Problem in
-    Generalized Category Discovery", CVPR 2024.
+    Paper: Cao, Zheng, Wang, Yu, Shen, Li, Lu, Tian, "Solving the Catastrophic Forgetting Problem in
+    Generalized Category Discovery", CVPR 2024, arXiv:2501.05272.
     """
     check_floating("logits_a", logits_a)
     check_floating("logits_b", logits_b)

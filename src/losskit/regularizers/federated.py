@@ -12,7 +12,7 @@ their principal directions, by SVD) is an aggregation rule, not a training objec
 losskit.
 
 Paper: Zeng, Guo, Wang, Wang, Zhou, Qu, "Tackling Data Heterogeneity in Federated Learning via Loss
-Decomposition", MICCAI 2024, arXiv:2408.12300.
+Decomposition", 2024, arXiv:2408.12300.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def margin_control_loss(logits: torch.Tensor, target: torch.Tensor, *, lam: floa
     aggregation of FedLD is not an objective and is not provided.
 
     Paper: Zeng, Guo, Wang, Wang, Zhou, Qu, "Tackling Data Heterogeneity in Federated Learning via Loss
-    Decomposition", MICCAI 2024, arXiv:2408.12300.
+    Decomposition", 2024, arXiv:2408.12300.
     """
     check_floating("logits", logits)
     if logits.dim() != 2:

@@ -12,7 +12,7 @@ with ``std`` the unbiased (Bessel-corrected) standard deviation, as in the autho
 network's term the mean of ``R`` over its quantised layers. Defaults: the authors' ImageNet setting
 (``kurt_rate`` 0.015, ``skew_rate`` 1.0; ``configs/train-supernet-imagenet.yaml``).
 
-Paper: Xu, Han, Li, Dai, Ding, "EQ-Net: Elastic Quantization Neural Networks", ICCV 2023, arXiv:2308.07650.
+Paper: Xu, Han, Tian, Yang, Zhang, "EQ-Net: Elastic Quantization Neural Networks", ICCV 2023, arXiv:2308.07650.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .._core.validate import check_floating
 
 __all__ = ["weight_distribution_penalty", "WeightDistributionPenalty", "model_weight_distribution_penalty"]
 
-EQNET = Paper("EQ-Net: Elastic Quantization Neural Networks", 2023, "2308.07650", "Xu, Han, Li, Dai, Ding")
+EQNET = Paper("EQ-Net: Elastic Quantization Neural Networks", 2023, "2308.07650", "Xu, Han, Tian, Yang, Zhang")
 
 
 def _example(gen: torch.Generator, dtype: torch.dtype) -> Example:
@@ -68,7 +68,7 @@ def weight_distribution_penalty(weight: torch.Tensor, *, kurtosis_target: float 
     term is the mean over its quantised layers: :func:`model_weight_distribution_penalty`. Constant
     weights (std 0) have no defined shape and give NaN. One value per tensor: ``reduction`` has no effect.
 
-    Paper: Xu, Han, Li, Dai, Ding, "EQ-Net: Elastic Quantization Neural Networks", ICCV 2023,
+    Paper: Xu, Han, Tian, Yang, Zhang, "EQ-Net: Elastic Quantization Neural Networks", ICCV 2023,
     arXiv:2308.07650.
     """
     check_floating("weight", weight)
