@@ -208,3 +208,31 @@ def test_grpo_clip_vespo_is_vespo():
     args = (logps, inputs["old_per_token_logps"], inputs["advantages"], inputs["completion_mask"])
     torch.testing.assert_close(losskit.grpo(*args, clip="vespo", vespo_k_neg=1.5),
                                losskit.vespo(*args, vespo_k_neg=1.5), **TOL)
+
+
+# ------------------------------------------------------------------------- LosskitGRPOTrainer (integration)
+@pytest.mark.parametrize("loss_type,importance", [("luspo", "sequence"), ("vespo", "token")])
+def test_losskit_grpo_trainer_luspo_vespo(trl, loss_type, importance):
+    """The integration's path (LosskitGRPOTrainer._compute_loss) with loss_type luspo / vespo, gradient accumulation
+    2 and steps_per_generation 4, against TRL's own _compute_loss: values (luspo) and gradients equal."""
+    from losskit.integrations.trl import LosskitGRPOTrainer
+
+    for seed in range(3):
+        inputs, logps, _ = batch(seed)
+        inputs = {**inputs, "num_items_in_batch": inputs["num_items_in_batch"] * 3.0}
+        pair = []
+        for _ in range(2):
+            self, x = stand_in(trl, loss_type, logps, importance=importance, beta=0.04, epsilon=3e-4,
+                               epsilon_high=4e-4)
+            self.current_gradient_accumulation_steps, self.args.steps_per_generation = 2, 4
+            pair.append((self, x))
+        (s_trl, x_trl), (s_lk, x_lk) = pair
+        s_lk.losskit_clip = "vespo" if loss_type == "vespo" else "ppo"
+        s_lk.losskit_aggregation = "dapo" if loss_type == "vespo" else "luspo"
+        s_lk.losskit_kl_estimator, s_lk.losskit_dual_clip = "k3", None
+        ref = trl.GRPOTrainer._compute_loss(s_trl, None, inputs)
+        got = LosskitGRPOTrainer._compute_loss(s_lk, None, inputs)
+        if loss_type == "luspo":
+            torch.testing.assert_close(got, ref, **TOL)
+        (g_ref,), (g,) = torch.autograd.grad(ref, x_trl), torch.autograd.grad(got, x_lk)
+        torch.testing.assert_close(g, g_ref, **TOL)
