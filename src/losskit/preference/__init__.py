@@ -8,7 +8,8 @@
 4. on-policy objectives (:mod:`.policy`): the GRPO family with explicit aggregation, f-DPG, Nash-MP, DisCO;
    and beside them (:mod:`.rl`) the advantage estimators (RLOO, REINFORCE++, GAE), RLOO, REINFORCE++, PPO's
    policy and value losses, the Bradley-Terry reward-model loss, Nash-MD and XPO; and (:mod:`.selection`) the
-   masks of which rollouts and tokens those losses train on (D^3S, Scaf-GRPO's hint tokens).
+   masks of which rollouts and tokens those losses train on (D^3S, Scaf-GRPO's hint tokens); (:mod:`.imitation`)
+   SequenceMatch's inverse soft-Q imitation loss on an autoregressive model's logits.
 
 ``losskit.preference.seeds`` re-exports the objectives that used to live there (compatibility), and
 ``extragradient_step`` (now :func:`losskit.optim.extragradient_step`) stays importable from here.
@@ -16,6 +17,8 @@
 
 from .heads import *
 from .heads import __all__ as _heads
+from .imitation import *
+from .imitation import __all__ as _imitation
 from .policy import *
 from .policy import __all__ as _policy
 from .rl import *
@@ -27,7 +30,7 @@ from .selection import __all__ as _selection
 from .tokens import *
 from .tokens import __all__ as _tokens
 
-__all__ = [n for n in _tokens + _scores + _heads + _policy + _rl + _selection if n not in ("AGGREGATIONS",)]
+__all__ = [n for n in _tokens + _scores + _heads + _policy + _rl + _selection + _imitation if n not in ("AGGREGATIONS",)]
 
 
 def __getattr__(name):
