@@ -461,7 +461,9 @@ def vespo_weights(log_ratio: torch.Tensor, mask: torch.Tensor, advantages: torch
     ``log_ratio``: ``(B, T)`` token log-ratios ``log pi - log pi_old`` (summed over ``mask``, not averaged: the
     sequence ratio); ``sampling_weights``: optional ``(B, T)`` token weights ``c = pi_old / pi_sampler``
     (already truncated or masked) folded into w; ``advantages`` ``(B,)``, ``(B, 1)`` or ``(B, T)``: ``k_pos``,
-    ``lambda_pos`` where ``A >= 0``, ``k_neg``, ``lambda_neg`` otherwise. The clamps are TRL's
+    ``lambda_pos`` where ``A >= 0``, ``k_neg``, ``lambda_neg`` otherwise. Both sums run over ``mask`` (TRL sums
+    the sampling weights' logs over every position, whose padding weights are 1: equal unless the truncation range
+    excludes 1). The clamps are TRL's
     (``GRPOTrainer.get_gamma_weights``, which follows the authors' code); non-finite phi become 0. Returns
     ``(B, 1)`` (or ``(B, T)`` for per-token advantages). Paper: Shen et al., "VESPO: Variational Sequence-Level
     Soft Policy Optimization for Stable Off-Policy LLM Training", 2026, arXiv:2602.10693.
