@@ -165,6 +165,92 @@ b1 = torch.cat([c1 - wh1 / 2, c1 + wh1 / 2], 1)  # boxes (x1, y1, x2, y2), some 
 b2 = torch.cat([c2 - wh2 / 2, c2 + wh2 / 2], 1)
 """
 
+_TRL = """\
+from collections import defaultdict
+from types import SimpleNamespace
+import torch
+import trl
+from trl.experimental.cpo import CPOTrainer
+from trl.experimental.orpo import ORPOTrainer
+import losskit
+
+g = torch.Generator().manual_seed(0)
+b, t = 4, 7  # a DPOTrainer batch: b chosen rows, then b rejected rows; completions of unequal lengths
+lengths = torch.randint(1, t - 1, (2 * b,), generator=g)
+completion_mask = ((torch.arange(t) >= 1) & (torch.arange(t) <= lengths[:, None])).long()  # token 0: prompt
+per_token = -2 * torch.rand(2 * b, t - 1, generator=g, dtype=torch.float64) * completion_mask[:, 1:]
+ref = -2 * torch.rand(2 * b, generator=g, dtype=torch.float64) * lengths
+pc, pr = per_token.sum(1).chunk(2)  # the policy's sequence log-probs (sums), chosen and rejected
+rc, rr = ref.chunk(2)  # the reference's
+n_c, n_r = lengths.double().chunk(2)  # completion lengths
+beta = 0.1
+
+def stand_in(**attrs):  # the attributes TRL's loss code reads, and a model returning `per_token`
+    model = SimpleNamespace(training=True)
+    zeros = torch.zeros_like(per_token)
+    acc = SimpleNamespace(device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x,
+                          num_processes=1, reduce=lambda x, reduction="sum": x, sync_gradients=True)
+    out = SimpleNamespace(log_probs=per_token, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+    self = SimpleNamespace(model=model, accelerator=acc, aux_loss_enabled=False, ld_alpha=None, ref_model=None,
+                           precompute_ref_logps=True, beta=beta, use_weighting=False, _tp_size=1,
+                           _total_train_tokens=0, _metrics={"train": defaultdict(list), "eval": defaultdict(list)})
+    self.__dict__.update(attrs)
+    return self, (lambda **kw: out)
+
+def dpo_trainer(loss_type, label_smoothing=0.0, f_divergence_type="reverse_kl", discopop_tau=0.05):
+    # TRL 1.16's DPOTrainer writes its loss types inline in _compute_loss: run it on the stand-in
+    self, model = stand_in(loss_types=[loss_type], loss_weights=[1.0], label_smoothing=label_smoothing,
+                           f_divergence_type=f_divergence_type, f_alpha_divergence_coef=1.0,
+                           args=SimpleNamespace(discopop_tau=discopop_tau, gradient_checkpointing_kwargs=None))
+    inputs = {"input_ids": torch.zeros(2 * b, t, dtype=torch.long), "attention_mask": torch.ones(2 * b, t),
+              "completion_mask": completion_mask, "ref_chosen_logps": rc, "ref_rejected_logps": rr}
+    return trl.DPOTrainer._compute_loss(self, model, inputs, False)
+
+desirable = torch.tensor([True, False, True, True, False, False, True, False])  # KTO: unpaired completions
+kl_logps = -2 * torch.rand(2 * b, generator=g, dtype=torch.float64) * lengths  # mismatched pairs (z0)
+ref_kl_logps = (kl_logps + 0.5 * torch.randn(2 * b, generator=g, dtype=torch.float64)).clamp(max=0)
+
+def kto_trainer():  # TRL's KTOTrainer._compute_loss on the same completions, labels `desirable`
+    self, model = stand_in(calculate_KL=True, loss_type="kto", desirable_weight=1.0, undesirable_weight=1.0,
+                           _compute_kl_logps=lambda model, batch: kl_logps)
+    inputs = {"input_ids": torch.zeros(2 * b, t, dtype=torch.long), "attention_mask": torch.ones(2 * b, t),
+              "completion_mask": completion_mask, "label": desirable, "ref_logps": ref,
+              "ref_KL_logps": ref_kl_logps}
+    return trl.KTOTrainer._compute_loss(self, model, inputs, False)
+
+def cpo_stub(loss_type="sigmoid", beta=0.1, simpo_gamma=0.5):  # what CPOTrainer.cpo_loss reads
+    return SimpleNamespace(alpha=0.0, beta=beta, loss_type=loss_type, label_smoothing=0.0,
+                           simpo_gamma=simpo_gamma, accelerator=SimpleNamespace(device="cpu"))
+
+orpo_stub = SimpleNamespace(beta=beta, accelerator=SimpleNamespace(device="cpu"))
+
+# GRPO: TRL's GRPOTrainer._compute_loss on a stand-in whose model returns the policy's token log-probs x
+logps = -2 * torch.rand(2 * b, t - 1, generator=g, dtype=torch.float64)
+old = (logps + 0.3 * torch.randn(2 * b, t - 1, generator=g, dtype=torch.float64)).clamp(max=0)
+mask = completion_mask[:, 1:]
+adv = torch.randn(2 * b, generator=g, dtype=torch.float64)
+n_tokens = mask.sum() * 1.0
+
+def grpo_trainer(loss_type, x=logps, importance="token", epsilon=0.2, epsilon_high=0.28):
+    self, _ = stand_in(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (x, torch.zeros_like(x), None),
+        get_gamma_weights=trl.GRPOTrainer.get_gamma_weights, top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None, importance_sampling_level=importance, beta=0.0, loss_type=loss_type,
+        epsilon_low=epsilon, epsilon_high=epsilon_high, use_vllm=False, vllm_importance_sampling_correction=False,
+        current_gradient_accumulation_steps=1, max_completion_length=t - 1, _entropy_bonus_enabled=False,
+        args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1,
+                             sapo_temperature_pos=1.0, sapo_temperature_neg=1.05, vespo_k_pos=2.0,
+                             vespo_lambda_pos=3.0, vespo_k_neg=3.0, vespo_lambda_neg=2.0))
+    inputs = {"prompt_ids": torch.zeros(2 * b, 1, dtype=torch.long), "prompt_mask": torch.ones(2 * b, 1),
+              "completion_ids": torch.zeros(2 * b, t - 1, dtype=torch.long), "completion_mask": mask,
+              "advantages": adv, "old_per_token_logps": old, "num_items_in_batch": n_tokens}
+    return trl.GRPOTrainer._compute_loss(self, None, inputs)
+
+def grad(f):  # the gradient of a loss with respect to the policy's token log-probs
+    x = logps.clone().requires_grad_(True)
+    return torch.autograd.grad(f(x), x)[0]
+"""
+
 SECTIONS = [
     Section("pytorch", "PyTorch (`torch.nn.functional`)", ("torch",), _TORCH),
     Section("pot", "POT (Python Optimal Transport)", ("ot",), _POT),
@@ -173,6 +259,7 @@ SECTIONS = [
     Section("entmax", "entmax", ("entmax",), _ENTMAX),
     Section("lion", "lion-pytorch", ("lion_pytorch",), _LION),
     Section("torchvision", "torchvision (`torchvision.ops` box losses)", ("torchvision",), _TORCHVISION),
+    Section("trl", "TRL (preference and policy-gradient losses)", ("trl", "transformers"), _TRL),
 ]
 
 ROWS = [
@@ -314,6 +401,73 @@ ROWS = [
         "losskit.ciou_loss(b1, b2, reduction='sum')",
         note="equal at the default eps = 1e-7; torchvision passes another eps to alpha only, losskit to the "
              "IoU and the enclosing diagonal too", rtol=1e-12, atol=1e-12),
+    # ------------------------------------------------------------------------------------------------ TRL
+    Row("trl", "dpo_trainer('sigmoid')", "losskit.dpo(pc, pr, rc, rr, beta=beta)",
+        note="TRL's DPOTrainer scores a completion by its summed token log-probs; losskit's pairwise heads take "
+             "those (B,) sequence scores (losskit.preference.sequence_scores builds them from token log-probs)"),
+    Row("trl", "dpo_trainer('hinge')", "losskit.hinge_dpo(pc, pr, rc, rr, beta=beta)"),
+    Row("trl", "dpo_trainer('ipo')", "losskit.ipo(pc / n_c, pr / n_r, rc / n_c, rr / n_r, beta=beta)",
+        note="TRL's 'ipo' averages the log-ratios over the completion tokens; losskit's ipo takes the scores it is "
+             "given: pass per-token means (sequence_scores(..., aggregation='mean'))"),
+    Row("trl", "dpo_trainer('sigmoid_norm')", "losskit.dpo(pc / n_c, pr / n_r, rc / n_c, rr / n_r, beta=beta)",
+        note="TRL's length-normalised DPO is DPO on per-token mean scores"),
+    Row("trl", "dpo_trainer('exo_pair', label_smoothing=1e-3)",
+        "losskit.exo(pc, pr, rc, rr, beta=beta, label_smoothing=1e-3)",
+        note="TRL makes the smoothing a float32 tensor (its log(1 - eps), log eps are float32), hence the tolerance",
+        rtol=1e-7, atol=1e-9),
+    Row("trl", "dpo_trainer('nca_pair')", "losskit.nca(pc, pr, rc, rr, beta=beta)"),
+    Row("trl", "dpo_trainer('robust', label_smoothing=0.2)",
+        "losskit.robust_dpo(pc, pr, rc, rr, beta=beta, label_smoothing=0.2)"),
+    Row("trl", "dpo_trainer('bco_pair')", "losskit.bco(pc, pr, rc, rr, beta=beta, delta=0.0)",
+        note="TRL 1.16's 'bco_pair' has no running reward mean (losskit's delta, the paper's shift): delta = 0"),
+    Row("trl", "dpo_trainer('sppo_hard')", "losskit.sppo_hard(pc, pr, rc, rr, beta=beta)"),
+    Row("trl", "dpo_trainer('aot', label_smoothing=0.1)",
+        "losskit.aot(pc, pr, rc, rr, beta=beta, label_smoothing=0.1, paired=True)"),
+    Row("trl", "dpo_trainer('aot_unpaired', label_smoothing=0.1)",
+        "losskit.aot(pc, pr, rc, rr, beta=beta, label_smoothing=0.1, paired=False)"),
+    Row("trl", "dpo_trainer('apo_zero')", "losskit.apo_zero(pc, pr, rc, rr, beta=beta)"),
+    Row("trl", "dpo_trainer('apo_down')", "losskit.apo_down(pc, pr, rc, rr, beta=beta)"),
+    Row("trl", "dpo_trainer('discopop', discopop_tau=0.05)",
+        "losskit.discopop(pc, pr, rc, rr, beta=beta, tau=0.05)",
+        note="losskit's default beta for discopop is the paper's 0.05: pass TRL's beta"),
+    Row("trl", "dpo_trainer('sigmoid', f_divergence_type='js_divergence')",
+        "losskit.f_dpo(pc, pr, rc, rr, beta=beta, divergence='js')"),
+    Row("trl", "dpo_trainer('sigmoid', f_divergence_type='forward_kl')",
+        "losskit.f_dpo(pc, pr, rc, rr, beta=beta, divergence='forward_kl')",
+        note="TRL's forward-KL f'(t) = 1 - 1/t, losskit's -1/t: the constant cancels in the chosen - rejected margin"),
+    Row("trl", "kto_trainer()",
+        "losskit.kto(torch.cat([pc, pr]), ref, desirable, kl_logps, ref_kl_logps, beta=beta)",
+        note="the reference point z0 is estimated as TRL's: the mean log-ratio of the mismatched pairs, clamped at "
+             "0 and detached (TRL also averages it over processes: pass `reference_point=` for that)"),
+    Row("trl", "CPOTrainer.cpo_loss(cpo_stub(), pc, pr)[0].mean()", "losskit.cpo(pc, pr, beta=beta, alpha=0.0)",
+        note="cpo_loss is the preference term; CPO's NLL term (TRL's cpo_alpha) is losskit's alpha with chosen_nll"),
+    Row("trl", "CPOTrainer.cpo_loss(cpo_stub('simpo', beta=2.0, simpo_gamma=0.5), pc / n_c, pr / n_r)[0].mean()",
+        "losskit.simpo(pc / n_c, pr / n_r, beta=2.0, gamma=0.5)",
+        note="SimPO scores are per-token means (TRL's CPOTrainer averages them for loss_type='simpo')"),
+    Row("trl", "-ORPOTrainer.odds_ratio_loss(orpo_stub, pc, pr)[0].mean()",
+        "losskit.orpo(pc, pr, beta=beta, nll_weight=0.0)",
+        note="TRL returns beta log sigma(log odds ratio), which its trainer subtracts from the NLL; losskit returns "
+             "the loss (with the NLL when nll_weight > 0). TRL casts the log-probs to float32, hence the tolerance",
+        rtol=1e-6, atol=1e-7),
+    Row("trl", "grpo_trainer('dapo')", "losskit.grpo(logps, old, adv, mask, epsilon_high=0.28, "
+                                       "num_items_in_batch=n_tokens)",
+        note="losskit's aggregation is explicit: TRL's loss_type grpo / bnpo / dr_grpo / dapo are aggregation= "
+             "(TRL's dapo divides by num_items_in_batch: pass it)"),
+    Row("trl", "grpo_trainer('grpo')", "losskit.grpo(logps, old, adv, mask, epsilon_high=0.28, aggregation='grpo')"),
+    Row("trl", "grpo_trainer('dr_grpo')",
+        "losskit.grpo(logps, old, adv, mask, epsilon_high=0.28, aggregation='dr_grpo', max_completion_length=t - 1)"),
+    Row("trl", "grpo_trainer('grpo', importance='sequence', epsilon=3e-4, epsilon_high=4e-4)",
+        "losskit.gspo(logps, old, adv, mask)", note="GSPO: the sequence-level ratio with the paper's clip range"),
+    Row("trl", "grpo_trainer('luspo', importance='sequence', epsilon=3e-4, epsilon_high=4e-4)",
+        "losskit.luspo(logps, old, adv, mask)", note="LUSPO: GSPO with each sequence's loss scaled by its length"),
+    Row("trl", "grpo_trainer('sapo')", "losskit.sapo(logps, old, adv, mask)"),
+    Row("trl", "grad(lambda x: grpo_trainer('cispo', x, epsilon_high=5.0))",
+        "grad(lambda x: losskit.grpo(x, old, adv, mask, clip='cispo', epsilon_high=4.0, num_items_in_batch=n_tokens))",
+        note="gradients: TRL's CISPO cap is epsilon_high as a ratio bound (losskit's 1 + epsilon_high) and its "
+             "per-token value is -w A log pi (losskit's -w A, the surrogate at the sampled policy)"),
+    Row("trl", "grad(lambda x: grpo_trainer('vespo', x))",
+        "grad(lambda x: losskit.vespo(x, old, adv, mask, num_items_in_batch=n_tokens))",
+        note="gradients: TRL's VESPO token value is -phi(w) A log pi, losskit's -phi(w) A (as for CISPO)"),
 ]
 
 

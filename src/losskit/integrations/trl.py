@@ -175,7 +175,8 @@ class LosskitGRPOTrainer(trl.GRPOTrainer):
         aggregation: ``'grpo'`` (per-sequence mean, then mean), ``'bnpo'`` (this micro-batch's token mean),
             ``'dapo'`` (the token mean over the whole optimiser step: TRL's ``num_items_in_batch``),
             ``'dr_grpo'`` (``B * max_completion_length``); default: ``GRPOConfig.loss_type`` when it is one of
-            these (``'cispo'``: ``'dapo'`` with CISPO's clip).
+            these (``'cispo'`` and ``'vespo'``: ``'dapo'`` with CISPO's clip or VESPO's kernel, whose
+            ``vespo_k_pos`` ... ``vespo_lambda_neg`` are read from the config; ``'luspo'``: the per-sequence sums).
         kl_estimator: ``'k3'`` (TRL's), ``'k1'`` or ``'k2'``, used when ``beta > 0``.
         dual_clip: dual-clip PPO's ``c > 1`` (losskit's; TRL has none).
 
@@ -183,7 +184,7 @@ class LosskitGRPOTrainer(trl.GRPOTrainer):
     ``epsilon_high``; CISPO's cap is TRL's ``epsilon_high`` as an absolute ratio bound, losskit's
     ``1 + epsilon_high``, converted here, and CISPO's logged value differs (TRL's per-token ``-w A log pi``,
     losskit's ``-w A``; the gradients are equal); the loss is scaled for gradient accumulation as TRL scales it. TRL
-    options with no losskit counterpart are refused: ``sapo``, ``vespo`` and ``luspo`` loss types, two-sided
+    options with no losskit counterpart are refused: the ``sapo`` loss type (use ``losskit.sapo`` directly), two-sided
     clipping (``delta``), entropy masks and bonuses, off-policy masks, vLLM importance-sampling correction,
     the KL bias correction.
     """
@@ -192,13 +193,13 @@ class LosskitGRPOTrainer(trl.GRPOTrainer):
                  dual_clip: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         a = self.args
-        self.losskit_clip = "cispo" if self.loss_type == "cispo" else "ppo"
-        default = "dapo" if self.loss_type == "cispo" else self.loss_type
+        self.losskit_clip = self.loss_type if self.loss_type in ("cispo", "vespo") else "ppo"
+        default = "dapo" if self.loss_type in ("cispo", "vespo") else self.loss_type
         self.losskit_aggregation = aggregation or default
         if self.losskit_aggregation not in AGGREGATIONS:
             raise NotImplementedError(f"GRPOConfig.loss_type={self.loss_type!r} has no losskit aggregation; pass "
                                       f"aggregation= one of {AGGREGATIONS}")
-        if self.loss_type not in (*AGGREGATIONS, "cispo"):
+        if self.loss_type not in (*AGGREGATIONS, "cispo", "vespo"):
             raise NotImplementedError(f"GRPOConfig.loss_type={self.loss_type!r} is not losskit.grpo's surrogate")
         for option, bad in (("delta", a.delta is not None), ("top_entropy_quantile", self.top_entropy_quantile < 1),
                             ("off_policy_mask_threshold", self.off_policy_mask_threshold is not None),
@@ -232,12 +233,15 @@ class LosskitGRPOTrainer(trl.GRPOTrainer):
                 num_items = num_items * self.current_gradient_accumulation_steps / self.args.steps_per_generation
             world = self.accelerator.num_processes
         epsilon_high = self.epsilon_high - 1 if self.losskit_clip == "cispo" else self.epsilon_high
+        vespo = {} if self.losskit_clip != "vespo" else {  # VESPO's kernel (GRPOConfig.vespo_*)
+            "vespo_k_pos": self.args.vespo_k_pos, "vespo_lambda_pos": self.args.vespo_lambda_pos,
+            "vespo_k_neg": self.args.vespo_k_neg, "vespo_lambda_neg": self.args.vespo_lambda_neg}
         loss, metrics = grpo(logps, old, inputs["advantages"], mask, ref, beta=self.beta, epsilon=self.epsilon_low,
                              epsilon_high=epsilon_high, dual_clip=self.losskit_dual_clip,
                              importance=self.importance_sampling_level, clip=self.losskit_clip,
                              kl_estimator=self.losskit_kl_estimator, aggregation=self.losskit_aggregation,
                              max_completion_length=self.max_completion_length, num_items_in_batch=num_items,
-                             world_size=world, return_metrics=True)
+                             world_size=world, return_metrics=True, **vespo)
         if self.losskit_aggregation != "dapo":
             loss = loss / accumulation
         if self.aux_loss_enabled:

@@ -12,6 +12,7 @@ GRPO's family differs in three places, each a parameter here:
   bnpo        sum_it l_it / (tokens in this batch)                local token mean
   dapo        sum_it l_it / (num_items_in_batch / world_size)     global token mean
   dr_grpo     sum_it l_it / (B * max_completion_length)            constant normaliser
+  luspo       mean_i (sum_t l_it)                                  per-sequence sum, then mean
   =========== =================================================== ===============================
 
   With ``aggregation='dapo'`` and ``num_items_in_batch`` = the completion tokens of the whole optimiser step
@@ -60,12 +61,14 @@ from ._inputs import (
     sequence_input,
 )
 
-__all__ = ["grpo", "GRPOLoss", "gspo", "GSPOLoss", "sapo", "SAPOLoss", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
+__all__ = ["grpo", "GRPOLoss", "gspo", "GSPOLoss", "sapo", "SAPOLoss", "luspo", "LUSPOLoss", "vespo", "VESPOLoss",
+           "vespo_weights", "kl_estimate", "group_advantages", "global_token_count", "fdpg", "nash_mp",
            "disco", "disco_b", "AGGREGATIONS", "KL_ESTIMATORS"]
 
 FAMILY = "preference"
-AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo")
+AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo", "luspo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+CLIPS = ("ppo", "cispo", "sapo", "vespo")
 SAMPLING_CORRECTIONS = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 GRPO_PAPER = Paper("DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models", 2024,
                    "2402.03300", "Shao et al.")
@@ -142,6 +145,8 @@ def _aggregate(tok, mask, aggregation, max_completion_length, num_items_in_batch
         return per_seq * b * world_size / n.clamp_min(1)
     if aggregation == "dr_grpo":
         return per_seq / float(max_completion_length or tok.shape[1])
+    if aggregation == "luspo":
+        return per_seq
     raise fail("aggregation", f"one of {AGGREGATIONS}", repr(aggregation))
 
 
@@ -166,7 +171,7 @@ def _token_count(num_items_in_batch):
 GRPO_DOMAINS = {
     "beta": NONNEGATIVE, "epsilon": OPEN_UNIT, "epsilon_high": Maybe(POSITIVE),
     "dual_clip": Maybe(Real(1.0, None, lo_open=True)), "importance": Choice("token", "sequence"),
-    "clip": Choice("ppo", "cispo", "sapo"), "kl_estimator": Choice(*KL_ESTIMATORS), "aggregation": Choice(*AGGREGATIONS),
+    "clip": Choice(*CLIPS), "kl_estimator": Choice(*KL_ESTIMATORS), "aggregation": Choice(*AGGREGATIONS),
     "max_completion_length": Maybe(COUNT),
     "num_items_in_batch": Anything("None or the step's completion-token count >= 0 (a number or one-element "
                                    "tensor)"),
@@ -175,10 +180,13 @@ GRPO_DOMAINS = {
     "sampling_correction": Choice(*SAMPLING_CORRECTIONS), "sampling_clip_min": Maybe(NONNEGATIVE),
     "sampling_clip_max": Maybe(POSITIVE), "top_entropy_quantile": Real(0.0, 1.0, lo_open=True),
 }
+#: VESPO's Gamma kernel: the power k >= 0 and the decay lambda > 0, for A >= 0 and A < 0.
+VESPO_DOMAINS = {"vespo_k_pos": NONNEGATIVE, "vespo_lambda_pos": POSITIVE, "vespo_k_neg": NONNEGATIVE,
+                 "vespo_lambda_neg": POSITIVE}
 
 
 @objective("grpo", seed=True, family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=GRPO_PAPER,
-           per_sample=False, sample_weight=False, module_name="GRPOLoss", domains=GRPO_DOMAINS,
+           per_sample=False, sample_weight=False, module_name="GRPOLoss", domains={**GRPO_DOMAINS, **VESPO_DOMAINS},
            formula="l_t = -min(r_t A, clip(r_t, 1-eps, 1+eps_high) A) + beta k(log pi_ref - log pi),  "
                    "r_t = pi/pi_old; aggregated by grpo | bnpo | dapo | dr_grpo")
 def grpo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None, entropies=None, *, beta: float = 0.0, epsilon: float = 0.2,
@@ -187,7 +195,9 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None
          max_completion_length: int | None = None, num_items_in_batch=None, world_size: int = 1,
          sapo_tau_pos: float = 1.0, sapo_tau_neg: float = 1.05, sampling_correction: str = "token_truncate",
          sampling_clip_min: float | None = None, sampling_clip_max: float | None = 3.0,
-         top_entropy_quantile: float = 1.0, reduction: str = "mean", return_metrics: bool = False):
+         top_entropy_quantile: float = 1.0, vespo_k_pos: float = 2.0, vespo_lambda_pos: float = 3.0,
+         vespo_k_neg: float = 3.0, vespo_lambda_neg: float = 2.0, reduction: str = "mean",
+         return_metrics: bool = False):
     """The GRPO family of clipped policy-gradient surrogates with the aggregation as a parameter.
 
     .. math:: \\ell_{it} = -\\min\\big(r_{it}A_i,\\ \\mathrm{clip}(r_{it}, 1-\\varepsilon, 1+\\varepsilon_h)A_i\\big)
@@ -212,6 +222,11 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None
         kl_estimator: ``'k1' | 'k2' | 'k3'`` (see :func:`kl_estimate` for their gradients); used if beta > 0.
         aggregation: see the module docstring; ``num_items_in_batch``, ``world_size`` for ``'dapo'``,
             ``max_completion_length`` for ``'dr_grpo'`` (default T).
+        clip ``'vespo'``: VESPO's stopped Gamma weight ``phi(w)`` of the sequence ratio times ``log pi``
+            (:func:`vespo`, :func:`vespo_weights`; ``vespo_k_pos``, ``vespo_lambda_pos``, ``vespo_k_neg``,
+            ``vespo_lambda_neg``).
+        aggregation ``'luspo'``: each sequence's token losses summed (not averaged), then the mean over
+            sequences (:func:`luspo`).
         clip ``'sapo'``: SAPO's soft gate ``-(4/tau) sigmoid(tau (r - 1)) A`` instead of the hard clip, with
             ``sapo_tau_pos`` for A > 0 and ``sapo_tau_neg`` otherwise (TRL's 1.0 / 1.05; :func:`sapo`).
         sampling_logps: ``(B, T)`` log-probs under the inference engine that sampled (vLLM); with them every
@@ -233,7 +248,8 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None
     Models", 2024, arXiv:2402.03300 (GRPO); DAPO arXiv:2503.14476; Dr. GRPO arXiv:2503.20783; GSPO
     arXiv:2507.18071; CISPO arXiv:2506.13585.
     """
-    if importance == "sequence" and (aggregation != "grpo" or (epsilon == 0.2 and epsilon_high is None)):
+    if importance == "sequence" and (aggregation not in ("grpo", "luspo")
+                                     or (epsilon == 0.2 and epsilon_high is None)):
         warn(
             "grpo(importance='sequence') with token-level settings (aggregation="
             f"{aggregation!r}, epsilon={epsilon}, epsilon_high={epsilon_high}): GSPO (arXiv:2507.18071) averages "
@@ -246,7 +262,8 @@ def grpo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None
                       return_metrics=return_metrics, sampling_logps=sampling_logps, entropies=entropies,
                       sapo_tau_pos=sapo_tau_pos, sapo_tau_neg=sapo_tau_neg, sampling_correction=sampling_correction,
                       sampling_clip_min=sampling_clip_min, sampling_clip_max=sampling_clip_max,
-                      top_entropy_quantile=top_entropy_quantile)
+                      top_entropy_quantile=top_entropy_quantile, vespo_k_pos=vespo_k_pos,
+                      vespo_lambda_pos=vespo_lambda_pos, vespo_k_neg=vespo_k_neg, vespo_lambda_neg=vespo_lambda_neg)
 
 
 GSPO_PAPER = Paper("Group Sequence Policy Optimization", 2025, "2507.18071", "Zheng et al.")
@@ -326,6 +343,97 @@ def sapo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None
                       top_entropy_quantile=top_entropy_quantile)
 
 
+LUSPO_PAPER = Paper("Length-Unbiased Sequence Policy Optimization: Revealing and Controlling Response Length "
+                    "Variation in RLVR", 2026, "2602.05261", "Liu, Yin, Shi, Yang, Zeng, Qiu")
+
+
+@objective("luspo", family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=LUSPO_PAPER,
+           per_sample=False, sample_weight=False, module_name="LUSPOLoss", domains=GRPO_DOMAINS,
+           formula="L = -mean_i |y_i| min(s_i A_i, clip(s_i, 1-eps, 1+eps_high) A_i),  "
+                   "s_i = exp(mean_t log(pi/pi_old))")
+def luspo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None, entropies=None, *,
+          beta: float = 0.0, epsilon: float = 3e-4, epsilon_high: float | None = 4e-4,
+          dual_clip: float | None = None, importance: str = "sequence", clip: str = "ppo", kl_estimator: str = "k3",
+          aggregation: str = "luspo", max_completion_length: int | None = None, num_items_in_batch=None,
+          world_size: int = 1, sapo_tau_pos: float = 1.0, sapo_tau_neg: float = 1.05,
+          sampling_correction: str = "token_truncate", sampling_clip_min: float | None = None,
+          sampling_clip_max: float | None = 3.0, top_entropy_quantile: float = 1.0, reduction: str = "mean",
+          return_metrics: bool = False):
+    """Length-Unbiased Sequence Policy Optimization: GSPO with each sequence's loss scaled by its length.
+
+    .. math:: L = -\\frac1G\\sum_i |y_i|\\,\\min\\big(s_iA_i,\\ \\mathrm{clip}(s_i, 1-\\varepsilon,
+              1+\\varepsilon_h)A_i\\big),\\quad s_i = \\Big(\\prod_t \\frac{\\pi(y_{it})}{\\pi_{old}(y_{it})}\\Big)^{1/|y_i|}
+
+    GSPO (:func:`gspo`) averages each sequence's (equal) token losses, so every sequence counts once whatever
+    its length, and the gradient of one token of a long answer is smaller: the paper shows this pushes GSPO
+    toward short answers (length collapse). LUSPO sums them (``aggregation='luspo'``: per-sequence token
+    sums, then their mean over the batch), which weights sequence i by ``|y_i|``. The same computation as
+    :func:`grpo` (one implementation) with ``importance='sequence'``, GSPO's clip range ``epsilon = 3e-4``,
+    ``epsilon_high = 4e-4`` (the paper trains with GSPO's settings; TRL leaves ``epsilon`` to the user) and no
+    KL term. Matches TRL's ``GRPOTrainer`` with ``loss_type='luspo'``, ``importance_sampling_level='sequence'``
+    (value and gradient). Options as :func:`grpo`. Paper: Liu et al., "Length-Unbiased Sequence Policy
+    Optimization: Revealing and Controlling Response Length Variation in RLVR", 2026, arXiv:2602.05261.
+    """
+    return _surrogate(logps, old_logps, advantages, mask, ref_logps, beta=beta, epsilon=epsilon,
+                      epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
+                      kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,
+                      num_items_in_batch=num_items_in_batch, world_size=world_size, reduction=reduction,
+                      return_metrics=return_metrics, sampling_logps=sampling_logps, entropies=entropies,
+                      sapo_tau_pos=sapo_tau_pos, sapo_tau_neg=sapo_tau_neg, sampling_correction=sampling_correction,
+                      sampling_clip_min=sampling_clip_min, sampling_clip_max=sampling_clip_max,
+                      top_entropy_quantile=top_entropy_quantile)
+
+
+VESPO_PAPER = Paper("VESPO: Variational Sequence-Level Soft Policy Optimization for Stable Off-Policy LLM Training",
+                    2026, "2602.10693", "Shen, Zhao, Cheng, Huang, Yu")
+
+
+@objective("vespo", family=FAMILY, input_kind=POLICY_TOKENS, example=policy_example, paper=VESPO_PAPER,
+           per_sample=False, sample_weight=False, module_name="VESPOLoss", domains={**GRPO_DOMAINS, **VESPO_DOMAINS},
+           gradcheck=False,
+           skip_reasons={"gradcheck": "a stopped-weight surrogate: its gradient is -phi(w) A grad log pi with phi "
+                                      "detached, not the derivative of its value (tests check it against TRL's)"},
+           formula="l_t = -sg(phi(w_i)) A_i log pi_t,  phi(w) = e^lambda w^k e^(-lambda w),  "
+                   "w_i = prod_t pi/pi_old; (k, lambda) = (k_pos, lambda_pos) if A >= 0 else (k_neg, lambda_neg)")
+def vespo(logps, old_logps, advantages, mask, ref_logps=None, sampling_logps=None, entropies=None, *,
+          beta: float = 0.0, epsilon: float = 0.2, epsilon_high: float | None = None,
+          dual_clip: float | None = None, importance: str = "token", clip: str = "vespo", kl_estimator: str = "k3",
+          aggregation: str = "dapo", max_completion_length: int | None = None, num_items_in_batch=None,
+          world_size: int = 1, sapo_tau_pos: float = 1.0, sapo_tau_neg: float = 1.05,
+          sampling_correction: str = "token_truncate", sampling_clip_min: float | None = None,
+          sampling_clip_max: float | None = 3.0, top_entropy_quantile: float = 1.0, vespo_k_pos: float = 2.0,
+          vespo_lambda_pos: float = 3.0, vespo_k_neg: float = 3.0, vespo_lambda_neg: float = 2.0,
+          reduction: str = "mean", return_metrics: bool = False):
+    """Variational Sequence-Level Soft Policy Optimization: a smooth Gamma kernel of the sequence ratio.
+
+    .. math:: \\ell_{it} = -\\mathrm{sg}\\big(\\phi(w_i)\\big)A_i\\,\\log\\pi(y_{it}),\\quad
+              \\phi(w) = e^{\\lambda}\\,w^{k}e^{-\\lambda w},\\quad w_i = \\prod_t\\frac{\\pi(y_{it})}{\\pi_{old}(y_{it})}
+
+    Instead of clipping, every token of sequence i is weighted by ``phi(w_i)``, a Gamma-shaped kernel of the
+    whole sequence's importance ratio (no length normalisation), with ``phi(1) = 1`` (on-policy: the plain
+    policy gradient), ``phi -> 0`` as ``w -> 0`` (power ``k``) and as ``w -> inf`` (decay ``lambda``). The
+    kernel is asymmetric: ``(vespo_k_pos, vespo_lambda_pos) = (2, 3)`` for ``A >= 0`` and ``(3, 2)`` for
+    ``A < 0`` (TRL's and the paper's defaults). phi is computed by :func:`vespo_weights` (log-space, TRL's
+    clamps) and stopped; with ``sampling_logps`` the truncated or masked token weights ``pi_old / pi_sampler``
+    (``sampling_correction`` ``'token_truncate'`` or ``'token_mask'``) enter w instead of multiplying the loss.
+    Aggregation ``'dapo'`` (the global token mean, TRL's for ``loss_type='vespo'``). The per-token *value* is
+    ``-phi A`` (the surrogate at the sampled policy, as losskit's CISPO), TRL's is ``-phi A log pi``: the
+    gradients ``-phi A grad log pi`` are equal (tests check both against TRL's ``GRPOTrainer._compute_loss``).
+    ``importance`` does not apply (w is always the product of the token ratios); ``epsilon``, ``epsilon_high``, ``dual_clip`` and the SAPO options
+    are not used. Paper: Shen et al., "VESPO: Variational Sequence-Level Soft Policy Optimization for Stable
+    Off-Policy LLM Training", 2026, arXiv:2602.10693.
+    """
+    return _surrogate(logps, old_logps, advantages, mask, ref_logps, beta=beta, epsilon=epsilon,
+                      epsilon_high=epsilon_high, dual_clip=dual_clip, importance=importance, clip=clip,
+                      kl_estimator=kl_estimator, aggregation=aggregation, max_completion_length=max_completion_length,
+                      num_items_in_batch=num_items_in_batch, world_size=world_size, reduction=reduction,
+                      return_metrics=return_metrics, sampling_logps=sampling_logps, entropies=entropies,
+                      sapo_tau_pos=sapo_tau_pos, sapo_tau_neg=sapo_tau_neg, sampling_correction=sampling_correction,
+                      sampling_clip_min=sampling_clip_min, sampling_clip_max=sampling_clip_max,
+                      top_entropy_quantile=top_entropy_quantile, vespo_k_pos=vespo_k_pos,
+                      vespo_lambda_pos=vespo_lambda_pos, vespo_k_neg=vespo_k_neg, vespo_lambda_neg=vespo_lambda_neg)
+
+
 def _high_entropy_mask(entropies, mask, quantile):
     """Tokens whose entropy is at least the ``1 - quantile`` quantile of the completion tokens' (TRL)."""
     if entropies is None:
@@ -336,6 +444,44 @@ def _high_entropy_mask(entropies, mask, quantile):
         return torch.zeros_like(mask)
     threshold = torch.quantile(local, 1 - quantile)
     return (torch.where(mask, ent, 0.0) >= threshold) & mask
+
+
+_VESPO_LOG_MIN = math.log(1e-8)
+
+
+def vespo_weights(log_ratio: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
+                  sampling_weights: torch.Tensor | None = None, *, k_pos: float = 2.0, lambda_pos: float = 3.0,
+                  k_neg: float = 3.0, lambda_neg: float = 2.0) -> torch.Tensor:
+    """VESPO's sequence weights ``phi(w) = e^lambda w^k e^(-lambda w)`` (``phi(1) = 1``), detached.
+
+    .. math:: \\log w_i = \\mathrm{clip}\\Big(\\sum_t \\mathrm{clip}(\\log r_{it}, -20, 20)
+              + \\sum_t \\mathrm{clip}(\\log c_{it}, \\log 10^{-8}, 20),\\ \\log 10^{-8},\\ 20\\Big),\\quad
+              \\phi = \\exp(\\lambda + k\\log w - \\lambda w)
+
+    ``log_ratio``: ``(B, T)`` token log-ratios ``log pi - log pi_old`` (summed over ``mask``, not averaged: the
+    sequence ratio); ``sampling_weights``: optional ``(B, T)`` token weights ``c = pi_old / pi_sampler``
+    (already truncated or masked) folded into w; ``advantages`` ``(B,)``, ``(B, 1)`` or ``(B, T)``: ``k_pos``,
+    ``lambda_pos`` where ``A >= 0``, ``k_neg``, ``lambda_neg`` otherwise. Both sums run over ``mask`` (TRL sums
+    the sampling weights' logs over every position, whose padding weights are 1: equal unless the truncation range
+    excludes 1). The clamps are TRL's
+    (``GRPOTrainer.get_gamma_weights``, which follows the authors' code); non-finite phi become 0. Returns
+    ``(B, 1)`` (or ``(B, T)`` for per-token advantages). Paper: Shen et al., "VESPO: Variational Sequence-Level
+    Soft Policy Optimization for Stable Off-Policy LLM Training", 2026, arXiv:2602.10693.
+    """
+    with torch.no_grad():
+        m = mask.bool()
+        seq = torch.where(m, log_ratio.detach().clamp(-20.0, 20.0), 0.0).sum(-1, keepdim=True)
+        if sampling_weights is not None:
+            lw = torch.log(sampling_weights.detach().to(seq.dtype)).clamp(_VESPO_LOG_MIN, 20.0)
+            seq = seq + torch.where(m, lw, 0.0).sum(-1, keepdim=True)
+        log_w = seq.clamp(_VESPO_LOG_MIN, 20.0)
+        a = advantages.detach()
+        a = a[:, None] if a.dim() == 1 else a
+        nonneg = a >= 0
+        k = torch.where(nonneg, k_pos, k_neg).to(log_w.dtype)
+        lam = torch.where(nonneg, lambda_pos, lambda_neg).to(log_w.dtype)
+        phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w))
+        return phi.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _sampling_weight(old, sampling, mask, mode, lo, hi):
@@ -356,7 +502,8 @@ def _surrogate(logps, old_logps, advantages, mask, ref_logps, *, beta, epsilon, 
                clip, kl_estimator, aggregation, max_completion_length, num_items_in_batch, world_size, reduction,
                return_metrics, sampling_logps=None, entropies=None, sapo_tau_pos=1.0, sapo_tau_neg=1.05,
                sampling_correction="token_truncate", sampling_clip_min=None, sampling_clip_max=3.0,
-               top_entropy_quantile=1.0):
+               top_entropy_quantile=1.0, vespo_k_pos=2.0, vespo_lambda_pos=3.0, vespo_k_neg=3.0,
+               vespo_lambda_neg=2.0, token_weights=None):
     """The clipped policy-gradient surrogate of :func:`grpo` and :func:`gspo` (one implementation)."""
     check_floating("logps", logps)
     if logps.dim() != 2:
@@ -404,11 +551,24 @@ def _surrogate(logps, old_logps, advantages, mask, ref_logps, *, beta, epsilon, 
         tau = torch.where(adv > 0, sapo_tau_pos, sapo_tau_neg).to(ratio.dtype)
         tok = -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * adv
         is_clipped = torch.zeros_like(mask)
+    elif clip == "vespo":  # VESPO's Gamma kernel of the sequence ratio, a stopped weight times log pi
+        sw = None
+        if sampling_logps is not None:
+            if not sampling_correction.startswith("token"):
+                raise fail("sampling_correction", "'token_truncate' or 'token_mask' with clip='vespo' (the token "
+                                                  "weights enter VESPO's sequence weight)", repr(sampling_correction))
+            sw = _sampling_weight(old, torch.where(mask, sampling_logps, zero).detach(), mask, sampling_correction,
+                                  sampling_clip_min, sampling_clip_max)
+        # VESPO forms its own sequence weight from the token log-ratios: ``importance`` does not apply
+        phi = vespo_weights((lp - old).detach(), mask, adv, sw, k_pos=vespo_k_pos, lambda_pos=vespo_lambda_pos,
+                            k_neg=vespo_k_neg, lambda_neg=vespo_lambda_neg).to(lp.dtype)
+        tok = -phi * adv * torch.exp(lp - lp.detach())
+        is_clipped = torch.zeros_like(mask)
     else:
-        raise fail("clip", "one of 'ppo', 'cispo', 'sapo'", repr(clip))
+        raise fail("clip", f"one of {CLIPS}", repr(clip))
     if top_entropy_quantile < 1:
         tok = tok * _high_entropy_mask(entropies, mask, top_entropy_quantile)
-    if sampling_logps is not None:
+    if sampling_logps is not None and clip != "vespo":
         tok = tok * _sampling_weight(old, torch.where(mask, sampling_logps, zero).detach(), mask,
                                      sampling_correction, sampling_clip_min, sampling_clip_max).to(tok.dtype)
     kl = None
@@ -674,3 +834,5 @@ def disco_b(logps, labels, kl=None, *, beta: float = 1e3, delta: float = 1e-4, s
 GRPOLoss = grpo.Module
 GSPOLoss = gspo.Module
 SAPOLoss = sapo.Module
+LUSPOLoss = luspo.Module
+VESPOLoss = vespo.Module
