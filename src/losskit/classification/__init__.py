@@ -6,6 +6,7 @@ weights x reductions). Each objective is a few lines on top.
 """
 
 from . import (
+    adversarial_comp_sum,
     aggregate,
     binary,
     link_losses,
@@ -20,6 +21,7 @@ from . import (
     targets,
     tempered,
 )
+from .adversarial_comp_sum import *  # noqa: F401,F403
 from .aggregate import *  # noqa: F401,F403
 from .binary import *  # noqa: F401,F403
 from .link_losses import *  # noqa: F401,F403
@@ -33,6 +35,6 @@ from .segmentation import *  # noqa: F401,F403
 from .targets import *  # noqa: F401,F403
 from .tempered import *  # noqa: F401,F403
 
-__all__ = sorted({*aggregate.__all__, *binary.__all__, *links.__all__, *losses.__all__, *link_losses.__all__,
+__all__ = sorted({*adversarial_comp_sum.__all__, *aggregate.__all__, *binary.__all__, *links.__all__, *losses.__all__, *link_losses.__all__,
                   *multilabel.__all__, *multilabel_bce.__all__, *regression.__all__, *robust.__all__, *targets.__all__,
                   *segmentation.__all__, *tempered.__all__})
