@@ -309,3 +309,96 @@ def test_gradient_match_distance_properties():
         losskit.gradient_match_distance(a, a[:2])
     with pytest.raises(LossInputError, match="metric"):
         losskit.gradient_match_distance(a, a, metric="l1")
+
+
+# ------------------------------------------------------------------------------------------- AdaMixUp
+# Oracle: the AdaMixUp graph of SITE5039/AdaMixUp GitHub.AdaMixup.AAAI.MNIST.Cifar.py
+# @ 9e47ba030c823da69f7e2d4ea73adbfad76221d6 (TensorFlow), ported to torch op by op.
+
+
+def _adamixup_reference(x1, x2, y1, y2, gate_3, uni, unseen, disc, clf):
+    cc = torch.softmax(gate_3, 1)
+    a, b, _ = cc[:, 0:1], cc[:, 1:2], cc[:, 2:3]
+    weight = a + uni[:, None] * b
+    x_weight = weight.reshape(-1, *([1] * (x1.dim() - 1)))
+    image_mix = x1 * x_weight + x2 * (1 - x_weight)
+    label_mix = y1 * weight + y2 * (1 - weight)
+    allimage = torch.cat([image_mix, x1], 0)
+    alllabel = torch.cat([label_mix, y1], 0)
+    ce_cost1 = torch.sum(-alllabel * torch.log_softmax(clf(allimage), 1), 1).mean()
+    pos = torch.cat([unseen, x1], 0)
+    binary_images = torch.cat([pos, image_mix], 0)
+    binary_labels = torch.cat([nn.functional.one_hot(torch.ones(len(pos), dtype=torch.long), 2),
+                               nn.functional.one_hot(torch.zeros(len(image_mix), dtype=torch.long), 2)], 0).double()
+    ce_cost2 = torch.sum(-binary_labels * torch.log_softmax(disc(binary_images), 1), 1).mean()
+    return ce_cost1 + ce_cost2, weight[:, 0]
+
+
+def test_adamixup_matches_authors_graph_value_and_policy_gradient():
+    torch.manual_seed(9)
+    n, k = 6, 4
+    x1, x2, unseen = (torch.rand(n, 5, dtype=torch.float64) for _ in range(3))
+    y1 = torch.randint(0, k, (n,))
+    y2 = y1[torch.randperm(n)]
+    gate = torch.randn(n, 3, dtype=torch.float64, requires_grad=True)
+    uni = torch.rand(n, dtype=torch.float64)
+    clf = nn.Linear(5, k).double()
+    disc = nn.Linear(5, 2).double()
+    oh = lambda y: nn.functional.one_hot(y, k).double()  # noqa: E731
+    ref, w_ref = _adamixup_reference(x1, x2, oh(y1), oh(y2), gate, uni, unseen, disc, clf)
+    (g_ref,) = torch.autograd.grad(ref, gate)
+
+    batch = losskit.ada_mixup(x1, x2, y1, y2, gate, num_classes=k, uniform=uni)
+    torch.testing.assert_close(batch.lam, w_ref, rtol=0, atol=1e-15)
+    ce = losskit.cross_entropy(clf(torch.cat([batch.inputs, x1])), torch.cat([batch.target, oh(y1)]))
+    intr = losskit.intrusion_loss(disc(torch.cat([unseen, x1])), disc(batch.inputs))
+    ours = ce + intr
+    torch.testing.assert_close(ours, ref, rtol=1e-13, atol=0)
+    (g_ours,) = torch.autograd.grad(ours, gate)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-14)
+    # one logit per example (z_1 - z_0) gives the same intrusion loss
+    zo, zm = disc(torch.cat([unseen, x1])), disc(batch.inputs)
+    torch.testing.assert_close(losskit.intrusion_loss(zo[:, 1] - zo[:, 0], zm[:, 1] - zm[:, 0]), intr, rtol=1e-13,
+                               atol=0)
+    assert ((batch.lam >= batch.alpha) & (batch.lam <= batch.alpha + batch.delta)).all()
+    assert (batch.alpha + batch.delta <= 1).all()
+
+
+def test_intrusion_loss_closed_form_and_extremes():
+    zo = torch.tensor([0.0, 50.0, -3.0], dtype=torch.float64)
+    zm = torch.tensor([2.0, -60.0], dtype=torch.float64)
+    per = losskit.intrusion_loss(zo, zm, reduction="none")
+    ref = [math.log1p(math.exp(-z)) for z in zo.tolist()] + [math.log1p(math.exp(z)) for z in zm.tolist()]
+    np.testing.assert_allclose(per.numpy(), ref, rtol=1e-14, atol=1e-300)
+    assert losskit.intrusion_loss(zo, zm, reduction="sum").item() == pytest.approx(sum(ref), rel=1e-14)
+    with pytest.raises(LossInputError, match="mixed_logits"):
+        losskit.intrusion_loss(zo, torch.zeros(2, 3))
+    with pytest.raises(LossInputError, match="policy_logits"):
+        losskit.ada_mixup(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long),
+                          torch.zeros(2, dtype=torch.long), torch.zeros(2, 2), num_classes=2)
+
+
+# ------------------------------------------------------------------------------ PULASki's "Hausdorff"
+def test_pulaski_hausdorff_is_half_the_energy_distance():
+    """PULASki (soumickmj/PULASki pipeline.py @ 4bffecd) trains with
+    geomloss.SamplesLoss(loss="hausdorff", kernel=energy_kernel) on (B, samples, voxels) and takes the mean over B.
+    GeomLoss routes "hausdorff" to its kernel-norm routine (samples_loss.py: kernel_tensorized as
+    hausdorff_tensorized), so with the energy kernel k = -||x - y|| the value is (1/2)||a - b||_k^2, half the
+    (biased) energy distance: losskit.energy_distance / 2, value and gradient."""
+    geomloss = pytest.importorskip("geomloss")
+    from geomloss._legacy.kernel_samples import energy_kernel  # geomloss.kernel_samples before 0.3
+
+    g = torch.Generator().manual_seed(10)
+    pred = torch.rand(3, 4, 36, generator=g, dtype=torch.float64, requires_grad=True)  # 4 samples of a 6x6 map
+    raters = (torch.rand(3, 5, 36, generator=g, dtype=torch.float64) > 0.5).double()  # 5 raters
+    ref = geomloss.SamplesLoss(loss="hausdorff", kernel=energy_kernel)(pred, raters).mean()
+    ours = torch.stack([losskit.energy_distance(pred[b], raters[b]) for b in range(3)]).mean() / 2
+    # geomloss clamps squared distances at 1e-8, so each point's distance to itself is 1e-4, not 0: its value is
+    # ours - (1e-4 / 2)(1/N + 1/M) when no two distinct points coincide (checked)
+    for pts in (pred.detach(), raters):
+        d2 = torch.cdist(pts, pts).square() + torch.eye(pts.shape[1], dtype=torch.float64) * 1.0
+        assert d2.min() > 1e-8
+    torch.testing.assert_close(ours - 0.5e-4 * (1 / 4 + 1 / 5), ref, rtol=1e-12, atol=0)
+    (g1,) = torch.autograd.grad(ours, pred)
+    (g2,) = torch.autograd.grad(geomloss.SamplesLoss(loss="hausdorff", kernel=energy_kernel)(pred, raters).mean(), pred)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-14)

@@ -231,7 +231,7 @@ def gradient_matching(syn_grads: Sequence[torch.Tensor], real_grads: Sequence[to
     syn, real = list(syn_grads), list(real_grads)
     _check_lists(syn, real, lead=1)
     c = syn[0].shape[0]
-    for i, (s, r) in enumerate(zip(syn, real)):
+    for i, s in enumerate(syn):
         if s.shape[0] != c:
             raise fail(f"syn_grads[{i}]", f"{c} classes on the leading axis (as syn_grads[0])", f"shape {tuple(s.shape)}")
     if contrastive:
