@@ -402,3 +402,88 @@ def test_pulaski_hausdorff_is_half_the_energy_distance():
     (g1,) = torch.autograd.grad(ours, pred)
     (g2,) = torch.autograd.grad(geomloss.SamplesLoss(loss="hausdorff", kernel=energy_kernel)(pred, raters).mean(), pred)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-14)
+
+
+# ------------------------------------------------------------------------- RSS training (OOD unlabeled)
+# Oracle: deepmancer/rss-training-iclr2024 (the authors' supplementary code), code/7586_.../MainPart/TrainingFlow.py
+# @ 277330edb05d1a7113490564c1c3095be917c127: optimize_x_adv and the labeled + unlabeled loss of train_model,
+# ported; the pseudo-label target differs on purpose (see dro_self_training's docstring) and is set to the paper's.
+
+
+def _optimize_x_adv(model, x_org, y, step, alpha, gamma, criterion):
+    model.eval()
+    x_adv = x_org.clone()
+    x_adv.requires_grad = True
+    for t in range(step):
+        pred = model(x_adv)
+        loss = criterion(pred, y)
+        cost = torch.sum(torch.norm((x_adv - x_org), dim=1) ** 2)
+        phi = loss - gamma * cost
+        grad = torch.autograd.grad(phi, x_adv)
+        lr = alpha / (t + 1)
+        x_adv = x_adv + lr * grad[0]
+    return x_adv
+
+
+@pytest.mark.parametrize("pseudo_label", ["hard", "soft"])
+def test_dro_self_training_matches_authors_training_step(pseudo_label):
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x_l, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    x_ul = torch.randn(9, 4, dtype=torch.float64) + 0.5
+    cfg = dict(step=10, alpha=0.05, gamma_l=0.7, gamma_ul=0.4, lamb=0.3)
+    crit = nn.CrossEntropyLoss(reduction="sum")
+    # the authors' step (pseudo-labels: the paper's h(x') instead of their raw-logit target)
+    x_adv = _optimize_x_adv(model, x_l, y, cfg["step"], cfg["alpha"], cfg["gamma_l"], crit)
+    pred = model(x_adv)
+    phi = (crit(pred, y) - cfg["gamma_l"] * torch.sum(torch.norm(x_adv - x_l, dim=1) ** 2)) / len(x_l)
+    pred_org = model(x_ul)
+    pseudo = pred_org.detach().argmax(1) if pseudo_label == "hard" else torch.softmax(pred_org.detach(), 1)
+    xu_adv = _optimize_x_adv(model, x_ul, pseudo, cfg["step"], cfg["alpha"], cfg["gamma_ul"], crit)
+    pred_u = model(xu_adv)
+    phi_ul = (crit(pred_u, pseudo) - cfg["gamma_ul"] * torch.sum(torch.norm(xu_adv - x_ul, dim=1) ** 2)) / len(x_ul)
+    ref = (phi + cfg["lamb"] * phi_ul) * 100
+    g_ref = torch.autograd.grad(ref, list(model.parameters()))
+
+    z, c = losskit.penalized_ascent(model, x_l, y, gamma=cfg["gamma_l"], lr=cfg["alpha"], steps=cfg["step"])
+    torch.testing.assert_close(z, x_adv.detach(), rtol=1e-12, atol=1e-14)
+    target_u = None if pseudo_label == "hard" else pseudo
+    zu, cu = losskit.penalized_ascent(model, x_ul, target_u, gamma=cfg["gamma_ul"], lr=cfg["alpha"],
+                                      steps=cfg["step"])
+    torch.testing.assert_close(zu, xu_adv.detach(), rtol=1e-12, atol=1e-14)
+    ours = losskit.dro_self_training(model(z), y, c, model(zu), model(x_ul), cu, lam=cfg["lamb"], gamma=cfg["gamma_l"],
+                                     gamma_unlabeled=cfg["gamma_ul"], pseudo_label=pseudo_label)
+    torch.testing.assert_close(ours * 100, ref, rtol=1e-12, atol=0)
+    g_ours = torch.autograd.grad(ours * 100, list(model.parameters()))
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_penalized_ascent_closed_form_for_a_linear_score():
+    """For loss(z) = <w, z> (a linear score) the penalised maximiser is z* = x + w / (2 gamma), cost ||w||^2/(4 gamma^2):
+    constant steps of size lr < 1/(2 gamma) converge to it."""
+    w = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64)
+
+    class Score(nn.Module):
+        def forward(self, z):
+            return z @ w.T
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    z, c = losskit.penalized_ascent(Score(), x, torch.zeros(4), gamma=2.0, lr=0.1, steps=200, schedule="constant",
+                                    loss_fn=lambda out, t: out.sum())
+    torch.testing.assert_close(z, x + w / 4.0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(c, torch.full((4,), (w.square().sum() / 16).item(), dtype=torch.float64))
+
+
+def test_dro_self_training_reduces_to_erm_and_rejects():
+    g = torch.Generator().manual_seed(12)
+    z, y = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (5,), generator=g)
+    zu = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    zero5, zero4 = torch.zeros(5, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    torch.testing.assert_close(losskit.dro_self_training(z, y, zero5, zu, zu, zero4, lam=0.0),
+                               losskit.cross_entropy(z, y), rtol=1e-14, atol=0)
+    # the unlabeled term at the clean points with hard labels is the self-training (entropy-minimising) CE
+    torch.testing.assert_close(losskit.dro_self_training(z, y, zero5, zu, zu, zero4, lam=1.0) - losskit.cross_entropy(z, y),
+                               losskit.cross_entropy(zu, zu.argmax(1)), rtol=1e-14, atol=0)
+    with pytest.raises(LossInputError, match="unlabeled_cost"):
+        losskit.dro_self_training(z, y, zero5, zu, zu, -torch.ones(4, dtype=torch.float64))
