@@ -65,7 +65,7 @@ def _extreme(ex: Example) -> Example:
     return out.replace({k: out.inputs[k].sign() * 1e4 + out.inputs[k] for k in ("nat_logits", "adv_logits")})
 
 
-NAT_ADV_LOGITS = InputKind("natural+adversarial logits+labels",
+NAT_ADV_LOGITS = InputKind("natural+perturbed logits+labels (comp-sum)",
                            "logits (N, K) of the natural inputs, logits (N, K) of their perturbed versions, labels (N,)",
                            bad_inputs=_bad, extreme=_extreme)
 
