@@ -6,6 +6,7 @@ weights x reductions). Each objective is a few lines on top.
 """
 
 from . import (
+    adversarial_comp_sum,
     aggregate,
     binary,
     hyperbolic,
@@ -22,6 +23,7 @@ from . import (
     targets,
     tempered,
 )
+from .adversarial_comp_sum import *  # noqa: F401,F403
 from .aggregate import *  # noqa: F401,F403
 from .binary import *  # noqa: F401,F403
 from .hyperbolic import *  # noqa: F401,F403
@@ -37,6 +39,7 @@ from .semi_supervised import *  # noqa: F401,F403
 from .targets import *  # noqa: F401,F403
 from .tempered import *  # noqa: F401,F403
 
-__all__ = sorted({*aggregate.__all__, *binary.__all__, *hyperbolic.__all__, *links.__all__, *losses.__all__, *link_losses.__all__,
+__all__ = sorted({*adversarial_comp_sum.__all__, *aggregate.__all__, *binary.__all__, *hyperbolic.__all__, *links.__all__,
+                   *losses.__all__, *link_losses.__all__,
                   *multilabel.__all__, *multilabel_bce.__all__, *regression.__all__, *robust.__all__, *targets.__all__,
                   *segmentation.__all__, *semi_supervised.__all__, *tempered.__all__})

@@ -1,4 +1,4 @@
-"""Family F (optimisers): Lion, Lion-K, ⊥Grad, the extragradient step, M-FAC, SSO, normalised LR+GD,
+"""Family F (optimisers): Lion, Lion-K, ⊥Grad, the extragradient step, M-FAC, gradient-regularised Newton, SSO, normalised LR+GD,
 the UBA learning-rate schedule, ParetoDA's
 gradient-combination weights; and the optimiser registry.
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .._core import Paper
 from .extragradient import extragradient_step
+from .gradreg_newton import GradRegNewton
 from .lion import K_GRADIENTS, Lion, LionK, huber_grad, lp_grad
 from .mfac import MFAC, SlidingFisherInverse
 from .orthograd import OrthoGrad, orthogonalize_gradients
@@ -19,7 +20,7 @@ from .surrogate import SSO, NormalizedGD
 from .uba import UBA, uba_factor
 
 __all__ = ["Lion", "LionK", "OrthoGrad", "orthogonalize_gradients", "K_GRADIENTS", "huber_grad", "lp_grad",
-           "extragradient_step", "MFAC", "SlidingFisherInverse", "SSO", "NormalizedGD", "UBA", "uba_factor", "pareto_da_weights",
+           "extragradient_step", "GradRegNewton", "MFAC", "SlidingFisherInverse", "SSO", "NormalizedGD", "UBA", "uba_factor", "pareto_da_weights",
            "OptimizerEntry", "list_optimizers", "get_optimizer"]
 
 
@@ -44,6 +45,10 @@ _OPTIMIZERS = {
         OptimizerEntry("mfac", MFAC, Paper("M-FAC: Efficient Matrix-Free Approximations of Second-Order Information",
                                            2021, "2107.03356", "Frantar, Kurtic, Alistarh"),
                        "preconditioned SGD: inverse empirical Fisher over a sliding window of gradients"),
+        OptimizerEntry("gradreg_newton", GradRegNewton,
+                       Paper("Gradient-Normalized Smoothness for Optimization with Approximate Hessians", 2025,
+                             "2506.13710", "Semenov, Jaggi, Doikov"),
+                       "Newton step with exact or approximate Hessian, regularised by ||grad|| / gamma (adaptive gamma)"),
         OptimizerEntry("sso", SSO, Paper("Target-based Surrogates for Stochastic Optimization", 2023, "2302.02607",
                                          "Lavington, Vaswani, Babanezhad, Schmidt, Le Roux"),
                        "wrapper: inner steps on a target-space surrogate per (expensive) loss gradient"),

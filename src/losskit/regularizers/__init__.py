@@ -1,5 +1,7 @@
 """Family F (regularisers): named terms to add to any loss."""
 
+from .adamixup import *  # noqa: F401,F403
+from .adamixup import __all__ as _j
 from .compander import *  # noqa: F401,F403
 from .compander import __all__ as _d
 from .dependence import *  # noqa: F401,F403
@@ -19,4 +21,4 @@ from .parameter_terms import __all__ as _b
 from .quantization import *  # noqa: F401,F403
 from .quantization import __all__ as _f
 
-__all__ = list(_a) + list(_b) + list(_c) + list(_d) + list(_e) + list(_f) + list(_g) + list(_h) + list(_i)
+__all__ = list(_a) + list(_b) + list(_c) + list(_d) + list(_e) + list(_f) + list(_g) + list(_h) + list(_i) + list(_j)

@@ -8,6 +8,13 @@ every ``torch.distributed`` rank with exact whole-batch values and gradients
 """
 
 from . import distributed
+from .condensation import (
+    KRRSTLoss,
+    gradient_match_distance,
+    gradient_matching,
+    krr_predict,
+    krr_st,
+)
 from .contrastive import (
     CLIPLoss,
     CWCLLoss,
@@ -119,4 +126,5 @@ __all__ = [
     "fast_ap", "FastAPLoss", "soft_triple", "SoftTripleLoss", "n_pairs", "NPairsLoss",
     "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
     "siglip", "SigLIPLoss", "ThresholdReducer", "koleo", "KoLeoLoss", "msn", "MSNLoss",
+    "krr_st", "KRRSTLoss", "krr_predict", "gradient_match_distance", "gradient_matching",
 ]
