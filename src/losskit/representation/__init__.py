@@ -93,6 +93,7 @@ from .selfsup import (
     swav,
     swav_codes,
 )
+from .separability import ICNNLoss, MetrixLoss, icnn_loss, icnn_score, metrix
 from .temperature import (
     ISogCLRLoss,
     ISogCLRState,
@@ -119,4 +120,5 @@ __all__ = [
     "fast_ap", "FastAPLoss", "soft_triple", "SoftTripleLoss", "n_pairs", "NPairsLoss",
     "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
     "siglip", "SigLIPLoss", "ThresholdReducer", "koleo", "KoLeoLoss", "msn", "MSNLoss",
+    "icnn_loss", "ICNNLoss", "icnn_score", "metrix", "MetrixLoss",
 ]

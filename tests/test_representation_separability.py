@@ -1,0 +1,228 @@
+"""ICNN loss (SuSana Distancia) against a port of the authors' score, and Metrix against float64 loops of the
+paper's equations and pytorch-metric-learning's multi-similarity loss."""
+
+import math
+
+import pytest
+import torch
+
+import losskit
+from losskit import LossInputError
+
+
+# ----------------------------------------------------------------------------------------------- ICNN
+# Port of ``modified_score`` and ``nearest_neighbors`` of the authors' code (the score their ``suppicnn`` /
+# ``queryicnn`` / ``fullicnn`` losses take minus the log of): maumruiz/FewShot-KidneyStones,
+# pro-fewshot/algorithms/icnn_loss.py @ 0e40969d1d10ac01f712fa833832cece98fd80ee (the same function is in
+# maumruiz/FSL-Loss, the paper's repository). Test oracle only; kept as close to their lines as possible.
+def _ref_nearest_neighbors(x, y, k):
+    eps = 0.000001
+    n, m, d = x.size(0), y.size(0), x.size(1)
+    dist = torch.pow(x.unsqueeze(1).expand(n, m, d) - y.unsqueeze(0).expand(n, m, d), 2).sum(2)
+    knn = ((dist + eps) ** (1 / 2)).topk(k, largest=False)
+    return knn.values, knn.indices
+
+
+def ref_modified_score(origin, y_orig, k=4, ipc=None):
+    target, y_targ = origin, y_orig
+    k = target.shape[0] - 2 if k + 2 >= target.shape[0] else k
+    ipc = k + 1 if ipc is None else ipc
+    eps = 0.0000001
+    distances, indices = _ref_nearest_neighbors(origin, target, k=ipc + 1)
+    distances = distances[:, 1:]
+    indices = indices[:, 1:]
+    classes = y_targ[indices]
+    yMatrix = y_orig.repeat(ipc, 1).T
+    scMatrix = (yMatrix == classes) * 1
+    dcMatrix = (scMatrix) * (-1) + 1
+    dt = distances.T
+    dcnd = distances * dcMatrix
+    nn_dc = (dcnd + torch.where(dcnd.eq(0.), float('inf'), 0.)).min(axis=1).values
+    nd = dt / (nn_dc + eps)
+    nd = nd[:k, :]
+    nd = nd / torch.stack((torch.ones_like(nd[0]), nd.max(axis=0).values)).max(axis=0).values
+    nd = nd.T
+    scMatrix = scMatrix[:, :k]
+    scnd = nd * scMatrix
+    scCounts = scMatrix.sum(axis=1)
+    scndsum = scnd.sum(axis=1) / (scCounts + eps)
+    sclamb = 1 - (scndsum.sum() / (torch.count_nonzero(scCounts) + eps))
+    dcnd = dcnd[:, :k]
+    dcMatrix = dcMatrix[:, :k]
+    dcnd = dcnd / (dcnd.max() + eps)
+    dcop = -1 if torch.all(dcMatrix == 0) else 0
+    dcCounts = dcMatrix.sum(axis=1)
+    dcndsum = dcnd.sum(axis=1) / (dcCounts + eps)
+    dclamb = dcndsum.sum() / (torch.count_nonzero(dcCounts) + eps)
+    dclamb = torch.abs(dclamb + dcop)
+    lambr = (sclamb + dclamb) / 2
+    gamma = torch.sum(torch.sum(scMatrix, axis=1) / k) / (y_orig.shape[0]) if k + 2 < target.shape[0] else 1.0
+    return (lambr + gamma) / 2
+
+
+def _episode(ways, per_class, d=6, seed=0, spread=1.0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(ways).repeat_interleave(per_class)
+    centres = 2 * torch.randn(ways, d, generator=g, dtype=torch.float64)
+    x = centres[labels] + spread * torch.randn(ways * per_class, d, generator=g, dtype=torch.float64)
+    perm = torch.randperm(len(labels), generator=g)
+    return x[perm], labels[perm]
+
+
+@pytest.mark.parametrize("ways,per_class,k,ipc,seed", [
+    (5, 5, 4, None, 0),    # suppicnn, 5-way 5-shot
+    (5, 1, 4, None, 1),    # 1-shot support: no same-class neighbour at all
+    (5, 10, 4, 10, 2),     # fullicnn: shot + query = 10 neighbours
+    (3, 2, 4, None, 3),    # k clamped to N - 2
+    (2, 6, 3, 7, 4),
+    (4, 4, 2, None, 5),
+])
+def test_icnn_matches_authors_modified_score(ways, per_class, k, ipc, seed):
+    x, y = _episode(ways, per_class, seed=seed)
+    ref = -torch.log(ref_modified_score(x, y, k=k, ipc=ipc))
+    got = losskit.icnn_loss(x, y, k=k, neighbors=ipc)
+    # the authors' 1e-6 under the square root and 1e-7 in the denominators: agreement to ~1e-6
+    assert got.item() == pytest.approx(ref.item(), rel=2e-6, abs=2e-6)
+
+
+def test_icnn_gradient_matches_authors_score():
+    x, y = _episode(4, 5, seed=7)
+    xa = x.clone().requires_grad_(True)
+    (-torch.log(ref_modified_score(xa, y, k=4))).backward()
+    xb = x.clone().requires_grad_(True)
+    losskit.icnn_loss(xb, y, k=4).backward()
+    assert xb.grad.abs().max() > 1e-3
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_icnn_scale_invariant_and_bounded():
+    x, y = _episode(4, 4, seed=11)
+    base = losskit.icnn_loss(x, y)
+    for c in (1e-8, 3.0, 1e12):
+        assert losskit.icnn_loss(c * x, y).item() == pytest.approx(base.item(), rel=1e-10)
+    s = losskit.icnn_score(x, y)
+    assert 0 < s.item() <= 1 and base.item() >= 0
+    # well separated classes score higher (lower loss) than the same points with shuffled labels
+    xs, ys = _episode(4, 6, seed=12, spread=0.05)
+    assert losskit.icnn_loss(xs, ys) < losskit.icnn_loss(xs, ys[torch.randperm(len(ys))])
+
+
+def test_icnn_reductions_and_errors():
+    x, y = _episode(3, 4, seed=1)
+    v = losskit.icnn_loss(x, y)
+    assert losskit.icnn_loss(x, y, reduction="none").dim() == 0
+    assert losskit.icnn_loss(x, y, reduction="sum").item() == v.item()
+    assert torch.allclose(losskit.ICNNLoss(k=4)(x, y), v)
+    with pytest.raises(LossInputError, match="^embeddings"):
+        losskit.icnn_loss(x[:2], y[:2])
+    with pytest.raises(LossInputError, match="^labels"):
+        losskit.icnn_loss(x, y[:-1])
+
+
+# --------------------------------------------------------------------------------------------- Metrix
+def _mix_batch(n=10, m=7, d=5, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % k
+    emb = torch.randn(n, d, generator=g, dtype=torch.float64) + torch.randn(k, d, generator=g, dtype=torch.float64)[labels]
+    i = torch.randint(0, n, (m,), generator=g)
+    j = torch.randint(0, n, (m,), generator=g)
+    lam = torch.rand(m, generator=g, dtype=torch.float64)
+    mixed = lam[:, None] * emb[i] + (1 - lam[:, None]) * emb[j]
+    return emb, labels, mixed, torch.stack([labels[i], labels[j]], 1), lam
+
+
+def ref_metrix(emb, labels, mixed, mlab, lam, loss, alpha=2.0, beta=50.0, base=0.5, pm=0.0, nm=0.5, w=1.0,
+               normalize=True):
+    """The paper's l(a) + w l~(a), one anchor and one candidate at a time in Python floats."""
+    def unit(v):
+        v = [float(t) for t in v]
+        r = math.sqrt(sum(t * t for t in v))
+        return [t / r for t in v]
+
+    E = [unit(e) if (normalize or loss == "multi_similarity") else [float(t) for t in e] for e in emb]
+    U = [unit(u) if (normalize or loss == "multi_similarity") else [float(t) for t in u] for u in mixed]
+    y = [int(t) for t in labels]
+
+    def sim(a, b):
+        if loss == "multi_similarity":
+            return sum(p * q for p, q in zip(a, b))
+        return math.sqrt(sum((p - q) ** 2 for p, q in zip(a, b)))
+
+    def ell(a, cands):  # cands: (vector, positivity v)
+        if loss == "multi_similarity":
+            sp = sum(v * math.exp(-alpha * (sim(a, c) - base)) for c, v in cands)
+            sn = sum((1 - v) * math.exp(beta * (sim(a, c) - base)) for c, v in cands)
+            return math.log1p(sp) / alpha + math.log1p(sn) / beta
+        return sum(v * max(sim(a, c) - pm, 0.0) + (1 - v) * max(nm - sim(a, c), 0.0) for c, v in cands)
+
+    out = []
+    for i, a in enumerate(E):
+        clean = [(E[j], 1.0 if y[j] == y[i] else 0.0) for j in range(len(E)) if j != i]
+        mix = [(U[u], float(lam[u]) * (int(mlab[u, 0]) == y[i]) + (1 - float(lam[u])) * (int(mlab[u, 1]) == y[i]))
+               for u in range(len(U))]
+        out.append(ell(a, clean) + w * ell(a, mix))
+    return out
+
+
+@pytest.mark.parametrize("loss,opts", [
+    ("multi_similarity", {}),
+    ("multi_similarity", {"alpha": 1.5, "beta": 7.0, "base": 0.2, "mix_weight": 0.4}),
+    ("contrastive", {}),
+    ("contrastive", {"pos_margin": 0.1, "neg_margin": 1.2, "mix_weight": 2.0, "normalize": False}),
+])
+def test_metrix_matches_paper_equations(loss, opts):
+    emb, labels, mixed, mlab, lam = _mix_batch(seed=3)
+    ref = ref_metrix(emb, labels, mixed, mlab, lam, loss, alpha=opts.get("alpha", 2.0), beta=opts.get("beta", 50.0),
+                     base=opts.get("base", 0.5), pm=opts.get("pos_margin", 0.0), nm=opts.get("neg_margin", 0.5),
+                     w=opts.get("mix_weight", 1.0), normalize=opts.get("normalize", True))
+    got = losskit.metrix(emb, labels, mixed, mlab, lam, loss=loss, reduction="none", **opts)
+    torch.testing.assert_close(got, torch.tensor(ref, dtype=torch.float64), rtol=1e-10, atol=1e-12)  # beta = 50 amplifies rounding
+    assert losskit.metrix(emb, labels, mixed, mlab, lam, loss=loss, **opts).item() == pytest.approx(sum(ref) / len(ref),
+                                                                                                    rel=1e-12)
+
+
+def test_metrix_without_mixing_is_pml_multi_similarity():
+    from pytorch_metric_learning.losses import MultiSimilarityLoss
+
+    emb, labels, mixed, mlab, lam = _mix_batch(n=12, seed=5)
+    for a, b, base in ((2.0, 50.0, 0.5), (1.0, 10.0, 0.1)):
+        pml = MultiSimilarityLoss(alpha=a, beta=b, base=base)(emb, labels)
+        for kw in ({"mix_weight": 0.0}, {}):
+            args = (mixed, mlab, lam) if kw else (mixed[:0], mlab[:0], lam[:0])
+            got = losskit.metrix(emb, labels, *args, alpha=a, beta=b, base=base, **kw)
+            assert got.item() == pytest.approx(pml.item(), rel=1e-10)
+        assert losskit.multi_similarity(emb, labels, alpha=a, beta=b, base=base, miner=None).item() == pytest.approx(
+            pml.item(), rel=1e-10)
+
+
+def test_metrix_positivity_interpolates_labels():
+    # a mixed example made only of the anchor's class (lam anything, both labels = y_a) is a full positive;
+    # one of two other classes a full negative; lam = 1 / 0 picks one side; the mixed term is linear in v
+    emb, labels, _, _, _ = _mix_batch(n=6, seed=9)
+    u = emb[:1] * 0.3 + emb[1:2] * 0.7
+    ya, yb = int(labels[0]), int(labels[1])
+    assert ya != yb
+
+    def mixed_term(pair, lam):
+        full = losskit.metrix(emb, labels, u, torch.tensor([pair]), torch.tensor([lam], dtype=torch.float64),
+                              loss="contrastive", reduction="none")
+        clean = losskit.metrix(emb, labels, u[:0], torch.zeros(0, 2, dtype=torch.long),
+                               torch.zeros(0, dtype=torch.float64), loss="contrastive", reduction="none")
+        return (full - clean)[0].item()
+
+    pos, neg = mixed_term((ya, ya), 0.3), mixed_term((yb, yb), 0.3)
+    assert mixed_term((ya, yb), 1.0) == pytest.approx(pos, abs=1e-14)
+    assert mixed_term((ya, yb), 0.0) == pytest.approx(neg, abs=1e-14)
+    assert mixed_term((ya, yb), 0.25) == pytest.approx(0.25 * pos + 0.75 * neg, abs=1e-14)
+
+
+def test_metrix_gradient_and_errors():
+    emb, labels, mixed, mlab, lam = _mix_batch(seed=1)
+    e, mx = emb.clone().requires_grad_(True), mixed.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: losskit.metrix(a, labels, b, mlab, lam), (e, mx))
+    with pytest.raises(LossInputError, match="^lam"):
+        losskit.metrix(emb, labels, mixed, mlab, lam + 1.5)
+    with pytest.raises(LossInputError, match="^mixed_labels"):
+        losskit.metrix(emb, labels, mixed, mlab[:, 0], lam)
+    with pytest.raises(LossInputError, match="^loss"):
+        losskit.metrix(emb, labels, mixed, mlab, lam, loss="triplet")
