@@ -226,3 +226,99 @@ def test_metrix_gradient_and_errors():
         losskit.metrix(emb, labels, mixed, mlab[:, 0], lam)
     with pytest.raises(LossInputError, match="^loss"):
         losskit.metrix(emb, labels, mixed, mlab, lam, loss="triplet")
+
+
+# ----------------------------------------------------------------------------------------------- AMCL
+# Port of the authors' SimCLR objective ``AMCLNTXentLoss`` (``_direction`` / ``forward``, with ``omega`` and the
+# shared ``TemperatureHead``): LeiWangR/cl, amcl/losses.py @ 755799dbee4260d2d2efc891e9e4d2c13ea2cfe4. Test
+# oracle only; their temperature head is a fixed random MLP here, and its pair temperatures are what losskit takes.
+class _RefAMCL:
+    def __init__(self, dim, heads, beta, topk, tau_min=1e-5, tau_max=2.0, seed=0):
+        torch.manual_seed(seed)
+        self.phi = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, dim)).double()
+        self.dim, self.num_heads, self.beta, self.topk = dim, heads, beta, topk
+        self.tau_min, self.tau_max = tau_min, tau_max
+
+    def score_to_temperature(self, score):
+        return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(-score)
+
+    def temperature(self, z1, z2):
+        return self.score_to_temperature((self.phi(z1) * self.phi(z2)).sum(dim=-1))
+
+    def omega(self, tau, dim):
+        return 0.5 * float(dim) * torch.log(tau) + torch.reciprocal(tau)
+
+    def _direction(self, anchor, positive, negatives):
+        F = torch.nn.functional
+        anchor, positive, negatives = F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1), F.normalize(negatives, dim=-1)
+        pos_sim = (anchor * positive).sum(-1)
+        tau_pos = self.temperature(anchor, positive)
+        sim_neg = (anchor[:, None, :] * negatives).sum(-1)
+        pa = self.phi(anchor)
+        pn = self.phi(negatives.reshape(-1, negatives.size(-1))).reshape(negatives.size(0), negatives.size(1), -1)
+        tau_neg = self.score_to_temperature(torch.einsum("bd,bnd->bn", pa, pn))
+        k = min(self.topk, negatives.size(1))
+        vals, idx = sim_neg.topk(k=k, dim=1, largest=True, sorted=False)
+        tau_top = tau_neg.gather(1, idx)
+        neg = (vals / tau_top).mean(dim=1)
+        reg_pos = self.beta * self.omega(tau_pos, self.dim)
+        reg_neg = self.beta * (torch.log(tau_top).sum(dim=1) + torch.reciprocal(tau_top).sum(dim=1))
+        return (-pos_sim / tau_pos + neg + reg_pos - reg_neg).mean()
+
+    def __call__(self, z1, z2):
+        b, c, d = z1.shape
+        eye = torch.eye(b, dtype=torch.bool)
+        losses = []
+        for h in range(c):
+            a, p = z1[:, h], z2[:, h]
+            same_view_other = z1[:, h].unsqueeze(0).expand(b, -1, -1)[~eye].view(b, b - 1, d)
+            other_view_other = z2[:, h].unsqueeze(0).expand(b, -1, -1)[~eye].view(b, b - 1, d)
+            neg_a = torch.cat([same_view_other, other_view_other], dim=1)
+            neg_p = torch.cat([other_view_other, same_view_other], dim=1)
+            losses.append(self._direction(a, p, neg_a))
+            losses.append(self._direction(p, a, neg_p))
+        return torch.stack(losses).view(c, 2).mean(dim=1).sum()
+
+    def pair_temperatures(self, z1, z2):
+        """(C, 2N, 2N): the same map on every pair of the normalised views [z1; z2]."""
+        z = torch.nn.functional.normalize(torch.cat([z1, z2], 0).transpose(0, 1), dim=-1)
+        p = self.phi(z)
+        return self.score_to_temperature(p @ p.transpose(1, 2))
+
+
+@pytest.mark.parametrize("n,c,d,beta,topk", [(6, 3, 8, 0.01, 100), (5, 2, 6, 1e-4, 3), (4, 1, 5, 0.3, 1),
+                                             (7, 2, 4, 0.0, 5)])
+def test_amcl_matches_authors_ntxent(n, c, d, beta, topk):
+    g = torch.Generator().manual_seed(n * 10 + c)
+    z1 = torch.randn(n, c, d, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.5 * torch.randn(n, c, d, generator=g, dtype=torch.float64)
+    ref = _RefAMCL(d, c, beta, topk, seed=n)
+    za, zb = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    expected = ref(za, zb)
+    expected.backward()
+    ya, yb = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    got = losskit.amcl(ya, yb, ref.pair_temperatures(ya, yb), beta=beta, topk=topk)
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-12)
+    # gradients through the features and through the temperature map alike
+    torch.testing.assert_close(ya.grad, za.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(yb.grad, zb.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_amcl_omega_minimum_and_shapes():
+    d = 128
+    t = torch.tensor(2.0 / d, dtype=torch.float64, requires_grad=True)
+    losskit.amcl_omega(t, d).backward()
+    assert abs(t.grad.item()) < 1e-9
+    z1 = torch.randn(4, 6, dtype=torch.float64)
+    z2 = torch.randn(4, 6, dtype=torch.float64)
+    tau = torch.full((8, 8), 0.5, dtype=torch.float64)
+    one = losskit.amcl(z1, z2, tau, reduction="none")
+    assert one.shape == (4,)
+    # two identical heads double the loss (heads are summed)
+    two = losskit.amcl(torch.stack([z1, z1], 1), torch.stack([z2, z2], 1), tau, reduction="none")
+    torch.testing.assert_close(two, 2 * one, rtol=1e-12, atol=1e-12)
+    with pytest.raises(LossInputError, match="^tau"):
+        losskit.amcl(z1, z2, tau[:6, :6])
+    with pytest.raises(LossInputError, match="^tau"):
+        losskit.amcl(z1, z2, tau * 0)

@@ -93,6 +93,7 @@ from .selfsup import (
     swav,
     swav_codes,
 )
+from .multihead import AMCLLoss, amcl, amcl_omega
 from .separability import ICNNLoss, MetrixLoss, icnn_loss, icnn_score, metrix
 from .temperature import (
     ISogCLRLoss,
@@ -121,4 +122,5 @@ __all__ = [
     "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
     "siglip", "SigLIPLoss", "ThresholdReducer", "koleo", "KoLeoLoss", "msn", "MSNLoss",
     "icnn_loss", "ICNNLoss", "icnn_score", "metrix", "MetrixLoss",
+    "amcl", "AMCLLoss", "amcl_omega",
 ]
