@@ -1,13 +1,37 @@
-"""ICNN loss (SuSana Distancia) against a port of the authors' score, and Metrix against float64 loops of the
-paper's equations and pytorch-metric-learning's multi-similarity loss."""
+"""ICNN loss (SuSana Distancia) and AMCL against ports of the authors' code; Metrix against float64 loops of the
+paper's equations, the authors' mixed-pair contrastive terms and pytorch-metric-learning's multi-similarity loss."""
 
 import math
 
 import pytest
 import torch
+from oracle_meta import Oracle
 
 import losskit
 from losskit import LossInputError
+
+ICNN_REPO, ICNN_COMMIT = "maumruiz/FewShot-KidneyStones", "0e40969d1d10ac01f712fa833832cece98fd80ee"
+METRIX_REPO, METRIX_COMMIT = "billpsomas/metrix", "0f03b58a210c0583d306786c1d0713ded3d4c60b"
+AMCL_REPO, AMCL_COMMIT = "LeiWangR/cl", "755799dbee4260d2d2efc891e9e4d2c13ea2cfe4"
+
+ORACLES = [
+    Oracle("icnn_loss", ICNN_REPO, "pro-fewshot/algorithms/icnn_loss.py (modified_score, nearest_neighbors)",
+           ICNN_COMMIT, "2e-6",
+           differences="the authors add 1e-6 under the square root and 1e-7 to every denominator (losskit is exact: "
+                       "2e-7 relative measured on the test's episodes, gradients to 1e-4); the same function is in "
+                       "maumruiz/FSL-Loss, the paper's repository; neighbors >= N raises there, losskit clamps it "
+                       "to N - 1 as the authors clamp k"),
+    Oracle("metrix", METRIX_REPO, "mixup/losses.py (loss_posneg_mixup)", METRIX_COMMIT, "relation",
+           differences="the authors' mixed-pair contrastive terms lam [d]_+ and (1 - lam) [0.5 - d]_+ are losskit's "
+                       "loss='contrastive' mixed term of a single (positive, negative) mix (1e-12); their PML reducers "
+                       "average the pair terms over the batch where losskit follows the paper's per-anchor sums; "
+                       "their multi-similarity variant (a later file) puts 0.4 x the mixed sum inside the clean "
+                       "term's log and leaves its mixed negative mask unfilled: losskit follows the paper's "
+                       "l + w l~, checked against float64 loops of it (1e-10) and PML's MultiSimilarityLoss at w = 0"),
+    Oracle("amcl", AMCL_REPO, "amcl/losses.py (AMCLNTXentLoss, TemperatureHead, omega)", AMCL_COMMIT, "1e-12",
+           differences="losskit takes the temperature map's output, the (C, 2N, 2N) pair temperatures, as an input; "
+                       "the test feeds it the authors' map and compares values (1e-12) and gradients (1e-10)"),
+]
 
 
 # ----------------------------------------------------------------------------------------------- ICNN
@@ -193,6 +217,31 @@ def test_metrix_without_mixing_is_pml_multi_similarity():
             assert got.item() == pytest.approx(pml.item(), rel=1e-10)
         assert losskit.multi_similarity(emb, labels, alpha=a, beta=b, base=base, miner=None).item() == pytest.approx(
             pml.item(), rel=1e-10)
+
+
+def _ref_loss_posneg_mixup(pair_dist, lam):
+    """The terms of the authors' ``loss_posneg_mixup`` (billpsomas/metrix, mixup/losses.py @ 0f03b58a) on the
+    anchor-to-mixed distances (the diagonal of their ``sim_mix``)."""
+    pos_loss = lam * torch.nn.functional.relu(pair_dist - 0.0)
+    neg_loss = (1 - lam) * torch.nn.functional.relu(0.5 - pair_dist)
+    return pos_loss, neg_loss
+
+
+def test_metrix_contrastive_mixed_pair_is_authors_terms():
+    # one anchor, its positive p and a negative n mixed as lam p + (1 - lam) n (their embedding mixup); their
+    # distance is PML's LpDistance (normalised embeddings), as loss='contrastive', normalize=True
+    emb, labels, _, _, _ = _mix_batch(n=9, seed=4)
+    for a, p, nidx, lam in ((0, 3, 1, 0.3), (2, 5, 0, 0.85), (4, 7, 6, 0.5)):
+        assert labels[a] == labels[p] and labels[a] != labels[nidx]
+        u = lam * emb[p] + (1 - lam) * emb[nidx]
+        d = (torch.nn.functional.normalize(emb[a], dim=0) - torch.nn.functional.normalize(u, dim=0)).norm()
+        pos_loss, neg_loss = _ref_loss_posneg_mixup(d, lam)
+        kw = dict(loss="contrastive", reduction="none")
+        mlab = torch.tensor([[int(labels[p]), int(labels[nidx])]])
+        with_mix = losskit.metrix(emb, labels, u[None], mlab, torch.tensor([lam], dtype=torch.float64), **kw)
+        clean = losskit.metrix(emb, labels, u[None, :0].reshape(0, emb.shape[1]), mlab[:0],
+                               torch.zeros(0, dtype=torch.float64), **kw)
+        assert (with_mix - clean)[a].item() == pytest.approx((pos_loss + neg_loss).item(), abs=1e-12)
 
 
 def test_metrix_positivity_interpolates_labels():
