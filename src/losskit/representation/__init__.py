@@ -51,6 +51,7 @@ from .metric import (
     tcm,
     triplet_margin,
 )
+from .multihead import AMCLLoss, amcl, amcl_omega
 from .proxy import (
     ArcFaceLoss,
     CosFaceLoss,
@@ -93,7 +94,6 @@ from .selfsup import (
     swav,
     swav_codes,
 )
-from .multihead import AMCLLoss, amcl, amcl_omega
 from .separability import ICNNLoss, MetrixLoss, icnn_loss, icnn_score, metrix
 from .temperature import (
     ISogCLRLoss,

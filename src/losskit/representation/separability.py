@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from .._core import Paper, check_reduction, fail, finish, objective
-from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, REAL, Choice, Maybe, Real
+from .._core.domains import COUNT, FLAG, NONNEGATIVE, POSITIVE, REAL, Choice, Maybe
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_batch, check_floating
 from .._core.values import PROBABILITY
 from ..ops.pairwise import safe_sqrt, sq_dist
-from ._inputs import FEATURES_LABELS, features_labels_example, scale_all
+from ._inputs import FEATURES_LABELS, features_labels_example
 from .core import check_int_labels, embed, masked_logsumexp
 from .metric import SUSANA
 
