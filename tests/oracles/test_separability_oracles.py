@@ -28,9 +28,11 @@ ORACLES = [
                        "their multi-similarity variant (a later file) puts 0.4 x the mixed sum inside the clean "
                        "term's log and leaves its mixed negative mask unfilled: losskit follows the paper's "
                        "l + w l~, checked against float64 loops of it (1e-10) and PML's MultiSimilarityLoss at w = 0"),
-    Oracle("amcl", AMCL_REPO, "amcl/losses.py (AMCLNTXentLoss, TemperatureHead, omega)", AMCL_COMMIT, "1e-12",
-           differences="losskit takes the temperature map's output, the (C, 2N, 2N) pair temperatures, as an input; "
-                       "the test feeds it the authors' map and compares values (1e-12) and gradients (1e-10)"),
+    Oracle("amcl", AMCL_REPO, "amcl/losses.py (AMCLNTXentLoss, AMCLMoCoLoss, TemperatureHead, omega)", AMCL_COMMIT,
+           "1e-12",
+           differences="losskit takes the temperature map's output, the pair temperatures (C, 2N, 2N), or (C, 2N, 2N + K) "
+                       "with a MoCo queue, as an input; the test feeds it the authors' map and compares values (1e-12) "
+                       "and gradients (1e-10) for SimCLR and MoCo; the SimSiam and Barlow Twins variants are not built"),
 ]
 
 
@@ -371,3 +373,52 @@ def test_amcl_omega_minimum_and_shapes():
         losskit.amcl(z1, z2, tau[:6, :6])
     with pytest.raises(LossInputError, match="^tau"):
         losskit.amcl(z1, z2, tau * 0)
+
+
+def _ref_amcl_moco(ref, q, k, queue):
+    """The authors' ``AMCLMoCoLoss.forward`` / ``_direction`` (same file and commit as above); queue (C, D, K)."""
+    F = torch.nn.functional
+
+    def direction(anchor, positive, negative_bank):
+        anchor, positive, negative_bank = F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1), F.normalize(
+            negative_bank, dim=-1)
+        pos_sim = (anchor * positive).sum(-1)
+        tau_pos = ref.temperature(anchor, positive)
+        pa, pn = ref.phi(anchor), ref.phi(negative_bank)
+        tau_neg = ref.score_to_temperature(pa @ pn.transpose(0, 1))
+        sim_neg = anchor @ negative_bank.transpose(0, 1)
+        kk = min(ref.topk, negative_bank.size(0))
+        vals, idx = sim_neg.topk(k=kk, dim=1, largest=True, sorted=False)
+        tau_top = tau_neg.gather(1, idx)
+        neg = (vals / tau_top).mean(dim=1)
+        reg_pos = ref.beta * ref.omega(tau_pos, ref.dim)
+        reg_neg = ref.beta * (torch.log(tau_top).sum(dim=1) + torch.reciprocal(tau_top).sum(dim=1))
+        return (-pos_sim / tau_pos + neg + reg_pos - reg_neg).mean()
+
+    per_head = []
+    for h in range(ref.num_heads):
+        qh, kh = q[:, h], k[:, h]
+        bank = queue[h].transpose(0, 1)
+        per_head.append(0.5 * (direction(qh, kh, bank) + direction(kh, qh, bank)))
+    return torch.stack(per_head).sum()
+
+
+@pytest.mark.parametrize("n,c,d,kq,beta,topk", [(4, 2, 8, 16, 1e-4, 5), (5, 1, 6, 7, 0.01, 100), (3, 3, 4, 9, 0.2, 2)])
+def test_amcl_queue_matches_authors_moco(n, c, d, kq, beta, topk):
+    g = torch.Generator().manual_seed(kq)
+    q = torch.randn(n, c, d, generator=g, dtype=torch.float64)
+    k = q + 0.4 * torch.randn(n, c, d, generator=g, dtype=torch.float64)
+    queue = torch.randn(c, d, kq, generator=g, dtype=torch.float64)  # the authors' (heads, dim, K) layout
+    ref = _RefAMCL(d, c, beta, topk, seed=kq)
+    qa = q.clone().requires_grad_(True)
+    expected = _ref_amcl_moco(ref, qa, k, queue)
+    expected.backward()
+    qb = q.clone().requires_grad_(True)
+    bank = queue.transpose(1, 2)  # (C, K, D)
+    zall = torch.nn.functional.normalize(torch.cat([qb, k], 0).transpose(0, 1), dim=-1)
+    cands = torch.cat([zall, torch.nn.functional.normalize(bank, dim=-1)], 1)
+    tau = ref.score_to_temperature(ref.phi(zall) @ ref.phi(cands).transpose(1, 2))  # (C, 2N, 2N + K)
+    got = losskit.amcl(qb, k, tau, queue=bank, beta=beta, topk=topk)
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-12)
+    torch.testing.assert_close(qb.grad, qa.grad, rtol=1e-10, atol=1e-12)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .._core import Paper, check_reduction, fail, finish, objective
-from .._core.domains import COUNT, NONNEGATIVE
+from .._core.domains import COUNT, NONNEGATIVE, Maybe, Tensor
 from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_floating
 from .._core.values import POSITIVE_VALUES
@@ -54,13 +54,15 @@ HEAD_VIEWS = InputKind("multi-head view pair + pair temperatures",
 
 @objective(
     "amcl", seed=True, family="representation", input_kind=HEAD_VIEWS, example=_example, paper=AMCL, per_sample=False,
-    module_name="AMCLLoss", domains={"beta": NONNEGATIVE, "topk": COUNT},
+    module_name="AMCLLoss",
+    domains={"beta": NONNEGATIVE, "topk": COUNT, "queue": Maybe(Tensor("a queue of negatives (K, D) or (C, K, D)"))},
     formula="l_i = sum_c 1/2 sum_{(a, p) in {(z1_i, z2_i), (z2_i, z1_i)}} [-s_ap / tau_ap + mean_{n in topK(a)} "
             "s_an / tau_an + beta Omega(tau_ap) - beta sum_{n in topK(a)} (log tau_an + 1 / tau_an)], "
             "Omega(t) = D/2 log t + 1/t",
 )
-def amcl(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, beta: float = 0.01, topk: int = 100,
-         sample_weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+def amcl(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, queue: torch.Tensor | None = None,
+         beta: float = 0.01, topk: int = 100, sample_weight: torch.Tensor | None = None,
+         reduction: str = "mean") -> torch.Tensor:
     """AMCL for SimCLR: a two-view contrastive loss summed over C heads, with one temperature per pair.
 
     ``z1``, ``z2`` (N, C, D) (or (N, D), one head): the projections of two views of N samples by C heads,
@@ -83,7 +85,13 @@ def amcl(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, beta: float =
     regulariser) and ``topk`` (100) as their defaults. The temperature map itself (an MLP on the heads'
     features, its output squashed into ``[tau_min, tau_max]``) is the user's model: losskit takes its output.
 
-    Follows the authors' ``AMCLNTXentLoss`` (LeiWangR/cl, amcl/losses.py); tested against a port of it.
+    ``queue`` (K, D) or (C, K, D) (MoCo): the negatives are the queue's K entries instead of the other views
+    (the authors' ``AMCLMoCoLoss``: both directions against the same queue); ``tau`` is then (C, 2N, 2N + K),
+    the temperatures of every view against ``[z1; z2; queue]`` (only the positive pairs and the queue columns
+    are read). The queue is an input, not state: update it outside (and detach the keys, as MoCo does).
+
+    Follows the authors' ``AMCLNTXentLoss`` and ``AMCLMoCoLoss`` (LeiWangR/cl, amcl/losses.py); tested against
+    ports of both.
 
     Paper: Wang, Koniusz, Gedeon, Zheng, "Adaptive Multi-head Contrastive Learning", ECCV 2024, arXiv:2310.05615.
     """
@@ -99,20 +107,36 @@ def amcl(z1: torch.Tensor, z2: torch.Tensor, tau: torch.Tensor, *, beta: float =
     n, c, d = z1.shape
     if n < 2:
         raise fail("z1", "at least 2 samples (the negatives are the other samples' views)", f"{n}")
+    kq = 0
+    if queue is not None:
+        check_floating("queue", queue)
+        if queue.dim() == 2:
+            queue = queue.unsqueeze(0).expand(c, -1, -1)
+        if queue.dim() != 3 or queue.shape[0] != c or queue.shape[2] != d or queue.shape[1] < 1:
+            raise fail("queue", f"a queue of negatives of shape (K, {d}) or ({c}, K, {d}), K >= 1",
+                       f"shape {tuple(queue.shape)}")
+        kq = queue.shape[1]
     check_floating("tau", tau)
     if tau.dim() == 2:
         tau = tau.unsqueeze(0).expand(c, -1, -1)
-    if tuple(tau.shape) != (c, 2 * n, 2 * n):
-        raise fail("tau", f"pair temperatures of shape ({c}, {2 * n}, {2 * n}) or ({2 * n}, {2 * n})",
+    m = 2 * n + kq
+    if tuple(tau.shape) != (c, 2 * n, m):
+        raise fail("tau", f"pair temperatures of shape ({c}, {2 * n}, {m}) or ({2 * n}, {m})",
                    f"shape {tuple(tau.shape)}")
     z = embed("z1", torch.cat([z1, z2], 0).transpose(0, 1), True)  # (C, 2N, D)
-    s = z @ z.transpose(1, 2)  # (C, 2N, 2N)
+    cand = z if queue is None else torch.cat([z, embed("queue", queue.to(z.dtype), True)], 1)  # (C, M, D)
+    s = z @ cand.transpose(1, 2)  # (C, 2N, M)
     rows = torch.arange(2 * n, device=z.device)
+    cols = torch.arange(m, device=z.device)
     partner = (rows + n) % (2 * n)
     s_pos = s[:, rows, partner]
     t_pos = tau[:, rows, partner]
-    neg = (rows.unsqueeze(1) != rows.unsqueeze(0)) & (partner.unsqueeze(1) != rows.unsqueeze(0))  # (2N, 2N)
-    k = min(topk, 2 * n - 2)
+    if queue is None:  # every other view
+        neg = (rows.unsqueeze(1) != cols.unsqueeze(0)) & (partner.unsqueeze(1) != cols.unsqueeze(0))
+        k = min(topk, 2 * n - 2)
+    else:  # the queue only
+        neg = (cols >= 2 * n).unsqueeze(0).expand(2 * n, m)
+        k = min(topk, kq)
     masked = torch.where(neg, s, s.new_full((), float("-inf")))
     vals, idx = masked.topk(k, dim=2)
     t_top = tau.gather(2, idx)
