@@ -28,11 +28,16 @@ ORACLES = [
                        "their multi-similarity variant (a later file) puts 0.4 x the mixed sum inside the clean "
                        "term's log and leaves its mixed negative mask unfilled: losskit follows the paper's "
                        "l + w l~, checked against float64 loops of it (1e-10) and PML's MultiSimilarityLoss at w = 0"),
+    Oracle("amcl_simsiam", AMCL_REPO, "amcl/losses.py (AMCLSimSiamLoss)", AMCL_COMMIT, "1e-12",
+           differences="tau1, tau2 (the temperature map's output) are inputs; values 1e-12, gradients 1e-10"),
+    Oracle("amcl_barlow_twins", AMCL_REPO, "amcl/losses.py (AMCLBarlowTwinsLoss)", AMCL_COMMIT, "1e-12",
+           differences="the channel-pair temperatures (C, D, D) of their BatchVectorTemperatureHead are an input (their "
+                       "map needs a fixed batch size; losskit does not); values 1e-12, gradients 1e-10"),
     Oracle("amcl", AMCL_REPO, "amcl/losses.py (AMCLNTXentLoss, AMCLMoCoLoss, TemperatureHead, omega)", AMCL_COMMIT,
            "1e-12",
            differences="losskit takes the temperature map's output, the pair temperatures (C, 2N, 2N), or (C, 2N, 2N + K) "
                        "with a MoCo queue, as an input; the test feeds it the authors' map and compares values (1e-12) "
-                       "and gradients (1e-10) for SimCLR and MoCo; the SimSiam and Barlow Twins variants are not built"),
+                       "and gradients (1e-10) for SimCLR and MoCo"),
 ]
 
 
@@ -422,3 +427,94 @@ def test_amcl_queue_matches_authors_moco(n, c, d, kq, beta, topk):
     got.backward()
     assert got.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-12)
     torch.testing.assert_close(qb.grad, qa.grad, rtol=1e-10, atol=1e-12)
+
+
+def _ref_amcl_simsiam(ref, p1, z2, p2, z1):
+    """The authors' ``AMCLSimSiamLoss.forward`` (same file and commit), with the test's temperature map."""
+    F = torch.nn.functional
+    losses = []
+    for h in range(ref.num_heads):
+        a = F.normalize(p1[:, h], dim=-1)
+        b = F.normalize(z2[:, h].detach(), dim=-1)
+        c = F.normalize(p2[:, h], dim=-1)
+        d = F.normalize(z1[:, h].detach(), dim=-1)
+        tau1 = ref.temperature(a, b)
+        tau2 = ref.temperature(c, d)
+        s1 = (a * b).sum(-1)
+        s2 = (c * d).sum(-1)
+        term = (-0.5 * s1 / tau1 - 0.5 * s2 / tau2 + ref.beta * ref.omega(tau1, ref.dim)
+                + ref.beta * ref.omega(tau2, ref.dim))
+        losses.append(term.mean())
+    return torch.stack(losses).sum()
+
+
+@pytest.mark.parametrize("n,c,d,beta", [(6, 3, 8, 0.01), (4, 1, 5, 0.5)])
+def test_amcl_simsiam_matches_authors(n, c, d, beta):
+    g = torch.Generator().manual_seed(n + c)
+    p1, z2, p2, z1 = (torch.randn(n, c, d, generator=g, dtype=torch.float64) for _ in range(4))
+    ref = _RefAMCL(d, c, beta, 1, seed=c)
+    a = [t.clone().requires_grad_(True) for t in (p1, p2)]
+    expected = _ref_amcl_simsiam(ref, a[0], z2, a[1], z1)
+    expected.backward()
+    b = [t.clone().requires_grad_(True) for t in (p1, p2)]
+    F = torch.nn.functional
+    tau1 = ref.temperature(F.normalize(b[0], dim=-1), F.normalize(z2, dim=-1))
+    tau2 = ref.temperature(F.normalize(b[1], dim=-1), F.normalize(z1, dim=-1))
+    got = losskit.amcl_simsiam(b[0], z2, b[1], z1, tau1, tau2, beta=beta)
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-12)
+    for x, y in zip(b, a):
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-12)
+    # one head, unit temperatures, beta 0: SimSiam's symmetric negative cosine
+    one = torch.ones(n, dtype=torch.float64)
+    simsiam = 0.5 * (losskit.negative_cosine(p1[:, 0], z2[:, 0], reduction="none")
+                     + losskit.negative_cosine(p2[:, 0], z1[:, 0], reduction="none"))
+    torch.testing.assert_close(losskit.amcl_simsiam(p1[:, 0], z2[:, 0], p2[:, 0], z1[:, 0], one, one, beta=0.0,
+                                                    reduction="none"), simsiam, rtol=1e-12, atol=1e-12)
+
+
+def _ref_amcl_barlow(z1, z2, tau, lambd, beta, dim, batch_size):
+    """The authors' ``AMCLBarlowTwinsLoss.forward`` (same file and commit) given the pair temperatures (C, D, D)
+    their ``BatchVectorTemperatureHead.pair_temperature_matrix`` returns."""
+    losses = []
+    for h in range(z1.shape[1]):
+        z1h, z2h = z1[:, h], z2[:, h]
+        x = (z1h - z1h.mean(0)) / (z1h.std(0, unbiased=True) + 1e-9)
+        y = (z2h - z2h.mean(0)) / (z2h.std(0, unbiased=True) + 1e-9)
+        corr = x.T @ y / batch_size
+        t = tau[h]
+        tau_pos = torch.diagonal(t)
+        diag = torch.diagonal(corr)
+        pos = (1.0 - diag / tau_pos).pow(2).sum()
+        off_mask = ~torch.eye(dim, dtype=torch.bool)
+        neg = lambd * (corr[off_mask].pow(2) / t[off_mask]).sum()
+        om = lambda v: 0.5 * float(dim) * torch.log(v) + torch.reciprocal(v)  # noqa: E731
+        losses.append(pos + neg + beta * om(tau_pos).sum() - beta * om(t[off_mask]).sum())
+    return torch.stack(losses).sum()
+
+
+@pytest.mark.parametrize("n,c,d,lambd,beta", [(8, 2, 5, 5e-3, 1e-4), (6, 1, 4, 0.1, 0.05)])
+def test_amcl_barlow_twins_matches_authors(n, c, d, lambd, beta):
+    g = torch.Generator().manual_seed(n * c)
+    z1 = torch.randn(n, c, d, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.5 * torch.randn(n, c, d, generator=g, dtype=torch.float64)
+    # their map: phi on the N-dimensional channel vectors, tau = tmin + (tmax - tmin) sigmoid(-phi(x) phi(y)^T)
+    torch.manual_seed(d)
+    phi = torch.nn.Sequential(torch.nn.Linear(n, 7), torch.nn.ReLU(), torch.nn.Linear(7, n)).double()
+    def tmap(a, b):  # (C, D, D), differentiable in the features as in their code
+        return torch.stack([1e-5 + (2.0 - 1e-5) * torch.sigmoid(-(phi(a[:, h].T) @ phi(b[:, h].T).T)) for h in range(c)])
+
+    za, zb = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    expected = _ref_amcl_barlow(za, zb, tmap(za, zb), lambd, beta, d, n)
+    expected.backward()
+    ya, yb = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    got = losskit.amcl_barlow_twins(ya, yb, tmap(ya, yb), lambd=lambd, beta=beta)
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+    torch.testing.assert_close(ya.grad, za.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(yb.grad, zb.grad, rtol=1e-10, atol=1e-12)
+    # unit temperatures, beta 0: plain Barlow Twins of each head (unbiased standardisation, no eps), summed
+    ones = torch.ones(d, d, dtype=torch.float64)
+    bt = sum(losskit.barlow_twins(z1[:, h], z2[:, h], lambd=lambd, unbiased=True, eps=0.0) for h in range(c))
+    assert losskit.amcl_barlow_twins(z1, z2, ones, lambd=lambd, beta=0.0, eps=0.0).item() == pytest.approx(bt.item(),
+                                                                                                         rel=1e-12)

@@ -51,7 +51,15 @@ from .metric import (
     tcm,
     triplet_margin,
 )
-from .multihead import AMCLLoss, amcl, amcl_omega
+from .multihead import (
+    AMCLBarlowTwinsLoss,
+    AMCLLoss,
+    AMCLSimSiamLoss,
+    amcl,
+    amcl_barlow_twins,
+    amcl_omega,
+    amcl_simsiam,
+)
 from .proxy import (
     ArcFaceLoss,
     CosFaceLoss,
@@ -122,5 +130,5 @@ __all__ = [
     "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
     "siglip", "SigLIPLoss", "ThresholdReducer", "koleo", "KoLeoLoss", "msn", "MSNLoss",
     "icnn_loss", "ICNNLoss", "icnn_score", "metrix", "MetrixLoss",
-    "amcl", "AMCLLoss", "amcl_omega",
+    "amcl", "AMCLLoss", "amcl_omega", "amcl_simsiam", "AMCLSimSiamLoss", "amcl_barlow_twins", "AMCLBarlowTwinsLoss",
 ]
