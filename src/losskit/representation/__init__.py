@@ -58,6 +58,15 @@ from .metric import (
     tcm,
     triplet_margin,
 )
+from .multihead import (
+    AMCLBarlowTwinsLoss,
+    AMCLLoss,
+    AMCLSimSiamLoss,
+    amcl,
+    amcl_barlow_twins,
+    amcl_omega,
+    amcl_simsiam,
+)
 from .proxy import (
     ArcFaceLoss,
     CosFaceLoss,
@@ -100,6 +109,7 @@ from .selfsup import (
     swav,
     swav_codes,
 )
+from .separability import ICNNLoss, MetrixLoss, icnn_loss, icnn_score, metrix
 from .temperature import (
     ISogCLRLoss,
     ISogCLRState,
@@ -127,4 +137,6 @@ __all__ = [
     "negative_cosine", "NegativeCosineLoss", "dino", "DINOLoss", "dino_center", "swav", "SwAVLoss", "swav_codes",
     "siglip", "SigLIPLoss", "ThresholdReducer", "koleo", "KoLeoLoss", "msn", "MSNLoss",
     "krr_st", "KRRSTLoss", "krr_predict", "gradient_match_distance", "gradient_matching",
+    "icnn_loss", "ICNNLoss", "icnn_score", "metrix", "MetrixLoss",
+    "amcl", "AMCLLoss", "amcl_omega", "amcl_simsiam", "AMCLSimSiamLoss", "amcl_barlow_twins", "AMCLBarlowTwinsLoss",
 ]
