@@ -16,10 +16,10 @@ from .flow import *  # noqa: F401,F403
 from .flow import __all__ as _flow
 from .gan import *  # noqa: F401,F403
 from .gan import __all__ as _gan
-from .instruct import *  # noqa: F401,F403
-from .instruct import __all__ as _instruct
 from .gflownet import *  # noqa: F401,F403
 from .gflownet import __all__ as _gflownet
+from .instruct import *  # noqa: F401,F403
+from .instruct import __all__ as _instruct
 from .marginalization import *  # noqa: F401,F403
 from .marginalization import __all__ as _mam
 from .paths import GaussianPath, conditional_target, convert, interpolate, path_weight
