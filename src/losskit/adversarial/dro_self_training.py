@@ -165,8 +165,8 @@ def dro_self_training(logits: torch.Tensor, target: torch.Tensor, labeled_cost: 
     Differences from the authors' ``TrainingFlow.py``: their pseudo-label target is the raw logits
     ``model(x')`` passed to ``CrossEntropyLoss`` as class probabilities (unnormalised, not detached); losskit
     uses the paper's hard labels ``argmax h(x')`` (or ``'soft'``: their softmax), detached. They also scale the sum
-    by 100, which losskit leaves to the learning rate. tests/test_misc2_objectives.py ports their ascent and loss
-    and checks both.
+    by 100, which losskit leaves to the learning rate. tests/oracles/test_misc2_objectives.py ports their ascent
+    and loss and checks both.
 
     Paper: Saberi, Najafi, Heidari, Movasaghinia, Motahari, Khalaj, "Out-Of-Domain Unlabeled Data Improves
     Generalization", ICLR 2024, arXiv:2310.00027.

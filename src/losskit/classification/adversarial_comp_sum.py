@@ -9,8 +9,8 @@ is not smooth in ``h`` and has no useful consistency guarantee; the paper replac
           \\qquad \\bar\\Delta_h(x, y) = \\big(h(x, k) - h(x, y)\\big)_{k}
 
 which holds whenever ``nu`` is at least the ell-2 Lipschitz constant of the margin map (``1/rho`` for
-``tau >= 1``; tests/test_misc2_objectives.py checks the inequality). The supremum over ``x'`` is the attack's job
-(:func:`losskit.pgd` with ``loss_fn=smooth_adv_term``, as TRADES maximises its KL term); the objective here takes
+``tau >= 1``; tests/oracles/test_misc2_objectives.py checks the inequality). The supremum over ``x'`` is the
+attack's job (:func:`losskit.pgd` with ``loss_fn=smooth_adv_term``, as TRADES maximises its KL term); the objective here takes
 the logits of the natural and of the attacked inputs.
 """
 

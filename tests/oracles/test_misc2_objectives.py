@@ -14,10 +14,29 @@ import math
 import numpy as np
 import pytest
 import torch
+from oracle_meta import NoReference, Oracle
 from torch import nn
 
 import losskit
 from losskit import LossInputError
+
+ORACLES = [
+    NoReference("smooth_adv_comp_sum",
+                "no public code for Mao, Mohri, Zhong 2023 (the file states none exists)",
+                checked_against="own float64 evaluation of the closed form (1e-12), comp_sum at nu = 0 (1e-13) and "
+                                "the paper's upper bound on the adversarial comp-sum"),
+    Oracle("krr_st", "db-Lee/selfsup_dd", "algorithms/distill.py", "73bae335726ec92a15ff7f360d6e5f2c69b53c72",
+           "1e-12",
+           differences="gradients 1e-10; also scikit-learn's KernelRidge (1e-10)"),
+    Oracle("dro_self_training", "deepmancer/rss-training-iclr2024",
+           "code/7586_.../MainPart/TrainingFlow.py (optimize_x_adv, train_model)",
+           "277330edb05d1a7113490564c1c3095be917c127", "relation",
+           differences="the authors' pseudo-label target is the raw logits model(x') (not detached); losskit uses "
+                       "the paper's argmax h(x') (or 'soft': their softmax), detached, and the port is set to it; "
+                       "they scale the sum by 100: the test asserts 100 * losskit = theirs (1e-12), attacked inputs "
+                       "1e-12, gradients 1e-10"),
+]
+
 
 # ---------------------------------------------------------------------------- smooth adversarial comp-sum
 

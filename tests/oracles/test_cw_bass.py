@@ -9,9 +9,20 @@ authors' zero padding is ``padding='zeros'`` and matches exactly.
 
 import torch
 import torch.nn.functional as F
+from oracle_meta import Oracle
 
 import losskit
 from losskit.classification import cw_bass_pseudo_labels, label_boundaries
+
+ORACLES = [
+    Oracle("cw_bass_loss", "psychofict/CW-BASS",
+           "main.py (compute_pixel_confidence, weighted_cross_entropy_loss, dynamic_thresholding, "
+           "detect_boundaries, boundary_loss, train_semi_supervised)",
+           "4cad82cca82f81ace7892e1bca286faaf62de14f", "1e-12",
+           differences="losskit's default boundary padding is replicate (image borders are not boundaries); the "
+                       "authors' zero padding is padding='zeros' and matches (1e-12, gradients 1e-10)"),
+]
+
 
 
 # ---- port of CW-BASS main.py ----

@@ -12,9 +12,19 @@ import pytest
 import scipy.linalg as sla
 import scipy.optimize
 import torch
+from oracle_meta import Oracle
 
 import losskit
 from losskit.regression import colide_sigma, logdet_acyclicity
+
+ORACLES = [
+    Oracle("colide", "SAMiatto/colide",
+           "model.py (colide_ev._score/_h/_func, colide_nv._score, the sigma updates, Gobj of minimize)",
+           "a35893ff6c5cdd849b176e195e38ea28c64d0759", "1e-10",
+           differences="value 1e-10 relative; gradient in W = the authors' Gobj at the closed-form sigma "
+                       "(envelope theorem, 1e-8); sigma 1e-12; acyclicity gradient 1e-10"),
+]
+
 
 
 # ---- port of SAMiatto/colide model.py (score, h, sigma update, gradient) ----

@@ -10,8 +10,19 @@ from the unfixed port is pinned down.
 
 import torch
 import torch.nn.functional as F
+from oracle_meta import Oracle
 
 import losskit
+
+ORACLES = [
+    Oracle("legogcd", "Cliffia123/LegoGCD",
+           "train.py (mask_old, nll_loss with qhat) and model.py (DistillLoss loss_entropy, update_qhat)",
+           "601141654f2dfd9bc72a63ea2c7b9bb86ec98b93", "relation",
+           differences="LER matches (1e-12, gradients 1e-10); the authors' DKL applies log_softmax to "
+                       "probabilities, losskit computes the KL divergence the paper states: equal to the port with "
+                       "that call fixed and to torch's kl_div (1e-12); the full objective is the authors' sum (1e-12)"),
+]
+
 
 
 def ref_ler(student_out, mask_lab, num_labeled_classes, qhat, thr=0.7):  # train.py, both views stacked

@@ -10,8 +10,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from oracle_meta import Oracle
 
 import losskit
+
+ORACLES = [
+    Oracle("virtual_outlier_regularization", "jpmorganchase/ovor", "learners/ood.py (NPOS.loss)",
+           "8623f978c077169ecc158eb836f7adf3be804fef", "1e-12",
+           differences="defaults of configs/common.yaml (lmda 0.1, thres_id -15, thres_ood -3); gradients 1e-10"),
+]
+
 
 
 def npos_loss(id_logits, ood_logits, lmda=0.1, thres_id=-15.0, thres_ood=-3.0, huber=True):  # NPOS.loss

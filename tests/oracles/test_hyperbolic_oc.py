@@ -13,9 +13,24 @@ import math
 
 import pytest
 import torch
+from oracle_meta import Oracle
 
 import losskit
 from losskit.classification import hyperbolic_mlr_logits, poincare_distance, to_poincare
+
+ORACLES = [
+    Oracle("hyperbolic_cross_entropy", "Kartik-3004/hyp-oc",
+           "hyptorch/nn.py (HyperbolicMLR) with leymir/hyperbolic-image-embeddings hyptorch/pmath.py @ "
+           "0a7bd9715a80f6818f4f6d4602f08ab779eb75d4 (_mobius_add, _expmap0, _hyperbolic_softmax)",
+           "9c25c74b608f6f6bb2eae3924cc4c244520e2e29", "1e-12",
+           differences="the port's 1e-5 stabilisers switched off (1e-12, gradients 1e-9); with them on, 1e-3"),
+    Oracle("hyperbolic_pairwise_confusion", "Kartik-3004/hyp-oc", "loss.py (TPC_loss_hyp)",
+           "9c25c74b608f6f6bb2eae3924cc4c244520e2e29", "relation",
+           differences="the authors' code takes atan of the scaled Mobius distance; losskit uses the geodesic "
+                       "distance (artanh), the mean over pairs = the pmath _dist port (1e-12); 0.5 * losskit = "
+                       "TPC_loss_hyp with artanh (1e-4, their 1e-5 eps)"),
+]
+
 
 EPS = 1e-5
 

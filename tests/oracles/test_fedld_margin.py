@@ -7,9 +7,18 @@ below, for ``norm='batch'``; the per-sample form against a direct float64 formul
 
 import pytest
 import torch
+from oracle_meta import Oracle
 from torch import nn
 
 import losskit
+
+ORACLES = [
+    Oracle("margin_control_loss", "Zeng-Shuang/FedLD", "methods/fedld.py (MarginalLogLoss)",
+           "52b27f388c8472c20d824af7470d0033e4f1c4f0", "1e-13",
+           differences="the port is norm='batch' (1e-13, gradients 1e-12); the per-sample form is checked against a "
+                       "direct float64 formula (1e-13)"),
+]
+
 
 
 class MarginalLogLoss(nn.Module):  # port of the authors' class
