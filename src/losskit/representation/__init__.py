@@ -35,6 +35,7 @@ from .contrastive import (
     nt_xent,
     supcon,
 )
+from .koopman import KoopmanInformationLoss, koopman_information_loss, temporal_info_nce, von_neumann_entropy
 from .metric import (
     BatchHardMiner,
     CircleLoss,
@@ -139,4 +140,5 @@ __all__ = [
     "krr_st", "KRRSTLoss", "krr_predict", "gradient_match_distance", "gradient_matching",
     "icnn_loss", "ICNNLoss", "icnn_score", "metrix", "MetrixLoss",
     "amcl", "AMCLLoss", "amcl_omega", "amcl_simsiam", "AMCLSimSiamLoss", "amcl_barlow_twins", "AMCLBarlowTwinsLoss",
+    "koopman_information_loss", "KoopmanInformationLoss", "temporal_info_nce", "von_neumann_entropy",
 ]
