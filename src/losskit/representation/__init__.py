@@ -35,6 +35,8 @@ from .contrastive import (
     nt_xent,
     supcon,
 )
+from .energy_confusion import EnergyConfusionLoss, energy_confusion
+from .koopman import KoopmanInformationLoss, koopman_information_loss, temporal_info_nce, von_neumann_entropy
 from .metric import (
     BatchHardMiner,
     CircleLoss,
@@ -139,4 +141,6 @@ __all__ = [
     "krr_st", "KRRSTLoss", "krr_predict", "gradient_match_distance", "gradient_matching",
     "icnn_loss", "ICNNLoss", "icnn_score", "metrix", "MetrixLoss",
     "amcl", "AMCLLoss", "amcl_omega", "amcl_simsiam", "AMCLSimSiamLoss", "amcl_barlow_twins", "AMCLBarlowTwinsLoss",
+    "energy_confusion", "EnergyConfusionLoss",
+    "koopman_information_loss", "KoopmanInformationLoss", "temporal_info_nce", "von_neumann_entropy",
 ]
