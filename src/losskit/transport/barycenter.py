@@ -26,15 +26,15 @@ squared Euclidean cost, alternate exact plans ``T_k`` (:func:`~.exact._exact_pla
 
 from __future__ import annotations
 
-import torch
-
 from collections.abc import Callable
+
+import torch
 
 from .._core import Paper, finish, objective
 from .._core.conventions import promote
 from .._core.domains import COUNT, POSITIVE, Maybe, Tensor, check_option
-from .._core.registry import BadInput, Example, InputKind
 from .._core.errors import fail
+from .._core.registry import BadInput, Example, InputKind
 from .._core.validate import check_finite, check_floating, check_nonnegative, describe, require
 from . import _domains as D
 from . import _validate as V
