@@ -57,5 +57,8 @@ PartialOt = partial_ot.Module
 EntropicPartialOt = entropic_partial_ot.Module
 __all__ += ["partial_ot", "PartialOt", "entropic_partial_ot", "EntropicPartialOt"]
 
-# Barycenters: solvers (no registered objective), beside solve / exact_plan.
-from .barycenter import barycenter, free_support_barycenter  # noqa: E402
+# Barycenters: solvers (beside solve / exact_plan) and the barycentric objective (issue 19).
+from .barycenter import CLOUD_AND_TARGETS, barycenter, barycenter_loss, free_support_barycenter  # noqa: E402
+
+BarycenterLoss = barycenter_loss.Module
+__all__ += ["barycenter_loss", "BarycenterLoss"]

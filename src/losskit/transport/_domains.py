@@ -57,6 +57,7 @@ DOMAINS: dict[str, Domain] = {
     "normalize": FLAG,
     "ridge": NONNEGATIVE,                        # whitening ridge, relative to the mean variance
     "debias": FLAG,
+    "fast": FLAG,                                # solve's accuracy preset (sinkhorn.FAST)
 }
 
 #: the Sinkhorn solver's options (:func:`~.sinkhorn.solve` and every entropic objective)
