@@ -59,3 +59,6 @@ __all__ += ["partial_ot", "PartialOt", "entropic_partial_ot", "EntropicPartialOt
 
 # Barycenters: solvers (no registered objective), beside solve / exact_plan.
 from .barycenter import barycenter, free_support_barycenter  # noqa: E402
+
+# Issue 23: multiscale truncated Sinkhorn for large low-dimensional clouds (solve(..., method="multiscale")).
+from .multiscale import MultiscaleResult, solve_multiscale  # noqa: E402
