@@ -62,3 +62,6 @@ from .barycenter import CLOUD_AND_TARGETS, barycenter, barycenter_loss, free_sup
 
 BarycenterLoss = barycenter_loss.Module
 __all__ += ["barycenter_loss", "BarycenterLoss"]
+
+# Issue 23: multiscale truncated Sinkhorn for large low-dimensional clouds (solve(..., method="multiscale")).
+from .multiscale import MultiscaleResult, solve_multiscale  # noqa: E402

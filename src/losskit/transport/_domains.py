@@ -48,7 +48,7 @@ DOMAINS: dict[str, Domain] = {
     "scaling": Maybe(OPEN_UNIT),                 # epsilon-scaling factor in (0, 1); None = no annealing
     "online": Maybe(FLAG),
     "differentiate": Choice("envelope", "unroll"),
-    "method": Choice("auto", "sinkhorn", "newton"),
+    "method": Choice("auto", "sinkhorn", "newton", "multiscale"),
     "gamma": POSITIVE,                           # quadratic regularisation strength
     "k": COUNT,                                  # nonzeros per plan column
     "n_projections": COUNT,

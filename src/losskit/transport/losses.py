@@ -92,7 +92,8 @@ def sinkhorn(x: torch.Tensor, y: torch.Tensor, *, a: torch.Tensor | None = None,
             balanced, dense cost matrix; much faster at small eps / tight ``tol``). ``'auto'`` (default):
             Sinkhorn, and a balanced problem of at most 2^20 cost entries that has not converged after
             min(2000, max_iter / 2) iterations is finished by those Newton steps. ``'sinkhorn'``:
-            Sinkhorn only.
+            Sinkhorn only. ``'multiscale'``: clustered, truncated Sinkhorn for large clouds in d <= 3
+            (:func:`losskit.transport.solve_multiscale`; by hand, ``'auto'`` does not pick it yet).
 
     Paper: standard (Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", 2013,
     arXiv:1306.0895; log-domain stabilisation and epsilon-scaling: Schmitzer 2019, arXiv:1610.06519).

@@ -106,10 +106,29 @@ def _options_check(eps, rho, tol, max_iter, scaling, differentiate, method="sink
         D.check(name, value)
 
 
+#: method='auto' would take the multiscale solver (:mod:`.multiscale`) from this many cost entries n m on
+#: (squared Euclidean cost, d <= 3, balanced, envelope gradients). Off (inf) until a win is measured
+#: (docs/transport.md: the 100k benchmark did not finish on the loaded machine of issue 23's session).
+AUTO_MULTISCALE_ENTRIES = float("inf")
+
+
+def _auto_multiscale(x, y, p, cost, rho, differentiate) -> bool:
+    from .multiscale import MAX_DIM
+
+    return (cost is None and p == 2 and rho is None and differentiate == "envelope"
+            and x.shape[-1] <= MAX_DIM and x.shape[-2] * y.shape[-2] >= AUTO_MULTISCALE_ENTRIES)
+
+
 def _solve_points(x, y, a, b, *, eps, p, cost, rho, tol, max_iter, scaling, online, differentiate="envelope",
                   block_elems: int = BLOCK_ELEMS, dense_bytes: int = DENSE_BYTES, method="auto",
                   newton=None) -> OTResult:
     """:func:`solve` on validated batched inputs (the objectives' path: no second validation)."""
+    if method == "multiscale" or (method == "auto" and _auto_multiscale(x, y, p, cost, rho, differentiate)):
+        from .multiscale import _solve_multiscale, check_multiscale
+
+        check_multiscale(x, p, cost, rho, differentiate)
+        return _solve_multiscale(x, y, a, b, eps=eps, tol=tol, max_iter=max_iter, scaling=scaling,
+                                 block_elems=block_elems)
     xc, yc, c = _point_cost(x, y, p, cost, eps)
     res = _solve(c, a, b, eps=eps, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=online,
                  differentiate=differentiate, block_elems=block_elems, dense_bytes=dense_bytes,
@@ -134,7 +153,10 @@ def solve(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: to
     options (``warm_tol``, ``sparsity``). ``method='auto'`` (default): Sinkhorn, and a balanced problem
     with at most 2^20 cost entries still unconverged after min(2000, max_iter / 2) iterations
     (alternating Sinkhorn can stall at small eps) is finished by sparse Newton steps, which get the rest
-    of ``max_iter``; ``'sinkhorn'``: Sinkhorn only.
+    of ``max_iter``; ``'sinkhorn'``: Sinkhorn only. ``method='multiscale'``: the multiscale truncated
+    solver for large clouds in d <= 3 (:func:`~.multiscale.solve_multiscale`, squared Euclidean cost,
+    balanced; returns a :class:`~.multiscale.MultiscaleResult` with the truncation's certified bound),
+    by hand (``'auto'`` does not pick it yet: :data:`AUTO_MULTISCALE_ENTRIES`).
 
     ``fast=True``: the accuracy preset of :data:`FAST` (issue 23), which replaces ``tol``, ``scaling`` and
     ``method``: epsilon-scaling by 0.5 (one iteration per stage from the cost's diameter down to ``eps``),
@@ -167,6 +189,9 @@ def solve_matrix(C: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor
     switches a stalled problem to them (see :func:`solve`)."""
     C, a, b = V.matrix(C, a, b, balanced=rho is None)
     _options_check(eps, rho, tol, max_iter, scaling, differentiate, method)
+    if method == "multiscale":
+        raise fail("method", "'auto', 'sinkhorn' or 'newton' for a cost matrix ('multiscale' clusters points: "
+                   "use solve)", repr(method))
     c = Cost(matrix=C)
     return _solve(c, a, b, eps=eps, rho=rho, tol=tol, max_iter=max_iter, scaling=scaling, online=False,
                   differentiate=differentiate, block_elems=block_elems, dense_bytes=DENSE_BYTES,
