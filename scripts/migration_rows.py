@@ -50,6 +50,9 @@ p, q = p_logits.softmax(-1), q_logits.softmax(-1)
 x = torch.randn(8, generator=g, dtype=torch.float64)
 t = torch.rand(8, generator=g, dtype=torch.float64)
 anc, pos, neg = (torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(3))
+multi = (torch.rand(8, 5, generator=g) < 0.4).double()  # multi-hot targets
+pw = torch.arange(1.0, 6.0, dtype=torch.float64)  # one weight per class
+soft = torch.rand(8, 5, generator=g, dtype=torch.float64).softmax(-1)  # soft targets (mixup / distillation)
 """
 
 _POT = """\
@@ -102,26 +105,29 @@ x = torch.randn(30, 2, generator=g, dtype=torch.float64)
 y = torch.randn(25, 2, generator=g, dtype=torch.float64) + 0.5
 n, m = len(x), len(y)
 blur = 0.4
+ys = torch.stack([y[:20], y[5:] - 1.0, 0.5 * y[:20]])  # K = 3 target clouds (barycenter_loss)
+w = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)  # barycentric weights
 """
 
 _PML = """\
 import torch
-from pytorch_metric_learning import losses, reducers
+import math
+from pytorch_metric_learning import losses, miners, reducers
 import losskit
+from losskit.representation import ThresholdReducer
 
 g = torch.Generator().manual_seed(0)
 emb = torch.randn(9, 4, generator=g, dtype=torch.float64)
 labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])  # classes of equal size: see the notes
 z1, z2 = (torch.randn(8, 6, generator=g, dtype=torch.float64) for _ in range(2))
 
-def nonzero_fraction(emb, labels, margin):  # share of triplets with a positive loss (brute force)
-    e = torch.nn.functional.normalize(emb, dim=1)
-    d = torch.cdist(e, e)
-    same = labels[:, None] == labels[None, :]
-    pos = same & ~torch.eye(len(labels), dtype=torch.bool)
-    trip = pos[:, :, None] & ~same[:, None, :]
-    loss = (d[:, :, None] - d[:, None, :] + margin)[trip]
-    return (loss > 0).double().mean()
+W = torch.randn(3, 4, generator=g, dtype=torch.float64)  # class weights / proxies (C, D), losskit's layout
+W_sub = torch.randn(9, 4, generator=g, dtype=torch.float64)  # 3 sub-centres per class: row c K + k
+W_st = torch.randn(30, 4, generator=g, dtype=torch.float64)  # SoftTriple: 10 centres per class
+
+def set_(loss, name, value):  # PML's losses own their weights: set them to the ones losskit is given
+    getattr(loss, name).data = value.clone()
+    return loss
 """
 
 _ENTMAX = """\
@@ -171,6 +177,7 @@ from types import SimpleNamespace
 import torch
 import trl
 from trl.experimental.cpo import CPOTrainer
+from trl.experimental.gkd import GKDTrainer
 from trl.experimental.orpo import ORPOTrainer
 import losskit
 
@@ -231,20 +238,49 @@ mask = completion_mask[:, 1:]
 adv = torch.randn(2 * b, generator=g, dtype=torch.float64)
 n_tokens = mask.sum() * 1.0
 
-def grpo_trainer(loss_type, x=logps, importance="token", epsilon=0.2, epsilon_high=0.28):
+def grpo_trainer(loss_type, x=logps, importance="token", epsilon=0.2, epsilon_high=0.28, entropies=None,
+                 top_entropy_quantile=1.0, is_ratio=None):
+    # entropies / top_entropy_quantile: TRL's entropy masking; is_ratio: the vLLM importance-sampling ratio
     self, _ = stand_in(
-        _get_per_token_logps_and_entropies=lambda *a, **k: (x, torch.zeros_like(x), None),
-        get_gamma_weights=trl.GRPOTrainer.get_gamma_weights, top_entropy_quantile=1.0,
+        _get_per_token_logps_and_entropies=lambda *a, **k: (x, torch.zeros_like(x) if entropies is None
+                                                            else entropies, None),
+        get_gamma_weights=trl.GRPOTrainer.get_gamma_weights, top_entropy_quantile=top_entropy_quantile,
         off_policy_mask_threshold=None, importance_sampling_level=importance, beta=0.0, loss_type=loss_type,
-        epsilon_low=epsilon, epsilon_high=epsilon_high, use_vllm=False, vllm_importance_sampling_correction=False,
+        epsilon_low=epsilon, epsilon_high=epsilon_high, use_vllm=is_ratio is not None,
+        vllm_importance_sampling_correction=is_ratio is not None,
         current_gradient_accumulation_steps=1, max_completion_length=t - 1, _entropy_bonus_enabled=False,
         args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1,
                              sapo_temperature_pos=1.0, sapo_temperature_neg=1.05, vespo_k_pos=2.0,
                              vespo_lambda_pos=3.0, vespo_k_neg=3.0, vespo_lambda_neg=2.0))
+    self.accelerator.pad_across_processes = lambda x, dim=0, pad_index=0: x
+    self.get_high_entropy_mask = lambda *a: trl.GRPOTrainer.get_high_entropy_mask(self, *a)
     inputs = {"prompt_ids": torch.zeros(2 * b, 1, dtype=torch.long), "prompt_mask": torch.ones(2 * b, 1),
               "completion_ids": torch.zeros(2 * b, t - 1, dtype=torch.long), "completion_mask": mask,
               "advantages": adv, "old_per_token_logps": old, "num_items_in_batch": n_tokens}
+    if is_ratio is not None:
+        inputs["importance_sampling_ratio"] = is_ratio
     return trl.GRPOTrainer._compute_loss(self, None, inputs)
+
+ent = 3 * torch.rand(2 * b, t - 1, generator=g, dtype=torch.float32)  # per-token entropies, float32 as a model's
+sampling = (old + torch.randn(2 * b, t - 1, generator=g, dtype=torch.float64)).clamp(max=0)  # vLLM's log-probs
+# TRL computes the vLLM ratio inline in _generate_and_score_completions (no callable): its two token modes
+tis = torch.exp((old - sampling) * mask).clamp(max=3.0)  # 'token_truncate' (the default, cap 3)
+tis_mask = torch.exp((old - sampling) * mask)
+tis_mask = tis_mask.masked_fill((tis_mask < 0.5) | (tis_mask > 2.0), 0.0)  # 'token_mask', bounds [0.5, 2]
+
+def reward_trainer(margin=None, center=None):  # TRL's RewardTrainer.compute_loss; the model returns rewards r
+    inputs = {"input_ids": torch.zeros(2 * b, t, dtype=torch.long), "attention_mask": torch.ones(2 * b, t)}
+    if margin is not None:
+        inputs["margin"] = margin
+    self, _ = stand_in(args=SimpleNamespace(center_rewards_coefficient=center))
+    return trl.RewardTrainer.compute_loss(self, lambda **kw: SimpleNamespace(logits=r[:, None]), inputs)
+
+r = torch.randn(2 * b, generator=g, dtype=torch.float64)  # reward-model outputs: b chosen, then b rejected
+rm_margin = torch.rand(b, generator=g, dtype=torch.float64)
+
+# GKD: student and teacher logits (B, T, V) as TRL takes them; labels -100 on the prompt and the padding
+s_logits, t_logits = (torch.randn(2, 5, 11, generator=g, dtype=torch.float64) for _ in range(2))
+gkd_labels = torch.tensor([[-100, 3, 4, 1, -100], [-100, -100, 7, 2, 9]])
 
 def grad(f):  # the gradient of a loss with respect to the policy's token log-probs
     x = logps.clone().requires_grad_(True)
@@ -285,6 +321,24 @@ ROWS = [
     Row("pytorch", "F.binary_cross_entropy_with_logits(x, t)",
         "losskit.binary_focal(x, t, alpha=None, gamma=0.0)",
         note="binary focal with gamma = 0 and no alpha balancing is the binary cross-entropy"),
+    Row("pytorch", "F.binary_cross_entropy_with_logits(logits, multi, pos_weight=pw)",
+        "losskit.binary_cross_entropy(logits, multi, pos_weight=pw)",
+        note="torch.nn.BCEWithLogitsLoss(pos_weight=pw) is the same call; 'mean' over all N x K entries in both"),
+    Row("pytorch", "F.binary_cross_entropy_with_logits(logits, multi, weight=pw, pos_weight=pw.flip(0))",
+        "losskit.binary_cross_entropy(logits, multi, weight=pw, pos_weight=pw.flip(0))",
+        note="`weight` (K,) scales both terms of a class, `pos_weight` the positive term only, as torch"),
+    Row("pytorch", "F.binary_cross_entropy_with_logits(logits, F.one_hot(target, 5).double() * 0.9 + 0.1 / 5)",
+        "losskit.binary_cross_entropy(logits, target, label_smoothing=0.1)",
+        note="class-index targets become one-hot rows smoothed to 1 - eps + eps / K and eps / K (timm's "
+             "BinaryCrossEntropy convention); torch needs the smoothed dense target"),
+    Row("pytorch", "F.binary_cross_entropy_with_logits(logits, (soft > 0.25).double())",
+        "losskit.binary_cross_entropy(logits, soft, target_threshold=0.25)",
+        note="timm's target_threshold: dense (e.g. mixup) targets binarised as 1[t > threshold]"),
+    Row("pytorch", "F.cross_entropy(logits, soft)", "losskit.cross_entropy(logits, soft)",
+        note="soft-target (probability) cross-entropy: float targets of the logits' shape, as torch"),
+    Row("pytorch", "F.cross_entropy(logits, soft, label_smoothing=0.1)",
+        "losskit.cross_entropy(logits, soft, label_smoothing=0.1)",
+        note="smoothing mixes soft targets with the uniform distribution, as torch"),
     Row("pytorch", "F.triplet_margin_loss(anc, pos, neg, margin=1.0, reduction='none')",
         "torch.stack([losskit.triplet_margin(torch.stack([anc[i], pos[i], neg[i]]), torch.tensor([0, 0, 1]), "
         "margin=1.0, reduction='none')[0] for i in range(len(anc))])",
@@ -317,6 +371,12 @@ ROWS = [
         "losskit.transport.solve_gromov(C1, C2, p12, q10, eps=gw_eps, tol=1e-11).loss.squeeze()",
         note="same epsilon (units of the linearised cost), same square loss (no 1/2), same PGD iteration from "
              "a b^T; `.loss` is POT's number (the GW loss at the plan, without the entropic term)", rtol=1e-8),
+    Row("pot", "ot.gromov.entropic_gromov_wasserstein2(C1, C2, p12, q10, 'square_loss', epsilon=gw_eps, **pot_gw)",
+        "losskit.gromov_wasserstein(xs, ys, eps=gw_eps, tol=1e-11)",
+        relation="losskit == peer + gw_eps * kl_plan(ot.gromov.entropic_gromov_wasserstein(C1, C2, p12, q10, "
+                 "'square_loss', epsilon=gw_eps, **pot_gw), p12, q10)",
+        note="the loss takes the points (C1, C2 = ||.||^2 inside, p = 2) and returns the entropic value; POT reports "
+             "it without eps KL(T | a (x) b). Both stop on a plan-change tolerance, hence 1e-8", rtol=1e-8),
     Row("pot", "ot.gromov.entropic_fused_gromov_wasserstein2(Ms, C1, C2, p12, q10, 'square_loss', epsilon=gw_eps, "
                "alpha=0.5, **pot_gw)",
         "losskit.fused_gromov_wasserstein(xs, ys, Ms, alpha=0.5, eps=gw_eps, tol=1e-11)",
@@ -325,6 +385,22 @@ ROWS = [
         note="the losskit objective is the entropic value (the envelope theorem gives its gradients); POT reports "
              "it without eps KL(T | a (x) b). losskit takes the points (C1, C2 = ||.||^2 inside) and M",
         rtol=1e-8),
+    Row("pot", "ot.unbalanced.sinkhorn_unbalanced2(a, b, M, reg, 1.0, returnCost='total', numItermax=100000, "
+               "stopThr=1e-13)",
+        "losskit.sinkhorn(x, y, eps=reg, rho=1.0, tol=1e-12, max_iter=100000)",
+        relation="losskit == peer + (reg + 2 * 1.0) * (1 - ot.unbalanced.sinkhorn_unbalanced(a, b, M, reg, 1.0, "
+                 "numItermax=100000, stopThr=1e-13).sum())",
+        note="POT's reg_m is losskit's rho (same cost units). POT's 'total' cost drops the mass terms (- p + q) of "
+             "its three generalised KLs; losskit keeps them: with |a| = |b| = 1 they add (eps + 2 rho)(1 - |P|) "
+             "at the plan P", rtol=1e-9),
+    Row("pot", "ot.unbalanced.sinkhorn_unbalanced2(a, b, M, reg, 1.0, numItermax=100000, stopThr=1e-13)",
+        "losskit.transport.solve(x, y, eps=reg, rho=1.0, tol=1e-12, max_iter=100000).linear_cost().squeeze()",
+        note="POT's default returnCost='linear': the transport part <P, C> of the unbalanced plan", rtol=1e-9),
+    Row("pot", "ot.gaussian.empirical_bures_wasserstein_distance(x, y, reg=1e-6)", "losskit.bures_wasserstein(x, y)",
+        relation="peer ** 2 == losskit",
+        note="POT returns the distance W_2, losskit its square (cost units, as exact_ot); same reg on the covariances"),
+    Row("pot", "ot.wasserstein_1d(x[:, 0], y[:, 0], a, b, p=1)", "losskit.wasserstein_1d(x[:, 0], y[:, 0], a=a, b=b, p=1)",
+        note="both return W_p^p (no root); losskit's default p is 2, POT's 1"),
     Row("pot", "ot.partial.partial_wasserstein2(a, b, M, m=0.5)", "losskit.partial_ot(x, y, mass=0.5)",
         note="`mass` is POT's m (absolute mass, at most min(|a|, |b|))", rtol=1e-10),
     Row("pot", "ot.partial.entropic_partial_wasserstein(a, b, M, reg, m=0.5, numItermax=100000, stopThr=1e-14, "
@@ -341,11 +417,25 @@ ROWS = [
     Row("pot", "ot.lp.free_support_barycenter([x, y], [a, b], X0)",
         "losskit.transport.free_support_barycenter([x, y], [a, b], X0)", rtol=1e-10, atol=1e-12),
     # ------------------------------------------------------------------------------------ GeomLoss
-    Row("geomloss", "geomloss.SamplesLoss('sinkhorn', p=2, blur=blur, scaling=0.995, backend='tensorized')(x, y)",
+    Row("geomloss", "geomloss.SamplesLoss('sinkhorn', p=2, blur=blur, scaling=0.999, backend='tensorized')(x, y)",
         "losskit.sinkhorn_divergence(x, y, eps=2 * blur ** 2, tol=1e-12)", relation="peer == losskit / 2",
         note="GeomLoss's cost is |x - y|^2 / 2 with eps = blur^2; losskit's is |x - y|^2, so "
              "eps = 2 blur^2 and a factor 2. GeomLoss stops after its eps-scaling schedule (no "
-             "tolerance), hence the tolerance of the row", rtol=5e-4),
+             "tolerance): its error shrinks with 1 - scaling (3e-6 here at 0.999, 1e-4 at 0.995, 3e-3 at "
+             "0.9), hence the tolerance of the row", rtol=1e-5),
+    Row("geomloss", "geomloss.SamplesLoss('sinkhorn', p=2, blur=blur, reach=1.0, scaling=0.999, "
+                    "backend='tensorized')(x, y)",
+        "losskit.unbalanced_sinkhorn_divergence(x, y, eps=2 * blur ** 2, rho=2 * 1.0 ** 2, tol=1e-12)",
+        relation="peer == losskit / 2",
+        note="unbalanced: GeomLoss's rho = reach^p is in its halved-cost units, so losskit's rho (cost units of "
+             "|x - y|^2) is 2 reach^2; eps and the factor 2 as above. The annealing error is larger unbalanced "
+             "(2e-5 at scaling 0.999)", rtol=5e-5),
+    Row("geomloss", "sum(w[k] * geomloss.SamplesLoss('sinkhorn', p=2, blur=blur, scaling=0.995, "
+                    "backend='tensorized')(x, ys[k]) for k in range(3))",
+        "losskit.barycenter_loss(x, ys, weights=w, eps=2 * blur ** 2, tol=1e-12)", relation="peer == losskit / 2",
+        note="barycenter_loss is the w-weighted sum of Sinkhorn divergences to the K targets (ys: (K, m, d)); "
+             "GeomLoss has no barycentric loss: sum its divergences (same conventions as above; scaling 0.995 "
+             "for speed: 2e-5 annealing error)", rtol=5e-5),
     Row("geomloss", "geomloss.SamplesLoss('gaussian', blur=blur, backend='tensorized')(x, y)",
         "losskit.mmd(x, y, kernel='gaussian', bandwidth=blur, estimator='biased')", relation="peer == losskit / 2",
         note="GeomLoss reports half the biased MMD^2; losskit's default estimator is the unbiased one",
@@ -361,14 +451,39 @@ ROWS = [
              "`normalize=True`); its MeanReducer averages all triplets, losskit the per-anchor means: equal "
              "when every anchor has as many triplets (classes of equal size)"),
     Row("pml", "losses.TripletMarginLoss()(emb, labels)",
-        "losskit.triplet_margin(emb, labels, margin=0.05, normalize=True)",
-        relation="peer * nonzero_fraction(emb, labels, 0.05) == losskit",
-        note="PML's default reducer (AvgNonZeroReducer) averages only the triplets with a positive loss; "
-             "losskit averages them all (it has no such reducer today)"),
+        "losskit.triplet_margin(emb, labels, margin=0.05, normalize=True, reducer='nonzero')",
+        note="PML's default reducer (AvgNonZeroReducer) averages only the triplets with a positive loss: "
+             "losskit's `reducer='nonzero'`"),
+    Row("pml", "losses.TripletMarginLoss(margin=0.2, reducer=reducers.ThresholdReducer(low=0.1, high=0.5))"
+               "(emb, labels)",
+        "losskit.triplet_margin(emb, labels, margin=0.2, normalize=True, reducer=ThresholdReducer(low=0.1, high=0.5))",
+        note="the mean of the triplet losses strictly between low and high"),
+    Row("pml", "losses.TripletMarginLoss(margin=0.2)(emb, labels, miners.BatchHardMiner()(emb, labels))",
+        "losskit.triplet_margin(emb, labels, margin=0.2, normalize=True, mining='batch_hard', reducer='nonzero')",
+        note="PML mines with a separate miner object passed to the loss; losskit's `mining=` forms the same "
+             "triplets (the farthest positive and the nearest negative of each anchor)"),
+    Row("pml", "losses.TripletMarginLoss(margin=0.2)(emb, labels, miners.TripletMarginMiner(margin=0.2, "
+               "type_of_triplets='semihard')(emb, labels))",
+        "losskit.triplet_margin(emb, labels, margin=0.2, normalize=True, mining='semihard', reducer='nonzero')",
+        note="semi-hard: d(a, p) < d(a, n) <= d(a, p) + mining_margin (the miner's margin, losskit's "
+             "`mining_margin`, default the loss margin)"),
+    Row("pml", "losses.TripletMarginLoss(margin=0.2)(emb, labels, miners.TripletMarginMiner(margin=0.2, "
+               "type_of_triplets='hard')(emb, labels))",
+        "losskit.triplet_margin(emb, labels, margin=0.2, normalize=True, mining='hard', reducer='nonzero')"),
     Row("pml", "losses.ContrastiveLoss(pos_margin=0, neg_margin=1, reducer=reducers.MeanReducer())(emb, labels)",
         "losskit.contrastive_margin(emb, labels, power=1.0, normalize=True)",
         note="PML's hinge is not squared (losskit's default `power=2`); its default reducer averages "
              "non-zero pairs only"),
+    Row("pml", "losses.ContrastiveLoss()(emb, labels)",
+        "losskit.contrastive_margin(emb, labels, power=1.0, normalize=True, reducer='nonzero')",
+        note="PML's default AvgNonZeroReducer, applied to the positive-pair and the negative-pair terms apart "
+             "(then added)"),
+    Row("pml", "losses.ContrastiveLoss(reducer=reducers.PerAnchorReducer())(emb, labels)",
+        "losskit.contrastive_margin(emb, labels, power=1.0, normalize=True)",
+        note="per-anchor means, then the mean over anchors: losskit's default (reducer=None)"),
+    Row("pml", "losses.ContrastiveLoss()(emb, labels, miners.PairMarginMiner()(emb, labels))",
+        "losskit.contrastive_margin(emb, labels, power=1.0, normalize=True, reducer='nonzero', miner='pair_margin')",
+        note="PML's PairMarginMiner defaults (pos_margin 0.2, neg_margin 0.8) are losskit's PairMarginMiner's"),
     Row("pml", "losses.NTXentLoss(temperature=0.1)(torch.cat([z1, z2]), torch.cat([torch.arange(8)] * 2))",
         "losskit.nt_xent(z1, z2, temperature=0.1)",
         note="PML's default temperature is 0.07 (losskit: 0.1); PML takes one batch with labels, losskit "
@@ -376,6 +491,42 @@ ROWS = [
     Row("pml", "losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5)(emb, labels)",
         "losskit.multi_similarity(emb, labels, miner=None)",
         note="PML's loss has no miner (its MultiSimilarityMiner is separate); losskit mines by default"),
+    Row("pml", "losses.MultiSimilarityLoss()(emb, labels, miners.MultiSimilarityMiner()(emb, labels))",
+        "losskit.multi_similarity(emb, labels)",
+        note="losskit's default miner is the paper's (PML's MultiSimilarityMiner, epsilon 0.1)"),
+    Row("pml", "losses.CircleLoss()(emb, labels)", "losskit.circle_loss(emb, labels)",
+        note="same defaults (m = 0.4, gamma = 80); anchors without a positive or a negative are left out"),
+    Row("pml", "losses.LiftedStructureLoss()(emb, labels)",
+        "losskit.lifted_structure(emb, labels, normalize=True, reducer='nonzero')",
+        note="PML normalises the embeddings and averages the positive pairs with a positive loss; losskit's "
+             "defaults are the paper's (raw embeddings, every positive pair)"),
+    Row("pml", "losses.NPairsLoss()(torch.cat([z1, z2]), torch.cat([torch.arange(8)] * 2))",
+        "losskit.n_pairs(z1, z2, normalize=True)",
+        note="PML's default distance normalises the embeddings (losskit's default: raw inner products, the "
+             "paper's)"),
+    Row("pml", "losses.FastAPLoss()(emb, labels)", "losskit.fast_ap(emb, labels)", note="num_bins 10 in both"),
+    Row("pml", "set_(losses.ArcFaceLoss(3, 4), 'W', W.T)(emb, labels)",
+        "losskit.arcface(emb, labels, W, margin=math.radians(28.6))",
+        note="PML's margin is in degrees (28.6), losskit's in radians (0.5); PML's weights W are (D, C), "
+             "losskit's proxies (C, D), an input"),
+    Row("pml", "set_(losses.CosFaceLoss(3, 4), 'W', W.T)(emb, labels)", "losskit.cosface(emb, labels, W)",
+        note="same defaults (margin 0.35, scale 64)"),
+    Row("pml", "set_(losses.SubCenterArcFaceLoss(num_classes=3, embedding_size=4), 'W', W_sub.T)(emb, labels)",
+        "losskit.subcenter_arcface(emb, labels, W_sub, margin=math.radians(28.6))",
+        note="column c K + k of PML's W is losskit's row c K + k (sub-centre k of class c; K = 3 in both)"),
+    Row("pml", "set_(losses.SphereFaceLoss(3, 4), 'W', W.T)(emb, labels)", "losskit.sphereface(emb, labels, W)",
+        note="margin 4 (an integer multiplier of the angle) in both"),
+    Row("pml", "set_(losses.LargeMarginSoftmaxLoss(3, 4), 'W', W.T)(emb, labels)",
+        "losskit.large_margin_softmax(emb, labels, W)"),
+    Row("pml", "set_(losses.ProxyNCALoss(3, 4), 'proxies', W)(emb, labels)", "losskit.proxy_nca(emb, labels, W)",
+        note="PML's softmax_scale (1) is losskit's scale; the denominator runs over every proxy "
+             "(denominator='all', losskit's default)"),
+    Row("pml", "set_(losses.ProxyAnchorLoss(3, 4), 'proxies', W)(emb, labels)",
+        "losskit.proxy_anchor(emb, labels, W)",
+        note="same defaults (margin 0.1, alpha 32)"),
+    Row("pml", "set_(losses.SoftTripleLoss(3, 4), 'fc', W_st.T)(emb, labels)",
+        "losskit.soft_triple(emb, labels, W_st)",
+        note="same defaults (10 centres per class, la 20, gamma 0.1, margin 0.01); PML's fc is (D, C K)"),
     Row("pml", "losses.SupConLoss(temperature=0.1)(emb, labels)", "losskit.supcon(emb, labels, temperature=0.1)"),
     # ------------------------------------------------------------------------------------- entmax
     Row("entmax", "entmax.SparsemaxLoss()(logits, target)", "losskit.sparsemax_loss(logits, target)",
@@ -468,6 +619,48 @@ ROWS = [
     Row("trl", "grad(lambda x: grpo_trainer('vespo', x))",
         "grad(lambda x: losskit.vespo(x, old, adv, mask, num_items_in_batch=n_tokens))",
         note="gradients: TRL's VESPO token value is -phi(w) A log pi, losskit's -phi(w) A (as for CISPO)"),
+    Row("trl", "grpo_trainer('dapo', entropies=ent, top_entropy_quantile=0.2)",
+        "losskit.grpo(logps, old, adv, mask, entropies=ent, top_entropy_quantile=0.2, epsilon_high=0.28, "
+        "num_items_in_batch=n_tokens)",
+        note="entropy masking (TRL's top_entropy_quantile, GRPOTrainer.get_high_entropy_mask): only the tokens at "
+             "or above the (1 - q) entropy quantile keep their loss. TRL casts the entropies to float32 for the "
+             "quantile: with float64 entropies a token exactly at the threshold can drop out of TRL's mask, so "
+             "the setup's entropies are float32 (as a model's)"),
+    Row("trl", "grpo_trainer('dapo', is_ratio=tis)",
+        "losskit.grpo(logps, old, adv, mask, sampling_logps=sampling, epsilon_high=0.28, num_items_in_batch=n_tokens)",
+        note="vLLM importance-sampling correction (TRL's vllm_importance_sampling_correction, mode "
+             "'token_truncate', cap 3): losskit takes the sampler's log-probs and forms the ratio itself; TRL forms "
+             "it inline while generating (no callable), so the setup repeats that formula (`tis`)"),
+    Row("trl", "grpo_trainer('dapo', is_ratio=tis_mask)",
+        "losskit.grpo(logps, old, adv, mask, sampling_logps=sampling, sampling_correction='token_mask', "
+        "sampling_clip_min=0.5, sampling_clip_max=2.0, epsilon_high=0.28, num_items_in_batch=n_tokens)",
+        note="TRL's vllm_importance_sampling_mode='token_mask' with vllm_importance_sampling_min / _max = 0.5 / 2: "
+             "tokens whose ratio leaves the bounds get weight 0"),
+    Row("trl", "reward_trainer()", "losskit.bradley_terry(r[:b], r[b:])",
+        note="TRL's RewardTrainer takes a batch of b chosen then b rejected sequences and the model's scalar "
+             "outputs; losskit takes the two (B,) reward vectors"),
+    Row("trl", "reward_trainer(margin=rm_margin)", "losskit.bradley_terry(r[:b], r[b:], margin=rm_margin)",
+        note="the dataset's `margin` column (Llama 2's preference strength)"),
+    Row("trl", "reward_trainer(center=0.01)",
+        "losskit.bradley_terry(r[:b], r[b:], center_rewards_coefficient=0.01)",
+        note="RewardConfig(center_rewards_coefficient=0.01)"),
+    Row("trl", "GKDTrainer.generalized_jsd_loss(s_logits, t_logits, gkd_labels, beta=0.3, temperature=2.0)",
+        "losskit.gkd_loss(s_logits.transpose(1, 2), t_logits.transpose(1, 2), gkd_labels, beta=0.3, "
+        "temperature=2.0)",
+        note="losskit puts the vocabulary on axis 1 (TRL's (B, T, V) transposed); `target` with ignore_index=-100 "
+             "is TRL's labels, and 'mean' over the counted tokens is TRL's 'batchmean' with labels"),
+    Row("trl", "GKDTrainer.generalized_jsd_loss(s_logits, t_logits, gkd_labels, beta=0.0)",
+        "losskit.gkd_loss(s_logits.transpose(1, 2), t_logits.transpose(1, 2), gkd_labels, beta=0.0)",
+        note="beta = 0: the forward KL(teacher || student) (beta = 1: the reverse KL)"),
+    Row("trl", "GKDTrainer.generalized_jsd_loss(s_logits, t_logits, beta=0.3)",
+        "losskit.gkd_loss(s_logits.transpose(1, 2), t_logits.transpose(1, 2), beta=0.3)",
+        relation="peer == losskit * 5",
+        note="without labels TRL's 'batchmean' divides the token sum by the batch size B, losskit's 'mean' by the "
+             "B * T tokens: a factor T (5 here)"),
+    Row("trl", "GKDTrainer.generalized_jsd_loss(s_logits, t_logits, gkd_labels, beta=0.3)",
+        "losskit.generalized_js_divergence(t_logits.transpose(1, 2), s_logits.transpose(1, 2), pi=0.3, dim=1, "
+        "sample_weight=(gkd_labels != -100).double(), reduction='sum') / (gkd_labels != -100).sum()",
+        note="GKD's JSD(beta) is the skew JS divergence with pi = beta and the teacher first"),
 ]
 
 
