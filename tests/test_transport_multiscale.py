@@ -129,3 +129,20 @@ def test_bad_input():
     with pytest.raises(LossInputError, match="method"):
         from losskit.transport import solve_matrix
         solve_matrix(torch.cdist(x, y) ** 2, method="multiscale")
+
+
+def test_auto_picks_multiscale_from_the_threshold(monkeypatch):
+    import importlib
+
+    S = importlib.import_module("losskit.transport.sinkhorn")    # the module (the package exports a function)
+    x, y, med = _problem(2, n=300, seed=4)
+    assert S.AUTO_MULTISCALE_ENTRIES == 1e8                   # n = m = 10^4 (docs/transport.md)
+    r = solve(x, y, eps=0.05 * med, tol=1e-4)
+    assert not isinstance(r, MultiscaleResult)
+    monkeypatch.setattr(S, "AUTO_MULTISCALE_ENTRIES", 300 * 300)
+    rm = solve(x, y, eps=0.05 * med, tol=1e-4)
+    assert isinstance(rm, MultiscaleResult) and bool(rm.converged)
+    assert abs(float(rm.value - r.value)) <= 0.05 * med * 1e-3
+    # where it does not apply (a cost callable, unbalanced, d > 3) auto keeps the dense path
+    assert not isinstance(solve(x, y, eps=0.05 * med, rho=1.0), MultiscaleResult)
+    assert not isinstance(solve(x, y, eps=0.05 * med, p=1.0), MultiscaleResult)

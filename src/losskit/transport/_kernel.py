@@ -35,11 +35,21 @@ def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+_LOG2E = 1.0 / math.log(2.0)
+
+
+def _exp_shifted_(b: torch.Tensor, mx: torch.Tensor) -> torch.Tensor:
+    """``exp(max(b - mx, CLAMP))`` in place, as ``exp2`` of the argument times log2(e): on CPU exp2 is
+    about 3x faster than exp (float32, AVX-512: 0.29 vs 0.83 ns per entry), for one more cheap pass; the
+    clamp keeps the arguments out of exp's slow underflow path (10-30 ns per entry below -87)."""
+    return b.sub_(mx).mul_(_LOG2E).clamp_(min=CLAMP * _LOG2E).exp2_()
+
+
 def _lse_rows_(buf: torch.Tensor) -> torch.Tensor:
     """In-place log-sum-exp over the last dim of ``buf`` (destroys it)."""
     mx = buf.amax(-1, keepdim=True)
     mx = _finite_or_zero(mx)
-    buf.sub_(mx).clamp_(min=CLAMP).exp_()
+    _exp_shifted_(buf, mx)
     return buf.sum(-1).log_().add_(mx.squeeze(-1))
 
 
@@ -133,7 +143,7 @@ class _Kernel:
         balanced = not isinstance(lam, torch.Tensor) and lam == 1.0
         for i0, i1, b, r in self._row_blocks(self.cost, self.C, h, eps):
             mx = _finite_or_zero(b.amax(-1, keepdim=True))
-            b.sub_(mx).clamp_(min=CLAMP).exp_()
+            _exp_shifted_(b, mx)
             mx = mx.squeeze(-1)
             lrs = b.sum(-1).log_()                                   # log of the shifted row sum
             lse = lrs + mx if r is None else lrs + (mx - r)
@@ -172,7 +182,7 @@ class _Kernel:
             newM = torch.maximum(M, b.amax(1, keepdim=True))
             newM = _finite_or_zero(newM)
             S.mul_(torch.exp(M - newM))
-            b.sub_(newM).clamp_(min=CLAMP).exp_()
+            _exp_shifted_(b, newM)
             S.add_(b.sum(1, keepdim=True))
             M = newM
         return -eps.view(B, 1) * (S.log() + M).squeeze(1)

@@ -55,7 +55,7 @@ import torch
 
 from .._core.compiler import eager
 from .._core.errors import fail
-from ._kernel import _FUSED_FLOOR, BLOCK_ELEMS, CLAMP, _Kernel
+from ._kernel import _FUSED_FLOOR, BLOCK_ELEMS, CLAMP, _exp_shifted_, _Kernel
 from ._solve import _as_eps, _sinkhorn
 from .costs import Cost
 from .result import OTResult
@@ -230,6 +230,15 @@ class _Relaxation:
         self.best = min(self.best, err)
 
 
+#: a stale row offset is used while the shifted row sums stay within e^(+-_OFFSET_RANGE) (float32 sums of
+#: exponentials of entries up to ~_OFFSET_RANGE above the offset stay finite; entries far below it underflow
+#: only where they are negligible next to the row's sum)
+_OFFSET_RANGE = 30.0
+_USE_OFFSET = True
+_LN2 = math.log(2.0)
+_LOG2E = 1.0 / _LN2
+_CLAMP2 = CLAMP * _LOG2E      # exp2(_CLAMP2) = exp(CLAMP)
+
 _TAU_STEP = 0.25      # resolution of the truncation threshold, in units of eps
 _TAU_MAX = 200.0
 
@@ -327,14 +336,18 @@ class _Sparse:
     def __init__(self, xs, ys, cx: _Clusters, cy: _Clusters, eps: float, block_elems: int):
         self.x, self.y, self.cx, self.cy, self.eps = xs, ys, cx, cy, eps
         self.x2, self.y2 = (xs * xs).sum(1), (ys * ys).sum(1)
+        # y with a column of ones: the GEMM then also subtracts a per-row offset (see sweep)
+        self.y1 = torch.cat([ys, torch.ones_like(ys[:, :1])], 1)
+        self.off: torch.Tensor | None = None     # each row's log-sum-exp at the last sweep
         self.block_elems = block_elems
         self.rows = self.cols = None
         self.idx_rows: list[torch.Tensor] = []
 
     def set_blocks(self, rows: _Blocks, cols: _Blocks) -> None:
         self.rows, self.cols = rows, cols
-        # the gathered column indices of each row cluster, kept while the list stands
-        self.idx_rows = [_ranges(self.cy, rows.pairs(I)) for I in range(self.cx.K)]
+        # the gathered column indices of each row cluster, kept while the list stands (int32: these lists
+        # are the solver's largest memory, 4 bytes per kept (row cluster, column point) pair)
+        self.idx_rows = [_ranges(self.cy, rows.pairs(I)).int() for I in range(self.cx.K)]
         self.idx_cols = None
 
     def _buffer(self) -> torch.Tensor:
@@ -353,7 +366,7 @@ class _Sparse:
         eps = self.eps
         if transpose:
             if self.idx_cols is None:
-                self.idx_cols = [_ranges(self.cx, self.cols.pairs(J)) for J in range(self.cy.K)]
+                self.idx_cols = [_ranges(self.cx, self.cols.pairs(J)).int() for J in range(self.cy.K)]
             X, Y, X2, Y2, cl, idxs = self.y, self.x, self.y2, self.x2, self.cy, self.idx_cols
         else:
             X, Y, X2, Y2, cl, idxs = self.x, self.y, self.x2, self.y2, self.cx, self.idx_rows
@@ -368,7 +381,7 @@ class _Sparse:
             for a, b in self._chunks(cl, I, idx.numel()):
                 blk = torch.addmm(hI, Xs[a:b], Yt, out=buf[:(b - a) * idx.numel()].view(b - a, -1))
                 mx = torch.nan_to_num(blk.amax(1, keepdim=True), nan=0.0, posinf=0.0, neginf=0.0)
-                lse = blk.sub_(mx).clamp_(min=CLAMP).exp_().sum(1).log_() + mx.squeeze(1)
+                lse = _exp_shifted_(blk, mx).sum(1).log_() + mx.squeeze(1)
                 out[a:b] = lse - X2[a:b] / eps
         return -eps * out
 
@@ -387,19 +400,40 @@ class _Sparse:
         n = self.x.shape[0]
         buf = self._buffer()
         s = torch.empty(n, dtype=self.x.dtype)
+        lse_all = torch.empty(n, dtype=self.x.dtype)
         relax = omega != 1.0 and f is not None
         S = torch.zeros(2 if relax else 1, self.y.shape[0], dtype=self.x.dtype)
         M = float(loga.max())
+        # the row offsets: the last sweep's row log-sum-exps, folded into the GEMM as a (d+1)-th
+        # coordinate, so that the block needs no max pass and no subtraction; a chunk whose shifted row sums
+        # leave [e^-_OFFSET_RANGE, e^_OFFSET_RANGE] (the potentials moved a lot) is redone with its own row
+        # maxima. The exponentials are taken in base 2 (exp2 is about 3x faster than exp on CPU): the GEMM's
+        # inputs carry the factor log2(e); the clamp keeps the arguments out of exp's slow underflow path
+        off = self.off if _USE_OFFSET else None
+        Xs2, hp2 = Xs * _LOG2E, hp * _LOG2E
+        X1 = torch.cat([Xs2, (-_LOG2E * off).unsqueeze(1)], 1) if off is not None else None
         for I in range(self.cx.K):
             idx = self.idx_rows[I]
-            Yt = self.y.index_select(0, idx).t()
-            hI = hp.index_select(0, idx)
+            hI = hp2.index_select(0, idx)
+            Yt = (self.y1 if X1 is not None else self.y).index_select(0, idx).t()
             for a, b in self._chunks(self.cx, I, idx.numel()):
-                blk = torch.addmm(hI, Xs[a:b], Yt, out=buf[:(b - a) * idx.numel()].view(b - a, -1))
-                mx = torch.nan_to_num(blk.amax(1, keepdim=True), nan=0.0, posinf=0.0, neginf=0.0)
-                blk.sub_(mx).clamp_(min=CLAMP).exp_()
-                lrs = blk.sum(1).log_()
-                sa = -eps * (lrs + mx.squeeze(1) - self.x2[a:b] / eps)
+                out = buf[:(b - a) * idx.numel()].view(b - a, -1)
+                blk = lrs = None
+                if X1 is not None:
+                    blk = torch.addmm(hI, X1[a:b], Yt, out=out).clamp_(min=_CLAMP2).exp2_()
+                    lrs = blk.sum(1).log_()
+                    if not bool((lrs.abs() <= _OFFSET_RANGE).all()):
+                        blk = None
+                if blk is None:
+                    blk = torch.addmm(hI, Xs2[a:b], Yt[:Xs.shape[1]], out=out)
+                    mx = torch.nan_to_num(blk.amax(1, keepdim=True), nan=0.0, posinf=0.0, neginf=0.0)
+                    blk.sub_(mx).clamp_(min=_CLAMP2).exp2_()
+                    lrs = blk.sum(1).log_()
+                    lse = lrs + mx.squeeze(1) * _LN2
+                else:
+                    lse = lrs + off[a:b]
+                lse_all[a:b] = lse
+                sa = -eps * (lse - self.x2[a:b] / eps)
                 s[a:b] = sa
                 w = torch.exp(loga[a:b] - lrs - M)
                 if relax:     # the relaxed rows: exp((f_new - s)/eps) = exp((1 - omega)(f - s)/eps)
@@ -407,6 +441,7 @@ class _Sparse:
                     S.index_add_(1, idx, w @ blk)
                 else:
                     S[0].index_add_(0, idx, w @ blk)
+        self.off = lse_all
         f_new = s if not relax else f + omega * (s - f)
         if bool(((S < _FUSED_FLOOR) | ~torch.isfinite(S)).any()):
             t_plain = self.softmin(True, loga, s)
@@ -422,9 +457,9 @@ class _Sparse:
         ``sum_i a_i K_ij``, and (``want_points``) ``sum_j P_ij y_j``, ``sum_i P_ij x_i`` (``P = a b K``)."""
         eps = self.eps
         n, m, d = self.x.shape[0], self.y.shape[0], self.x.shape[1]
-        hx = (f - self.x2) / eps
-        hy = (g - self.y2) / eps
-        Xs = self.x * (2.0 / eps)
+        hx = (f - self.x2) * (_LOG2E / eps)       # base 2, as in sweep
+        hy = (g - self.y2) * (_LOG2E / eps)
+        Xs = self.x * (2.0 * _LOG2E / eps)
         ax = a.unsqueeze(1) * self.x
         rowK = torch.zeros(n, dtype=self.x.dtype)
         colK = torch.zeros(m, dtype=self.x.dtype)
@@ -436,7 +471,7 @@ class _Sparse:
             hI = hy.index_select(0, idx)
             bI = b.index_select(0, idx)
             for i0, i1 in self._chunks(self.cx, I, idx.numel()):
-                K = torch.addmm(hI, Xs[i0:i1], Yg.t()).add_(hx[i0:i1].unsqueeze(1)).clamp_(max=-CLAMP).exp_()
+                K = torch.addmm(hI, Xs[i0:i1], Yg.t()).add_(hx[i0:i1].unsqueeze(1)).clamp_(max=-_CLAMP2).exp2_()
                 colK.index_add_(0, idx, a[i0:i1] @ K)
                 if want_points:
                     Px.index_add_(0, idx, K.t() @ ax[i0:i1])
