@@ -7,7 +7,7 @@ subprocess so that its peak memory (ru_maxrss above the data's) is its own.
 
     python benchmarks/bench_transport.py                        # n = 1000, d = 2, eps in {0.05, 0.01}
     python benchmarks/bench_transport.py --sizes 1000,5000 --dims 2,64 --backward
-    python benchmarks/bench_transport.py --big                  # n = m = 100,000 in 3-D, online path
+    python benchmarks/bench_transport.py --big                  # n = m = 100,000 in 3-D, method='auto'
     python benchmarks/bench_transport.py --newton               # sparse Newton vs plain Sinkhorn, tol 1e-8
     BENCH_THREADS=2 python benchmarks/bench_transport.py --matched   # time vs achieved error (issue 23),
                                         # n = 1000, 5000; table + docs/img/transport_matched_accuracy.png
@@ -180,8 +180,12 @@ def big(n, d, frac, max_iter, tol):
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     it = int(r.n_iter[0])
     rate = exp_rate()
-    print(f"big: n = m = {n}, d = {d}, eps = {frac} x median, online = True (auto), threads = "
-          f"{torch.get_num_threads()}")
+    from losskit.transport import MultiscaleResult
+
+    how = (f"method='auto' -> multiscale (kept {float(r.kept_fraction[0]):.2f}, certified error incl. "
+           f"dropped mass <= {float(r.dropped_mass_bound[0]):.1e})" if isinstance(r, MultiscaleResult)
+           else "method='auto' -> online Sinkhorn")
+    print(f"big: n = m = {n}, d = {d}, eps = {frac} x median, {how}, threads = {torch.get_num_threads()}")
     print(f"  {it} iterations in {dt:.1f} s ({dt / it:.1f} s / iteration), marginal error {float(r.marginal_error[0]):.2e}"
           f" (converged: {bool(r.converged[0])}), peak memory above the data {peak:.0f} MB "
           f"(a dense float32 n x m matrix would be {n * n * 4 / 2**30:.0f} GB)")

@@ -330,11 +330,61 @@ def _ranges(cl: _Clusters, J: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- fine sweeps
+class _Pool:
+    """The fine passes' parallelism: contiguous groups of row clusters (balanced by their kept entries)
+    run on ``threads`` Python threads, torch's intra-op threads held at 1 meanwhile (a row cluster's
+    blocks are small: an OpenMP region per op cost more than it saved, 2 threads ran slower than 1);
+    each group returns its own column accumulators, summed here. The ops release the GIL."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+        self.ex = None
+        self.bounds: list[tuple[int, int]] = []
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            torch.set_num_threads(1)
+            self.ex = ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,))
+        return self
+
+    def __exit__(self, *exc):
+        if self.ex is not None:
+            self.ex.shutdown(wait=True)
+            self.ex = None
+        torch.set_num_threads(self.saved)
+        return False
+
+    def set_work(self, work: torch.Tensor) -> None:
+        """``work[I]``: the entries of row cluster I's kept blocks; 4 groups per thread."""
+        K = work.numel()
+        G = min(K, 4 * self.threads) if self.ex is not None else 1
+        cum = work.double().cumsum(0)
+        cuts = torch.searchsorted(cum, cum[-1] * torch.arange(1, G, dtype=torch.float64) / G).tolist()
+        edges = sorted(set([0] + [min(K, c + 1) for c in cuts] + [K]))
+        self.bounds = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+    def sum(self, fn):
+        if self.ex is None or len(self.bounds) < 2:
+            return sum_results([fn(a, b) for a, b in self.bounds])
+        return sum_results(list(self.ex.map(lambda ab: fn(*ab), self.bounds)))
+
+
+def sum_results(parts: list[torch.Tensor]) -> torch.Tensor:
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
 class _Sparse:
     """The block-sparse soft c-transforms of one problem (points sorted by cluster)."""
 
-    def __init__(self, xs, ys, cx: _Clusters, cy: _Clusters, eps: float, block_elems: int):
+    def __init__(self, xs, ys, cx: _Clusters, cy: _Clusters, eps: float, block_elems: int, pool: _Pool):
         self.x, self.y, self.cx, self.cy, self.eps = xs, ys, cx, cy, eps
+        self.pool = pool
         self.x2, self.y2 = (xs * xs).sum(1), (ys * ys).sum(1)
         # y with a column of ones: the GEMM then also subtracts a per-row offset (see sweep)
         self.y1 = torch.cat([ys, torch.ones_like(ys[:, :1])], 1)
@@ -348,6 +398,8 @@ class _Sparse:
         # the gathered column indices of each row cluster, kept while the list stands (int32: these lists
         # are the solver's largest memory, 4 bytes per kept (row cluster, column point) pair)
         self.idx_rows = [_ranges(self.cy, rows.pairs(I)).int() for I in range(self.cx.K)]
+        sizes = self.cx.starts[1:] - self.cx.starts[:-1]
+        self.pool.set_work(sizes * torch.tensor([i.numel() for i in self.idx_rows]))
         self.idx_cols = None
 
     def _buffer(self) -> torch.Tensor:
@@ -398,11 +450,9 @@ class _Sparse:
         hp = h - self.y2 / eps
         Xs = self.x * (2.0 / eps)
         n = self.x.shape[0]
-        buf = self._buffer()
         s = torch.empty(n, dtype=self.x.dtype)
         lse_all = torch.empty(n, dtype=self.x.dtype)
         relax = omega != 1.0 and f is not None
-        S = torch.zeros(2 if relax else 1, self.y.shape[0], dtype=self.x.dtype)
         M = float(loga.max())
         # the row offsets: the last sweep's row log-sum-exps, folded into the GEMM as a (d+1)-th
         # coordinate, so that the block needs no max pass and no subtraction; a chunk whose shifted row sums
@@ -412,35 +462,43 @@ class _Sparse:
         off = self.off if _USE_OFFSET else None
         Xs2, hp2 = Xs * _LOG2E, hp * _LOG2E
         X1 = torch.cat([Xs2, (-_LOG2E * off).unsqueeze(1)], 1) if off is not None else None
-        for I in range(self.cx.K):
-            idx = self.idx_rows[I]
-            hI = hp2.index_select(0, idx)
-            Yt = (self.y1 if X1 is not None else self.y).index_select(0, idx).t()
-            for a, b in self._chunks(self.cx, I, idx.numel()):
-                out = buf[:(b - a) * idx.numel()].view(b - a, -1)
-                blk = lrs = None
-                if X1 is not None:
-                    blk = torch.addmm(hI, X1[a:b], Yt, out=out).clamp_(min=_CLAMP2).exp2_()
-                    lrs = blk.sum(1).log_()
-                    if not bool((lrs.abs() <= _OFFSET_RANGE).all()):
-                        blk = None
-                if blk is None:
-                    blk = torch.addmm(hI, Xs2[a:b], Yt[:Xs.shape[1]], out=out)
-                    mx = torch.nan_to_num(blk.amax(1, keepdim=True), nan=0.0, posinf=0.0, neginf=0.0)
-                    blk.sub_(mx).clamp_(min=_CLAMP2).exp2_()
-                    lrs = blk.sum(1).log_()
-                    lse = lrs + mx.squeeze(1) * _LN2
-                else:
-                    lse = lrs + off[a:b]
-                lse_all[a:b] = lse
-                sa = -eps * (lse - self.x2[a:b] / eps)
-                s[a:b] = sa
-                w = torch.exp(loga[a:b] - lrs - M)
-                if relax:     # the relaxed rows: exp((f_new - s)/eps) = exp((1 - omega)(f - s)/eps)
-                    w = torch.stack([w, w * torch.exp((1.0 - omega) * (f[a:b] - sa) / eps)])
-                    S.index_add_(1, idx, w @ blk)
-                else:
-                    S[0].index_add_(0, idx, w @ blk)
+        d = Xs.shape[1]
+
+        def group(I0: int, I1: int) -> torch.Tensor:
+            buf = self._buffer()
+            S = torch.zeros(2 if relax else 1, self.y.shape[0], dtype=self.x.dtype)
+            for I in range(I0, I1):
+                idx = self.idx_rows[I]
+                hI = hp2.index_select(0, idx)
+                Yt = (self.y1 if X1 is not None else self.y).index_select(0, idx).t()
+                for a, b in self._chunks(self.cx, I, idx.numel()):
+                    out = buf[:(b - a) * idx.numel()].view(b - a, -1)
+                    blk = lrs = None
+                    if X1 is not None:
+                        blk = torch.addmm(hI, X1[a:b], Yt, out=out).clamp_(min=_CLAMP2).exp2_()
+                        lrs = blk.sum(1).log_()
+                        if not bool((lrs.abs() <= _OFFSET_RANGE).all()):
+                            blk = None
+                    if blk is None:
+                        blk = torch.addmm(hI, Xs2[a:b], Yt[:d], out=out)
+                        mx = torch.nan_to_num(blk.amax(1, keepdim=True), nan=0.0, posinf=0.0, neginf=0.0)
+                        blk.sub_(mx).clamp_(min=_CLAMP2).exp2_()
+                        lrs = blk.sum(1).log_()
+                        lse = lrs + mx.squeeze(1) * _LN2
+                    else:
+                        lse = lrs + off[a:b]
+                    lse_all[a:b] = lse
+                    sa = -eps * (lse - self.x2[a:b] / eps)
+                    s[a:b] = sa
+                    w = torch.exp(loga[a:b] - lrs - M)
+                    if relax:     # the relaxed rows: exp((f_new - s)/eps) = exp((1 - omega)(f - s)/eps)
+                        w = torch.stack([w, w * torch.exp((1.0 - omega) * (f[a:b] - sa) / eps)])
+                        S.index_add_(1, idx, w @ blk)
+                    else:
+                        S[0].index_add_(0, idx, w @ blk)
+            return S
+
+        S = self.pool.sum(group)
         self.off = lse_all
         f_new = s if not relax else f + omega * (s - f)
         if bool(((S < _FUSED_FLOOR) | ~torch.isfinite(S)).any()):
@@ -462,23 +520,30 @@ class _Sparse:
         Xs = self.x * (2.0 * _LOG2E / eps)
         ax = a.unsqueeze(1) * self.x
         rowK = torch.zeros(n, dtype=self.x.dtype)
-        colK = torch.zeros(m, dtype=self.x.dtype)
         Py = torch.zeros(n, d, dtype=self.x.dtype) if want_points else None
-        Px = torch.zeros(m, d, dtype=self.x.dtype) if want_points else None
-        for I in range(self.cx.K):
-            idx = self.idx_rows[I]
-            Yg = self.y.index_select(0, idx)
-            hI = hy.index_select(0, idx)
-            bI = b.index_select(0, idx)
-            for i0, i1 in self._chunks(self.cx, I, idx.numel()):
-                K = torch.addmm(hI, Xs[i0:i1], Yg.t()).add_(hx[i0:i1].unsqueeze(1)).clamp_(max=-_CLAMP2).exp2_()
-                colK.index_add_(0, idx, a[i0:i1] @ K)
-                if want_points:
-                    Px.index_add_(0, idx, K.t() @ ax[i0:i1])
-                K.mul_(bI)
-                rowK[i0:i1] = K.sum(1)
-                if want_points:
-                    Py[i0:i1] = a[i0:i1].unsqueeze(1) * (K @ Yg)
+
+        def group(I0: int, I1: int) -> torch.Tensor:
+            # the column accumulators of this group: colK, then Px's d columns
+            acc = torch.zeros(1 + (d if want_points else 0), m, dtype=self.x.dtype)
+            for I in range(I0, I1):
+                idx = self.idx_rows[I]
+                Yg = self.y.index_select(0, idx)
+                hI = hy.index_select(0, idx)
+                bI = b.index_select(0, idx)
+                for i0, i1 in self._chunks(self.cx, I, idx.numel()):
+                    K = torch.addmm(hI, Xs[i0:i1], Yg.t()).add_(hx[i0:i1].unsqueeze(1)).clamp_(max=-_CLAMP2).exp2_()
+                    acc[0].index_add_(0, idx, a[i0:i1] @ K)
+                    if want_points:
+                        acc[1:].index_add_(1, idx, ax[i0:i1].t() @ K)
+                    K.mul_(bI)
+                    rowK[i0:i1] = K.sum(1)
+                    if want_points:
+                        Py[i0:i1] = a[i0:i1].unsqueeze(1) * (K @ Yg)
+            return acc
+
+        acc = self.pool.sum(group)
+        colK = acc[0]
+        Px = acc[1:].t().contiguous() if want_points else None
         if want_points:
             Px.mul_(b.unsqueeze(1))
         return rowK, colK, Py, Px
@@ -536,41 +601,42 @@ def _one(x, y, a, b, eps: float, tol: float, max_iter: int, scaling, tau, trunca
     f = kx.softmin_rows(Bw.log()[None], coarse.g, e_t)[0]
     g = ky.softmin_rows(A.log()[None], coarse.f, e_t)[0]
 
-    sp = _Sparse(xs, ys, cx, cy, eps, block_elems)
-    iters = 0     # fine iterations only (the coarse ones are on K x K problems)
-    builds = 0
-    err = math.inf
-    s = f
-    mass_ab = float(a.sum() * b.sum())
-    budget = (0.1 * tol if truncation is None else truncation) * mass_ab
-    # the fine iterations aim below tol by the room the certificate needs: the reported error is the
-    # truncated plan's column error + 2 delta, with delta <= budget (or <= exp(-tau) |a||b|)
-    room = 2 * (budget if tau is None else math.exp(-tau) * mass_ab)
-    target = max(0.5 * tol, tol - room)
-    relax = _Relaxation()
-    while True:
-        fmax, gmax = _cluster_max(f, cx, a_s), _cluster_max(g, cy, b_s)
-        tau_k = tau + _MARGIN if tau is not None else _threshold(cx, cy, fmax, gmax, eps, budget)
-        rows, cols = _keep(cx, cy, fmax, gmax, eps * tau_k)
-        sp.set_blocks(rows, cols)
-        builds += 1
-        last = (f, g)
-        while iters < max_iter:
-            s, f_next, g_next, t = sp.sweep(loga, logb, g, f, relax.omega)
-            err = float((b_s * (1 - torch.exp((g - t) / eps)).abs()).sum())
-            iters += 1
-            last = (s, g)      # the plan with exact rows whose column error is err
-            if err < target:
+    with _Pool(torch.get_num_threads()) as pool:
+        sp = _Sparse(xs, ys, cx, cy, eps, block_elems, pool)
+        iters = 0     # fine iterations only (the coarse ones are on K x K problems)
+        builds = 0
+        err = math.inf
+        s = f
+        mass_ab = float(a.sum() * b.sum())
+        budget = (0.1 * tol if truncation is None else truncation) * mass_ab
+        # the fine iterations aim below tol by the room the certificate needs: the reported error is the
+        # truncated plan's column error + 2 delta, with delta <= budget (or <= exp(-tau) |a||b|)
+        room = 2 * (budget if tau is None else math.exp(-tau) * mass_ab)
+        target = max(0.5 * tol, tol - room)
+        relax = _Relaxation()
+        while True:
+            fmax, gmax = _cluster_max(f, cx, a_s), _cluster_max(g, cy, b_s)
+            tau_k = tau + _MARGIN if tau is not None else _threshold(cx, cy, fmax, gmax, eps, budget)
+            rows, cols = _keep(cx, cy, fmax, gmax, eps * tau_k)
+            sp.set_blocks(rows, cols)
+            builds += 1
+            last = (f, g)
+            while iters < max_iter:
+                s, f_next, g_next, t = sp.sweep(loga, logb, g, f, relax.omega)
+                err = float((b_s * (1 - torch.exp((g - t) / eps)).abs()).sum())
+                iters += 1
+                last = (s, g)      # the plan with exact rows whose column error is err
+                if err < target:
+                    break
+                relax.update(err)
+                f, g = f_next, g_next
+            f, g = last
+            fmax, gmax = _cluster_max(f, cx, a_s), _cluster_max(g, cy, b_s)
+            delta, rmin = _dropped_bound(cx, cy, fmax, gmax, rows, eps)
+            holds = rmin >= tau if tau is not None else delta <= budget
+            if holds or iters >= max_iter or builds >= 20:
                 break
-            relax.update(err)
-            f, g = f_next, g_next
-        f, g = last
-        fmax, gmax = _cluster_max(f, cx, a_s), _cluster_max(g, cy, b_s)
-        delta, rmin = _dropped_bound(cx, cy, fmax, gmax, rows, eps)
-        holds = rmin >= tau if tau is not None else delta <= budget
-        if holds or iters >= max_iter or builds >= 20:
-            break
-    rowK, colK, Py, Px = sp.plan_sums(a_s, b_s, f, g, want_points)
+        rowK, colK, Py, Px = sp.plan_sums(a_s, b_s, f, g, want_points)
     mass = float((a_s * rowK).sum())
     coupling = -eps * (mass - float(a.sum() * b.sum()))
     # envelope gradients of the coupling term (the marginal terms <a, f> + <b, g> are differentiated
