@@ -116,6 +116,10 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 def run(cfg: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": SRC}
     env["OMP_NUM_THREADS"] = str(cfg["threads"])
+    # a fixed glibc mmap threshold: otherwise a freed block of <= 32 MiB (a chunk buffer of 256 x 32000
+    # floats) stays in the heap after the warm-up, resident in the baseline, and the timed step reuses it
+    # for free (benchmarks/bench_fused_chunks.py measures the same way)
+    env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
@@ -137,6 +141,7 @@ def main(argv=None) -> None:
 
     sys.path.insert(0, SRC)
     from losskit.fused import chunk_rows
+    from losskit.fused._engine import CHUNK_SHARE
 
     print(f"device={args.device} dtype={args.dtype} threads={args.threads} repeats={args.repeats}")
     print("| N | H | V | path | chunk | time s | bound s | time/bound | time/naive | peak MB | peak/naive "
@@ -154,7 +159,8 @@ def main(argv=None) -> None:
                 if path == "naive":
                     naive = r
                 budget = 4 * 64 * 2**20 if args.dtype == "bfloat16" else 64 * 2**20  # bf16_matmul: 4x
-                label = chunk or (chunk_rows(n, v, budget) if path == "fused" else "-")
+                share = None if args.dtype == "bfloat16" else CHUNK_SHARE  # bf16_matmul: no token cap
+                label = chunk or (chunk_rows(n, v, budget, share=share) if path == "fused" else "-")
                 runs.append((path, label, r))
         # "extra": the peak growth beyond the gradients of h and W (which every path must return)
         grads_mb = (n * h + v * h) * (2 if args.dtype == "bfloat16" else 4) / 2**20

@@ -255,11 +255,105 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_chunk_rule():
+    # the budget rule (a 64 MiB float32 buffer, clamped to [512, 4096]) where the token cap does not bind
     assert chunk_rows(10**6, 32000) == 512
     assert chunk_rows(10**6, 128000) == 512
     assert chunk_rows(10**6, 8000) == 2048
     assert chunk_rows(10**6, 1000) == 4096
     assert chunk_rows(100, 32000) == 100
+    # the token cap: 11% of the tokens, a multiple of 32, at least 224 rows, from 1792 tokens on
+    assert chunk_rows(1024, 32768) == 512 and chunk_rows(1024, 131072) == 512   # below 1792: time first
+    assert chunk_rows(1791, 32768) == 512
+    assert chunk_rows(1792, 32768) == 224
+    assert chunk_rows(2048, 32768) == 224 and chunk_rows(2048, 131072) == 224
+    assert chunk_rows(4096, 32768) == 448 and chunk_rows(4096, 131072) == 448
+    assert chunk_rows(4654, 32768) == 480 and chunk_rows(4655, 32768) == 512
+    assert chunk_rows(8192, 32768) == 512 and chunk_rows(8192, 131072) == 512
+    assert chunk_rows(2048, 8000) == 224                         # the cap also binds under a larger budget
+    assert chunk_rows(10**5, 1000) == 4096                      # 11% of 10^5 tokens: 10976 > 4096
+    assert chunk_rows(4096, 32768, share=None) == 512           # the cap off: the budget rule alone
+    for n in range(1792, 12000, 97):
+        c = chunk_rows(n, 32768)
+        assert c % 32 == 0 and 224 <= c <= 512 and c <= max(224, 0.11 * n), (n, c)
+        assert c >= chunk_rows(n - 97, 32768) or n - 97 < 1792   # nondecreasing in n
+
+
+class _Recorder:
+    """Wraps the engine's chunk rule: records (counted tokens, chunk) of every pass."""
+
+    def __init__(self, monkeypatch):
+        from losskit.fused import _engine
+
+        self.calls, self._rule = [], _engine.chunk_rows
+        monkeypatch.setattr(_engine, "chunk_rows", self)
+
+    def __call__(self, n, v, *a, **k):
+        c = self._rule(n, v, *a, **k)
+        self.calls.append((n, c))
+        return c
+
+
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_default_chunk_rule_matches_naive_float64(monkeypatch, dense, reduction):
+    """2048 tokens: the rule's 224-row chunks (9 of them and a last one of 32; with 148 ignored tokens 8 and
+    92) in the forward and in the recomputing backward ('none'), against the materialised logits to 1e-6."""
+    rec = _Recorder(monkeypatch)
+    x, W, b, y = _data(n=2048, h=6, v=19, seed=3)
+    if not dense:
+        y[::14] = -100
+    n = int((y != -100).sum())
+    loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, label_smoothing=0.1, reduction=reduction)
+    up = torch.rand(loss.shape, generator=torch.Generator().manual_seed(1), dtype=D)
+    g = _grads(loss, up, (x, W, b))
+    assert rec.calls == [(n, 224)] * (2 if reduction == "none" else 1), rec.calls
+    ref = naive_ce(x, W, b, y, label_smoothing=0.1, reduction=reduction)
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    for a, r in zip(g, _grads(ref, up, (x, W, b))):
+        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 33, 223, 225, 2047])
+@pytest.mark.parametrize("dense", [True, False])
+def test_odd_chunk_sizes_match_naive(chunk, dense):
+    """Chunks that do not divide the tokens (the last one short) on both row paths: every token counted
+    (views of h, grad h written in place) and some ignored (gathered rows), to 1e-6 in float64."""
+    x, W, b, y = _data(n=2048, h=5, v=17, seed=4)
+    if not dense:
+        y[5::9] = -100
+    for reduction in ("sum", "none"):
+        loss = losskit.fused_linear_cross_entropy(x, W, y, linear_bias=b, z_loss=1e-3, chunk_size=chunk,
+                                                  reduction=reduction)
+        up = torch.rand(loss.shape, generator=torch.Generator().manual_seed(2), dtype=D)
+        ref = naive_ce(x, W, b, y, z_loss=1e-3, reduction=reduction)
+        torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+        for a, r in zip(_grads(loss, up, (x, W, b)), _grads(ref, up, (x, W, b))):
+            torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-6)
+
+
+def test_chunk_rule_holds_in_every_fused_loss(monkeypatch):
+    """Distillation, preference, policy and KTO share the engine: their passes (forward, recomputing backward,
+    reference) all take the token cap (224 rows at 2048 counted tokens); bf16_matmul keeps the budget rule."""
+    rec = _Recorder(monkeypatch)
+    g = torch.Generator().manual_seed(5)
+    B, T, H, V = 4, 512, 4, 11
+    h = torch.randn(B, T, H, generator=g, dtype=D, requires_grad=True)
+    W = torch.randn(V, H, generator=g, dtype=D, requires_grad=True)
+    y = torch.randint(0, V, (B, T), generator=g)
+    losskit.fused_linear_distillation(h, W, h.detach() + 0.1, W.detach()).backward()
+    losskit.fused_linear_distillation(h, W, h.detach(), W.detach(), reduction="none").sum().backward()
+    losskit.fused_linear_preference(h.view(2, 2, T, H), W, y.view(2, 2, T), h.detach().view(2, 2, T, H),
+                                    W.detach()).backward()
+    losskit.fused_linear_policy(h, W, y, torch.randn(B, generator=g, dtype=D)).backward()
+    losskit.fused_linear_kto(h, W, y, torch.tensor([True, False, True, False]), h.detach(), W.detach(),
+                             head_options={"reference_point": 0.0}).backward()
+    assert len(rec.calls) >= 9 and all(c == (B * T, 224) for c in rec.calls), rec.calls
+    rec.calls.clear()
+    hb, Wb = (t.detach().bfloat16().requires_grad_(True) for t in (h, W))
+    losskit.fused_linear_cross_entropy(hb, Wb, y, bf16_matmul=True).backward()
+    assert rec.calls == [(B * T, 2048)], rec.calls      # 4x budget, no cap: clamped to the 2048 tokens
+    losskit.fused_linear_cross_entropy(hb, Wb, y).backward()
+    assert rec.calls[-1] == (B * T, 224), rec.calls     # float32 GEMMs on upcast operands: capped
 
 
 def test_module_form():

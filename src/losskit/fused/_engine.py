@@ -30,7 +30,8 @@ from .._core.conventions import HALF_DTYPES, compute_dtype
 from .._core.distributed import all_reduce
 from ..ops.budget import FUSED_CHUNK_BYTES
 
-__all__ = ["chunk_rows", "FusedOptions", "run_pass", "FusedLinearFunction", "all_reduce", "eager", "token_rows"]
+__all__ = ["chunk_rows", "CHUNK_SHARE", "CHUNK_FLOOR", "CAP_FROM_TOKENS", "FusedOptions", "run_pass",
+           "FusedLinearFunction", "all_reduce", "eager", "token_rows"]
 
 _HALF = HALF_DTYPES
 DEFAULT_BUDGET = FUSED_CHUNK_BYTES
@@ -48,16 +49,36 @@ def token_rows(valid: torch.Tensor) -> torch.Tensor:
     return valid.nonzero().squeeze(1)
 
 
-def chunk_rows(n: int, v: int, budget_bytes: int = DEFAULT_BUDGET, itemsize: int = 4,
-               lo: int = 512, hi: int = 4096) -> int:
-    """Tokens per chunk: the largest power of two whose ``(c, V)`` buffer fits ``budget_bytes`` (64 MiB).
+#: The token cap of the chunk rule: a chunk holds at most ``CHUNK_SHARE`` of the counted tokens (rounded down
+#: to a multiple of 32), never fewer than ``CHUNK_FLOOR`` rows, and only from ``CAP_FROM_TOKENS`` tokens on.
+#: The naive path's extra memory is 2.5-2.9 N V 4 bytes from N = 2048 on (the logits, their log-softmax and
+#: gradients; 2.0 at N = 1024; measured by benchmarks/bench_fused_chunks.py), the fused path's the (c, V)
+#: buffer plus < 1 MB, so c <= 0.11 N keeps the fused extra at or below ~4.4% of the naive one (5% would
+#: allow 0.125 N). Below 224 rows every chunk streams W twice and grad W once for too few rows (+11-20%
+#: time measured at 96-224 rows against 512 at N = 1024), and below 1792 tokens even the floor misses 5%
+#: (224 / (2.5 N) > 5%): there the budget rule's 512 rows stay, time first.
+CHUNK_SHARE = 0.11
+CHUNK_FLOOR = 224
+CAP_FROM_TOKENS = 8 * CHUNK_FLOOR
 
-    Clamped to ``[lo, hi]`` (below ~512 tokens the rank-c GEMMs run well under the machine's GEMM rate
-    on a CPU) and to ``n``. V = 32000 gives 512 tokens (a 62.5 MiB buffer), V = 128000 gives 512 (250 MiB).
+
+def chunk_rows(n: int, v: int, budget_bytes: int = DEFAULT_BUDGET, itemsize: int = 4,
+               lo: int = 512, hi: int = 4096, share: float | None = CHUNK_SHARE) -> int:
+    """Tokens per chunk for ``n`` counted tokens and a vocabulary (shard) of ``v``.
+
+    First the largest power of two whose ``(c, V)`` buffer fits ``budget_bytes`` (64 MiB), clamped to
+    ``[lo, hi]`` (below ~512 tokens the rank-c GEMMs run under the machine's GEMM rate on a CPU): V = 32000
+    and V = 128000 give 512 tokens. Then, for ``n >= CAP_FROM_TOKENS`` (1792), the cap
+    ``max(CHUNK_FLOOR, floor(share * n / 32) * 32)``: 224 rows at N = 2048, 448 at N = 4096, 512 (no cap) from
+    N = 4655 on; ``share=None`` turns the cap off. Finally clamped to ``n``. The cap keeps the buffer a
+    fixed share of the (N, V) logits the pass avoids (<= 5% of the naive path's extra memory from N = 2048,
+    measured in docs/fused.md).
     """
     c = lo
     while c * 2 <= hi and c * 2 * v * itemsize <= budget_bytes:
         c *= 2
+    if share is not None and n >= CAP_FROM_TOKENS:
+        c = min(c, max(CHUNK_FLOOR, int(share * n) // 32 * 32))
     return max(1, min(c, n))
 
 
@@ -95,9 +116,16 @@ def run_pass(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, head, row
     # half-precision GEMMs: 4x the budget, since every chunk adds a (V, H) partial grad W into the float32
     # accumulator (a CPU bf16 GEMM cannot write float32), and those adds dominate below ~2048 tokens
     budget = opts.budget_bytes * (4 if mm != cd else 1)
-    c = opts.chunk_size or chunk_rows(max(len(rows), 1), v, budget, torch.finfo(cd).bits // 8)
+    # the token cap (a share of the tokens) holds for the compute-dtype GEMMs, the forward and the
+    # recomputing backward pass alike; half-precision GEMMs keep the budget rule alone (their extra memory is
+    # the float32 weight-gradient accumulator, and small chunks multiply its (V, H) adds)
+    c = opts.chunk_size or chunk_rows(max(len(rows), 1), v, budget, torch.finfo(cd).bits // 8,
+                                      share=CHUNK_SHARE if mm == cd else None)
     c = max(1, min(c, max(len(rows), 1)))
     buf = torch.empty(c, v, dtype=cd, device=h.device)
+    # every token counted (rows = 0..n-1, sorted and unique): chunk s covers positions [s, s + c), so the
+    # chunk's hidden states are a view and grad h is written in place (no (c, H) gather / scatter copies)
+    dense = len(rows) == n
     stats: dict[str, torch.Tensor] = {}
     gh = torch.zeros_like(h) if grads and need[0] else None
     gW = torch.zeros(W.shape, dtype=cd, device=W.device) if grads and need[1] else None
@@ -105,7 +133,8 @@ def run_pass(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, head, row
     for s in range(0, len(rows), c):
         idx = rows[s:s + c]
         z = buf[:len(idx)]
-        hc = h.index_select(0, idx)
+        e = s + len(idx)
+        hc = h[s:e] if dense else h.index_select(0, idx)
         if hc.dtype != mm:
             hc = hc.to(mm)
         if mm == cd:
@@ -124,7 +153,10 @@ def run_pass(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, head, row
             continue
         G = z if mm == cd else z.to(mm)
         if gh is not None:
-            gh.index_copy_(0, idx, (G @ Wm).to(h.dtype))
+            if dense and gh.dtype == mm:
+                torch.mm(G, Wm, out=gh[s:e])
+            else:
+                gh.index_copy_(0, idx, (G @ Wm).to(h.dtype))
         if gW is not None:
             if mm == cd:
                 gW.addmm_(G.t(), hc)

@@ -231,7 +231,8 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, linear_weight: torch.Tensor
         return_outputs: return :class:`FusedOutput` (loss, per-token losses, log-sum-exp), both
             differentiable (using them triggers a recomputing backward pass).
         chunk_size: tokens per chunk, an integer >= 1 (default: the largest power of two whose float32
-            (chunk, V) buffer fits 64 MiB, clamped to [512, 4096]; see :func:`losskit.fused.chunk_rows`).
+            (chunk, V) buffer fits 64 MiB, clamped to [512, 4096], then from 1792 counted tokens on capped
+            at 11% of them (a multiple of 32, at least 224); see :func:`losskit.fused.chunk_rows`).
         bf16_matmul: for half inputs, run the GEMMs in the input dtype (faster on CPUs with bf16 units;
             logits rounded to bf16 as in the naive path); default: float32 GEMMs on upcast operands.
 
