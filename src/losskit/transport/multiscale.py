@@ -493,7 +493,10 @@ class _Sparse:
                     w = torch.exp(loga[a:b] - lrs - M)
                     if relax:     # the relaxed rows: exp((f_new - s)/eps) = exp((1 - omega)(f - s)/eps)
                         w = torch.stack([w, w * torch.exp((1.0 - omega) * (f[a:b] - sa) / eps)])
-                        S.index_add_(1, idx, w @ blk)
+                        ws = w @ blk
+                        # 1-D index_add_ each (with an int32 index a 2-D one is 40x slower, torch 2.13)
+                        S[0].index_add_(0, idx, ws[0])
+                        S[1].index_add_(0, idx, ws[1])
                     else:
                         S[0].index_add_(0, idx, w @ blk)
             return S
@@ -534,7 +537,9 @@ class _Sparse:
                     K = torch.addmm(hI, Xs[i0:i1], Yg.t()).add_(hx[i0:i1].unsqueeze(1)).clamp_(max=-_CLAMP2).exp2_()
                     acc[0].index_add_(0, idx, a[i0:i1] @ K)
                     if want_points:
-                        acc[1:].index_add_(1, idx, ax[i0:i1].t() @ K)
+                        px = ax[i0:i1].t() @ K
+                        for k in range(d):     # 1-D index_add_ (see sweep)
+                            acc[1 + k].index_add_(0, idx, px[k])
                     K.mul_(bI)
                     rowK[i0:i1] = K.sum(1)
                     if want_points:
