@@ -36,13 +36,14 @@ def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
 
 
 _LOG2E = 1.0 / math.log(2.0)
+_CLAMP2 = CLAMP * _LOG2E      # exp2(_CLAMP2) = exp(CLAMP)
 
 
 def _exp_shifted_(b: torch.Tensor, mx: torch.Tensor) -> torch.Tensor:
     """``exp(max(b - mx, CLAMP))`` in place, as ``exp2`` of the argument times log2(e): on CPU exp2 is
     about 3x faster than exp (float32, AVX-512: 0.29 vs 0.83 ns per entry), for one more cheap pass; the
     clamp keeps the arguments out of exp's slow underflow path (10-30 ns per entry below -87)."""
-    return b.sub_(mx).mul_(_LOG2E).clamp_(min=CLAMP * _LOG2E).exp2_()
+    return b.sub_(mx).mul_(_LOG2E).clamp_(min=_CLAMP2).exp2_()
 
 
 def _lse_rows_(buf: torch.Tensor) -> torch.Tensor:

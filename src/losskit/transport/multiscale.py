@@ -55,7 +55,7 @@ import torch
 
 from .._core.compiler import eager
 from .._core.errors import fail
-from ._kernel import _FUSED_FLOOR, BLOCK_ELEMS, CLAMP, _exp_shifted_, _Kernel
+from ._kernel import _CLAMP2, _FUSED_FLOOR, _LOG2E, BLOCK_ELEMS, _exp_shifted_, _Kernel
 from ._solve import _as_eps, _sinkhorn
 from .costs import Cost
 from .result import OTResult
@@ -234,10 +234,7 @@ class _Relaxation:
 #: exponentials of entries up to ~_OFFSET_RANGE above the offset stay finite; entries far below it underflow
 #: only where they are negligible next to the row's sum)
 _OFFSET_RANGE = 30.0
-_USE_OFFSET = True
 _LN2 = math.log(2.0)
-_LOG2E = 1.0 / _LN2
-_CLAMP2 = CLAMP * _LOG2E      # exp2(_CLAMP2) = exp(CLAMP)
 
 _TAU_STEP = 0.25      # resolution of the truncation threshold, in units of eps
 _TAU_MAX = 200.0
@@ -368,15 +365,10 @@ class _Pool:
 
     def sum(self, fn):
         if self.ex is None or len(self.bounds) < 2:
-            return sum_results([fn(a, b) for a, b in self.bounds])
-        return sum_results(list(self.ex.map(lambda ab: fn(*ab), self.bounds)))
-
-
-def sum_results(parts: list[torch.Tensor]) -> torch.Tensor:
-    out = parts[0]
-    for p in parts[1:]:
-        out = out + p
-    return out
+            parts = [fn(a, b) for a, b in self.bounds]
+        else:
+            parts = list(self.ex.map(lambda ab: fn(*ab), self.bounds))
+        return sum(parts[1:], parts[0])
 
 
 class _Sparse:
@@ -459,7 +451,7 @@ class _Sparse:
         # leave [e^-_OFFSET_RANGE, e^_OFFSET_RANGE] (the potentials moved a lot) is redone with its own row
         # maxima. The exponentials are taken in base 2 (exp2 is about 3x faster than exp on CPU): the GEMM's
         # inputs carry the factor log2(e); the clamp keeps the arguments out of exp's slow underflow path
-        off = self.off if _USE_OFFSET else None
+        off = self.off
         Xs2, hp2 = Xs * _LOG2E, hp * _LOG2E
         X1 = torch.cat([Xs2, (-_LOG2E * off).unsqueeze(1)], 1) if off is not None else None
         d = Xs.shape[1]
